@@ -1,0 +1,181 @@
+# Strict decoder for wire messages (both directions). Every malformed payload
+# raises WireError with a reason naming the field; anything else escaping from
+# here is a bug. Table-driven: adding a message kind is one entry in _KINDS.
+#
+# Numbers: int or finite float (NaN/inf and bools are refused); aggregate and
+# reading values may also be null ("no value").
+
+import json
+from edgestream_shared.errors import WireError
+from edgestream_shared.topics import check_id
+
+VERSION = 1
+MAX_PAYLOAD = 65536     # bytes; larger payloads are refused before parsing
+MAX_ITEMS = 1000        # items in one batch message
+_INF = float("inf")
+
+
+def _fail(path, what):
+    raise WireError(path + ": " + what)
+
+
+def _int(v, path):
+    if type(v) is not int or v < 0:
+        _fail(path, "expected an integer >= 0")
+    return v
+
+
+def _num(v, path, nullable):
+    t = type(v)
+    if t is int:
+        return v
+    if t is float:
+        if v != v or v == _INF or v == -_INF:
+            _fail(path, "expected a finite number")
+        return v
+    if v is None and nullable:
+        return v
+    _fail(path, "expected a number" + (" or null" if nullable else ""))
+
+
+def _str(v, path):
+    if type(v) is not str:
+        _fail(path, "expected a string")
+    return v
+
+
+def _name(v, path):
+    try:
+        return check_id(v, path)
+    except WireError as e:
+        raise WireError(e.reason)
+
+
+def _dict(v, path):
+    if type(v) is not dict:
+        _fail(path, "expected an object")
+    return v
+
+
+def _keys(d, path, required, optional=()):
+    for k in required:
+        if k not in d:
+            _fail(path, "missing key %r" % k)
+    for k in d:
+        if k not in required and k not in optional:
+            _fail(path, "unknown key %r" % (k,))
+
+
+def _result(it, path):
+    _keys(it, path, ("seq", "sensor", "window", "start", "end", "aggs"))
+    _int(it["seq"], path + ".seq")
+    _name(it["sensor"], path + ".sensor")
+    _name(it["window"], path + ".window")
+    start = _int(it["start"], path + ".start")
+    if _int(it["end"], path + ".end") < start:
+        _fail(path + ".end", "is before start")
+    aggs = _dict(it["aggs"], path + ".aggs")
+    if not aggs:
+        _fail(path + ".aggs", "expected at least one aggregate")
+    for k in aggs:
+        _name(k, path + ".aggs")
+        _num(aggs[k], path + ".aggs." + k, True)
+
+
+def _reading(it, path):
+    _keys(it, path, ("seq", "sensor", "t", "value"))
+    _int(it["seq"], path + ".seq")
+    _name(it["sensor"], path + ".sensor")
+    _int(it["t"], path + ".t")
+    _num(it["value"], path + ".value", True)
+
+
+def _batch(check):
+    def body(m):
+        items = m["items"]
+        if type(items) is not list or not items:
+            _fail("items", "expected a non-empty list")
+        if len(items) > MAX_ITEMS:
+            _fail("items", "more than %d items" % MAX_ITEMS)
+        for i in range(len(items)):
+            path = "items[%d]" % i
+            check(_dict(items[i], path), path)
+    return body
+
+
+def _status(m):
+    if m["state"] not in ("online", "offline"):
+        _fail("state", "expected 'online' or 'offline'")
+
+
+def _metrics(m):
+    d = _dict(m["metrics"], "metrics")
+    for k in d:
+        _name(k, "metrics")
+        v = d[k]
+        if type(v) is not str:
+            _num(v, "metrics." + k, True)
+
+
+def _ack(m):
+    _int(m["version"], "version")
+    if type(m["ok"]) is not bool:
+        _fail("ok", "expected true or false")
+    if "error" in m:
+        _str(m["error"], "error")
+
+
+def _config(m):
+    _int(m["version"], "version")
+    _dict(m["config"], "config")
+
+
+# kind -> (required keys besides v/dev/kind, optional keys, body check)
+_KINDS = {
+    "results": (("boot", "items"), (), _batch(_result)),
+    "readings": (("boot", "items"), (), _batch(_reading)),
+    "status": (("boot", "state"), (), _status),
+    "metrics": (("boot", "metrics"), (), _metrics),
+    "ack": (("boot", "version", "ok"), ("error",), _ack),
+    "config": (("version", "config"), (), _config),
+}
+
+
+def decode(data, max_size=MAX_PAYLOAD):
+    # bytes/str -> validated message dict. Raises WireError, nothing else.
+    try:
+        n = len(data)
+    except TypeError:
+        raise WireError("payload: expected bytes")
+    if n > max_size:
+        raise WireError("payload: %d bytes is over the %d byte limit" % (n, max_size))
+    if not n:
+        raise WireError("payload: empty")
+    try:
+        if not isinstance(data, str):
+            data = bytes(data).decode()
+        m = json.loads(data)
+    except Exception as e:  # UnicodeError, ValueError, RecursionError...
+        raise WireError("payload: not valid UTF-8 JSON (%s)" % (e.__class__.__name__,))
+    if type(m) is not dict:
+        _fail("payload", "expected a JSON object")
+    if m.get("v") != VERSION or type(m.get("v")) is not int:
+        _fail("v", "unsupported protocol version %r (expected %d)" % (m.get("v"), VERSION))
+    kind = m.get("kind")
+    spec = _KINDS.get(kind) if type(kind) is str else None
+    if spec is None:
+        _fail("kind", "unknown message kind %r" % (kind,))
+    _keys(m, "message", ("v", "dev", "kind") + spec[0], spec[1])
+    _name(m["dev"], "dev")
+    if "boot" in m:
+        _int(m["boot"], "boot")
+    spec[2](m)
+    return m
+
+
+def decode_config(data, max_size=MAX_PAYLOAD):
+    # Decode a hub -> agent config message (kind "config").
+    m = decode(data, max_size)
+    if m["kind"] != "config":
+        _fail("kind", "expected 'config', got %r" % m["kind"])
+    return m

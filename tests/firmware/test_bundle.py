@@ -1,0 +1,56 @@
+"""Every device-zone module compiles for the boards, and the compiled bundle runs."""
+
+import json
+
+import pytest
+
+from edgestream_tools import bundle, packages
+
+SMOKE = r"""
+import sys
+import edgestream_shared, edgestream_agent
+names = sys.argv[1:]
+for n in names:
+    m = __import__(n, None, None, ("x",))
+    assert m.__file__.endswith(".mpy"), m.__file__
+from edgestream_shared.encoder import Encoder
+from edgestream_shared.frame import FrameReader, encode_frame
+from edgestream_shared.decoder import decode
+e = Encoder(b"d1", 3)
+e.begin(b"results")
+e.add_result(0, b"temp", b"w", 0, 1000, (b"count", b"avg"), (4, 1.5))
+r = FrameReader()
+r.feed(encode_frame(e.finish()))
+m = decode(r.next())
+print(len(names), m["items"][0]["aggs"]["avg"])
+"""
+
+
+def module_names():
+    return [str(rel.with_suffix("")).replace("/", ".").removesuffix(".__init__") for _, rel in bundle.sources()]
+
+
+@pytest.mark.parametrize("arch", ["armv6m", "xtensawin", None])
+def test_bundle_compiles_and_runs_under_micropython(tmp_path, micropython, arch):
+    files = bundle.build(tmp_path / "lib", arch)
+    assert len(files) == len(bundle.sources()) >= 7
+    script = tmp_path / "smoke.py"
+    script.write_text(SMOKE)
+    names = module_names()
+    out = micropython.run_file(script, *names, board="esp32", extra_paths=[str(tmp_path / "lib")])
+    assert out.stdout.decode().split() == [str(len(names)), "1.5"]
+
+
+def test_a_syntax_error_names_the_module(tmp_path, monkeypatch):
+    bad = tmp_path / "edgestream_agent" / "broken.py"
+    bad.parent.mkdir()
+    bad.write_text("def f(:\n")
+    monkeypatch.setattr(bundle, "sources", lambda: [(bad, bad.relative_to(tmp_path))])
+    with pytest.raises(bundle.BundleError, match="edgestream_agent/broken.py"):
+        bundle.build(tmp_path / "out", "armv6m")
+
+
+def test_mip_package_files_list_every_module():
+    for unit in packages.UNITS:
+        on_disk = json.loads((packages.ROOT / unit / "package.json").read_text())
+        assert on_disk == packages.package_json(unit), f"{unit}/package.json is stale: run python -m edgestream_tools.packages"

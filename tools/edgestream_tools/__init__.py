@@ -1,0 +1,1 @@
+"""Host-side tools: the `edgestream` CLI, the MicroPython runner, firmware bundles."""
