@@ -4,7 +4,17 @@
 
 VERSION = "0.1.0"
 
-_LAZY = {}
+_LAZY = {
+    "Agent": "agent",
+    "Scheduler": "scheduler",
+    "Pipeline": "pipeline",
+    "ConfigError": "config",
+    "load": "config",
+    "validate": "config",
+    "RingWindow": "ring_window",
+    "TumblingWindow": "tumbling_window",
+    "Replay": "replay",
+}
 
 
 def __getattr__(name):

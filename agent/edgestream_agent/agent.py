@@ -1,0 +1,207 @@
+# The agent: sensors -> filters -> windows, built from a validated agent.json.
+#
+#   agent = Agent(config, on_result=send)   # builds every pipeline, or raises
+#   agent.attach(scheduler)                 # one sampling task per sensor
+#   agent.feed("temp", t_ms, 21.5)          # or push samples yourself (replay)
+#   agent.flush()                           # close open time windows
+#
+# on_result(sensor, window, start, end, names, values) is called once per
+# closed window: sensor and window are names (str), names a tuple of
+# aggregate names as bytes (ready for the wire encoder), values a new list of
+# numbers in the sensor's units.
+#
+# The clock is injectable: clock() -> ms. The default counts milliseconds
+# since start from time.ticks_ms (unwrapped, so windows survive the ticks
+# wrap). A board keeps it a small int for 2**30 ms (12.4 days); after that
+# timestamps are long ints and each sample allocates a little.
+
+from edgestream_agent.config import validate
+from edgestream_agent.pipeline import Pipeline
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+class Uptime:
+    # Milliseconds since construction, from wrapping ticks_ms.
+    def __init__(self):
+        self._last = ticks_ms()
+        self.ms = 0
+
+    def now(self):
+        n = ticks_ms()
+        self.ms += ticks_diff(n, self._last)
+        self._last = n
+        return self.ms
+
+
+class Agent:
+    def __init__(self, config, clock=None, on_result=None, elastic=False):
+        # elastic=True lets sliding time windows grow instead of overwriting
+        # (replay on a host, where exact results matter more than memory).
+        self.config = validate(config)
+        self.clock = clock or Uptime().now
+        self.on_result = on_result
+        self.elastic = elastic
+        self.device = self.config["device"]
+        self.results = 0
+        self.scheduler = None
+        self.tasks = {}
+        self.discarded = 0  # window results dropped by apply() (open windows of changed sensors)
+        self.pipelines = self._build(self.config["sensors"], {})
+
+    def _build(self, sensors, keep):
+        # -> {name: Pipeline}; pipelines in `keep` whose config is unchanged
+        # are reused with their window state. Builds everything before it
+        # returns, so a failure leaves the running agent untouched.
+        out = {}
+        for s in sensors:
+            old = keep.get(s["name"])
+            if old is not None and old.cfg == s:
+                out[s["name"]] = old
+            else:
+                out[s["name"]] = Pipeline(s, self._result, self.elastic)
+        return out
+
+    @property
+    def samples(self):
+        n = 0
+        for p in self.pipelines.values():
+            n += p.samples
+        return n
+
+    def pipeline(self, name):
+        p = self.pipelines.get(name)
+        if p is None:
+            raise KeyError("unknown sensor %r" % (name,))
+        return p
+
+    def _result(self, pipe, window, start, end):
+        self.results += 1
+        if self.on_result is not None:
+            self.on_result(pipe.name, window.name, start, end, window.agg.names, window.agg.values())
+
+    # -- input ---------------------------------------------------------------
+    def feed(self, sensor, t_ms, value):
+        # One sample of a sensor (value in its units) through its filters and
+        # windows. -> False if refused as late (t before the previous one).
+        return self.pipeline(sensor).feed(t_ms, value)
+
+    def flush(self, t_ms=None):
+        # t_ms=None: close every open time window (end of input). With t_ms:
+        # close the windows that ended by then (the clock moved on).
+        for p in self.pipelines.values():
+            if t_ms is None:
+                p.flush()
+            else:
+                p.advance(t_ms)
+
+    # -- running on a board ----------------------------------------------------
+    def attach(self, scheduler):
+        # Build every sensor's source and register its sampling task. Sources
+        # are built first, all of them, so a missing one starts nothing.
+        sources = {}
+        try:
+            for name, p in self.pipelines.items():
+                if p.source is None:
+                    sources[name] = _source(p)
+        except Exception:
+            for s in sources.values():
+                s.deinit()
+            raise
+        self.scheduler = scheduler
+        for name, p in self.pipelines.items():
+            if name in sources:
+                p.source = sources[name]
+            p.clock = self.clock
+            if name not in self.tasks:
+                self.tasks[name] = scheduler.every(p.period_ms, p.sample, name)
+
+    def apply(self, config):
+        # Switch to a new config: only sensors whose config changed are
+        # rebuilt (their open windows are discarded, counted in `discarded`);
+        # the others keep their window state. Raises ConfigError and changes
+        # nothing when the new config is invalid or a source fails to start.
+        # -> (names rebuilt or added, names removed)
+        cfg = validate(config)
+        new = self._build(cfg["sensors"], self.pipelines)
+        changed = [n for n, p in new.items() if self.pipelines.get(n) is not p]
+        removed = [n for n in self.pipelines if n not in new]
+        if self.scheduler is not None:
+            started = {}
+            try:
+                for n in changed:
+                    started[n] = _source(new[n])
+            except Exception:
+                for s in started.values():
+                    s.deinit()
+                raise
+            for n in changed:
+                new[n].source = started[n]
+                new[n].clock = self.clock
+        for n in changed + removed:
+            old = self.pipelines.get(n)
+            if old is None:
+                continue
+            for w in old.windows:
+                if w.pending():
+                    self.discarded += 1
+            old.deinit()
+            task = self.tasks.pop(n, None)
+            if task is not None:
+                self.scheduler.cancel(task)
+        self.config = cfg
+        self.device = cfg["device"]
+        self.pipelines = new
+        if self.scheduler is not None:
+            for n in changed:
+                p = new[n]
+                self.tasks[n] = self.scheduler.every(p.period_ms, p.sample, n)
+        return changed, removed
+
+    def deinit(self):
+        if self.scheduler is not None:
+            for t in self.tasks.values():
+                self.scheduler.cancel(t)
+        self.tasks = {}
+        for p in self.pipelines.values():
+            p.deinit()
+
+    def stats(self):
+        # Counters per sensor, for health reports: a new dict (allocates).
+        out = {}
+        for name, p in self.pipelines.items():
+            out[name] = {"samples": p.samples, "passed": p.passed, "dropped": p.dropped,
+                         "late": p.late, "rejected": p.rejected, "read_errors": p.read_errors,
+                         "results": p.results,
+                         "overwritten": sum(w.overwritten for w in p.windows)}
+        return out
+
+
+def _source(pipe):
+    from edgestream_agent.sources import make
+    return make(pipe.cfg["source"], pipe.factor)
+
+
+def start(path="agent.json", on_result=None):
+    # Board entry point (main.py: `from edgestream_agent.agent import start;
+    # start()`): load the config, start sampling, run forever.
+    from edgestream_agent.config import load
+    from edgestream_agent.scheduler import Scheduler
+    cfg = load(path)
+    sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
+    agent = Agent(cfg, on_result=on_result)
+    agent.attach(sched)
+    try:
+        sched.run()
+    finally:
+        agent.deinit()
+        sched.deinit()

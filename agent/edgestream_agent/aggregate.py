@@ -1,0 +1,130 @@
+# Incremental aggregates of one window, in fixed-point integers.
+#
+# count, sum, avg and stddev come from running sums that add (and, for
+# sliding windows, subtract) one sample in O(1) without allocating:
+#   - values are shifted by a reference `ref` (the first value since the
+#     window was last empty), so sums stay small for a sensor that moves
+#     around a level: d = v - ref;
+#   - the sum of squares of d is kept in two limbs, sq_hi * 2**28 + sq_lo,
+#     with 0 <= sq_lo < 2**28 after every step, so it never overflows a
+#     31-bit small int on a board however many samples a window holds.
+#     d*d itself stays a small int while |d| < 2**14 (16.383 at decimals 3);
+#     beyond that a board allocates a temporary long int (still exact).
+# When the window closes, results are computed exactly from these integers:
+#   sum    = n*ref + sd                  (sd = sum of d)
+#   stddev = sqrt(n*sq - sd*sd) / n      (population; exact integer variance)
+# min, max, first and last are tracked by the window that owns this object
+# (a tumbling window directly, a sliding one from its ring and deques).
+
+import math
+from edgestream_agent.fixed import ldiv
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_SQ_BITS = const(28)
+_SQ_MASK = const(0xFFFFFFF)
+
+# aggregate name -> code, used to build results without string compares
+CODES = {"count": 0, "sum": 1, "avg": 2, "min": 3, "max": 4, "stddev": 5, "first": 6, "last": 7}
+
+
+class Aggregate:
+    def __init__(self, names, factor):
+        # names: aggregate names (str) in output order; factor: 10**decimals
+        self.names = tuple(n.encode() for n in names)  # bytes, for the wire encoder
+        self._codes = tuple(CODES[n] for n in names)
+        self.factor = factor
+        self.need_sq = "stddev" in names
+        self.need_min = "min" in names
+        self.need_max = "max" in names
+        self.reset()
+
+    def reset(self):
+        self.n = 0
+        self.ref = 0
+        self.sd = 0
+        self.sq_lo = 0
+        self.sq_hi = 0
+        # set by the owning window before values() is called
+        self.lo = 0
+        self.hi = 0
+        self.first = 0
+        self.last = 0
+
+    def add(self, v):
+        if self.n == 0:
+            self.ref = v
+            self.sd = 0
+            self.sq_lo = 0
+            self.sq_hi = 0
+        d = v - self.ref
+        self.n += 1
+        self.sd += d
+        if self.need_sq:
+            lo = self.sq_lo + d * d
+            self.sq_hi += lo >> _SQ_BITS
+            self.sq_lo = lo & _SQ_MASK
+
+    def remove(self, v):
+        # Sliding windows: take back a sample added earlier.
+        d = v - self.ref
+        self.n -= 1
+        self.sd -= d
+        if self.need_sq:
+            lo = self.sq_lo - d * d
+            self.sq_hi += lo >> _SQ_BITS  # floor shift: borrows from sq_hi
+            self.sq_lo = lo & _SQ_MASK
+
+    def rebase(self, values, start, count, cap):
+        # Recompute the sums around a new ref from the samples a ring holds
+        # (values[start], ... count of them, wrapping at cap). Used when a
+        # sliding window's values drift far from ref.
+        self.n = 0
+        i = start
+        for _ in range(count):
+            self.add(values[i])
+            i += 1
+            if i == cap:
+                i = 0
+
+    def values(self):
+        # The configured aggregates as a new list of numbers (allocates: a
+        # window result is built only when a window closes).
+        n = self.n
+        f = self.factor
+        out = []
+        for c in self._codes:
+            if c == 0:
+                out.append(n)
+            elif c == 1:
+                out.append(ldiv(n * self.ref + self.sd, f))
+            elif c == 2:
+                out.append(ldiv(n * self.ref + self.sd, n * f))
+            elif c == 3:
+                out.append(ldiv(self.lo, f))
+            elif c == 4:
+                out.append(ldiv(self.hi, f))
+            elif c == 5:
+                sq = (self.sq_hi << _SQ_BITS) + self.sq_lo
+                var = n * sq - self.sd * self.sd  # n**2 * variance, exact
+                out.append(_isqrt_ratio(var, n * f))
+            elif c == 6:
+                out.append(ldiv(self.first, f))
+            else:
+                out.append(ldiv(self.last, f))
+        return out
+
+
+def _isqrt_ratio(var, den):
+    # sqrt(var) / den; exact 0 and exact integers stay ints.
+    if var <= 0:
+        return 0
+    r = math.sqrt(var)
+    ri = int(r)
+    if ri * ri == var:
+        return ldiv(ri, den)
+    return r / den
