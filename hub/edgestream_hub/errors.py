@@ -1,5 +1,73 @@
-"""The root of every error EdgeStream's host side raises on purpose."""
+"""The root of every error EdgeStream's host side raises on purpose.
+
+The tree: ``EdgeStreamError`` > ``ConfigError`` (one or more ``ConfigIssue``
+with their YAML path and line), ``PluginError`` (names the plugin),
+``StartError`` (a component that cannot work, raised before anything is
+consumed) and ``ComponentError`` (a runtime failure of one component).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class EdgeStreamError(Exception):
     """Base class: catch this to handle any EdgeStream failure a user can act on."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config: where (``sinks.out.file.path``), which line, what."""
+
+    path: str
+    message: str
+    line: int | None = None
+    origin: str | None = None  # "env EDGESTREAM_X" / "--set" when not from the YAML file
+
+    def __str__(self) -> str:
+        where = self.path or "<root>"
+        if self.line is not None:
+            return f"{where}: line {self.line}: {self.message}"
+        if self.origin:
+            return f"{where}: ({self.origin}) {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(EdgeStreamError):
+    """A config that cannot work; ``issues`` holds every problem found, all at once."""
+
+    def __init__(self, issues: list[ConfigIssue] | ConfigIssue | str, source: str | None = None) -> None:
+        if isinstance(issues, str):
+            issues = [ConfigIssue("", issues)]
+        elif isinstance(issues, ConfigIssue):
+            issues = [issues]
+        self.issues = list(issues)
+        self.source = source
+        head = f"{source}: " if source else ""
+        n = len(self.issues)
+        lines = [f"{head}{n} config error{'s' if n != 1 else ''}:"] + [f"  {i}" for i in self.issues]
+        super().__init__("\n".join(lines) if n != 1 else f"{head}{self.issues[0]}")
+
+
+class PluginError(EdgeStreamError):
+    """A plugin refused at registration (duplicate name, no config spec, failed import)."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(f"plugin {plugin!r}: {message}")
+        self.plugin = plugin
+
+
+class StartError(EdgeStreamError):
+    """A component could not start (port in use, missing file): raised before consuming anything."""
+
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(f"{component}: {message}")
+        self.component = component
+
+
+class ComponentError(EdgeStreamError):
+    """A runtime failure of one component; the engine retries it with backoff."""
+
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(f"{component}: {message}")
+        self.component = component

@@ -1,0 +1,530 @@
+"""The hub config: YAML with layers, validated against one spec per component.
+
+Layers, lowest to highest precedence: the specs' defaults < the YAML file <
+environment (``EDGESTREAM_<SECTION>__<KEY>...`` variables, and ``${VAR:default}``
+inside the YAML) < ``--set path=value``. ``load_config`` returns a
+``HubConfig`` or raises ``ConfigError`` listing every problem at once, each
+with its path and YAML line (``pipelines.cold_room.processors[0].sql: line 12: ...``).
+
+Validation does not import any connector library: checking a config is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from edgestream_hub.errors import ConfigError, ConfigIssue
+from edgestream_hub.registry import Registry
+from edgestream_hub.spec import Checker, Field, Spec
+
+SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics")
+
+HUB_SPEC = Spec("hub", "Engine settings.", [
+    Field("shutdown_timeout", "duration", "How long a stop may take to drain in-flight records and flush sinks.",
+          default="10s"),
+    Field("watch", "bool", "Reload the config when its file changes (SIGHUP always reloads).", default=True),
+    Field("watch_interval", "duration", "How often the config file is checked for changes.", default="1s", min=10),
+    Field("dead_letter", "str", "Sink that receives rejected records (with the reason) from every pipeline and "
+          "source that does not name its own. Without one, rejected records are logged and counted.",
+          default=None, ref="sinks"),
+    Field("restart_backoff_max", "duration", "Longest wait between restarts of a failing pipeline or sink.",
+          default="30s"),
+    Field("log_level", "str", "Logging level.", default="info", choices=("debug", "info", "warning", "error")),
+])
+
+TLS_SPEC = Spec("tls", "TLS for the MQTT connection.", [
+    Field("ca_file", "str", "CA certificate (PEM) that signed the broker's certificate; none uses the system CAs.",
+          default=None),
+    Field("cert_file", "str", "Client certificate (PEM) for mutual TLS.", default=None),
+    Field("key_file", "str", "Client key (PEM) for mutual TLS.", default=None),
+    Field("insecure", "bool", "Skip the broker hostname check (testing only).", default=False),
+])
+
+
+def _check_files(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    for k in ("ca_file", "cert_file", "key_file"):
+        if cfg.get(k):
+            cfg[k] = chk_file(chk, cfg[k], f"{path}.{k}")
+
+
+def chk_file(chk: Checker, value: str, path: str, must_exist: bool = True) -> str:
+    """Resolve a file name against the config's folder; report it if it must exist and does not."""
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = Path(getattr(chk, "base_dir", ".")) / p
+    if must_exist and not p.exists():
+        chk.issue(path, f"file not found: {value} (looked at {p})")
+    return str(p)
+
+
+TLS_SPEC.check = _check_files
+
+MQTT_CONNECTION_SPEC = Spec("connection", "An MQTT broker connection, shared by the MQTT sources and sinks "
+                            "that name it. `broker:` is the connection named `default`.", [
+    Field("host", "str", "Broker host.", default="127.0.0.1"),
+    Field("port", "int", "Broker port.", default=1883, min=1, max=65535),
+    Field("username", "str", "User name.", default=None),
+    Field("password", "str", "Password.", default=None, secret=True),
+    Field("tls", "object", "TLS settings; none means plain TCP.", default=None, spec=TLS_SPEC),
+    Field("protocol", "str", "MQTT protocol version (`5` is needed for shared subscriptions).", default="3.1.1",
+          choices=("3.1.1", "5")),
+    Field("keepalive", "duration", "Keep-alive interval.", default="30s", min=1000),
+    Field("connect_timeout", "duration", "Timeout of one connection attempt.", default="5s"),
+    Field("reconnect_min", "duration", "First wait before reconnecting; doubles up to `reconnect_max`.",
+          default="100ms"),
+    Field("reconnect_max", "duration", "Longest wait between reconnection attempts.", default="30s"),
+], example="""
+broker: {host: 127.0.0.1, port: 1883}
+connections:
+  cloud: {host: mqtt.example.com, port: 8883, username: hub, password: "${MQTT_PASSWORD}", tls: {ca_file: ca.pem}}
+""")
+
+BATCH_SPEC = Spec("batch", "Batching: a batch is handed on when it has `size` records or its first record "
+                  "has waited `linger`.", [
+    Field("size", "int", "Largest batch, in records.", default=500, min=1),
+    Field("linger", "duration", "Longest wait for a batch to fill.", default="50ms"),
+])
+
+RETRY_SPEC = Spec("retry", "Retry with exponential backoff when a sink fails.", [
+    Field("initial", "duration", "First wait after a failure.", default="100ms"),
+    Field("max", "duration", "Longest wait between attempts.", default="30s"),
+    Field("attempts", "int", "Attempts per batch before it goes to the dead-letter sink; 0 retries forever.",
+          default=0, min=0),
+])
+
+SINK_COMMON = [
+    Field("label", "str", "Name in logs and metric labels (default: the sink's name).", default=None, name_like=True),
+    Field("queue", "int", "Bound of the sink's input queue, in records.", default=10000, min=1),
+    Field("policy", "str", "When the queue is full: `block` slows the pipelines feeding this sink down to its pace "
+          "(nothing is lost); `drop_oldest` drops the oldest queued records and counts them in "
+          "`edgestream_sink_dropped_records_total`.", default="block", choices=("block", "drop_oldest")),
+    Field("batch", "object", "How records are batched into `write` calls.", default={}, spec=BATCH_SPEC),
+    Field("retry", "object", "Backoff when a write fails.", default={}, spec=RETRY_SPEC),
+]
+SOURCE_COMMON = [
+    Field("label", "str", "Name in logs and metric labels (default: the source's name).", default=None,
+          name_like=True),
+    Field("dead_letter", "str", "Sink for this source's undecodable input (default: `hub.dead_letter`).",
+          default=None, ref="sinks"),
+]
+PROCESSOR_COMMON = [
+    Field("label", "str", "Name in logs and metric labels (default: `<pipeline>.<type>`).", default=None,
+          name_like=True),
+]
+SINK_COMMON_SPEC = Spec("sink (common keys)", "Keys every sink takes next to its type key.", SINK_COMMON)
+SOURCE_COMMON_SPEC = Spec("source (common keys)", "Keys every source takes next to its type key.", SOURCE_COMMON)
+PROCESSOR_COMMON_SPEC = Spec("processor (common keys)", "Keys every processor takes next to its type key.",
+                             PROCESSOR_COMMON)
+
+PIPELINE_SPEC = Spec("pipeline", "Sources -> processors -> sinks. Records flow through bounded queues.", [
+    Field("from", "list[str]", "Sources feeding this pipeline (a source may feed several).", ref="sources",
+          one_or_list=True),
+    Field("processors", "list[any]", "Processors, in order; each a one-key mapping `{type: {...}}`.", default=[]),
+    Field("to", "list[str]", "Sinks receiving what the last processor emits.", ref="sinks", one_or_list=True),
+    Field("queue", "int", "Bound of the pipeline's input queue, in records; a full queue blocks the sources.",
+          default=10000, min=1),
+    Field("batch", "object", "How records are batched into the processors.", default={}, spec=BATCH_SPEC),
+    Field("tick", "duration", "Wall-clock tick interval for processors (closes windows when idle).",
+          default="1s", min=1),
+    Field("dead_letter", "str", "Sink for records this pipeline's processors reject (default: `hub.dead_letter`).",
+          default=None, ref="sinks"),
+], example="""
+pipelines:
+  cold_room:
+    from: devices
+    processors:
+      - filter: {field: sensor, eq: temp}
+      - sql: "SELECT device, avg(avg) AS t FROM input GROUP BY device, TUMBLE(ts, '1m')"
+    to: [archive]
+""")
+
+STATE_SPEC = Spec("state", "Where stateful processors keep their snapshots.", [
+    Field("dir", "str", "Folder for snapshots (written to a temp file and renamed); none keeps state in memory "
+          "only.", default=None),
+    Field("interval", "duration", "How often snapshots are written (and always on stop).", default="30s", min=100),
+])
+
+METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
+    Field("listen", "str", "`host:port` of the HTTP endpoint serving `/metrics` (none: no endpoint). "
+          "Use 127.0.0.1 unless the gateway's network is trusted.", default=None),
+])
+
+TOP_SPECS: dict[str, Spec] = {"hub": HUB_SPEC, "state": STATE_SPEC, "metrics": METRICS_SPEC}
+
+
+@dataclass
+class ComponentConfig:
+    """One parsed component: its kind, type name, label and config with defaults filled in."""
+
+    kind: str
+    type: str
+    name: str
+    label: str
+    config: dict[str, Any]
+    common: dict[str, Any]
+    path: str
+
+    def same_as(self, other: "ComponentConfig | None") -> bool:
+        return other is not None and (self.type, self.label, self.config, self.common) == (
+            other.type, other.label, other.config, other.common)
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    sources: list[str]
+    processors: list[ComponentConfig]
+    sinks: list[str]
+    queue: int
+    batch: dict[str, Any]
+    tick_ms: int
+    dead_letter: str | None
+
+    def same_as(self, other: "PipelineConfig | None") -> bool:
+        if other is None:
+            return False
+        mine = (self.sources, self.sinks, self.queue, self.batch, self.tick_ms, self.dead_letter)
+        theirs = (other.sources, other.sinks, other.queue, other.batch, other.tick_ms, other.dead_letter)
+        return mine == theirs and len(self.processors) == len(other.processors) and all(
+            a.same_as(b) for a, b in zip(self.processors, other.processors))
+
+
+@dataclass
+class HubConfig:
+    """A validated hub config. ``text`` is what it was parsed from (for change detection)."""
+
+    hub: dict[str, Any]
+    connections: dict[str, dict[str, Any]]
+    sources: dict[str, ComponentConfig]
+    sinks: dict[str, ComponentConfig]
+    pipelines: dict[str, PipelineConfig]
+    state: dict[str, Any]
+    metrics: dict[str, Any]
+    path: str | None = None
+    base_dir: str = "."
+    text: str = ""
+    data: dict[str, Any] = dc_field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- YAML + lines
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` / ``${VAR:default}`` from ``env`` (``$${`` is a literal ``${``).
+
+    Raises KeyError(VAR) for an unset variable without a default.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is None:
+            raise KeyError(name)
+        return default
+
+    return _VAR.sub(sub, text)
+
+
+def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict[str, int], list[ConfigIssue]]:
+    """YAML text -> (data, {path: line}, issues). Interpolates ``${VAR:default}`` in scalars."""
+    import yaml
+
+    lines: dict[str, int] = {}
+    issues: list[ConfigIssue] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            msg = str(getattr(e, "problem", None) or e)
+            raise ConfigError(ConfigIssue("", f"not valid YAML: {msg}", mark.line + 1 if mark else None),
+                              source) from e
+        if node is None:
+            return {}, lines, issues
+
+        def build(n: Any, path: str) -> Any:
+            lines.setdefault(path, n.start_mark.line + 1)
+            if isinstance(n, yaml.MappingNode):
+                out: dict[Any, Any] = {}
+                for kn, vn in n.value:
+                    k = build(kn, path + ".?")
+                    if isinstance(k, (list, dict)):
+                        issues.append(ConfigIssue(path, "a mapping key must be a scalar", kn.start_mark.line + 1))
+                        continue
+                    sub = f"{path}.{k}" if path else str(k)
+                    if k in out:
+                        issues.append(ConfigIssue(sub, f"duplicate key {k!r} (first on line {lines.get(sub)})",
+                                                  kn.start_mark.line + 1))
+                    lines[sub] = kn.start_mark.line + 1
+                    out[k] = build(vn, sub)
+                lines.pop(path + ".?", None)
+                return out
+            if isinstance(n, yaml.SequenceNode):
+                return [build(x, f"{path}[{i}]") for i, x in enumerate(n.value)]
+            if "${" in n.value:
+                try:
+                    v = interpolate(n.value, env)
+                except KeyError as e:
+                    issues.append(ConfigIssue(path, f"environment variable {e.args[0]} is not set and "
+                                                    f"${{{e.args[0]}}} has no default (write ${{{e.args[0]}:value}})",
+                                              n.start_mark.line + 1))
+                    return None
+                if n.style is None:  # plain scalar: the result is typed like YAML would type it
+                    tag = loader.resolve(yaml.ScalarNode, v, (True, False))
+                    return loader.construct_object(yaml.ScalarNode(tag, v, n.start_mark, n.end_mark))
+                return v
+            return loader.construct_object(n)
+
+        try:
+            data = build(node, "")
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise ConfigError(ConfigIssue("", f"not valid YAML: {e}", mark.line + 1 if mark else None), source) from e
+        return data, lines, issues
+    finally:
+        loader.dispose()
+
+
+def _scalar_text(text: str) -> Any:
+    """An env or --set value, typed like a YAML scalar or flow collection would be."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+_SEG = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def split_path(path: str) -> list[str | int]:
+    """``pipelines.p1.processors[0].sql`` -> ``['pipelines', 'p1', 'processors', 0, 'sql']``."""
+    out: list[str | int] = []
+    pos = 0
+    for m in _SEG.finditer(path):
+        if m.start() != pos and not (m.start() == pos + 1 and path[pos] == "."):
+            raise ValueError(f"bad path {path!r}")
+        out.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if pos != len(path) or not out:
+        raise ValueError(f"bad path {path!r}")
+    return out
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> str:
+    """Set a value at a dotted path, creating mappings as needed; returns the normalised path."""
+    segs = split_path(path)
+    cur: Any = data
+    for i, s in enumerate(segs[:-1]):
+        nxt = segs[i + 1]
+        if isinstance(s, int):
+            if not isinstance(cur, list) or s >= len(cur):
+                raise ValueError(f"{path}: no list item [{s}]")
+            if not isinstance(cur[s], (dict, list)):
+                cur[s] = {}
+            cur = cur[s]
+        else:
+            if not isinstance(cur, dict):
+                raise ValueError(f"{path}: {s!r} is not inside a mapping")
+            if not isinstance(cur.get(s), (dict, list)):
+                cur[s] = [] if isinstance(nxt, int) else {}
+            cur = cur[s]
+    last = segs[-1]
+    if isinstance(last, int):
+        if not isinstance(cur, list) or last > len(cur):
+            raise ValueError(f"{path}: no list item [{last}]")
+        if last == len(cur):
+            cur.append(value)
+        else:
+            cur[last] = value
+    else:
+        if not isinstance(cur, dict):
+            raise ValueError(f"{path}: {last!r} is not inside a mapping")
+        cur[last] = value
+    return "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if i else s) for i, s in enumerate(segs))
+
+
+def env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """``EDGESTREAM_SINKS__OUT__FILE__PATH=x`` -> [(``sinks.out.file.path``, ``x``, origin)].
+
+    Only variables whose first level is a config section count (``EDGESTREAM_MICROPYTHON``
+    and friends are left alone). Levels are lowercased and split on ``__``.
+    """
+    out = []
+    for k in sorted(env):
+        if not k.startswith("EDGESTREAM_"):
+            continue
+        parts = [p.lower() for p in k[len("EDGESTREAM_"):].split("__")]
+        if parts[0] not in SECTIONS or len(parts) < 2 or not all(parts):
+            continue
+        out.append((".".join(parts), env[k], f"env {k}"))
+    return out
+
+
+# ---------------------------------------------------------------- parsing
+
+def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None = None,
+                env: Mapping[str, str] | None = None, sets: Sequence[str] = (),
+                registry: Registry | None = None, base_dir: str | None = None) -> HubConfig:
+    """Read, layer and validate a config; raises ConfigError with every issue found."""
+    env = os.environ if env is None else env
+    registry = registry if registry is not None else Registry.default()
+    source = str(path) if path is not None else "<config>"
+    if text is None:
+        if path is None:
+            raise ConfigError("no config file given")
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(ConfigIssue("", f"cannot read the config file: {e.strerror or e}"), source) from e
+    if base_dir is None:
+        base_dir = str(Path(path).resolve().parent) if path is not None else os.getcwd()
+    data, lines, issues = load_yaml(text, source, env)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(ConfigIssue("", "the config must be a YAML mapping of sections", 1), source)
+    origins: dict[str, str] = {}
+    overrides = env_overrides(env) + [(*_split_set(s), "--set") for s in sets]
+    for p, v, origin in overrides:
+        try:
+            norm = set_path(data, p, _scalar_text(v))
+            origins[norm] = origin
+        except ValueError as e:
+            issues.append(ConfigIssue(p, str(e), None, origin))
+    chk = Checker(lines, origins)
+    chk.base_dir = base_dir  # type: ignore[attr-defined]
+    chk.issues.extend(issues)
+    cfg = parse_config(data, chk, registry)
+    chk.raise_if_any(source)
+    assert cfg is not None
+    cfg.path = str(path) if path is not None else None
+    cfg.base_dir = base_dir
+    cfg.text = text
+    return cfg
+
+
+def _split_set(s: str) -> tuple[str, str]:
+    if "=" not in s:
+        raise ConfigError(ConfigIssue(s, "--set expects path=value (e.g. --set broker.port=1884)", None, "--set"))
+    k, v = s.split("=", 1)
+    return k.strip(), v
+
+
+def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubConfig | None:
+    """Validate the layered data; issues go to ``chk``."""
+    for k in data:
+        if k not in SECTIONS:
+            chk.issue(str(k), f"unknown section {k!r}; sections: {', '.join(SECTIONS)}")
+    top = {name: chk.parse(spec, data.get(name), name) or {} for name, spec in TOP_SPECS.items()}
+    connections: dict[str, dict[str, Any]] = {}
+    if data.get("broker") is not None:
+        connections["default"] = chk.parse(MQTT_CONNECTION_SPEC, data["broker"], "broker") or {}
+    conns = data.get("connections") or {}
+    if not isinstance(conns, dict):
+        chk.issue("connections", "expected a mapping of name -> MQTT connection")
+        conns = {}
+    for name, v in conns.items():
+        if name == "default" and "default" in connections:
+            chk.issue("connections.default", "'default' is already defined by the broker section")
+            continue
+        connections[str(name)] = chk.parse(MQTT_CONNECTION_SPEC, v, f"connections.{name}") or {}
+    sources = _components(data, "sources", "source", SOURCE_COMMON_SPEC, chk, registry)
+    sinks = _components(data, "sinks", "sink", SINK_COMMON_SPEC, chk, registry)
+    pipelines: dict[str, PipelineConfig] = {}
+    pls = data.get("pipelines")
+    if pls is None:
+        chk.issue("pipelines", "no pipelines: add at least one under `pipelines:` (from, processors, to)")
+        pls = {}
+    elif not isinstance(pls, dict):
+        chk.issue("pipelines", f"expected a mapping of pipeline name -> pipeline, got {type(pls).__name__}")
+        pls = {}
+    for name, v in pls.items():
+        path = f"pipelines.{name}"
+        p = chk.parse(PIPELINE_SPEC, v, path)
+        if p is None:
+            continue
+        procs = []
+        for i, pv in enumerate(p.get("processors") or []):
+            c = _component(pv, f"{path}.processors[{i}]", "processor", PROCESSOR_COMMON_SPEC, chk, registry,
+                           name=f"{name}.{i}")
+            if c is not None:
+                if c.common.get("label") is None:
+                    n_same = sum(1 for x in procs if x.type == c.type)
+                    c.label = f"{name}.{c.type}" + (f".{n_same + 1}" if n_same else "")
+                procs.append(c)
+        pipelines[str(name)] = PipelineConfig(
+            str(name), p.get("from") or [], procs, p.get("to") or [], p["queue"], p["batch"] or {},
+            p["tick"], p.get("dead_letter"))
+    # references, all at once
+    have = {"sources": sources, "sinks": sinks, "connections": connections}
+    for path, section, name in chk.refs:
+        if name not in have[section]:
+            known = ", ".join(sorted(have[section])) or "none defined"
+            chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
+    labels: dict[str, str] = {}
+    for c in [*sources.values(), *sinks.values(), *(x for p in pipelines.values() for x in p.processors)]:
+        if c.label in labels:
+            chk.issue(c.path, f"label {c.label!r} is already used by {labels[c.label]}")
+        labels.setdefault(c.label, c.path)
+    used = {s for p in pipelines.values() for s in p.sources}
+    for name, c in sources.items():
+        if name not in used:
+            chk.issue(c.path, f"source {name!r} feeds no pipeline (add it to a pipeline's `from`)")
+    return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"], data=data)
+
+
+def _components(data: dict[str, Any], section: str, kind: str, common: Spec, chk: Checker,
+                registry: Registry) -> dict[str, ComponentConfig]:
+    raw = data.get(section) or {}
+    if not isinstance(raw, dict):
+        chk.issue(section, f"expected a mapping of name -> {kind}, got {type(raw).__name__}")
+        return {}
+    out = {}
+    for name, v in raw.items():
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
+            chk.issue(f"{section}.{name}", f"{kind} name {name!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+            continue
+        c = _component(v, f"{section}.{name}", kind, common, chk, registry, name=name)
+        if c is not None:
+            out[name] = c
+    return out
+
+
+def _component(value: Any, path: str, kind: str, common: Spec, chk: Checker, registry: Registry,
+               name: str) -> ComponentConfig | None:
+    known = registry.names(kind)
+    if not isinstance(value, dict):
+        chk.issue(path, f"expected a {kind} as a one-key mapping {{type: {{...}}}} (types: {', '.join(known)})")
+        return None
+    type_keys = [k for k in value if k not in common.by_name]
+    if len(type_keys) != 1:
+        what = "no type key" if not type_keys else f"several type keys ({', '.join(map(str, type_keys))})"
+        chk.issue(path, f"expected exactly one {kind} type key, found {what}; {kind} types: {', '.join(known)}; "
+                        f"other keys allowed: {', '.join(common.by_name)}")
+        return None
+    tname = str(type_keys[0])
+    t = registry.get(kind, tname)
+    if t is None:
+        import difflib
+
+        hint = difflib.get_close_matches(tname, known, n=1)
+        chk.issue(f"{path}.{tname}", f"unknown {kind} type {tname!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                  + f"; {kind} types: {', '.join(known)}")
+        return None
+    com = chk.parse(common, {k: v for k, v in value.items() if k != tname}, path) or {}
+    cfg = chk.parse(t.spec, value[tname], f"{path}.{tname}")
+    if cfg is None:
+        return None
+    return ComponentConfig(kind, tname, name, com.get("label") or name, cfg, com, f"{path}.{tname}")

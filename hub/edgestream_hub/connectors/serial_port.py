@@ -1,0 +1,126 @@
+"""Serial source (pyserial): reads the agent's serial framing from a port.
+
+Frames (``$<payload>*<crc>\\n``, see docs/wire.md) are read with the shared
+``FrameReader``: garbage, a bad checksum or a cut frame is counted and sent
+to the dead-letter sink, and reading resynchronises at the next newline.
+Payloads are decoded like the MQTT source's (``decode: wire``). When the port
+goes away (unplugged, EIO) it is closed and reopened with backoff until it
+comes back; a port missing at start is waited for the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgestream_hub.components import ComponentContext, PollingSource
+from edgestream_hub.registry import component
+from edgestream_hub.spec import Field, Spec
+
+Record = dict[str, Any]
+
+
+class SerialSource(PollingSource):
+    def __init__(self, config: dict[str, Any], ctx: ComponentContext) -> None:
+        super().__init__(ctx)
+        from edgestream_shared.frame import FrameReader
+        from edgestream_hub.wire import WireDecoder
+
+        self.port = config["port"]
+        self.baudrate = config["baudrate"]
+        self.poll_s = config["poll_interval"] / 1000
+        self.backoff_min_s = config["reopen_min"] / 1000
+        self.backoff_max_s = config["reopen_max"] / 1000
+        self._reader = FrameReader(config["max_frame"])
+        self._decoder = WireDecoder(prefix=None)
+        self._last = (0, 0, 0, 0)
+        self._ser: Any = None
+        self._wait_s = self.backoff_min_s
+        self._missing_logged = False
+        self.opens = 0
+
+    def _open(self) -> bool:
+        import serial
+
+        try:
+            self._ser = serial.Serial(self.port, self.baudrate, timeout=0)
+        except (serial.SerialException, OSError) as e:
+            if not self._missing_logged:
+                self.ctx.log.warning("cannot open %s (%s); retrying with backoff", self.port, e)
+                self._missing_logged = True
+            return False
+        self._missing_logged = False
+        self._wait_s = self.backoff_min_s
+        self.opens += 1
+        if self.opens > 1:
+            self.ctx.count("edgestream_source_reconnects_total")
+        self.ctx.log.info("opened %s at %d baud", self.port, self.baudrate)
+        return True
+
+    def poll(self) -> tuple[list[Record], float | None]:
+        import serial
+
+        if self._ser is None:
+            if not self._open():
+                wait, self._wait_s = self._wait_s, min(self._wait_s * 2, self.backoff_max_s)
+                return [], wait
+        try:
+            n = self._ser.in_waiting
+            data = self._ser.read(max(n, 1) if n else 4096)
+        except (serial.SerialException, OSError) as e:
+            self.ctx.log.warning("lost %s (%s); reopening", self.port, e)
+            self._close_port()
+            self._reader = type(self._reader)(self._reader.max_frame)  # a cut frame must not join the next
+            return [], self.backoff_min_s
+        if not data:
+            return [], self.poll_s
+        self._reader.feed(data)
+        return self._frames(), 0
+
+    def _frames(self) -> list[Record]:
+        from edgestream_shared.errors import WireError
+
+        out: list[Record] = []
+        for _ in range(100_000):
+            try:
+                payload = self._reader.next()
+            except WireError as e:
+                self.ctx.count("edgestream_source_decode_errors_total")
+                self.ctx.dead_letter(None, f"serial {self.port}: {e}")
+                continue
+            if payload is None:
+                break
+            try:
+                out.extend(self._decoder.decode(payload))
+            except WireError as e:
+                self.ctx.count("edgestream_source_decode_errors_total")
+                self.ctx.dead_letter(payload, f"serial {self.port}: {e}")
+        st = self._decoder.tracker.stats
+        now = (st.gaps, st.missing, st.duplicates, st.reboots)
+        if now != self._last:
+            for name, a, b in zip(("gaps", "missing_records", "duplicates", "reboots"), now, self._last):
+                self.ctx.count(f"edgestream_source_{name}_total", a - b)
+            self._last = now
+        return out
+
+    def _close_port(self) -> None:
+        if self._ser is not None:
+            try:
+                self._ser.close()
+            except Exception:
+                pass
+            self._ser = None
+
+    def close(self) -> None:
+        self._close_port()
+
+
+@component(Spec("serial", "Reads agent serial frames from a port (USB CDC or UART) and decodes wire messages.", [
+    Field("port", "str", "Serial device (`/dev/ttyACM0`, `/dev/serial/by-id/...`)."),
+    Field("baudrate", "int", "Baud rate (ignored by USB CDC).", default=115200, min=50),
+    Field("poll_interval", "duration", "How often the port is read when it was idle.", default="20ms", min=1),
+    Field("reopen_min", "duration", "First wait before reopening a missing or unplugged port.", default="100ms"),
+    Field("reopen_max", "duration", "Longest wait between reopen attempts.", default="5s"),
+    Field("max_frame", "int", "Longest frame line, in bytes.", default=2048, min=16),
+], example="sources:\n  board: {serial: {port: /dev/ttyACM0, baudrate: 115200}}"))
+def serial_source(config: dict[str, Any], ctx: ComponentContext) -> SerialSource:
+    return SerialSource(config, ctx)

@@ -1,0 +1,78 @@
+"""The engine's Prometheus metrics, created against an injected ``CollectorRegistry``.
+
+Names follow ``edgestream_<subsystem>_<name>_<unit>``; the only label is
+``component`` (a configured label, never a raw device field), except
+``result`` on config reloads. Imported only by ``hub run``: ``hub check``
+never pays for prometheus_client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: (name, help, kind) — documented in docs/hub.md.
+METRICS: list[tuple[str, str, str]] = [
+    ("edgestream_source_records_total", "Records a source emitted into its pipelines.", "counter"),
+    ("edgestream_source_decode_errors_total", "Payloads, frames or lines a source could not decode.", "counter"),
+    ("edgestream_source_gaps_total", "Sequence gaps seen (a device's seq jumped forward).", "counter"),
+    ("edgestream_source_missing_records_total", "Records missing in those gaps.", "counter"),
+    ("edgestream_source_duplicates_total", "Records dropped as duplicates (seq seen again in the same boot).",
+     "counter"),
+    ("edgestream_source_reboots_total", "Device reboots seen (a new boot id).", "counter"),
+    ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
+    ("edgestream_pipeline_records_in_total", "Records taken into a pipeline's processors.", "counter"),
+    ("edgestream_pipeline_records_out_total", "Records a pipeline handed to its sinks.", "counter"),
+    ("edgestream_pipeline_errors_total", "Processor failures (the batch goes to the dead-letter sink).", "counter"),
+    ("edgestream_pipeline_queue_records", "Records waiting in a pipeline's input queue.", "gauge"),
+    ("edgestream_sink_records_total", "Records a sink wrote.", "counter"),
+    ("edgestream_sink_errors_total", "Failed write attempts of a sink (each retried with backoff).", "counter"),
+    ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy or abandoned "
+     "at a stop that ran out of time.", "counter"),
+    ("edgestream_sink_queue_records", "Records waiting in a sink's input queue.", "gauge"),
+    ("edgestream_hub_dead_letters_total", "Records rejected by a component (label: the rejecting component).",
+     "counter"),
+    ("edgestream_hub_late_records_total", "Late event-time records reported by a processor.", "counter"),
+    ("edgestream_hub_config_reloads_total", "Config reloads by result (ok, refused, failed).", "counter"),
+]
+
+
+class HubMetrics:
+    """All engine metrics in one place; ``child(name, component)`` caches label children."""
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._m: dict[str, Any] = {}
+        for name, doc, kind in METRICS:
+            label = ["result"] if name == "edgestream_hub_config_reloads_total" else ["component"]
+            if kind == "counter":
+                # prometheus_client appends _total itself
+                self._m[name] = Counter(name[: -len("_total")], doc, label, registry=self.registry)
+            else:
+                self._m[name] = Gauge(name, doc, label, registry=self.registry)
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def child(self, name: str, component: str) -> Any:
+        key = (name, component)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._m[name].labels(component)
+        return c
+
+    def inc(self, name: str, component: str, n: float = 1) -> None:
+        if n:
+            self.child(name, component).inc(n)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current sample value (0 when never set): for tests and the CLI."""
+        v = self.registry.get_sample_value(name, labels)
+        return v or 0.0
+
+    def serve(self, listen: str) -> Any:
+        """Start the /metrics HTTP endpoint on ``host:port``; returns the server (``shutdown()``)."""
+        from prometheus_client import start_http_server
+
+        host, _, port = listen.rpartition(":")
+        server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        return server

@@ -1,0 +1,277 @@
+"""Built-in processors: ``passthrough``, ``filter``, ``map`` and ``sql``.
+
+They follow ``edgestream_hub.api.Processor``. ``filter`` and ``map`` send a
+record whose field is missing or of the wrong type to the dead-letter sink
+with the reason instead of failing the batch. Input records are never
+mutated (a source may feed several pipelines the same dicts).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from edgestream_hub.api import Context, Record
+from edgestream_hub.registry import component
+from edgestream_hub.spec import Checker, Field, Spec
+
+
+class Passthrough:
+    """Emits every record unchanged, in order."""
+
+    def process(self, records: list[Record], now_ms: int) -> list[Record]:
+        return records
+
+    def tick(self, now_ms: int) -> list[Record]:
+        return []
+
+    def flush(self) -> list[Record]:
+        return []
+
+    def snapshot(self) -> Any:
+        return None
+
+
+@component(Spec("passthrough", "Emits every record unchanged (for wiring and benchmarks).", [],
+                example="processors:\n  - passthrough: {}"))
+def passthrough(config: dict[str, Any], ctx: Context) -> Passthrough:
+    return Passthrough()
+
+
+_OPS = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
+        "le": operator.le}
+_NUMERIC = ("gt", "ge", "lt", "le")
+
+
+class Filter(Passthrough):
+    """Keeps records whose ``field`` compares true; a missing field or a value that cannot be
+    compared (a string against a number) sends the record to the dead-letter sink."""
+
+    def __init__(self, field: str, op: str, value: Any, ctx: Context, missing: str = "dead_letter") -> None:
+        self.field, self.op, self.value, self.ctx, self.missing = field, op, value, ctx, missing
+        self._fn = _OPS.get(op)
+        self._numeric = op in _NUMERIC
+
+    def process(self, records: list[Record], now_ms: int) -> list[Record]:
+        f, v, fn, out = self.field, self.value, self._fn, []
+        for r in records:
+            try:
+                x = r[f]
+            except (KeyError, TypeError):
+                if self.missing == "dead_letter":
+                    self.ctx.dead_letter(r, f"filter: field {f!r} is missing")
+                continue
+            if self.op == "in":
+                if x in v:
+                    out.append(r)
+                continue
+            if self.op == "exists":
+                out.append(r)
+                continue
+            if self._numeric and (type(x) not in (int, float) or x != x):
+                self.ctx.dead_letter(r, f"filter: field {f!r} is {type(x).__name__} {x!r}, expected a number")
+                continue
+            if fn(x, v):  # type: ignore[misc]
+                out.append(r)
+        return out
+
+
+def _ops(cfg: dict[str, Any]) -> list[str]:
+    return [k for k in (*_OPS, "in") if cfg.get(k) is not None] + (["exists"] if cfg.get("exists") else [])
+
+
+def _check_filter(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    ops = _ops(cfg)
+    if len(ops) != 1:
+        chk.issue(path, f"filter needs exactly one of eq, ne, gt, ge, lt, le, in, exists (got {', '.join(ops) or 'none'})")
+        return
+    op = ops[0]
+    if op in _NUMERIC and (isinstance(cfg[op], bool) or not isinstance(cfg[op], (int, float))):
+        chk.issue(f"{path}.{op}", f"expected a number, got {cfg[op]!r}")
+    if op == "in" and not isinstance(cfg[op], list):
+        chk.issue(f"{path}.in", "expected a list of values")
+
+
+FILTER_SPEC = Spec("filter", "Keeps the records whose field passes one comparison. A record without the field, or "
+                   "with a non-number where a number is compared, goes to the dead-letter sink.", [
+    Field("field", "str", "The field to test."),
+    *(Field(op, "any", f"Keep records whose field is {word} this value.", default=None)
+      for op, word in (("eq", "equal to"), ("ne", "not equal to"), ("gt", "greater than"),
+                       ("ge", "greater than or equal to"), ("lt", "less than"), ("le", "less than or equal to"))),
+    Field("in", "any", "Keep records whose field is one of these values (a list).", default=None),
+    Field("exists", "bool", "Keep records that have the field.", default=False),
+    Field("missing", "str", "What to do with a record without the field.", default="dead_letter",
+          choices=("dead_letter", "drop")),
+], check=_check_filter, example="processors:\n  - filter: {field: avg, gt: 4.0}")
+
+
+@component(FILTER_SPEC)
+def filter_processor(config: dict[str, Any], ctx: Context) -> Filter:
+    op = _ops(config)[0]
+    return Filter(config["field"], op, config[op], ctx, config["missing"])
+
+
+class Map(Passthrough):
+    """Per record, in this order: ``rename``, ``scale`` (numbers only, else dead letter),
+    ``set`` constants, ``drop`` and ``keep`` fields. Emits new dicts."""
+
+    def __init__(self, rename: dict[str, str], scale: dict[str, float], set_: dict[str, Any], drop: list[str],
+                 keep: list[str] | None, ctx: Context) -> None:
+        self.rename, self.scale, self.set, self.drop, self.keep, self.ctx = rename, scale, set_, drop, keep, ctx
+
+    def process(self, records: list[Record], now_ms: int) -> list[Record]:
+        out = []
+        for r in records:
+            n = dict(r)
+            for a, b in self.rename.items():
+                if a in n:
+                    n[b] = n.pop(a)
+            bad = None
+            for f, k in self.scale.items():
+                if f in n:
+                    x = n[f]
+                    if x is None:
+                        continue
+                    if type(x) not in (int, float):
+                        bad = f"map: cannot scale field {f!r}: {type(x).__name__} {x!r} is not a number"
+                        break
+                    n[f] = x * k
+            if bad:
+                self.ctx.dead_letter(r, bad)
+                continue
+            n.update(self.set)
+            for f in self.drop:
+                n.pop(f, None)
+            if self.keep is not None:
+                n = {k: n[k] for k in self.keep if k in n}
+            out.append(n)
+        return out
+
+
+@component(Spec("map", "Reshapes records: rename, scale, set, drop or keep fields.", [
+    Field("rename", "map[str]", "Old name -> new name.", default={}),
+    Field("scale", "map[float]", "Field -> factor to multiply it by (a non-number goes to the dead-letter sink).",
+          default={}),
+    Field("set", "map[any]", "Field -> constant value to set.", default={}),
+    Field("drop", "list[str]", "Fields to remove.", default=[]),
+    Field("keep", "list[str]", "Keep only these fields (after the steps above).", default=None),
+], example="processors:\n  - map: {rename: {avg: temp_c}, scale: {temp_c: 1.0}, drop: [boot]}"))
+def map_processor(config: dict[str, Any], ctx: Context) -> Map:
+    return Map(config["rename"], config["scale"], config["set"], config["drop"], config["keep"], ctx)
+
+
+# ---------------------------------------------------------------- sql
+
+TABLE_SPEC = Spec("table", "A lookup table for SQL joins: a CSV file or a SQLite table, reloaded every `refresh`.", [
+    Field("file", "str", "CSV file with a header row.", default=None),
+    Field("sqlite", "object", "A table in a SQLite file.", default=None, spec=Spec("sqlite table", "", [
+        Field("path", "str", "SQLite database file."),
+        Field("table", "str", "Table name."),
+    ])),
+    Field("refresh", "duration", "How often the table is reloaded.", default="60s"),
+])
+
+
+def _check_table(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_hub.config import chk_file
+
+    if (cfg.get("file") is None) == (cfg.get("sqlite") is None):
+        chk.issue(path, "a table needs exactly one of `file` or `sqlite`")
+        return
+    if cfg.get("file"):
+        cfg["file"] = chk_file(chk, cfg["file"], f"{path}.file")
+    else:
+        cfg["sqlite"]["path"] = chk_file(chk, cfg["sqlite"]["path"], f"{path}.sqlite.path")
+
+
+TABLE_SPEC.check = _check_table
+
+SQL_SPEC = Spec("sql", "Streaming SQL over the pipeline's records (see the SQL docs). The input table is "
+                "`input`; windows use the event time in `time_field`.", [
+    Field("query", "str", "The SQL query."),
+    Field("time_field", "str", "Event-time field (milliseconds).", default="ts"),
+    Field("lateness", "duration", "How late a record may arrive before its window closes.", default="0ms"),
+    Field("idle_timeout", "duration", "Close windows by wall clock after this long without input.", default=None),
+    Field("processing_time", "bool", "Window by arrival time instead of event time.", default=False),
+    Field("tables", "map[object]", "Lookup tables by name.", default={}, spec=TABLE_SPEC),
+], shorthand="query", example="""
+processors:
+  - sql:
+      query: |
+        SELECT device, sensor, avg(avg) AS mean, TUMBLE_END(ts, '1m') AS at
+        FROM input GROUP BY device, sensor, TUMBLE(ts, '1m')
+      lateness: 2s
+      tables: {rooms: {file: rooms.csv, refresh: 60s}}
+""")
+
+
+def _check_sql(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    if not str(cfg.get("query") or "").strip():
+        chk.issue(f"{path}.query", "the SQL query is empty")
+
+
+SQL_SPEC.check = _check_sql
+
+
+@component(SQL_SPEC)
+def sql_processor(config: dict[str, Any], ctx: Any) -> Any:
+    from edgestream_hub.sql.processor import SqlProcessor
+
+    tables: dict[str, Any] = {}
+    if config["tables"]:
+        from edgestream_hub.sql import tables as sql_tables
+
+        for name, t in config["tables"].items():
+            tables[name] = _table_loader(sql_tables, t)
+    functions = dict(ctx.registry.functions) if getattr(ctx, "registry", None) is not None else {}
+    return SqlProcessor(config["query"], ctx, time_field=config["time_field"], lateness_ms=config["lateness"],
+                        idle_timeout_ms=config["idle_timeout"], processing_time=config["processing_time"],
+                        tables=tables or None, functions=functions or None,
+                        resume_state=getattr(ctx, "resume_state", None))
+
+
+def _table_loader(mod: Any, t: dict[str, Any]) -> Any:
+    """Adapt a table config to the SQL package's refreshable loaders (whatever they are named)."""
+    refresh = t["refresh"]
+    if t.get("file"):
+        for name in ("csv_table", "CsvTable", "load_csv"):
+            if hasattr(mod, name):
+                return _call_loader(getattr(mod, name), t["file"], refresh)
+        path = t["file"]
+
+        def load_csv() -> list[dict[str, Any]]:
+            import csv
+
+            with open(path, newline="") as f:
+                return list(csv.DictReader(f))
+
+        return load_csv
+    sq = t["sqlite"]
+    for name in ("sqlite_table", "SqliteTable", "load_sqlite"):
+        if hasattr(mod, name):
+            return _call_loader(getattr(mod, name), sq["path"], refresh, sq["table"])
+
+    def load_sqlite() -> list[dict[str, Any]]:
+        import sqlite3
+
+        con = sqlite3.connect(f"file:{sq['path']}?mode=ro", uri=True)
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(f'SELECT * FROM "{sq["table"]}"')]
+        finally:
+            con.close()
+
+    return load_sqlite
+
+
+def _call_loader(fn: Any, path: str, refresh_ms: int, table: str | None = None) -> Any:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    kw: dict[str, Any] = {}
+    for k in ("refresh_ms", "refresh"):
+        if k in params:
+            kw[k] = refresh_ms
+    if table is not None:
+        return fn(path, table, **kw)
+    return fn(path, **kw)

@@ -1,0 +1,329 @@
+"""Config specs: one ``Spec`` per component drives parsing, validation and the docs.
+
+A spec lists typed ``Field``s. ``Checker.parse(spec, value, path)`` returns
+the value with defaults filled in and durations/sizes converted to integers
+(milliseconds/bytes), and records every problem as a ``ConfigIssue`` with
+its path and YAML line instead of stopping at the first one. ``Spec.markdown()``
+renders the reference that ``docs/config-reference.md`` is generated from.
+
+    >>> s = Spec("demo", "A demo.", [Field("every", "duration", "How often.", default="1s")])
+    >>> Checker().parse(s, {"every": "500ms"}, "x")
+    {'every': 500}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable
+
+from edgestream_hub.errors import ConfigError, ConfigIssue
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_SIZE_B = {None: 1, "B": 1, "KB": 1000, "MB": 10**6, "GB": 10**9, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def parse_duration(text: Any) -> int:
+    """``"500ms"``, ``"10s"``, ``"1.5m"``, ``"2h"``, ``"1d"`` -> milliseconds. Raises ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration string like \"500ms\" or \"10s\", got {text!r}")
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"bad duration {text!r} (use a number and ms, s, m, h or d: \"500ms\", \"10s\")")
+    return int(round(float(m.group(1)) * _DURATION_MS[m.group(2)]))
+
+
+def parse_size(text: Any) -> int:
+    """``"10MB"``, ``"512KiB"``, ``1000`` -> bytes. Raises ValueError."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    m = _SIZE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"bad size {text!r} (use bytes or a number with B, KB, MB, GB, KiB, MiB, GiB)")
+    return int(float(m.group(1)) * _SIZE_B[m.group(2)])
+
+
+@dataclass
+class Field:
+    """One config key. ``type`` is one of: str, int, float, bool, duration, size,
+    any, object (with ``spec``), list[T], map[T] (T a scalar type or ``object``)."""
+
+    name: str
+    type: str
+    doc: str
+    default: Any = REQUIRED
+    spec: "Spec | None" = None
+    choices: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    ref: str | None = None  # top-level section the value names ("sinks", "sources", "connections")
+    name_like: bool = False  # str must be 1-64 chars of [A-Za-z0-9_.-]
+    one_or_list: bool = False  # list[T] also accepts a single T
+    secret: bool = False  # not shown in logs or diffs
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass
+class Spec:
+    """The spec of one component or section: its fields, docs and cross-field checks."""
+
+    name: str
+    doc: str
+    fields: list[Field]
+    shorthand: str | None = None  # a scalar value fills this field: `sql: "SELECT ..."`
+    example: str | None = None  # YAML shown in the docs
+    check: Callable[[dict[str, Any], "Checker", str], None] | None = None
+    open: bool = False  # extra keys allowed (passed through untouched)
+    by_name: dict[str, Field] = dc_field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {f.name: f for f in self.fields}
+        if len(self.by_name) != len(self.fields):
+            raise ValueError(f"spec {self.name!r}: duplicate field names")
+
+    def defaults(self) -> dict[str, Any]:
+        """The parsed value of an empty mapping (raises ConfigError if a field is required)."""
+        return Checker().parse_or_raise(self, {}, self.name)
+
+    def markdown(self, heading: str = "###") -> str:
+        """Reference docs for this spec: doc, a table of keys (nested objects flattened), example."""
+        out = [f"{heading} `{self.name}`", "", self.doc.strip(), ""]
+        if self.shorthand:
+            out += [f"Short form: a plain value sets `{self.shorthand}`.", ""]
+        rows: list[str] = []
+        _rows(self, "", rows)
+        if rows:
+            out += ["| key | type | default | description |", "| --- | --- | --- | --- |", *rows, ""]
+        if self.example:
+            out += ["```yaml", self.example.strip("\n"), "```", ""]
+        return "\n".join(out)
+
+
+def _fmt_default(f: Field) -> str:
+    if f.required:
+        return "**required**"
+    if f.default is None:
+        return "none"
+    if isinstance(f.default, bool):
+        return "true" if f.default else "false"
+    if isinstance(f.default, str):
+        return f'`"{f.default}"`'
+    return f"`{f.default!r}`" if not isinstance(f.default, (list, dict)) else f"`{_yaml_flow(f.default)}`"
+
+
+def _yaml_flow(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_yaml_flow(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_flow(x)}" for k, x in v.items()) + "}"
+    return repr(v) if not isinstance(v, str) else f'"{v}"'
+
+
+def _rows(spec: Spec, prefix: str, rows: list[str]) -> None:
+    for f in spec.fields:
+        t = f.type
+        if f.choices:
+            t += ": " + " \\| ".join(f"`{c}`" for c in f.choices)
+        if f.ref:
+            t += f" (name in `{f.ref}`)"
+        if f.one_or_list:
+            t += " (or one)"
+        doc = f.doc.replace("|", "\\|").replace("\n", " ")
+        if f.min is not None:
+            doc += f" Minimum {f.min:g}."
+        rows.append(f"| `{prefix}{f.name}` | {t} | {_fmt_default(f)} | {doc} |")
+        if f.spec is not None and f.type in ("object", "map[object]", "list[object]"):
+            sub = prefix + f.name + ("." if f.type == "object" else ("[].") if f.type.startswith("list") else ".<name>.")
+            _rows(f.spec, sub, rows)
+
+
+class Checker:
+    """Collects every config issue with its path and YAML line; ``raise_if_any`` raises them together."""
+
+    def __init__(self, lines: dict[str, int] | None = None, origins: dict[str, str] | None = None) -> None:
+        self.lines = lines or {}
+        self.origins = origins or {}
+        self.issues: list[ConfigIssue] = []
+        self.refs: list[tuple[str, str, str]] = []  # (path, section, name)
+        self.base_dir = "."  # relative file names in the config are resolved against this
+
+    # -- reporting --
+    def line_of(self, path: str) -> int | None:
+        p = path
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = _parent(p)
+        return self.lines.get("")
+
+    def issue(self, path: str, message: str) -> None:
+        origin = self.origins.get(path)
+        if origin is None:
+            for p, o in self.origins.items():
+                if path.startswith(p + ".") or path.startswith(p + "["):
+                    origin = o
+                    break
+        line = None if origin else self.line_of(path)
+        self.issues.append(ConfigIssue(path, message, line, origin))
+
+    def raise_if_any(self, source: str | None = None) -> None:
+        if self.issues:
+            raise ConfigError(self.issues, source)
+
+    # -- parsing --
+    def parse_or_raise(self, spec: Spec, value: Any, path: str) -> dict[str, Any]:
+        out = self.parse(spec, value, path)
+        self.raise_if_any()
+        return out  # type: ignore[return-value]
+
+    def parse(self, spec: Spec, value: Any, path: str) -> dict[str, Any] | None:
+        """Parse ``value`` against ``spec``; problems go to ``self.issues``; None if unusable."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            if spec.shorthand is not None and not isinstance(value, list):
+                value = {spec.shorthand: value}
+            else:
+                self.issue(path, f"expected a mapping of {spec.name} settings, got {_kind(value)}")
+                return None
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                self.issue(path, f"key {k!r} is not a string")
+                continue
+            f = spec.by_name.get(k)
+            sub = _join(path, k)
+            if f is None:
+                if spec.open:
+                    out[k] = v
+                    continue
+                hint = _close_match(k, spec.by_name)
+                self.issue(sub, f"unknown key {k!r} in {spec.name}" + (f" (did you mean {hint!r}?)" if hint else "")
+                           + f"; known keys: {', '.join(sorted(spec.by_name))}")
+                continue
+            out[k] = self.value(f, v, sub)
+        for f in spec.fields:
+            if f.name not in value:
+                if f.required:
+                    self.issue(_join(path, f.name), f"missing required key {f.name!r} ({f.doc.split('.')[0]})")
+                else:
+                    out[f.name] = self.value(f, f.default, _join(path, f.name), default=True)
+        if spec.check is not None and not any(i.path.startswith(path) for i in self.issues):
+            spec.check(out, self, path)
+        return out
+
+    def value(self, f: Field, v: Any, path: str, default: bool = False) -> Any:
+        if v is None and (f.default is None or default):
+            return None
+        t = f.type
+        if t.startswith("list[") or t.startswith("map["):
+            inner = Field(f.name, t[t.index("[") + 1:-1], f.doc, spec=f.spec, choices=f.choices, min=f.min,
+                          max=f.max, ref=f.ref, name_like=f.name_like)
+            if t.startswith("list["):
+                if f.one_or_list and not isinstance(v, list):
+                    v = [v]
+                if not isinstance(v, list):
+                    self.issue(path, f"expected a list, got {_kind(v)}")
+                    return None
+                return [self.value(inner, x, f"{path}[{i}]") for i, x in enumerate(v)]
+            if not isinstance(v, dict):
+                self.issue(path, f"expected a mapping, got {_kind(v)}")
+                return None
+            out = {}
+            for k, x in v.items():
+                if not isinstance(k, str) or not _NAME.match(k):
+                    self.issue(_join(path, str(k)), f"name {k!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+                    continue
+                out[k] = self.value(inner, x, _join(path, k))
+            return out
+        try:
+            r = _scalar(f, v)
+        except ValueError as e:
+            self.issue(path, str(e))
+            return None
+        if t == "object":
+            return self.parse(f.spec, v, path) if f.spec else v  # type: ignore[arg-type]
+        if f.choices and r not in f.choices:
+            self.issue(path, f"{r!r} is not one of {', '.join(map(repr, f.choices))}")
+        if f.min is not None and isinstance(r, (int, float)) and r < f.min:
+            self.issue(path, f"{v!r} is below the minimum {f.min:g}")
+        if f.max is not None and isinstance(r, (int, float)) and r > f.max:
+            self.issue(path, f"{v!r} is above the maximum {f.max:g}")
+        if f.name_like and isinstance(r, str) and not _NAME.match(r):
+            self.issue(path, f"{r!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+        if f.ref and isinstance(r, str):
+            self.refs.append((path, f.ref, r))
+        return r
+
+
+def _scalar(f: Field, v: Any) -> Any:
+    t = f.type
+    if t == "str":
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"expected a string, got {_kind(v)}")
+        return str(v)
+    if t == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {_kind(v)}")
+        return v
+    if t == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"expected a number, got {_kind(v)}")
+        return float(v)
+    if t == "bool":
+        if not isinstance(v, bool):
+            raise ValueError(f"expected true or false, got {_kind(v)}")
+        return v
+    if t == "duration":
+        return parse_duration(v)
+    if t == "size":
+        return parse_size(v)
+    if t in ("any", "object"):
+        return v
+    raise ValueError(f"spec bug: unknown field type {t!r}")
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing (null)"
+    if isinstance(v, bool):
+        return f"a boolean ({str(v).lower()})"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, str):
+        return f"a string ({v!r})" if len(v) < 40 else "a string"
+    return f"{type(v).__name__} ({v!r})"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _parent(path: str) -> str:
+    if path.endswith("]"):
+        return path[:path.rindex("[")]
+    i = path.rfind(".")
+    return path[:i] if i >= 0 else ""
+
+
+def _close_match(k: str, names: dict[str, Any]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(k, list(names), n=1, cutoff=0.75)
+    return m[0] if m else None

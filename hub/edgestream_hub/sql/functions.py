@@ -1,0 +1,532 @@
+"""The runtime table generated code runs against: NULL-aware helpers and scalar functions.
+
+Generated code sees only the names in ``helpers()`` (and the query's
+constants); nothing else from Python is reachable from a query. Every
+scalar function returns NULL (``None``) when an argument it needs is NULL,
+unless its entry in docs/sql.md says otherwise. Errors raised here become
+the dead-letter reason of the record being processed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import re
+from typing import Any, Callable
+
+from .errors import SqlRuntimeError
+
+Fn = Callable[..., Any]
+
+
+class Func:
+    """A scalar function: its callable, its arity and whether compile-time folding may call it."""
+
+    __slots__ = ("fn", "lo", "hi", "pure")
+
+    def __init__(self, fn: Fn, lo: int, hi: int, pure: bool = True) -> None:
+        self.fn, self.lo, self.hi, self.pure = fn, lo, hi, pure
+
+
+def _strict(fn: Fn) -> Fn:
+    def wrapper(*args: Any) -> Any:
+        for a in args:
+            if a is None:
+                return None
+        return fn(*args)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _num(v: Any, what: str = "value") -> Any:
+    if v.__class__ is int or v.__class__ is float:
+        return v
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, float)):
+        return v
+    raise SqlRuntimeError(f"{what} must be a number, got {type(v).__name__} {v!r:.40}")
+
+
+# -- operators (called from generated code) --------------------------------
+def op_div(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    if b == 0:
+        raise SqlRuntimeError("division by zero")
+    if a.__class__ is int and b.__class__ is int:
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b >= 0) else -q
+    return _num(a) / _num(b)
+
+
+def op_mod(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    if b == 0:
+        raise SqlRuntimeError("division by zero")
+    if a.__class__ is int and b.__class__ is int:
+        r = abs(a) % abs(b)
+        return r if a >= 0 else -r
+    return math.fmod(_num(a), _num(b))
+
+
+def op_concat(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    return to_str(a) + to_str(b)
+
+
+def op_not(a: Any) -> Any:
+    return None if a is None else not a
+
+
+def op_and(a: Any, b: Any) -> Any:
+    if a is None:
+        return False if (b is not None and not b) else None
+    if not a:
+        return False
+    return None if b is None else bool(b)
+
+
+def op_or(a: Any, b: Any) -> Any:
+    if a is None:
+        return True if (b is not None and b) else None
+    if a:
+        return True
+    return None if b is None else bool(b)
+
+
+def op_in(v: Any, items: tuple) -> Any:
+    if v is None:
+        return None
+    saw_null = False
+    for x in items:
+        if x is None:
+            saw_null = True
+        elif v == x:
+            return True
+    return None if saw_null else False
+
+
+_like_cache: dict = {}
+
+
+def like_regex(pattern: str) -> "re.Pattern[str]":
+    rx = _like_cache.get(pattern)
+    if rx is None:
+        out = []
+        for ch in pattern:
+            out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        rx = re.compile("".join(out), re.S)
+        if len(_like_cache) < 256:
+            _like_cache[pattern] = rx
+    return rx
+
+
+def op_like(v: Any, pattern: Any) -> Any:
+    if v is None or pattern is None:
+        return None
+    return like_regex(str(pattern)).fullmatch(to_str(v)) is not None
+
+
+def item(v: Any, key: Any) -> Any:
+    """``v[key]`` for nested fields: NULL when the field or index is missing."""
+    if v is None or key is None:
+        return None
+    if v.__class__ is dict:
+        return v.get(key) if key.__class__ is str else None
+    if isinstance(v, (list, tuple)) and key.__class__ is int:
+        return v[key] if -len(v) <= key < len(v) else None
+    if isinstance(v, dict):
+        return v.get(key)
+    return None
+
+
+def to_str(v: Any) -> str:
+    if v.__class__ is str:
+        return v
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def cast(v: Any, to: str) -> Any:
+    if v is None:
+        return None
+    try:
+        if to == "int":
+            if isinstance(v, str):
+                s = v.strip()
+                try:
+                    return int(s)
+                except ValueError:
+                    return int(float(s))
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(v)
+            return int(v)
+        if to == "float":
+            return float(v)
+        if to == "string":
+            return to_str(v)
+        if to == "bool":
+            if isinstance(v, str):
+                s = v.strip().lower()
+                if s in ("true", "t", "1", "yes"):
+                    return True
+                if s in ("false", "f", "0", "no"):
+                    return False
+                raise ValueError(v)
+            return bool(v)
+    except (ValueError, TypeError, OverflowError):
+        raise SqlRuntimeError(f"cannot cast {type(v).__name__} {v!r:.40} to {to.upper()}") from None
+    raise SqlRuntimeError(f"unknown cast target {to}")
+
+
+def ts_ms(v: Any) -> int:
+    """An event timestamp as integer epoch milliseconds, or a SqlRuntimeError."""
+    if v.__class__ is int:
+        return v
+    if v.__class__ is float and math.isfinite(v):
+        return int(v)
+    if v is None:
+        raise SqlRuntimeError("missing timestamp")
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return int(_dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * 1000)
+            except ValueError:
+                pass
+    raise SqlRuntimeError(f"bad timestamp {v!r:.40}: expected epoch milliseconds")
+
+
+# -- math ------------------------------------------------------------------
+def _round(x: Any, d: Any = 0) -> Any:
+    if x is None or d is None:
+        return None
+    x = _num(x)
+    if d.__class__ is not int:
+        raise SqlRuntimeError("round(x, d): d must be an integer")
+    # half away from zero, as SQL engines round
+    f = 10.0**d
+    r = math.floor(abs(x) * f + 0.5) / f
+    r = math.copysign(r, x)
+    return int(r) if d <= 0 and isinstance(x, int) else r
+
+
+def _log(a: Any, b: Any = None) -> Any:
+    if a is None:
+        return None
+    if b is None:
+        x = _num(a)
+        if x <= 0:
+            raise SqlRuntimeError("log of a non-positive number")
+        return math.log10(x)
+    base, x = _num(a), _num(b)
+    if x <= 0 or base <= 0 or base == 1:
+        raise SqlRuntimeError("log with a non-positive number or base 1")
+    return math.log(x) / math.log(base)
+
+
+def _ln(x: Any) -> Any:
+    x = _num(x)
+    if x <= 0:
+        raise SqlRuntimeError("ln of a non-positive number")
+    return math.log(x)
+
+
+def _sqrt(x: Any) -> Any:
+    x = _num(x)
+    if x < 0:
+        raise SqlRuntimeError("sqrt of a negative number")
+    return math.sqrt(x)
+
+
+def _power(a: Any, b: Any) -> Any:
+    try:
+        r = _num(a) ** _num(b)
+    except (OverflowError, ZeroDivisionError) as e:
+        raise SqlRuntimeError(f"power: {e}") from None
+    if isinstance(r, complex):
+        raise SqlRuntimeError("power of a negative number to a fractional exponent")
+    return r
+
+
+def _floor(x: Any) -> Any:
+    return math.floor(_num(x))
+
+
+def _ceil(x: Any) -> Any:
+    return math.ceil(_num(x))
+
+
+def _sign(x: Any) -> Any:
+    x = _num(x)
+    return (x > 0) - (x < 0)
+
+
+# -- strings ---------------------------------------------------------------
+def _substring(s: Any, start: Any, end: Any = None) -> Any:
+    if s is None or start is None:
+        return None
+    s = to_str(s)
+    if start.__class__ is not int or (end is not None and end.__class__ is not int):
+        raise SqlRuntimeError("substring(s, start [, end]) takes integer indexes")
+    if start < 0 or (end is not None and end < start):
+        raise SqlRuntimeError(f"substring: bad range [{start}, {end})")
+    return s[start:] if end is None else s[start:end]
+
+
+def _concat(*args: Any) -> Any:
+    if any(a is None for a in args):
+        return None
+    return "".join(to_str(a) for a in args)
+
+
+_rx_cache: dict = {}
+
+
+def _rx(p: Any) -> "re.Pattern[str]":
+    r = _rx_cache.get(p)
+    if r is None:
+        try:
+            r = re.compile(p)
+        except (re.error, TypeError) as e:
+            raise SqlRuntimeError(f"bad regular expression {p!r:.40}: {e}") from None
+        if len(_rx_cache) < 256:
+            _rx_cache[p] = r
+    return r
+
+
+def _pad(left: bool) -> Fn:
+    def pad(s: Any, n: Any, fill: Any = " ") -> Any:
+        if s is None or n is None or fill is None:
+            return None
+        s = to_str(s)
+        fill = to_str(fill) or " "
+        if n.__class__ is not int:
+            raise SqlRuntimeError("pad length must be an integer")
+        if len(s) >= n:
+            return s
+        padding = (fill * n)[: n - len(s)]
+        return padding + s if left else s + padding
+
+    return pad
+
+
+def _split_value(s: Any, sep: Any, i: Any) -> Any:
+    parts = to_str(s).split(to_str(sep))
+    return parts[i] if i.__class__ is int and -len(parts) <= i < len(parts) else None
+
+
+# -- time ------------------------------------------------------------------
+_JAVA_FMT = [("yyyy", "%Y"), ("YYYY", "%Y"), ("yy", "%y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"),
+             ("hh", "%I"), ("mm", "%M"), ("ss", "%S"), ("SSS", "{ms}"), ("a", "%p"), ("EEE", "%a"), ("MMM", "%b")]
+
+
+def _fmt_to_strftime(fmt: str) -> str:
+    out, i = [], 0
+    while i < len(fmt):
+        for pat, rep in sorted(_JAVA_FMT, key=lambda p: -len(p[0])):
+            if fmt.startswith(pat, i):
+                out.append(rep)
+                i += len(pat)
+                break
+        else:
+            ch = fmt[i]
+            out.append("%%" if ch == "%" else ch)
+            i += 1
+    return "".join(out)
+
+
+def _to_dt(ts: Any) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(_num(ts, "timestamp") / 1000.0, _dt.timezone.utc)
+
+
+def _format_time(ts: Any, fmt: Any) -> Any:
+    d = _to_dt(ts)
+    ms = int(_num(ts)) % 1000
+    return d.strftime(_fmt_to_strftime(to_str(fmt))).replace("{ms}", f"{ms:03d}")
+
+
+def _from_unix_time(sec: Any) -> Any:
+    d = _dt.datetime.fromtimestamp(_num(sec, "seconds"), _dt.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if d.microsecond == 0 else f".{d.microsecond // 1000:03d}Z")
+
+
+_DIFF_UNITS = {"ms": 1, "ss": 1000, "mi": 60_000, "hh": 3_600_000, "dd": 86_400_000,
+               "millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
+def _date_diff(unit: Any, a: Any, b: Any) -> Any:
+    u = _DIFF_UNITS.get(str(unit).lower())
+    if u is None:
+        raise SqlRuntimeError(f"date_diff unit must be one of ms, ss, mi, hh, dd, not {unit!r:.20}")
+    d = int(_num(b, "timestamp")) - int(_num(a, "timestamp"))
+    q = abs(d) // u
+    return q if d >= 0 else -q
+
+
+def _date_add(ts: Any, n: Any, unit: Any) -> Any:
+    u = _DIFF_UNITS.get(str(unit).lower())
+    if u is None:
+        raise SqlRuntimeError(f"date_add unit must be one of ms, ss, mi, hh, dd, not {unit!r:.20}")
+    return int(_num(ts, "timestamp")) + int(_num(n)) * u
+
+
+# -- conditional -----------------------------------------------------------
+def _coalesce(*args: Any) -> Any:
+    for a in args:
+        if a is not None:
+            return a
+    return None
+
+
+def _nullif(a: Any, b: Any) -> Any:
+    return None if a is not None and b is not None and a == b else a
+
+
+# -- hashing and JSON ------------------------------------------------------
+def _hash(name: str) -> Fn:
+    def h(v: Any) -> Any:
+        return hashlib.new(name, to_str(v).encode()).hexdigest()
+
+    h.__name__ = name
+    return h
+
+
+def _to_json(v: Any) -> Any:
+    try:
+        return json.dumps(v, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise SqlRuntimeError(f"to_json: {e}") from None
+
+
+def _parse_json(s: Any) -> Any:
+    if not isinstance(s, str):
+        raise SqlRuntimeError("parse_json takes a string")
+    try:
+        return json.loads(s)
+    except ValueError as e:
+        raise SqlRuntimeError(f"parse_json: {e}") from None
+
+
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+|-\d+|\*)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]|\.\*")
+
+
+def _json_path_parse(path: str) -> list:
+    if not path.startswith("$"):
+        raise SqlRuntimeError(f"JSON path must start with $: {path!r:.40}")
+    steps, i = [], 1
+    while i < len(path):
+        m = _PATH_TOKEN.match(path, i)
+        if not m:
+            raise SqlRuntimeError(f"bad JSON path {path!r:.40} at {i}")
+        name, idx, q1, q2 = m.groups()
+        if m.group(0) == ".*" or idx == "*":
+            steps.append("*")
+        elif idx is not None:
+            steps.append(int(idx))
+        else:
+            steps.append(name if name is not None else q1 if q1 is not None else q2)
+        i = m.end()
+    return steps
+
+
+def _json_path_query(v: Any, path: Any) -> Any:
+    if isinstance(v, str):
+        v = _parse_json(v)
+    steps = _json_path_parse(to_str(path))
+    cur, multi = [v], False
+    for st in steps:
+        nxt = []
+        for c in cur:
+            if st == "*":
+                multi = True
+                nxt.extend(c.values() if isinstance(c, dict) else c if isinstance(c, list) else [])
+            else:
+                x = item(c, st)
+                if x is not None:
+                    nxt.append(x)
+        cur = nxt
+    if multi:
+        return cur
+    return cur[0] if cur else None
+
+
+def _json_path_exists(v: Any, path: Any) -> Any:
+    r = _json_path_query(v, path)
+    return r is not None and r != [] if not isinstance(r, list) or r != [] else False
+
+
+def _cardinality(v: Any) -> Any:
+    if isinstance(v, (list, dict, str)):
+        return len(v)
+    raise SqlRuntimeError("cardinality takes an array or an object")
+
+
+def _isnull(v: Any) -> bool:
+    return v is None
+
+
+def _strict_fns(table: dict) -> dict:
+    return {k: (_strict(f), lo, hi) for k, (f, lo, hi) in table.items()}
+
+
+_STRICT = _strict_fns({
+    "abs": (lambda x: abs(_num(x)), 1, 1), "floor": (_floor, 1, 1), "ceil": (_ceil, 1, 1),
+    "sqrt": (_sqrt, 1, 1), "power": (_power, 2, 2), "ln": (_ln, 1, 1),
+    "exp": (lambda x: math.exp(_num(x)), 1, 1), "sign": (_sign, 1, 1), "mod": (op_mod, 2, 2),
+    "sin": (lambda x: math.sin(_num(x)), 1, 1), "cos": (lambda x: math.cos(_num(x)), 1, 1),
+    "tan": (lambda x: math.tan(_num(x)), 1, 1), "atan": (lambda x: math.atan(_num(x)), 1, 1),
+    "atan2": (lambda y, x: math.atan2(_num(y), _num(x)), 2, 2),
+    "lower": (lambda s: to_str(s).lower(), 1, 1), "upper": (lambda s: to_str(s).upper(), 1, 1),
+    "trim": (lambda s: to_str(s).strip(), 1, 1), "ltrim": (lambda s: to_str(s).lstrip(), 1, 1),
+    "rtrim": (lambda s: to_str(s).rstrip(), 1, 1), "length": (lambda s: len(to_str(s)), 1, 1),
+    "reverse": (lambda s: to_str(s)[::-1], 1, 1), "numbytes": (lambda s: len(to_str(s).encode()), 1, 1),
+    "startswith": (lambda s, p: to_str(s).startswith(to_str(p)), 2, 2),
+    "endswith": (lambda s, p: to_str(s).endswith(to_str(p)), 2, 2),
+    "indexof": (lambda s, p: to_str(s).find(to_str(p)), 2, 2),
+    "regexp_matches": (lambda s, p: _rx(p).search(to_str(s)) is not None, 2, 2),
+    "regexp_replace": (lambda s, p, r: _rx(p).sub(to_str(r), to_str(s)), 3, 3),
+    "regexp_substr": (lambda s, p: (lambda m: m.group(0) if m else None)(_rx(p).search(to_str(s))), 2, 2),
+    "split_value": (_split_value, 3, 3), "format_time": (_format_time, 2, 2),
+    "from_unix_time": (_from_unix_time, 1, 1), "date_diff": (_date_diff, 3, 3), "date_add": (_date_add, 3, 3),
+    "md5": (_hash("md5"), 1, 1), "sha1": (_hash("sha1"), 1, 1), "sha256": (_hash("sha256"), 1, 1),
+    "sha512": (_hash("sha512"), 1, 1), "parse_json": (_parse_json, 1, 1),
+    "json_path_query": (_json_path_query, 2, 2), "json_path_exists": (_json_path_exists, 2, 2),
+    "cardinality": (_cardinality, 1, 1),
+})
+
+#: name -> Func. ``now`` is bound per call to the processing time; see codegen.
+SCALARS: dict[str, Func] = {k: Func(f, lo, hi) for k, (f, lo, hi) in _STRICT.items()}
+SCALARS.update({
+    "round": Func(_round, 1, 2), "log": Func(_log, 1, 2), "substring": Func(_substring, 2, 3),
+    "concat": Func(_concat, 1, 64), "lpad": Func(_pad(True), 2, 3), "rpad": Func(_pad(False), 2, 3),
+    "coalesce": Func(_coalesce, 1, 64), "nullif": Func(_nullif, 2, 2), "isnull": Func(_isnull, 1, 1),
+    "to_json": Func(_to_json, 1, 1), "now": Func(lambda: 0, 0, 0, pure=False),
+    "__item": Func(item, 2, 2),
+})
+
+
+def helpers() -> dict[str, Any]:
+    """The globals generated code runs with: operators and conversions, nothing else."""
+    return {
+        "__builtins__": {},
+        "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
+        "_in": op_in, "_like": op_like, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
+        "_Err": SqlRuntimeError, "_str": to_str,
+        "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
+        "abs": abs, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,
+        "TypeError": TypeError, "KeyError": KeyError, "ValueError": ValueError, "Exception": Exception,
+        "_sqrt": math.sqrt, "_floor": math.floor,
+    }

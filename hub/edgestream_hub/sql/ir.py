@@ -1,0 +1,319 @@
+"""The query tree the passes work on: small frozen nodes lowered from sqlglot's tree.
+
+Every node keeps ``pos``, the character offset in the query text it came
+from, so any pass can raise a located ``SqlError``. ``pos`` takes no part
+in equality: two nodes are equal when they compute the same thing, which is
+how GROUP BY keys are matched in SELECT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Iterator, Optional
+
+
+def _pos() -> Any:
+    return field(default=0, compare=False, repr=False)
+
+
+class Node:
+    """Base of every expression node."""
+
+    pos: int
+
+    def children(self) -> Iterator["Node"]:
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, Node):
+                yield v
+            elif isinstance(v, tuple):
+                for item in v:
+                    if isinstance(item, Node):
+                        yield item
+                    elif isinstance(item, tuple):
+                        yield from (x for x in item if isinstance(x, Node))
+
+    def walk(self) -> Iterator["Node"]:
+        yield self
+        for c in self.children():
+            yield from c.walk()
+
+
+def transform(node: Node, fn: Callable[[Node], Optional[Node]]) -> Node:
+    """Rebuild ``node`` bottom-up; ``fn`` returns a replacement or None to keep a node."""
+    changes = {}
+    for f in fields(node):  # type: ignore[arg-type]
+        v = getattr(node, f.name)
+        if isinstance(v, Node):
+            nv = transform(v, fn)
+            if nv is not v:
+                changes[f.name] = nv
+        elif isinstance(v, tuple) and any(isinstance(x, (Node, tuple)) for x in v):
+            nv = tuple(
+                transform(x, fn)
+                if isinstance(x, Node)
+                else tuple(transform(y, fn) if isinstance(y, Node) else y for y in x)
+                if isinstance(x, tuple)
+                else x
+                for x in v
+            )
+            if nv != v or any(a is not b for a, b in zip(nv, v)):
+                changes[f.name] = nv
+    if changes:
+        node = replace(node, **changes)  # type: ignore[type-var]
+    out = fn(node)
+    return node if out is None else out
+
+
+@dataclass(frozen=True)
+class Lit(Node):
+    value: Any
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Col(Node):
+    """An unresolved column: ``a``, ``s.a``, ``a.b[0]``, ``a->b`` as a path of names and indexes."""
+
+    parts: tuple
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Field(Node):
+    """A resolved field of one source (stream or table alias), then a path inside it."""
+
+    source: str
+    path: tuple
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Star(Node):
+    source: Optional[str] = None
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Unary(Node):
+    op: str  # "neg" | "not"
+    arg: Node
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Bin(Node):
+    op: str  # + - * / % || = != < <= > >= and or
+    left: Node
+    right: Node
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Like(Node):
+    arg: Node
+    pattern: Node
+    negate: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class In(Node):
+    arg: Node
+    items: tuple
+    negate: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Between(Node):
+    arg: Node
+    low: Node
+    high: Node
+    negate: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class IsNull(Node):
+    arg: Node
+    negate: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Case(Node):
+    operand: Optional[Node]
+    whens: tuple  # ((cond, value), ...)
+    default: Optional[Node]
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Cast(Node):
+    arg: Node
+    to: str  # int | float | string | bool
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    """A scalar function or a user-defined function."""
+
+    name: str
+    args: tuple
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Agg(Node):
+    name: str
+    args: tuple  # the value argument first, then constant parameters
+    distinct: bool = False
+    star: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Analytic(Node):
+    """lag/latest/changed_col/had_changed: state per call site and partition key."""
+
+    name: str
+    args: tuple
+    partition: tuple = ()
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class WinFn(Node):
+    which: str  # "start" | "end"
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class KeyRef(Node):
+    index: int
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class AggRef(Node):
+    index: int
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class OutRef(Node):
+    """ORDER BY naming an output column."""
+
+    index: int
+    pos: int = _pos()
+
+
+AGGREGATES = {
+    "count": (1, 1),
+    "sum": (1, 1),
+    "avg": (1, 1),
+    "min": (1, 1),
+    "max": (1, 1),
+    "stddev": (1, 1),
+    "stddevs": (1, 1),
+    "var": (1, 1),
+    "vars": (1, 1),
+    "first_value": (1, 1),
+    "last_value": (1, 1),
+    "collect": (1, 1),
+    "median": (1, 1),
+    "percentile": (2, 2),
+}
+ANALYTIC = {"lag": (1, 3), "latest": (1, 2), "changed_col": (2, 2), "had_changed": (2, 99)}
+
+
+@dataclass
+class WindowSpec:
+    kind: str  # tumbling | hopping | sliding | session | count
+    size: int = 0  # ms, or records for count windows
+    hop: int = 0  # ms, or records for count windows
+    timeout: int = 0  # session: ms
+    time_field: Optional[str] = None  # TUMBLE(col, ...) names the event-time field
+    pos: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "tumbling":
+            return f"tumbling size={self.size}ms"
+        if self.kind == "hopping":
+            return f"hopping size={self.size}ms hop={self.hop}ms"
+        if self.kind == "sliding":
+            return f"sliding size={self.size}ms"
+        if self.kind == "session":
+            return f"session max_duration={self.size}ms timeout={self.timeout}ms"
+        return f"count n={self.size} every={self.hop}"
+
+
+@dataclass
+class Source:
+    name: str
+    alias: str
+    kind: str = "stream"  # stream | table
+    join: str = "from"  # from | inner | left
+    on: Optional[Node] = None
+    pos: int = 0
+
+
+@dataclass
+class SelectItem:
+    name: str
+    expr: Node
+    pos: int = 0
+    star: bool = False
+
+
+@dataclass
+class Query:
+    """A lowered query and what each pass adds to it."""
+
+    text: str
+    select: list
+    sources: list
+    where: Optional[Node] = None
+    group: list = field(default_factory=list)
+    window: Optional[WindowSpec] = None
+    having: Optional[Node] = None
+    order: list = field(default_factory=list)  # (expr, descending)
+    limit: Optional[int] = None
+    explain: bool = False
+    # filled by later passes
+    filters: dict = field(default_factory=dict)  # alias -> [predicates on that source alone]
+    join_keys: dict = field(default_factory=dict)  # alias -> [(probe expr, table/build expr)]
+    join_residual: dict = field(default_factory=dict)  # alias -> [predicates checked at join]
+    post_filters: list = field(default_factory=list)  # predicates over several sources
+    used_fields: dict = field(default_factory=dict)  # alias -> set of top-level fields or None (all)
+    schemas: dict = field(default_factory=dict)  # alias -> set of columns when known
+    notes: list = field(default_factory=list)  # what the passes did, for EXPLAIN
+
+    def source(self, alias: str) -> Source:
+        for s in self.sources:
+            if s.alias == alias:
+                return s
+        raise KeyError(alias)
+
+    @property
+    def streams(self) -> list:
+        return [s for s in self.sources if s.kind == "stream"]
+
+    @property
+    def tables(self) -> list:
+        return [s for s in self.sources if s.kind == "table"]
+
+    def expressions(self) -> Iterator[Node]:
+        for item in self.select:
+            yield item.expr
+        for n in (self.where, self.having):
+            if n is not None:
+                yield n
+        yield from self.group
+        for e, _ in self.order:
+            yield e
+        for s in self.sources:
+            if s.on is not None:
+                yield s.on

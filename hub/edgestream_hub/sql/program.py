@@ -1,0 +1,343 @@
+"""Generated code for one query: the per-record loop, the aggregate update and the emit function.
+
+``Program`` turns a ``Plan`` into Python source and ``compile()``s it once,
+with the query as the filename. The source is kept in ``Program.source``
+(EXPLAIN VERBOSE material and a debugging aid). Functions produced:
+
+- ``_process(batch, now, S)``: the whole per-record path for the ``rows``
+  and ``fast`` modes (filter, joins, window assignment and inline
+  aggregate updates), or for the other modes the part up to the group key
+  and the aggregate arguments, handed to ``S.add``.
+- ``_init()``, ``_update(s, vals)``: aggregate state for the other modes.
+- ``_emit(ws, we, k, s, now)``: final values, HAVING, output row and
+  ORDER BY key of one group of one window.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from . import analytic, ir
+from .aggregates import NUMERIC, agg_code
+from .codegen import Gen
+from .errors import SqlError
+from .plan import Plan
+
+BIG = 1 << 62
+
+
+class TableJoin:
+    """A lookup table joined to the stream: filtered and hash-indexed when (re)loaded."""
+
+    def __init__(self, alias: str, left: bool, loader: Any, build_key: Any, row_filter: Any, residual: Any) -> None:
+        self.alias = alias
+        self.left = left
+        self.loader = loader
+        self.build_key = build_key  # fn(row) -> key, or None for a scan
+        self.row_filter = row_filter  # fn(row) -> bool, or None
+        self.residual = residual  # fn(r, row) -> bool, or None
+        self.miss: list = [{}] if left else []
+        self.index: dict = {}
+        self.rows: list = []
+        self.load()
+
+    def load(self) -> None:
+        rows = self.loader() if callable(self.loader) else self.loader
+        if hasattr(rows, "rows") and callable(rows.rows):
+            rows = rows.rows()
+        rows = [r for r in rows if isinstance(r, dict) and (self.row_filter is None or self.row_filter(r))]
+        index: dict = {}
+        if self.build_key is not None:
+            for row in rows:
+                try:
+                    k = self.build_key(row)
+                    if k is None or (isinstance(k, tuple) and None in k):
+                        continue  # NULL never equals anything
+                    index.setdefault(k, []).append(row)
+                except TypeError:
+                    continue
+        self.rows, self.index = rows, index
+
+    def probe(self, r: dict, key: Any) -> list:
+        if self.build_key is None:
+            cands = self.rows
+        else:
+            try:
+                cands = self.index.get(key) or ()
+            except TypeError:  # an unhashable probe value matches nothing
+                cands = ()
+        if self.residual is not None:
+            cands = [t for t in cands if self.residual(r, t)]
+        return cands or self.miss
+
+
+class Program:
+    """The compiled form of one query."""
+
+    def __init__(self, plan: Plan, *, time_field: str, lateness_ms: int, processing_time: bool,
+                 tables: Optional[dict], functions: Optional[dict]) -> None:
+        self.plan = plan
+        q = plan.query
+        self.q = q
+        self.text = q.text
+        self.time_field = (q.window.time_field if q.window and q.window.time_field else None) or time_field
+        self.lateness = int(lateness_ms)
+        self.processing_time = processing_time
+        self.gen = Gen(q.text, functions)
+        self.gen.env = {q.sources[0].alias: "r"}
+        self.tables: list[TableJoin] = []
+        self.lines: list[str] = []
+        tables = tables or {}
+        tvars = []
+        for i, s in enumerate(q.tables):
+            if s.name not in tables:
+                raise SqlError(f"no table {s.name!r} was given", q.text, s.pos)
+            tvars.append(f"t{i}")
+        self.tvars = tvars
+        for i, s in enumerate(q.streams[1:], 1):
+            self.gen.env[s.alias] = f"r{i}"
+        for i, s in enumerate(q.tables):
+            self.gen.env[s.alias] = tvars[i]
+            self.tables.append(self._table(s, tables[s.name]))
+        self.analytics = [analytic.make(a.name, a.args) for a in plan.analytics]
+        for i, a in enumerate(plan.analytics):
+            self.gen.analytic_code[id(a)] = f"_z{i}"
+        self.slots: list[tuple[int, Any]] = []  # (offset, AggCode) per aggregate
+        self._build()
+
+    # -- helpers ------------------------------------------------------------
+    def _fn(self, params: str, body: str, name: str) -> Any:
+        src = f"def {name}({params}):\n    return {body}\n"
+        ns = self.gen.compile(src, self.text)
+        self.lines.append(src)
+        return ns[name]
+
+    def _table(self, s: ir.Source, loader: Any) -> TableJoin:
+        q = self.q
+        g = self.gen
+        saved = dict(g.env)
+        g.env = {s.alias: "t"}
+        filters = q.filters.get(s.alias) or []
+        row_filter = self._fn("t, now=0", " and ".join(f"({g.expr(c)})" for c in filters), "_tf") if filters else None
+        keys = q.join_keys.get(s.alias) or []
+        build_key = None
+        if keys:
+            build = [g.expr(b) for _, b in keys]
+            body = build[0] if len(build) == 1 else "(" + ", ".join(build) + ",)"
+            build_key = self._fn("t, now=0", body, "_tk")
+        residual = None
+        res = q.join_residual.get(s.alias) or []
+        if res:
+            for c in res:
+                others = {m.source for m in c.walk() if isinstance(m, ir.Field)} - {s.alias, q.sources[0].alias}
+                if others:
+                    raise SqlError("a join condition may use the stream and this table only", q.text, c.pos)
+            g.env = {q.sources[0].alias: "r", s.alias: "t"}
+            residual = self._fn("r, t, now=0", " and ".join(f"({g.expr(c)})" for c in res), "_tr")
+        g.env = saved
+        return TableJoin(s.alias, s.join == "left", loader, build_key, row_filter, residual)
+
+    def _probe_key(self, i: int, s: ir.Source) -> str:
+        keys = self.q.join_keys.get(s.alias) or []
+        if not keys:
+            return "None"
+        probe = [self.gen.expr(a) for a, _ in keys]
+        return probe[0] if len(probe) == 1 else "(" + ", ".join(probe) + ",)"
+
+    def _key_code(self) -> str:
+        keys = [self.gen.expr(k) for k in self.plan.keys]
+        if not keys:
+            return "()"
+        return keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ",)"
+
+    def _vals(self) -> list[str]:
+        """Statements computing v0..vN, the aggregate arguments, before any state changes."""
+        out = []
+        for i, a in enumerate(self.plan.aggs):
+            if a.star:
+                out.append(f"v{i} = r" if a.name == "collect" else f"v{i} = 1")
+                continue
+            out.append(f"v{i} = {self.gen.expr(a.args[0])}")
+            if a.name in NUMERIC:
+                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: v{i} = _num(v{i}, {a.name + ' argument'!r})")
+        return out
+
+    def _agg_layout(self) -> tuple[list[str], list[str]]:
+        inits, updates = [], []
+        for i, a in enumerate(self.plan.aggs):
+            code = agg_code(a, f"v{i}", "s", len(inits), self.gen.const)
+            self.slots.append((len(inits), code))
+            inits.extend(code.inits)
+            updates.extend(code.update)
+        return inits, updates
+
+    # -- generation ---------------------------------------------------------
+    def _build(self) -> None:
+        p, q, g = self.plan, self.q, self.gen
+        first = q.sources[0].alias
+        inits, updates = self._agg_layout()
+        self.init_src = "[" + ", ".join(inits) + "]"
+        L: list[str] = []
+        emit = L.append
+        emit("def _process(batch, now, S):")
+        emit("    out = []")
+        emit("    wm = S.wm")
+        if p.mode == "fast":
+            emit("    W = S.W")
+            emit("    nxt = S.nxt")
+        emit("    for r in batch:")
+        emit("        try:")
+        ind = "            "
+        if p.mode not in ("rows",):
+            if p.mode == "count":
+                emit(ind + ("ts = now" if self.processing_time else f"ts = r.get({self.time_field!r})"))
+            else:
+                if self.processing_time:
+                    emit(ind + "ts = now")
+                else:
+                    emit(ind + f"ts = r.get({self.time_field!r})")
+                    emit(ind + "if ts.__class__ is not int: ts = _ts(ts)")
+                emit(ind + f"if ts - {self.lateness} > wm:")
+                emit(ind + f"    wm = ts - {self.lateness}")
+                if p.mode == "fast":
+                    emit(ind + "    if wm >= nxt:")
+                    emit(ind + "        S.nxt = nxt")
+                    emit(ind + "        out.extend(S.close(wm, now))")
+                    emit(ind + "        nxt = S.nxt")
+        for i, a in enumerate(p.analytics):
+            part = [g.expr(x) for x in a.partition]
+            pk = "None" if not part else part[0] if len(part) == 1 else "(" + ", ".join(part) + ",)"
+            args = ", ".join(g.expr(x) for x in a.args)
+            emit(ind + f"_z{i} = {g.const(self.analytics[i])}({pk}, {args})")
+        for c in q.filters.get(first) or []:
+            emit(ind + f"if not ({g.expr(c)}): continue")
+        w = p.window
+        if p.mode == "fast" and w is not None:
+            if w.kind == "tumbling":
+                emit(ind + f"w = ts - ts % {w.size}")
+                emit(ind + f"if w + {w.size} <= wm:")
+            else:
+                emit(ind + f"if ts - ts % {w.hop} + {w.size} <= wm:")
+            emit(ind + "    S.late_record(r)")
+            emit(ind + "    continue")
+        for i, s in enumerate(q.tables):
+            emit(ind + f"for {self.tvars[i]} in {g.const(self.tables[i])}.probe(r, {self._probe_key(i, s)}):")
+            ind += "    "
+        for c in q.post_filters:
+            emit(ind + f"if not ({g.expr(c)}): continue")
+        if p.mode == "rows":
+            emit(ind + f"out.append({self._row_dict()})")
+        elif p.mode == "fast":
+            emit(ind + f"k = {self._key_code()}")
+            for line in self._vals():
+                emit(ind + line)
+            if w is None:
+                emit(ind + "g = S.W0")
+                self._group_update(emit, ind, inits, updates)
+            elif w.kind == "tumbling":
+                emit(ind + "g = W.get(w)")
+                emit(ind + "if g is None:")
+                emit(ind + "    g = W[w] = {}")
+                emit(ind + f"    if w + {w.size} < nxt: nxt = w + {w.size}")
+                self._group_update(emit, ind, inits, updates)
+            else:
+                emit(ind + f"for j in range((ts - {w.size}) // {w.hop} + 1, ts // {w.hop} + 1):")
+                ind2 = ind + "    "
+                emit(ind2 + f"w = j * {w.hop}")
+                emit(ind2 + f"if w + {w.size} <= wm: continue")
+                emit(ind2 + "g = W.get(w)")
+                emit(ind2 + "if g is None:")
+                emit(ind2 + "    g = W[w] = {}")
+                emit(ind2 + f"    if w + {w.size} < nxt: nxt = w + {w.size}")
+                self._group_update(emit, ind2, inits, updates)
+        elif p.mode in ("window_rows", "join"):
+            envs = ["r"] + self.tvars
+            if p.mode == "window_rows":
+                used = q.used_fields.get(first)
+                if used is not None:
+                    prune = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
+                    emit(ind + f"S.add(ts, ({prune}, {', '.join(self.tvars)}{',' if self.tvars else ''}), r)")
+                else:
+                    emit(ind + f"S.add(ts, ({', '.join(envs)},), r)")
+            else:
+                raise AssertionError("join mode uses StreamJoin")
+        else:
+            emit(ind + f"k = {self._key_code()}")
+            for line in self._vals():
+                emit(ind + line)
+            emit(ind + "S.add(ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r)")
+        if p.mode not in ("rows", "fast"):
+            emit("            if wm >= S.nxt:")
+            emit("                S.wm = wm")
+            emit("                out.extend(S.close(wm, now))")
+        emit("        except Exception as e:")
+        emit("            S.bad(r, e)")
+        emit("    S.wm = wm")
+        if p.mode == "fast":
+            emit("    S.nxt = nxt")
+        emit("    return out")
+        src = "\n".join(L) + "\n"
+        # aggregate state helpers for the executors that update outside _process
+        src += f"\ndef _init():\n    return {self.init_src}\n"
+        src += "\ndef _update(s, vals):\n"
+        if p.aggs:
+            src += "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n"
+        for u in updates:
+            src += "    " + u + "\n"
+        src += "    return s\n"
+        src += self._emit_src()
+        self.source = src
+        ns = g.compile(src, self.text)
+        self.process_fn = ns["_process"]
+        self.init = ns["_init"]
+        self.update = ns["_update"]
+        self.emit = ns.get("_emit")
+        self.project = ns.get("_project")
+
+    def _group_update(self, emit, ind: str, inits: list, updates: list) -> None:
+        emit(ind + "s = g.get(k)")
+        emit(ind + "if s is None:")
+        emit(ind + f"    s = g[k] = [{', '.join(inits)}]")
+        for u in updates:
+            emit(ind + u)
+
+    def _row_dict(self) -> str:
+        parts = []
+        for (name, e), item in zip(self.plan.select, self.q.select):
+            if item.star:
+                parts.append(f"**{self.gen.expr(e)}")
+            else:
+                parts.append(f"{name!r}: {self.gen.expr(e)}")
+        return "{" + ", ".join(parts) + "}"
+
+    def _emit_src(self) -> str:
+        p, g = self.plan, self.gen
+        if p.mode in ("rows",):
+            return ""
+        if p.mode == "window_rows" or (p.mode == "join" and not p.aggs and not p.keys):
+            # rows of a window: evaluated at close with the window bounds
+            envs = ", ".join(["r"] + [g.env[s.alias] for s in self.q.sources[1:]])
+            lines = [f"\ndef _project(ws, we, now, {envs}):"]
+            for c in self.q.post_filters if p.mode == "join" else []:
+                lines.append(f"    if not ({g.expr(c)}): return None")
+            row = self._row_dict()
+            if p.order:
+                ok = ", ".join(g.expr(e) for e, _ in p.order)
+                lines.append(f"    return ({row}, ({ok},))")
+            else:
+                lines.append(f"    return ({row}, None)")
+            return "\n".join(lines) + "\n"
+        g.key_code = (lambda i: "k") if len(p.keys) == 1 else (lambda i: f"k[{i}]")
+        lines = ["\ndef _emit(ws, we, k, s, now):"]
+        for i, (off, code) in enumerate(self.slots):
+            lines.append(f"    a{i} = {code.final}")
+        if p.having is not None:
+            lines.append(f"    if not ({g.expr(p.having)}): return None")
+        outs = [g.expr(e) for _, e in p.select]
+        lines.append("    o = (" + "".join(f"{x}, " for x in outs) + ")")
+        if p.order:
+            ok = ", ".join(g.expr(e) for e, _ in p.order)
+            lines.append(f"    return (o, ({ok},))")
+        else:
+            lines.append("    return (o, None)")
+        return "\n".join(lines) + "\n"

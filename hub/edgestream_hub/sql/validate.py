@@ -1,0 +1,149 @@
+"""Pass 3, validate: refuse at compile time what could not run.
+
+Unknown functions and wrong argument counts; aggregates where no group
+exists (WHERE, GROUP BY, ON) or nested in each other; columns that are
+neither grouped nor aggregated; ``window_start()`` without a window;
+unknown columns of tables whose columns are known; stream-stream joins
+outside a time window; ORDER BY or LIMIT with nothing to order per window.
+"""
+
+from __future__ import annotations
+
+from . import ir
+from .catalog import Catalog
+from .errors import SqlError
+from .functions import SCALARS
+
+
+def is_aggregated(q: ir.Query) -> bool:
+    """True when the query groups rows (a window, GROUP BY keys or an aggregate)."""
+    if q.window is not None or q.group:
+        return True
+    return any(isinstance(n, ir.Agg) for item in q.select for n in item.expr.walk()) or q.having is not None
+
+
+def has_aggregates(q: ir.Query) -> bool:
+    nodes = [item.expr for item in q.select] + ([q.having] if q.having is not None else []) + [e for e, _ in q.order]
+    return bool(q.group) or any(isinstance(n, ir.Agg) for e in nodes for n in e.walk())
+
+
+def validate(q: ir.Query, cat: Catalog) -> ir.Query:
+    text = q.text
+
+    def err(msg: str, node) -> SqlError:
+        return SqlError(msg, text, getattr(node, "pos", 0))
+
+    def check(node: ir.Node, where: str, agg_ok: bool, analytic_ok: bool) -> None:
+        for n in node.walk():
+            if isinstance(n, ir.Call):
+                f = SCALARS.get(n.name)
+                if f is None:
+                    if n.name in cat.functions:
+                        continue
+                    raise err(f"unknown function {n.name!r}", n)
+                if not f.lo <= len(n.args) <= f.hi:
+                    want = f"{f.lo}" if f.lo == f.hi else f"{f.lo} to {f.hi}"
+                    raise err(f"{n.name}() takes {want} argument{'s' if f.hi != 1 else ''}, got {len(n.args)}", n)
+            elif isinstance(n, ir.Agg):
+                if not agg_ok:
+                    raise err(f"aggregate {n.name}() is not allowed in {where}", n)
+                lo, hi = ir.AGGREGATES[n.name]
+                nargs = len(n.args) + (1 if n.star else 0)
+                if not lo <= nargs <= hi:
+                    raise err(f"{n.name}() takes {lo if lo == hi else f'{lo} to {hi}'} argument{'s' if hi > 1 else ''}", n)
+                if n.star and n.name not in ("count", "collect"):
+                    raise err(f"{n.name}(*) is not allowed", n)
+                for a in n.args:
+                    for m in a.walk():
+                        if isinstance(m, (ir.Agg, ir.Analytic)):
+                            raise err(f"{m.name}() cannot be nested inside aggregate {n.name}()", m)
+                        if isinstance(m, ir.WinFn):
+                            raise err(f"window_{m.which}() cannot be used inside an aggregate", m)
+                if n.name == "percentile":
+                    p = n.args[1]
+                    if not (isinstance(p, ir.Lit) and isinstance(p.value, (int, float)) and not isinstance(p.value, bool) and 0 <= p.value <= 1):
+                        raise err("percentile(x, p) needs a constant p between 0 and 1", p)
+            elif isinstance(n, ir.Analytic):
+                if not analytic_ok:
+                    raise err(f"{n.name}() works on the record stream: use it in a query without windows or aggregates", n)
+                lo, hi = ir.ANALYTIC[n.name]
+                if not lo <= len(n.args) <= hi:
+                    raise err(f"{n.name}() takes {lo} to {hi} arguments", n)
+                if n.name == "lag" and len(n.args) > 1:
+                    k = n.args[1]
+                    if not (isinstance(k, ir.Lit) and isinstance(k.value, int) and not isinstance(k.value, bool) and k.value > 0):
+                        raise err("lag(x, n): n must be a positive integer constant", k)
+                for a in n.args + n.partition:
+                    for m in a.walk():
+                        if isinstance(m, (ir.Agg, ir.Analytic)):
+                            raise err(f"{m.name}() cannot be nested inside {n.name}()", m)
+            elif isinstance(n, ir.WinFn):
+                if q.window is None:
+                    raise err(f"window_{n.which}() needs a window in GROUP BY", n)
+                if where in ("WHERE", "ON", "GROUP BY"):
+                    raise err(f"window_{n.which}() is not allowed in {where}", n)
+            elif isinstance(n, ir.Field):
+                schema = q.schemas.get(n.source)
+                if schema is not None and n.path and n.path[0] not in schema:
+                    raise err(f"table {n.source!r} has no column {n.path[0]!r} (columns: {', '.join(sorted(schema))})", n)
+            elif isinstance(n, ir.Star) and where != "SELECT":
+                raise err("'*' is only allowed as a SELECT item", n)
+
+    aggregated = is_aggregated(q)
+    grouping = has_aggregates(q)
+    analytic_ok = not aggregated
+    for item in q.select:
+        check(item.expr, "SELECT", grouping, analytic_ok)
+    if q.where is not None:
+        check(q.where, "WHERE", False, analytic_ok)
+    for g in q.group:
+        check(g, "GROUP BY", False, False)
+    for s in q.sources:
+        if s.on is not None:
+            check(s.on, "ON", False, False)
+    if q.having is not None:
+        if not grouping:
+            raise err("HAVING needs GROUP BY keys or aggregates", q.having)
+        check(q.having, "HAVING", True, False)
+    for e, _ in q.order:
+        check(e, "ORDER BY", grouping, False)
+    if (q.order or q.limit is not None) and not aggregated:
+        node = q.order[0][0] if q.order else None
+        raise SqlError("ORDER BY and LIMIT apply to each window's rows: the query needs a window or GROUP BY", text,
+                       node.pos if node is not None else len(text.rstrip()))
+
+    if grouping:
+        for item in q.select:
+            if item.star:
+                raise err("SELECT * cannot be combined with GROUP BY keys or aggregates", item)
+        keys = q.group
+
+        def grouped(node: ir.Node, where: str) -> None:
+            if node in keys or isinstance(node, (ir.Agg, ir.Lit, ir.WinFn, ir.OutRef)):
+                return
+            if isinstance(node, ir.Field):
+                raise err(f"column {'.'.join(map(str, node.path))!r} must be in GROUP BY or inside an aggregate ({where})", node)
+            for c in node.children():
+                grouped(c, where)
+
+        for item in q.select:
+            grouped(item.expr, "SELECT")
+        if q.having is not None:
+            grouped(q.having, "HAVING")
+        for e, _ in q.order:
+            grouped(e, "ORDER BY")
+    elif q.window is not None:
+        # a window without aggregates emits the window's rows
+        if q.window.kind in ("sliding", "session", "count"):
+            raise SqlError(f"a {q.window.kind} window needs aggregates in SELECT", text, q.window.pos)
+
+    if len(q.streams) > 1:
+        if q.window is None or q.window.kind not in ("tumbling", "hopping"):
+            raise SqlError("joining two streams needs a TUMBLINGWINDOW or HOPPINGWINDOW in GROUP BY", text, q.streams[1].pos)
+        for s in q.streams[1:]:
+            if s.join == "left":
+                raise SqlError("stream-stream joins are inner joins: use JOIN", text, s.pos)
+    for s in q.sources[1:]:
+        if s.on is None:
+            raise SqlError(f"JOIN {s.alias} needs ON <condition>", text, s.pos)
+    return q
