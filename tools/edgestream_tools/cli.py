@@ -17,6 +17,8 @@ from edgestream_hub.errors import EdgeStreamError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("edgestream_tools.demo", "run the end-to-end demo on an embedded default"),
     "firmware": ("edgestream_tools.bundle", "build .mpy bundles of the device packages"),
+    "agent": ("edgestream_tools.agent_cli", "replay recorded samples through an agent config"),
+    "hub": ("edgestream_hub.cli", "run or check the hub: edgestream hub run|check -c hub.yaml"),
 }
 
 
