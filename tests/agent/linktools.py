@@ -28,10 +28,13 @@ from edgestream_tools import micropython as mp
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def start_micropython(script: Path, *args: str, board: str = "esp32", cwd=None) -> subprocess.Popen:
+def start_micropython(script: Path, *args: str, board: str = "esp32", cwd=None, lib=None) -> subprocess.Popen:
+    """``lib``: a folder of compiled ``.mpy`` packages to import first (as a
+    board would run them), instead of compiling the sources on the heap."""
+    paths = ([str(lib)] if lib else []) + [str(TESTS)]
     return subprocess.Popen(
         mp.command(board) + [str(script), *map(str, args)],
-        env=mp.environment([str(TESTS)]),
+        env=mp.environment(paths),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,

@@ -1,0 +1,93 @@
+# Runnable agent: agent.json -> sensors, windows and the link to the hub.
+#
+#   micropython -m edgestream_agent.main agent.json [duration_ms]
+#   # on a board, main.py:  from edgestream_agent.main import main; main()
+#
+# Loads and validates the whole config (the transport section included),
+# takes the next boot id, builds the Agent with the Link as its result sink,
+# and runs the scheduler: one sampling task per sensor, the link's poll task
+# and its health task. duration_ms (tests, demos) stops it after a while;
+# the open windows are then flushed into the link and it gets a short grace
+# period (transport.poll_ms x 50, at most 2 s) to drain before it closes.
+
+import sys
+
+from edgestream_agent.config import load, validate
+from edgestream_agent.link_config import validate as validate_link
+
+
+def full_validate(cfg):
+    # config.validate plus the transport section -> normalised dict
+    out = validate(cfg)
+    out["transport"] = validate_link(out["transport"], "transport")
+    return out
+
+
+def boot_id(path):
+    # A per-boot id the hub uses to tell reboots apart: a counter kept next
+    # to agent.json, or random bits where the filesystem is read-only.
+    f = _dir(path) + "edgestream.boot"
+    n = None
+    try:
+        with open(f) as h:
+            n = int(h.read().strip()) + 1
+    except (OSError, ValueError):
+        n = 1
+    try:
+        with open(f, "w") as h:
+            h.write(str(n))
+    except OSError:
+        try:
+            from random import getrandbits
+            n = getrandbits(30)
+        except ImportError:
+            import time
+            n = time.ticks_ms() & 0x3FFFFFFF
+    return n & 0x3FFFFFFF
+
+
+def _dir(path):
+    i = path.rfind("/")
+    return path[:i + 1] if i >= 0 else ""
+
+
+def main(path="agent.json", duration_ms=None):
+    from edgestream_agent.agent import Agent
+    from edgestream_agent.link import Link
+    from edgestream_agent.scheduler import Scheduler
+    cfg = load(path)
+    cfg["transport"] = validate_link(cfg["transport"], "transport")
+    boot = boot_id(path)
+    sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
+    link = Link(cfg, boot, path=path, validate=full_validate)
+    agent = Agent(cfg, on_result=link.result)
+    link.attach(sched, agent)
+    agent.attach(sched)
+    try:
+        sched.run(duration_ms)
+        if duration_ms is not None:
+            agent.flush()
+            grace = min(link.t["poll_ms"] * 50, 2000)
+            sched.deinit()
+            s2 = Scheduler()
+            s2.every(link.t["poll_ms"], link.poll, "link")
+            s2.run(grace)
+    finally:
+        link.close()
+        agent.deinit()
+        sched.deinit()
+    return agent, link, sched
+
+
+def _cli():
+    args = sys.argv[1:]
+    if not args:
+        args = ["agent.json"]
+    duration = int(args[1]) if len(args) > 1 else None
+    agent, link, sched = main(args[0], duration)
+    import json
+    print(json.dumps(link.collect()))
+
+
+if __name__ == "__main__":
+    _cli()

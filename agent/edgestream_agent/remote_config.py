@@ -1,0 +1,111 @@
+# Remote config: a new agent.json pushed by the hub, applied without a reboot.
+#
+# The hub publishes a wire "config" message (retained) on
+# <prefix>/<device>/config, or sends it as a serial frame. handle(payload):
+#   1. decodes it strictly (edgestream_shared.decoder.decode_config); a
+#      payload that is not a config message is refused with its reason,
+#   2. checks it is for this device and newer than the running version
+#      (the same version again - the retained copy after a reconnect - is
+#      acknowledged without applying anything),
+#   3. validates the whole config (config.validate, link_config.validate),
+#   4. hands the (valid) config to apply(cfg) (Agent.apply rebuilds only
+#      the sensors and windows whose config changed),
+#   5. persists it to agent.json (written to agent.json.tmp, then renamed,
+#      so a power cut leaves the old file or the new one, never half of one),
+#   6. returns the ack: {"kind":"ack","version":N,"ok":true} or a nack with
+#      "ok":false and "error" naming the field ("sensors[0].windows[0].size_ms:
+#      must be > 0"). An invalid config never replaces the running one.
+# Changes to the `transport` section are persisted and take effect at the
+# next start (the link that carries the ack is not torn down under it).
+
+import json
+import os
+
+from edgestream_shared.decoder import decode_config
+from edgestream_shared.encoder import encode_ack
+from edgestream_shared.errors import WireError
+
+
+class RemoteConfig:
+    def __init__(self, dev, boot, version, path="agent.json", validate=None, apply=None):
+        self.dev = dev
+        self.boot = boot
+        self.version = version      # of the running config
+        self.path = path
+        self._validate = validate   # raw dict -> normalised dict (raises ValueError)
+        self._apply = apply         # valid raw config dict -> None
+        self.accepted = 0
+        self.refused = 0
+        self.last_error = None
+
+    def handle(self, payload):
+        # -> (version, ok, error, ack payload bytes). Never raises for bad input.
+        version = 0
+        try:
+            try:
+                m = decode_config(payload)
+            except WireError as e:
+                raise _Nack(e.reason)
+            version = m["version"]
+            if m["dev"] != self.dev:
+                raise _Nack("dev: config for %r sent to %r" % (m["dev"], self.dev))
+            if version == self.version:
+                return self._ack(version, True, None)
+            if version < self.version:
+                raise _Nack("version: %d is older than the running version %d" % (version, self.version))
+            cfg = m["config"]
+            if "version" in cfg and cfg["version"] != version:
+                raise _Nack("config.version: %r does not match the message version %d"
+                            % (cfg["version"], version))
+            cfg["version"] = version
+            if "device" not in cfg and "device_id" not in cfg:
+                cfg["device"] = self.dev
+            dev = cfg.get("device", cfg.get("device_id"))
+            if dev != self.dev:
+                raise _Nack("device: the device id cannot change remotely (%r -> %r)" % (self.dev, dev))
+            try:
+                if self._validate:
+                    self._validate(cfg)
+            except ValueError as e:  # ConfigError: message starts with the path
+                raise _Nack(str(e))
+            try:
+                if self._apply:
+                    self._apply(cfg)  # Agent.apply validates again: cheap, and it owns the result
+            except Exception as e:  # the running config stays in place
+                raise _Nack("apply: %s: %s" % (e.__class__.__name__, e))
+            self.version = version
+            err = self._persist(cfg)
+            self.accepted += 1
+            return self._ack(version, True, err)
+        except _Nack as e:
+            self.refused += 1
+            self.last_error = e.reason
+            return self._ack(version, False, e.reason)
+
+    def _ack(self, version, ok, error):
+        return version, ok, error, encode_ack(self.dev, self.boot, version, ok, error)
+
+    def _persist(self, cfg):
+        # -> None, or a note for the ack when the file could not be written
+        # (the config is applied; it will not survive a reboot).
+        if not self.path:
+            return None
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(cfg))
+            try:
+                os.rename(tmp, self.path)
+            except OSError:
+                # some VFS refuse to rename over an existing file
+                os.remove(self.path)
+                os.rename(tmp, self.path)
+            return None
+        except OSError as e:
+            return "persist: %s" % e
+
+
+class _Nack(Exception):
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
