@@ -96,6 +96,12 @@ class Gen:
             if n.op == "||":
                 return f"_cat({a}, {b})"
             op = _CMP.get(n.op) or _ARITH[n.op]
+            if isinstance(n.right, ir.Lit) and n.right.value is not None:
+                ta = self.tmp()
+                return f"(None if ({ta} := {a}) is None else {ta} {op} {b})"
+            if isinstance(n.left, ir.Lit) and n.left.value is not None:
+                tb = self.tmp()
+                return f"(None if ({tb} := {b}) is None else {a} {op} {tb})"
             ta, tb = self.tmp(), self.tmp()
             return f"(None if ({ta} := {a}) is None or ({tb} := {b}) is None else {ta} {op} {tb})"
         if isinstance(n, ir.IsNull):

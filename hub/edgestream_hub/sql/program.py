@@ -153,12 +153,19 @@ class Program:
     def _vals(self) -> list[str]:
         """Statements computing v0..vN, the aggregate arguments, before any state changes."""
         out = []
+        seen: dict = {}
         for i, a in enumerate(self.plan.aggs):
             if a.star:
                 out.append(f"v{i} = r" if a.name == "collect" else f"v{i} = 1")
                 continue
-            out.append(f"v{i} = {self.gen.expr(a.args[0])}")
-            if a.name in NUMERIC:
+            code = self.gen.expr(a.args[0])
+            numeric = a.name in NUMERIC
+            if (code, numeric) in seen:
+                out.append(f"v{i} = {seen[code, numeric]}")
+                continue
+            seen[code, numeric] = f"v{i}"
+            out.append(f"v{i} = {code}")
+            if numeric:
                 out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: v{i} = _num(v{i}, {a.name + ' argument'!r})")
         return out
 
@@ -197,9 +204,12 @@ class Program:
                 else:
                     emit(ind + f"ts = r.get({self.time_field!r})")
                     emit(ind + "if ts.__class__ is not int: ts = _ts(ts)")
-                emit(ind + f"if ts - {self.lateness} > wm:")
-                emit(ind + f"    wm = ts - {self.lateness}")
-                if p.mode == "fast":
+                lt = f"ts - {self.lateness}" if self.lateness else "ts"
+                emit(ind + f"if {lt} > wm:")
+                emit(ind + f"    wm = {lt}")
+                if p.mode != "fast":
+                    emit(ind + "    S.wm = wm")
+                else:
                     emit(ind + "    if wm >= nxt:")
                     emit(ind + "        S.nxt = nxt")
                     emit(ind + "        out.extend(S.close(wm, now))")
@@ -256,22 +266,23 @@ class Program:
                 used = q.used_fields.get(first)
                 if used is not None:
                     prune = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
-                    emit(ind + f"S.add(ts, ({prune}, {', '.join(self.tvars)}{',' if self.tvars else ''}), r)")
+                    emit(ind + f"S.add(ts, None, ({prune}, {', '.join(self.tvars)}{',' if self.tvars else ''}), r)")
                 else:
-                    emit(ind + f"S.add(ts, ({', '.join(envs)},), r)")
+                    emit(ind + f"S.add(ts, None, ({', '.join(envs)},), r)")
             else:
                 raise AssertionError("join mode uses StreamJoin")
         else:
             emit(ind + f"k = {self._key_code()}")
             for line in self._vals():
                 emit(ind + line)
-            emit(ind + "S.add(ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r)")
-        if p.mode not in ("rows", "fast"):
-            emit("            if wm >= S.nxt:")
-            emit("                S.wm = wm")
-            emit("                out.extend(S.close(wm, now))")
+            emit(ind + "_o = S.add(ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r)")
+            emit(ind + "if _o: out.extend(_o)")
         emit("        except Exception as e:")
         emit("            S.bad(r, e)")
+        if p.mode not in ("rows", "fast"):
+            emit("        finally:")
+            emit("            if wm >= S.nxt:")
+            emit("                out.extend(S.close(wm, now))")
         emit("    S.wm = wm")
         if p.mode == "fast":
             emit("    S.nxt = nxt")

@@ -21,5 +21,10 @@ def prune(q: ir.Query, cat: Catalog) -> ir.Query:
                 used[q.sources[0].alias] = None
             elif isinstance(n, ir.Field) and used.get(n.source) is not None:
                 used[n.source].add(n.path[0])
+    tf = (q.window.time_field if q.window is not None and q.window.time_field else None) or cat.time_field
+    if q.window is not None or len(q.streams) > 1:
+        for s in q.streams:
+            if used.get(s.alias) is not None:
+                used[s.alias].add(tf)
     q.used_fields = used
     return q

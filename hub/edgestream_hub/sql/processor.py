@@ -1,0 +1,162 @@
+"""``SqlProcessor``: a streaming SQL query as a hub processor.
+
+>>> from edgestream_hub.api import SimpleContext
+>>> p = SqlProcessor("SELECT id, count(*) AS n FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)", SimpleContext())
+>>> p.process([{"id": "a", "ts": 10}, {"id": "a", "ts": 20}, {"id": "a", "ts": 1000}], now_ms=0)
+[{'id': 'a', 'n': 2}]
+>>> p.flush()
+[{'id': 'a', 'n': 1}]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from .catalog import Catalog
+from .errors import SqlError
+from .optimizer import compile_query
+from .plan import Plan, explain
+from .program import Program
+from .state import decode, encode
+from .windows import EXECUTORS
+
+
+def _columns(src: Any) -> Optional[set]:
+    """Column names of a table when they can be known without surprises (non-empty list of dicts)."""
+    if callable(src) or hasattr(src, "rows"):
+        cols = getattr(src, "columns", None)
+        return set(cols) if cols else None
+    if isinstance(src, list) and src and all(isinstance(r, dict) for r in src):
+        cols: set = set()
+        for r in src:
+            cols.update(r)
+        return cols
+    return None
+
+
+class SqlProcessor:
+    """Runs one query incrementally; see docs/sql.md for the language and the event-time rules.
+
+    Emits each window exactly once, when the watermark (max event time seen
+    minus ``lateness_ms``) reaches its end, in order of window end; records
+    that fail at run time go to ``ctx.dead_letter`` and late ones to
+    ``ctx.late``; neither stops the query.
+    """
+
+    def __init__(self, query: str, ctx: Any, *, time_field: str = "ts", lateness_ms: int = 0,
+                 idle_timeout_ms: Optional[int] = None, processing_time: bool = False,
+                 tables: Optional[dict] = None, functions: Optional[dict[str, Callable[..., Any]]] = None,
+                 resume_state: Any = None, stream_field: str = "_stream") -> None:
+        if lateness_ms is None or int(lateness_ms) < 0:
+            raise SqlError(f"lateness_ms must be >= 0, got {lateness_ms!r}")
+        self.query = query
+        self.ctx = ctx
+        self.tables = dict(tables or {})
+        catalog = Catalog(tables={n: _columns(t) for n, t in self.tables.items()},
+                          functions=dict(functions or {}), time_field=time_field)
+        self.plan: Plan = compile_query(query, catalog)
+        self.time_field = time_field
+        self.lateness_ms = int(lateness_ms)
+        self.idle_timeout_ms = idle_timeout_ms
+        self.processing_time = processing_time
+        if self.plan.mode == "join":
+            from .join import JoinProgram, StreamJoinExecutor
+
+            self.program: Any = JoinProgram(self.plan, time_field=time_field, lateness_ms=self.lateness_ms,
+                                            processing_time=processing_time, functions=functions,
+                                            stream_field=stream_field)
+            self.executor: Any = StreamJoinExecutor(self.program, ctx)
+        else:
+            self.program = Program(self.plan, time_field=time_field, lateness_ms=self.lateness_ms,
+                                   processing_time=processing_time, tables=self.tables, functions=functions)
+            self.executor = EXECUTORS[self.plan.mode](self.program, ctx)
+        self._last_arrival: Optional[int] = None
+        self._wm_at_arrival: Any = None
+        self._now = 0
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    # -- Processor --------------------------------------------------------------
+    def process(self, records: list, now_ms: int) -> list:
+        """Consume a batch in arrival order; return the rows it completes, in order."""
+        self._now = now_ms
+        if not records:
+            return []
+        out = self.executor.process(records, now_ms)
+        self._last_arrival = now_ms
+        self._wm_at_arrival = self.executor.wm
+        return out
+
+    def tick(self, now_ms: int) -> list:
+        """Close what time alone closes: processing-time windows, or event time after the idle timeout."""
+        self._now = now_ms
+        ex = self.executor
+        if self.plan.mode in ("rows", "count"):
+            return []
+        if self.processing_time:
+            wm = now_ms
+        elif self.idle_timeout_ms is not None and self._last_arrival is not None:
+            idle = now_ms - self._last_arrival
+            if idle < self.idle_timeout_ms or self._wm_at_arrival is None or self._wm_at_arrival <= -(1 << 61):
+                return []
+            wm = self._wm_at_arrival + idle
+        else:
+            return []
+        if wm <= ex.wm:
+            return []
+        ex.wm = wm
+        if wm >= ex.nxt:
+            return ex.close(wm, now_ms)
+        return []
+
+    def flush(self) -> list:
+        """End of input: emit every open window (never an incomplete count window)."""
+        return self.executor.flush(self._now)
+
+    def snapshot(self) -> Any:
+        """Plain JSON-able state; pass it as ``resume_state`` to continue after the last row emitted."""
+        ex = self.executor
+        return {
+            "version": 1,
+            "query": self.query,
+            "wm": ex.wm,
+            "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted},
+            "state": encode(ex.state()),
+        }
+
+    def _restore(self, st: Any) -> None:
+        if not isinstance(st, dict) or st.get("version") != 1:
+            raise SqlError("resume_state is not a snapshot of this processor")
+        if st.get("query") != self.query:
+            raise SqlError("resume_state was taken from a different query")
+        ex = self.executor
+        ex.wm = st["wm"]
+        c = st.get("counters") or {}
+        ex.dead, ex.late, ex.emitted = c.get("dead", 0), c.get("late", 0), c.get("emitted", 0)
+        ex.restore(decode(st["state"]))
+
+    # -- extras -------------------------------------------------------------------
+    @property
+    def metrics(self) -> dict:
+        """Counters: records dead-lettered, late records, rows emitted, window/group states held."""
+        ex = self.executor
+        return {"dead_letters": ex.dead, "late_records": ex.late, "rows_emitted": ex.emitted,
+                "live_states": ex.live_states(), "watermark": ex.wm}
+
+    def explain(self) -> str:
+        return explain(self.plan, self.time_field, self.lateness_ms)
+
+    def refresh_tables(self) -> None:
+        """Reload every lookup table (file, SQLite or callable) and rebuild its join index."""
+        for t in getattr(self.program, "tables", []):
+            t.load()
+
+    @property
+    def source(self) -> str:
+        """The generated Python source (for debugging and EXPLAIN)."""
+        return self.program.source
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

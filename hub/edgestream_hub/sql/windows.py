@@ -1,0 +1,397 @@
+"""Executors: the window state each mode keeps, and when it is emitted.
+
+Guarantees shared by every time window: the watermark is the largest
+timestamp seen minus the lateness; a window is emitted once, when the
+watermark reaches its end, and windows come out in order of window end
+(ties: in order of creation); a record whose windows were all emitted is
+late (counted, handed to ``ctx.late``); a window's state is dropped when
+it is emitted. Count windows emit as soon as they are complete.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
+from heapq import heappop, heappush
+from typing import Any, Iterable
+
+from .errors import SqlRuntimeError
+from .program import BIG, Program
+
+INF = math.inf
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, SqlRuntimeError):
+        return str(e)
+    if isinstance(e, KeyError):
+        return f"missing field {e}"
+    if isinstance(e, AttributeError) and "get" in str(e):
+        return "record is not an object"
+    return f"{type(e).__name__}: {e}"
+
+
+def _null_first(v: Any) -> tuple:
+    return (v is not None, v)
+
+
+class Executor:
+    """Common part: counters, dead letters, late records, emitting one window's groups."""
+
+    def __init__(self, prog: Program, ctx: Any) -> None:
+        self.prog = prog
+        self.ctx = ctx
+        self.wm: Any = -BIG
+        self.nxt: Any = BIG
+        self.dead = 0
+        self.late = 0
+        self.emitted = 0
+        self.names = prog.plan.names
+        self.order = prog.plan.order
+        self.limit = prog.plan.limit
+
+    # -- called from generated code ------------------------------------------
+    def bad(self, r: Any, e: BaseException) -> None:
+        self.dead += 1
+        self.ctx.dead_letter(r, _reason(e))
+
+    def late_record(self, r: Any) -> None:
+        self.late += 1
+        self.ctx.late(r)
+
+    # -- lifecycle -----------------------------------------------------------
+    def process(self, batch: list, now: int) -> list:
+        return self.prog.process_fn(batch, now, self)
+
+    def close(self, wm: Any, now: int) -> list:
+        self.nxt = BIG
+        return []
+
+    def flush(self, now: int) -> list:
+        return self.close(INF, now)
+
+    def live_states(self) -> int:
+        """Window/group states held now (tests check memory stays flat)."""
+        return 0
+
+    def state(self) -> dict:
+        return {}
+
+    def restore(self, st: dict) -> None:
+        pass
+
+    # -- emitting --------------------------------------------------------------
+    def _finish(self, res: list) -> list:
+        if self.order:
+            for i in range(len(self.order) - 1, -1, -1):
+                desc = self.order[i][1]
+                try:
+                    res.sort(key=lambda x, i=i: _null_first(x[1][i]), reverse=desc)
+                except TypeError:
+                    res.sort(key=lambda x, i=i: _null_first(None if x[1][i] is None else str(x[1][i])), reverse=desc)
+        if self.limit is not None:
+            res = res[: self.limit]
+        return res
+
+    def rows_of(self, ws: Any, we: Any, groups: Iterable, now: int) -> list:
+        emit = self.prog.emit
+        res = []
+        for k, s in groups:
+            try:
+                x = emit(ws, we, k, s, now)
+            except Exception as e:  # one group's failure (e.g. a division by zero in SELECT)
+                self.bad({"window_start": ws, "window_end": we, "key": k if not isinstance(k, tuple) else list(k)}, e)
+                continue
+            if x is not None:
+                res.append(x)
+        names = self.names
+        out = [dict(zip(names, o)) for o, _ in self._finish(res)]
+        self.emitted += len(out)
+        return out
+
+
+class RowsExecutor(Executor):
+    """No window, no aggregate: one output row per input row that passes WHERE."""
+
+    def process(self, batch: list, now: int) -> list:
+        out = self.prog.process_fn(batch, now, self)
+        self.emitted += len(out)
+        return out
+
+    def state(self) -> dict:
+        return {"analytic": [a.state for a in self.prog.analytics]}
+
+    def restore(self, st: dict) -> None:
+        for a, s in zip(self.prog.analytics, st.get("analytic", [])):
+            a.state = s
+
+
+class FastExecutor(Executor):
+    """Tumbling, hopping or one global window, aggregates updated in place by generated code."""
+
+    def __init__(self, prog: Program, ctx: Any) -> None:
+        super().__init__(prog, ctx)
+        self.W: dict = {}  # window start -> {group key: state list}
+        self.W0: dict = {}  # the global window (no window in GROUP BY)
+        w = prog.plan.window
+        self.size = w.size if w is not None else None
+
+    def close(self, wm: Any, now: int) -> list:
+        out: list = []
+        size = self.size
+        if size is None:
+            self.nxt = BIG
+            return out
+        W = self.W
+        for w in sorted(W):
+            if w + size > wm:
+                break
+            out.extend(self.rows_of(w, w + size, W.pop(w).items(), now))
+        self.nxt = min(W) + size if W else BIG
+        return out
+
+    def flush(self, now: int) -> list:
+        if self.size is None:
+            groups, self.W0 = self.W0, {}
+            return self.rows_of(None, None, groups.items(), now)
+        return self.close(INF, now)
+
+    def live_states(self) -> int:
+        return sum(len(g) for g in self.W.values()) + len(self.W0)
+
+    def state(self) -> dict:
+        return {"W": self.W, "W0": self.W0}
+
+    def restore(self, st: dict) -> None:
+        self.W = st["W"]
+        self.W0 = st["W0"]
+        self.nxt = min(self.W) + self.size if self.W and self.size else BIG
+
+
+class SessionExecutor(Executor):
+    """One session per group; it closes when the watermark reaches min(last + timeout, first + max)."""
+
+    def __init__(self, prog: Program, ctx: Any) -> None:
+        super().__init__(prog, ctx)
+        w = prog.plan.window
+        self.timeout, self.max = w.timeout, w.size
+        self.open: dict = {}  # key -> [first, last, seq, state]
+        self.pending: list = []  # [end, seq, first, key, state]: closed by a record, not yet due
+        self.seq = 0
+
+    def _end(self, sess: list) -> int:
+        return min(sess[1] + self.timeout, sess[0] + self.max)
+
+    def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
+        sess = self.open.get(k)
+        if sess is not None and ts - sess[1] < self.timeout and ts - sess[0] < self.max:
+            self.prog.update(sess[3], vals)
+            if ts > sess[1]:
+                sess[1] = ts
+            elif ts < sess[0]:
+                sess[0] = ts
+            return
+        if ts < self.wm:
+            self.late_record(r)
+            return
+        if sess is not None:
+            end = self._end(sess)
+            self.pending.append([end, sess[2], sess[0], k, sess[3]])
+            if end < self.nxt:
+                self.nxt = end
+        self.seq += 1
+        s = self.prog.update(self.prog.init(), vals)
+        self.open[k] = [ts, ts, self.seq, s]
+        end = min(ts + self.timeout, ts + self.max)
+        if end < self.nxt:
+            self.nxt = end
+
+    def close(self, wm: Any, now: int) -> list:
+        due = [p for p in self.pending if p[0] <= wm]
+        self.pending = [p for p in self.pending if p[0] > wm]
+        for k in [k for k, sess in self.open.items() if self._end(sess) <= wm]:
+            sess = self.open.pop(k)
+            due.append([self._end(sess), sess[2], sess[0], k, sess[3]])
+        due.sort(key=lambda p: (p[0], p[1]))
+        out: list = []
+        for end, _, first, k, s in due:
+            out.extend(self.rows_of(first, end, [(k, s)], now))
+        ends = [p[0] for p in self.pending] + [self._end(s) for s in self.open.values()]
+        self.nxt = min(ends) if ends else BIG
+        return out
+
+    def live_states(self) -> int:
+        return len(self.open) + len(self.pending)
+
+    def state(self) -> dict:
+        return {"open": self.open, "pending": self.pending, "seq": self.seq}
+
+    def restore(self, st: dict) -> None:
+        self.open, self.pending, self.seq = st["open"], st["pending"], st["seq"]
+        ends = [p[0] for p in self.pending] + [self._end(s) for s in self.open.values()]
+        self.nxt = min(ends) if ends else BIG
+
+
+class SlidingExecutor(Executor):
+    """Each record triggers one row for its group over [ts - size, ts], emitted when the watermark reaches ts."""
+
+    def __init__(self, prog: Program, ctx: Any) -> None:
+        super().__init__(prog, ctx)
+        self.size = prog.plan.window.size
+        self.bufs: dict = {}  # key -> sorted [(ts, seq, vals)]
+        self.trig: list = []  # heap of (ts, seq, key)
+        self.seq = 0
+
+    def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
+        if ts < self.wm:
+            self.late_record(r)
+            return
+        self.seq += 1
+        buf = self.bufs.get(k)
+        if buf is None:
+            buf = self.bufs[k] = []
+        if not buf or buf[-1][0] <= ts:
+            buf.append((ts, self.seq, vals))
+        else:
+            insort(buf, (ts, self.seq, vals))
+        heappush(self.trig, (ts, self.seq, k))
+        if ts < self.nxt:
+            self.nxt = ts
+
+    def close(self, wm: Any, now: int) -> list:
+        out: list = []
+        trig, size, init, update = self.trig, self.size, self.prog.init, self.prog.update
+        touched = set()
+        while trig and trig[0][0] <= wm:
+            ts, seq, k = heappop(trig)
+            buf = self.bufs[k]
+            lo = bisect_left(buf, (ts - size,))
+            hi = bisect_right(buf, (ts, BIG))
+            s = init()
+            for i in range(lo, hi):
+                update(s, buf[i][2])
+            out.extend(self.rows_of(ts - size, ts, [(k, s)], now))
+            touched.add(k)
+        if wm != INF:
+            # records older than wm - size can be in no future window (future triggers are >= wm)
+            for k in touched:
+                buf = self.bufs[k]
+                cut = bisect_left(buf, (wm - size,))
+                if cut:
+                    del buf[:cut]
+                if not buf:
+                    del self.bufs[k]
+        else:
+            self.bufs.clear()
+        self.nxt = trig[0][0] if trig else BIG
+        return out
+
+    def live_states(self) -> int:
+        return sum(len(b) for b in self.bufs.values())
+
+    def state(self) -> dict:
+        return {"bufs": self.bufs, "trig": self.trig, "seq": self.seq}
+
+    def restore(self, st: dict) -> None:
+        self.bufs, self.trig, self.seq = st["bufs"], st["trig"], st["seq"]
+        self.nxt = self.trig[0][0] if self.trig else BIG
+
+
+class CountExecutor(Executor):
+    """COUNTWINDOW(n, m): per group, after every m-th record once there are n, a window over the last n."""
+
+    def __init__(self, prog: Program, ctx: Any) -> None:
+        super().__init__(prog, ctx)
+        w = prog.plan.window
+        self.n, self.m = w.size, w.hop
+        self.bufs: dict = {}  # key -> [deque of (ts, vals), count]
+
+    def add(self, ts: Any, k: Any, vals: tuple, r: Any) -> list:
+        b = self.bufs.get(k)
+        if b is None:
+            b = self.bufs[k] = [deque(maxlen=self.n), 0]
+        b[0].append((ts, vals))
+        b[1] += 1
+        if b[1] >= self.n and b[1] % self.m == 0:
+            s = self.prog.init()
+            for _, v in b[0]:
+                self.prog.update(s, v)
+            return self.rows_of(b[0][0][0], b[0][-1][0], [(k, s)], 0)
+        return []
+
+    def flush(self, now: int) -> list:
+        return []  # incomplete count windows are never emitted
+
+    def live_states(self) -> int:
+        return sum(len(b[0]) for b in self.bufs.values())
+
+    def state(self) -> dict:
+        return {"bufs": self.bufs}
+
+    def restore(self, st: dict) -> None:
+        self.bufs = st["bufs"]
+
+
+class WindowRowsExecutor(Executor):
+    """A tumbling or hopping window without aggregates: emits the window's rows, pruned to used fields."""
+
+    def __init__(self, prog: Program, ctx: Any) -> None:
+        super().__init__(prog, ctx)
+        w = prog.plan.window
+        self.size = w.size
+        self.hop = w.hop if w.kind == "hopping" else w.size
+        self.W: dict = {}
+
+    def starts(self, ts: int) -> range:
+        return range(((ts - self.size) // self.hop + 1) * self.hop, ts + 1, self.hop)
+
+    def add(self, ts: int, k: Any, env: tuple, r: Any) -> None:
+        size, wm = self.size, self.wm
+        placed = False
+        for w in self.starts(ts):
+            if w + size <= wm:
+                continue
+            self.W.setdefault(w, []).append(env)
+            placed = True
+            if w + size < self.nxt:
+                self.nxt = w + size
+        if not placed:
+            self.late_record(r)
+
+    def close(self, wm: Any, now: int) -> list:
+        out: list = []
+        W = self.W
+        for w in sorted(W):
+            if w + self.size > wm:
+                break
+            res = []
+            for env in W.pop(w):
+                try:
+                    x = self.prog.project(w, w + self.size, now, *env)
+                except Exception as e:
+                    self.bad(env[0], e)
+                    continue
+                if x is not None:
+                    res.append((x[0], x[1]))
+            rows = [row for row, _ in self._finish(res)]
+            self.emitted += len(rows)
+            out.extend(rows)
+        self.nxt = min(W) + self.size if W else BIG
+        return out
+
+    def live_states(self) -> int:
+        return sum(len(v) for v in self.W.values())
+
+    def state(self) -> dict:
+        return {"W": self.W}
+
+    def restore(self, st: dict) -> None:
+        self.W = st["W"]
+        self.nxt = min(self.W) + self.size if self.W else BIG
+
+
+EXECUTORS = {
+    "rows": RowsExecutor, "fast": FastExecutor, "session": SessionExecutor, "sliding": SlidingExecutor,
+    "count": CountExecutor, "window_rows": WindowRowsExecutor,
+}
