@@ -23,3 +23,18 @@ def __getattr__(name):
         raise AttributeError(name)
     m = __import__("edgestream_agent." + mod, None, None, (name,))
     return getattr(m, name)
+
+
+def unload(name):
+    # Drop a submodule ("config") from memory once it is no longer needed:
+    # a board validates agent.json at start, then gives the ~10 KB the
+    # validator's code and tables take back to the heap. A later import
+    # loads it again.
+    import gc
+    import sys
+    full = "edgestream_agent." + name
+    sys.modules.pop(full, None)
+    g = globals()
+    if name in g:
+        del g[name]
+    gc.collect()

@@ -15,7 +15,6 @@
 # wrap). A board keeps it a small int for 2**30 ms (12.4 days); after that
 # timestamps are long ints and each sample allocates a little.
 
-from edgestream_agent.config import validate
 from edgestream_agent.pipeline import Pipeline
 
 try:
@@ -44,10 +43,12 @@ class Uptime:
 
 
 class Agent:
-    def __init__(self, config, clock=None, on_result=None, elastic=False):
+    def __init__(self, config, clock=None, on_result=None, elastic=False, validated=False):
         # elastic=True lets sliding time windows grow instead of overwriting
         # (replay on a host, where exact results matter more than memory).
-        self.config = validate(config)
+        # validated=True: config is already config.validate()'s output (a
+        # board validates, then unloads the validator before building).
+        self.config = config if validated else _validate(config)
         self.clock = clock or Uptime().now
         self.on_result = on_result
         self.elastic = elastic
@@ -131,7 +132,7 @@ class Agent:
         # the others keep their window state. Raises ConfigError and changes
         # nothing when the new config is invalid or a source fails to start.
         # -> (names rebuilt or added, names removed)
-        cfg = validate(config)
+        cfg = _validate(config)
         new = self._build(cfg["sensors"], self.pipelines)
         changed = [n for n, p in new.items() if self.pipelines.get(n) is not p]
         removed = [n for n in self.pipelines if n not in new]
@@ -186,6 +187,11 @@ class Agent:
         return out
 
 
+def _validate(config):
+    from edgestream_agent.config import validate
+    return validate(config)
+
+
 def _source(pipe):
     from edgestream_agent.sources import make
     return make(pipe.cfg["source"], pipe.factor)
@@ -194,11 +200,13 @@ def _source(pipe):
 def start(path="agent.json", on_result=None):
     # Board entry point (main.py: `from edgestream_agent.agent import start;
     # start()`): load the config, start sampling, run forever.
+    from edgestream_agent import unload
     from edgestream_agent.config import load
     from edgestream_agent.scheduler import Scheduler
     cfg = load(path)
+    unload("config")
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
-    agent = Agent(cfg, on_result=on_result)
+    agent = Agent(cfg, on_result=on_result, validated=True)
     agent.attach(sched)
     try:
         sched.run()

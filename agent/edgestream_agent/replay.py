@@ -19,7 +19,6 @@ import struct
 import sys
 
 from edgestream_agent.agent import Agent
-from edgestream_agent.config import ConfigError, load
 
 _SIG = 15  # significant digits of a float result
 
@@ -102,15 +101,17 @@ def _is_num(v):
 
 
 class Replay:
-    def __init__(self, config, out, err):
-        # config: dict (validated here) ; out/err: objects with write(str)
+    def __init__(self, config, out, err, validated=False):
+        # config: dict (validated here unless validated=True); out/err:
+        # objects with write(str)
         self.out = out
         self.err = err
         self.lines = 0
         self.samples = 0
         self.bad = 0
         self.results = 0
-        self.agent = Agent(config, clock=self._no_clock, on_result=self._result, elastic=True)
+        self.agent = Agent(config, clock=self._no_clock, on_result=self._result, elastic=True,
+                           validated=validated)
 
     def _no_clock(self):
         raise RuntimeError("replay time comes from the input's t")
@@ -218,12 +219,16 @@ def main(argv=None):
     if len(argv) != 2:
         sys.stderr.write("usage: replay <agent.json> <samples.jsonl | ->\n")
         return 2
+    from edgestream_agent import unload
+    from edgestream_agent.config import ConfigError, load
     try:
         cfg = load(argv[0])
     except ConfigError as e:
         sys.stderr.write("config %s\n" % e if str(e).startswith(argv[0]) else "%s: %s\n" % (argv[0], e))
         return 2
-    r = Replay(cfg, sys.stdout, sys.stderr)
+    del load, ConfigError
+    unload("config")  # its code is not needed any more: heap for the windows
+    r = Replay(cfg, sys.stdout, sys.stderr, validated=True)
     if argv[1] == "-":
         r.run(sys.stdin)
     else:
