@@ -220,18 +220,25 @@ class PtyBridge:
             self._inject.append(data)
 
     def _pump(self) -> None:
+        # Injected bytes go out only at a frame boundary of the device's
+        # stream (after a chunk that ended with a newline), so they never
+        # split one of its frames: what they cost is then exactly known.
         deadline = time.monotonic() + 300
+        at_boundary = True
         while not self._stop and time.monotonic() < deadline:
             r, _, _ = select.select([self.dm, self.hm], [], [], 0.05)
-            with self._lock:
-                extra, self._inject = self._inject, []
-            for d in extra:
-                os.write(self.hm, d)
             try:
                 if self.dm in r:
                     d = os.read(self.dm, 4096)
                     self.to_host += d
                     os.write(self.hm, d)
+                    at_boundary = d.endswith(b"\n")
+                if at_boundary:
+                    with self._lock:
+                        extra, self._inject = self._inject, []
+                    for d in extra:
+                        self.to_host += d
+                        os.write(self.hm, d)
                 if self.hm in r:
                     os.write(self.dm, os.read(self.hm, 4096))
             except OSError:

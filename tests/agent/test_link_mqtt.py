@@ -1,0 +1,174 @@
+"""The whole agent (sensors, windows, link) under the real MicroPython against mosquitto.
+
+The agent runs from its compiled ``.mpy`` bundle, as on a board, with the
+rp2040 heap: on the unix port module code and strings live on the heap,
+while a board running the frozen firmware keeps them in flash (see the
+"Link" section of agent/README.md for the measured numbers). A paho
+subscriber plays the hub; ``edgestream_tools.hubcheck`` checks the sequence
+numbers.
+"""
+
+import json
+import time
+
+import pytest
+from linktools import MqttProxy, Subscriber, finish, start_micropython, wait_until
+
+from edgestream_shared.decoder import decode
+from edgestream_shared.encoder import encode_config
+from edgestream_tools import bundle
+from edgestream_tools.hubcheck import SeqCheck
+
+HOST_ONLY = True
+BOARD = "rp2040"
+RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpy")
+    bundle.build(out, None)
+    return out
+
+
+def agent_config(port, window_ms=100, **transport):
+    mqtt = {"host": "127.0.0.1", "port": port, "backoff_min_ms": 100, "backoff_max_ms": 400,
+            "keepalive_s": 5, "rx_bytes": 2048}
+    mqtt.update(transport.pop("mqtt", {}))
+    t = {"type": "mqtt", "health_ms": 500, "poll_ms": 5, "mqtt": mqtt}
+    t.update(transport)
+    return {"device": "dev1", "version": 1,
+            "sensors": [{"name": "temp", "period_ms": 10, "source": {"type": "sim", "wave": "steps"},
+                         "windows": [{"name": "w", "size_ms": window_ms, "aggregates": ["count", "avg"]}]}],
+            "transport": t}
+
+
+def start_agent(tmp_path, lib, cfg, duration_ms):
+    (tmp_path / "agent.json").write_text(json.dumps(cfg))
+    (tmp_path / "run.py").write_text(RUN)
+    return start_micropython(tmp_path / "run.py", tmp_path / "agent.json", duration_ms, board=BOARD, lib=lib)
+
+
+def stats(output):
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def results(sub, topic="edgestream/dev1/results"):
+    return [decode(p) for p in sub.on(topic)]
+
+
+def check(sub):
+    c = SeqCheck()
+    for m in results(sub):
+        c.feed(m)
+    boot = c.boots["dev1"][0]
+    return c.report("dev1", boot)
+
+
+def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, lib, mosquitto):
+    # A persistent subscriber session (clean=False) survives the broker
+    # restart in mosquitto's persistence, so nothing is lost on the hub side.
+    sub = Subscriber(mosquitto, ["edgestream/dev1/#"], client_id="hub", clean=False)
+    # ~150 bytes per result: 1500 bytes hold ~9 of the ~15 made in the outage
+    cfg = agent_config(mosquitto.port, buffer_bytes=1500, max_message=256)
+    agent = start_agent(tmp_path, lib, cfg, 5000)
+    try:
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 5, 15)
+        mosquitto.stop()
+        time.sleep(1.5)
+        mosquitto.start()
+        out = finish(agent, 60)
+        s = stats(out)
+        assert wait_until(lambda: len({m["items"][0]["seq"] for m in results(sub)}) + s["results_dropped"]
+                          + s["results_dropped_unacked"] >= s["results"], 15)
+    finally:
+        agent.kill()
+        sub.close()
+    rep = check(sub)
+    assert s["results"] >= 40 and s["reconnects"] == 1
+    assert s["results_dropped"] > 0, s  # the outage overflowed the buffer
+    assert s["results_buffered"] == 0 and s["results_sent"] + s["results_dropped"] + \
+        s["results_dropped_unacked"] == s["results"]
+    # every seq made arrived except the dropped ones: one run, the oldest of the outage
+    assert rep.unique + len(rep.missing) == s["results"]
+    assert s["results_dropped"] <= len(rep.missing) <= s["results_dropped"] + s["results_dropped_unacked"]
+    assert len(rep.missing_runs()) == 1, rep.missing_runs()
+    assert rep.out_of_order == 0 and rep.order == sorted(rep.order)
+    # a duplicate may only be a resend of a message in flight when the broker died
+    assert len(rep.duplicates) <= 8
+    # sampling went on, on time, while the broker was down
+    assert s["lag_max_ms"] < 100, s
+    assert s["samples"] >= 450
+    status = sub.on("edgestream/dev1/status")
+    assert decode(status[0])["state"] == "online" and decode(status[-1])["state"] == "offline"
+    assert any(decode(m)["metrics"]["link_up"] == 1 for m in sub.on("edgestream/dev1/metrics"))
+
+
+def test_lost_puback_is_resent_and_seen_as_a_duplicate(tmp_path, lib, mosquitto):
+    proxy = MqttProxy(mosquitto.host, mosquitto.port)
+    sub = Subscriber(mosquitto, ["edgestream/dev1/results"])
+    agent = start_agent(tmp_path, lib, agent_config(proxy.port, health_ms=0), 3000)
+    try:
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 5, 15)
+        proxy.drop_next_puback()
+        s = stats(finish(agent, 60))
+        assert wait_until(lambda: len(check(sub).order) >= s["results"], 10)
+    finally:
+        agent.kill()
+        proxy.close()
+        sub.close()
+    rep = check(sub)
+    assert len(proxy.dropped_pids) == 1 and proxy.connections == 2
+    assert s["reconnects"] == 1 and s["results_resent"] >= 1
+    assert len(rep.duplicates) >= 1, rep  # the hub sees the resend by its seq
+    assert rep.missing == [] and rep.unique == s["results"] and rep.out_of_order == 0
+
+
+def _push_config(broker, payload):
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hubcfg")
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.publish("edgestream/dev1/config", payload, qos=1, retain=True).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, lib, mosquitto):
+    sub = Subscriber(mosquitto, ["edgestream/dev1/#"])
+    agent = start_agent(tmp_path, lib, agent_config(mosquitto.port, health_ms=0), 6000)
+    acks = lambda: [decode(p) for p in sub.on("edgestream/dev1/config/ack")]  # noqa: E731
+    try:
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 3, 15)
+        new = agent_config(mosquitto.port, window_ms=300, health_ms=0)
+        del new["version"]
+        _push_config(mosquitto, encode_config("dev1", 2, new))
+        assert wait_until(lambda: len(acks()) == 1, 10)
+        assert acks()[0]["ok"] is True and acks()[0]["version"] == 2
+        bad = agent_config(mosquitto.port, window_ms=0, health_ms=0)
+        bad["version"] = 3
+        _push_config(mosquitto, encode_config("dev1", 3, bad))
+        _push_config(mosquitto, b"{not json")
+        _push_config(mosquitto, b'{"v":1,"dev":"dev1","kind":"config","version":4,"config":' + b" " * 3000 + b"{}}")
+        _push_config(mosquitto, encode_config("dev2", 5, new))
+        assert wait_until(lambda: len(acks()) == 5, 10)
+        n_before = len(sub.on("edgestream/dev1/results"))
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= n_before + 2, 10)
+        s = stats(finish(agent, 60))
+    finally:
+        agent.kill()
+        sub.close()
+    a = acks()
+    assert a[1]["ok"] is False and a[1]["version"] == 3
+    assert a[1]["error"].startswith("sensors[0].windows[0].size_ms:"), a[1]
+    assert a[2]["ok"] is False and a[2]["error"].startswith("payload: not valid"), a[2]
+    assert a[3]["ok"] is False and "over the 2048 byte limit" in a[3]["error"], a[3]
+    assert a[4]["ok"] is False and a[4]["error"].startswith("dev:"), a[4]
+    # no reboot: one boot id, seqs continue; windows became 300 ms and stayed
+    rep = check(sub)
+    assert rep.missing == [] and len(set(m["boot"] for m in results(sub))) == 1
+    spans = [(m["items"][0]["end"] - m["items"][0]["start"]) for m in results(sub)]
+    assert spans[0] == 100 and spans[-2] == 300 and 300 in spans
+    assert s["config_version"] == 2 and s["rx_refused"] == 4
+    saved = json.loads((tmp_path / "agent.json").read_text())
+    assert saved["version"] == 2 and saved["sensors"][0]["windows"][0]["size_ms"] == 300
