@@ -140,6 +140,8 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
     if len(q.streams) > 1:
         if q.window is None or q.window.kind not in ("tumbling", "hopping"):
             raise SqlError("joining two streams needs a TUMBLINGWINDOW or HOPPINGWINDOW in GROUP BY", text, q.streams[1].pos)
+        if q.tables:
+            raise SqlError("a query joins either streams or tables, not both", text, q.tables[0].pos)
         for s in q.streams[1:]:
             if s.join == "left":
                 raise SqlError("stream-stream joins are inner joins: use JOIN", text, s.pos)

@@ -1,0 +1,228 @@
+"""Stream-stream joins inside a tumbling or hopping window.
+
+Each stream's records (tagged with the stream's name in ``stream_field``)
+are filtered by their own pushed-down WHERE conjuncts, cut to the fields
+the query uses, and buffered per window. When the watermark reaches the
+window's end the buffers are hash-joined on the ON equalities (other ON
+conditions are checked per pair), the remaining WHERE conjuncts applied,
+and the rows grouped and aggregated or projected. The buffers are then
+dropped. Inner joins only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ir
+from .errors import SqlRuntimeError
+from .functions import ts_ms
+from .plan import Plan
+from .program import BIG, Program
+from .windows import Executor
+
+
+class JoinProgram(Program):
+    def __init__(self, plan: Plan, *, time_field: str, lateness_ms: int, processing_time: bool,
+                 functions: Any, stream_field: str) -> None:
+        self.stream_field = stream_field
+        super().__init__(plan, time_field=time_field, lateness_ms=lateness_ms, processing_time=processing_time,
+                         tables=None, functions=functions)
+
+    def _build(self) -> None:
+        p, q, g = self.plan, self.q, self.gen
+        streams = q.streams
+        self.aliases = [s.alias for s in streams]
+        self.by_name = {}
+        for i, s in enumerate(streams):
+            self.by_name[s.name] = i
+            self.by_name[s.alias] = i
+        envs = ["r"] + [f"r{i}" for i in range(1, len(streams))]
+        for i, s in enumerate(streams):
+            g.env[s.alias] = envs[i]
+        inits, updates = self._agg_layout()
+        self.init_src = "[" + ", ".join(inits) + "]"
+        src = []
+        self.filters, self.prunes, self.probes, self.builds, self.residuals = [], [], [], [], []
+        for i, s in enumerate(streams):
+            var = envs[i]
+            fl = q.filters.get(s.alias) or []
+            src.append(f"def _filter{i}({var}, now):\n    return " + (" and ".join(f"({g.expr(c)})" for c in fl) or "True") + "\n")
+            used = q.used_fields.get(s.alias)
+            if used is None:
+                src.append(f"def _prune{i}({var}):\n    return {var}\n")
+            else:
+                src.append(f"def _prune{i}({var}):\n    return {{" + ", ".join(f"{f!r}: {var}.get({f!r})" for f in sorted(used, key=str)) + "}\n")
+            keys = q.join_keys.get(s.alias) or []
+            prev = ", ".join(envs[:i]) or "_"
+            if i and keys:
+                probe = [g.expr(a) for a, _ in keys]
+                build = [g.expr(b) for _, b in keys]
+                src.append(f"def _probe{i}({prev}):\n    return ({', '.join(probe)},)\n")
+                src.append(f"def _build{i}({var}):\n    return ({', '.join(build)},)\n")
+            res = q.join_residual.get(s.alias) or []
+            if i and res:
+                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return " + " and ".join(f"({g.expr(c)})" for c in res) + "\n")
+        allenv = ", ".join(envs)
+        post = q.post_filters
+        src.append(f"def _post({allenv}, now):\n    return " + (" and ".join(f"({g.expr(c)})" for c in post) or "True") + "\n")
+        keys = [g.expr(k) for k in p.keys]
+        kcode = "()" if not keys else keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ",)"
+        src.append(f"def _key({allenv}, now):\n    return {kcode}\n")
+        vals = self._vals()
+        src.append(f"def _vals({allenv}, now):\n" + "".join(f"    {v}\n" for v in vals)
+                   + "    return (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + ")\n")
+        src.append(f"def _init():\n    return {self.init_src}\n")
+        src.append("def _update(s, vals):\n" + (("    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n") if p.aggs else "")
+                   + "".join(f"    {u}\n" for u in updates) + "    return s\n")
+        if p.aggs or p.keys:
+            src.append(self._emit_src())
+        else:
+            src.append(self._emit_src().replace("def _project(ws, we, now, r", "def _project(ws, we, now, r", 1))
+        self.source = "\n".join(src)
+        ns = g.compile(self.source, self.text)
+        n = len(streams)
+        self.filters = [ns[f"_filter{i}"] for i in range(n)]
+        self.prunes = [ns[f"_prune{i}"] for i in range(n)]
+        self.probes = [ns.get(f"_probe{i}") for i in range(n)]
+        self.builds = [ns.get(f"_build{i}") for i in range(n)]
+        self.residuals = [ns.get(f"_res{i}") for i in range(n)]
+        self.post = ns["_post"] if post else None
+        self.key, self.vals = ns["_key"], ns["_vals"]
+        self.init, self.update = ns["_init"], ns["_update"]
+        self.emit, self.project = ns.get("_emit"), ns.get("_project")
+        self.grouping = bool(p.aggs or p.keys)
+        self.process_fn = None
+
+
+class StreamJoinExecutor(Executor):
+    def __init__(self, prog: JoinProgram, ctx: Any) -> None:
+        super().__init__(prog, ctx)
+        w = prog.plan.window
+        self.size = w.size
+        self.hop = w.hop if w.kind == "hopping" else w.size
+        self.n = len(prog.aliases)
+        self.W: dict = {}  # window start -> [rows of stream 0, rows of stream 1, ...]
+
+    def process(self, batch: list, now: int) -> list:
+        prog = self.prog
+        out: list = []
+        L, size, hop = prog.lateness, self.size, self.hop
+        tf, sf = prog.time_field, prog.stream_field
+        for r in batch:
+            try:
+                i = prog.by_name.get(r.get(sf))
+                if i is None:
+                    raise SqlRuntimeError(f"record has no {sf!r} naming one of the streams {', '.join(prog.aliases)}")
+                ts = now if prog.processing_time else ts_ms(r.get(tf))
+                if ts - L > self.wm:
+                    self.wm = ts - L
+                if not prog.filters[i](r, now):
+                    continue
+                pr = prog.prunes[i](r)
+                placed = False
+                for w in range(((ts - size) // hop + 1) * hop, ts + 1, hop):
+                    if w + size <= self.wm:
+                        continue
+                    bufs = self.W.get(w)
+                    if bufs is None:
+                        bufs = self.W[w] = [[] for _ in range(self.n)]
+                    bufs[i].append(pr)
+                    placed = True
+                    if w + size < self.nxt:
+                        self.nxt = w + size
+                if not placed:
+                    self.late_record(r)
+            except Exception as e:
+                self.bad(r, e)
+            finally:
+                if self.wm >= self.nxt:
+                    out.extend(self.close(self.wm, now))
+        return out
+
+    def _join(self, bufs: list, now: int) -> list:
+        prog = self.prog
+        envs = [(x,) for x in bufs[0]]
+        for i in range(1, self.n):
+            rows = bufs[i]
+            nxt = []
+            probe, build, res = prog.probes[i], prog.builds[i], prog.residuals[i]
+            if probe is not None:
+                idx: dict = {}
+                for row in rows:
+                    try:
+                        k = build(row)
+                        if None in k:
+                            continue
+                        idx.setdefault(k, []).append(row)
+                    except Exception as e:
+                        self.bad(row, e)
+            for env in envs:
+                try:
+                    cands = idx.get(probe(*env), ()) if probe is not None else rows
+                    for m in cands:
+                        e2 = env + (m,)
+                        if res is None or res(*e2, now):
+                            nxt.append(e2)
+                except Exception as e:
+                    self.bad(env[0], e)
+            envs = nxt
+        if prog.post is not None:
+            kept = []
+            for env in envs:
+                try:
+                    if prog.post(*env, now):
+                        kept.append(env)
+                except Exception as e:
+                    self.bad(env[0], e)
+            envs = kept
+        return envs
+
+    def close(self, wm: Any, now: int) -> list:
+        prog = self.prog
+        out: list = []
+        for w in sorted(self.W):
+            if w + self.size > wm:
+                break
+            envs = self._join(self.W.pop(w), now)
+            if prog.grouping:
+                groups: dict = {}
+                for env in envs:
+                    try:
+                        k = prog.key(*env, now)
+                        vals = prog.vals(*env, now)
+                    except Exception as e:
+                        self.bad(env[0], e)
+                        continue
+                    s = groups.get(k)
+                    if s is None:
+                        s = groups[k] = prog.init()
+                    prog.update(s, vals)
+                out.extend(self.rows_of(w, w + self.size, groups.items(), now))
+            else:
+                res = []
+                for env in envs:
+                    try:
+                        x = prog.project(w, w + self.size, now, *env)
+                    except Exception as e:
+                        self.bad(env[0], e)
+                        continue
+                    if x is not None:
+                        res.append(x)
+                rows = [row for row, _ in self._finish(res)]
+                self.emitted += len(rows)
+                out.extend(rows)
+        self.nxt = min(self.W) + self.size if self.W else BIG
+        return out
+
+    def live_states(self) -> int:
+        return sum(len(b) for bufs in self.W.values() for b in bufs)
+
+    def state(self) -> dict:
+        return {"W": self.W}
+
+    def restore(self, st: dict) -> None:
+        self.W = st["W"]
+        self.nxt = min(self.W) + self.size if self.W else BIG
+
+
+__all__ = ["JoinProgram", "StreamJoinExecutor", "ir"]
