@@ -279,7 +279,8 @@ def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict
                                                     f"${{{e.args[0]}}} has no default (write ${{{e.args[0]}:value}})",
                                               n.start_mark.line + 1))
                     return None
-                if n.style is None:  # plain scalar: the result is typed like YAML would type it
+                if n.style is None or _VAR.fullmatch(n.value):
+                    # a plain scalar, or a value that is one ${...}: typed like YAML would type it
                     tag = loader.resolve(yaml.ScalarNode, v, (True, False))
                     return loader.construct_object(yaml.ScalarNode(tag, v, n.start_mark, n.end_mark))
                 return v

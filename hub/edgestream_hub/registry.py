@@ -137,11 +137,12 @@ class Registry:
         return [self._types[kind][n] for n in self.names(kind)]
 
     # -- entry points --
-    def load_entry_points(self, paths: Iterable[str] | None = None) -> None:
-        """Register everything in the four entry-point groups (built-ins first)."""
+    def load_entry_points(self, paths: Iterable[str] | None = None, builtins: bool = True) -> None:
+        """Register the four entry-point groups: built-ins first, then the distributions
+        found on ``paths`` (default: ``sys.path``)."""
         seen: dict[tuple[str, str], str] = {}
         found: list[tuple[str, str, str, str]] = []  # group, name, value, dist
-        if paths is None:
+        if builtins:
             for group, table in BUILTINS.items():
                 for name, value in table.items():
                     found.append((group, name, value, "edgestream"))

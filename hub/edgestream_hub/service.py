@@ -1,0 +1,126 @@
+"""The hub service: an ``Engine`` plus its config file, hot reload and signals.
+
+``HubService.reload()`` validates the file first: a bad config is refused,
+its errors are logged and counted (``edgestream_hub_config_reloads_total
+{result="refused"}``) and the running config keeps going; a good one is
+applied with ``Engine.reload`` (only what changed restarts). Reloads happen
+on SIGHUP and, with ``hub.watch``, when the file's content changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import Any, Mapping, Sequence
+
+from edgestream_hub.config import HubConfig, load_config
+from edgestream_hub.engine import Engine
+from edgestream_hub.errors import ConfigError, EdgeStreamError
+from edgestream_hub.registry import Registry
+
+log = logging.getLogger("edgestream.hub")
+
+
+class HubService:
+    """Runs a config file: start, reload on change or SIGHUP, stop."""
+
+    def __init__(self, path: str, *, sets: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                 registry: Registry | None = None, metrics_registry: Any = None) -> None:
+        self.path = path
+        self.sets = list(sets)
+        self.env = env
+        self.registry = registry if registry is not None else Registry.default()
+        self.metrics_registry = metrics_registry
+        self.engine: Engine | None = None
+        self.reload_requested = threading.Event()
+        self.stop_requested = threading.Event()
+        self._digest = ""
+        self._watcher: threading.Thread | None = None
+        self.reloads = {"ok": 0, "refused": 0, "failed": 0}
+
+    def load(self) -> HubConfig:
+        return load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
+
+    def start(self) -> "HubService":
+        cfg = self.load()
+        self._digest = _digest(cfg.text)
+        self.engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry).start()
+        self._watcher = threading.Thread(target=self._watch, name="config-watch", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        last = _stat(self.path)
+        while not self.stop_requested.is_set():
+            eng = self.engine
+            interval = eng.config.hub["watch_interval"] / 1000 if eng else 1.0
+            if self.stop_requested.wait(interval):
+                return
+            if eng is None or not eng.config.hub["watch"]:
+                continue
+            st = _stat(self.path)
+            if st != last:
+                last = st
+                try:
+                    with open(self.path, "rb") as f:
+                        changed = _digest(f.read().decode("utf-8", "replace")) != self._digest
+                except OSError:
+                    changed = False
+                if changed:
+                    log.info("%s changed: reloading", self.path)
+                    self.reload_requested.set()
+
+    def reload(self) -> bool:
+        """Validate and apply the config file now. False if it was refused or failed."""
+        assert self.engine is not None
+        m = self.engine.metrics
+        try:
+            cfg = self.load()
+        except ConfigError as e:
+            self.reloads["refused"] += 1
+            m.child("edgestream_hub_config_reloads_total", "refused").inc()
+            log.error("config reload refused, the running config keeps going:\n%s", e)
+            return False
+        self._digest = _digest(cfg.text)
+        try:
+            self.engine.reload(cfg)
+        except EdgeStreamError as e:
+            self.reloads["failed"] += 1
+            m.child("edgestream_hub_config_reloads_total", "failed").inc()
+            log.error("config reload failed, the running config keeps going: %s", e)
+            return False
+        self.reloads["ok"] += 1
+        m.child("edgestream_hub_config_reloads_total", "ok").inc()
+        return True
+
+    def run(self) -> bool:
+        """Serve until a stop is requested or every (finite) source is done; then stop. True if drained."""
+        assert self.engine is not None
+        while not self.stop_requested.is_set():
+            if self.reload_requested.wait(0.1):
+                self.reload_requested.clear()
+                self.reload()
+            if self.engine.finished.is_set():
+                log.info("every source is done: stopping")
+                break
+        return self.stop()
+
+    def stop(self) -> bool:
+        self.stop_requested.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        return self.engine.stop() if self.engine is not None else True
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None

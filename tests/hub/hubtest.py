@@ -1,0 +1,152 @@
+"""Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and an in-memory sink.
+
+``script`` (source) emits the records a test put in ``hub.scripts[name]``; the
+markers ``PAUSE`` (wait until ``hub.resume[name]`` is set) and ``CRASH``
+(raise once) script recovery tests exactly. ``memory`` (sink) keeps what it
+is given in ``hub.out[label]`` and can be slow, fail its first writes, or
+reject records carrying ``"reject"``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edgestream_hub.components import ComponentContext, PollingSource, Sink
+from edgestream_hub.config import HubConfig, load_config
+from edgestream_hub.engine import Engine
+from edgestream_hub.registry import Registry, component
+from edgestream_hub.spec import Field, Spec
+
+PAUSE = "PAUSE"
+CRASH = "CRASH"
+PLUGIN_DIR = str(Path(__file__).parent / "plugin_example")
+
+
+def wait_for(cond, timeout: float = 10.0, step: float = 0.01) -> bool:
+    """Poll ``cond()`` until true or ``timeout`` (bounded loop); returns the last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
+class ScriptSource(PollingSource):
+    def __init__(self, items: list[Any], batch: int, resume: threading.Event, ctx: ComponentContext,
+                 finite: bool) -> None:
+        super().__init__(ctx)
+        self.items, self.batch, self.resume, self.finite = items, batch, resume, finite
+        self.pos = 0
+        self.crashed = False
+        self.started = threading.Event()
+        self.backoff_min_s = 0.01
+
+    def start(self, emit):
+        self.started.set()
+        super().start(emit)
+
+    def poll(self):
+        out = []
+        while self.pos < len(self.items) and len(out) < self.batch:
+            it = self.items[self.pos]
+            if it == PAUSE:
+                if out:
+                    return out, 0
+                if not self.resume.is_set():
+                    return [], 0.01
+                self.pos += 1
+                continue
+            if it == CRASH:
+                if out:
+                    return out, 0
+                self.pos += 1
+                raise RuntimeError("scripted crash")
+            out.append(it)
+            self.pos += 1
+        if self.pos >= len(self.items):
+            return out, None if self.finite else 0.05
+        return out, 0
+
+
+class MemorySink(Sink):
+    def __init__(self, cfg: dict[str, Any], store: list[Any], gate: threading.Event | None = None) -> None:
+        self.cfg, self.out, self.gate = cfg, store, gate
+        self.fail_left = cfg["fail_first"]
+        self.writes = 0
+        self.closed = False
+
+    def write(self, records):
+        self.writes += 1
+        if self.cfg["delay"]:
+            time.sleep(self.cfg["delay"] / 1000)
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.fail_left:
+            self.fail_left -= 1
+            raise ConnectionError("scripted sink failure")
+        rejected = [(r, "memory sink: record asked to be rejected") for r in records
+                    if isinstance(r, dict) and r.get("reject")]
+        self.out.extend(r for r in records if not (isinstance(r, dict) and r.get("reject")))
+        return rejected
+
+    def close(self):
+        self.closed = True
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.scripts: dict[str, list[Any]] = {}
+        self.resume: dict[str, threading.Event] = {}
+        self.gates: dict[str, threading.Event] = {}
+        self.out: dict[str, list[Any]] = {}
+        self.sources: dict[str, ScriptSource] = {}
+        self.sinks: dict[str, MemorySink] = {}
+        self.engines: list[Engine] = []
+        self.registry = self.make_registry()
+
+    def make_registry(self, paths: list[str] | None = None) -> Registry:
+        r = Registry.default(paths=paths if paths is not None else [])
+        h = self
+
+        @component(Spec("script", "Test source.", [Field("name", "str", "Script name."),
+                                                   Field("batch", "int", "Batch.", default=100),
+                                                   Field("finite", "bool", "Ends.", default=False)]))
+        def script(cfg, ctx):
+            ev = h.resume.setdefault(cfg["name"], threading.Event())
+            s = ScriptSource(h.scripts.setdefault(cfg["name"], []), cfg["batch"], ev, ctx, cfg["finite"])
+            h.sources[ctx.label] = s
+            return s
+
+        @component(Spec("memory", "Test sink.", [Field("delay", "duration", "Per write.", default="0ms"),
+                                                 Field("fail_first", "int", "Failing writes.", default=0),
+                                                 Field("gated", "bool", "Wait for gates[label].", default=False)]))
+        def memory(cfg, ctx):
+            gate = h.gates.setdefault(ctx.label, threading.Event()) if cfg["gated"] else None
+            s = MemorySink(cfg, h.out.setdefault(ctx.label, []), gate)
+            h.sinks[ctx.label] = s
+            return s
+
+        r.register("source", "script", script)
+        r.register("sink", "memory", memory)
+        return r
+
+    def config(self, text: str, env: dict[str, str] | None = None, sets: tuple[str, ...] = ()) -> HubConfig:
+        path = self.tmp / "hub.yaml"
+        path.write_text(text)
+        return load_config(path, env=env or {}, sets=sets, registry=self.registry)
+
+    def engine(self, text: str, **kw: Any) -> Engine:
+        e = Engine(self.config(text, **kw), registry=self.registry)
+        self.engines.append(e)
+        return e.start()
+
+    def close(self) -> None:
+        for r in [*self.resume.values(), *self.gates.values()]:
+            r.set()
+        for e in self.engines:
+            e.stop(5)
