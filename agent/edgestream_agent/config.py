@@ -11,6 +11,9 @@
 
 import json
 
+from edgestream_agent.filters import SPECS as FILTERS
+from edgestream_agent.sources import SPECS as SOURCES
+
 
 class ConfigError(ValueError):
     # `path` is where the bad value sits ("sensors[0].period_ms"); the
@@ -26,62 +29,11 @@ DEFAULT_AGGREGATES = AGGREGATES
 MAX_DECIMALS = 6
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
-# Parameter specs: key -> (kind, default). _REQ marks a required key.
-# Kinds: num (int or float), num0 (>= 0), pos (> 0 number), int, uint (>= 0),
-# posint (> 0), bool, pin (int or str), and a tuple of allowed strings.
+# Parameter specs (kind, default) live next to the code they configure:
+# filters.SPECS and sources.SPECS. Kinds: num (int or float), num0 (>= 0),
+# int, uint (>= 0), posint (> 0), bool, pin (int or str), or a tuple of the
+# allowed values. A default of "required" marks a required key.
 _REQ = "required"
-
-SOURCES = {
-    "sim": {
-        "wave": (("sine", "noise", "steps", "constant"), "sine"),
-        "amplitude": ("num", 1),
-        "offset": ("num", 0),
-        "wave_ms": ("posint", 60000),
-        "levels": ("posint", 4),
-        "noise": ("num0", 0),
-        "seed": ("uint", 1),
-    },
-    "adc": {
-        "pin": ("pin", _REQ),
-        "scale": ("num", 1),
-        "offset": ("num", 0),
-        "atten": ("uint", None),
-    },
-    "pin": {
-        "pin": ("pin", _REQ),
-        "mode": (("level", "count"), "level"),
-        "pull": (("none", "up", "down"), "none"),
-        "edge": (("rising", "falling", "both"), "rising"),
-        "scale": ("num", 1),
-    },
-    "i2c": {
-        "bus": ("uint", 0),
-        "scl": ("pin", None),
-        "sda": ("pin", None),
-        "freq": ("posint", 400000),
-        "addr": ("uint", _REQ),
-        "reg": ("uint", _REQ),
-        "nbytes": ((1, 2), 2),
-        "signed": ("bool", False),
-        "byteorder": (("big", "little"), "big"),
-        "scale": ("num", 1),
-        "offset": ("num", 0),
-    },
-    "internal_temp": {},
-}
-
-# filter type -> (params spec, key a bare value stands for: {"ema": 0.3})
-FILTERS = {
-    "range": ({"min": ("num", None), "max": ("num", None)}, None),
-    "clamp": ({"min": ("num", None), "max": ("num", None)}, None),
-    "calibrate": ({"slope": ("num", 1), "offset": ("num", 0)}, None),
-    "delta": ({"min": ("num0", _REQ)}, "min"),
-    "throttle": ({"interval_ms": ("posint", _REQ)}, "interval_ms"),
-    "median": ({"size": ("posint", _REQ)}, "size"),
-    "ema": ({"alpha": ("num", _REQ)}, "alpha"),
-    "round": ({"digits": ("uint", _REQ)}, "digits"),
-    "heartbeat": ({"interval_ms": ("posint", _REQ)}, "interval_ms"),
-}
 
 _TOP_KEYS = ("device", "device_id", "version", "sensors", "transport", "watchdog_ms")
 _SENSOR_KEYS = ("name", "source", "period_ms", "decimals", "filters", "windows")
