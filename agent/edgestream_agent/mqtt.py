@@ -560,6 +560,8 @@ class MQTTClient:
                 self.on_connect()
             self._flush()
         elif kind == 4:  # PUBACK
+            if rem < 2:
+                raise MQTTException("malformed PUBACK")
             pid = (buf[i] << 8) | buf[i + 1]
             n = self._n_inflight
             fl = self._inflight
@@ -578,8 +580,10 @@ class MQTTClient:
                 self.error = MQTTException("subscription refused")
         elif kind == 3:  # PUBLISH
             qos = (first >> 1) & 3
-            tl = (buf[i] << 8) | buf[i + 1]
+            tl = (buf[i] << 8) | buf[i + 1] if rem >= 2 else 0
             p = i + 2 + tl
+            if rem < 2 + tl + (2 if qos else 0) or qos == 3:
+                raise MQTTException("malformed PUBLISH")
             topic = bytes(buf[i + 2:p])
             if qos:
                 pid = (buf[p] << 8) | buf[p + 1]
