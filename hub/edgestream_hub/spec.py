@@ -325,5 +325,5 @@ def _parent(path: str) -> str:
 def _close_match(k: str, names: dict[str, Any]) -> str | None:
     import difflib
 
-    m = difflib.get_close_matches(k, list(names), n=1, cutoff=0.75)
+    m = difflib.get_close_matches(k, list(names), n=1, cutoff=0.6)
     return m[0] if m else None

@@ -119,7 +119,7 @@ class StreamJoinExecutor(Executor):
                 if not prog.filters[i](r, now):
                     continue
                 pr = prog.prunes[i](r)
-                placed = False
+                placed = ts - ts % hop + size <= ts  # in a gap between windows: dropped, not late
                 for w in range(((ts - size) // hop + 1) * hop, ts + 1, hop):
                     if w + size <= self.wm:
                         continue

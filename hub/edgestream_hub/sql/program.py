@@ -195,7 +195,9 @@ class Program:
         emit("    for r in batch:")
         emit("        try:")
         ind = "            "
-        if p.mode not in ("rows",):
+        if p.mode == "rows" or (p.mode == "fast" and p.window is None):
+            pass  # no event time needed
+        else:
             if p.mode == "count":
                 emit(ind + ("ts = now" if self.processing_time else f"ts = r.get({self.time_field!r})"))
             else:
@@ -227,7 +229,9 @@ class Program:
                 emit(ind + f"w = ts - ts % {w.size}")
                 emit(ind + f"if w + {w.size} <= wm:")
             else:
-                emit(ind + f"if ts - ts % {w.hop} + {w.size} <= wm:")
+                # the last window holding ts ends at _e; _e <= ts means ts falls in a gap between windows
+                emit(ind + f"_e = ts - ts % {w.hop} + {w.size}")
+                emit(ind + "if _e <= wm and _e > ts:")
             emit(ind + "    S.late_record(r)")
             emit(ind + "    continue")
         for i, s in enumerate(q.tables):

@@ -348,7 +348,7 @@ class WindowRowsExecutor(Executor):
 
     def add(self, ts: int, k: Any, env: tuple, r: Any) -> None:
         size, wm = self.size, self.wm
-        placed = False
+        placed = not self.starts(ts)  # a record in a gap between hopping windows is in no window, not late
         for w in self.starts(ts):
             if w + size <= wm:
                 continue

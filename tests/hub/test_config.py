@@ -1,0 +1,186 @@
+"""Config: every error class with its path and line, layers, interpolation, `hub check`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, strategies as st
+
+from edgestream_hub.config import interpolate, load_config, set_path, split_path
+from edgestream_hub.errors import ConfigError
+from edgestream_hub.spec import parse_duration, parse_size
+
+GOOD = """\
+broker:
+  host: 127.0.0.1
+  port: 1883
+sources:
+  devices:
+    mqtt:
+      topics: ["edgestream/+/results"]
+sinks:
+  out:
+    file: {path: out.jsonl}
+pipelines:
+  cold_room:
+    from: devices
+    processors:
+      - filter: {field: avg, gt: 3}
+    to: out
+"""
+
+
+def errors(hub, text, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        hub.config(text, **kw)
+    return [str(i) for i in e.value.issues]
+
+
+def test_a_good_config_gets_defaults(hub):
+    cfg = hub.config(GOOD)
+    assert cfg.connections["default"]["port"] == 1883
+    assert cfg.connections["default"]["reconnect_max"] == 30_000
+    src = cfg.sources["devices"]
+    assert (src.type, src.label, src.config["qos"], src.config["clean_session"]) == ("mqtt", "devices", 1, False)
+    p = cfg.pipelines["cold_room"]
+    assert p.sources == ["devices"] and p.sinks == ["out"] and p.batch == {"size": 500, "linger": 50}
+    assert p.processors[0].label == "cold_room.filter"
+    assert cfg.sinks["out"].common["policy"] == "block"
+    assert cfg.hub["shutdown_timeout"] == 10_000
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("port: 1883", "port: eighteen"), "broker.port: line 3: expected an integer, got a string ('eighteen')"),
+    (("topics:", "topix:"), "sources.devices.mqtt.topix: line 7: unknown key 'topix' in mqtt (did you mean 'topics'?)"),
+    (("gt: 3", "gt: warm"), "pipelines.cold_room.processors[0].filter.gt: line 15: expected a number, got 'warm'"),
+    (("to: out", "to: [out, archive]"), "pipelines.cold_room.to[1]: line 16: 'archive' is not defined in sinks (defined: out)"),
+    (("from: devices", "from: device"), "pipelines.cold_room.from[0]: line 13: 'device' is not defined in sources"),
+    (("file: {path: out.jsonl}", "file: {path: out.jsonl, rotate_interval: 1 hour}"),
+     "sinks.out.file.rotate_interval: line 10: bad duration '1 hour'"),
+    (("file: {path: out.jsonl}", "fiel: {path: out.jsonl}"), "sinks.out.fiel: line 10: unknown sink type 'fiel' (did you mean 'file'?)"),
+    (("file: {path: out.jsonl}", "file: {path: out.jsonl}\n    stdout: {}"), "sinks.out: line 9: expected exactly one sink type key, found several type keys (file, stdout)"),
+    (("    to: out", "    to: out\n    batch: {linger: 5}"), "pipelines.cold_room.batch.linger: line 17: expected a duration string like \"500ms\""),
+    (("broker:", "brokers:"), "brokers: line 1: unknown section 'brokers'"),
+    (("host: 127.0.0.1", "host: 127.0.0.1\n  host: 10.0.0.1"), "broker.host: line 3: duplicate key 'host' (first on line 2)"),
+    (("  port: 1883", "  port: ${MQTT_PORT}"), "broker.port: line 3: environment variable MQTT_PORT is not set"),
+    (("sinks:", "sinks:\n  db: {sqlite: {path: x.db, table: \"drop table\"}}"), "sinks.db.sqlite.table: line 9: 'drop table' is not a plain identifier"),
+    (("sources:", "sources:\n  old: {file: {path: missing.csv}}"), "sources.old.file.path: line 5: file not found: missing.csv"),
+    (("sources:", "sources:\n  idle: {file: {path: hub.yaml}}"), "sources.idle.file: line 5: source 'idle' feeds no pipeline"),
+    (("port: 1883", "port: 1883\n  tls: {ca_file: ca.pem}"), "broker.tls.ca_file: line 4: file not found: ca.pem"),
+    (("qos", "qos"), None),
+])
+def test_each_error_class_has_its_path_line_and_message(hub, change, expected):
+    text = GOOD.replace(*change)
+    if expected is None:
+        hub.config(text)
+        return
+    errs = errors(hub, text)
+    assert any(e.startswith(expected) for e in errs), errs
+
+
+def test_yaml_syntax_errors_have_a_line(hub):
+    errs = errors(hub, GOOD.replace("topics: [", "topics: [[") )
+    assert errs[0].startswith("<root>: line ") and "not valid YAML" in errs[0]
+
+
+def test_all_errors_are_reported_at_once(hub):
+    text = GOOD.replace("port: 1883", "port: x").replace("gt: 3", "gt: warm").replace("to: out", "to: nowhere")
+    text = text.replace("file: {path: out.jsonl}", "file: {path: out.jsonl, keep: -1}")
+    with pytest.raises(ConfigError) as e:
+        hub.config(text)
+    assert len(e.value.issues) == 4
+    assert str(e.value).count("\n") == 4 and "4 config errors" in str(e.value)
+
+
+def test_no_pipelines_is_an_error(hub):
+    err = errors(hub, "sinks: {}")[0]
+    assert err.startswith("pipelines: ") and "no pipelines: add at least one" in err
+
+
+def test_layers_defaults_yaml_env_set(hub):
+    text = GOOD.replace("port: 1883", "port: ${MQTT_PORT:1884}")
+    assert hub.config(text).connections["default"]["port"] == 1884  # ${VAR:default}
+    assert hub.config(text, env={"MQTT_PORT": "1885"}).connections["default"]["port"] == 1885
+    env = {"MQTT_PORT": "1885", "EDGESTREAM_BROKER__PORT": "1886", "EDGESTREAM_MICROPYTHON": "/x"}
+    assert hub.config(text, env=env).connections["default"]["port"] == 1886  # env beats the file
+    cfg = hub.config(text, env=env, sets=("broker.port=1887", "pipelines.cold_room.processors[0].filter.gt=9"))
+    assert cfg.connections["default"]["port"] == 1887  # --set beats env
+    assert cfg.pipelines["cold_room"].processors[0].config["gt"] == 9
+    assert hub.config(text).connections["default"]["keepalive"] == 30_000  # spec default
+
+
+def test_overrides_are_validated_and_say_where_they_came_from(hub):
+    errs = errors(hub, GOOD, env={"EDGESTREAM_BROKER__PORT": "high"})
+    assert errs == ["broker.port: (env EDGESTREAM_BROKER__PORT) expected an integer, got a string ('high')"]
+    errs = errors(hub, GOOD, sets=("sinks.out.policy=sometimes",))
+    assert errs[0].startswith("sinks.out.policy: (--set) 'sometimes' is not one of 'block', 'drop_oldest'")
+
+
+def test_interpolation_types_and_escapes():
+    env = {"A": "5", "B": "x"}
+    assert interpolate("${A}", env) == "5" and interpolate("${C:7}", env) == "7"
+    assert interpolate("pre-${B}-${C:}", env) == "pre-x-" and interpolate("$${A}", env) == "${A}"
+    with pytest.raises(KeyError):
+        interpolate("${C}", env)
+
+
+def test_quoted_single_variable_is_typed_mixed_text_is_a_string(hub):
+    text = GOOD.replace("port: 1883", 'port: "${P:1999}"').replace("host: 127.0.0.1", 'host: "h-${H:1}"')
+    cfg = hub.config(text)
+    assert cfg.connections["default"]["port"] == 1999 and cfg.connections["default"]["host"] == "h-1"
+
+
+def test_paths():
+    assert split_path("pipelines.p.processors[0].sql") == ["pipelines", "p", "processors", 0, "sql"]
+    d: dict = {"a": [{"b": 1}]}
+    assert set_path(d, "a[0].b", 2) == "a[0].b" and d == {"a": [{"b": 2}]}
+    for bad in ("", "a..b", "a[x]", "[0"):
+        with pytest.raises(ValueError):
+            split_path(bad)
+
+
+@given(st.text(max_size=20))
+def test_duration_and_size_parsers_fail_only_with_value_error(text):
+    for fn in (parse_duration, parse_size):
+        try:
+            v = fn(text)
+        except ValueError:
+            continue
+        assert isinstance(v, int) and v >= 0
+
+
+def test_durations_and_sizes():
+    assert [parse_duration(x) for x in ("500ms", "10s", "1.5m", "2h", "1d", "0s")] == [
+        500, 10_000, 90_000, 7_200_000, 86_400_000, 0]
+    assert [parse_size(x) for x in ("10MB", "1KiB", 5, "7")] == [10_000_000, 1024, 5, 7]
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgestream_tools.cli", "hub", *args], capture_output=True,
+                          text=True, timeout=60, cwd=cwd)
+
+
+def test_hub_check_exit_codes(tmp_path):
+    (tmp_path / "hub.yaml").write_text(GOOD)
+    ok = _cli("check", "-c", str(tmp_path / "hub.yaml"))
+    assert ok.returncode == 0 and "ok (1 sources, 1 pipelines, 1 sinks)" in ok.stdout
+    (tmp_path / "bad.yaml").write_text(GOOD.replace("gt: 3", "gt: warm").replace("port: 1883", "port: x"))
+    bad = _cli("check", "-c", str(tmp_path / "bad.yaml"))
+    assert bad.returncode == 2
+    assert "2 config errors" in bad.stderr and "pipelines.cold_room.processors[0].filter.gt: line 15" in bad.stderr
+    missing = _cli("check", "-c", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "cannot read the config file" in missing.stderr
+    over = _cli("check", "-c", str(tmp_path / "hub.yaml"), "--set", "broker.port=x")
+    assert over.returncode == 2 and "broker.port: (--set)" in over.stderr
+
+
+def test_hub_check_imports_no_connector_library(tmp_path):
+    (tmp_path / "hub.yaml").write_text(GOOD)
+    code = ("import sys; from edgestream_tools.cli import main; rc = main(['hub', 'check', '-c', sys.argv[1]]);"
+            "heavy = [m for m in ('paho.mqtt.client', 'prometheus_client', 'serial', 'sqlite3', 'asyncio', 'sqlglot')"
+            " if m in sys.modules]; print('HEAVY', heavy); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "HEAVY []" in r.stdout, r.stdout + r.stderr
