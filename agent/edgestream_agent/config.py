@@ -107,7 +107,7 @@ def _params(spec, d, path):
     out = {}
     for k in spec:
         kind, default = spec[k]
-        if k in d:
+        if k in d and not (d[k] is None and default is None):  # null = "not set"
             out[k] = _value(kind, d[k], path + "." + k)
         elif default == _REQ:
             raise ConfigError(path + "." + k, "required")
@@ -178,6 +178,10 @@ def _window(v, i, path, period_ms):
         raise ConfigError(path + ".every", "a time window slides with every_ms")
     if not timed and "every_ms" in v:
         raise ConfigError(path + ".every_ms", "a count window slides with every")
+    return _window_size(v, w, timed, path, period_ms)
+
+
+def _window_size(v, w, timed, path, period_ms):
     size_key = "size_ms" if timed else "size"
     every_key = "every_ms" if timed else "every"
     size = _value("posint", v[size_key], path + "." + size_key)
@@ -197,19 +201,27 @@ def _window(v, i, path, period_ms):
     w[size_key] = size
     if every is not None:
         w[every_key] = every
-    aggs = v.get("aggregates", DEFAULT_AGGREGATES)
+    w["aggregates"] = _aggregates(v.get("aggregates", DEFAULT_AGGREGATES), path + ".aggregates")
+    w["capacity"] = _capacity(v, w["type"], timed, size, period_ms, path)
+    return w
+
+
+def _aggregates(aggs, path):
     if not isinstance(aggs, list) and not isinstance(aggs, tuple) or not aggs:
-        raise ConfigError(path + ".aggregates", "expected a non-empty list")
+        raise ConfigError(path, "expected a non-empty list")
     seen = []
     for j, a in enumerate(aggs):
         if a not in AGGREGATES:
-            raise ConfigError("%s.aggregates[%d]" % (path, j), "unknown aggregate %r (expected one of %s)"
+            raise ConfigError("%s[%d]" % (path, j), "unknown aggregate %r (expected one of %s)"
                               % (a, ", ".join(AGGREGATES)))
         if a in seen:
-            raise ConfigError("%s.aggregates[%d]" % (path, j), "duplicate aggregate %r" % a)
+            raise ConfigError("%s[%d]" % (path, j), "duplicate aggregate %r" % a)
         seen.append(a)
-    w["aggregates"] = seen
-    if w["type"] == "tumbling":
+    return seen
+
+
+def _capacity(v, kind, timed, size, period_ms, path):
+    if kind == "tumbling":
         cap = 0  # tumbling windows keep no samples
     elif "capacity" in v:
         cap = _value("posint", v["capacity"], path + ".capacity")
@@ -221,8 +233,7 @@ def _window(v, i, path, period_ms):
         # samples expected in size_ms at the sensor's period, plus slack for jitter
         n = size // period_ms + 1
         cap = n + n // 4 + 2
-    w["capacity"] = cap
-    return w
+    return cap
 
 
 def _sensor(v, i, path):

@@ -139,6 +139,8 @@ class Scheduler:
         start = self.clock()
         while self._running:
             wait = self.step()
+            if not self._running:
+                break
             if duration_ms is not None:
                 left = duration_ms - ticks_diff(self.clock(), start)
                 if left <= 0:
@@ -161,6 +163,8 @@ class Scheduler:
         start = self.clock()
         while self._running:
             wait = self.step()
+            if not self._running:
+                break
             if duration_ms is not None:
                 left = duration_ms - ticks_diff(self.clock(), start)
                 if left <= 0:
