@@ -1,0 +1,120 @@
+"""Compile errors carry line, column and a caret; bad SQL text and bad records never crash anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgestream_hub.api import SimpleContext
+from edgestream_hub.errors import EdgeStreamError
+from edgestream_hub.sql.errors import SqlError
+from edgestream_hub.sql.processor import SqlProcessor
+
+BAD = [
+    ("SELECT id, count(* AS n FROM s", 1, 20, "syntax error"),
+    ("SELECT id\nFROM s\nWHERE foo(x) > 1", 3, 7, "unknown function 'foo'"),
+    ("SELECT x FROM s WHERE count(*) > 1", 1, 23, "aggregate count() is not allowed in WHERE"),
+    ("SELECT id, v, count(*) FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)", 1, 12, "must be in GROUP BY"),
+    ("SELECT TUMBLINGWINDOW(ss, 1) FROM s", 1, 8, "belongs in GROUP BY"),
+    ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(xx, 1)", 1, 48, "unit"),
+    ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 0)", 1, 52, "positive"),
+    ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1), HOPPINGWINDOW(ss, 2, 1)", 1, 56, "at most one window"),
+    ("SELECT window_start() FROM s", 1, 8, "needs a window"),
+    ("SELECT round(x, 1, 2) FROM s", 1, 8, "takes 1 to 2 arguments"),
+    ("SELECT 1 / 0 AS z FROM s", 1, 8, "division by zero"),
+    ("SELECT x FROM s ORDER BY x", 1, 26, "needs a window"),
+    ("SELECT percentile(x, 2) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 22, "between 0 and 1"),
+    ("SELECT sum(max(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 12, "cannot be nested"),
+    ("SELECT a.x FROM a JOIN b ON a.k = b.k", 1, 24, "needs a TUMBLINGWINDOW"),
+    ("SELECT lag(x) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 8, "without windows"),
+    ("SELECT * , count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 8, "SELECT *"),
+    ("DELETE FROM s", 1, 1, "only SELECT"),
+    ("", 1, 1, "empty"),
+    ("SELECT x FROM s; SELECT y FROM s", 1, 1, "exactly one statement"),
+    ("SELECT x FROM s GROUP BY SESSIONWINDOW(ss, 10)", 1, 26, "SESSIONWINDOW takes"),
+]
+
+
+@pytest.mark.parametrize("query,line,col,what", BAD, ids=[b[3] for b in BAD])
+def test_compile_error_is_located(query, line, col, what):
+    with pytest.raises(SqlError) as ei:
+        SqlProcessor(query, SimpleContext())
+    e = ei.value
+    assert isinstance(e, EdgeStreamError)
+    assert what in e.message, e
+    assert (e.line, e.column) == (line, col), str(e)
+    caret_line = e.excerpt.split("\n")[-1]
+    assert caret_line == " " * (col - 1) + "^"
+    assert f"line {line}, column {col}" in str(e)
+
+
+def test_unknown_table_column_is_a_compile_error():
+    tables = {"d": [{"id": 1, "room": "x"}]}
+    with pytest.raises(SqlError) as ei:
+        SqlProcessor("SELECT s.id, d.rooom FROM s JOIN d ON s.id = d.id", SimpleContext(), tables=tables)
+    assert "no column 'rooom'" in str(ei.value) and ei.value.column == 14
+
+
+def test_cli_exits_2_with_the_located_error(tmp_path):
+    data = tmp_path / "s.jsonl"
+    data.write_text('{"ts": 1}\n')
+    proc = subprocess.run([sys.executable, "-m", "edgestream_tools.cli", "sql", "SELECT x FROM s WHERE nope(x)",
+                           "--input", f"s={data}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "line 1, column 23: unknown function 'nope'" in proc.stderr
+    assert "^" in proc.stderr and proc.stdout == ""
+
+
+sql_words = st.sampled_from(["SELECT", "FROM", "WHERE", "GROUP BY", "HAVING", "ORDER BY", "LIMIT", "AND", "OR", "NOT",
+                             "count(*)", "avg(x)", "x", "s", "s.x", "x->y", "x[0]", "(", ")", ",", "*", "+", "/", "=",
+                             "1", "'a'", "NULL", "TUMBLINGWINDOW(ss, 1)", "SESSIONWINDOW(ss, 1, 1)", "COUNTWINDOW(2)",
+                             "window_start()", "CASE", "WHEN", "THEN", "END", "IN", "BETWEEN", "LIKE", "IS", "AS", "JOIN",
+                             "ON", "lag(x)", "OVER", "EXPLAIN", ";", "--", "\n", "\"q\"", "1e999", "-"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(max_size=80), st.lists(sql_words, max_size=25).map(" ".join)))
+def test_any_text_compiles_or_raises_sqlerror(text):
+    """No query text makes the compiler raise anything but a located SqlError."""
+    try:
+        p = SqlProcessor(text, SimpleContext())
+    except SqlError as e:
+        assert e.line >= 0 and e.column >= 0
+        return
+    # whatever compiled must survive a few records
+    p.process([{"ts": 1, "x": 1, "s": {"x": 2}}, {"x": None}, {}], 0)
+    p.flush()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+records = st.lists(st.one_of(st.dictionaries(st.sampled_from(["ts", "id", "v", "a", "s"]), json_values, max_size=5),
+                             json_values), max_size=20)
+QUERIES = [
+    "SELECT id, count(*) AS n, avg(v) AS a, min(v), max(v), stddev(v), median(v), count(DISTINCT v) AS d FROM s GROUP BY id, TUMBLINGWINDOW(ms, 10)",
+    "SELECT sum(v) AS s, collect(a) AS c FROM s GROUP BY HOPPINGWINDOW(ms, 20, 5)",
+    "SELECT id, max(v) AS m FROM s GROUP BY id, SLIDINGWINDOW(ms, 10)",
+    "SELECT id, count(*) AS n FROM s GROUP BY id, SESSIONWINDOW(ms, 100, 10)",
+    "SELECT id, last_value(v) AS l FROM s GROUP BY id, COUNTWINDOW(2)",
+    "SELECT v + 1 AS p, a->b AS ab, a[0] AS a0, upper(s) AS u, CAST(v AS INT) AS i, lag(v) OVER (PARTITION BY id) AS lg FROM s WHERE v > 0 OR s LIKE 'x%'",
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(QUERIES), records)
+def test_bad_records_are_dead_lettered_never_raised(query, recs):
+    ctx = SimpleContext()
+    p = SqlProcessor(query, ctx, lateness_ms=5)
+    out = p.process(recs, 0) + p.tick(10**9) + p.flush()
+    assert all(isinstance(r, dict) for r in out)
+    for rec, reason in ctx.dead:
+        assert isinstance(reason, str) and reason
+    json.dumps(p.snapshot(), default=str)
