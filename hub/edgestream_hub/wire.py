@@ -42,7 +42,7 @@ class SeqStats:
     missing: int = 0
     duplicates: int = 0
     reboots: int = 0
-    late_fills: int = 0
+    late_fills: int = 0  # records that arrived late into a gap (kept; `missing` still counts the gap)
 
 
 class SeqTracker:
@@ -81,7 +81,6 @@ class SeqTracker:
         if seq in s.missing:
             s.missing.discard(seq)
             st.late_fills += 1
-            st.missing -= 1
             return True
         st.duplicates += 1
         return False
@@ -90,12 +89,29 @@ class SeqTracker:
         return {f"{d}/{k}": [s.boot, s.high] for (d, k), s in self._streams.items()}
 
 
+_COUNTERS = (("gaps", "edgestream_source_gaps_total"), ("missing", "edgestream_source_missing_records_total"),
+             ("duplicates", "edgestream_source_duplicates_total"), ("reboots", "edgestream_source_reboots_total"),
+             ("late_fills", "edgestream_source_gap_fills_total"))
+
+
 class WireDecoder:
     """Decode wire payloads into records; counts what it drops in ``tracker.stats``."""
 
     def __init__(self, prefix: str | None = "edgestream", track: bool = True) -> None:
         self.prefix = prefix
         self.tracker = SeqTracker() if track else None
+        self._reported = SeqStats()
+
+    def count_into(self, ctx: Any) -> None:
+        """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
+        if self.tracker is None:
+            return
+        st, old = self.tracker.stats, self._reported
+        for name, metric in _COUNTERS:
+            d = getattr(st, name) - getattr(old, name)
+            if d:
+                ctx.count(metric, d)
+                setattr(old, name, getattr(st, name))
 
     def decode(self, payload: bytes | bytearray | memoryview | str, topic: str | None = None) -> list[Record]:
         m = decode(payload)

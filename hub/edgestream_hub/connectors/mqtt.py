@@ -96,13 +96,13 @@ class MqttSource(Source):
             from edgestream_hub.wire import WireDecoder
 
             self._decoder = WireDecoder(prefix=self.prefix)
-        self._last = (0, 0, 0, 0)
         self._emit: Emit | None = None
         self._client: Any = None
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._was_connected = False
+        self._stopping = False
 
     def open(self) -> None:
         self._client = _client(self.conn, self.client_id, self.clean, self.ctx.label)
@@ -121,6 +121,7 @@ class MqttSource(Source):
     def stop(self) -> None:
         c = self._client
         if c is not None:
+            self._stopping = True
             c.disconnect()
             c.loop_stop()
             self._client = None
@@ -139,7 +140,7 @@ class MqttSource(Source):
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
         self.connected.clear()
-        if self._client is not None and reason.is_failure:
+        if not self._stopping and reason.is_failure:
             self.ctx.log.warning("lost the broker (%s); reconnecting with backoff", reason)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -163,12 +164,7 @@ class MqttSource(Source):
             raise ValueError(f"payload: {len(payload)} bytes is over the {self.max_payload} byte limit")
         if self._decoder is not None:
             records = self._decoder.decode(payload, topic)
-            st = self._decoder.tracker.stats
-            now = (st.gaps, st.missing, st.duplicates, st.reboots)
-            if now != self._last:
-                for name, a, b in zip(("gaps", "missing_records", "duplicates", "reboots"), now, self._last):
-                    self.ctx.count(f"edgestream_source_{name}_total", a - b)
-                self._last = now
+            self._decoder.count_into(self.ctx)
             return records
         if self.format == "raw":
             return [{"topic": topic, "payload": payload.decode("utf-8", "backslashreplace")}]

@@ -32,7 +32,6 @@ class SerialSource(PollingSource):
         self.backoff_max_s = config["reopen_max"] / 1000
         self._reader = FrameReader(config["max_frame"])
         self._decoder = WireDecoder(prefix=None)
-        self._last = (0, 0, 0, 0)
         self._ser: Any = None
         self._wait_s = self.backoff_min_s
         self._missing_logged = False
@@ -94,12 +93,7 @@ class SerialSource(PollingSource):
             except WireError as e:
                 self.ctx.count("edgestream_source_decode_errors_total")
                 self.ctx.dead_letter(payload, f"serial {self.port}: {e}")
-        st = self._decoder.tracker.stats
-        now = (st.gaps, st.missing, st.duplicates, st.reboots)
-        if now != self._last:
-            for name, a, b in zip(("gaps", "missing_records", "duplicates", "reboots"), now, self._last):
-                self.ctx.count(f"edgestream_source_{name}_total", a - b)
-            self._last = now
+        self._decoder.count_into(self.ctx)
         return out
 
     def _close_port(self) -> None:
