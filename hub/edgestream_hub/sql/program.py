@@ -192,6 +192,7 @@ class Program:
         if p.mode == "fast":
             emit("    W = S.W")
             emit("    nxt = S.nxt")
+            emit("    cw = g = None")
         emit("    for r in batch:")
         emit("        try:")
         ind = "            "
@@ -249,10 +250,13 @@ class Program:
                 emit(ind + "g = S.W0")
                 self._group_update(emit, ind, inits, updates)
             elif w.kind == "tumbling":
-                emit(ind + "g = W.get(w)")
-                emit(ind + "if g is None:")
-                emit(ind + "    g = W[w] = {}")
-                emit(ind + f"    if w + {w.size} < nxt: nxt = w + {w.size}")
+                # consecutive records mostly share a window: skip the window lookup then
+                emit(ind + "if w != cw:")
+                emit(ind + "    cw = w")
+                emit(ind + "    g = W.get(w)")
+                emit(ind + "    if g is None:")
+                emit(ind + "        g = W[w] = {}")
+                emit(ind + f"        if w + {w.size} < nxt: nxt = w + {w.size}")
                 self._group_update(emit, ind, inits, updates)
             else:
                 emit(ind + f"for j in range((ts - {w.size}) // {w.hop} + 1, ts // {w.hop} + 1):")

@@ -170,21 +170,27 @@ class FastExecutor(Executor):
 
 
 class SessionExecutor(Executor):
-    """One session per group; it closes when the watermark reaches min(last + timeout, first + max)."""
+    """One session per group; it closes when the watermark reaches min(last + timeout, first + max).
+
+    Session ends sit in a heap (lazily corrected when a session grows), so
+    closing costs O(log sessions) per session, not a scan of every group.
+    """
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
         w = prog.plan.window
         self.timeout, self.max = w.timeout, w.size
-        self.open: dict = {}  # key -> [first, last, seq, state]
-        self.pending: list = []  # [end, seq, first, key, state]: closed by a record, not yet due
+        self.open: dict = {}  # key -> seq of its open session
+        self.sessions: dict = {}  # seq -> [first, last, key, state] (open, or closed by a record and not yet due)
+        self.heap: list = []  # (end when pushed, seq)
         self.seq = 0
 
     def _end(self, sess: list) -> int:
         return min(sess[1] + self.timeout, sess[0] + self.max)
 
     def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
-        sess = self.open.get(k)
+        seq = self.open.get(k)
+        sess = self.sessions[seq] if seq is not None else None
         if sess is not None and ts - sess[1] < self.timeout and ts - sess[0] < self.max:
             self.prog.update(sess[3], vals)
             if ts > sess[1]:
@@ -195,42 +201,44 @@ class SessionExecutor(Executor):
         if ts < self.wm:
             self.late_record(r)
             return
-        if sess is not None:
-            end = self._end(sess)
-            self.pending.append([end, sess[2], sess[0], k, sess[3]])
-            if end < self.nxt:
-                self.nxt = end
+        # the old session (if any) stays in self.sessions until the watermark reaches its end
         self.seq += 1
-        s = self.prog.update(self.prog.init(), vals)
-        self.open[k] = [ts, ts, self.seq, s]
+        self.sessions[self.seq] = [ts, ts, k, self.prog.update(self.prog.init(), vals)]
+        self.open[k] = self.seq
         end = min(ts + self.timeout, ts + self.max)
+        heappush(self.heap, (end, self.seq))
         if end < self.nxt:
             self.nxt = end
 
     def close(self, wm: Any, now: int) -> list:
-        due = [p for p in self.pending if p[0] <= wm]
-        self.pending = [p for p in self.pending if p[0] > wm]
-        for k in [k for k, sess in self.open.items() if self._end(sess) <= wm]:
-            sess = self.open.pop(k)
-            due.append([self._end(sess), sess[2], sess[0], k, sess[3]])
-        due.sort(key=lambda p: (p[0], p[1]))
         out: list = []
-        for end, _, first, k, s in due:
-            out.extend(self.rows_of(first, end, [(k, s)], now))
-        ends = [p[0] for p in self.pending] + [self._end(s) for s in self.open.values()]
-        self.nxt = min(ends) if ends else BIG
+        heap, sessions = self.heap, self.sessions
+        while heap and heap[0][0] <= wm:
+            end, seq = heappop(heap)
+            sess = sessions.get(seq)
+            if sess is None:
+                continue
+            real = self._end(sess)
+            if real > end:
+                heappush(heap, (real, seq))  # it grew since it was pushed
+                continue
+            del sessions[seq]
+            if self.open.get(sess[2]) == seq:
+                del self.open[sess[2]]
+            out.extend(self.rows_of(sess[0], end, [(sess[2], sess[3])], now))
+        self.nxt = heap[0][0] if heap else BIG
         return out
 
     def live_states(self) -> int:
-        return len(self.open) + len(self.pending)
+        return len(self.sessions)
 
     def state(self) -> dict:
-        return {"open": self.open, "pending": self.pending, "seq": self.seq}
+        return {"open": self.open, "sessions": self.sessions, "heap": self.heap, "seq": self.seq}
 
     def restore(self, st: dict) -> None:
-        self.open, self.pending, self.seq = st["open"], st["pending"], st["seq"]
-        ends = [p[0] for p in self.pending] + [self._end(s) for s in self.open.values()]
-        self.nxt = min(ends) if ends else BIG
+        self.open, self.sessions, self.seq = st["open"], st["sessions"], st["seq"]
+        self.heap = [tuple(x) for x in st["heap"]]
+        self.nxt = self.heap[0][0] if self.heap else BIG
 
 
 class SlidingExecutor(Executor):
