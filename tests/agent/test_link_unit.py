@@ -1,0 +1,93 @@
+# The Link without a network: sequence numbers, encoding, epoch conversion,
+# buffering and the WiFi guard. Runs under CPython and MicroPython.
+import json
+
+from edgestream_agent.link import Link
+from edgestream_shared.decoder import decode
+
+# compiling link, config and encoder from source needs more than the esp32
+# heap on the unix port (a board imports them compiled or frozen)
+BOARD = "rp2040"
+
+NAMES = (b"count", b"avg")
+
+
+def link(**t):
+    tr = {"type": "none", "buffer_bytes": 1024, "max_message": 256}
+    tr.update(t)
+    return Link({"device": "d1", "version": 3, "transport": tr}, boot=5)
+
+
+def pending(lk):
+    out = []
+    for _ in range(100):
+        mv = lk.buf.peek()
+        if mv is None:
+            break
+        out.append(decode(bytes(mv)))
+        lk.buf.mark_sent()
+        lk.buf.ack()
+    return out
+
+
+def test_results_get_consecutive_seqs_and_the_boot_id():
+    lk = link()
+    for i in range(3):
+        lk.result("temp", "w", i * 100, i * 100 + 100, NAMES, [10, 1.5])
+    msgs = pending(lk)
+    assert [m["items"][0]["seq"] for m in msgs] == [0, 1, 2]
+    assert all(m["boot"] == 5 and m["dev"] == "d1" for m in msgs)
+    assert msgs[2]["items"][0]["start"] == 200 and msgs[2]["items"][0]["aggs"] == {"count": 10, "avg": 1.5}
+
+
+def test_after_a_time_sync_results_carry_epoch_ms():
+    lk = link()
+    lk.clock._now = lambda: 1000
+    lk._time_message(b'{"v":1,"kind":"time","epoch_ms":1700000000000}')
+    lk.result("temp", "w", 900, 1000, NAMES, [1, 2])
+    item = pending(lk)[0]["items"][0]
+    assert item["start"] == 1699999999900 and item["end"] == 1700000000000
+    lk._time_message(b"garbage")
+    assert lk.rx_refused == 1 and lk.time_syncs == 1
+
+
+def test_a_result_too_large_for_a_message_is_counted_as_dropped():
+    lk = link(max_message=128)
+    names = tuple(b"agg%d" % i for i in range(20))
+    lk.result("temp", "w", 0, 1, names, list(range(20)))
+    assert lk.too_large == 1 and lk.buf.dropped == 1 and lk.buf.records == 0
+
+
+def test_without_a_link_the_buffer_keeps_the_newest():
+    lk = link()
+    for i in range(50):
+        lk.result("temp", "w", i, i + 1, NAMES, [i, i])
+        lk.poll()
+    seqs = [m["items"][0]["seq"] for m in pending(lk)]
+    assert seqs == list(range(50 - len(seqs), 50)) and lk.buf.dropped == 50 - len(seqs) > 0
+    m = {}
+    lk.metrics(m)
+    assert m["results_dropped"] == lk.buf.dropped and m["link_up"] == 0
+
+
+def test_wifi_is_skipped_on_ports_without_network():
+    lk = link(wifi={"ssid": "lab", "password": "pw"})
+    try:
+        import network  # noqa: F401  (a board: the guard is not exercised)
+    except ImportError:
+        assert lk.t["wifi"] is None and lk._wlan is None
+    lk.poll()
+
+
+def test_config_errors_nack_through_the_control_queue():
+    lk = link()
+
+    class S:
+        def every(self, *a):
+            pass
+    lk.attach(S())
+    lk._config_message(b"{bad")
+    kind, payload = lk._ctrl[0]
+    ack = json.loads(payload)
+    assert kind == "ack" and ack["ok"] is False and ack["error"].startswith("payload:")
+    assert lk.rx_refused == 1
