@@ -25,7 +25,8 @@ class SerialSource(PollingSource):
         from edgestream_shared.frame import FrameReader
         from edgestream_hub.wire import WireDecoder
 
-        self.port = config["port"]
+        port = config["port"]
+        self.port = port if port.startswith(("/", "socket:", "rfc2217:")) else ctx.resolve(port)
         self.baudrate = config["baudrate"]
         self.poll_s = config["poll_interval"] / 1000
         self.backoff_min_s = config["reopen_min"] / 1000

@@ -1,0 +1,78 @@
+"""Serial source against a real pty: framing, garbage resync, unplug and replug."""
+
+from __future__ import annotations
+
+import os
+import tty
+
+from hubtest import wait_for
+from edgestream_shared.encoder import Encoder
+from edgestream_shared.frame import encode_frame
+
+
+class Board:
+    """A pty pair behind a stable symlink, like /dev/serial/by-id/... for a USB board."""
+
+    def __init__(self, link):
+        self.link = link
+        self.master = None
+        self.plug()
+
+    def plug(self):
+        m, s = os.openpty()
+        tty.setraw(s)
+        name = os.ttyname(s)
+        os.close(s)  # the hub opens it by name
+        self.master = m
+        if os.path.lexists(self.link):
+            os.unlink(self.link)
+        os.symlink(name, self.link)
+
+    def unplug(self):
+        os.close(self.master)
+        self.master = None
+        os.unlink(self.link)
+
+    def write(self, data: bytes):
+        os.write(self.master, data)
+
+
+def frame(dev, boot, seq, value):
+    e = Encoder(dev, boot)
+    e.begin(b"readings")
+    e.add_reading(seq, b"temp", 1000 + seq, value)
+    return encode_frame(e.finish())
+
+
+def test_frames_garbage_unplug_and_replug(hub):
+    board = Board(str(hub.tmp / "ttyBOARD"))
+    try:
+        e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {board: {serial: {port: ttyBOARD, poll_interval: 5ms, reopen_min: 20ms, reopen_max: 100ms}}}
+sinks: {out: {memory: {}}, dlq: {memory: {}}}
+pipelines: {p: {from: board, to: out}}
+""")
+        src = e.sources["board"].source
+        assert wait_for(lambda: src.opens == 1)
+        board.write(frame("d1", 1, 0, 20.0) + b"\x00\xffnoise\n" + frame("d1", 1, 1, 21.0)[:-1]
+                    + b"*00000000\n" + frame("d1", 1, 2, 22.0))
+        good = frame("d1", 1, 3, 23.0)
+        board.write(good[:10])  # a frame cut by the unplug
+        assert wait_for(lambda: len(hub.out.get("out", [])) == 2)
+        board.unplug()
+        assert wait_for(lambda: src._ser is None)
+        board.plug()
+        assert wait_for(lambda: src.opens == 2)
+        board.write(frame("d1", 1, 4, 24.0) + frame("d1", 2, 0, 25.0))
+        assert wait_for(lambda: len(hub.out["out"]) == 4)
+        assert e.stop()
+    finally:
+        if board.master is not None:
+            os.close(board.master)
+    assert [(r["boot"], r["seq"], r["value"]) for r in hub.out["out"]] == [
+        (1, 0, 20.0), (1, 2, 22.0), (1, 4, 24.0), (2, 0, 25.0)]
+    reasons = [d["reason"] for d in hub.out["dlq"]]
+    assert any("does not start with '$'" in r for r in reasons) and any("checksum" in r for r in reasons)
+    m = lambda n: e.metrics.value(f"edgestream_source_{n}_total", component="board")  # noqa: E731
+    assert m("decode_errors") == 2 and m("reconnects") == 1 and m("gaps") == 2 and m("reboots") == 1
