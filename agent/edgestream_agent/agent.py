@@ -58,6 +58,8 @@ class Agent:
         self.tasks = {}
         self.discarded = 0  # window results dropped by apply() (open windows of changed sensors)
         self.pipelines = self._build(self.config["sensors"], {})
+        # the same pipelines in config order (dict order differs between ports)
+        self.sensors = [self.pipelines[s["name"]] for s in self.config["sensors"]]
 
     def _build(self, sensors, keep):
         # -> {name: Pipeline}; pipelines in `keep` whose config is unchanged
@@ -75,7 +77,7 @@ class Agent:
     @property
     def samples(self):
         n = 0
-        for p in self.pipelines.values():
+        for p in self.sensors:
             n += p.samples
         return n
 
@@ -99,7 +101,7 @@ class Agent:
     def flush(self, t_ms=None):
         # t_ms=None: close every open time window (end of input). With t_ms:
         # close the windows that ended by then (the clock moved on).
-        for p in self.pipelines.values():
+        for p in self.sensors:
             if t_ms is None:
                 p.flush()
             else:
@@ -111,15 +113,16 @@ class Agent:
         # are built first, all of them, so a missing one starts nothing.
         sources = {}
         try:
-            for name, p in self.pipelines.items():
+            for p in self.sensors:
                 if p.source is None:
-                    sources[name] = _source(p)
+                    sources[p.name] = _source(p)
         except Exception:
             for s in sources.values():
                 s.deinit()
             raise
         self.scheduler = scheduler
-        for name, p in self.pipelines.items():
+        for p in self.sensors:
+            name = p.name
             if name in sources:
                 p.source = sources[name]
             p.clock = self.clock
@@ -134,8 +137,9 @@ class Agent:
         # -> (names rebuilt or added, names removed)
         cfg = _validate(config)
         new = self._build(cfg["sensors"], self.pipelines)
-        changed = [n for n, p in new.items() if self.pipelines.get(n) is not p]
-        removed = [n for n in self.pipelines if n not in new]
+        order = [new[s["name"]] for s in cfg["sensors"]]
+        changed = [p.name for p in order if self.pipelines.get(p.name) is not p]
+        removed = [p.name for p in self.sensors if p.name not in new]
         if self.scheduler is not None:
             started = {}
             try:
@@ -162,6 +166,7 @@ class Agent:
         self.config = cfg
         self.device = cfg["device"]
         self.pipelines = new
+        self.sensors = order
         if self.scheduler is not None:
             for n in changed:
                 p = new[n]
@@ -173,14 +178,14 @@ class Agent:
             for t in self.tasks.values():
                 self.scheduler.cancel(t)
         self.tasks = {}
-        for p in self.pipelines.values():
+        for p in self.sensors:
             p.deinit()
 
     def stats(self):
         # Counters per sensor, for health reports: a new dict (allocates).
         out = {}
-        for name, p in self.pipelines.items():
-            out[name] = {"samples": p.samples, "passed": p.passed, "dropped": p.dropped,
+        for p in self.sensors:
+            out[p.name] = {"samples": p.samples, "passed": p.passed, "dropped": p.dropped,
                          "late": p.late, "rejected": p.rejected, "read_errors": p.read_errors,
                          "results": p.results,
                          "overwritten": sum(w.overwritten for w in p.windows)}

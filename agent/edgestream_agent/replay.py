@@ -18,8 +18,6 @@ import json
 import struct
 import sys
 
-from edgestream_agent.agent import Agent
-
 _SIG = 15  # significant digits of a float result
 
 
@@ -110,6 +108,7 @@ class Replay:
         self.samples = 0
         self.bad = 0
         self.results = 0
+        from edgestream_agent.agent import Agent  # after main() unloaded the validator
         self.agent = Agent(config, clock=self._no_clock, on_result=self._result, elastic=True,
                            validated=validated)
 
@@ -162,7 +161,7 @@ class Replay:
         pipe = self.agent.pipelines.get(sensor)
         if pipe is None:
             self._bad(n, "sensor: %s is not in the config (sensors: %s)"
-                      % (_short(sensor), ", ".join(self.agent.pipelines)))
+                      % (_short(sensor), ", ".join(p.name for p in self.agent.sensors)))
             return
         value = rec["value"]
         if not _is_num(value) or value != value or value in (float("inf"), float("-inf")):
@@ -181,7 +180,8 @@ class Replay:
 
     def finish(self):
         self.agent.flush()
-        for name, p in self.agent.pipelines.items():
+        for p in self.agent.sensors:
+            name = p.name
             for w in p.windows:
                 if getattr(w, "grown", 0):
                     self.err.write("note: %s.%s needed %d samples of ring capacity (capacity in the config: %d); "
@@ -227,7 +227,8 @@ def main(argv=None):
         sys.stderr.write("config %s\n" % e if str(e).startswith(argv[0]) else "%s: %s\n" % (argv[0], e))
         return 2
     del load, ConfigError
-    unload("config")  # its code is not needed any more: heap for the windows
+    unload("config")  # validators are not needed any more: heap for the windows
+    unload("sources")  # replay reads no sensors
     r = Replay(cfg, sys.stdout, sys.stderr, validated=True)
     if argv[1] == "-":
         r.run(sys.stdin)

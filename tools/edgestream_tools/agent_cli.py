@@ -18,6 +18,7 @@ unless the config is invalid or the run itself failed.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,10 +96,19 @@ def _run_micropython(config: str, input: str, board: str) -> int:
             stderr=err,
         )
         out = sys.stdout
-        for line in proc.stdout or ():
-            out.write(line.decode("utf-8", errors="replace"))
+        try:
+            for line in proc.stdout or ():
+                out.write(line.decode("utf-8", errors="replace"))
+            out.flush()
+        except BrokenPipeError:  # `... | head`: the reader has gone, stop quietly
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         rc = proc.wait()
-        out.flush()
+        if proc.stdout is not None:
+            proc.stdout.close()
         err.seek(0)
         text = err.read().decode("utf-8", errors="replace")
     if rc != 0:
