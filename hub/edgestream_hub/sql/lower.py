@@ -8,6 +8,7 @@ becomes a lower-case ``Call``, ``Agg`` or ``Analytic``; ``TUMBLE``/``HOP``/
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlglot import exp
@@ -21,6 +22,10 @@ INTERVAL_UNITS = {
     "MILLISECOND": 1, "MILLISECONDS": 1, "SECOND": 1000, "SECONDS": 1000, "MINUTE": 60_000,
     "MINUTES": 60_000, "HOUR": 3_600_000, "HOURS": 3_600_000, "DAY": 86_400_000, "DAYS": 86_400_000,
 }
+_SHORT = re.compile(r"(\d+)\s*(ms|s|m|h|d)")
+_SHORT_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+WINDOW_BOUNDS = {"tumble_start": "start", "tumble_end": "end", "hop_start": "start", "hop_end": "end",
+                 "session_start": "start", "session_end": "end"}
 WINDOWS = {"tumblingwindow", "hoppingwindow", "slidingwindow", "sessionwindow", "countwindow", "tumble", "hop", "session"}
 FUNCTION_ALIASES = {"pow": "power", "ceiling": "ceil", "len": "length", "char_length": "length", "substr": "substring",
                     "ifnull": "coalesce", "stddev_pop": "stddev", "stddev_samp": "stddevs", "var_pop": "var",
@@ -162,8 +167,13 @@ class Lowerer:
         return UNITS[name]
 
     def _interval(self, node: exp.Expression) -> int:
+        if isinstance(node, exp.Literal) and node.is_string:
+            m = _SHORT.fullmatch(node.this.strip())
+            if m and int(m.group(1)) > 0:
+                return int(m.group(1)) * _SHORT_UNITS[m.group(2)]
+            raise self.error("expected a duration like '500ms', '10s', '1m', '2h', '1d'", node)
         if not isinstance(node, exp.Interval):
-            raise self.error("expected INTERVAL '<n>' <unit>", node)
+            raise self.error("expected INTERVAL '<n>' <unit> or a duration like '10s'", node)
         unit = (node.unit.name if node.unit is not None else "").upper()
         value = node.this
         text = value.this if isinstance(value, exp.Literal) else ""
@@ -352,6 +362,8 @@ class Lowerer:
         name = FUNCTION_ALIASES.get(name, name)
         if name in WINDOWS:
             raise self.error(f"{name.upper()} is a window: it belongs in GROUP BY", e)
+        if name in WINDOW_BOUNDS:
+            return ir.WinFn(WINDOW_BOUNDS[name], pos)  # Flink's TUMBLE_END(ts, ...): the arguments repeat the window
         if name in ("window_start", "window_end"):
             if args:
                 raise self.error(f"{name}() takes no arguments", e)

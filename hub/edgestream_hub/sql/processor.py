@@ -150,6 +150,9 @@ class SqlProcessor:
     def refresh_tables(self) -> None:
         """Reload every lookup table (file, SQLite or callable) and rebuild its join index."""
         for t in getattr(self.program, "tables", []):
+            refresh = getattr(t.loader, "refresh", None)
+            if callable(refresh):
+                refresh()
             t.load()
 
     @property

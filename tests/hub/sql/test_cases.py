@@ -62,7 +62,8 @@ def test_case_record_by_record(case):
 def test_case_cli(case, tmp_path, capsys):
     path = tmp_path / "s.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in case["input"]))
-    args = ["sql", case["query"], "--input", f"s={path}"]
+    stream = SqlProcessor(case["query"], SimpleContext()).plan.query.sources[0].name
+    args = ["sql", case["query"], "--input", f"{stream}={path}"]
     opts = case["options"]
     if "lateness_ms" in opts:
         args += ["--lateness", str(opts["lateness_ms"])]

@@ -112,7 +112,6 @@ def test_sqlite_lookup_table_refreshes(tmp_path):
     con.execute("INSERT INTO devices VALUES (2, 'hall')")
     con.commit()
     con.close()
-    table.refresh()
     p.refresh_tables()
     assert p.process([{"id": 2}], 0) == [{"id": 2, "room": "hall"}]
 
