@@ -138,7 +138,7 @@ pipelines:
     from: devices
     processors:
       - filter: {field: sensor, eq: temp}
-      - sql: "SELECT device, avg(avg) AS t FROM input GROUP BY device, TUMBLE(ts, '1m')"
+      - sql: "SELECT device, avg(avg) AS t FROM input GROUP BY device, TUMBLINGWINDOW(ss, 60)"
     to: [archive]
 """)
 

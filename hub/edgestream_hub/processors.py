@@ -186,20 +186,23 @@ def _check_table(cfg: dict[str, Any], chk: Checker, path: str) -> None:
 
 TABLE_SPEC.check = _check_table
 
-SQL_SPEC = Spec("sql", "Streaming SQL over the pipeline's records (see the SQL docs). The input table is "
-                "`input`; windows use the event time in `time_field`.", [
+SQL_SPEC = Spec("sql", "Streaming SQL over the pipeline's records (see the SQL docs): the stream is the "
+                "query's FROM table, windows use the event time in `time_field`, lookup tables and the "
+                "`edgestream.functions` plugins (UDFs) are available to the query.", [
     Field("query", "str", "The SQL query."),
     Field("time_field", "str", "Event-time field (milliseconds).", default="ts"),
     Field("lateness", "duration", "How late a record may arrive before its window closes.", default="0ms"),
     Field("idle_timeout", "duration", "Close windows by wall clock after this long without input.", default=None),
     Field("processing_time", "bool", "Window by arrival time instead of event time.", default=False),
-    Field("tables", "map[object]", "Lookup tables by name.", default={}, spec=TABLE_SPEC),
+    Field("tables", "map[object]", "Lookup tables by name, reloaded every `refresh` (on the pipeline's tick).",
+          default={}, spec=TABLE_SPEC),
 ], shorthand="query", example="""
 processors:
   - sql:
       query: |
-        SELECT device, sensor, avg(avg) AS mean, TUMBLE_END(ts, '1m') AS at
-        FROM input GROUP BY device, sensor, TUMBLE(ts, '1m')
+        SELECT r.room, device, avg(avg) AS mean, count(*) AS n
+        FROM input JOIN rooms r ON r.device = input.device
+        GROUP BY r.room, device, TUMBLINGWINDOW(ss, 60)
       lateness: 2s
       tables: {rooms: {file: rooms.csv, refresh: 60s}}
 """)
@@ -213,65 +216,53 @@ def _check_sql(cfg: dict[str, Any], chk: Checker, path: str) -> None:
 SQL_SPEC.check = _check_sql
 
 
+class RefreshingSql:
+    """The SQL processor plus its lookup tables' refresh: ``tick`` reloads them every ``refresh``
+    (a table that fails to load keeps its old rows and the error is logged)."""
+
+    def __init__(self, proc: Any, refresh_ms: int | None, ctx: Any) -> None:
+        self.proc, self.refresh_ms, self.ctx = proc, refresh_ms, ctx
+        self._last: int | None = None
+
+    def process(self, records: list[Record], now_ms: int) -> list[Record]:
+        return self.proc.process(records, now_ms)
+
+    def tick(self, now_ms: int) -> list[Record]:
+        if self.refresh_ms is not None:
+            if self._last is None:
+                self._last = now_ms
+            elif now_ms - self._last >= self.refresh_ms:
+                self._last = now_ms
+                try:
+                    self.proc.refresh_tables()
+                except Exception as e:
+                    log = getattr(self.ctx, "log", None)
+                    if log is not None:
+                        log.error("lookup table refresh failed (keeping the old rows): %s", e)
+        return self.proc.tick(now_ms)
+
+    def flush(self) -> list[Record]:
+        return self.proc.flush()
+
+    def snapshot(self) -> Any:
+        return self.proc.snapshot()
+
+
 @component(SQL_SPEC)
 def sql_processor(config: dict[str, Any], ctx: Any) -> Any:
     from edgestream_hub.sql.processor import SqlProcessor
 
     tables: dict[str, Any] = {}
     if config["tables"]:
-        from edgestream_hub.sql import tables as sql_tables
+        from edgestream_hub.sql.tables import FileTable, SqliteTable
 
         for name, t in config["tables"].items():
-            tables[name] = _table_loader(sql_tables, t)
+            tables[name] = FileTable(t["file"]) if t.get("file") else SqliteTable(t["sqlite"]["path"],
+                                                                                   t["sqlite"]["table"])
     functions = dict(ctx.registry.functions) if getattr(ctx, "registry", None) is not None else {}
-    return SqlProcessor(config["query"], ctx, time_field=config["time_field"], lateness_ms=config["lateness"],
+    proc = SqlProcessor(config["query"], ctx, time_field=config["time_field"], lateness_ms=config["lateness"],
                         idle_timeout_ms=config["idle_timeout"], processing_time=config["processing_time"],
                         tables=tables or None, functions=functions or None,
                         resume_state=getattr(ctx, "resume_state", None))
-
-
-def _table_loader(mod: Any, t: dict[str, Any]) -> Any:
-    """Adapt a table config to the SQL package's refreshable loaders (whatever they are named)."""
-    refresh = t["refresh"]
-    if t.get("file"):
-        for name in ("csv_table", "CsvTable", "load_csv"):
-            if hasattr(mod, name):
-                return _call_loader(getattr(mod, name), t["file"], refresh)
-        path = t["file"]
-
-        def load_csv() -> list[dict[str, Any]]:
-            import csv
-
-            with open(path, newline="") as f:
-                return list(csv.DictReader(f))
-
-        return load_csv
-    sq = t["sqlite"]
-    for name in ("sqlite_table", "SqliteTable", "load_sqlite"):
-        if hasattr(mod, name):
-            return _call_loader(getattr(mod, name), sq["path"], refresh, sq["table"])
-
-    def load_sqlite() -> list[dict[str, Any]]:
-        import sqlite3
-
-        con = sqlite3.connect(f"file:{sq['path']}?mode=ro", uri=True)
-        try:
-            con.row_factory = sqlite3.Row
-            return [dict(r) for r in con.execute(f'SELECT * FROM "{sq["table"]}"')]
-        finally:
-            con.close()
-
-    return load_sqlite
-
-
-def _call_loader(fn: Any, path: str, refresh_ms: int, table: str | None = None) -> Any:
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    kw: dict[str, Any] = {}
-    for k in ("refresh_ms", "refresh"):
-        if k in params:
-            kw[k] = refresh_ms
-    if table is not None:
-        return fn(path, table, **kw)
-    return fn(path, **kw)
+    refresh = min((t["refresh"] for t in config["tables"].values()), default=None)
+    return RefreshingSql(proc, refresh, ctx) if refresh is not None else proc
