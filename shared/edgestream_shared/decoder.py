@@ -130,14 +130,19 @@ def _config(m):
     _dict(m["config"], "config")
 
 
-# kind -> (required keys besides v/dev/kind, optional keys, body check)
+def _time(m):
+    _int(m["epoch_ms"], "epoch_ms")
+
+
+# kind -> (required keys besides v/kind, optional keys, body check)
 _KINDS = {
-    "results": (("boot", "items"), (), _batch(_result)),
-    "readings": (("boot", "items"), (), _batch(_reading)),
-    "status": (("boot", "state"), (), _status),
-    "metrics": (("boot", "metrics"), (), _metrics),
-    "ack": (("boot", "version", "ok"), ("error",), _ack),
-    "config": (("version", "config"), (), _config),
+    "results": (("dev", "boot", "items"), (), _batch(_result)),
+    "readings": (("dev", "boot", "items"), (), _batch(_reading)),
+    "status": (("dev", "boot", "state"), (), _status),
+    "metrics": (("dev", "boot", "metrics"), (), _metrics),
+    "ack": (("dev", "boot", "version", "ok"), ("error",), _ack),
+    "config": (("dev", "version", "config"), (), _config),
+    "time": (("epoch_ms",), ("dev",), _time),  # hub -> agent time reference
 }
 
 
@@ -165,8 +170,9 @@ def decode(data, max_size=MAX_PAYLOAD):
     spec = _KINDS.get(kind) if type(kind) is str else None
     if spec is None:
         _fail("kind", "unknown message kind %r" % (kind,))
-    _keys(m, "message", ("v", "dev", "kind") + spec[0], spec[1])
-    _name(m["dev"], "dev")
+    _keys(m, "message", ("v", "kind") + spec[0], spec[1])
+    if "dev" in m:
+        _name(m["dev"], "dev")
     if "boot" in m:
         _int(m["boot"], "boot")
     spec[2](m)

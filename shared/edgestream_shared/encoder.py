@@ -215,3 +215,11 @@ def encode_config(dev, version, config):
     # Hub -> agent: a whole agent config with its version number.
     return json.dumps({"v": VERSION, "dev": check_id(dev), "kind": "config",
                        "version": version, "config": config}).encode()
+
+
+def encode_time(epoch_ms, dev=None):
+    # Hub -> agent time reference (for boards without RTC or NTP).
+    m = {"v": VERSION, "kind": "time", "epoch_ms": epoch_ms}
+    if dev is not None:
+        m["dev"] = check_id(dev)
+    return json.dumps(m).encode()

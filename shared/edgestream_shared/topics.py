@@ -7,6 +7,7 @@
 #   <prefix>/<device>/metrics     agent health           agent -> hub
 #   <prefix>/<device>/config      new agent config       hub -> agent (retained)
 #   <prefix>/<device>/config/ack  ack / nack of a config agent -> hub
+#   <prefix>/<device>/time        time reference         hub -> agent
 #
 # Device ids and the prefix are checked here, so a topic can never contain a
 # wildcard or an extra level by accident.
@@ -14,7 +15,7 @@
 from edgestream_shared.errors import WireError
 
 DEFAULT_PREFIX = "edgestream"
-KINDS = ("data", "results", "status", "metrics", "config", "config/ack")
+KINDS = ("data", "results", "status", "metrics", "config", "config/ack", "time")
 MAX_ID_LEN = 64
 
 
@@ -53,6 +54,7 @@ class Topics:
         self.metrics = base + "metrics"
         self.config = base + "config"
         self.config_ack = base + "config/ack"
+        self.time = base + "time"
 
 
 def subscription(kind, prefix=DEFAULT_PREFIX, device="+"):

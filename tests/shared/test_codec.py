@@ -90,3 +90,10 @@ def test_encoding_a_batch_allocates_almost_nothing():
     if MICROPYTHON:
         # only finish()'s small memoryview per message
         assert grown <= 100 * 32, grown
+
+
+def test_time_reference_round_trips_with_or_without_device():
+    from edgestream_shared.encoder import encode_time
+    assert decode(encode_time(1767225600000))["epoch_ms"] == 1767225600000
+    assert decode(encode_time(5, "d1"))["dev"] == "d1"
+    assert "epoch_ms" in raises(WireError, decode, b'{"v":1,"kind":"time","epoch_ms":-1}').reason

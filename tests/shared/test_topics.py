@@ -12,6 +12,7 @@ def test_device_topics_follow_the_layout():
     assert t.metrics == "plant/a/boiler-1/metrics"
     assert t.config == "plant/a/boiler-1/config"
     assert t.config_ack == "plant/a/boiler-1/config/ack"
+    assert t.time == "plant/a/boiler-1/time"
 
 
 def test_default_prefix_and_hub_subscriptions():
