@@ -210,6 +210,7 @@ def start(path="agent.json", on_result=None):
     from edgestream_agent.scheduler import Scheduler
     cfg = load(path)
     unload("config")
+    unload("specs")
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
     agent = Agent(cfg, on_result=on_result, validated=True)
     agent.attach(sched)

@@ -11,8 +11,7 @@
 
 import json
 
-from edgestream_agent.filters import SPECS as FILTERS
-from edgestream_agent.sources import SPECS as SOURCES
+from edgestream_agent.specs import FILTERS, SOURCES
 
 
 class ConfigError(ValueError):
@@ -29,8 +28,7 @@ DEFAULT_AGGREGATES = AGGREGATES
 MAX_DECIMALS = 6
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
-# Parameter specs (kind, default) live next to the code they configure:
-# filters.SPECS and sources.SPECS. Kinds: num (int or float), num0 (>= 0),
+# Parameter specs (kind, default) of filters and sources are in specs.py. Kinds: num (int or float), num0 (>= 0),
 # int, uint (>= 0), posint (> 0), bool, pin (int or str), or a tuple of the
 # allowed values. A default of "required" marks a required key.
 _REQ = "required"

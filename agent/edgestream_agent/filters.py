@@ -184,21 +184,6 @@ class Heartbeat:
         return self.last_t
 
 
-# type -> ({param: (kind, default)}, the param a bare value stands for:
-# {"ema": 0.3}); config.py validates with these.
-_REQ = "required"
-SPECS = {
-    "range": ({"min": ("num", None), "max": ("num", None)}, None),
-    "clamp": ({"min": ("num", None), "max": ("num", None)}, None),
-    "calibrate": ({"slope": ("num", 1), "offset": ("num", 0)}, None),
-    "delta": ({"min": ("num0", _REQ)}, "min"),
-    "throttle": ({"interval_ms": ("posint", _REQ)}, "interval_ms"),
-    "median": ({"size": ("posint", _REQ)}, "size"),
-    "ema": ({"alpha": ("num", _REQ)}, "alpha"),
-    "round": ({"digits": ("uint", _REQ)}, "digits"),
-    "heartbeat": ({"interval_ms": ("posint", _REQ)}, "interval_ms"),
-}
-
 KINDS = {
     "range": Range, "clamp": Clamp, "calibrate": Calibrate, "delta": Delta,
     "throttle": Throttle, "median": Median, "ema": Ema, "round": Round,

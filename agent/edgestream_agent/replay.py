@@ -228,7 +228,7 @@ def main(argv=None):
         return 2
     del load, ConfigError
     unload("config")  # validators are not needed any more: heap for the windows
-    unload("sources")  # replay reads no sensors
+    unload("specs")
     r = Replay(cfg, sys.stdout, sys.stderr, validated=True)
     if argv[1] == "-":
         r.run(sys.stdin)

@@ -4,7 +4,7 @@
 #   read(t_ms) -> fixed-point int (value * factor), or None for "no reading"
 #   deinit()
 # Adding a type = one module here + a line in _TYPES + its parameter spec in
-# SPECS (config.py validates with it). Modules load lazily, so a board only
+# specs.SOURCES (config.py validates with it). Modules load lazily, so a board only
 # imports what it uses.
 
 _TYPES = {
@@ -14,48 +14,6 @@ _TYPES = {
     "i2c": ("i2c_register", "I2cRegister"),
     "internal_temp": ("internal_temp", "InternalTemp"),
 }
-
-# type -> {param: (kind, default)}; kinds as in config.py
-_REQ = "required"
-SPECS = {
-    "sim": {
-        "wave": (("sine", "noise", "steps", "constant"), "sine"),
-        "amplitude": ("num", 1),
-        "offset": ("num", 0),
-        "wave_ms": ("posint", 60000),
-        "levels": ("posint", 4),
-        "noise": ("num0", 0),
-        "seed": ("uint", 1),
-    },
-    "adc": {
-        "pin": ("pin", _REQ),
-        "scale": ("num", 1),
-        "offset": ("num", 0),
-        "atten": ("uint", None),
-    },
-    "pin": {
-        "pin": ("pin", _REQ),
-        "mode": (("level", "count"), "level"),
-        "pull": (("none", "up", "down"), "none"),
-        "edge": (("rising", "falling", "both"), "rising"),
-        "scale": ("num", 1),
-    },
-    "i2c": {
-        "bus": ("uint", 0),
-        "scl": ("pin", None),
-        "sda": ("pin", None),
-        "freq": ("posint", 400000),
-        "addr": ("uint", _REQ),
-        "reg": ("uint", _REQ),
-        "nbytes": ((1, 2), 2),
-        "signed": ("bool", False),
-        "byteorder": (("big", "little"), "big"),
-        "scale": ("num", 1),
-        "offset": ("num", 0),
-    },
-    "internal_temp": {},
-}
-
 
 def make(cfg, factor):
     # Validated source config -> source object (imports its module now).

@@ -25,7 +25,10 @@ class Sim:
         self.table = None
         if self.wave == "sine":
             a = self.amp
-            self.table = array("i", [round(a * math.sin(2 * math.pi * i / _N)) for i in range(_N + 1)])
+            t = array("i", bytes(4 * (_N + 1)))
+            for i in range(_N + 1):  # filled in place: no list of floats
+                t[i] = round(a * math.sin(2 * math.pi * i / _N))
+            self.table = t
 
     def read(self, t):
         v = self.off
