@@ -31,7 +31,7 @@ HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("dead_letter", "str", "Sink that receives rejected records (with the reason) from every pipeline and "
           "source that does not name its own. Without one, rejected records are logged and counted.",
           default=None, ref="sinks"),
-    Field("restart_backoff_max", "duration", "Longest wait between restarts of a failing pipeline or sink.",
+    Field("restart_backoff_max", "duration", "Longest backoff of a pipeline whose processors keep failing (sinks use their own `retry`).",
           default="30s"),
     Field("log_level", "str", "Logging level.", default="info", choices=("debug", "info", "warning", "error")),
 ])

@@ -144,7 +144,7 @@ def _rows(spec: Spec, prefix: str, rows: list[str]) -> None:
             t += " (or one)"
         doc = f.doc.replace("|", "\\|").replace("\n", " ")
         if f.min is not None:
-            doc += f" Minimum {f.min:g}."
+            doc += f" Minimum {f.min:g}{' ms' if f.type == 'duration' else ''}."
         rows.append(f"| `{prefix}{f.name}` | {t} | {_fmt_default(f)} | {doc} |")
         if f.spec is not None and f.type in ("object", "map[object]", "list[object]"):
             sub = prefix + f.name + ("." if f.type == "object" else ("[].") if f.type.startswith("list") else ".<name>.")
