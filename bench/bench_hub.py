@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -27,22 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = str(ROOT / "tests" / "hub" / "plugin_example")
 
 
-def _mosquitto_module():
-    spec = importlib.util.spec_from_file_location("_es_mosquitto", ROOT / "tests" / "mosquitto.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
 def bench_mqtt(messages: int = 2000, per_message: int = 100) -> float:
     import paho.mqtt.client as mqtt
 
     from edgestream_hub.config import load_config
     from edgestream_hub.engine import Engine
+    from edgestream_tools.broker import Mosquitto
     from edgestream_shared.encoder import Encoder
 
     with tempfile.TemporaryDirectory() as d:
-        broker = _mosquitto_module().Mosquitto(Path(d)).start()
+        broker = Mosquitto(Path(d)).start()
         try:
             cfg = load_config(text=f"""
 broker: {{host: 127.0.0.1, port: {broker.port}}}
