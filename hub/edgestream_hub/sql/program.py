@@ -22,6 +22,7 @@ from .aggregates import NUMERIC, agg_code
 from .codegen import Gen
 from .errors import SqlError
 from .plan import Plan
+from .sliding import slide_code
 
 BIG = 1 << 62
 
@@ -171,12 +172,43 @@ class Program:
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
         inits, updates = [], []
+        if self.plan.mode == "sliding":
+            return self._slide_layout()
         for i, a in enumerate(self.plan.aggs):
             code = agg_code(a, f"v{i}", "s", len(inits), self.gen.const)
             self.slots.append((len(inits), code))
             inits.extend(code.inits)
             updates.extend(code.update)
         return inits, updates
+
+    def _slide_layout(self) -> tuple[list[str], list[str]]:
+        """Sliding windows: add, evict and arrival-check code (see ``sliding``)."""
+        inits: list[str] = []
+        adds: list[str] = []
+        self.slide_remove: list[str] = []
+        self.slide_check: list[str] = []
+        self.slide_refs = 0
+        for i, a in enumerate(self.plan.aggs):
+            code = slide_code(a, f"v{i}", "s", len(inits), self.slide_refs, self.gen.const)
+            self.slots.append((len(inits), code))
+            inits.extend(code.inits)
+            adds.extend(code.add)
+            self.slide_remove.extend(code.remove)
+            self.slide_check.extend(code.check)
+            self.slide_refs += code.refs
+        return inits, adds
+
+    def _slide_src(self) -> str:
+        n = len(self.plan.aggs)
+        unpack = ("    " + "".join(f"v{i}, " for i in range(n)) + "= vals\n") if n else ""
+        src = "\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove) + "    return s\n"
+        src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_check)
+        ref = 0
+        for i, a in enumerate(self.plan.aggs):
+            if a.name in ("min", "max"):
+                src += f"    if v{i} is not None: c[{ref}] = v{i}\n"
+                ref += 1
+        return src + "    return c\n"
 
     # -- generation ---------------------------------------------------------
     def _build(self) -> None:
@@ -298,15 +330,19 @@ class Program:
         src = "\n".join(L) + "\n"
         # aggregate state helpers for the executors that update outside _process
         src += f"\ndef _init():\n    return {self.init_src}\n"
-        src += "\ndef _update(s, vals):\n"
+        src += "\ndef _update(s, vals, _i=0):\n"
         if p.aggs:
             src += "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n"
         for u in updates:
             src += "    " + u + "\n"
         src += "    return s\n"
+        if p.mode == "sliding":
+            src += self._slide_src()
         src += self._emit_src()
         self.source = src
         ns = g.compile(src, self.text)
+        self.remove = ns.get("_remove")
+        self.check = ns.get("_check")
         self.process_fn = ns["_process"]
         self.init = ns["_init"]
         self.update = ns["_update"]

@@ -11,12 +11,12 @@ it is emitted. Count windows emit as soon as they are complete.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right, insort
+from bisect import insort
 from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Iterable
 
-from .errors import SqlRuntimeError
+from .errors import SqlError, SqlRuntimeError
 from .program import BIG, Program
 
 INF = math.inf
@@ -242,67 +242,128 @@ class SessionExecutor(Executor):
 
 
 class SlidingExecutor(Executor):
-    """Each record triggers one row for its group over [ts - size, ts], emitted when the watermark reaches ts."""
+    """Each record triggers one row for its group over [ts - size, ts], emitted when the watermark reaches ts.
+
+    Incremental: per group, the records not yet reached by a trigger wait in
+    ``pending`` (sorted by ts, arrival); the ones inside the current range
+    sit in ``active`` (a deque in ts order) and are folded into running
+    aggregate state as they enter and as they are evicted (see
+    ``sliding``). A trigger moves pending records with ts <= T in, evicts
+    records with ts < T - size, and emits: O(1) amortised per record for
+    every non-holistic aggregate, never a rescan of the range.
+    ``touched`` counts the values added and evicted (tests check it stays
+    about two per record).
+    """
+
+    _P, _A, _H, _S, _C, _PH = range(6)  # group list: pending, active, index of active[0], state, refs, pending head
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
         self.size = prog.plan.window.size
-        self.bufs: dict = {}  # key -> sorted [(ts, seq, vals)]
+        self.refs = prog.slide_refs
+        self.groups: dict = {}  # key -> [pending, active, head index, state, check refs, pending head]
         self.trig: list = []  # heap of (ts, seq, key)
         self.seq = 0
+        self.touched = 0
+        self._closes = 0
+        self._sweep_at = 64
 
     def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
         if ts < self.wm:
             self.late_record(r)
             return
-        self.seq += 1
-        buf = self.bufs.get(k)
-        if buf is None:
-            buf = self.bufs[k] = []
-        if not buf or buf[-1][0] <= ts:
-            buf.append((ts, self.seq, vals))
+        g = self.groups.get(k)
+        if g is None:
+            g = [[], deque(), 0, self.prog.init(), [None] * self.refs, 0]
+            self.prog.check(g[4], vals)  # raises for a value this group could not aggregate
+            self.groups[k] = g
         else:
-            insort(buf, (ts, self.seq, vals))
+            self.prog.check(g[4], vals)
+        self.seq += 1
+        pend = g[0]
+        item = (ts, self.seq, vals)
+        if len(pend) == g[5] or pend[-1][0] <= ts:
+            pend.append(item)
+        else:
+            insort(pend, item, g[5])
         heappush(self.trig, (ts, self.seq, k))
         if ts < self.nxt:
             self.nxt = ts
 
+    def _evict(self, g: list, lo: Any) -> None:
+        act = g[1]
+        if act and act[0][0] < lo:
+            s, rem = g[3], self.prog.remove
+            h = g[2]
+            while act and act[0][0] < lo:
+                rem(s, act.popleft()[1], h)
+                h += 1
+                self.touched += 1
+            g[2] = h
+
     def close(self, wm: Any, now: int) -> list:
         out: list = []
-        trig, size, init, update = self.trig, self.size, self.prog.init, self.prog.update
+        trig, size, groups, add = self.trig, self.size, self.groups, self.prog.update
         touched = set()
         while trig and trig[0][0] <= wm:
-            ts, seq, k = heappop(trig)
-            buf = self.bufs[k]
-            lo = bisect_left(buf, (ts - size,))
-            hi = bisect_right(buf, (ts, BIG))
-            s = init()
-            for i in range(lo, hi):
-                update(s, buf[i][2])
-            out.extend(self.rows_of(ts - size, ts, [(k, s)], now))
+            T, _, k = heappop(trig)
+            g = groups[k]
+            pend, act, s = g[0], g[1], g[3]
+            ph, n = g[5], len(pend)
+            if ph < n and pend[ph][0] <= T:
+                i = g[2] + len(act)
+                while ph < n and pend[ph][0] <= T:
+                    ts, _, vals = pend[ph]
+                    ph += 1
+                    act.append((ts, vals))
+                    try:
+                        add(s, vals, i)
+                    except Exception as e:  # checked on arrival; kept so that no value can stop the query
+                        self.bad({"key": k if not isinstance(k, tuple) else list(k), "ts": ts}, e)
+                    i += 1
+                    self.touched += 1
+                if ph == n:
+                    pend.clear()
+                    ph = 0
+                elif ph > 64 and ph * 2 > n:
+                    del pend[:ph]
+                    ph = 0
+                g[5] = ph
+            self._evict(g, T - size)
+            out.extend(self.rows_of(T - size, T, [(k, s)], now))
             touched.add(k)
-        if wm != INF:
-            # records older than wm - size can be in no future window (future triggers are >= wm)
-            for k in touched:
-                buf = self.bufs[k]
-                cut = bisect_left(buf, (wm - size,))
-                if cut:
-                    del buf[:cut]
-                if not buf:
-                    del self.bufs[k]
+        if wm == INF:
+            self.groups.clear()
         else:
-            self.bufs.clear()
+            # records older than wm - size are in no future window (future triggers are >= wm)
+            lo = wm - size
+            for k in touched:
+                self._drop_if_idle(k, lo)
+            self._closes += 1
+            if self._closes >= self._sweep_at:  # amortised sweep of groups that went quiet
+                self._closes = 0
+                for k in list(groups):
+                    self._drop_if_idle(k, lo)
+                self._sweep_at = 64 + 2 * len(groups)
         self.nxt = trig[0][0] if trig else BIG
         return out
 
+    def _drop_if_idle(self, k: Any, lo: Any) -> None:
+        g = self.groups[k]
+        self._evict(g, lo)
+        if not g[1] and g[5] == len(g[0]):
+            del self.groups[k]
+
     def live_states(self) -> int:
-        return sum(len(b) for b in self.bufs.values())
+        return sum(len(g[1]) + len(g[0]) - g[5] for g in self.groups.values())
 
     def state(self) -> dict:
-        return {"bufs": self.bufs, "trig": self.trig, "seq": self.seq}
+        return {"groups": self.groups, "trig": self.trig, "seq": self.seq}
 
     def restore(self, st: dict) -> None:
-        self.bufs, self.trig, self.seq = st["bufs"], st["trig"], st["seq"]
+        if "groups" not in st:
+            raise SqlError("resume_state holds sliding-window state of an older format: start without it")
+        self.groups, self.trig, self.seq = st["groups"], st["trig"], st["seq"]
         self.nxt = self.trig[0][0] if self.trig else BIG
 
 

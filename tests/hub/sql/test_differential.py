@@ -119,6 +119,50 @@ def test_sliding_matches_sqlite(rows, size):
     assert same(got, _strip(want, ["we", "g", *COLS]))
 
 
+SLIDE_AGGS = AGGS + ", var(v) AS var, vars(v) AS vs, first_value(v) AS f, last_value(v) AS l"
+# population and sample variance from SQLite's exact integer sums; first/last non-NULL by ts, then arrival
+SLIDE_SQLITE = (AGGS.replace("(v)", "(b.v)").replace("DISTINCT v", "DISTINCT b.v")
+                + ", (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v)) / count(b.v) AS var"
+                + ", CASE WHEN count(b.v) > 1 THEN (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v))"
+                + " / (count(b.v) - 1) END AS vs"
+                + ", (SELECT c.v FROM t c WHERE c.g IS a.g AND c.v IS NOT NULL AND c.ts BETWEEN a.ts - {size} AND a.ts"
+                + " AND c.rowid {seen} ORDER BY c.ts, c.rowid LIMIT 1) AS f"
+                + ", (SELECT c.v FROM t c WHERE c.g IS a.g AND c.v IS NOT NULL AND c.ts BETWEEN a.ts - {size} AND a.ts"
+                + " AND c.rowid {seen} ORDER BY c.ts DESC, c.rowid DESC LIMIT 1) AS l")
+SLIDE_COLS = [*COLS, "var", "vs", "f", "l"]
+
+
+@SETTINGS
+@given(records, st.sampled_from([1, 100, 1000]))
+def test_incremental_sliding_matches_sqlite_for_every_aggregate(rows, size):
+    """In event-time order: each trigger sees the group's records in [ts - size, ts] that arrived before it."""
+    rows = sorted(rows, key=lambda r: r[0])
+    got, _ = _engine(f"SELECT window_end() AS we, g, {SLIDE_AGGS} FROM s GROUP BY g, SLIDINGWINDOW(ms, {size})", rows)
+    aggs = SLIDE_SQLITE.format(size=size, seen="<= a.rowid")
+    want = _sqlite(rows, f"""
+        SELECT a.ts AS we, a.g AS g, {aggs} FROM t a JOIN t b
+          ON a.g IS b.g AND b.ts BETWEEN a.ts - {size} AND a.ts AND b.rowid <= a.rowid
+        GROUP BY a.rowid ORDER BY a.ts, a.rowid""")
+    assert same(got, _strip(want, ["we", "g", *SLIDE_COLS]))
+
+
+@SETTINGS
+@given(records, st.randoms(use_true_random=False), st.sampled_from([1, 250, 1000]))
+def test_sliding_out_of_order_within_lateness_matches_sqlite(rows, rnd, size):
+    """Shuffled input, lateness covering the disorder: each row sees every record of its range; rows by (ts, arrival)."""
+    rows = list(rows)
+    rnd.shuffle(rows)
+    got, ctx = _engine(f"SELECT window_end() AS we, g, {SLIDE_AGGS} FROM s GROUP BY g, SLIDINGWINDOW(ms, {size})",
+                       rows, lateness_ms=6000)
+    assert not ctx.late_records
+    aggs = SLIDE_SQLITE.format(size=size, seen="> 0")
+    want = _sqlite(rows, f"""
+        SELECT a.ts AS we, a.g AS g, {aggs} FROM t a JOIN t b
+          ON a.g IS b.g AND b.ts BETWEEN a.ts - {size} AND a.ts
+        GROUP BY a.rowid ORDER BY a.ts, a.rowid""")
+    assert same(got, _strip(want, ["we", "g", *SLIDE_COLS]))
+
+
 @SETTINGS
 @given(records, st.sampled_from([1, 2, 3, 5]))
 def test_count_window_matches_sqlite(rows, n):

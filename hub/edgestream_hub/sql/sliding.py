@@ -1,0 +1,268 @@
+"""Incremental aggregates for SLIDINGWINDOW: running state updated on add and on eviction.
+
+A sliding group keeps its records with ts in [T - size, T] (T the
+trigger being emitted) and, per aggregate, state that is updated when a
+record enters and when it is evicted, so one output row costs O(1)
+amortised whatever the window holds:
+
+- ``count``: a counter; ``sum``/``avg``: exact integer sum plus a
+  compensated (Neumaier) float sum, reset whenever the window holds no
+  float, so adding and evicting floats does not drift; ``var``/``stddev``
+  and the sample forms: exact integer sums of x and x² plus float sums of
+  (x - K) and (x - K)² around a shift K, combined at emit (Chan et al.);
+- ``min``/``max``: a monotonic deque of (index, value), amortised O(1);
+- ``first_value``/``last_value``: a queue of the non-NULL values;
+- ``count(DISTINCT x)``: a value -> multiplicity map (O(1) per update);
+- ``median``/``percentile``: a sorted list (binary search to insert and
+  to remove); ``collect``: the queue of non-NULL values. Only these
+  holistic aggregates read the buffered values at emit.
+
+``slide_code`` gives the generated-code template of each aggregate;
+``SlideCode.check`` statements run when a record arrives, so a value
+that could not be aggregated (``min`` of an object, a string after
+numbers, an unhashable DISTINCT value) fails that record there, never
+later when the window is emitted.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import ir
+from .errors import SqlRuntimeError
+
+_SCALAR = (int, float, str, bool)
+
+
+@dataclass
+class SlideCode:
+    inits: list  # python expressions, one per slot
+    add: list  # statements; value in v, state list s, record index _i
+    remove: list  # statements undoing add for the same value and index
+    final: str  # python expression of the result
+    check: list = field(default_factory=list)  # statements run on arrival (may raise)
+    refs: int = 0  # per-group reference slots the check statements use
+
+
+# -- float sums that survive add/evict: Neumaier compensation, non-finite values counted apart -------
+def fadd(s: list, o: int, v: float) -> None:
+    """Add float ``v`` to the sum in slots o (sum), o+1 (compensation), o+2 (floats), o+3 (non-finite counts)."""
+    s[o + 2] += 1
+    if v - v == 0:
+        t = s[o] + v
+        if abs(s[o]) >= abs(v):
+            s[o + 1] += (s[o] - t) + v
+        else:
+            s[o + 1] += (v - t) + s[o]
+        s[o] = t
+    else:
+        d = s[o + 3]
+        k = repr(v)
+        d[k] = d.get(k, 0) + 1
+
+
+def fsub(s: list, o: int, v: float) -> None:
+    s[o + 2] -= 1
+    if s[o + 2] == 0:
+        s[o] = s[o + 1] = 0.0
+        s[o + 3].clear()
+        return
+    if v - v == 0:
+        v = -v
+        t = s[o] + v
+        if abs(s[o]) >= abs(v):
+            s[o + 1] += (s[o] - t) + v
+        else:
+            s[o + 1] += (v - t) + s[o]
+        s[o] = t
+    else:
+        d = s[o + 3]
+        k = repr(v)
+        d[k] -= 1
+        if not d[k]:
+            del d[k]
+
+
+def fvalue(s: list, o: int) -> float:
+    d = s[o + 3]
+    if d:
+        if "nan" in d or ("inf" in d and "-inf" in d):
+            return math.nan
+        return math.inf if "inf" in d else -math.inf
+    return s[o] + s[o + 1]
+
+
+def sum_value(s: list, o: int, mean: bool) -> Any:
+    """Slots: o non-NULL count, o+1 exact int sum, o+2.. the float sum (see ``fadd``)."""
+    n = s[o]
+    if not n:
+        return None
+    total = s[o + 1] + fvalue(s, o + 2) if s[o + 4] else s[o + 1]
+    return total / n if mean else total
+
+
+# -- variance: exact over ints, shifted compensated sums over floats ---------------------------------
+# slots: 0 n_int, 1 sum_int, 2 sumsq_int, 3 n_float, 4 shift K, 5 A, 6 A comp, 7 B, 8 B comp, 9 non-finite
+def _kahan(s: list, o: int, v: float) -> None:
+    t = s[o] + v
+    if abs(s[o]) >= abs(v):
+        s[o + 1] += (s[o] - t) + v
+    else:
+        s[o + 1] += (v - t) + s[o]
+    s[o] = t
+
+
+def var_add(s: list, o: int, v: Any) -> None:
+    if v.__class__ is int:
+        s[o] += 1
+        s[o + 1] += v
+        s[o + 2] += v * v
+    elif v - v != 0:
+        s[o + 9] += 1
+    else:
+        if not s[o + 3]:
+            s[o + 4] = v
+            s[o + 5] = s[o + 6] = s[o + 7] = s[o + 8] = 0.0
+        s[o + 3] += 1
+        d = v - s[o + 4]
+        _kahan(s, o + 5, d)
+        _kahan(s, o + 7, d * d)
+
+
+def var_sub(s: list, o: int, v: Any) -> None:
+    if v.__class__ is int:
+        s[o] -= 1
+        s[o + 1] -= v
+        s[o + 2] -= v * v
+    elif v - v != 0:
+        s[o + 9] -= 1
+    else:
+        s[o + 3] -= 1
+        if not s[o + 3]:
+            s[o + 5] = s[o + 6] = s[o + 7] = s[o + 8] = 0.0
+            return
+        d = v - s[o + 4]
+        _kahan(s, o + 5, -d)
+        _kahan(s, o + 7, -(d * d))
+
+
+def var_value(s: list, o: int, sample: bool, root: bool) -> Any:
+    ni, nf = s[o], s[o + 3]
+    n = ni + nf + s[o + 9]
+    if n == 0 or (sample and n < 2):
+        return None
+    if s[o + 9]:
+        return math.nan
+    m2 = 0.0
+    if ni:
+        mean_i = s[o + 1] / ni
+        m2 = (ni * s[o + 2] - s[o + 1] * s[o + 1]) / ni  # exact integer numerator
+    if nf:
+        a = s[o + 5] + s[o + 6]
+        mean_f = s[o + 4] + a / nf
+        m2f = max(0.0, (s[o + 7] + s[o + 8]) - a * a / nf)
+        if ni:
+            delta = mean_f - mean_i
+            m2 = m2 + m2f + delta * delta * ni * nf / n
+        else:
+            m2 = m2f
+    var = max(0.0, m2) / (n - 1 if sample else n)
+    return math.sqrt(var) if root else var
+
+
+# -- holistic helpers ---------------------------------------------------------------------------------
+def sorted_remove(xs: list, v: Any) -> None:
+    i = bisect_left(xs, v)
+    if i < len(xs) and xs[i] == v:
+        del xs[i]
+        return
+    for j, x in enumerate(xs):  # NaN breaks the ordering: fall back to a scan
+        if x is v or (x != x and v != v):
+            del xs[j]
+            return
+
+
+def percentile_sorted(xs: list, p: float) -> Any:
+    if not xs:
+        return None
+    pos = p * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    frac = pos - lo
+    if frac == 0:
+        return xs[lo]
+    return xs[lo] + (xs[hi] - xs[lo]) * frac
+
+
+def minmax_check(ref: Any, v: Any, what: str) -> None:
+    if not isinstance(v, _SCALAR):
+        raise SqlRuntimeError(f"{what} in a sliding window takes numbers or strings, got {type(v).__name__}")
+    if ref is not None:
+        try:
+            ref < v  # noqa: B015 - only to see that the two compare
+        except TypeError:
+            raise SqlRuntimeError(f"{what} cannot compare {type(v).__name__} {v!r:.40} with the group's "
+                                  f"earlier {type(ref).__name__} values") from None
+
+
+def hashable(v: Any) -> None:
+    try:
+        hash(v)
+    except TypeError:
+        raise SqlRuntimeError(f"count(DISTINCT x) takes scalar values, got {type(v).__name__}") from None
+
+
+def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any], str]) -> SlideCode:
+    """Template of aggregate ``a`` (value variable ``v``, state ``s`` from slot ``o``, first ref slot ``ref``)."""
+    S = lambda k: f"{s}[{o + k}]"  # noqa: E731
+    name = a.name
+    nn = f"if {v} is not None: "
+    if name == "count":
+        if a.star:
+            return SlideCode(["0"], [f"{S(0)} += 1"], [f"{S(0)} -= 1"], S(0))
+        if a.distinct:
+            return SlideCode(
+                ["{}"], [nn + f"{S(0)}[{v}] = {S(0)}.get({v}, 0) + 1"],
+                [f"if {v} is not None:", f"    _c = {S(0)}[{v}] - 1", "    if _c:", f"        {S(0)}[{v}] = _c",
+                 "    else:", f"        del {S(0)}[{v}]"],
+                f"len({S(0)})", [nn + f"{const(hashable)}({v})"])
+        return SlideCode(["0"], [nn + f"{S(0)} += 1"], [nn + f"{S(0)} -= 1"], S(0))
+    if name in ("sum", "avg"):
+        # slots: n, int sum, float sum, compensation, floats, non-finite counts
+        add = [f"if {v} is not None:", f"    {S(0)} += 1", f"    if {v}.__class__ is int: {S(1)} += {v}",
+               f"    else: {const(fadd)}({s}, {o + 2}, {v})"]
+        rem = [f"if {v} is not None:", f"    {S(0)} -= 1", f"    if {v}.__class__ is int: {S(1)} -= {v}",
+               f"    else: {const(fsub)}({s}, {o + 2}, {v})"]
+        return SlideCode(["0", "0", "0.0", "0.0", "0", "{}"], add, rem,
+                         f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+    if name in ("var", "vars", "stddev", "stddevs"):
+        sample = name.endswith("s")
+        return SlideCode(["0", "0", "0", "0", "0.0", "0.0", "0.0", "0.0", "0.0", "0"],
+                         [nn + f"{const(var_add)}({s}, {o}, {v})"], [nn + f"{const(var_sub)}({s}, {o}, {v})"],
+                         f"{const(var_value)}({s}, {o}, {sample}, {name.startswith('stddev')})")
+    if name in ("min", "max"):
+        worse = ">" if name == "min" else "<"
+        q = S(0)
+        add = [f"if {v} is not None:", f"    _q = {q}", f"    while _q and _q[-1][1] {worse} {v}: _q.pop()",
+               f"    _q.append((_i, {v}))"]
+        rem = [f"if {v} is not None and {q}[0][0] == _i: {q}.popleft()"]
+        chk = [nn + f"{const(minmax_check)}(c[{ref}], {v}, {name + '()'!r})"]
+        return SlideCode([f"{const(deque)}()"], add, rem, f"({q}[0][1] if {q} else None)", chk, 1)
+    if name in ("first_value", "last_value", "collect"):
+        q = S(0)
+        add = [nn + f"{q}.append({v})"]
+        rem = [nn + f"{q}.popleft()"]
+        if name == "collect":
+            final = f"list({q})"
+        else:
+            final = f"({q}[{0 if name == 'first_value' else -1}] if {q} else None)"
+        return SlideCode([f"{const(deque)}()"], add, rem, final)
+    if name in ("median", "percentile"):
+        p = 0.5 if name == "median" else float(a.args[1].value)
+        return SlideCode(["[]"], [nn + f"{const(insort)}({S(0)}, {v})"],
+                         [nn + f"{const(sorted_remove)}({S(0)}, {v})"], f"{const(percentile_sorted)}({S(0)}, {p!r})")
+    raise ValueError(name)
