@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test bench install mosquitto clean
 
-demo: $(STAMP)
+demo: $(STAMP) mosquitto
 	$(VENV)/bin/edgestream demo
 
 test: $(STAMP) mosquitto
