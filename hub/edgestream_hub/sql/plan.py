@@ -28,7 +28,7 @@ class Plan:
     order: list  # (expr rewritten, desc)
     limit: Optional[int]
     window: Optional[ir.WindowSpec]
-    analytics: list = field(default_factory=list)  # ir.Analytic call sites (rows mode)
+    analytics: list = field(default_factory=list)  # ir.Analytic call sites, evaluated per record
     star: bool = False
 
     @property
@@ -92,7 +92,7 @@ def build(q: ir.Query) -> Plan:
         having = _rewrite(q.having, keys, aggs) if q.having is not None else None
         order = [(_rewrite(e, keys, aggs), d) for e, d in q.order]
     analytics = []
-    if mode == "rows":
+    if mode != "join":  # analytic functions run per record, before WHERE and the window
         seen = set()
         for e in q.expressions():
             for n in e.walk():

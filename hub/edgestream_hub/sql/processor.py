@@ -123,6 +123,7 @@ class SqlProcessor:
             "wm": ex.wm,
             "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted},
             "state": encode(ex.state()),
+            "analytic": encode([a.state for a in self.program.analytics]) if self.plan.mode != "join" else [],
         }
 
     def _restore(self, st: Any) -> None:
@@ -135,6 +136,8 @@ class SqlProcessor:
         c = st.get("counters") or {}
         ex.dead, ex.late, ex.emitted = c.get("dead", 0), c.get("late", 0), c.get("emitted", 0)
         ex.restore(decode(st["state"]))
+        for a, s in zip(getattr(self.program, "analytics", []), decode(st.get("analytic") or [])):
+            a.state = s
 
     # -- extras -------------------------------------------------------------------
     @property

@@ -305,10 +305,10 @@ class Program:
             if p.mode == "window_rows":
                 used = q.used_fields.get(first)
                 if used is not None:
-                    prune = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
-                    emit(ind + f"S.add(ts, None, ({prune}, {', '.join(self.tvars)}{',' if self.tvars else ''}), r)")
-                else:
-                    emit(ind + f"S.add(ts, None, ({', '.join(envs)},), r)")
+                    envs[0] = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
+                if p.analytics:  # their per-record values travel with the record to the window's end
+                    envs.append("(" + "".join(f"_z{i}, " for i in range(len(p.analytics))) + ")")
+                emit(ind + f"S.add(ts, None, ({', '.join(envs)},), r)")
             else:
                 raise AssertionError("join mode uses StreamJoin")
         else:
@@ -372,6 +372,10 @@ class Program:
         if p.mode == "window_rows" or (p.mode == "join" and not p.aggs and not p.keys):
             # rows of a window: evaluated at close with the window bounds
             envs = ", ".join(["r"] + [g.env[s.alias] for s in self.q.sources[1:]])
+            if p.mode == "window_rows" and p.analytics:
+                envs += ", _zs"
+                for i, a in enumerate(p.analytics):
+                    g.analytic_code[id(a)] = f"_zs[{i}]"
             lines = [f"\ndef _project(ws, we, now, {envs}):"]
             for c in self.q.post_filters if p.mode == "join" else []:
                 lines.append(f"    if not ({g.expr(c)}): return None")

@@ -4,7 +4,10 @@ Unknown functions and wrong argument counts; aggregates where no group
 exists (WHERE, GROUP BY, ON) or nested in each other; columns that are
 neither grouped nor aggregated; ``window_start()`` without a window;
 unknown columns of tables whose columns are known; stream-stream joins
-outside a time window; ORDER BY or LIMIT with nothing to order per window.
+outside a time window; ORDER BY or LIMIT with nothing to order per window;
+analytic functions where no per-record value exists (outside aggregates
+in SELECT, HAVING or ORDER BY of an aggregate query; in ON; in
+stream-stream joins).
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                     raise err(f"{n.name}(*) is not allowed", n)
                 for a in n.args:
                     for m in a.walk():
-                        if isinstance(m, (ir.Agg, ir.Analytic)):
-                            raise err(f"{m.name}() cannot be nested inside aggregate {n.name}()", m)
+                        if isinstance(m, ir.Agg) or (isinstance(m, ir.Analytic) and not per_record):
+                            raise err(f"{m.name}() cannot be nested inside aggregate {n.name}()"
+                                      + (" in a stream-stream join" if isinstance(m, ir.Analytic) else ""), m)
                         if isinstance(m, ir.WinFn):
                             raise err(f"window_{m.which}() cannot be used inside an aggregate", m)
                 if n.name == "percentile":
@@ -64,8 +68,8 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                     if not (isinstance(p, ir.Lit) and isinstance(p.value, (int, float)) and not isinstance(p.value, bool) and 0 <= p.value <= 1):
                         raise err("percentile(x, p) needs a constant p between 0 and 1", p)
             elif isinstance(n, ir.Analytic):
-                if not analytic_ok:
-                    raise err(f"{n.name}() works on the record stream: use it in a query without windows or aggregates", n)
+                if not (analytic_ok or (per_record and id(n) in per_record_sites)):
+                    raise err(analytic_msg(n, where), n)
                 lo, hi = ir.ANALYTIC[n.name]
                 if not lo <= len(n.args) <= hi:
                     raise err(f"{n.name}() takes {lo} to {hi} arguments", n)
@@ -91,13 +95,36 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
 
     aggregated = is_aggregated(q)
     grouping = has_aggregates(q)
-    analytic_ok = not aggregated
+    # analytic functions run per record, before WHERE and the window (as in eKuiper): in WHERE, GROUP BY keys,
+    # aggregate arguments, and SELECT of queries that emit records (no aggregates); not in stream-stream joins
+    per_record = len(q.streams) == 1
+    per_record_sites = {id(m) for e in q.expressions() for n in e.walk() if isinstance(n, ir.Agg)
+               for a in n.args for m in a.walk() if isinstance(m, ir.Analytic)}
+
+    def under_keys(node: ir.Node) -> None:  # an expression equal to a GROUP BY key reads the key
+        if node in q.group:
+            per_record_sites.update(id(m) for m in node.walk() if isinstance(m, ir.Analytic))
+            return
+        for c in node.children():
+            under_keys(c)
+
+    for e in [item.expr for item in q.select] + [q.having] * (q.having is not None) + [e for e, _ in q.order]:
+        under_keys(e)
+
+    def analytic_msg(n: ir.Analytic, where: str) -> str:
+        if not per_record:
+            return f"{n.name}() is not supported in a stream-stream join"
+        if where not in ("SELECT", "HAVING", "ORDER BY"):
+            return f"{n.name}() is not allowed in {where}"
+        return (f"{n.name}() is evaluated per record, before the window: in {where} of a query with aggregates "
+                f"use it inside an aggregate (e.g. sum({n.name}(...))), in WHERE or in GROUP BY")
+
     for item in q.select:
-        check(item.expr, "SELECT", grouping, analytic_ok)
+        check(item.expr, "SELECT", grouping, per_record and not grouping)
     if q.where is not None:
-        check(q.where, "WHERE", False, analytic_ok)
+        check(q.where, "WHERE", False, per_record)
     for g in q.group:
-        check(g, "GROUP BY", False, False)
+        check(g, "GROUP BY", False, per_record)
     for s in q.sources:
         if s.on is not None:
             check(s.on, "ON", False, False)

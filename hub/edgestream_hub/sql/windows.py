@@ -119,11 +119,8 @@ class RowsExecutor(Executor):
         self.emitted += len(out)
         return out
 
-    def state(self) -> dict:
-        return {"analytic": [a.state for a in self.prog.analytics]}
-
     def restore(self, st: dict) -> None:
-        for a, s in zip(self.prog.analytics, st.get("analytic", [])):
+        for a, s in zip(self.prog.analytics, st.get("analytic", [])):  # snapshots that kept them here
             a.state = s
 
 

@@ -31,7 +31,11 @@ BAD = [
     ("SELECT percentile(x, 2) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 22, "between 0 and 1"),
     ("SELECT sum(max(x)) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 12, "cannot be nested"),
     ("SELECT a.x FROM a JOIN b ON a.k = b.k", 1, 24, "needs a TUMBLINGWINDOW"),
-    ("SELECT lag(x) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 8, "without windows"),
+    ("SELECT lag(x), count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 8, "inside an aggregate"),
+    ("SELECT count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1) HAVING latest(v) > 1", 1, 62, "evaluated per record"),
+    ("SELECT a.k FROM a JOIN b ON a.k = b.k WHERE lag(a.v) > 1 GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 45,
+     "stream-stream join"),
+    ("SELECT sum(lag(a.v)) FROM a JOIN b ON a.k = b.k GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 12, "stream-stream join"),
     ("SELECT * , count(*) FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", 1, 8, "SELECT *"),
     ("DELETE FROM s", 1, 1, "only SELECT"),
     ("", 1, 1, "empty"),
@@ -51,6 +55,13 @@ def test_compile_error_is_located(query, line, col, what):
     caret_line = e.excerpt.split("\n")[-1]
     assert caret_line == " " * (col - 1) + "^"
     assert f"line {line}, column {col}" in str(e)
+
+
+def test_analytic_function_in_a_table_join_condition_is_a_compile_error():
+    with pytest.raises(SqlError) as ei:
+        SqlProcessor("SELECT s.v FROM s JOIN t ON s.k = t.k AND lag(s.v) = t.v", SimpleContext(),
+                     tables={"t": [{"k": 1, "v": 2}]})
+    assert "lag() is not allowed in ON" in str(ei.value) and ei.value.column == 43
 
 
 def test_unknown_table_column_is_a_compile_error():

@@ -50,6 +50,11 @@ def test_processing_time_mode_ignores_record_timestamps():
     "SELECT id, collect(v) AS c FROM s GROUP BY id, COUNTWINDOW(3)",
     "SELECT id, v, lag(v) OVER (PARTITION BY id) AS p FROM s",
     "SELECT id, ts FROM s GROUP BY TUMBLINGWINDOW(ss, 1)",
+    "SELECT id, min(v) AS lo, max(v) AS hi, median(v) AS m, count(DISTINCT v) AS d, stddev(v) AS sd, collect(v) AS c "
+    "FROM s GROUP BY id, SLIDINGWINDOW(ss, 2)",
+    "SELECT id, sum(v - lag(v) OVER (PARTITION BY id)) AS d FROM s WHERE had_changed(true, v) GROUP BY id, "
+    "TUMBLINGWINDOW(ss, 1)",
+    "SELECT id, v, lag(v) AS p FROM s GROUP BY TUMBLINGWINDOW(ss, 1)",
 ])
 def test_snapshot_resume_continues_exactly(query):
     recs = [{"id": f"k{i % 3}", "ts": i * 170, "v": i % 7} for i in range(60)]
