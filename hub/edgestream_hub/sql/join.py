@@ -6,7 +6,8 @@ the query uses, and buffered per window. When the watermark reaches the
 window's end the buffers are hash-joined on the ON equalities (other ON
 conditions are checked per pair), the remaining WHERE conjuncts applied,
 and the rows grouped and aggregated or projected. The buffers are then
-dropped. Inner joins only.
+dropped. ``JOIN`` keeps matching pairs; ``LEFT JOIN`` also keeps each
+left row that matched nothing in the window, with the right side NULL.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from .program import BIG, Program
 from .windows import Executor
 
 
+_NULLS: dict = {}  # the record of an unmatched LEFT JOIN side: every field reads NULL
+
+
 class JoinProgram(Program):
     def __init__(self, plan: Plan, *, time_field: str, lateness_ms: int, processing_time: bool,
                  functions: Any, stream_field: str) -> None:
@@ -32,6 +36,7 @@ class JoinProgram(Program):
         p, q, g = self.plan, self.q, self.gen
         streams = q.streams
         self.aliases = [s.alias for s in streams]
+        self.left = [s.join == "left" for s in streams]
         self.by_name = {}
         for i, s in enumerate(streams):
             self.by_name[s.name] = i
@@ -156,13 +161,18 @@ class StreamJoinExecutor(Executor):
                         idx.setdefault(k, []).append(row)
                     except Exception as e:
                         self.bad(row, e)
+            left = prog.left[i]
             for env in envs:
                 try:
                     cands = idx.get(probe(*env), ()) if probe is not None else rows
+                    matched = False
                     for m in cands:
                         e2 = env + (m,)
                         if res is None or res(*e2, now):
                             nxt.append(e2)
+                            matched = True
+                    if left and not matched:
+                        nxt.append(env + (_NULLS,))  # LEFT JOIN: the right side's fields are NULL
                 except Exception as e:
                     self.bad(env[0], e)
             envs = nxt

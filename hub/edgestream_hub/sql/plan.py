@@ -177,7 +177,7 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
     if p.mode == "join":
         for s in q.streams[1:]:
             keys = q.join_keys.get(s.alias) or []
-            lines.append(f"{step}. JOIN stream {s.alias} inside each window on "
+            lines.append(f"{step}. {'LEFT ' if s.join == 'left' else ''}JOIN stream {s.alias} inside each window on "
                          + (", ".join(f"{_sql(a)} = {_sql(b)}" for a, b in keys) or "every pair"))
             if q.join_residual.get(s.alias):
                 lines.append("   join condition: " + " AND ".join(_sql(c) for c in q.join_residual[s.alias]))
@@ -188,7 +188,7 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
     if q.window is not None:
         lines.append(f"{step}. window: {q.window.describe()}")
         step += 1
-    if p.mode not in ("rows", "window_rows"):
+    if p.mode not in ("rows", "window_rows") and (p.mode != "join" or p.keys or p.aggs):
         lines.append(f"{step}. group by: " + (", ".join(_sql(k) for k in p.keys) or "(one group)"))
         step += 1
         for i, a in enumerate(p.aggs):

@@ -2,7 +2,9 @@
 
 A conjunct that reads only the FROM stream runs first, before any join or
 window work. A conjunct that reads only one inner-joined table filters that
-table when it is loaded (join time), so non-matching rows are never probed.
+table when it is loaded (join time), so non-matching rows are never probed;
+one on a LEFT JOIN's right side alone (table or stream) runs after the
+join, where it sees the NULLs of unmatched rows.
 Equalities between a table column and a stream expression become the
 lookup key of a hash join. What is left runs after the join.
 """
@@ -42,8 +44,8 @@ def pushdown(q: ir.Query, cat: Catalog) -> ir.Query:
         if len(srcs) <= 1 and not any(isinstance(m, ir.Analytic) for m in c.walk()):
             alias = next(iter(srcs), first)
             src = q.source(alias)
-            if src.kind == "table" and src.join == "left":
-                q.post_filters.append(c)  # filtering a LEFT JOIN's table would change its result
+            if src.join == "left":
+                q.post_filters.append(c)  # filtering a LEFT JOIN's right side first would change its result
                 continue
             q.filters[alias].append(c)
             if alias != first:

@@ -169,9 +169,6 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
             raise SqlError("joining two streams needs a TUMBLINGWINDOW or HOPPINGWINDOW in GROUP BY", text, q.streams[1].pos)
         if q.tables:
             raise SqlError("a query joins either streams or tables, not both", text, q.tables[0].pos)
-        for s in q.streams[1:]:
-            if s.join == "left":
-                raise SqlError("stream-stream joins are inner joins: use JOIN", text, s.pos)
     for s in q.sources[1:]:
         if s.on is None:
             raise SqlError(f"JOIN {s.alias} needs ON <condition>", text, s.pos)
