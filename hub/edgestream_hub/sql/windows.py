@@ -169,40 +169,81 @@ class FastExecutor(Executor):
 class SessionExecutor(Executor):
     """One session per group; it closes when the watermark reaches min(last + timeout, first + max).
 
-    Session ends sit in a heap (lazily corrected when a session grows), so
-    closing costs O(log sessions) per session, not a scan of every group.
+    In event-time order a record joins its group's open session when
+    ts - last < timeout and ts - first < max, otherwise it opens a new one.
+    Out of order (within the lateness) a record joins the not yet emitted
+    session of its group that contains it, else the one before it by the
+    same rule, else the one after it when first - ts < timeout and
+    last - ts < max, so a session never spans max or more and never has a
+    gap of timeout or more; otherwise it opens a session of its own.
+    Sessions never merge. Session ends sit in a heap (re-pushed when an end
+    moves), so closing costs O(log sessions) per session.
     """
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
         w = prog.plan.window
         self.timeout, self.max = w.timeout, w.size
-        self.open: dict = {}  # key -> seq of its open session
-        self.sessions: dict = {}  # seq -> [first, last, key, state] (open, or closed by a record and not yet due)
+        self.open: dict = {}  # key -> seqs of its sessions not yet emitted, ordered by first ts
+        self.sessions: dict = {}  # seq -> [first, last, key, state]
         self.heap: list = []  # (end when pushed, seq)
         self.seq = 0
 
     def _end(self, sess: list) -> int:
         return min(sess[1] + self.timeout, sess[0] + self.max)
 
+    def _fits_after(self, sess: list, ts: int) -> bool:
+        return ts - sess[1] < self.timeout and ts - sess[0] < self.max
+
+    def _fits_before(self, sess: list, ts: int) -> bool:
+        return sess[0] - ts < self.timeout and sess[1] - ts < self.max
+
     def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
-        seq = self.open.get(k)
-        sess = self.sessions[seq] if seq is not None else None
-        if sess is not None and ts - sess[1] < self.timeout and ts - sess[0] < self.max:
-            self.prog.update(sess[3], vals)
-            if ts > sess[1]:
-                sess[1] = ts
-            elif ts < sess[0]:
-                sess[0] = ts
+        seqs = self.open.get(k)
+        sessions = self.sessions
+        target = None
+        at = 0  # where a new session goes in seqs
+        if seqs:
+            last = sessions[seqs[-1]]
+            if ts >= last[0]:  # in order for this group (the usual case): the spec's rule
+                at = len(seqs)
+                if self._fits_after(last, ts):
+                    target = last
+            else:
+                at = len(seqs)
+                for j, sq in enumerate(seqs):
+                    if sessions[sq][0] > ts:
+                        at = j
+                        break
+                prev = sessions[seqs[at - 1]] if at else None
+                nxt = sessions[seqs[at]]
+                if prev is not None and (ts <= prev[1] or self._fits_after(prev, ts)):
+                    target = prev
+                elif self._fits_before(nxt, ts):
+                    target = nxt
+        if target is not None:
+            self.prog.update(target[3], vals)
+            before = self._end(target)
+            if ts > target[1]:
+                target[1] = ts
+            elif ts < target[0]:
+                target[0] = ts
+            end = self._end(target)
+            if end < before:  # an earlier first can bring the end forward: the heap must know
+                heappush(self.heap, (end, target[4]))
+                if end < self.nxt:
+                    self.nxt = end
             return
         if ts < self.wm:
             self.late_record(r)
             return
-        # the old session (if any) stays in self.sessions until the watermark reaches its end
         self.seq += 1
-        self.sessions[self.seq] = [ts, ts, k, self.prog.update(self.prog.init(), vals)]
-        self.open[k] = self.seq
-        end = min(ts + self.timeout, ts + self.max)
+        sess = [ts, ts, k, self.prog.update(self.prog.init(), vals), self.seq]
+        sessions[self.seq] = sess
+        if seqs is None:
+            seqs = self.open[k] = []
+        seqs.insert(at, self.seq)
+        end = self._end(sess)
         heappush(self.heap, (end, self.seq))
         if end < self.nxt:
             self.nxt = end
@@ -214,13 +255,16 @@ class SessionExecutor(Executor):
             end, seq = heappop(heap)
             sess = sessions.get(seq)
             if sess is None:
-                continue
+                continue  # already emitted through another entry
             real = self._end(sess)
-            if real > end:
-                heappush(heap, (real, seq))  # it grew since it was pushed
-                continue
+            if real != end:
+                if real > end:
+                    heappush(heap, (real, seq))  # it grew since it was pushed
+                continue  # (an entry with the smaller real end exists and comes first)
             del sessions[seq]
-            if self.open.get(sess[2]) == seq:
+            seqs = self.open[sess[2]]
+            seqs.remove(seq)
+            if not seqs:
                 del self.open[sess[2]]
             out.extend(self.rows_of(sess[0], end, [(sess[2], sess[3])], now))
         self.nxt = heap[0][0] if heap else BIG
@@ -233,6 +277,8 @@ class SessionExecutor(Executor):
         return {"open": self.open, "sessions": self.sessions, "heap": self.heap, "seq": self.seq}
 
     def restore(self, st: dict) -> None:
+        if any(not isinstance(v, list) for v in st["open"].values()):
+            raise SqlError("resume_state holds session-window state of an older format: start without it")
         self.open, self.sessions, self.seq = st["open"], st["sessions"], st["seq"]
         self.heap = [tuple(x) for x in st["heap"]]
         self.nxt = self.heap[0][0] if self.heap else BIG
