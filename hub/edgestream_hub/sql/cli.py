@@ -63,15 +63,23 @@ def run(args: argparse.Namespace) -> int:
     for name in given:
         if name not in streams:
             print(f"edgestream sql: warning: --input {name} is not used by the query", file=sys.stderr)
+    def read(name: str) -> list:
+        try:
+            return list(iter_records(given[name], ctx.dead_letter))
+        except OSError as e:
+            raise SqlError(f"cannot read --input {name}={given[name]}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise SqlError(f"cannot read --input {name}={given[name]}: not UTF-8 text ({e.reason})") from e
+
     records: list = []
     if len(streams) == 1:
-        records = list(iter_records(given[next(iter(streams))], ctx.dead_letter))
+        records = read(next(iter(streams)))
     else:
         # several streams: merged in event-time order (stable), each tagged with its stream name
         tagged = []
         seq = 0
         for name in sorted(streams):
-            for rec in iter_records(given[name], ctx.dead_letter):
+            for rec in read(name):
                 rec = dict(rec)
                 rec["_stream"] = name
                 t = rec.get(args.time_field)

@@ -129,3 +129,15 @@ def test_bad_records_are_dead_lettered_never_raised(query, recs):
     for rec, reason in ctx.dead:
         assert isinstance(reason, str) and reason
     json.dumps(p.snapshot(), default=str)
+
+
+def test_cli_unreadable_input_exits_2_naming_it(tmp_path, capsys):
+    from edgestream_tools.cli import main
+
+    missing = tmp_path / "nope.jsonl"
+    assert main(["sql", "SELECT * FROM s", "--input", f"s={missing}"]) == 2
+    assert f"cannot read --input s={missing}: No such file or directory" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"ts,v\n1,\xff\n")
+    assert main(["sql", "SELECT * FROM s", "--input", f"s={bad}"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
