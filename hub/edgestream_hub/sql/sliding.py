@@ -250,7 +250,9 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
         add = [f"if {v} is not None:", f"    _q = {q}", f"    while _q and _q[-1][1] {worse} {v}: _q.pop()",
                f"    _q.append((_i, {v}))"]
         rem = [f"if {v} is not None and {q}[0][0] == _i: {q}.popleft()"]
-        chk = [nn + f"{const(minmax_check)}(c[{ref}], {v}, {name + '()'!r})"]
+        # the usual case (a number of the same type as the group's last one) needs no call
+        chk = [f"if {v} is not None and not ({v}.__class__ is c[{ref}].__class__ and ({v}.__class__ is float"
+               f" or {v}.__class__ is int)): {const(minmax_check)}(c[{ref}], {v}, {name + '()'!r})"]
         return SlideCode([f"{const(deque)}()"], add, rem, f"({q}[0][1] if {q} else None)", chk, 1)
     if name in ("first_value", "last_value", "collect"):
         q = S(0)
