@@ -172,7 +172,7 @@ class Program:
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
         inits, updates = [], []
-        if self.plan.mode == "sliding":
+        if self.plan.mode in ("sliding", "count"):
             return self._slide_layout()
         for i, a in enumerate(self.plan.aggs):
             code = agg_code(a, f"v{i}", "s", len(inits), self.gen.const)
@@ -336,7 +336,7 @@ class Program:
         for u in updates:
             src += "    " + u + "\n"
         src += "    return s\n"
-        if p.mode == "sliding":
+        if p.mode in ("sliding", "count"):
             src += self._slide_src()
         src += self._emit_src()
         self.source = src

@@ -175,6 +175,30 @@ def test_count_window_matches_sqlite(rows, n):
     assert same(got, _strip(want, ["ws", "we", "g", *COLS]))
 
 
+@SETTINGS
+@given(records, st.sampled_from([(3, 1), (3, 2), (2, 5), (4, 4), (1, 3)]))
+def test_overlapping_count_windows_match_sqlite(rows, n_m):
+    """COUNTWINDOW(n, m): after every m-th record of a group, once it has n, the last n records."""
+    n, m = n_m
+    got, _ = _engine(f"SELECT window_start() AS ws, window_end() AS we, g, {SLIDE_AGGS} FROM s "
+                     f"GROUP BY g, COUNTWINDOW({n}, {m})", rows)
+    aggs = (AGGS.replace("(v)", "(b.v)").replace("DISTINCT v", "DISTINCT b.v")
+            + ", (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v)) / count(b.v) AS var"
+            + ", CASE WHEN count(b.v) > 1 THEN (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v))"
+            + " / (count(b.v) - 1) END AS vs")
+    first_last = ", ".join(
+        f"(SELECT c.v FROM r c WHERE c.g IS e.g AND c.v IS NOT NULL AND c.rn BETWEEN e.rn - {n - 1} AND e.rn "
+        f"ORDER BY c.rn {d} LIMIT 1) AS {name}" for d, name in (("", "f"), ("DESC", "l")))
+    want = _sqlite(rows, f"""
+        WITH r AS (SELECT rowid AS rid, *, row_number() OVER (PARTITION BY g ORDER BY rowid) AS rn FROM t),
+        e AS (SELECT * FROM r WHERE rn >= {n} AND rn % {m} = 0)
+        SELECT e.rid AS endrid, e.ts AS we, e.g AS g, {aggs}, {first_last},
+          (SELECT c.ts FROM r c WHERE c.g IS e.g AND c.rn = e.rn - {n - 1}) AS ws
+        FROM e JOIN r b ON b.g IS e.g AND b.rn BETWEEN e.rn - {n - 1} AND e.rn
+        GROUP BY e.rid ORDER BY e.rid""")
+    assert same(got, _strip(want, ["ws", "we", "g", *SLIDE_COLS]))
+
+
 def test_long_generated_run_matches_sqlite():
     """One larger run (20K records, 50 keys) through both engines."""
     rnd = random.Random(7)

@@ -61,6 +61,20 @@ def test_min_max_compare_a_constant_number_of_times_per_record():
         assert (out[i]["lo"], out[i]["hi"]) == (min(window), max(window))
 
 
+def test_count_windows_are_incremental_too():
+    """COUNTWINDOW(5000, 1): a window per record over the last 5,000, without re-aggregating them."""
+    rnd = random.Random(5)
+    recs = [{"ts": i, "v": Counted(rnd.random())} for i in range(N)]
+    Counted.calls = 0
+    out, _, _ = _run(f"SELECT min(v) AS lo, max(v) AS hi, count(*) AS n FROM s GROUP BY COUNTWINDOW({SIZE}, 1)", recs)
+    assert len(out) == N - SIZE + 1
+    assert Counted.calls <= 8 * N, Counted.calls
+    vals = [float(r["v"]) for r in recs]
+    for i in (0, 1, len(out) // 2, len(out) - 1):
+        window = vals[i: i + SIZE]
+        assert (out[i]["lo"], out[i]["hi"], out[i]["n"]) == (min(window), max(window), SIZE)
+
+
 def test_algebraic_aggregates_touch_each_value_twice():
     recs = [{"ts": i, "v": i % 97} for i in range(N)]
     out, p, _ = _run(f"SELECT count(*) AS n, sum(v) AS s, avg(v) AS a, stddev(v) AS sd, count(DISTINCT v) AS d "
