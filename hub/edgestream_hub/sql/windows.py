@@ -206,9 +206,12 @@ class SessionExecutor(Executor):
         if seqs:
             last = sessions[seqs[-1]]
             if ts >= last[0]:  # in order for this group (the usual case): the spec's rule
+                if ts - last[1] < self.timeout and ts - last[0] < self.max:
+                    self.prog.update(last[3], vals)
+                    if ts > last[1]:
+                        last[1] = ts  # the end can only move later: the heap corrects it lazily
+                    return
                 at = len(seqs)
-                if self._fits_after(last, ts):
-                    target = last
             else:
                 at = len(seqs)
                 for j, sq in enumerate(seqs):
@@ -223,16 +226,16 @@ class SessionExecutor(Executor):
                     target = nxt
         if target is not None:
             self.prog.update(target[3], vals)
-            before = self._end(target)
             if ts > target[1]:
                 target[1] = ts
             elif ts < target[0]:
+                before = self._end(target)
                 target[0] = ts
-            end = self._end(target)
-            if end < before:  # an earlier first can bring the end forward: the heap must know
-                heappush(self.heap, (end, target[4]))
-                if end < self.nxt:
-                    self.nxt = end
+                end = self._end(target)
+                if end < before:  # an earlier first can bring the end forward: the heap must know
+                    heappush(self.heap, (end, target[4]))
+                    if end < self.nxt:
+                        self.nxt = end
             return
         if ts < self.wm:
             self.late_record(r)
