@@ -159,6 +159,11 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
     if q.window is not None and q.window.kind != "count" or p.mode in ("fast", "join"):
         lines.append(f"   event time: field {q.window.time_field if q.window and q.window.time_field else time_field}, "
                      f"watermark = max(ts) - {lateness_ms}ms")
+    if p.analytics:
+        lines.append(f"{step}. per record, before WHERE and the window: "
+                     + ", ".join(_sql(a) + (f" OVER (PARTITION BY {', '.join(_sql(x) for x in a.partition)})"
+                                            if a.partition else "") for a in p.analytics))
+        step += 1
     for s in q.sources:
         fl = q.filters.get(s.alias) or []
         if fl and s.kind == "stream":
@@ -183,7 +188,8 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
                 lines.append("   join condition: " + " AND ".join(_sql(c) for c in q.join_residual[s.alias]))
             step += 1
     if q.post_filters:
-        lines.append(f"{step}. filter after join: " + " AND ".join(_sql(c) for c in q.post_filters))
+        where = "after join" if len(q.sources) > 1 else "with analytic values"
+        lines.append(f"{step}. filter {where}: " + " AND ".join(_sql(c) for c in q.post_filters))
         step += 1
     if q.window is not None:
         lines.append(f"{step}. window: {q.window.describe()}")

@@ -163,3 +163,12 @@ def test_metrics_count_dead_late_and_emitted():
     p.process([{"id": 1, "ts": 10}, {"id": 1, "ts": 2000}, {"id": 1, "ts": 5}, {"id": 1}], 0)
     m = p.metrics
     assert (m["dead_letters"], m["late_records"], m["rows_emitted"]) == (1, 1, 1)
+
+
+def test_explain_lists_analytic_functions_before_the_window():
+    p = SqlProcessor("EXPLAIN SELECT id, max(v - lag(v) OVER (PARTITION BY id)) AS jump FROM s "
+                     "WHERE had_changed(true, v) AND v > 1 GROUP BY id, SLIDINGWINDOW(ss, 10)", SimpleContext())
+    text = p.explain()
+    assert "per record, before WHERE and the window: lag(s.v) OVER (PARTITION BY s.id), had_changed(TRUE, s.v)" in text
+    assert "filter s (pushed down): (s.v > 1)" in text
+    assert "filter with analytic values: had_changed(TRUE, s.v)" in text
