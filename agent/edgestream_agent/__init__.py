@@ -1,6 +1,14 @@
 # EdgeStream agent: the MicroPython code flashed onto boards.
-# Submodules load lazily (name -> module map plus module __getattr__), so
-# importing the package does not fill a board's heap.
+#
+# Heap: on the unix port (and for any module not frozen into a board's
+# firmware) module code and its interned names live on the heap, so the
+# agent imports only what a config needs and drops what it needed only
+# once: the validator (config, specs, link_config) after start, and the
+# decoder and remote-config code after each message from the hub
+# (unload()). Submodules load lazily (name -> module map plus module
+# __getattr__), so importing the package costs almost nothing.
+
+import sys
 
 VERSION = "0.1.0"
 
@@ -8,11 +16,8 @@ _LAZY = {
     "Agent": "agent",
     "Scheduler": "scheduler",
     "Pipeline": "pipeline",
-    "ConfigError": "config",
     "load": "config",
     "validate": "config",
-    "RingWindow": "ring_window",
-    "TumblingWindow": "tumbling_window",
     "Replay": "replay",
 }
 
@@ -25,16 +30,36 @@ def __getattr__(name):
     return getattr(m, name)
 
 
-def unload(name):
-    # Drop a submodule ("config") from memory once it is no longer needed:
-    # a board validates agent.json at start, then gives the ~10 KB the
-    # validator's code and tables take back to the heap. A later import
-    # loads it again.
+class ConfigError(ValueError):
+    # An invalid agent.json (or a part of one). `path` is where the bad value
+    # sits ("sensors[0].period_ms"); the message is "<path>: <reason>".
+    # Defined here, not in config.py, so that it is the same class however
+    # often config.py is unloaded and imported again.
+    def __init__(self, path, reason):
+        super().__init__("%s: %s" % (path, reason) if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+def unload(*names):
+    # Drop modules from memory once they are no longer needed:
+    # unload("config", "specs") after start gives the validator's code back
+    # to the heap; a later import loads it again. A name without a dot is an
+    # edgestream_agent submodule. Only under MicroPython, where it pays: a
+    # CPython process (the host tools, the tests) keeps its modules.
+    if sys.implementation.name != "micropython":
+        return
     import gc
-    import sys
-    full = "edgestream_agent." + name
-    sys.modules.pop(full, None)
-    g = globals()
-    if name in g:
-        del g[name]
+    for name in names:
+        full = name if "." in name else "edgestream_agent." + name
+        if sys.modules.pop(full, None) is None:
+            continue
+        # the parent package holds the submodule as an attribute too
+        i = full.rfind(".")
+        parent = sys.modules.get(full[:i])
+        if parent is not None:
+            try:
+                delattr(parent, full[i + 1:])
+            except (AttributeError, TypeError):
+                pass
     gc.collect()

@@ -17,30 +17,6 @@
 
 from edgestream_agent.pipeline import Pipeline
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time as _time
-
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-
-class Uptime:
-    # Milliseconds since construction, from wrapping ticks_ms.
-    def __init__(self):
-        self._last = ticks_ms()
-        self.ms = 0
-
-    def now(self):
-        n = ticks_ms()
-        self.ms += ticks_diff(n, self._last)
-        self._last = n
-        return self.ms
-
 
 class Agent:
     def __init__(self, config, clock=None, on_result=None, elastic=False, validated=False):
@@ -49,7 +25,10 @@ class Agent:
         # validated=True: config is already config.validate()'s output (a
         # board validates, then unloads the validator before building).
         self.config = config if validated else _validate(config)
-        self.clock = clock or Uptime().now
+        if clock is None:
+            from edgestream_agent.clock import Uptime
+            clock = Uptime().now
+        self.clock = clock
         self.on_result = on_result
         self.elastic = elastic
         self.device = self.config["device"]
@@ -130,48 +109,11 @@ class Agent:
                 self.tasks[name] = scheduler.every(p.period_ms, p.sample, name)
 
     def apply(self, config):
-        # Switch to a new config: only sensors whose config changed are
-        # rebuilt (their open windows are discarded, counted in `discarded`);
-        # the others keep their window state. Raises ConfigError and changes
-        # nothing when the new config is invalid or a source fails to start.
-        # -> (names rebuilt or added, names removed)
-        cfg = _validate(config)
-        new = self._build(cfg["sensors"], self.pipelines)
-        order = [new[s["name"]] for s in cfg["sensors"]]
-        changed = [p.name for p in order if self.pipelines.get(p.name) is not p]
-        removed = [p.name for p in self.sensors if p.name not in new]
-        if self.scheduler is not None:
-            started = {}
-            try:
-                for n in changed:
-                    started[n] = _source(new[n])
-            except Exception:
-                for s in started.values():
-                    s.deinit()
-                raise
-            for n in changed:
-                new[n].source = started[n]
-                new[n].clock = self.clock
-        for n in changed + removed:
-            old = self.pipelines.get(n)
-            if old is None:
-                continue
-            for w in old.windows:
-                if w.pending():
-                    self.discarded += 1
-            old.deinit()
-            task = self.tasks.pop(n, None)
-            if task is not None:
-                self.scheduler.cancel(task)
-        self.config = cfg
-        self.device = cfg["device"]
-        self.pipelines = new
-        self.sensors = order
-        if self.scheduler is not None:
-            for n in changed:
-                p = new[n]
-                self.tasks[n] = self.scheduler.every(p.period_ms, p.sample, n)
-        return changed, removed
+        # Switch to a new config without a reboot (remote config): only the
+        # sensors whose config changed are rebuilt. -> (rebuilt or added,
+        # removed). The code is in reconfig.py, imported when it is needed.
+        from edgestream_agent.reconfig import apply
+        return apply(self, config)
 
     def deinit(self):
         if self.scheduler is not None:
@@ -207,10 +149,10 @@ def start(path="agent.json", on_result=None):
     # start()`): load the config, start sampling, run forever.
     from edgestream_agent import unload
     from edgestream_agent.config import load
-    from edgestream_agent.scheduler import Scheduler
     cfg = load(path)
-    unload("config")
-    unload("specs")
+    del load
+    unload("config", "specs", "link_config")
+    from edgestream_agent.scheduler import Scheduler
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
     agent = Agent(cfg, on_result=on_result, validated=True)
     agent.attach(sched)

@@ -28,15 +28,18 @@ except ImportError:  # CPython
 _SQ_BITS = const(28)
 _SQ_MASK = const(0xFFFFFFF)
 
-# aggregate name -> code, used to build results without string compares
-CODES = {"count": 0, "sum": 1, "avg": 2, "min": 3, "max": 4, "stddev": 5, "first": 6, "last": 7}
+# aggregate names in code order: the code (index) builds results without
+# string compares; the bytes go to the wire encoder as they are, shared by
+# every window (no bytes object per window)
+NAMES = (b"count", b"sum", b"avg", b"min", b"max", b"stddev", b"first", b"last")
 
 
 class Aggregate:
     def __init__(self, names, factor):
         # names: aggregate names (str) in output order; factor: 10**decimals
-        self.names = tuple(n.encode() for n in names)  # bytes, for the wire encoder
-        self._codes = tuple(CODES[n] for n in names)
+        codes = tuple(NAMES.index(n.encode()) for n in names)
+        self._codes = codes
+        self.names = tuple(NAMES[c] for c in codes)  # bytes, for the wire encoder
         self.factor = factor
         self.need_sq = "stddev" in names
         self.need_min = "min" in names

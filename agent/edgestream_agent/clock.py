@@ -5,25 +5,22 @@
 # are always computed on the agent's clock (ms since start, from the
 # wrap-safe time.ticks_ms); the link turns a result's start/end into epoch ms
 # with `offset_ms` once the clock is synced. Sources:
-#   - NTP (SNTP over UDP, non-blocking: a request goes out, the reply is
-#     picked up by a later poll(); ntptime.settime() would block instead),
-#     corrected by half the round trip,
-#   - a time reference the hub sends ({"v":1,"kind":"time","epoch_ms":N} on
-#     <prefix>/<device>/time or as a serial frame): accurate to the hub's
-#     delivery latency (ms on a LAN).
+#   - NTP (ntp.py: SNTP over UDP, non-blocking, corrected by half the round
+#     trip), loaded only when transport.ntp is configured,
+#   - a time reference from the hub: the shared wire message kind "time"
+#     ({"v":1,"kind":"time","epoch_ms":N}, "dev" optional; encoder.encode_time)
+#     on Topics(dev).time or as a serial frame, decoded by the shared decoder:
+#     accurate to the hub's delivery latency (ms on a LAN).
 # Which timestamp the hub should trust: values >= EPOCH_MIN (year 2000) are
 # epoch ms (the clock was synced); smaller values are ms since the agent's
 # boot, which only order the results of one boot id - for those the hub
 # should stamp its own receive time. The health message says which source
 # set the clock (clock_source) and how long ago (clock_age_ms).
 
-import socket
-import struct
-import time
-
 try:
     from time import ticks_ms, ticks_diff, ticks_add
 except ImportError:  # CPython
+    import time
     _T0 = time.monotonic()
 
     def ticks_ms():
@@ -36,11 +33,10 @@ except ImportError:  # CPython
         return a + b
 
 EPOCH_MIN = 946684800000          # 2000-01-01 in epoch ms: below it, ticks
-_NTP_DELTA = 2208988800           # seconds from 1900 (NTP) to 1970 (Unix)
 SOURCES = ("none", "ntp", "hub")
 
 
-class _Uptime:
+class Uptime:
     # ms since construction from the wrapping ticks_ms (never wraps itself)
     def __init__(self):
         self._last = ticks_ms()
@@ -57,18 +53,19 @@ class Clock:
     # now: the agent's clock (ms since start, never wrapping: Agent.clock);
     # results carry its values, so the offset is taken against it.
     def __init__(self, ntp=None, now=None):
-        self._now = now or _Uptime().now
+        self._now = now or Uptime().now
         self.offset_ms = None     # epoch_ms - now(), once synced
         self.source = 0           # index into SOURCES
-        self.synced_at = 0        # ticks of the last sync
+        self.synced_at = 0        # device ms of the last sync
         self.syncs = 0
-        self.ntp_failures = 0
-        self._ntp = ntp           # {"host","port","every_ms","timeout_ms"} or None
-        self._sock = None
-        self._addr = None
-        self._sent_at = 0
-        self._next_ntp = ticks_ms()
-        self._pkt = bytearray(48)
+        self.ntp = None
+        if ntp is not None:
+            from edgestream_agent.ntp import Ntp
+            self.ntp = Ntp(self, ntp)
+
+    @property
+    def ntp_failures(self):
+        return self.ntp.failures if self.ntp is not None else 0
 
     def synced(self):
         return self.offset_ms is not None
@@ -96,77 +93,25 @@ class Clock:
             return -1
         return self._now() - self.synced_at
 
+    def poll(self):
+        # Drive NTP (if configured); call from a scheduler task.
+        if self.ntp is not None:
+            self.ntp.poll()
+
     # -- hub reference ------------------------------------------------------
-    def hub_message(self, payload):
-        # {"v":1,"kind":"time","epoch_ms":N} -> True when applied. Raises
-        # ValueError with the field for anything else.
-        import json
-        try:
-            m = json.loads(payload)
-        except Exception:
-            raise ValueError("payload: not valid JSON")
-        if type(m) is not dict or m.get("kind") != "time" or m.get("v") != 1:
-            raise ValueError("kind: expected a v1 'time' message")
-        e = m.get("epoch_ms")
-        if type(e) is not int or e < EPOCH_MIN:
-            raise ValueError("epoch_ms: expected an integer >= %d" % EPOCH_MIN)
+    def hub_message(self, payload, dev=None):
+        # A wire "time" message -> True when applied. Raises ValueError
+        # (edgestream_shared.errors.WireError for a malformed message) whose
+        # text starts with the field: "epoch_ms: ...". dev: this device's id;
+        # a message naming another device is refused.
+        from edgestream_shared.decoder import decode
+        m = decode(payload)
+        if m["kind"] != "time":
+            raise ValueError("kind: expected 'time', got %r" % m["kind"])
+        if dev is not None and "dev" in m and m["dev"] != dev:
+            raise ValueError("dev: time for %r sent to %r" % (m["dev"], dev))
+        e = m["epoch_ms"]
+        if e < EPOCH_MIN:
+            raise ValueError("epoch_ms: expected an integer >= %d (epoch ms, after 2000)" % EPOCH_MIN)
         self.set_reference(e, 2)
         return True
-
-    # -- NTP ------------------------------------------------------------------
-    def poll(self):
-        # Drive a non-blocking SNTP exchange; call from a scheduler task.
-        # Network errors are counted and retried at the next period.
-        n = self._ntp
-        if n is None:
-            return
-        now = ticks_ms()
-        try:
-            if self._sock is None:
-                if ticks_diff(now, self._next_ntp) < 0:
-                    return
-                if self._addr is None:
-                    self._addr = socket.getaddrinfo(n["host"], n["port"])[0][-1]
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.setblocking(False)
-                self._sock = s
-                p = self._pkt
-                for i in range(48):
-                    p[i] = 0
-                p[0] = 0x1B  # LI 0, version 3, mode 3 (client)
-                s.sendto(p, self._addr)
-                self._sent_at = now
-                return
-            try:
-                data = self._sock.recv(48)
-            except OSError as e:
-                if e.args and e.args[0] in (11, 115, 119):
-                    if ticks_diff(now, self._sent_at) > n["timeout_ms"]:
-                        raise OSError(110)
-                    return
-                raise
-            self._close(n["every_ms"])
-            if not data or len(data) < 48 or data[0] & 7 not in (4, 5):
-                self.ntp_failures += 1
-                return
-            secs, frac = struct.unpack("!II", data[40:48])
-            if secs == 0:
-                self.ntp_failures += 1  # kiss-o'-death or unsynchronised server
-                return
-            rtt = ticks_diff(now, self._sent_at)
-            epoch_ms = (secs - _NTP_DELTA) * 1000 + (frac * 1000 >> 32)
-            # the server's time stamps the middle of the round trip
-            self.set_reference(epoch_ms + rtt // 2, 1)
-        except OSError:
-            self.ntp_failures += 1
-            # retry sooner than a full period after a failure
-            self._close(min(n["every_ms"], 30000))
-
-    def _close(self, wait_ms):
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        self._sock = None
-        self._next_ntp = ticks_add(ticks_ms(), wait_ms)

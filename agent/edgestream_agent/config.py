@@ -8,19 +8,19 @@
 #
 # Source and filter parameters are described by small spec tables, so this
 # module never imports hardware modules (`machine`) to validate a config.
+# The `transport` section is validated by link_config.py (imported only when
+# a config has one).
+#
+# Memory: this is the biggest module of the agent and a board needs it only
+# while it validates (at start, and for a remote config): the agent unloads
+# it, with specs and link_config, once the config is valid
+# (edgestream_agent.unload). ConfigError lives in the package so that it
+# stays the same class across unloads.
 
 import json
 
+from edgestream_agent import ConfigError
 from edgestream_agent.specs import FILTERS, SOURCES
-
-
-class ConfigError(ValueError):
-    # `path` is where the bad value sits ("sensors[0].period_ms"); the
-    # message is "<path>: <what is wrong>".
-    def __init__(self, path, reason):
-        super().__init__("%s: %s" % (path, reason) if path else reason)
-        self.path = path
-        self.reason = reason
 
 
 AGGREGATES = ("count", "sum", "avg", "min", "max", "stddev", "first", "last")
@@ -277,9 +277,11 @@ def validate(cfg):
     out["version"] = _value("uint", cfg.get("version", 0), "version")
     out["watchdog_ms"] = _value("uint", cfg.get("watchdog_ms", 0), "watchdog_ms")
     t = cfg.get("transport")
-    if t is not None:
-        _obj(t, "transport")  # the link modules validate its contents
-    out["transport"] = t
+    if t is None:
+        out["transport"] = None  # no link: results stay on the board
+    else:
+        from edgestream_agent.link_config import validate as validate_link
+        out["transport"] = validate_link(t, "transport")
     sl = cfg.get("sensors")
     if not isinstance(sl, list) or not sl:
         raise ConfigError("sensors", "expected a non-empty list")

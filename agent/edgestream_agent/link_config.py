@@ -6,7 +6,7 @@
 # documented in agent/README.md, section "Link". A table per object keeps
 # this small: key -> (kind, default); _REQ marks a required key.
 
-from edgestream_agent.config import ConfigError
+from edgestream_agent import ConfigError
 
 _REQ = "required"
 _NONE = None

@@ -10,17 +10,18 @@
 # the open windows are then flushed into the link and it gets a short grace
 # period (transport.poll_ms x 50, at most 2 s) to drain before it closes.
 
-import sys
+#
+# Memory: the validator (config, specs, link_config) is imported to read
+# agent.json and unloaded before anything is built; then only the modules
+# the config needs are imported (see the README, "Memory").
 
-from edgestream_agent.config import load, validate
-from edgestream_agent.link_config import validate as validate_link
+import sys
 
 
 def full_validate(cfg):
-    # config.validate plus the transport section -> normalised dict
-    out = validate(cfg)
-    out["transport"] = validate_link(out["transport"], "transport")
-    return out
+    # the whole config, transport included -> normalised dict (config.validate)
+    from edgestream_agent.config import validate
+    return validate(cfg)
 
 
 def boot_id(path):
@@ -52,15 +53,21 @@ def _dir(path):
 
 
 def main(path="agent.json", duration_ms=None):
+    from edgestream_agent import unload
+    from edgestream_agent.config import load
+    cfg = load(path)
+    if cfg["transport"] is None:
+        from edgestream_agent.link_config import validate as validate_link
+        cfg["transport"] = validate_link(None)
+    del load
+    unload("config", "specs", "link_config")
+    boot = boot_id(path)
     from edgestream_agent.agent import Agent
     from edgestream_agent.link import Link
     from edgestream_agent.scheduler import Scheduler
-    cfg = load(path)
-    cfg["transport"] = validate_link(cfg["transport"], "transport")
-    boot = boot_id(path)
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
-    link = Link(cfg, boot, path=path, validate=full_validate)
-    agent = Agent(cfg, on_result=link.result)
+    link = Link(cfg, boot, path=path)
+    agent = Agent(cfg, on_result=link.result, validated=True)
     link.attach(sched, agent)
     agent.attach(sched)
     try:

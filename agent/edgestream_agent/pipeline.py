@@ -10,11 +10,13 @@
 # Heartbeat filters are time-driven: before each sample (and on advance())
 # the pipeline re-sends their last value for every interval that passed
 # with nothing new, through the filters after them, at the due times.
+#
+# Memory: only the code a sensor's config needs is imported (the filters it
+# names, tumbling and/or sliding windows). Its sliding windows share one
+# ring of samples (ring_window.Ring): each filtered value is written once,
+# whatever the number of windows reading it.
 
-from edgestream_agent.filters import Heartbeat, build
 from edgestream_agent.fixed import I32_MAX, to_fixed
-from edgestream_agent.ring_window import RingWindow
-from edgestream_agent.tumbling_window import TumblingWindow
 
 
 class Pipeline:
@@ -22,19 +24,34 @@ class Pipeline:
         # cfg: one validated sensor config; on_result(pipeline, window, start, end)
         self.cfg = cfg
         self.name = cfg["name"]
-        self.bname = cfg["name"].encode()
         self.decimals = cfg["decimals"]
         self.factor = 10 ** cfg["decimals"]
         self.period_ms = cfg["period_ms"]
-        self.filters = build(cfg["filters"], self.factor)
-        self._hb = [i for i, f in enumerate(self.filters) if isinstance(f, Heartbeat)]
+        self.filters = []
+        if cfg["filters"]:
+            from edgestream_agent.filters import build
+            self.filters = build(cfg["filters"], self.factor)
+        # positions of heartbeat filters (the time-driven ones)
+        self._hb = [i for i, f in enumerate(self.filters) if hasattr(f, "beat")]
         self._on_result = on_result
+        self.ring = None  # the sliding windows' shared ring (not in elastic mode)
         ws = []
+        cap = 0
+        for w in cfg["windows"]:
+            if w["type"] == "sliding":
+                c = w["capacity"] if "size_ms" in w else w["size"]
+                if c > cap:
+                    cap = c
+        if cap and not elastic:
+            from edgestream_agent.ring_window import Ring
+            self.ring = Ring(cap + 1)  # one slot more: see ring_window.py
         for w in cfg["windows"]:
             if w["type"] == "tumbling":
+                from edgestream_agent.tumbling_window import TumblingWindow
                 ws.append(TumblingWindow(w, self.factor, self._emit))
             else:
-                ws.append(RingWindow(w, self.factor, self._emit, elastic))
+                from edgestream_agent.ring_window import RingWindow
+                ws.append(RingWindow(w, self.factor, self._emit, self.ring))
         self.windows = ws
         self.source = None
         self.clock = None
@@ -90,8 +107,11 @@ class Pipeline:
             self.rejected += 1
             return
         self.passed += 1
+        p = None
+        if self.ring is not None:
+            p = self.ring.put(t, v)
         for w in self.windows:
-            w.push(t, v)
+            w.push(t, v, p)
 
     def _beats(self, t):
         fs = self.filters

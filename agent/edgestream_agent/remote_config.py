@@ -7,7 +7,7 @@
 #   2. checks it is for this device and newer than the running version
 #      (the same version again - the retained copy after a reconnect - is
 #      acknowledged without applying anything),
-#   3. validates the whole config (config.validate, link_config.validate),
+#   3. validates the whole config (config.validate, the transport included),
 #   4. hands the (valid) config to apply(cfg) (Agent.apply rebuilds only
 #      the sensors and windows whose config changed),
 #   5. persists it to agent.json (written to agent.json.tmp, then renamed,
@@ -17,6 +17,10 @@
 #      must be > 0"). An invalid config never replaces the running one.
 # Changes to the `transport` section are persisted and take effect at the
 # next start (the link that carries the ack is not torn down under it).
+#
+# Memory: the Link imports this module (and with it the shared decoder and
+# the validator) for each config message and unloads them after it, so a
+# RemoteConfig lives for one message; the Link keeps the counters.
 
 import json
 import os
@@ -32,7 +36,7 @@ class RemoteConfig:
         self.boot = boot
         self.version = version      # of the running config
         self.path = path
-        self._validate = validate   # raw dict -> normalised dict (raises ValueError)
+        self._validate = validate   # raw dict -> normalised dict (raises ValueError); default config.validate
         self._apply = apply         # valid raw config dict -> None
         self.accepted = 0
         self.refused = 0
@@ -64,7 +68,10 @@ class RemoteConfig:
             if dev != self.dev:
                 raise _Nack("device: the device id cannot change remotely (%r -> %r)" % (self.dev, dev))
             try:
-                if self._validate:
+                if self._validate is None:
+                    from edgestream_agent.config import validate
+                    validate(cfg)
+                else:
                     self._validate(cfg)
             except ValueError as e:  # ConfigError: message starts with the path
                 raise _Nack(str(e))

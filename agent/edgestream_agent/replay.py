@@ -81,17 +81,25 @@ def fmt(x):
     return "-" + s if neg else s
 
 
-def result_line(sensor, window, start, end, names, values):
-    parts = ['{"sensor": "', sensor, '", "window": "', window, '", "start": ', fmt(start),
-             ', "end": ', fmt(end)]
+def write_result(w, sensor, window, start, end, names, values):
+    # One result as a JSON line, written piece by piece with w(str): no list
+    # of parts and no joined copy, which a fragmented small heap may not
+    # find room for.
+    w('{"sensor": "')
+    w(sensor)
+    w('", "window": "')
+    w(window)
+    w('", "start": ')
+    w(fmt(start))
+    w(', "end": ')
+    w(fmt(end))
     for i in range(len(names)):
         n = names[i]
-        parts.append(', "')
-        parts.append(n.decode() if isinstance(n, bytes) else n)
-        parts.append('": ')
-        parts.append(fmt(values[i]))
-    parts.append("}")
-    return "".join(parts)
+        w(', "')
+        w(n.decode() if isinstance(n, bytes) else n)
+        w('": ')
+        w(fmt(values[i]))
+    w("}\n")
 
 
 def _is_num(v):
@@ -99,6 +107,11 @@ def _is_num(v):
 
 
 class Replay:
+    # The sensors' Pipelines (the per-sensor object the Agent builds and
+    # samples into; in elastic mode, so sliding time windows grow instead of
+    # overwriting) fed from the input's lines. The Agent class itself (its
+    # scheduler tasks, sources and remote config) is not needed here, so its
+    # code stays off the heap.
     def __init__(self, config, out, err, validated=False):
         # config: dict (validated here unless validated=True); out/err:
         # objects with write(str)
@@ -108,17 +121,19 @@ class Replay:
         self.samples = 0
         self.bad = 0
         self.results = 0
-        from edgestream_agent.agent import Agent  # after main() unloaded the validator
-        self.agent = Agent(config, clock=self._no_clock, on_result=self._result, elastic=True,
-                           validated=validated)
+        if not validated:
+            from edgestream_agent.config import validate
+            config = validate(config)
+        from edgestream_agent.pipeline import Pipeline  # after main() unloaded the validator
+        self.sensors = [Pipeline(s, self._result, True) for s in config["sensors"]]
+        self.pipelines = {}
+        for p in self.sensors:
+            self.pipelines[p.name] = p
 
-    def _no_clock(self):
-        raise RuntimeError("replay time comes from the input's t")
-
-    def _result(self, sensor, window, start, end, names, values):
+    def _result(self, pipe, window, start, end):
         self.results += 1
-        self.out.write(result_line(sensor, window, start, end, names, values))
-        self.out.write("\n")
+        a = window.agg
+        write_result(self.out.write, pipe.name, window.name, start, end, a.names, a.values())
 
     def _bad(self, n, msg):
         self.bad += 1
@@ -158,10 +173,10 @@ class Replay:
         if not isinstance(sensor, str):
             self._bad(n, "sensor: expected a string, got %s" % _short(sensor))
             return
-        pipe = self.agent.pipelines.get(sensor)
+        pipe = self.pipelines.get(sensor)
         if pipe is None:
             self._bad(n, "sensor: %s is not in the config (sensors: %s)"
-                      % (_short(sensor), ", ".join(p.name for p in self.agent.sensors)))
+                      % (_short(sensor), ", ".join(p.name for p in self.sensors)))
             return
         value = rec["value"]
         if not _is_num(value) or value != value or value in (float("inf"), float("-inf")):
@@ -179,8 +194,9 @@ class Replay:
         self.samples += 1
 
     def finish(self):
-        self.agent.flush()
-        for p in self.agent.sensors:
+        for p in self.sensors:
+            p.flush()
+        for p in self.sensors:
             name = p.name
             for w in p.windows:
                 if getattr(w, "grown", 0):
@@ -227,8 +243,7 @@ def main(argv=None):
         sys.stderr.write("config %s\n" % e if str(e).startswith(argv[0]) else "%s: %s\n" % (argv[0], e))
         return 2
     del load, ConfigError
-    unload("config")  # validators are not needed any more: heap for the windows
-    unload("specs")
+    unload("config", "specs", "link_config")  # validators are not needed any more: heap for the windows
     r = Replay(cfg, sys.stdout, sys.stderr, validated=True)
     if argv[1] == "-":
         r.run(sys.stdin)

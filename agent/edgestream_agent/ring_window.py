@@ -1,4 +1,4 @@
-# Sliding windows over a preallocated ring buffer.
+# Sliding windows over a preallocated ring buffer of samples.
 #
 #   time  {size_ms, every_ms}: at each multiple b of every_ms, a window over
 #         the samples with t in [b - size_ms, b); emitted when the first
@@ -8,16 +8,21 @@
 #         first), once at least `size` samples have come, a window over the
 #         last `size`; start/end are the t of its first and last sample.
 #
-# Memory, allocated once: per slot a value and a time offset (array('i')),
-# plus, when min/max are asked for, one monotonic deque each (array('H'), ring
-# positions): the front of the min deque is the position of the window's
-# minimum, so sliding min/max cost O(1) amortised per sample instead of a
-# rescan of the ring. Times are stored as offsets from `t0`, so epoch-ms
-# timestamps fit in 32 bits.
+# Memory, allocated once. The samples live in a Ring: per slot a value and a
+# time offset from the ring's t0 (array('i'), so epoch-ms timestamps fit in
+# 32 bits). Every sliding window of a sensor sees the same stream of filtered
+# values, so they share ONE ring (the pipeline writes each value once) with
+# one slot more than the largest window's capacity; a window is a view on
+# it: the position of its oldest sample and its count. When min/max are
+# asked for, a window adds one monotonic deque each (array('H') of ring
+# positions, as long as its capacity): the front of the min deque is the
+# position of the window's minimum, so sliding min/max cost O(1) amortised
+# per sample instead of a rescan.
 #
-# A full ring (a time window that got more samples than `capacity`) drops its
-# oldest sample and counts it in `overwritten`; with elastic=True (replay on
-# a host) it doubles instead, and `grown` says how large it had to be.
+# A window that got more samples than its `capacity` (a time window at a
+# faster rate than configured) drops its oldest sample and counts it in
+# `overwritten`. With elastic=True (replay on a host) each window has its
+# own ring that doubles instead, and `grown` says how large it had to be.
 
 from array import array
 from edgestream_agent.aggregate import Aggregate
@@ -34,14 +39,67 @@ _I32 = const(0x7FFFFFFF)
 _DRIFT = const(0x3FFF)
 
 
-def _positions(cap):
-    return array("H" if cap <= 0xFFFF else "i", bytes(2 * cap if cap <= 0xFFFF else 4 * cap))
+def _positions(n, cap):
+    # n ring positions (< cap) -> smallest array that holds them
+    if cap <= 0xFFFF:
+        return array("H", bytes(2 * n))
+    return array("i", bytes(4 * n))
+
+
+class Ring:
+    # Samples of one sensor: vs[p] value, t0 + ts[p] time. put() writes the
+    # next slot (wrapping) and returns its position; the windows reading the
+    # ring never hold the slot being written (the ring has one slot more
+    # than any of them may hold).
+    def __init__(self, cap):
+        self.cap = cap
+        self.vs = array("i", bytes(4 * cap))
+        self.ts = array("i", bytes(4 * cap))
+        self.t0 = None
+        self.pos = cap - 1       # position of the last sample written
+        self.windows = []        # the windows reading this ring (for _retime)
+
+    def put(self, t, v):
+        if self.t0 is None:
+            self.t0 = t
+        off = t - self.t0
+        if off > _I32:
+            self._retime(t)
+            off = t - self.t0
+        p = self.pos + 1
+        if p == self.cap:
+            p = 0
+        self.vs[p] = v
+        self.ts[p] = off
+        self.pos = p
+        return p
+
+    def _retime(self, t):
+        # Offsets would leave 32 bits (24.8 days after t0): move t0 up to the
+        # oldest sample a window still holds (or to t when none holds any).
+        shift = None
+        for w in self.windows:
+            if w.agg.n:
+                o = self.ts[w.head]
+                if shift is None or o < shift:
+                    shift = o
+        if shift is None:
+            self.t0 = t
+            return
+        self.t0 += shift
+        ts = self.ts
+        for i in range(self.cap):
+            x = ts[i] - shift
+            ts[i] = x if x > -_I32 else 0  # slots no window holds may be stale
+        if t - self.t0 > _I32:
+            raise ValueError("window samples span more than 2**31 ms")
 
 
 class RingWindow:
-    def __init__(self, cfg, factor, emit, elastic=False):
+    def __init__(self, cfg, factor, emit, ring=None):
+        # ring: the sensor's shared Ring (its cap > this window's capacity),
+        # or None for a private ring that grows (elastic, replay).
         self.name = cfg["name"]
-        self.bname = cfg["name"].encode()
         self.time = "size_ms" in cfg
         if self.time:
             self.size = cfg["size_ms"]
@@ -53,48 +111,45 @@ class RingWindow:
             cap = self.size  # a count window holds exactly its last `size`
         self.agg = Aggregate(cfg["aggregates"], factor)
         self._emit = emit
-        self.elastic = elastic
+        self.elastic = ring is None
         self.emitted = 0
         self.overwritten = 0
         self.grown = 0
-        self._alloc(cap)
-        self.t0 = 0          # time base of the offsets in self.ts
-        self.head = 0        # position of the oldest sample
+        if ring is None:
+            ring = Ring(cap)
+        self._attach(ring, cap)
         self.next_b = None   # time: next boundary; count: None
         self.phase = 0       # count: samples since the last every-th
         self.seen = 0        # count: samples seen, saturating at size
 
-    def _alloc(self, cap):
-        self.cap = cap
-        self.vs = array("i", bytes(4 * cap))
-        self.ts = array("i", bytes(4 * cap))
-        self.minq = _positions(cap) if self.agg.need_min else None
-        self.maxq = _positions(cap) if self.agg.need_max else None
-        self.min_h = self.min_n = 0  # deque head index and length
+    def _attach(self, ring, cap):
+        self.ring = ring
+        ring.windows.append(self)
+        self.cap = cap                # samples this window may hold
+        self.head = 0                 # ring position of its oldest sample
+        need_min = self.agg.need_min
+        need_max = self.agg.need_max
+        self.minq = _positions(cap, ring.cap) if need_min else None
+        self.maxq = _positions(cap, ring.cap) if need_max else None
+        self.min_h = self.min_n = 0   # deque head index and length
         self.max_h = self.max_n = 0
 
     # -- ring ------------------------------------------------------------
-    def _append(self, t, v):
+    def _append(self, t, v, p):
+        # the sample (t, v) was written at ring position p (private ring:
+        # p is None and it is written here, once the window made room)
         a = self.agg
         if a.n == self.cap:
             if self.elastic:
                 self._grow()
+                p = None
             else:
                 self.overwritten += 1
                 self._evict()
-        n = a.n
-        if n == 0:
-            self.t0 = t
-            self.head = 0
-        off = t - self.t0
-        if off > _I32:
-            self._retime(t)
-            off = t - self.t0
-        p = self.head + n
-        if p >= self.cap:
-            p -= self.cap
-        self.vs[p] = v
-        self.ts[p] = off
+        if p is None:
+            p = self.ring.put(t, v)
+        if a.n == 0:
+            self.head = p
         a.add(v)
         if self.minq is not None:
             self._min_push(p, v)
@@ -104,26 +159,27 @@ class RingWindow:
     def _evict(self):
         # Drop the oldest sample.
         h = self.head
-        self.agg.remove(self.vs[h])
+        cap = self.cap
+        self.agg.remove(self.ring.vs[h])
         q = self.minq
         if q is not None and self.min_n and q[self.min_h] == h:
             self.min_h += 1
-            if self.min_h == self.cap:
+            if self.min_h == cap:
                 self.min_h = 0
             self.min_n -= 1
         q = self.maxq
         if q is not None and self.max_n and q[self.max_h] == h:
             self.max_h += 1
-            if self.max_h == self.cap:
+            if self.max_h == cap:
                 self.max_h = 0
             self.max_n -= 1
         h += 1
-        self.head = 0 if h == self.cap else h
+        self.head = 0 if h == self.ring.cap else h
 
     def _min_push(self, p, v):
         # Pop from the back every position whose value is >= v, then push p.
         q = self.minq
-        vs = self.vs
+        vs = self.ring.vs
         cap = self.cap
         n = self.min_n
         while n:
@@ -141,7 +197,7 @@ class RingWindow:
 
     def _max_push(self, p, v):
         q = self.maxq
-        vs = self.vs
+        vs = self.ring.vs
         cap = self.cap
         n = self.max_n
         while n:
@@ -158,38 +214,28 @@ class RingWindow:
         self.max_n = n + 1
 
     def _grow(self):
-        # elastic mode only: double the ring, keeping order (allocates).
-        vs, ts, h, n, cap = self.vs, self.ts, self.head, self.agg.n, self.cap
-        self._alloc(cap * 2)
-        self.grown = self.cap
+        # elastic mode only: double the private ring, keeping order (allocates).
+        old, h, n = self.ring, self.head, self.agg.n
+        cap = self.cap * 2
+        self._attach(Ring(cap), cap)
+        self.grown = cap
         self.agg.n = 0
-        t0 = self.t0
         for k in range(n):
-            i = (h + k) % cap
-            self._append(t0 + ts[i], vs[i])
-
-    def _retime(self, t):
-        # Offsets would leave 32 bits: move t0 up to the oldest sample.
-        shift = self.ts[self.head]
-        self.t0 += shift
-        i = self.head
-        for _ in range(self.agg.n):
-            self.ts[i] -= shift
-            i += 1
-            if i == self.cap:
-                i = 0
-        if t - self.t0 > _I32:
-            raise ValueError("window %s: samples span more than 2**31 ms" % self.name)
+            i = (h + k) % old.cap
+            self._append(old.t0 + old.ts[i], old.vs[i], None)
 
     def _oldest_t(self):
-        return self.t0 + self.ts[self.head]
+        r = self.ring
+        return r.t0 + r.ts[self.head]
 
     def _newest_pos(self):
         p = self.head + self.agg.n - 1
-        return p - self.cap if p >= self.cap else p
+        c = self.ring.cap
+        return p - c if p >= c else p
 
     # -- windows ----------------------------------------------------------
-    def push(self, t, v):
+    def push(self, t, v, p=None):
+        # p: where the pipeline wrote (t, v) in the shared ring
         if self.time:
             if self.next_b is None:
                 self.next_b = (t // self.every + 1) * self.every
@@ -197,11 +243,11 @@ class RingWindow:
                 self.advance(t)
             # samples older than the next window's start are never needed again
             self._evict_before(self.next_b - self.size)
-            self._append(t, v)
+            self._append(t, v, p)
             return
         if self.agg.n == self.size:
             self._evict()
-        self._append(t, v)
+        self._append(t, v, p)
         self.phase += 1
         if self.seen < self.size:
             self.seen += 1
@@ -243,13 +289,13 @@ class RingWindow:
         return self.agg.n
 
     def _evict_before(self, lo):
-        t0 = self.t0
-        while self.agg.n and t0 + self.ts[self.head] < lo:
+        r = self.ring
+        while self.agg.n and r.t0 + r.ts[self.head] < lo:
             self._evict()
 
     def _close(self, start, end):
         a = self.agg
-        vs = self.vs
+        vs = self.ring.vs
         if a.need_min:
             a.lo = vs[self.minq[self.min_h]]
         if a.need_max:
@@ -261,4 +307,4 @@ class RingWindow:
         # keep the shifted sums small: rebase around the oldest sample
         d = a.first - a.ref
         if d > _DRIFT or d < -_DRIFT:
-            a.rebase(vs, self.head, a.n, self.cap)
+            a.rebase(vs, self.head, a.n, self.ring.cap)

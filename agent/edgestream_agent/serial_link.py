@@ -26,6 +26,7 @@ _READ = 256  # bytes read per poll at most (keeps one poll short)
 
 class SerialTransport:
     acks = False  # the buffer releases a record as soon as it is written
+    qos = 0
 
     def __init__(self, cfg, on_message=None):
         self.cfg = cfg
@@ -82,10 +83,7 @@ class SerialTransport:
                 return True
         return False
 
-    def can_send(self, n):
-        return self.up()
-
-    def send(self, payload, dup=False, qos=1, kind="results"):
+    def write(self, payload):
         # Frame and write one message. -> True when written.
         try:
             k = encode_frame(payload, self._out)
@@ -100,6 +98,19 @@ class SerialTransport:
             return False
         self.frames_out += 1
         return True
+
+    # -- the Link's transport surface --------------------------------------
+    def send(self, payload, dup=False):
+        # a results message -> 0 when written (nothing to wait for), None: later
+        return 0 if self.write(payload) else None
+
+    def control(self, kind, payload):
+        return self.write(payload)
+
+    def stats(self, m):
+        m["reconnects"] = 0
+        m["link_failures"] = self.failures
+        m["frame_errors"] = self.frame_errors
 
     def poll(self):
         # Read what is ready and hand every good frame to on_message.

@@ -18,7 +18,6 @@ from edgestream_agent.aggregate import Aggregate
 class TumblingWindow:
     def __init__(self, cfg, factor, emit):
         self.name = cfg["name"]
-        self.bname = cfg["name"].encode()
         self.time = "size_ms" in cfg
         self.size = cfg["size_ms"] if self.time else cfg["size"]
         self.agg = Aggregate(cfg["aggregates"], factor)
@@ -28,7 +27,7 @@ class TumblingWindow:
         self.emitted = 0
         self.overwritten = 0  # a tumbling window never drops samples
 
-    def push(self, t, v):
+    def push(self, t, v, p=None):
         a = self.agg
         if self.time:
             if a.n and t >= self.end:

@@ -93,9 +93,24 @@ def test_errors_name_the_path():
         assert got.startswith(want), (got, want)
 
 
-def test_transport_is_kept_for_the_link():
-    cfg = validate({"sensors": [{"name": "a"}], "transport": {"mqtt": {"host": "10.0.0.2"}}, "version": 3})
-    assert cfg["transport"] == {"mqtt": {"host": "10.0.0.2"}} and cfg["version"] == 3
+def test_transport_is_validated_with_the_config():
+    cfg = validate({"sensors": [{"name": "a"}], "version": 3,
+                    "transport": {"type": "mqtt", "mqtt": {"host": "10.0.0.2"}}})
+    t = cfg["transport"]
+    assert t["type"] == "mqtt" and t["mqtt"]["host"] == "10.0.0.2" and t["mqtt"]["port"] == 0
+    assert t["poll_ms"] == 10 and t["buffer_bytes"] == 8192 and cfg["version"] == 3
+    assert validate(cfg) == cfg
+    # an invalid transport fails the whole config, naming its path
+    cases = [
+        ({"mqtt": {"host": "10.0.0.2"}}, "transport.type: required"),
+        ({"type": "mqtt", "mqtt": {"host": "h", "port": 70000}}, "transport.mqtt.port: must be in 0..65535"),
+        ({"type": "mqtt"}, "transport.mqtt: required when type is 'mqtt'"),
+        ({"type": "serial", "serial": {"baud": 0}}, "transport.serial.baud: must be > 0"),
+        ({"type": "none", "buffer_bytes": 10}, "transport.buffer_bytes: must be >= max_message + 4"),
+    ]
+    for t, want in cases:
+        got = err({"sensors": [{"name": "a"}], "transport": t})
+        assert got.startswith(want), (got, want)
 
 
 def test_device_id_is_an_alias():

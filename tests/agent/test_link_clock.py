@@ -1,8 +1,10 @@
-# Time sync: hub reference messages and the epoch conversion of results.
-# Runs under CPython and MicroPython (the NTP exchange against a real UDP
-# server is in test_link_ntp.py, host side).
+# Time sync: hub reference messages (the shared wire "time" kind, made by
+# edgestream_shared.encoder.encode_time as the hub does) and the epoch
+# conversion of results. Runs under CPython and MicroPython (the NTP
+# exchange against a real UDP server is in test_link_fuzz.py, host side).
 from devtest import raises
 from edgestream_agent.clock import EPOCH_MIN, Clock
+from edgestream_shared.encoder import encode_config, encode_time
 
 T = [5000]
 
@@ -26,10 +28,27 @@ def test_hub_reference_sets_the_offset():
     assert c.age_ms() == 2000 and c.now() == 1700000002000
 
 
+def test_the_hubs_encoded_time_message_is_applied():
+    c = Clock(now=now)
+    T[0] = 100
+    assert c.hub_message(encode_time(1700000000000))
+    assert c.offset_ms == 1700000000000 - 100
+    # a message for this device (dev is optional) applies too
+    assert c.hub_message(encode_time(1700000000500, dev="d1"), dev="d1")
+    assert c.offset_ms == 1700000000400 and c.syncs == 2
+
+
 def test_bad_time_messages_are_refused_with_the_field():
     c = Clock(now=now)
-    assert raises(ValueError, c.hub_message, b"nope").args[0].startswith("payload:")
-    assert raises(ValueError, c.hub_message, b'{"v":1,"kind":"config"}').args[0].startswith("kind:")
-    assert raises(ValueError, c.hub_message, b'{"v":1,"kind":"time","epoch_ms":5}').args[0].startswith("epoch_ms:")
-    assert raises(ValueError, c.hub_message, b'{"v":1,"kind":"time","epoch_ms":1.7e12}').args[0].startswith("epoch_ms:")
+
+    def reason(payload, dev=None):
+        return str(raises(ValueError, c.hub_message, payload, dev))
+
+    assert reason(b"nope").startswith("payload:")
+    assert reason(encode_config("d1", 1, {})).startswith("kind: expected 'time'")
+    assert reason(b'{"v":1,"kind":"time"}').startswith("message: missing key 'epoch_ms'")
+    assert reason(b'{"v":2,"kind":"time","epoch_ms":1700000000000}').startswith("v:")
+    assert reason(encode_time(5)).startswith("epoch_ms:")
+    assert reason(b'{"v":1,"kind":"time","epoch_ms":1.7e12}').startswith("epoch_ms:")
+    assert reason(encode_time(1700000000000, dev="d2"), "d1").startswith("dev:")
     assert not c.synced()

@@ -75,7 +75,7 @@ def test_wifi_is_skipped_on_ports_without_network():
     try:
         import network  # noqa: F401  (a board: the guard is not exercised)
     except ImportError:
-        assert lk.t["wifi"] is None and lk._wlan is None
+        assert lk.wifi is None
     lk.poll()
 
 

@@ -3,8 +3,9 @@
 import json
 import os
 
+import edgestream_agent.config  # noqa: F401 - compile the biggest module first, on an empty heap
+import edgestream_agent.link_config  # noqa: F401
 from devtest import MICROPYTHON
-from edgestream_agent.main import full_validate
 from edgestream_agent.remote_config import RemoteConfig
 from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import encode_config
@@ -24,8 +25,8 @@ def _path(name):
 
 
 def make(path=None, applied=None):
-    return RemoteConfig("d1", 7, 1, path, validate=full_validate,
-                        apply=(applied.append if applied is not None else None))
+    # validate=None: the agent's own (config.validate, the transport included)
+    return RemoteConfig("d1", 7, 1, path, apply=(applied.append if applied is not None else None))
 
 
 def test_valid_config_is_applied_persisted_and_acked():
@@ -98,6 +99,6 @@ def test_malformed_payloads_are_nacked_with_the_reason():
 def test_apply_failure_is_a_nack_and_keeps_the_version():
     def boom(c):
         raise OSError("sensor bus down")
-    rc = RemoteConfig("d1", 7, 1, None, validate=full_validate, apply=boom)
+    rc = RemoteConfig("d1", 7, 1, None, apply=boom)
     _, ok, err, _ = rc.handle(encode_config("d1", 2, cfg()))
     assert not ok and err.startswith("apply: OSError") and rc.version == 1

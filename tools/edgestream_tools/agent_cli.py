@@ -87,7 +87,7 @@ def _run_micropython(config: str, input: str, board: str) -> int:
     # more heap than the board has. stderr goes to a temp file (no pipe to
     # fill up while stdout streams).
     with tempfile.TemporaryDirectory() as lib, tempfile.TemporaryFile() as err:
-        build(Path(lib))
+        build(Path(lib), None, 3)  # -O3: no asserts or line numbers, less heap
         proc = subprocess.Popen(
             argv,
             env=mp.environment([lib]),

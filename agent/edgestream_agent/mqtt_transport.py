@@ -1,0 +1,91 @@
+# The link's MQTT transport: the non-blocking client (mqtt.py) wired to the
+# shared topic layout (edgestream_shared.topics.Topics). Imported only when
+# transport.type is "mqtt".
+#
+#   results     QoS transport.mqtt.qos; with QoS 1 the offline buffer keeps
+#               each record until its PUBACK (on_puback -> Link._puback)
+#   status      retained "online" after every CONNACK; the last will is a
+#               retained "offline", and a clean stop publishes it itself
+#   metrics     QoS 0;  config/ack  QoS 1
+#   config      subscribed QoS 1; time  subscribed QoS 0 -> Link._rx
+# An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
+# refused (a config one is nacked with its size).
+
+from edgestream_shared.encoder import encode_status
+from edgestream_agent.mqtt import MQTTClient
+
+
+class MqttTransport:
+    acks = True  # records are released on PUBACK (QoS 1)
+
+    def __init__(self, t, dev, boot, topics, link):
+        m = t["mqtt"]
+        self.qos = m["qos"]
+        self.topics = topics
+        self._link = link
+        c = MQTTClient(m["client_id"] or dev, m["host"], m["port"], user=m["user"],
+                       password=m["password"], keepalive=m["keepalive_s"],
+                       ssl=True if m["tls"] else None, tx_size=m["tx_bytes"],
+                       rx_size=m["rx_bytes"], max_inflight=m["max_inflight"],
+                       backoff_min_ms=m["backoff_min_ms"], backoff_max_ms=m["backoff_max_ms"],
+                       connect_timeout_ms=m["connect_timeout_ms"])
+        self.client = c
+        self._status = topics.status.encode()
+        self._results = topics.results.encode()
+        c.set_last_will(self._status, encode_status(dev, boot, "offline"), True, 1)
+        self._online = encode_status(dev, boot, "online")
+        self._config = topics.config.encode()
+        self._time = topics.time.encode()
+        c.set_callback(self._on_message)
+        c.on_connect = self._on_connect
+        c.on_disconnect = link._lost
+        c.on_puback = link._puback
+        c.on_oversize = self._on_oversize
+        c.subscribe(self._config, 1)
+        c.subscribe(self._time, 0)
+        c.connect()
+
+    def _on_connect(self):
+        self.client.publish(self._status, self._online, retain=True, qos=1)
+
+    def _on_message(self, topic, msg):
+        if topic == self._config:
+            self._link._rx(msg, "config")
+        elif topic == self._time:
+            self._link._rx(msg, "time")
+
+    def _on_oversize(self, topic, size):
+        self._link.rx_refused += 1
+        if topic == self._config:
+            self._link._config_refused("payload: %d bytes is over the %d byte limit"
+                                       % (size, len(self.client._rx)))
+
+    def up(self):
+        return self.client.state == 3
+
+    def poll(self):
+        self.client.poll()
+
+    def send(self, payload, dup=False):
+        # a results message -> packet id (QoS 1), 0 (QoS 0) or None (later)
+        return self.client.publish(self._results, payload, qos=self.qos, dup=dup)
+
+    def control(self, kind, payload):
+        # kind: "ack" or "metrics" -> True when handed to the socket
+        if kind == "ack":
+            return self.client.publish(self.topics.config_ack, payload, qos=1) is not None
+        return self.client.publish(self.topics.metrics, payload, qos=0) is not None
+
+    def stats(self, m):
+        c = self.client
+        m["reconnects"] = c.connects - 1 if c.connects > 1 else 0
+        m["link_failures"] = c.failures
+        m["rx_oversize"] = c.rx_oversize
+
+    def close(self):
+        # a clean stop sends no will: say "offline" ourselves first
+        c = self.client
+        if c.state == 3:
+            c.publish(self._status, encode_status(self._link.dev, self._link.boot, "offline"),
+                      retain=True, qos=0)
+        c.disconnect()
