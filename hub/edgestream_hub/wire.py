@@ -85,6 +85,17 @@ class SeqTracker:
         st.duplicates += 1
         return False
 
+    def in_order(self, device: str, kind: str, boot: int, first: int, last: int, n: int) -> bool:
+        """The common case in one step: ``n`` items whose seqs run ``first, first+1, ..., last``
+        and continue the stream exactly. Returns True (and advances the stream) if so, else
+        False without changing anything; the caller then uses ``accept`` per item.
+        The caller must have checked that the seqs are consecutive."""
+        s = self._streams.get((device, kind))
+        if s is None or boot != s.boot or first != s.high + 1 or last != first + n - 1:
+            return False
+        s.high = last
+        return True
+
     def snapshot(self) -> dict[str, Any]:
         return {f"{d}/{k}": [s.boot, s.high] for (d, k), s in self._streams.items()}
 
@@ -123,27 +134,47 @@ class WireDecoder:
         kind = m["kind"]
         boot = m.get("boot")
         tr = self.tracker
-        out: list[Record] = []
         if kind == "results":
-            for it in m["items"]:
-                if tr is not None and not tr.accept(dev, kind, boot, it["seq"]):
-                    continue
+            items = m["items"]
+            if tr is not None and not self._in_order(tr, dev, kind, boot, items):
+                items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
+            out: list[Record] = []
+            append = out.append
+            disjoint = _RESULT_KEYS.isdisjoint
+            for it in items:
+                aggs = it["aggs"]
+                end = it["end"]
                 r = {"device": dev, "boot": boot, "seq": it["seq"], "sensor": it["sensor"], "window": it["window"],
-                     "start": it["start"], "end": it["end"]}
-                for k, v in it["aggs"].items():
-                    r["agg_" + k if k in _RESULT_KEYS else k] = v
-                r["ts"] = it["end"]
-                out.append(r)
-        elif kind == "readings":
-            for it in m["items"]:
-                if tr is not None and not tr.accept(dev, kind, boot, it["seq"]):
-                    continue
-                out.append({"device": dev, "boot": boot, "seq": it["seq"], "sensor": it["sensor"], "t": it["t"],
-                            "value": it["value"], "ts": it["t"]})
-        else:
-            r = {"device": dev, "kind": kind}
-            for k, v in m.items():
-                if k not in ("v", "dev", "kind"):
-                    r[k] = v
-            out.append(r)
-        return out
+                     "start": it["start"], "end": end}
+                if disjoint(aggs):
+                    r.update(aggs)
+                else:
+                    for k, v in aggs.items():
+                        r["agg_" + k if k in _RESULT_KEYS else k] = v
+                r["ts"] = end
+                append(r)
+            return out
+        if kind == "readings":
+            items = m["items"]
+            if tr is not None and not self._in_order(tr, dev, kind, boot, items):
+                items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
+            return [{"device": dev, "boot": boot, "seq": it["seq"], "sensor": it["sensor"], "t": it["t"],
+                     "value": it["value"], "ts": it["t"]} for it in items]
+        r = {"device": dev, "kind": kind}
+        for k, v in m.items():
+            if k not in ("v", "dev", "kind"):
+                r[k] = v
+        return [r]
+
+    @staticmethod
+    def _in_order(tr: SeqTracker, dev: str, kind: str, boot: int, items: list[dict[str, Any]]) -> bool:
+        """True when the whole batch continues its stream in order (then nothing is dropped)."""
+        first = items[0]["seq"]
+        n = len(items)
+        last = items[-1]["seq"]
+        if last != first + n - 1:
+            return False
+        # first and last fit; check every seq in between is consecutive (one C-level compare)
+        if n > 2 and [it["seq"] for it in items] != list(range(first, last + 1)):
+            return False
+        return tr.in_order(dev, kind, boot, first, last, n)
