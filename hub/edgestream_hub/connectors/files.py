@@ -9,7 +9,10 @@ its newline arrives.
 
 The sink appends one line per record and rotates by size or age: the current
 file is renamed to ``<stem>-<UTC time>-<n><suffix>`` and a new one is started;
-``keep`` bounds how many rotated files are kept.
+``keep`` bounds how many rotated files are kept. JSON lines are encoded by one
+encoder made at construction and written with one ``write`` per batch; a batch
+holding a record that cannot be encoded (NaN, a type JSON lacks, a lone
+surrogate) is redone record by record, so only that record is rejected.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgestream_hub.components import ComponentContext, PollingSource, Sink
 from edgestream_hub.errors import StartError
@@ -34,6 +37,36 @@ def _format_of(path: str, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     return "csv" if path.lower().endswith(".csv") else "jsonl"
+
+
+def json_line_encoder() -> tuple[Callable[[Any], list[str]], Callable[[], None]]:
+    """``(encode, reset)``: ``encode(record)`` gives the chunks of one compact JSON text
+    (UTF-8 kept as is, NaN and infinities refused with ValueError, unknown types with
+    TypeError, cycles with ValueError), exactly what ``json.dumps(r, separators=(",", ":"),
+    allow_nan=False, ensure_ascii=False)`` gives. ``reset()`` must be called after an
+    encode raised (it clears the cycle markers the failed call left behind).
+
+    Built once: ``json.dumps`` builds a new encoder for every call, which is half of
+    its cost on small records.
+    """
+    from json import encoder as je
+
+    default = je.JSONEncoder().default  # raises TypeError naming the type
+    markers: dict[int, Any] = {}
+    make = getattr(je, "c_make_encoder", None)
+    if make is None:  # no C accelerator (another interpreter): the pure-Python encoder
+        enc = je.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+        def encode(r: Any) -> list[str]:
+            return [enc.encode(r)]
+
+        return encode, markers.clear
+    c = make(markers, default, je.encode_basestring, None, ":", ",", False, False, False)
+
+    def encode(r: Any) -> list[str]:
+        return c(r, 0)
+
+    return encode, markers.clear
 
 
 def _convert(v: str) -> Any:
@@ -226,8 +259,9 @@ class FileSink(Sink):
         self._cols: list[str] | None = None
         self._f: Any = None
         self._opened_at = 0.0
-        self._size = 0
+        self._size = 0  # bytes in the current file
         self._seq = 0
+        self._encode, self._reset = json_line_encoder()
 
     def open(self) -> None:
         try:
@@ -237,7 +271,7 @@ class FileSink(Sink):
             raise StartError(self.ctx.label, f"cannot open {self.path}: {e.strerror or e}") from e
 
     def _open(self) -> None:
-        self._f = open(self.path, "a", encoding="utf-8", newline="")
+        self._f = open(self.path, "ab")
         self._size = self._f.tell()
         self._opened_at = time.monotonic()
         self._cols = self.columns
@@ -262,32 +296,59 @@ class FileSink(Sink):
             self._open()
         if self.rotate_ms and self._size and (time.monotonic() - self._opened_at) * 1000 >= self.rotate_ms:
             self._rotate()
+        if self.format == "jsonl":
+            data = self._jsonl_batch(records)
+            if data is not None and not (self.rotate_size and self._size + len(data) >= self.rotate_size):
+                self._f.write(data)  # the common case: one encoder pass, one write
+                self._size += len(data)
+                self._sync()
+                return []
         rejected: list[tuple[Any, str]] = []
-        parts: list[str] = []
+        parts: list[bytes] = []
         for r in records:
             try:
-                line = self._line(r)
-            except (TypeError, ValueError) as e:
+                line = self._line(r).encode("utf-8")
+            except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
+                self._reset()
                 rejected.append((r, f"file sink {self.ctx.label}: {e}"))
                 continue
             parts.append(line)
             self._size += len(line)
             if self.rotate_size and self._size >= self.rotate_size:
-                self._f.write("".join(parts))
+                self._f.write(b"".join(parts))
                 parts = []
                 self._rotate()
         if parts:
-            self._f.write("".join(parts))
+            self._f.write(b"".join(parts))
+        self._sync()
+        return rejected
+
+    def _jsonl_batch(self, records: list[Record]) -> bytes | None:
+        """The whole batch as JSON lines, or None if some record cannot be written."""
+        enc = self._encode
+        chunks: list[str] = []
+        extend, append = chunks.extend, chunks.append
+        try:
+            for r in records:
+                if not isinstance(r, dict):
+                    return None
+                extend(enc(r))
+                append("\n")
+            return "".join(chunks).encode("utf-8")
+        except (TypeError, ValueError, RecursionError):
+            self._reset()
+            return None
+
+    def _sync(self) -> None:
         self._f.flush()
         if self.fsync:
             os.fsync(self._f.fileno())
-        return rejected
 
     def _line(self, r: Record) -> str:
         if not isinstance(r, dict):
             raise TypeError(f"expected a record (mapping), got {type(r).__name__}")
         if self.format == "jsonl":
-            return json.dumps(r, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n"
+            return "".join(self._encode(r)) + "\n"
         if self._cols is None:
             self._cols = list(r)
         extra = [k for k in r if k not in self._cols]
