@@ -147,8 +147,9 @@ def _reading_ok(it):
     v = it.get("value")
     sensor = it.get("sensor")
     tv = type(v)
+    # value may be null, so it must be there: a missing one must not read as None
     return (type(seq) is int and seq >= 0 and type(t) is int and t >= 0 and type(sensor) is str
-            and sensor in _names and (tv is int or v is None or (tv is float and v - v == 0)))
+            and sensor in _names and (tv is int or (tv is float and v - v == 0) or (v is None and "value" in it)))
 
 
 def _batch(check, fast):
