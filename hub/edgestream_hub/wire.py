@@ -27,6 +27,7 @@ from edgestream_shared import topics as _topics
 Record = dict[str, Any]
 _RESULT_KEYS = frozenset(("device", "boot", "seq", "sensor", "window", "start", "end", "ts"))
 _MAX_MISSING = 4096  # gap seq numbers remembered per stream (to accept late fills)
+_MAX_NAMES = 4096  # distinct sensor/window names shared between records (cleared when full)
 
 
 @dataclass
@@ -112,6 +113,9 @@ class WireDecoder:
         self.prefix = prefix
         self.tracker = SeqTracker() if track else None
         self._reported = SeqStats()
+        # one str object per distinct sensor/window name, shared by every record that carries it
+        # (json.loads makes a new one per item: ~50 bytes each on every queued record)
+        self._names: dict[str, str] = {}
 
     def count_into(self, ctx: Any) -> None:
         """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
@@ -141,10 +145,15 @@ class WireDecoder:
             out: list[Record] = []
             append = out.append
             disjoint = _RESULT_KEYS.isdisjoint
+            names = self._names
+            if len(names) > _MAX_NAMES:
+                names.clear()
+            name = names.setdefault
             for it in items:
                 aggs = it["aggs"]
                 end = it["end"]
-                r = {"device": dev, "boot": boot, "seq": it["seq"], "sensor": it["sensor"], "window": it["window"],
+                s, w = it["sensor"], it["window"]
+                r = {"device": dev, "boot": boot, "seq": it["seq"], "sensor": name(s, s), "window": name(w, w),
                      "start": it["start"], "end": end}
                 if disjoint(aggs):
                     r.update(aggs)
@@ -158,8 +167,12 @@ class WireDecoder:
             items = m["items"]
             if tr is not None and not self._in_order(tr, dev, kind, boot, items):
                 items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
-            return [{"device": dev, "boot": boot, "seq": it["seq"], "sensor": it["sensor"], "t": it["t"],
-                     "value": it["value"], "ts": it["t"]} for it in items]
+            names = self._names
+            if len(names) > _MAX_NAMES:
+                names.clear()
+            name = names.setdefault
+            return [{"device": dev, "boot": boot, "seq": it["seq"], "sensor": name(it["sensor"], it["sensor"]),
+                     "t": it["t"], "value": it["value"], "ts": it["t"]} for it in items]
         r = {"device": dev, "kind": kind}
         for k, v in m.items():
             if k not in ("v", "dev", "kind"):

@@ -75,3 +75,119 @@ def test_tracker_keeps_each_boot_seq_once(events):
     st_ = t.stats
     assert st_.duplicates == len(events) - len(kept)
     assert st_.late_fills <= st_.missing
+
+
+# -- the fast paths must mean exactly what the detailed ones mean --
+
+from edgestream_shared import decoder as _dec  # noqa: E402
+
+_any_value = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**40), st.text("ab/ é", max_size=4),
+                       st.floats(), st.lists(st.integers(), max_size=2), st.sampled_from(["temp", "w10s", "a" * 65]))
+_keys6 = ("seq", "sensor", "window", "start", "end", "aggs")
+
+
+@st.composite
+def near_items(draw, keys=_keys6):
+    """Result (or reading) items that are mostly valid, with some fields replaced or dropped or extra."""
+    it = {"seq": 3, "sensor": "temp", "window": "w10s", "start": 5, "end": 9,
+          "aggs": {"count": 2, "avg": 1.5}} if keys == _keys6 else {"seq": 3, "sensor": "temp", "t": 7, "value": 1.5}
+    for k in draw(st.lists(st.sampled_from(keys), max_size=3)):
+        it[k] = draw(st.one_of(st.integers(-2, 12), _any_value))  # small ints: start > end, negatives
+    if draw(st.integers(0, 3)) == 0 and "aggs" in it:
+        it["aggs"] = draw(st.dictionaries(st.sampled_from(["count", "avg", "seq", "bad key", ""]), _any_value,
+                                          max_size=3))
+    if draw(st.integers(0, 9)) == 0:
+        it.pop(draw(st.sampled_from(keys)))
+    if draw(st.integers(0, 9)) == 0:
+        it["extra"] = 1
+    return it
+
+
+def _detailed_ok(check, it) -> bool:
+    try:
+        check(it, "items[0]")
+        return True
+    except WireError:
+        return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(near_items(), st.booleans())
+def test_fast_result_check_accepts_only_what_the_detailed_check_accepts(it, warm):
+    if warm:  # names already seen (the fast path then decides alone) or not
+        _dec._name("temp", "x"), _dec._name("w10s", "x"), _dec._name("count", "x"), _dec._name("avg", "x")
+    else:
+        _dec._names.clear()
+    if _dec._result_ok(it):
+        assert _detailed_ok(_dec._result, it)
+    if _detailed_ok(_dec._result, it):  # and a valid item with warm names is taken by the fast path
+        _dec._name("temp", "x"), _dec._name("w10s", "x")
+        for k in it["aggs"]:
+            _dec._name(k, "x")
+        assert _dec._result_ok(it)
+
+
+@settings(max_examples=300, deadline=None)
+@given(near_items(keys=("seq", "sensor", "t", "value")))
+def test_fast_reading_check_accepts_only_what_the_detailed_check_accepts(it):
+    _dec._name("temp", "x")
+    if _dec._reading_ok(it):
+        assert _detailed_ok(_dec._reading, it)
+    elif _detailed_ok(_dec._reading, it):
+        assert False, f"valid reading {it!r} missed the fast path"
+
+
+def test_a_bad_name_after_good_ones_is_still_named():
+    good = {"seq": 0, "sensor": "temp", "window": "w", "start": 0, "end": 1, "aggs": {"avg": 1.0}}
+    msg = {"v": 1, "dev": "d1", "boot": 1, "kind": "results",
+           "items": [good, dict(good, seq=1), dict(good, seq=2, sensor="te mp")]}
+    try:
+        WireDecoder(prefix=None).decode(json.dumps(msg))
+    except WireError as e:
+        assert str(e).startswith("items[2].sensor:"), e
+    else:
+        raise AssertionError("a sensor with a space was accepted")
+    bad_agg = dict(msg, items=[good, dict(good, seq=1, aggs={"avg": 1.0, "n/a": 2})])
+    try:
+        WireDecoder(prefix=None).decode(json.dumps(bad_agg))
+    except WireError as e:
+        assert str(e).startswith("items[1].aggs:"), e
+    else:
+        raise AssertionError("an aggregate named n/a was accepted")
+
+
+def test_the_name_cache_stays_bounded():
+    for i in range(3 * _dec._NAMES_MAX):
+        _dec._name("s%d" % i, "sensor")
+    assert 0 < len(_dec._names) <= _dec._NAMES_MAX
+
+
+def _message(dev: str, boot: int, seqs: list[int]) -> bytes:
+    return json.dumps({"v": 1, "dev": dev, "boot": boot, "kind": "results", "items": [
+        {"seq": s, "sensor": "temp", "window": "w", "start": 0, "end": 10, "aggs": {"avg": 1.5}} for s in seqs]}).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 1), st.integers(0, 30), st.integers(1, 6),
+                          st.booleans()), min_size=1, max_size=25))
+def test_batch_sequence_tracking_equals_per_item_tracking(batches):
+    """Whole in-order batches take a shortcut; what is kept and counted must not change."""
+    fast = WireDecoder(prefix=None)
+    ref = SeqTracker()
+    for dev, boot, first, n, shuffle in batches:
+        seqs = list(range(first, first + n))
+        if shuffle:
+            seqs.reverse()
+        got = [r["seq"] for r in fast.decode(_message(dev, boot, seqs))]
+        want = [s for s in seqs if ref.accept(dev, "results", boot, s)]
+        assert got == want
+    assert fast.tracker.stats == ref.stats
+    assert fast.tracker.snapshot() == ref.snapshot()
+
+
+def test_flattened_records_keep_their_key_order_and_share_names():
+    recs = WireDecoder(prefix=None).decode(_message("d1", 7, [0, 1]))
+    assert list(recs[0]) == ["device", "boot", "seq", "sensor", "window", "start", "end", "avg", "ts"]
+    assert recs[0] == {"device": "d1", "boot": 7, "seq": 0, "sensor": "temp", "window": "w", "start": 0, "end": 10,
+                       "avg": 1.5, "ts": 10}
+    assert recs[0]["sensor"] is recs[1]["sensor"]  # one str per name, not one per record
