@@ -104,3 +104,91 @@ pipelines: {p: {from: s, to: out}}
     assert e.stop()
     assert (hub.tmp / "out.csv").read_text() == 'a,b\n1,x\n2,\n4,"[1, 2]"\nnan,\n'
     assert "fields ['c'] are not among the CSV columns" in hub.out["dlq"][0]["reason"]
+
+
+# -- the file sink's batch encoder must write exactly what json.dumps writes --
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from edgestream_hub.components import ComponentContext  # noqa: E402
+from edgestream_hub.connectors.files import FileSink, json_line_encoder  # noqa: E402
+
+_SINK_DEFAULTS = {"format": "auto", "columns": None, "rotate_size": None, "rotate_interval": None, "keep": 0,
+                  "fsync": False}
+
+
+def _sink(tmp_path, **kw) -> FileSink:
+    s = FileSink(dict(_SINK_DEFAULTS, path=str(tmp_path / "out.jsonl"), **kw),
+                 ComponentContext("sink", "out", "out", base_dir=str(tmp_path)))
+    s.open()
+    return s
+
+
+def _reference(r):
+    """What the sink must write for r, or None if r must be rejected (json.dumps and UTF-8 decide)."""
+    try:
+        return (json.dumps(r, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+    except (TypeError, ValueError):
+        return None
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=6),
+                  st.sampled_from(["\ud800", "é\u2028\"\\", "a\nb"]))
+_records = st.dictionaries(st.text(max_size=4), st.recursive(
+    _leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3), max_leaves=8),
+    max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_records, st.integers()), max_size=12))
+def test_jsonl_batches_write_what_json_dumps_writes_and_reject_only_bad_records(tmp_path_factory, batch):
+    tmp = tmp_path_factory.mktemp("sink")
+    s = _sink(tmp)
+    rejected = s.write(batch)
+    s.close()
+    want = [_reference(r) if isinstance(r, dict) else None for r in batch]
+    assert (tmp / "out.jsonl").read_bytes() == b"".join(w for w in want if w is not None)
+    assert [id(r) for r, _ in rejected] == [id(r) for r, w in zip(batch, want) if w is None]
+    assert all(reason.startswith("file sink out: ") for _, reason in rejected)
+
+
+def test_one_bad_record_does_not_cost_its_batch(tmp_path):
+    cyclic: dict = {"i": "loop"}
+    cyclic["self"] = cyclic
+    batch = [{"i": 0}, {"i": float("nan")}, {"i": 2, "s": "\udcff"}, "not a record", cyclic, {"i": 5, "x": {1, 2}},
+             {"i": 6, "t": "żółw"}]
+    s = _sink(tmp_path)
+    rejected = s.write(batch)
+    s.close()
+    assert jl(tmp_path / "out.jsonl") == [{"i": 0}, {"i": 6, "t": "żółw"}]
+    reasons = [reason for _, reason in rejected]
+    assert len(reasons) == 5
+    assert "Out of range float" in reasons[0] and "surrogate" in reasons[1] and "expected a record" in reasons[2]
+    assert "Circular reference" in reasons[3] and "set is not JSON serializable" in reasons[4]
+
+
+def test_the_encoder_forgets_a_failed_record():
+    """A failed encode leaves cycle markers behind; reset() clears them so the next record is fine."""
+    encode, reset = json_line_encoder()
+    inner = {"v": float("inf")}
+    outer = {"inner": inner}
+    try:
+        encode(outer)
+    except ValueError:
+        reset()
+    else:
+        raise AssertionError("inf was encoded")
+    inner["v"] = 1.5
+    assert "".join(encode(outer)) == '{"inner":{"v":1.5}}'
+
+
+def test_size_rotation_splits_a_batch_where_the_file_fills(tmp_path):
+    s = _sink(tmp_path, rotate_size=1000)
+    s.write([{"i": i, "pad": "x" * 40} for i in range(10)])  # ~500 bytes: one write, no rotation
+    assert not list(tmp_path.glob("out-*.jsonl"))
+    s.write([{"i": i, "pad": "x" * 40} for i in range(10, 40)])  # crosses 1000 bytes on the way
+    s.close()
+    rotated = sorted(tmp_path.glob("out-*.jsonl"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))  # out-<time>-<n>
+    assert rotated and all(p.stat().st_size < 1000 + 60 for p in rotated)
+    got = [r["i"] for p in rotated for r in jl(p)] + [r["i"] for r in jl(tmp_path / "out.jsonl")]
+    assert got == list(range(40))
