@@ -27,10 +27,12 @@
 # hub are rare: the code that reads them (the shared decoder, remote_config
 # and the config validator) is imported for each one and unloaded after it.
 
+from array import array
+
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.topics import Topics
 from edgestream_agent import unload
-from edgestream_agent.clock import Clock
+from edgestream_agent.clock import Clock, ticks_ms
 from edgestream_agent.offline_buffer import OfflineBuffer
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
@@ -49,6 +51,15 @@ class Link:
         self.boot = boot
         self.version = cfg.get("version", 0)
         self.topics = Topics(self.dev, t["prefix"])
+        # the transport's code first, its buffers after: long-lived blocks
+        # allocated in that order leave the heap less fragmented
+        kind = t["type"]
+        if kind == "mqtt":
+            from edgestream_agent.mqtt_transport import MqttTransport as tx
+        elif kind == "serial":
+            from edgestream_agent.serial_link import SerialTransport as tx
+        else:
+            tx = None
         self.enc = Encoder(self.dev, boot, t["max_message"])
         self.buf = OfflineBuffer(t["buffer_bytes"], t["spill_path"], t["spill_bytes"],
                                  max_record=t["max_message"])
@@ -62,11 +73,14 @@ class Link:
         self.cfg_refused = 0      # remote configs nacked
         self.cfg_error = None     # the last nack's reason
         self._ctrl = []           # [(kind, payload)] waiting for the link
-        self._rpids = [0] * 64    # packet ids of results in flight, oldest first
+        # packet ids of results in flight, oldest first (at most max_inflight)
+        m = t["mqtt"]
+        self._rpids = array("H", bytes(2 * (m["max_inflight"] if m is not None else 1)))
         self._n_rpids = 0
         self.scheduler = None
         self.agent = None
-        self.health = None
+        self.health_sent = 0      # health messages handed to the transport
+        self._started = ticks_ms()
         self._path = path
         self._validate = validate  # remote config: raw dict -> normalised (default config.validate)
         self.wifi = None
@@ -75,13 +89,10 @@ class Link:
             self.wifi = Wifi(t["wifi"])
             if not self.wifi.ok:
                 self.wifi = None  # this port has no WiFi: nothing to do
-        kind = t["type"]
         if kind == "mqtt":
-            from edgestream_agent.mqtt_transport import MqttTransport
-            self.tx = MqttTransport(t, self.dev, boot, self.topics, self)
+            self.tx = tx(t, self.dev, boot, self.topics, self)
         elif kind == "serial":
-            from edgestream_agent.serial_link import SerialTransport
-            self.tx = SerialTransport(t["serial"], on_message=self._rx)
+            self.tx = tx(t["serial"], on_message=self._rx)
         else:
             self.tx = None
 
@@ -89,12 +100,11 @@ class Link:
     def attach(self, scheduler, agent=None):
         # Register the link's tasks; with an agent, remote config applies to
         # it and health reports its counters.
-        from edgestream_agent.health import Health
         self.scheduler = scheduler
         self.agent = agent
         if agent is not None and getattr(agent, "clock", None) is not None:
             self.clock._now = agent.clock
-        self.health = Health(self.dev, self.boot)
+        self._started = ticks_ms()
         scheduler.every(self.t["poll_ms"], self.poll, "link")
         if self.t["health_ms"]:
             scheduler.every(self.t["health_ms"], self.send_health, "health")
@@ -182,14 +192,27 @@ class Link:
                 self._time_message(payload)
             else:
                 self._config_message(payload)
+        except MemoryError:
+            # no heap for the code that reads it: refuse, keep running
+            self.rx_refused += 1
+            if kind != "time":
+                self._config_refused("memory: not enough heap to read the message")
         finally:
             unload(*_RX_MODULES)
 
     def _config_message(self, payload):
-        from edgestream_agent.remote_config import RemoteConfig
-        apply = self.agent.apply if self.agent is not None else None
-        rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate, apply=apply)
-        version, ok, err, ack = rc.handle(payload)
+        try:
+            from edgestream_agent.remote_config import RemoteConfig
+            apply = self.agent.apply if self.agent is not None else None
+            rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
+                              apply=apply)
+            version, ok, err, ack = rc.handle(payload)
+        except MemoryError:
+            # the heap could not hold the validator: refuse, keep running
+            rc = None
+            self.rx_refused += 1
+            self._config_refused("memory: not enough heap to validate a config")
+            return
         if ok:
             self.version = version
             self.cfg_accepted += 1
@@ -227,12 +250,24 @@ class Link:
             self.tx.stats(m)
 
     def collect(self):
-        return self.health.collect(self.scheduler, self.agent, self, self.clock, self.version)
+        # -> the health metrics dict. health.py is imported for this and
+        # unloaded again: it is needed once per health_ms.
+        from edgestream_agent.health import Health
+        try:
+            return Health(self.dev, self.boot, self._started).collect(
+                self.scheduler, self.agent, self, self.clock, self.version)
+        finally:
+            del Health
+            unload("health")
 
     def send_health(self):
-        if self.tx is None or self.health is None or not self.tx.up():
+        if self.tx is None or not self.tx.up():
             return False
-        return self.tx.control("metrics", self.health.encode(self.collect()))
+        from edgestream_shared.encoder import encode_metrics
+        ok = self.tx.control("metrics", encode_metrics(self.dev, self.boot, self.collect()))
+        if ok:
+            self.health_sent += 1
+        return ok
 
     def close(self):
         if self.tx is not None:

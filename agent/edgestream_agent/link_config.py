@@ -26,8 +26,8 @@ MQTT = {
     "backoff_max_ms": ("posint", 30000),
     "connect_timeout_ms": ("posint", 5000),
     "max_inflight": ("posint", 8),
-    "rx_bytes": ("posint", 4096),        # largest incoming message (config)
-    "tx_bytes": ("posint", 4096),
+    "rx_bytes": ("posint", 2048),        # largest incoming message (config)
+    "tx_bytes": ("posint", 2048),
 }
 
 SERIAL = {
@@ -56,7 +56,7 @@ TRANSPORT = {
     "prefix": ("str", "edgestream"),
     "poll_ms": ("posint", 10),           # how often the link task runs
     "health_ms": ("uint", 10000),        # 0: no health messages
-    "buffer_bytes": ("posint", 8192),
+    "buffer_bytes": ("posint", 4096),
     "max_message": ("posint", 1024),     # largest encoded result message
     "spill_path": ("str?", None),
     "spill_bytes": ("uint", 0),

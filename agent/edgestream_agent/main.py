@@ -52,24 +52,37 @@ def _dir(path):
     return path[:i + 1] if i >= 0 else ""
 
 
-def main(path="agent.json", duration_ms=None):
+def main(path="agent.json", duration_ms=None, reserve=12288):
+    # reserve: bytes held at the bottom of the heap while the validator and
+    # the sampling code load and unload (which leaves the heap full of small
+    # holes), then freed for the link's long-lived buffers and objects, so
+    # they find room in one piece.
+    import gc
+    gc.collect()
+    hold = bytearray(reserve) if reserve else None
     from edgestream_agent import unload
     from edgestream_agent.config import load
     cfg = load(path)
     if cfg["transport"] is None:
         from edgestream_agent.link_config import validate as validate_link
         cfg["transport"] = validate_link(None)
-    del load
+        del validate_link
+    del load  # (a function keeps its module's globals alive)
     unload("config", "specs", "link_config")
     boot = boot_id(path)
     from edgestream_agent.agent import Agent
-    from edgestream_agent.link import Link
     from edgestream_agent.scheduler import Scheduler
+    # The sampling side first (its code and sources), then the link (its
+    # code, then its buffers): see the README, "Memory".
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
-    link = Link(cfg, boot, path=path)
-    agent = Agent(cfg, on_result=link.result, validated=True)
-    link.attach(sched, agent)
+    agent = Agent(cfg, validated=True)
     agent.attach(sched)
+    hold = None
+    gc.collect()
+    from edgestream_agent.link import Link
+    link = Link(cfg, boot, path=path)
+    agent.on_result = link.result
+    link.attach(sched, agent)
     try:
         sched.run(duration_ms)
         if duration_ms is not None:

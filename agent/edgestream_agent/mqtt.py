@@ -73,7 +73,6 @@ DOWN = const(0)
 TCP = const(1)
 CONNACK = const(2)
 UP = const(3)
-STATE_NAMES = ("down", "connecting", "waiting for connack", "up")
 
 _EAGAIN = (11, 115, 119)  # EAGAIN/EWOULDBLOCK, EINPROGRESS, lwIP's EINPROGRESS
 
@@ -305,7 +304,8 @@ class MQTTClient:
         self._poller.unregister(self._sock)
         self._poller = None
         if self.ssl:
-            self._sock = _wrap_tls(self._sock, self.ssl, self.ssl_params, self.server)
+            from edgestream_agent.mqtt_tls import wrap  # only TLS links load it
+            self._sock = wrap(self._sock, self.ssl, self.ssl_params, self.server)
         s = self._sock
         # plain sockets have send(); MicroPython's TLS sockets only write()
         self._write = getattr(s, "send", None) or s.write
@@ -601,18 +601,3 @@ def _errno(e):
 def _want_io(e):
     # CPython's ssl raises SSLWantReadError/SSLWantWriteError
     return "Want" in e.__class__.__name__
-
-
-def _wrap_tls(sock, ctx, params, host):
-    import ssl
-    if ctx is True:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_NONE
-        try:
-            ctx.check_hostname = False
-        except AttributeError:
-            pass
-    kw = {"server_side": False, "do_handshake_on_connect": False}
-    if params.get("server_hostname", host):
-        kw["server_hostname"] = params.get("server_hostname", host)
-    return ctx.wrap_socket(sock, **kw)

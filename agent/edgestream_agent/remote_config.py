@@ -25,9 +25,17 @@
 import json
 import os
 
-from edgestream_shared.decoder import decode_config
 from edgestream_shared.encoder import encode_ack
 from edgestream_shared.errors import WireError
+from edgestream_agent import unload
+
+
+def _decode(payload):
+    # The shared decoder is needed for this one step: it is unloaded again
+    # before the (bigger) validator is imported, so the two are never on
+    # the heap together.
+    from edgestream_shared.decoder import decode_config
+    return decode_config(payload)
 
 
 class RemoteConfig:
@@ -47,9 +55,11 @@ class RemoteConfig:
         version = 0
         try:
             try:
-                m = decode_config(payload)
+                m = _decode(payload)
             except WireError as e:
                 raise _Nack(e.reason)
+            finally:
+                unload("edgestream_shared.decoder")
             version = m["version"]
             if m["dev"] != self.dev:
                 raise _Nack("dev: config for %r sent to %r" % (m["dev"], self.dev))

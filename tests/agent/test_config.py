@@ -98,7 +98,7 @@ def test_transport_is_validated_with_the_config():
                     "transport": {"type": "mqtt", "mqtt": {"host": "10.0.0.2"}}})
     t = cfg["transport"]
     assert t["type"] == "mqtt" and t["mqtt"]["host"] == "10.0.0.2" and t["mqtt"]["port"] == 0
-    assert t["poll_ms"] == 10 and t["buffer_bytes"] == 8192 and cfg["version"] == 3
+    assert t["poll_ms"] == 10 and t["buffer_bytes"] == 4096 and cfg["version"] == 3
     assert validate(cfg) == cfg
     # an invalid transport fails the whole config, naming its path
     cases = [

@@ -17,7 +17,7 @@ def err(section):
 
 def test_defaults_are_filled_in():
     t = validate(mqtt())
-    assert t["prefix"] == "edgestream" and t["buffer_bytes"] == 8192 and t["poll_ms"] == 10
+    assert t["prefix"] == "edgestream" and t["buffer_bytes"] == 4096 and t["poll_ms"] == 10
     assert t["mqtt"]["port"] == 0 and t["mqtt"]["qos"] == 1 and t["mqtt"]["keepalive_s"] == 30
     assert t["serial"] is None and t["wifi"] is None and t["ntp"] is None
     assert validate(None)["type"] == "none"

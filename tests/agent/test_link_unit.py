@@ -1,12 +1,17 @@
 # The Link without a network: sequence numbers, encoding, epoch conversion,
 # buffering and the WiFi guard. Runs under CPython and MicroPython.
 import json
+import sys
 
+from devtest import MICROPYTHON
 from edgestream_agent.link import Link
 from edgestream_shared.decoder import decode
+from edgestream_shared.encoder import encode_time
 
-# compiling link, config and encoder from source needs more than the esp32
-# heap on the unix port (a board imports them compiled or frozen)
+# These tests compile the link, the shared decoder and the validator from
+# source, again after each unload, which needs more than the esp32 heap on
+# the unix port; the agent as a whole runs from its .mpy bundle on the esp32
+# heap in test_link_mqtt.py and test_serial_link.py.
 BOARD = "rp2040"
 
 NAMES = (b"count", b"avg")
@@ -28,6 +33,32 @@ def pending(lk):
         lk.buf.mark_sent()
         lk.buf.ack()
     return out
+
+
+# first: compiling the decoder and the validator from source (as these tests do
+# under MicroPython) needs the heap before the other tests fragment it
+def test_messages_without_a_topic_are_told_apart_by_kind_and_their_code_unloaded():
+    # serial frames carry no topic: the message's own kind decides
+    lk = link()
+
+    class S:
+        def every(self, *a):
+            pass
+    lk.attach(S())
+    lk.clock._now = lambda: 0
+    lk._rx(b"not a message at all")  # nacked as a config, with the reason
+    kind, payload = lk._ctrl[-1]
+    assert kind == "ack" and json.loads(payload)["error"].startswith("payload:")
+    assert lk.cfg_refused == 1 and lk.rx_refused == 1
+    lk._rx(encode_time(1700000000000, dev="d1"))
+    assert lk.time_syncs == 1 and lk.clock.source == 2 and lk.clock.epoch(0) == 1700000000000
+    lk._rx(encode_time(1700000000000, dev="other"))  # not for this device
+    assert lk.time_syncs == 1 and lk.rx_refused == 2
+    if MICROPYTHON:
+        # the decoder, remote-config and validator code left the heap again
+        for m in ("edgestream_shared.decoder", "edgestream_agent.remote_config", "edgestream_agent.config",
+                  "edgestream_agent.specs", "edgestream_agent.link_config"):
+            assert m not in sys.modules, m
 
 
 def test_results_get_consecutive_seqs_and_the_boot_id():
@@ -91,3 +122,4 @@ def test_config_errors_nack_through_the_control_queue():
     ack = json.loads(payload)
     assert kind == "ack" and ack["ok"] is False and ack["error"].startswith("payload:")
     assert lk.rx_refused == 1
+

@@ -1,9 +1,11 @@
 """The agent over a real pty: agent <-> pty <-> pyserial, with line noise and a cut frame.
 
-The agent (real MicroPython, compiled bundle) writes framed results to one
-end of a pty pair bridge; pyserial reads the other end and sends a config
-back. Garbage and a cut frame are injected into the agent's stream between
-two of its frames; only the injected bytes are lost.
+The agent (real MicroPython, compiled bundle, esp32 heap) writes framed
+results to one end of a pty pair bridge; pyserial reads the other end and
+sends the hub's time reference back. Garbage and a cut frame are injected
+into the agent's stream between two of its frames; only the injected bytes
+are lost. A config sent back over the line is acked and applied (rp2040
+heap: see test_link_mqtt.py for why).
 """
 
 import json
@@ -14,7 +16,7 @@ import serial
 from linktools import PtyBridge, finish, start_micropython, wait_until
 
 from edgestream_shared.decoder import decode
-from edgestream_shared.encoder import encode_config
+from edgestream_shared.encoder import encode_config, encode_time
 from edgestream_shared.errors import WireError
 from edgestream_shared.frame import FrameReader, encode_frame
 from edgestream_tools import bundle
@@ -27,7 +29,7 @@ RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpy")
-    bundle.build(out, None)
+    bundle.build(out, None, 3)
     return out
 
 
@@ -39,6 +41,66 @@ def config(path, window_ms=100):
 
 
 def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
+    # the esp32 heap; the hub's time reference comes back over the line
+    bridge = PtyBridge()
+    port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
+    reader = FrameReader()
+    msgs, errors = [], []
+
+    def pump():
+        reader.feed(port.read(4096))
+        for _ in range(1000):
+            try:
+                p = reader.next()
+            except WireError as e:
+                errors.append(e.reason)
+                continue
+            if p is None:
+                return
+            msgs.append(decode(p))
+
+    def kind(k):
+        return [m for m in msgs if m["kind"] == k]
+
+    (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
+    (tmp_path / "run.py").write_text(RUN)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", lib=lib)
+    try:
+        assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
+        bridge.inject(b"\x00\xff line noise from a loose cable\n")
+        # a frame cut by an unplug: the agent's next frame runs into it
+        bridge.inject(encode_frame(b'{"v":1,"dev":"pico1","boot":1,"kind":"results","items":[]}')[:25])
+        assert wait_until(lambda: (pump(), len(kind("results")) >= 8)[1], 15)
+        # hub -> agent: noise, then the time reference (shared wire "time" kind)
+        port.write(b"garbage towards the device\n")
+        port.write(encode_frame(encode_time(1700000000000, dev="pico1")))
+        assert wait_until(lambda: (pump(), any(m["items"][0]["start"] >= 1700000000000
+                                                 for m in kind("results")))[1], 15)
+        s_out = finish(agent, 60)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            pump()
+    finally:
+        agent.kill()
+        port.close()
+        bridge.close()
+    s = json.loads(s_out.strip().splitlines()[-1])
+    assert errors == ["frame: line does not start with '$' (garbage or a cut frame)"]
+    c = SeqCheck()
+    for m in kind("results"):
+        c.feed(m)
+    rep = c.report("pico1", kind("results")[0]["boot"])
+    # nothing lost, nothing doubled: the garbage and the cut frame cost nothing else
+    assert rep.missing == [] and rep.duplicates == [] and rep.unique == s["results"]
+    assert s["frame_errors"] == 1 and s["results_dropped"] == 0 and s["rx_refused"] == 0
+    assert s["clock_source"] == "hub" and s["clock_age_ms"] >= 0
+    assert kind("metrics") and kind("metrics")[-1]["metrics"]["link_up"] == 1
+    assert min(m["metrics"]["heap_free"] for m in kind("metrics")) >= 12000
+
+
+def test_serial_config_is_acked_and_applied(tmp_path, lib):
+    # the rp2040 heap: validating a config needs the validator's code next
+    # to the running agent (see test_link_mqtt.py)
     bridge = PtyBridge()
     port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
     reader = FrameReader()
@@ -64,10 +126,6 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
     agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="rp2040", lib=lib)
     try:
         assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
-        bridge.inject(b"\x00\xff line noise from a loose cable\n")
-        # a frame cut by an unplug: the agent's next frame runs into it
-        bridge.inject(encode_frame(b'{"v":1,"dev":"pico1","boot":1,"kind":"results","items":[]}')[:25])
-        assert wait_until(lambda: (pump(), len(kind("results")) >= 8)[1], 15)
         # hub -> agent: noise, then a config making the windows 200 ms
         port.write(b"garbage towards the device\n")
         new = config(bridge.device_path, window_ms=200)
@@ -85,7 +143,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
     s = json.loads(s_out.strip().splitlines()[-1])
     ack = kind("ack")[0]
     assert ack["ok"] is True and ack["version"] == 2
-    assert errors == ["frame: line does not start with '$' (garbage or a cut frame)"]
+    assert errors == []
     c = SeqCheck()
     for m in kind("results"):
         c.feed(m)
@@ -94,5 +152,5 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
     assert rep.missing == [] and rep.duplicates == [] and rep.unique == s["results"]
     spans = [m["items"][0]["end"] - m["items"][0]["start"] for m in kind("results")]
     assert spans[0] == 100 and 200 in spans
-    assert s["frame_errors"] == 1 and s["config_version"] == 2 and s["results_dropped"] == 0
+    assert s["frame_errors"] == 1 and s["config_version"] == 2 and s["results_dropped"] == 0  # the garbage line
     assert kind("metrics") and kind("metrics")[-1]["metrics"]["link_up"] == 1

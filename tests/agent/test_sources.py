@@ -42,6 +42,6 @@ def test_hardware_sources_say_what_is_missing():
 
 
 def test_linear_scaling_is_integer():
-    from edgestream_agent.sources import apply, linear
+    from edgestream_agent.sources.scale import apply, linear
     num, den, off = linear(0.0625, -40, 100)  # e.g. a 12-bit temperature register
     assert [apply(raw, num, den, off) for raw in (0, 16, 1000, -16)] == [-4000, -3900, 2250, -4100]

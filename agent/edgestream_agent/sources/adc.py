@@ -1,7 +1,7 @@
 # ADC input (machine.ADC): value = read_u16() * scale + offset.
 # `atten` (ESP32) sets the input attenuation (machine.ADC.ATTN_* value).
 
-from edgestream_agent.sources import apply, linear
+from edgestream_agent.sources.scale import apply, linear
 
 try:
     import machine

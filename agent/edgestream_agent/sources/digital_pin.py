@@ -3,7 +3,7 @@
 # (pulses per period, times scale). The handler only increments an int: it
 # allocates nothing.
 
-from edgestream_agent.sources import apply, linear
+from edgestream_agent.sources.scale import apply, linear
 
 try:
     import machine

@@ -2,7 +2,7 @@
 # `addr`, big- or little-endian, signed or not, then raw * scale + offset.
 # Reads go into a preallocated bytearray (readfrom_mem_into): no allocation.
 
-from edgestream_agent.sources import apply, linear
+from edgestream_agent.sources.scale import apply, linear
 
 try:
     import machine
