@@ -192,3 +192,19 @@ def test_size_rotation_splits_a_batch_where_the_file_fills(tmp_path):
     assert rotated and all(p.stat().st_size < 1000 + 60 for p in rotated)
     got = [r["i"] for p in rotated for r in jl(p)] + [r["i"] for r in jl(tmp_path / "out.jsonl")]
     assert got == list(range(40))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_records)
+def test_the_ascii_encoder_the_mqtt_sink_uses_matches_json_dumps(r):
+    encode, reset = json_line_encoder(ensure_ascii=True)
+    try:
+        want = json.dumps(r, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        want = None
+    try:
+        got = "".join(encode(r))
+    except ValueError:
+        reset()
+        got = None
+    assert got == want

@@ -39,12 +39,12 @@ def _format_of(path: str, fmt: str) -> str:
     return "csv" if path.lower().endswith(".csv") else "jsonl"
 
 
-def json_line_encoder() -> tuple[Callable[[Any], list[str]], Callable[[], None]]:
+def json_line_encoder(ensure_ascii: bool = False) -> tuple[Callable[[Any], list[str]], Callable[[], None]]:
     """``(encode, reset)``: ``encode(record)`` gives the chunks of one compact JSON text
-    (UTF-8 kept as is, NaN and infinities refused with ValueError, unknown types with
-    TypeError, cycles with ValueError), exactly what ``json.dumps(r, separators=(",", ":"),
-    allow_nan=False, ensure_ascii=False)`` gives. ``reset()`` must be called after an
-    encode raised (it clears the cycle markers the failed call left behind).
+    (NaN and infinities refused with ValueError, unknown types with TypeError, cycles with
+    ValueError), exactly what ``json.dumps(r, separators=(",", ":"), allow_nan=False,
+    ensure_ascii=ensure_ascii)`` gives. ``reset()`` must be called after an encode raised
+    (it clears the cycle markers the failed call left behind).
 
     Built once: ``json.dumps`` builds a new encoder for every call, which is half of
     its cost on small records.
@@ -55,13 +55,14 @@ def json_line_encoder() -> tuple[Callable[[Any], list[str]], Callable[[], None]]
     markers: dict[int, Any] = {}
     make = getattr(je, "c_make_encoder", None)
     if make is None:  # no C accelerator (another interpreter): the pure-Python encoder
-        enc = je.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        enc = je.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=ensure_ascii)
 
         def encode(r: Any) -> list[str]:
             return [enc.encode(r)]
 
         return encode, markers.clear
-    c = make(markers, default, je.encode_basestring, None, ":", ",", False, False, False)
+    strings = je.encode_basestring_ascii if ensure_ascii else je.encode_basestring
+    c = make(markers, default, strings, None, ":", ",", False, False, False)
 
     def encode(r: Any) -> list[str]:
         return c(r, 0)

@@ -226,6 +226,9 @@ class MqttSink(Sink):
         self.client_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
         self._client: Any = None
         self.connected = threading.Event()
+        from edgestream_hub.connectors.files import json_line_encoder
+
+        self._encode, self._reset = json_line_encoder(ensure_ascii=True)  # one encoder, not one per record
 
     def open(self) -> None:
         self._client = _client(self.conn, self.client_id, True, self.ctx.label)
@@ -253,8 +256,9 @@ class MqttSink(Sink):
         out: dict[str, list[str]] = {}
         for r in records:
             try:
-                out.setdefault(self._topic(r), []).append(json.dumps(r, separators=(",", ":"), allow_nan=False))
-            except (TypeError, ValueError) as e:
+                out.setdefault(self._topic(r), []).append("".join(self._encode(r)))
+            except (TypeError, ValueError, RecursionError) as e:
+                self._reset()
                 rejected.append((r, f"mqtt sink {self.ctx.label}: {e}"))
         infos = []
         for topic, items in out.items():
