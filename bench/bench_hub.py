@@ -1,19 +1,38 @@
-"""Hub engine throughput and plugin overhead.
+"""Hub engine: throughput, latency, memory, cold start and plugin overhead.
 
-1. records/s through MQTT source -> passthrough -> file sink, with agents'
-   batched result messages (100 items each) published to a real mosquitto
-   started on a free loopback port; timed from the first publish until the
-   file sink has written every record.
-2. Plugin processor overhead: the example plugin's ``threshold`` processor
+Every MQTT measurement runs the receiving side in a child process (so neither
+the publisher nor this harness shares its GIL or inflates its RSS) against a
+real mosquitto on a free loopback port, with agents' batched ``results``
+messages (100 items each, the payloads the shared ``Encoder`` writes):
+
+1. Throughput, records/s: the hub (``HubService`` on a config file, as
+   ``edgestream hub run`` runs it: MQTT source -> passthrough -> file sink)
+   against bare paho subscribers on the same broker and payloads, in
+   interleaved rounds: one that only counts messages (x100) and one that also
+   ``json.loads`` each payload. Timed from the first publish until the child
+   has every record (the hub: in the file).
+2. Latency, publish -> record written by the file sink (``write`` returned),
+   at a low message rate so queues are empty: p50/p99 per message (the time
+   its last record was written), for 100-record and 1-record messages; the
+   bare subscriber's publish -> ``on_message`` is the floor. The first
+   ``WARMUP_MESSAGES`` of each run are left out (connection warm-up).
+3. Memory: the hub child's VmRSS once started and its peak (VmHWM) over the
+   throughput run, read from ``/proc/self/status`` in the child.
+4. Cold start: ``edgestream hub check`` (median of 5), and process start ->
+   subscribed at the broker for the hub child.
+5. Plugin processor overhead: the example plugin's ``threshold`` processor
    loaded from its entry point, against the same class registered as a
    built-in, and against the built-in ``filter`` (gt), each driven through the
    engine (in-memory source -> processor -> null sink); medians of
    interleaved runs.
-3. Cold start of ``edgestream hub check``.
+
+``python -m bench.bench_hub`` prints everything; ``--child ...`` is the
+receiving side (internal).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -21,65 +40,233 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = str(ROOT / "tests" / "hub" / "plugin_example")
+CHILD_DEADLINE_S = 90.0  # a child gives up (and reports what it got) after this long
+# Latency runs leave out their first messages: on a fresh connection the first ~6 take 5-40 ms
+# whatever the receiver is (a bare paho subscriber too): TCP/broker warm-up, not the hub.
+WARMUP_MESSAGES = 10
 
-
-def bench_mqtt(messages: int = 2000, per_message: int = 100) -> float:
-    import paho.mqtt.client as mqtt
-
-    from edgestream_hub.config import load_config
-    from edgestream_hub.engine import Engine
-    from edgestream_tools.broker import Mosquitto
-    from edgestream_shared.encoder import Encoder
-
-    with tempfile.TemporaryDirectory() as d:
-        broker = Mosquitto(Path(d)).start()
-        try:
-            cfg = load_config(text=f"""
-broker: {{host: 127.0.0.1, port: {broker.port}}}
+# The hub config every MQTT measurement runs: default queues (10000 records) and batch sizes
+# (500), batches handed on as soon as they are taken (linger 0: under load batches fill by
+# themselves, see docs/hub.md).
+HUB_YAML = """
+broker: {{host: 127.0.0.1, port: {port}}}
 sources:
   devices: {{mqtt: {{topics: "edgestream/+/results", qos: 0, client_id: bench-hub}}}}
 sinks:
-  out: {{file: {{path: {d}/out.jsonl}}, batch: {{size: 2000, linger: 20ms}}, queue: 50000}}
+  out: {{file: {{path: {out}}}, batch: {{linger: {linger}}}}}
 pipelines:
-  p: {{from: devices, processors: [passthrough: {{}}], to: out, batch: {{size: 2000, linger: 5ms}}, queue: 50000}}
-""", env={})
-            engine = Engine(cfg).start()
-            src = engine.sources["devices"].source
-            src.subscribed.wait(10)
-            payloads = []
-            for m in range(messages):
-                e = Encoder("dev-%d" % (m % 10), 1, 16384)
-                e.begin(b"results")
-                base = (m // 10) * per_message
-                for i in range(per_message):
-                    e.add_result(base + i, b"temp", b"w10s", 0, 10_000, (b"count", b"avg", b"min", b"max"),
-                                 (10, 21.5, 20.0, 23.0))
-                payloads.append(("edgestream/dev-%d/results" % (m % 10), bytes(e.finish())))
-            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-            pub.connect("127.0.0.1", broker.port)
-            pub.loop_start()
-            total = messages * per_message
-            t0 = time.perf_counter()
-            for topic, p in payloads:
-                pub.publish(topic, p, qos=0)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if engine.metrics.value("edgestream_sink_records_total", component="out") >= total:
-                    break
-                time.sleep(0.005)
-            dt = time.perf_counter() - t0
-            got = engine.metrics.value("edgestream_sink_records_total", component="out")
-            pub.loop_stop()
-            pub.disconnect()
-            engine.stop()
+  p: {{from: devices, processors: [passthrough: {{}}], to: out, batch: {{linger: {linger}}}}}
+"""
+
+
+# -- the receiving side (child process) --
+
+def _mem_kb() -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of this process in KiB."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line[:5]] = int(line.split()[1])
+    except OSError:  # not Linux: ru_maxrss is the peak in KiB there too (bytes on macOS)
+        import resource
+
+        out["VmHWM"] = out["VmRSS"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return out
+
+
+def _say(**kw: Any) -> None:
+    sys.stdout.write(json.dumps(kw) + "\n")
+    sys.stdout.flush()
+
+
+def _child_hub(cfg_path: str, total: int, per: int, track: bool) -> None:
+    from edgestream_hub.service import HubService
+
+    svc = HubService(cfg_path).start()
+    eng = svc.engine
+    assert eng is not None
+    src = eng.sources["devices"].source
+    written: dict[int, float] = {}  # message index -> when its last record was written
+    if track:
+        sink = eng.sinks["out"].sink
+        orig = sink.write
+
+        def write(records: list[dict[str, Any]]) -> Any:
+            rejected = orig(records)
+            t = time.monotonic()
+            for r in records:
+                written[r["seq"] // per] = t
+            return rejected
+
+        sink.write = write  # type: ignore[method-assign]
+    src.subscribed.wait(20)
+    _say(ready=time.monotonic(), mem=_mem_kb())
+    deadline = time.monotonic() + CHILD_DEADLINE_S
+    got = 0.0
+    while time.monotonic() < deadline:
+        got = eng.metrics.value("edgestream_sink_records_total", component="out")
+        if got >= total:
+            break
+        time.sleep(0.002)
+    done = time.monotonic()
+    _say(done=done, count=got, mem=_mem_kb(), written=written)
+    svc.stop()
+
+
+def _child_paho(port: int, total: int, per: int, parse: bool) -> None:
+    import paho.mqtt.client as mqtt
+
+    got = [0]
+    arrived: dict[int, float] = {}
+    finished = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(client: Any, userdata: Any, msg: Any) -> None:
+        n = len(json.loads(msg.payload)["items"]) if parse else per
+        arrived[got[0] // per] = time.monotonic()
+        got[0] += n
+        if got[0] >= total:
+            finished.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho")
+    c.on_message = on_message
+    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe("edgestream/+/results", 0)
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    subscribed.wait(20)
+    _say(ready=time.monotonic(), mem=_mem_kb())
+    finished.wait(CHILD_DEADLINE_S)
+    _say(done=time.monotonic(), count=got[0], mem=_mem_kb(), written=arrived)
+    c.disconnect()
+    c.loop_stop()
+
+
+def child_main(argv: list[str]) -> None:
+    kind = argv[0]
+    if kind == "hub":
+        _child_hub(argv[1], int(argv[2]), int(argv[3]), argv[4] == "1")
+    else:
+        _child_paho(int(argv[1]), int(argv[2]), int(argv[3]), kind == "paho-json")
+
+
+# -- the harness --
+
+def payloads(messages: int, per: int, devices: int) -> list[tuple[str, bytes]]:
+    """``messages`` results messages of ``per`` items, round robin over ``devices``; item seqs
+    run on per device, so seq // per is the message index when ``devices`` is 1."""
+    from edgestream_shared.encoder import Encoder
+
+    out = []
+    for m in range(messages):
+        dev = m % devices
+        e = Encoder("dev-%d" % dev, 1, 16384)
+        e.begin(b"results")
+        base = (m // devices) * per
+        for i in range(per):
+            e.add_result(base + i, b"temp", b"w10s", 0, 10_000, (b"count", b"avg", b"min", b"max"),
+                         (10, 21.5, 20.0, 23.0))
+        out.append(("edgestream/dev-%d/results" % dev, bytes(e.finish())))
+    return out
+
+
+def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: int, rate: float | None = None,
+              linger: str = "0ms", track: bool = False) -> dict[str, Any]:
+    """Start a receiving child, publish ``data`` (all at once, or ``rate`` messages/s), collect its report."""
+    import paho.mqtt.client as mqtt
+
+    total = len(data) * per
+    if kind == "hub":
+        out = Path(d) / "out.jsonl"
+        out.unlink(missing_ok=True)
+        cfg = Path(d) / "hub.yaml"
+        cfg.write_text(HUB_YAML.format(port=port, out=out, linger=linger))
+        args = ["hub", str(cfg), str(total), str(per), "1" if track else "0"]
+    else:
+        args = [kind, str(port), str(total), str(per)]
+    t_spawn = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_hub", "--child", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        for _ in range(2000):  # publishing before the CONNACK would queue (and delay) the first messages
+            if pub.is_connected():
+                break
+            time.sleep(0.005)
+        sent: list[float] = []
+        t0 = time.monotonic()
+        for i, (topic, p) in enumerate(data):
+            if rate:
+                wait = t0 + i / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            sent.append(time.monotonic())
+            pub.publish(topic, p, qos=0)
+        rep = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        pub.loop_stop()
+        pub.disconnect()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    rep["start_s"] = ready["ready"] - t_spawn
+    rep["mem_ready"] = ready["mem"]
+    rep["rate"] = rep["count"] / (rep["done"] - t0)
+    rep["by_message"] = {int(i): (t - sent[int(i)]) * 1000 for i, t in rep.pop("written").items()}
+    rep["latency_ms"] = sorted(v for i, v in rep["by_message"].items() if i >= WARMUP_MESSAGES)
+    if rep["count"] < total:
+        print(f"  {kind}: only {rep['count']:.0f} of {total} records arrived")
+    return rep
+
+
+def pct(xs: list[float], p: float) -> float:
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def bench_mqtt(rounds: int = 3, messages: int = 2000, per: int = 100) -> dict[str, Any]:
+    from edgestream_tools.broker import Mosquitto
+
+    res: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as d:
+        broker = Mosquitto(Path(d)).start()
+        try:
+            data = payloads(messages, per, 10)
+            rates: dict[str, list[float]] = {"hub": [], "paho-count": [], "paho-json": []}
+            hub_runs = []
+            for _ in range(rounds):
+                for kind in rates:
+                    r = run_child(kind, broker.port, d, data, per)
+                    rates[kind].append(r["rate"])
+                    if kind == "hub":
+                        hub_runs.append(r)
+            res["rates"] = {k: statistics.median(v) for k, v in rates.items()}
+            res["hub_runs"] = hub_runs
+            res["linger50"] = run_child("hub", broker.port, d, data, per, linger="50ms")["rate"]
+            one = payloads(400, 1, 1)
+            hundred = payloads(300, per, 1)
+            res["lat"] = {
+                "hub, 100-record messages at 100 msg/s": run_child("hub", broker.port, d, hundred, per, rate=100,
+                                                                   track=True)["latency_ms"],
+                "hub, 1-record messages at 200 msg/s": run_child("hub", broker.port, d, one, 1, rate=200,
+                                                                 track=True)["latency_ms"],
+                "hub, 100-record messages, default linger 50ms": run_child(
+                    "hub", broker.port, d, hundred[:100], per, rate=100, linger="50ms", track=True)["latency_ms"],
+                "bare paho + json.loads, 100-record messages": run_child(
+                    "paho-json", broker.port, d, hundred, per, rate=100)["latency_ms"],
+            }
         finally:
             broker.stop()
-    if got < total:
-        print(f"  mqtt: only {got:.0f} of {total} records arrived")
-    return got / dt
+    return res
 
 
 def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
@@ -87,7 +274,7 @@ def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
     from edgestream_hub.config import load_config
     from edgestream_hub.engine import Engine
     from edgestream_hub.registry import Registry, component
-    from edgestream_hub.spec import Field, Spec
+    from edgestream_hub.spec import Spec
 
     sys.path.insert(0, PLUGIN_DIR)
     reg = Registry.default(paths=[PLUGIN_DIR])  # threshold comes from its entry point
@@ -179,15 +366,33 @@ pipelines: {p: {from: devices, processors: [{filter: {field: avg, gt: 3}}], to: 
 
 
 def main() -> None:
-    rate = bench_mqtt()
-    print(f"mqtt source -> passthrough -> file sink, 100 records/message: {rate:,.0f} records/s")
+    m = bench_mqtt()
+    r = m["rates"]
+    print("MQTT -> passthrough -> file sink, 100 records/message, 200K records, median of 3 interleaved rounds:")
+    print(f"  hub (edgestream hub run config)         : {r['hub']:>9,.0f} records/s")
+    print(f"  bare paho subscriber, counting messages : {r['paho-count']:>9,.0f} records/s "
+          f"(hub = {r['hub'] / r['paho-count'] * 100:.0f}%)")
+    print(f"  bare paho subscriber + json.loads       : {r['paho-json']:>9,.0f} records/s "
+          f"(hub = {r['hub'] / r['paho-json'] * 100:.0f}%)")
+    print(f"  hub with the default linger (50ms)      : {m['linger50']:>9,.0f} records/s (one run)")
+    print("latency, publish -> last record of the message written (ms):")
+    for name, xs in m["lat"].items():
+        print(f"  {name:<47}: p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  max {max(xs):6.2f}  (n={len(xs)})")
+    runs = m["hub_runs"]
+    print(f"hub process memory: {statistics.median(x['mem_ready']['VmRSS'] for x in runs) / 1024:.1f} MiB RSS "
+          f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the throughput runs")
+    print(f"hub run start -> subscribed at the broker: {statistics.median(x['start_s'] for x in runs) * 1000:.0f} ms "
+          f"(median of {len(runs)})")
+    print(f"edgestream hub check cold start: {bench_cold_start() * 1000:.0f} ms (median of 5)")
     rates = bench_plugin()
     base = rates["same class built in"]
-    for name, r in rates.items():
-        print(f"pipeline with {name:<20}: {r:,.0f} records/s ({(base / r - 1) * 100:+.1f}% time vs same class built in)")
+    for name, rt in rates.items():
+        print(f"pipeline with {name:<20}: {rt:,.0f} records/s ({(base / rt - 1) * 100:+.1f}% time vs same class built in)")
     print(f"plugin overhead vs built-in filter: {(rates['built-in filter'] / rates['plugin threshold'] - 1) * 100:+.1f}%")
-    print(f"edgestream hub check cold start: {bench_cold_start() * 1000:.0f} ms (median of 5)")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+    else:
+        main()
