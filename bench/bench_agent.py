@@ -85,8 +85,7 @@ for i in range(4):
                     "filters": [{"median": 3}, {"ema": 0.5}], "windows": ws})
 cfg = validate({"device": "tiny-1", "sensors": sensors})
 del validate, sensors, ws  # (a function keeps its module's globals alive)
-unload("config")
-unload("specs")
+unload("config", "specs", "link_config")
 from edgestream_agent.agent import Agent
 from edgestream_agent.scheduler import Scheduler
 class Clock:
@@ -123,7 +122,7 @@ print(dt)
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as lib:
-        build(Path(lib))
+        build(Path(lib), None, 3)  # -O3, as a board bundle
         paths = [lib]
         alloc, results, rate, bare = mp.run_code(STEADY, board="esp32", extra_paths=paths).split()
         print(f"steady state: {alloc} bytes allocated over 10,000 samples "
