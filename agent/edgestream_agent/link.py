@@ -209,7 +209,7 @@ class Link:
             version, ok, err, ack = rc.handle(payload)
         except MemoryError:
             # the heap could not hold the validator: refuse, keep running
-            rc = None
+            rc = None  # (drop the half-built handler and with it its module)
             self.rx_refused += 1
             self._config_refused("memory: not enough heap to validate a config")
             return

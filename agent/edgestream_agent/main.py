@@ -77,7 +77,7 @@ def main(path="agent.json", duration_ms=None, reserve=12288):
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
     agent = Agent(cfg, validated=True)
     agent.attach(sched)
-    hold = None
+    hold = None  # the held block is free again, in one piece, for the link
     gc.collect()
     from edgestream_agent.link import Link
     link = Link(cfg, boot, path=path)
