@@ -269,6 +269,55 @@ def bench_mqtt(rounds: int = 3, messages: int = 2000, per: int = 100) -> dict[st
     return res
 
 
+def bench_stages(messages: int = 500, per: int = 100, runs: int = 5) -> dict[str, float]:
+    """CPU time per record of each stage of the MQTT -> file path, one thread, best of ``runs``."""
+    from edgestream_hub.components import ComponentContext
+    from edgestream_hub.connectors.files import FileSink
+    from edgestream_hub.wire import WireDecoder
+    from edgestream_shared.decoder import decode
+
+    data = payloads(messages, per, 10)
+    n = messages * per
+
+    def best(fn: Any) -> float:
+        ts = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return min(ts) / n * 1e6
+
+    def loads_all() -> None:
+        for _, p in data:
+            json.loads(p)
+
+    def decode_all() -> None:
+        for _, p in data:
+            decode(p)
+
+    wd = WireDecoder()
+    records: list[dict[str, Any]] = []
+
+    def flatten_all() -> None:
+        wd.tracker = type(wd.tracker)()  # a fresh tracker: every run sees the same in-order stream
+        records.clear()
+        for topic, p in data:
+            records.extend(wd.decode(p, topic))
+
+    loads = best(loads_all)
+    checked = best(decode_all)
+    flat = best(flatten_all)
+    with tempfile.TemporaryDirectory() as d:
+        sink = FileSink({"path": f"{d}/out.jsonl", "format": "auto", "columns": None, "rotate_size": None,
+                         "rotate_interval": None, "keep": 0, "fsync": False},
+                        ComponentContext("sink", "out", "out", base_dir=d))
+        sink.open()
+        write = best(lambda: [sink.write(records[i:i + 500]) for i in range(0, n, 500)])
+        sink.close()
+    return {"json.loads": loads, "wire checks (shared decoder)": checked - loads,
+            "flatten + sequence tracking (hub)": flat - checked, "file sink: JSON encode + write": write}
+
+
 def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
     from edgestream_hub.components import PollingSource, Sink
     from edgestream_hub.config import load_config
@@ -378,6 +427,12 @@ def main() -> None:
     print("latency, publish -> last record of the message written (ms):")
     for name, xs in m["lat"].items():
         print(f"  {name:<47}: p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  max {max(xs):6.2f}  (n={len(xs)})")
+    st = bench_stages()
+    print("CPU per record by stage (one thread, no MQTT, best of 5):")
+    for name, us in st.items():
+        print(f"  {name:<34}: {us:5.2f} us")
+    rest = 1e6 / r["hub"] - sum(st.values())
+    print(f"  {'the rest (paho, threads, queues)':<34}: {rest:5.2f} us (1 / hub rate - the stages above)")
     runs = m["hub_runs"]
     print(f"hub process memory: {statistics.median(x['mem_ready']['VmRSS'] for x in runs) / 1024:.1f} MiB RSS "
           f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the throughput runs")
