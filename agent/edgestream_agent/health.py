@@ -1,5 +1,5 @@
 # Device health: the agent's own metrics, published periodically as a wire
-# "metrics" message (encoder.encode_metrics) on <prefix>/<device>/metrics.
+# "metrics" message (wire.message) on <prefix>/<device>/metrics.
 #
 # Metric names (all numbers unless noted; the agent README lists them):
 #   heap_free, heap_used      bytes (gc.mem_free / gc.mem_alloc)
@@ -26,8 +26,6 @@
 
 import gc
 import sys
-
-from edgestream_shared.encoder import encode_metrics
 
 try:
     from time import ticks_ms, ticks_diff
@@ -80,5 +78,6 @@ class Health:
         return m
 
     def encode(self, metrics):
+        from edgestream_agent.wire import message
         self.sent += 1
-        return encode_metrics(self.dev, self.boot, metrics)
+        return message("metrics", self.dev, self.boot, "metrics", metrics)

@@ -11,7 +11,7 @@
 # drains the buffer in order while the transport accepts messages. Nothing
 # here blocks: a broker that is down or slow only makes the buffer fill.
 #
-# MQTT topics (edgestream_shared.topics.Topics, prefix transport.prefix):
+# MQTT topics (the shared layout, edgestream_shared.topics; prefix transport.prefix):
 #   <prefix>/<dev>/results     results, QoS transport.mqtt.qos (default 1)
 #   <prefix>/<dev>/status      retained "online" after connecting; the last
 #                              will is a retained "offline"
@@ -23,21 +23,22 @@
 # says what it is by its "kind" (config or time).
 #
 # Memory: only the transport in use is imported (mqtt_transport + mqtt, or
-# serial_link), WiFi and NTP code only when configured. Messages from the
-# hub are rare: the code that reads them (the shared decoder, remote_config
-# and the config validator) is imported for each one and unloaded after it.
+# serial_link), WiFi and NTP code only when configured. Messages are written
+# and read by the agent's own small wire module (wire.py), not the shared
+# encoder/decoder. Config messages are rare: the code that handles them
+# (remote_config, the validator, reconfig) is imported for each one and
+# unloaded after it.
 
 from array import array
 
-from edgestream_shared.encoder import Encoder
-from edgestream_shared.topics import Topics
 from edgestream_agent import unload
 from edgestream_agent.clock import Clock, ticks_ms
 from edgestream_agent.offline_buffer import OfflineBuffer
+from edgestream_agent.wire import message, read, results
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
-# modules only a message from the hub needs
-_RX_MODULES = ("remote_config", "config", "specs", "link_config", "edgestream_shared.decoder")
+# modules only a config message needs
+_RX_MODULES = ("remote_config", "config", "reconfig")
 
 
 class Link:
@@ -50,7 +51,8 @@ class Link:
         self.dev = cfg["device"]
         self.boot = boot
         self.version = cfg.get("version", 0)
-        self.topics = Topics(self.dev, t["prefix"])
+        self.base = t["prefix"] + "/" + self.dev + "/"  # topic of kind k: base + k
+        self._devb = self.dev.encode()
         # the transport's code first, its buffers after: long-lived blocks
         # allocated in that order leave the heap less fragmented
         kind = t["type"]
@@ -60,7 +62,8 @@ class Link:
             from edgestream_agent.serial_link import SerialTransport as tx
         else:
             tx = None
-        self.enc = Encoder(self.dev, boot, t["max_message"])
+        self._eb = bytearray(t["max_message"])  # one result message is encoded here
+        self._ebv = memoryview(self._eb)
         self.buf = OfflineBuffer(t["buffer_bytes"], t["spill_path"], t["spill_bytes"],
                                  max_record=t["max_message"])
         self.clock = clock or Clock(t["ntp"])
@@ -90,7 +93,7 @@ class Link:
             if not self.wifi.ok:
                 self.wifi = None  # this port has no WiFi: nothing to do
         if kind == "mqtt":
-            self.tx = tx(t, self.dev, boot, self.topics, self)
+            self.tx = tx(t, self.dev, boot, self.base, self)
         elif kind == "serial":
             self.tx = tx(t["serial"], on_message=self._rx)
         else:
@@ -115,14 +118,14 @@ class Link:
         seq = self.seq
         self.seq = seq + 1
         self.results += 1
-        e = self.enc
-        e.begin(b"results")
         c = self.clock
-        if not e.add_result(seq, sensor, window, c.epoch(start), c.epoch(end), names, values):
+        n = results(self._eb, self._devb, self.boot, seq, sensor.encode(), window.encode(),
+                    c.epoch(start), c.epoch(end), names, values)
+        if not n:
             self.too_large += 1
             self.buf.dropped += 1
             return
-        self.buf.push(e.finish(), 1)
+        self.buf.push(self._ebv[:n], 1)
 
     def poll(self):
         tx = self.tx
@@ -182,34 +185,36 @@ class Link:
         # topic; None over serial, where the message's own kind decides (a
         # payload that is no valid message at all is nacked as a config).
         try:
-            if kind is None:
-                from edgestream_shared.decoder import decode
-                try:
-                    kind = decode(payload)["kind"]
-                except ValueError:
-                    kind = "config"
-            if kind == "time":
-                self._time_message(payload)
+            try:
+                m = read(payload, kind)
+            except ValueError as e:  # ConfigError naming the field
+                self.rx_refused += 1
+                if kind != "time":
+                    self._config_refused(str(e))
+                return
+            payload = None  # (the JSON text is not needed any more)
+            if m["kind"] == "time":
+                self._time_message(m)
             else:
-                self._config_message(payload)
+                self._config_message(m)
         except MemoryError:
-            # no heap for the code that reads it: refuse, keep running
+            # no heap for the code that handles it: refuse, keep running
             self.rx_refused += 1
             if kind != "time":
                 self._config_refused("memory: not enough heap to read the message")
         finally:
             unload(*_RX_MODULES)
 
-    def _config_message(self, payload):
+    def _config_message(self, m):
         try:
             from edgestream_agent.remote_config import RemoteConfig
             apply = self.agent.apply if self.agent is not None else None
             rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
                               apply=apply)
-            version, ok, err, ack = rc.handle(payload)
+            version, ok, err, ack = rc.handle(m)
         except MemoryError:
             # the heap could not hold the validator: refuse, keep running
-            rc = None  # (drop the half-built handler and with it its module)
+            rc = m = None  # (drop the half-built handler and with it its module)
             self.rx_refused += 1
             self._config_refused("memory: not enough heap to validate a config")
             return
@@ -224,14 +229,13 @@ class Link:
 
     def _config_refused(self, reason):
         # a config message that could not even be read (oversize): nack it
-        from edgestream_shared.encoder import encode_ack
         self.cfg_refused += 1
         self.cfg_error = reason
-        self._queue("ack", encode_ack(self.dev, self.boot, 0, False, reason))
+        self._queue("ack", message("ack", self.dev, self.boot, "version", 0, "ok", False, "error", reason))
 
-    def _time_message(self, payload):
+    def _time_message(self, m):
         try:
-            self.clock.hub_message(payload, self.dev)
+            self.clock.hub_message(m, self.dev)
             self.time_syncs += 1
         except ValueError:
             self.rx_refused += 1
@@ -263,8 +267,7 @@ class Link:
     def send_health(self):
         if self.tx is None or not self.tx.up():
             return False
-        from edgestream_shared.encoder import encode_metrics
-        ok = self.tx.control("metrics", encode_metrics(self.dev, self.boot, self.collect()))
+        ok = self.tx.control("metrics", message("metrics", self.dev, self.boot, "metrics", self.collect()))
         if ok:
             self.health_sent += 1
         return ok

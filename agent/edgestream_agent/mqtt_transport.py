@@ -1,6 +1,6 @@
 # The link's MQTT transport: the non-blocking client (mqtt.py) wired to the
-# shared topic layout (edgestream_shared.topics.Topics). Imported only when
-# transport.type is "mqtt".
+# shared topic layout (<prefix>/<dev>/<kind>, edgestream_shared.topics).
+# Imported only when transport.type is "mqtt".
 #
 #   results     QoS transport.mqtt.qos; with QoS 1 the offline buffer keeps
 #               each record until its PUBACK (on_puback -> Link._puback)
@@ -11,17 +11,18 @@
 # An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
 # refused (a config one is nacked with its size).
 
-from edgestream_shared.encoder import encode_status
 from edgestream_agent.mqtt import MQTTClient
+from edgestream_agent.wire import message
 
 
 class MqttTransport:
     acks = True  # records are released on PUBACK (QoS 1)
 
-    def __init__(self, t, dev, boot, topics, link):
+    def __init__(self, t, dev, boot, base, link):
+        # base: "<prefix>/<dev>/", the topics' common start
         m = t["mqtt"]
         self.qos = m["qos"]
-        self.topics = topics
+        self.base = base
         self._link = link
         c = MQTTClient(m["client_id"] or dev, m["host"], m["port"], user=m["user"],
                        password=m["password"], keepalive=m["keepalive_s"],
@@ -30,12 +31,12 @@ class MqttTransport:
                        backoff_min_ms=m["backoff_min_ms"], backoff_max_ms=m["backoff_max_ms"],
                        connect_timeout_ms=m["connect_timeout_ms"])
         self.client = c
-        self._status = topics.status.encode()
-        self._results = topics.results.encode()
-        c.set_last_will(self._status, encode_status(dev, boot, "offline"), True, 1)
-        self._online = encode_status(dev, boot, "online")
-        self._config = topics.config.encode()
-        self._time = topics.time.encode()
+        self._status = (base + "status").encode()
+        self._results = (base + "results").encode()
+        c.set_last_will(self._status, message("status", dev, boot, "state", "offline"), True, 1)
+        self._online = message("status", dev, boot, "state", "online")
+        self._config = (base + "config").encode()
+        self._time = (base + "time").encode()
         c.set_callback(self._on_message)
         c.on_connect = self._on_connect
         c.on_disconnect = link._lost
@@ -73,8 +74,8 @@ class MqttTransport:
     def control(self, kind, payload):
         # kind: "ack" or "metrics" -> True when handed to the socket
         if kind == "ack":
-            return self.client.publish(self.topics.config_ack, payload, qos=1) is not None
-        return self.client.publish(self.topics.metrics, payload, qos=0) is not None
+            return self.client.publish(self.base + "config/ack", payload, qos=1) is not None
+        return self.client.publish(self.base + "metrics", payload, qos=0) is not None
 
     def stats(self, m):
         c = self.client
@@ -86,6 +87,6 @@ class MqttTransport:
         # a clean stop sends no will: say "offline" ourselves first
         c = self.client
         if c.state == 3:
-            c.publish(self._status, encode_status(self._link.dev, self._link.boot, "offline"),
+            c.publish(self._status, message("status", self._link.dev, self._link.boot, "state", "offline"),
                       retain=True, qos=0)
         c.disconnect()

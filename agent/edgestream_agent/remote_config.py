@@ -2,7 +2,8 @@
 #
 # The hub publishes a wire "config" message (retained) on
 # <prefix>/<device>/config, or sends it as a serial frame. handle(payload):
-#   1. decodes it strictly (edgestream_shared.decoder.decode_config); a
+#   1. reads it strictly (wire.read, as strict as the shared decoder's
+#      decode_config; the Link may hand over the dict it already read); a
 #      payload that is not a config message is refused with its reason,
 #   2. checks it is for this device and newer than the running version
 #      (the same version again - the retained copy after a reconnect - is
@@ -18,24 +19,15 @@
 # Changes to the `transport` section are persisted and take effect at the
 # next start (the link that carries the ack is not torn down under it).
 #
-# Memory: the Link imports this module (and with it the shared decoder and
-# the validator) for each config message and unloads them after it, so a
-# RemoteConfig lives for one message; the Link keeps the counters.
+# Memory: the Link imports this module (and with it the validator) for each
+# config message and unloads them after it, so a RemoteConfig lives for one
+# message; the Link keeps the counters. The message's JSON text is dropped
+# once it is parsed, and the raw config once it is validated.
 
 import json
 import os
 
-from edgestream_shared.encoder import encode_ack
-from edgestream_shared.errors import WireError
-from edgestream_agent import unload
-
-
-def _decode(payload):
-    # The shared decoder is needed for this one step: it is unloaded again
-    # before the (bigger) validator is imported, so the two are never on
-    # the heap together.
-    from edgestream_shared.decoder import decode_config
-    return decode_config(payload)
+from edgestream_agent.wire import message, read
 
 
 class RemoteConfig:
@@ -54,12 +46,14 @@ class RemoteConfig:
         # -> (version, ok, error, ack payload bytes). Never raises for bad input.
         version = 0
         try:
-            try:
-                m = _decode(payload)
-            except WireError as e:
-                raise _Nack(e.reason)
-            finally:
-                unload("edgestream_shared.decoder")
+            if isinstance(payload, dict):
+                m = payload
+            else:
+                try:
+                    m = read(payload, "config")
+                except ValueError as e:  # ConfigError: "<field>: <reason>"
+                    raise _Nack(str(e))
+            payload = None
             version = m["version"]
             if m["dev"] != self.dev:
                 raise _Nack("dev: config for %r sent to %r" % (m["dev"], self.dev))
@@ -100,7 +94,8 @@ class RemoteConfig:
             return self._ack(version, False, e.reason)
 
     def _ack(self, version, ok, error):
-        return version, ok, error, encode_ack(self.dev, self.boot, version, ok, error)
+        return version, ok, error, message("ack", self.dev, self.boot, "version", version, "ok", ok,
+                                           "error", error)
 
     def _persist(self, cfg):
         # -> None, or a note for the ack when the file could not be written
