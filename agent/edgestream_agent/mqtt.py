@@ -32,7 +32,10 @@
 # Runs unchanged under CPython (tests, host tools).
 
 import socket
-import time
+
+import select
+
+from edgestream_agent.scheduler import ticks_add, ticks_diff, ticks_ms
 
 try:
     from micropython import const
@@ -41,32 +44,16 @@ except ImportError:  # CPython
         return x
 
 try:
-    from time import ticks_ms, ticks_diff, ticks_add
-except ImportError:  # CPython
-    _T0 = time.monotonic()
-
-    def ticks_ms():
-        return int((time.monotonic() - _T0) * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b
-
-try:
-    import select
-except ImportError:  # pragma: no cover - every port we target has select
-    select = None
-
-try:
     from random import getrandbits
-except ImportError:  # ports without random: a cheap LCG is enough for jitter
-    _seed = [12345]
-
+except ImportError:  # ports without random: the clock is jitter enough
     def getrandbits(n):
-        _seed[0] = (_seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return _seed[0] & ((1 << n) - 1)
+        return ticks_ms() & ((1 << n) - 1)
+
+# Memory: on the unix port every function and every distinct name of a
+# module costs heap (bytecode, a function object, an interned string), so
+# this client is a few methods over one transmit and one receive buffer:
+# packets are written with _put (bytes) and _hdr (fixed header), parsed in
+# _parse, and the CPython fallbacks come from scheduler.py.
 
 # states
 DOWN = const(0)
@@ -83,12 +70,13 @@ class MQTTException(OSError):
     pass
 
 
-def _varlen_size(n):
-    s = 1
-    while n > 127:
-        n >>= 7
-        s += 1
-    return s
+def _again(e):
+    # a non-blocking socket (or CPython's ssl: SSLWant*Error) would block
+    return (e.args[0] if e.args else 0) in _EAGAIN or "Want" in e.__class__.__name__
+
+
+def _b(s):
+    return s.encode() if isinstance(s, str) else s
 
 
 class MQTTClient:
@@ -96,22 +84,19 @@ class MQTTClient:
                  keepalive=30, ssl=None, ssl_params=None, tx_size=2048,
                  rx_size=2048, max_inflight=8, backoff_min_ms=500,
                  backoff_max_ms=30000, connect_timeout_ms=5000):
-        self.client_id = client_id.encode() if isinstance(client_id, str) else client_id
+        self.client_id = _b(client_id)
         self.server = server
         self.port = port or (8883 if ssl else 1883)
-        self.user = user.encode() if isinstance(user, str) else user
-        self.pswd = password.encode() if isinstance(password, str) else password
+        self.user = _b(user)
+        self.pswd = _b(password)
         self.keepalive = keepalive          # seconds, 0 = no pings
         self.ssl = ssl                      # an ssl.SSLContext, True, or None
         self.ssl_params = ssl_params or {}
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
         self.connect_timeout_ms = connect_timeout_ms
-        self.lw_topic = None
-        self.lw_msg = None
-        self.lw_qos = 0
-        self.lw_retain = False
-        self.cb = None                      # cb(topic, msg) like umqtt; (topic, msg, retained) if cb3
+        self.lw = None                      # last will: (topic, msg, retain, qos)
+        self.cb = None                      # cb(topic, msg) like umqtt
         self.on_connect = None              # called after CONNACK and resubscribe
         self.on_disconnect = None           # called once per lost connection
         self.on_puback = None               # on_puback(pid)
@@ -122,8 +107,6 @@ class MQTTClient:
         self.connects = 0                   # successful CONNACKs
         self.failures = 0                   # connection attempts or links that failed
         self.rx_oversize = 0                # incoming packets skipped for size
-        self.rx_packets = 0
-        self.tx_packets = 0
         self.pings = 0
         # buffers, allocated once
         self._tx = bytearray(tx_size)
@@ -156,10 +139,7 @@ class MQTTClient:
         self.cb = f
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
-        self.lw_topic = topic.encode() if isinstance(topic, str) else topic
-        self.lw_msg = msg
-        self.lw_retain = retain
-        self.lw_qos = qos
+        self.lw = (_b(topic), msg, retain, qos)
 
     def connect(self, clean_session=True):
         # Start connecting now; poll() finishes the job (and reconnects for
@@ -174,7 +154,7 @@ class MQTTClient:
         # Graceful: queue DISCONNECT, try once to send it, close.
         self._want = False
         if self.state == UP and self._room(2):
-            self._tx_put2(0xE0, 0)
+            self._put(b"\xe0\x00")
             try:
                 self._flush()
             except OSError:
@@ -194,17 +174,17 @@ class MQTTClient:
 
     def subscribe(self, topic, qos=0):
         # Remembered and (re)sent after every CONNACK.
-        topic = topic.encode() if isinstance(topic, str) else topic
+        topic = _b(topic)
         for t, _ in self._subs:
             if t == topic:
                 return
         self._subs.append((topic, qos))
         if self.state == UP:
-            self._send_subscribe(topic, qos)
+            self._sub(topic, qos)
 
     def ping(self):
         if self.state == UP and self._room(2):
-            self._tx_put2(0xC0, 0)
+            self._put(b"\xc0\x00")
             self._ping_out = True
             self.pings += 1
 
@@ -215,28 +195,21 @@ class MQTTClient:
     def publish(self, topic, msg, retain=False, qos=0, dup=False):
         # -> packet id (QoS 1), 0 (QoS 0), or None: not connected, too many
         # in flight, or no room in the transmit buffer right now.
-        if self.state != UP:
+        if self.state != UP or qos and self._n_inflight >= len(self._inflight):
             return None
-        if isinstance(topic, str):
-            topic = topic.encode()
-        if isinstance(msg, str):
-            msg = msg.encode()
-        if qos and self._n_inflight >= len(self._inflight):
+        topic = _b(topic)
+        msg = _b(msg)
+        if not self._hdr(0x30 | (qos << 1) | (8 if dup else 0) | (1 if retain else 0),
+                         2 + len(topic) + len(msg) + (2 if qos else 0)):
             return None
-        tl = len(topic)
-        rem = 2 + tl + len(msg) + (2 if qos else 0)
-        if not self._room(1 + _varlen_size(rem) + rem):
-            return None
-        self._tx_hdr(0x30 | (qos << 1) | (8 if dup else 0) | (1 if retain else 0), rem)
-        self._tx_str(topic)
+        self._str(topic)
         pid = 0
         if qos:
-            pid = self._next_pid()
-            self._tx_u16(pid)
+            pid = self._pid = self._pid % 65535 + 1
+            self._put(bytes((pid >> 8, pid & 255)))
             self._inflight[self._n_inflight] = pid
             self._n_inflight += 1
-        self._tx_raw(msg)
-        self.tx_packets += 1
+        self._put(msg)
         try:
             self._flush()
         except OSError as e:
@@ -262,7 +235,7 @@ class MQTTClient:
                 if ev & (select.POLLERR | select.POLLHUP):
                     raise OSError(111)  # refused or unreachable
                 if ev & select.POLLOUT:
-                    self._tcp_up(now)
+                    self._up(now)
                 elif ticks_diff(now, self._t_state) > self.connect_timeout_ms:
                     raise OSError(110)  # ETIMEDOUT
                 return self.state
@@ -291,15 +264,16 @@ class MQTTClient:
             try:
                 s.connect(self._addr)
             except OSError as e:
-                if _errno(e) not in _EAGAIN:
+                if not _again(e):
                     raise
             self._poller = select.poll()
             self._poller.register(s, select.POLLOUT)
-            self._set(TCP, now)
+            self.state = TCP
+            self._t_state = now
         except OSError as e:
             self._close(e, True)
 
-    def _tcp_up(self, now):
+    def _up(self, now):
         # TCP is connected: optional TLS, then CONNECT.
         self._poller.unregister(self._sock)
         self._poller = None
@@ -310,18 +284,35 @@ class MQTTClient:
         # plain sockets have send(); MicroPython's TLS sockets only write()
         self._write = getattr(s, "send", None) or s.write
         self._readinto = getattr(s, "recv_into", None) or s.readinto
-        self._tx_n = self._tx_off = 0
-        self._rx_n = self._skip = 0
-        self._n_inflight = 0
+        self._tx_n = self._tx_off = self._rx_n = self._skip = self._n_inflight = 0
         self._ping_out = False
-        self._send_connect()
-        self._t_rx = now
-        self._set(CONNACK, now)
+        # CONNECT: clean session, keepalive, client id, will, user, password
+        flags = 2
+        rem = 12 + len(self.client_id)
+        lw = self.lw
+        if lw:
+            flags |= 4 | (lw[3] << 3) | (0x20 if lw[2] else 0)
+            rem += 4 + len(lw[0]) + len(lw[1])
+        if self.user is not None:
+            flags |= 0x80
+            rem += 2 + len(self.user)
+            if self.pswd is not None:
+                flags |= 0x40
+                rem += 2 + len(self.pswd)
+        if not self._hdr(0x10, rem):
+            raise MQTTException("CONNECT does not fit the transmit buffer")
+        self._put(b"\x00\x04MQTT\x04" + bytes((flags, self.keepalive >> 8, self.keepalive & 255)))
+        self._str(self.client_id)
+        if lw:
+            self._str(lw[0])
+            self._str(lw[1])
+        if self.user is not None:
+            self._str(self.user)
+            if self.pswd is not None:
+                self._str(self.pswd)
+        self._t_rx = self._t_state = now
+        self.state = CONNACK
         self._flush()
-
-    def _set(self, st, now):
-        self.state = st
-        self._t_state = now
 
     def _close(self, err, retry):
         was_up = self.state == UP
@@ -335,16 +326,12 @@ class MQTTClient:
         if err is not None:
             self.error = err
             self.failures += 1
-        self._tx_n = self._tx_off = 0
-        self._rx_n = self._skip = 0
-        self._n_inflight = 0
+        self._tx_n = self._tx_off = self._rx_n = self._skip = self._n_inflight = 0
         self.state = DOWN
-        now = ticks_ms()
         if retry:
             # exponential backoff, capped, with up to 50 % jitter either way
             b = self._backoff
-            j = getrandbits(16) * b // 65536
-            self._next_try = ticks_add(now, b // 2 + j)
+            self._next_try = ticks_add(ticks_ms(), b // 2 + getrandbits(16) * b // 65536)
             self._backoff = min(b * 2, self.backoff_max_ms)
         if was_up and self.on_disconnect:
             self.on_disconnect()
@@ -360,78 +347,43 @@ class MQTTClient:
             self._tx_off = 0
         return self._tx_n + n <= len(self._tx)
 
-    def _tx_raw(self, b):
+    def _put(self, b):
         n = self._tx_n
         m = n + len(b)
         self._tx[n:m] = b
         self._tx_n = m
 
-    def _tx_byte(self, b):
-        self._tx[self._tx_n] = b
-        self._tx_n += 1
+    def _str(self, s):
+        n = len(s)
+        self._put(bytes((n >> 8, n & 255)))
+        self._put(s)
 
-    def _tx_u16(self, v):
-        self._tx_byte(v >> 8)
-        self._tx_byte(v & 0xFF)
-
-    def _tx_str(self, s):
-        self._tx_u16(len(s))
-        self._tx_raw(s)
-
-    def _tx_hdr(self, first, rem):
-        self._tx_byte(first)
+    def _hdr(self, first, rem):
+        # the fixed header of a packet of `rem` bytes, if the whole packet
+        # fits the transmit buffer now -> True (else nothing is written)
+        h = bytearray(5)
+        h[0] = first
+        n = 1
+        r = rem
         while True:
-            b = rem & 0x7F
-            rem >>= 7
-            if rem:
-                self._tx_byte(b | 0x80)
-            else:
-                self._tx_byte(b)
-                return
+            h[n] = r & 0x7F
+            r >>= 7
+            n += 1
+            if not r:
+                break
+            h[n - 1] |= 0x80
+        if not self._room(n + rem):
+            return False
+        self._put(h[:n])
+        return True
 
-    def _tx_put2(self, first, second):
-        self._tx_byte(first)
-        self._tx_byte(second)
-
-    def _next_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
-
-    def _send_connect(self):
-        flags = 0x02  # clean session
-        rem = 10 + 2 + len(self.client_id)
-        if self.lw_topic:
-            flags |= 0x04 | (self.lw_qos << 3) | (0x20 if self.lw_retain else 0)
-            rem += 4 + len(self.lw_topic) + len(self.lw_msg)
-        if self.user is not None:
-            flags |= 0x80
-            rem += 2 + len(self.user)
-            if self.pswd is not None:
-                flags |= 0x40
-                rem += 2 + len(self.pswd)
-        if not self._room(1 + _varlen_size(rem) + rem):
-            raise MQTTException("CONNECT does not fit the transmit buffer")
-        self._tx_hdr(0x10, rem)
-        self._tx_raw(b"\x00\x04MQTT\x04")
-        self._tx_byte(flags)
-        self._tx_u16(self.keepalive)
-        self._tx_str(self.client_id)
-        if self.lw_topic:
-            self._tx_str(self.lw_topic)
-            self._tx_str(self.lw_msg)
-        if self.user is not None:
-            self._tx_str(self.user)
-            if self.pswd is not None:
-                self._tx_str(self.pswd)
-
-    def _send_subscribe(self, topic, qos):
-        rem = 2 + 2 + len(topic) + 1
-        if not self._room(1 + _varlen_size(rem) + rem):
+    def _sub(self, topic, qos):
+        if not self._hdr(0x82, 5 + len(topic)):
             raise OSError(105)  # ENOBUFS: drop the link, the resubscribe retries
-        self._tx_hdr(0x82, rem)
-        self._tx_u16(self._next_pid())
-        self._tx_str(topic)
-        self._tx_byte(qos)
+        pid = self._pid = self._pid % 65535 + 1
+        self._put(bytes((pid >> 8, pid & 255)))
+        self._str(topic)
+        self._put(bytes((qos,)))
 
     def _flush(self):
         w = self._write
@@ -439,7 +391,7 @@ class MQTTClient:
             try:
                 n = w(self._txv[self._tx_off:self._tx_n])
             except OSError as e:
-                if _errno(e) in _EAGAIN or _want_io(e):
+                if _again(e):
                     return
                 raise
             if not n:
@@ -449,42 +401,35 @@ class MQTTClient:
         self._tx_n = self._tx_off = 0
 
     # -- input ---------------------------------------------------------------
-    def _recv(self, mv):
-        # -> bytes read (>0), 0 on EOF, None when nothing is ready
-        try:
-            n = self._readinto(mv)
-        except OSError as e:
-            if _errno(e) in _EAGAIN or _want_io(e):
-                return None
-            raise
-        return n
-
     def _read(self, now):
         # Bounded: at most a few reads per poll so a flood cannot starve the
         # scheduler; the rest waits for the next poll.
         for _ in range(8):
             if self._sock is None:
                 return
-            if self._skip:
-                n = self._recv(self._rxv[0:min(self._skip, len(self._rx))])
-                if n is None:
-                    return
-                if n == 0:
-                    raise OSError(104)  # ECONNRESET: broker closed the link
-                self._skip -= n
-                self._t_rx = now
-                continue
-            if self._rx_n >= len(self._rx):
+            skip = self._skip
+            if not skip and self._rx_n >= len(self._rx):
                 self._parse(now)  # an oversize header is waiting
                 continue
-            n = self._recv(self._rxv[self._rx_n:])
+            try:
+                if skip:
+                    n = self._readinto(self._rxv[0:min(skip, len(self._rx))])
+                else:
+                    n = self._readinto(self._rxv[self._rx_n:])
+            except OSError as e:
+                if _again(e):
+                    return
+                raise
             if n is None:
                 return
-            if n == 0:
-                raise OSError(104)
-            self._rx_n += n
+            if not n:
+                raise OSError(104)  # ECONNRESET: broker closed the link
             self._t_rx = now
-            self._parse(now)
+            if skip:
+                self._skip -= n
+            else:
+                self._rx_n += n
+                self._parse(now)
 
     def _parse(self, now):
         # Handle every complete packet at the front of the receive buffer.
@@ -505,99 +450,75 @@ class MQTTClient:
                 if shift > 21:
                     raise MQTTException("malformed remaining length")
             total = i + rem
+            first = buf[0]
+            kind = first >> 4
             if total > len(buf):
                 # too large to buffer: handle what we can see, skip the rest
-                self._oversize(i, rem, total)
+                self.rx_oversize += 1
+                topic = None
+                if kind == 3 and i + 2 <= self._rx_n:
+                    end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                    if end + 2 <= self._rx_n:
+                        topic = bytes(buf[i + 2:end])
+                        if (first >> 1) & 3 and self._room(4):  # QoS 1: still acknowledge it
+                            self._put(b"\x40\x02" + buf[end:end + 2])
+                self._skip = total - self._rx_n
+                self._rx_n = 0
+                if self.on_oversize:
+                    self.on_oversize(topic, total)
                 return
             if total > self._rx_n:
                 return
-            self.rx_packets += 1
-            self._packet(buf[0], i, rem, now)
+            if kind == 2:  # CONNACK
+                rc = buf[i + 1] if rem >= 2 else 255
+                if rc:
+                    self._close(MQTTException(rc), True)
+                    return
+                self.connects += 1
+                self._backoff = self.backoff_min_ms
+                self.state = UP
+                self._t_state = now
+                for t, q in self._subs:
+                    self._sub(t, q)
+                if self.on_connect:
+                    self.on_connect()
+                self._flush()
+            elif kind == 4:  # PUBACK
+                if rem < 2:
+                    raise MQTTException("malformed PUBACK")
+                pid = (buf[i] << 8) | buf[i + 1]
+                n = self._n_inflight
+                fl = self._inflight
+                for k in range(n):
+                    if fl[k] == pid:
+                        for m in range(k, n - 1):
+                            fl[m] = fl[m + 1]
+                        self._n_inflight = n - 1
+                        if self.on_puback:
+                            self.on_puback(pid)
+                        break
+            elif kind == 13:  # PINGRESP
+                self._ping_out = False
+            elif kind == 9:  # SUBACK
+                if rem >= 3 and buf[i + 2] == 0x80:
+                    self.error = MQTTException("subscription refused")
+            elif kind == 3:  # PUBLISH
+                qos = (first >> 1) & 3
+                tl = (buf[i] << 8) | buf[i + 1] if rem >= 2 else 0
+                p = i + 2 + tl
+                if rem < 2 + tl + (2 if qos else 0) or qos == 3:
+                    raise MQTTException("malformed PUBLISH")
+                topic = bytes(buf[i + 2:p])
+                if qos:
+                    if self._room(4):
+                        self._put((b"\x40\x02" if qos == 1 else b"\x50\x02") + buf[p:p + 2])
+                    p += 2
+                msg = bytes(buf[p:i + rem])
+                if self.cb:
+                    self.cb(topic, msg)
             if self._sock is None:
                 return  # the packet closed the link (CONNACK refused)
             left = self._rx_n - total
             if left:
                 buf[0:left] = self._rxv[total:self._rx_n]
             self._rx_n = left
-
-    def _oversize(self, i, rem, total):
-        self.rx_oversize += 1
-        topic = None
-        first = self._rx[0]
-        if first >> 4 == 3 and i + 2 <= self._rx_n:
-            tl = (self._rx[i] << 8) | self._rx[i + 1]
-            end = i + 2 + tl
-            if end + 2 <= self._rx_n:
-                topic = bytes(self._rx[i + 2:end])
-                if (first >> 1) & 3:  # QoS 1: still acknowledge it
-                    pid = (self._rx[end] << 8) | self._rx[end + 1]
-                    self._ack(0x40, pid)
-        self._skip = total - self._rx_n
-        self._rx_n = 0
-        if self.on_oversize:
-            self.on_oversize(topic, total)
-
-    def _ack(self, kind, pid):
-        if self._room(4):
-            self._tx_put2(kind, 2)
-            self._tx_u16(pid)
-
-    def _packet(self, first, i, rem, now):
-        kind = first >> 4
-        buf = self._rx
-        if kind == 2:  # CONNACK
-            rc = buf[i + 1] if rem >= 2 else 255
-            if rc:
-                e = MQTTException(rc)
-                self._close(e, True)
-                return
-            self.connects += 1
-            self._backoff = self.backoff_min_ms
-            self._set(UP, now)
-            for t, q in self._subs:
-                self._send_subscribe(t, q)
-            if self.on_connect:
-                self.on_connect()
-            self._flush()
-        elif kind == 4:  # PUBACK
-            if rem < 2:
-                raise MQTTException("malformed PUBACK")
-            pid = (buf[i] << 8) | buf[i + 1]
-            n = self._n_inflight
-            fl = self._inflight
-            for k in range(n):
-                if fl[k] == pid:
-                    for m in range(k, n - 1):
-                        fl[m] = fl[m + 1]
-                    self._n_inflight = n - 1
-                    if self.on_puback:
-                        self.on_puback(pid)
-                    break
-        elif kind == 13:  # PINGRESP
-            self._ping_out = False
-        elif kind == 9:  # SUBACK
-            if rem >= 3 and buf[i + 2] == 0x80:
-                self.error = MQTTException("subscription refused")
-        elif kind == 3:  # PUBLISH
-            qos = (first >> 1) & 3
-            tl = (buf[i] << 8) | buf[i + 1] if rem >= 2 else 0
-            p = i + 2 + tl
-            if rem < 2 + tl + (2 if qos else 0) or qos == 3:
-                raise MQTTException("malformed PUBLISH")
-            topic = bytes(buf[i + 2:p])
-            if qos:
-                pid = (buf[p] << 8) | buf[p + 1]
-                p += 2
-                self._ack(0x40 if qos == 1 else 0x50, pid)
-            msg = bytes(buf[p:i + rem])
-            if self.cb:
-                self.cb(topic, msg)
-
-
-def _errno(e):
-    return e.args[0] if e.args else 0
-
-
-def _want_io(e):
-    # CPython's ssl raises SSLWantReadError/SSLWantWriteError
-    return "Want" in e.__class__.__name__
