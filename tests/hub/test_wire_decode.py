@@ -81,25 +81,38 @@ def test_tracker_keeps_each_boot_seq_once(events):
 
 from edgestream_shared import decoder as _dec  # noqa: E402
 
-_any_value = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**40), st.text("ab/ é", max_size=4),
-                       st.floats(), st.lists(st.integers(), max_size=2), st.sampled_from(["temp", "w10s", "a" * 65]))
+_edge_values = st.sampled_from([-1, 0, 12, True, False, 1.5, float("nan"), float("inf"), float("-inf"), None, "x",
+                                 "te mp", "a" * 65, [1], {"a": 1}, {}])
+_any_value = st.one_of(_edge_values, st.integers(-3, 2**40), st.floats(), st.text("ab/ é", max_size=4))
 _keys6 = ("seq", "sensor", "window", "start", "end", "aggs")
 
 
 @st.composite
 def near_items(draw, keys=_keys6):
-    """Result (or reading) items that are mostly valid, with some fields replaced or dropped or extra."""
-    it = {"seq": 3, "sensor": "temp", "window": "w10s", "start": 5, "end": 9,
-          "aggs": {"count": 2, "avg": 1.5}} if keys == _keys6 else {"seq": 3, "sensor": "temp", "t": 7, "value": 1.5}
-    for k in draw(st.lists(st.sampled_from(keys), max_size=3)):
-        it[k] = draw(st.one_of(st.integers(-2, 12), _any_value))  # small ints: start > end, negatives
-    if draw(st.integers(0, 3)) == 0 and "aggs" in it:
-        it["aggs"] = draw(st.dictionaries(st.sampled_from(["count", "avg", "seq", "bad key", ""]), _any_value,
-                                          max_size=3))
-    if draw(st.integers(0, 9)) == 0:
-        it.pop(draw(st.sampled_from(keys)))
-    if draw(st.integers(0, 9)) == 0:
-        it["extra"] = 1
+    """A valid result (or reading) item with zero, one or two faults: a field replaced by an edge
+    value, an aggregate key or value replaced, a key dropped, a key added."""
+    if keys == _keys6:
+        start = draw(st.integers(0, 12))
+        it = {"seq": draw(st.integers(0, 5)), "sensor": "temp", "window": "w10s", "start": start,
+              "end": start + draw(st.integers(0, 3)), "aggs": {"count": 2, "avg": 1.5}}
+        faults = [*keys, "agg key", "agg value", "drop", "extra"]
+    else:
+        it = {"seq": draw(st.integers(0, 5)), "sensor": "temp", "t": draw(st.integers(0, 12)),
+              "value": draw(st.one_of(st.none(), st.integers(-5, 5), st.floats(-1e3, 1e3)))}
+        faults = [*keys, "drop", "extra"]
+    for fault in draw(st.lists(st.sampled_from(faults), max_size=2)):
+        if fault.startswith("agg ") and not isinstance(it.get("aggs"), dict):
+            continue  # aggs itself was replaced or dropped already
+        if fault == "agg key":
+            it["aggs"] = {draw(st.sampled_from(["seq", "n/a", "", "x" * 65])): 1, **it["aggs"]}
+        elif fault == "agg value":
+            it["aggs"] = dict(it["aggs"], avg=draw(_any_value))
+        elif fault == "drop":
+            it.pop(draw(st.sampled_from(keys)), None)
+        elif fault == "extra":
+            it["extra"] = 1
+        else:
+            it[fault] = draw(_any_value)
     return it
 
 
@@ -133,6 +146,41 @@ def test_fast_reading_check_accepts_only_what_the_detailed_check_accepts(it):
         assert _detailed_ok(_dec._reading, it)
     if _detailed_ok(_dec._reading, it):
         assert _dec._reading_ok(it), f"valid reading {it!r} missed the fast path"
+
+
+_EDGES = [-1, 0, 12, True, False, 1.5, -0.0, float("nan"), float("inf"), float("-inf"), 2**70, None, "x", "te mp",
+          "a" * 65, "", [1], {"a": 1}, {}]
+
+
+def _single_faults(base: dict):
+    """Every item that differs from the valid ``base`` in one place."""
+    yield base
+    for k in base:
+        for v in _EDGES:
+            yield {**base, k: v}
+        yield {x: y for x, y in base.items() if x != k}
+    yield {**base, "extra": 1}
+    if "aggs" in base:
+        for v in _EDGES:
+            yield {**base, "aggs": {**base["aggs"], "avg": v}}
+        for k in ("seq", "n/a", "", "x" * 65):
+            yield {**base, "aggs": {k: 1, **base["aggs"]}}
+
+
+def test_fast_checks_agree_with_the_detailed_checks_on_every_single_fault():
+    result = {"seq": 3, "sensor": "temp", "window": "w10s", "start": 5, "end": 9, "aggs": {"count": 2, "avg": 1.5}}
+    reading = {"seq": 3, "sensor": "temp", "t": 7, "value": 1.5}
+    n = 0
+    for base, fast, detailed in ((result, _dec._result_ok, _dec._result), (reading, _dec._reading_ok, _dec._reading),
+                                 (dict(reading, value=None), _dec._reading_ok, _dec._reading)):
+        for it in _single_faults(base):
+            _dec._names.clear()
+            for name in ("temp", "w10s", "count", "avg"):
+                _dec._name(name, "x")
+            ok = _detailed_ok(detailed, it)
+            assert fast(it) == ok, f"fast check says {not ok} for {it!r}"
+            n += 1
+    assert n > 150
 
 
 def test_a_bad_name_after_good_ones_is_still_named():
