@@ -85,7 +85,7 @@ for i in range(4):
                     "filters": [{"median": 3}, {"ema": 0.5}], "windows": ws})
 cfg = validate({"device": "tiny-1", "sensors": sensors})
 del validate, sensors, ws  # (a function keeps its module's globals alive)
-unload("config", "specs", "link_config")
+unload("config")
 from edgestream_agent.agent import Agent
 from edgestream_agent.scheduler import Scheduler
 class Clock:

@@ -44,7 +44,7 @@ gc.collect()
 b = gc.mem_alloc()
 # what a config message from the hub loads on top, for a moment
 import edgestream_shared.decoder, edgestream_agent.remote_config, edgestream_agent.config
-import edgestream_agent.link_config, edgestream_agent.reconfig
+import edgestream_agent.reconfig
 gc.collect()
 print(b - a, gc.mem_alloc() - b)
 """

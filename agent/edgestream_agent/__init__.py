@@ -3,7 +3,7 @@
 # Heap: on the unix port (and for any module not frozen into a board's
 # firmware) module code and its interned names live on the heap, so the
 # agent imports only what a config needs and drops what it needed only
-# once: the validator (config, specs, link_config) after start, and the
+# once: the validator (config) after start, and the
 # decoder and remote-config code after each message from the hub
 # (unload()). Submodules load lazily (name -> module map plus module
 # __getattr__), so importing the package costs almost nothing.
@@ -43,7 +43,7 @@ class ConfigError(ValueError):
 
 def unload(*names):
     # Drop modules from memory once they are no longer needed:
-    # unload("config", "specs") after start gives the validator's code back
+    # unload("config") after start gives the validator's code back
     # to the heap; a later import loads it again. A name without a dot is an
     # edgestream_agent submodule. Only under MicroPython, where it pays: a
     # CPython process (the host tools, the tests) keeps its modules.

@@ -24,30 +24,33 @@ class Agent:
         # (replay on a host, where exact results matter more than memory).
         # validated=True: config is already config.validate()'s output (a
         # board validates, then unloads the validator before building).
-        self.config = config if validated else _validate(config)
+        if not validated:
+            config = _validate(config)
         if clock is None:
             from edgestream_agent.clock import Uptime
             clock = Uptime().now
         self.clock = clock
         self.on_result = on_result
         self.elastic = elastic
-        self.device = self.config["device"]
+        self.device = config["device"]
         self.results = 0
         self.scheduler = None
         self.tasks = {}
         self.discarded = 0  # window results dropped by apply() (open windows of changed sensors)
-        self.pipelines = self._build(self.config["sensors"], {})
+        # The config itself is not kept (see pipeline.py: each sensor keeps a digest).
+        self.pipelines = self._build(config["sensors"], {})
         # the same pipelines in config order (dict order differs between ports)
-        self.sensors = [self.pipelines[s["name"]] for s in self.config["sensors"]]
+        self.sensors = [self.pipelines[s["name"]] for s in config["sensors"]]
 
     def _build(self, sensors, keep):
         # -> {name: Pipeline}; pipelines in `keep` whose config is unchanged
         # are reused with their window state. Builds everything before it
         # returns, so a failure leaves the running agent untouched.
+        from edgestream_agent.pipeline import digest
         out = {}
         for s in sensors:
             old = keep.get(s["name"])
-            if old is not None and old.cfg == s:
+            if old is not None and old.digest == digest(s):
                 out[s["name"]] = old
             else:
                 out[s["name"]] = Pipeline(s, self._result, self.elastic)
@@ -141,7 +144,7 @@ def _validate(config):
 
 def _source(pipe):
     from edgestream_agent.sources import make
-    return make(pipe.cfg["source"], pipe.factor)
+    return make(pipe.src, pipe.factor)
 
 
 def start(path="agent.json", on_result=None):
@@ -151,7 +154,7 @@ def start(path="agent.json", on_result=None):
     from edgestream_agent.config import load
     cfg = load(path)
     del load
-    unload("config", "specs", "link_config")
+    unload("config")
     from edgestream_agent.scheduler import Scheduler
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
     agent = Agent(cfg, on_result=on_result, validated=True)

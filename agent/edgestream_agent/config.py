@@ -1,4 +1,5 @@
-# agent.json: load and validate the agent's configuration.
+# agent.json: load and validate the agent's configuration, the `transport`
+# section included.
 #
 # validate(dict) returns a normalised copy (every default filled in, every
 # filter as {"type": ..., params}) or raises ConfigError whose message starts
@@ -6,45 +7,93 @@
 # Everything is checked before anything is built, so an invalid config never
 # half-starts an agent. The keys are documented in agent/README.md.
 #
-# Source and filter parameters are described by small spec tables, so this
-# module never imports hardware modules (`machine`) to validate a config.
-# The `transport` section is validated by link_config.py (imported only when
-# a config has one).
+# Memory: a board needs this module only while it validates (at start, and
+# for a remote config): the agent unloads it once the config is valid
+# (edgestream_agent.unload), and loads it again for a config message, next
+# to the running agent. So it is kept small: the parameters of sources,
+# filters and the transport sections are compact spec strings (one str
+# constant each, not a dict of tuples per key, and no interned names), read
+# by one function, _params; only the rules that tie keys together are code.
+# ConfigError lives in the package so that it stays the same class across
+# unloads.
 #
-# Memory: this is the biggest module of the agent and a board needs it only
-# while it validates (at start, and for a remote config): the agent unloads
-# it, with specs and link_config, once the config is valid
-# (edgestream_agent.unload). ConfigError lives in the package so that it
-# stays the same class across unloads.
+# A spec string is "key:kind=default ..." (space separated):
+#   kind  n finite number, n0 number >= 0, i integer, u integer >= 0,
+#         p integer > 0, port 0..65535, b true/false, s non-empty string
+#         (<= 256 chars), pin pin number >= 0 or name, a|b|c one of these
+#         (numbers where they are digits), @x the object spec _SUB[x]
+#   default  "!" required, empty: null (a null value then means "not set"),
+#         JSON for numbers and true/false, else the string itself
+# A leading "*" marks the parameter a bare value stands for ({"ema": 0.3}).
 
 import json
 
 from edgestream_agent import ConfigError
-from edgestream_agent.specs import FILTERS, SOURCES
-
 
 AGGREGATES = ("count", "sum", "avg", "min", "max", "stddev", "first", "last")
-DEFAULT_AGGREGATES = AGGREGATES
 MAX_DECIMALS = 6
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
-# Parameter specs (kind, default) of filters and sources are in specs.py. Kinds: num (int or float), num0 (>= 0),
-# int, uint (>= 0), posint (> 0), bool, pin (int or str), or a tuple of the
-# allowed values. A default of "required" marks a required key.
-_REQ = "required"
+# filters: type -> spec (their code is in filters.py)
+FILTERS = {
+    "range": "min:n= max:n=",
+    "clamp": "min:n= max:n=",
+    "calibrate": "slope:n=1 offset:n=0",
+    "delta": "*min:n0=!",
+    "throttle": "*interval_ms:p=!",
+    "median": "*size:p=!",
+    "ema": "*alpha:n=!",
+    "round": "*digits:u=!",
+    "heartbeat": "*interval_ms:p=!",
+}
 
-_TOP_KEYS = ("device", "device_id", "version", "sensors", "transport", "watchdog_ms")
-_SENSOR_KEYS = ("name", "source", "period_ms", "decimals", "filters", "windows")
-_WINDOW_KEYS = ("name", "type", "size_ms", "every_ms", "size", "every", "aggregates", "capacity")
-_WINDOW_TYPES = ("tumbling", "sliding")
+# sources: type -> spec (their code is in sources/)
+SOURCES = {
+    "sim": "wave:sine|noise|steps|constant=sine amplitude:n=1 offset:n=0 wave_ms:p=60000 levels:p=4 "
+           "noise:n0=0 seed:u=1",
+    "adc": "pin:pin=! scale:n=1 offset:n=0 atten:u=",
+    "pin": "pin:pin=! mode:level|count=level pull:none|up|down=none edge:rising|falling|both=rising scale:n=1",
+    "i2c": "bus:u=0 scl:pin= sda:pin= freq:p=400000 addr:u=! reg:u=! nbytes:1|2=2 signed:b=false "
+           "byteorder:big|little=big scale:n=1 offset:n=0",
+    "internal_temp": "",
+}
+
+# the transport section (link.py) and its objects
+TRANSPORT = ("type:mqtt|serial|none=! prefix:s=edgestream poll_ms:p=10 health_ms:u=10000 buffer_bytes:p=4096 "
+             "max_message:p=1024 spill_path:s= spill_bytes:u=0 mqtt:@mqtt= serial:@serial= wifi:@wifi= ntp:@ntp=")
+_SUB = {
+    "mqtt": "host:s=! port:port=0 client_id:s= user:s= password:s= tls:b=false keepalive_s:u=30 qos:0|1=1 "
+            "backoff_min_ms:p=500 backoff_max_ms:p=30000 connect_timeout_ms:p=5000 max_inflight:p=8 "
+            "rx_bytes:p=2048 tx_bytes:p=2048",
+    "serial": "port:s=stdio uart:u=0 baud:p=115200 tx:pin= rx:pin=",
+    "wifi": "ssid:s=! password:s= retry_ms:p=10000",
+    "ntp": "host:s=pool.ntp.org port:port=123 every_ms:p=3600000 timeout_ms:p=2000",
+}
+
+_SENSOR_KEYS = "name source period_ms decimals filters windows"
+_WINDOW_KEYS = "name type size_ms every_ms size every aggregates capacity"
 
 
-def _is_num(v):
-    return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool)
+def _spec(text):
+    # spec string -> [(key, kind, default)]
+    out = []
+    for tok in text.split():
+        k, rest = tok.lstrip("*").split(":")
+        kind, d = rest.split("=")
+        if d == "!":
+            pass
+        elif not d:
+            d = None
+        elif d[0] in "-0123456789tf":
+            d = json.loads(d)
+        out.append((k, kind, d))
+    return out
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
+def bare(t):
+    # the parameter a bare filter value stands for, or None
+    s = FILTERS[t]
+    return s[1:s.index(":")] if s[:1] == "*" else None
 
 
 def _name(v, path):
@@ -62,69 +111,62 @@ def _obj(v, path):
     return v
 
 
-def _no_unknown(d, allowed, path):
+def _known(d, allowed, path):
+    # allowed: a space separated key list
+    keys = allowed.split()
     for k in d:
-        if k not in allowed:
+        if k not in keys:
             raise ConfigError(path + "." + str(k) if path else str(k),
-                              "unknown key (expected one of %s)" % ", ".join(allowed))
+                              "unknown key (expected one of %s)" % ", ".join(keys))
 
 
 def _value(kind, v, path):
-    if isinstance(kind, tuple):
-        if v not in kind or isinstance(v, bool):
-            raise ConfigError(path, "expected one of %s" % ", ".join(str(k) for k in kind))
+    if "|" in kind:
+        ok = [int(c) if c.isdigit() else c for c in kind.split("|")]
+        if v not in ok or isinstance(v, bool):
+            raise ConfigError(path, "expected one of %s" % ", ".join(str(c) for c in ok))
         return v
-    if kind == "bool":
+    if kind[0] == "@":
+        return _params(_SUB[kind[1:]], v, path)
+    if kind == "b":
         if not isinstance(v, bool):
             raise ConfigError(path, "expected true or false")
         return v
+    if kind == "s":
+        if not isinstance(v, str) or not v or len(v) > 256:
+            raise ConfigError(path, "expected a non-empty string")
+        return v
     if kind == "pin":
-        if not (_is_int(v) and v >= 0) and not (isinstance(v, str) and v):
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0) and not (isinstance(v, str) and v):
             raise ConfigError(path, "expected a pin number or name")
         return v
-    if kind in ("int", "uint", "posint"):
-        if not _is_int(v):
-            raise ConfigError(path, "expected an integer")
-        if kind == "uint" and v < 0:
-            raise ConfigError(path, "must be >= 0")
-        if kind == "posint" and v <= 0:
-            raise ConfigError(path, "must be > 0")
-        return v
-    # num, num0, pos
-    if not _is_num(v) or v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(path, "expected a finite number")
-    if kind == "num0" and v < 0:
+    if kind[0] == "n":
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"), float("-inf")):
+            raise ConfigError(path, "expected a finite number")
+    elif not isinstance(v, int) or isinstance(v, bool):
+        raise ConfigError(path, "expected an integer")
+    if kind == "port" and not 0 <= v <= 65535:
+        raise ConfigError(path, "must be in 0..65535")
+    if kind in ("u", "n0") and v < 0:
         raise ConfigError(path, "must be >= 0")
-    if kind == "pos" and v <= 0:
+    if kind == "p" and v <= 0:
         raise ConfigError(path, "must be > 0")
     return v
 
 
-def _params(spec, d, path):
-    _no_unknown(d, tuple(spec) + ("type",), path)
+def _params(spec, d, path, extra=""):
+    # an object against a spec string -> normalised dict
+    _obj(d, path)
+    spec = _spec(spec)
+    _known(d, " ".join(s[0] for s in spec) + extra, path)
     out = {}
-    for k in spec:
-        kind, default = spec[k]
+    for k, kind, default in spec:
         if k in d and not (d[k] is None and default is None):  # null = "not set"
             out[k] = _value(kind, d[k], path + "." + k)
-        elif default == _REQ:
+        elif default == "!":
             raise ConfigError(path + "." + k, "required")
         else:
             out[k] = default
-    return out
-
-
-def _source(v, path):
-    if v is None:
-        v = {"type": "sim"}
-    elif isinstance(v, str):
-        v = {"type": v}
-    _obj(v, path)
-    t = v.get("type")
-    if t not in SOURCES:
-        raise ConfigError(path + ".type", "expected one of %s" % ", ".join(SOURCES))
-    out = _params(SOURCES[t], v, path)
-    out["type"] = t
     return out
 
 
@@ -142,13 +184,13 @@ def _filter(v, path):
         raise ConfigError(path, "expected a one-key object like {\"range\": {\"min\": 0}}")
     if t not in FILTERS:
         raise ConfigError(path, "unknown filter %r (expected one of %s)" % (t, ", ".join(FILTERS)))
-    spec, bare = FILTERS[t]
     p = path + "." + str(t) if "type" not in v else path
     if not isinstance(params, dict):
-        if bare is None:
+        b = bare(t)
+        if b is None:
             raise ConfigError(p, "expected an object")
-        params = {bare: params}
-    out = _params(spec, params, p)
+        params = {b: params}
+    out = _params(FILTERS[t], params, p, " type")
     out["type"] = t
     if t in ("range", "clamp"):
         if out["min"] is None and out["max"] is None:
@@ -164,9 +206,8 @@ def _filter(v, path):
 
 def _window(v, i, path, period_ms):
     _obj(v, path)
-    _no_unknown(v, _WINDOW_KEYS, path)
-    w = {}
-    w["name"] = _name(v["name"], path + ".name") if "name" in v else "w%d" % i
+    _known(v, _WINDOW_KEYS, path)
+    w = {"name": _name(v["name"], path + ".name") if "name" in v else "w%d" % i}
     timed = "size_ms" in v
     if timed and "size" in v:
         raise ConfigError(path, "give size_ms (time window) or size (count window), not both")
@@ -176,53 +217,44 @@ def _window(v, i, path, period_ms):
         raise ConfigError(path + ".every", "a time window slides with every_ms")
     if not timed and "every_ms" in v:
         raise ConfigError(path + ".every_ms", "a count window slides with every")
-    return _window_size(v, w, timed, path, period_ms)
-
-
-def _window_size(v, w, timed, path, period_ms):
-    size_key = "size_ms" if timed else "size"
-    every_key = "every_ms" if timed else "every"
-    size = _value("posint", v[size_key], path + "." + size_key)
-    every = _value("posint", v[every_key], path + "." + every_key) if every_key in v else None
+    sk = "size_ms" if timed else "size"
+    ek = "every_ms" if timed else "every"
+    size = _value("p", v[sk], path + "." + sk)
+    every = _value("p", v[ek], path + "." + ek) if ek in v else None
     kind = v.get("type")
-    if kind is not None and kind not in _WINDOW_TYPES:
+    if kind is not None and kind not in ("tumbling", "sliding"):
         raise ConfigError(path + ".type", "expected tumbling or sliding")
     if kind == "sliding" and every is None:
-        raise ConfigError(path + "." + every_key, "required for a sliding window")
+        raise ConfigError(path + "." + ek, "required for a sliding window")
     if kind == "tumbling" and every is not None and every != size:
-        raise ConfigError(path + "." + every_key, "a tumbling window has no %s" % every_key)
+        raise ConfigError(path + "." + ek, "a tumbling window has no %s" % ek)
     if every is not None and every == size and kind != "sliding":
         every = None  # sliding by its own size is tumbling
     if every is not None and every > size:
-        raise ConfigError(path + "." + every_key, "must be <= %s (windows would skip samples)" % size_key)
+        raise ConfigError(path + "." + ek, "must be <= %s (windows would skip samples)" % sk)
     w["type"] = "tumbling" if every is None else "sliding"
-    w[size_key] = size
+    w[sk] = size
     if every is not None:
-        w[every_key] = every
-    w["aggregates"] = _aggregates(v.get("aggregates", DEFAULT_AGGREGATES), path + ".aggregates")
-    w["capacity"] = _capacity(v, w["type"], timed, size, period_ms, path)
-    return w
-
-
-def _aggregates(aggs, path):
-    if not isinstance(aggs, list) and not isinstance(aggs, tuple) or not aggs:
-        raise ConfigError(path, "expected a non-empty list")
+        w[ek] = every
+    # aggregates: a non-empty list of known names, no repeats
+    aggs = v.get("aggregates", AGGREGATES)
+    p = path + ".aggregates"
+    if not isinstance(aggs, (list, tuple)) or not aggs:
+        raise ConfigError(p, "expected a non-empty list")
     seen = []
     for j, a in enumerate(aggs):
         if a not in AGGREGATES:
-            raise ConfigError("%s[%d]" % (path, j), "unknown aggregate %r (expected one of %s)"
+            raise ConfigError("%s[%d]" % (p, j), "unknown aggregate %r (expected one of %s)"
                               % (a, ", ".join(AGGREGATES)))
         if a in seen:
-            raise ConfigError("%s[%d]" % (path, j), "duplicate aggregate %r" % a)
+            raise ConfigError("%s[%d]" % (p, j), "duplicate aggregate %r" % a)
         seen.append(a)
-    return seen
-
-
-def _capacity(v, kind, timed, size, period_ms, path):
-    if kind == "tumbling":
-        cap = 0  # tumbling windows keep no samples
+    w["aggregates"] = seen
+    # capacity: samples a sliding window holds (tumbling windows hold none)
+    if every is None:
+        cap = 0
     elif "capacity" in v:
-        cap = _value("posint", v["capacity"], path + ".capacity")
+        cap = _value("p", v["capacity"], path + ".capacity")
         if not timed and cap < size:
             raise ConfigError(path + ".capacity", "must be >= size (%d)" % size)
     elif not timed:
@@ -231,30 +263,41 @@ def _capacity(v, kind, timed, size, period_ms, path):
         # samples expected in size_ms at the sensor's period, plus slack for jitter
         n = size // period_ms + 1
         cap = n + n // 4 + 2
-    return cap
+    w["capacity"] = cap
+    return w
 
 
-def _sensor(v, i, path):
+def _sensor(v, path):
     _obj(v, path)
-    _no_unknown(v, _SENSOR_KEYS, path)
+    _known(v, _SENSOR_KEYS, path)
     if "name" not in v:
         raise ConfigError(path + ".name", "required")
     s = {"name": _name(v["name"], path + ".name")}
-    s["source"] = _source(v.get("source"), path + ".source")
-    s["period_ms"] = _value("posint", v.get("period_ms", 1000), path + ".period_ms")
-    d = _value("uint", v.get("decimals", 3), path + ".decimals")
+    src = v.get("source")
+    if src is None:
+        src = {"type": "sim"}
+    elif isinstance(src, str):
+        src = {"type": src}
+    _obj(src, path + ".source")
+    t = src.get("type")
+    if t not in SOURCES:
+        raise ConfigError(path + ".source.type", "expected one of %s" % ", ".join(SOURCES))
+    s["source"] = _params(SOURCES[t], src, path + ".source", " type")
+    s["source"]["type"] = t
+    s["period_ms"] = _value("p", v.get("period_ms", 1000), path + ".period_ms")
+    d = _value("u", v.get("decimals", 3), path + ".decimals")
     if d > MAX_DECIMALS:
         raise ConfigError(path + ".decimals", "must be <= %d" % MAX_DECIMALS)
     s["decimals"] = d
-    fl = v.get("filters", [])
-    if not isinstance(fl, list):
-        raise ConfigError(path + ".filters", "expected a list")
-    s["filters"] = [_filter(f, "%s.filters[%d]" % (path, j)) for j, f in enumerate(fl)]
-    wl = v.get("windows", [])
-    if not isinstance(wl, list):
-        raise ConfigError(path + ".windows", "expected a list")
+    out = []
+    for key in ("filters", "windows"):
+        items = v.get(key, [])
+        if not isinstance(items, list):
+            raise ConfigError(path + "." + key, "expected a list")
+        out.append(items)
+    s["filters"] = [_filter(f, "%s.filters[%d]" % (path, j)) for j, f in enumerate(out[0])]
     ws = []
-    for j, w in enumerate(wl):
+    for j, w in enumerate(out[1]):
         w = _window(w, j, "%s.windows[%d]" % (path, j), s["period_ms"])
         for k, other in enumerate(ws):
             if other["name"] == w["name"]:
@@ -265,29 +308,62 @@ def _sensor(v, i, path):
     return s
 
 
+def validate_transport(section, path="transport"):
+    # -> normalised transport dict; None (no section) means {"type": "none"}.
+    t = _params(TRANSPORT, {"type": "none"} if section is None else section, path)
+    if t["type"] == "mqtt":
+        m = t["mqtt"]
+        if m is None:
+            raise ConfigError(path + ".mqtt", "required when type is 'mqtt'")
+        if m["backoff_min_ms"] > m["backoff_max_ms"]:
+            raise ConfigError(path + ".mqtt.backoff_max_ms", "must be >= backoff_min_ms")
+        if m["password"] is not None and m["user"] is None:
+            raise ConfigError(path + ".mqtt.password", "needs user")
+        if m["max_inflight"] > 64:
+            raise ConfigError(path + ".mqtt.max_inflight", "must be <= 64")
+        for k in ("rx_bytes", "tx_bytes"):
+            if m[k] < 256:
+                raise ConfigError(path + ".mqtt." + k, "must be >= 256")
+        if m["tx_bytes"] < t["max_message"] + 256:
+            raise ConfigError(path + ".mqtt.tx_bytes", "must be >= max_message + 256 (%d)"
+                              % (t["max_message"] + 256))
+    if t["type"] == "serial" and t["serial"] is None:
+        t["serial"] = _params(_SUB["serial"], {}, path + ".serial")
+    prefix = t["prefix"]
+    for level in prefix.split("/"):
+        if not level or "+" in level or "#" in level:
+            raise ConfigError(path + ".prefix", "%r has an empty level or a wildcard" % prefix)
+    mm = t["max_message"]
+    if mm < 128 or mm > 2037:
+        # 2037 + 11 bytes of framing is the serial frame limit (2048)
+        raise ConfigError(path + ".max_message", "must be in 128..2037")
+    if t["buffer_bytes"] < mm + 4:
+        raise ConfigError(path + ".buffer_bytes", "must be >= max_message + 4 (%d)" % (mm + 4))
+    if t["spill_bytes"] and not t["spill_path"]:
+        raise ConfigError(path + ".spill_path", "required when spill_bytes > 0")
+    if t["spill_path"] and t["spill_bytes"] < 2 * (mm + 4):
+        raise ConfigError(path + ".spill_bytes", "must be >= 2 * (max_message + 4) (%d)" % (2 * (mm + 4)))
+    return t
+
+
 def validate(cfg):
     # -> normalised config dict, or ConfigError naming the path.
     _obj(cfg, "")
-    _no_unknown(cfg, _TOP_KEYS, "")
-    out = {}
+    _known(cfg, "device device_id version sensors transport watchdog_ms", "")
     if "device" in cfg and "device_id" in cfg:
         raise ConfigError("device_id", "give device or device_id, not both")
     dev = cfg.get("device", cfg.get("device_id", "edgestream"))
-    out["device"] = _name(dev, "device" if "device_id" not in cfg else "device_id")
-    out["version"] = _value("uint", cfg.get("version", 0), "version")
-    out["watchdog_ms"] = _value("uint", cfg.get("watchdog_ms", 0), "watchdog_ms")
+    out = {"device": _name(dev, "device" if "device_id" not in cfg else "device_id")}
+    for k in ("version", "watchdog_ms"):
+        out[k] = _value("u", cfg.get(k, 0), k)
     t = cfg.get("transport")
-    if t is None:
-        out["transport"] = None  # no link: results stay on the board
-    else:
-        from edgestream_agent.link_config import validate as validate_link
-        out["transport"] = validate_link(t, "transport")
+    out["transport"] = None if t is None else validate_transport(t)  # None: results stay on the board
     sl = cfg.get("sensors")
     if not isinstance(sl, list) or not sl:
         raise ConfigError("sensors", "expected a non-empty list")
     sensors = []
     for i, s in enumerate(sl):
-        s = _sensor(s, i, "sensors[%d]" % i)
+        s = _sensor(s, "sensors[%d]" % i)
         for k, other in enumerate(sensors):
             if other["name"] == s["name"]:
                 raise ConfigError("sensors[%d].name" % i, "duplicate sensor name %r (also sensors[%d])"
@@ -308,4 +384,5 @@ def load(path):
         cfg = json.loads(text)
     except ValueError as e:
         raise ConfigError(str(path), "not valid JSON: %s" % e)
+    text = None  # the text can go before the normalised copy is built
     return validate(cfg)

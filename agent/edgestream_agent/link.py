@@ -45,9 +45,10 @@ class Link:
     def __init__(self, cfg, boot, path=None, clock=None, validate=None):
         t = cfg["transport"]
         if t is None or "poll_ms" not in t:
-            from edgestream_agent.link_config import validate as lv
-            t = lv(t)
-        self.t = t
+            from edgestream_agent.config import validate_transport
+            t = validate_transport(t)
+        self.poll_ms = t["poll_ms"]      # (the transport dict itself is not kept)
+        self.health_ms = t["health_ms"]
         self.dev = cfg["device"]
         self.boot = boot
         self.version = cfg.get("version", 0)
@@ -108,9 +109,9 @@ class Link:
         if agent is not None and getattr(agent, "clock", None) is not None:
             self.clock._now = agent.clock
         self._started = ticks_ms()
-        scheduler.every(self.t["poll_ms"], self.poll, "link")
-        if self.t["health_ms"]:
-            scheduler.every(self.t["health_ms"], self.send_health, "health")
+        scheduler.every(self.poll_ms, self.poll, "link")
+        if self.health_ms:
+            scheduler.every(self.health_ms, self.send_health, "health")
 
     # -- results -----------------------------------------------------------------
     def result(self, sensor, window, start, end, names, values):

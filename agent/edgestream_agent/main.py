@@ -11,7 +11,7 @@
 # period (transport.poll_ms x 50, at most 2 s) to drain before it closes.
 
 #
-# Memory: the validator (config, specs, link_config) is imported to read
+# Memory: the validator (config) is imported to read
 # agent.json and unloaded before anything is built; then only the modules
 # the config needs are imported (see the README, "Memory").
 
@@ -64,11 +64,11 @@ def main(path="agent.json", duration_ms=None, reserve=12288):
     from edgestream_agent.config import load
     cfg = load(path)
     if cfg["transport"] is None:
-        from edgestream_agent.link_config import validate as validate_link
-        cfg["transport"] = validate_link(None)
-        del validate_link
+        from edgestream_agent.config import validate_transport
+        cfg["transport"] = validate_transport(None)
+        del validate_transport
     del load  # (a function keeps its module's globals alive)
-    unload("config", "specs", "link_config")
+    unload("config")
     boot = boot_id(path)
     from edgestream_agent.agent import Agent
     from edgestream_agent.scheduler import Scheduler
@@ -81,16 +81,17 @@ def main(path="agent.json", duration_ms=None, reserve=12288):
     gc.collect()
     from edgestream_agent.link import Link
     link = Link(cfg, boot, path=path)
+    cfg = None  # built: nothing keeps the config any more (see pipeline.py, digest)
     agent.on_result = link.result
     link.attach(sched, agent)
     try:
         sched.run(duration_ms)
         if duration_ms is not None:
             agent.flush()
-            grace = min(link.t["poll_ms"] * 50, 2000)
+            grace = min(link.poll_ms * 50, 2000)
             sched.deinit()
             s2 = Scheduler()
-            s2.every(link.t["poll_ms"], link.poll, "link")
+            s2.every(link.poll_ms, link.poll, "link")
             s2.run(grace)
     finally:
         link.close()

@@ -14,7 +14,13 @@
 # Memory: only the code a sensor's config needs is imported (the filters it
 # names, tumbling and/or sliding windows). Its sliding windows share one
 # ring of samples (ring_window.Ring): each filtered value is written once,
-# whatever the number of windows reading it.
+# whatever the number of windows reading it. The sensor's config is not
+# kept (a board has no heap to spare for it): only its source part (the
+# source is built at attach) and `digest`, a CRC-32 of its canonical JSON,
+# which tells a remote config whether the sensor changed.
+
+from binascii import crc32
+from json import dumps
 
 from edgestream_agent.fixed import I32_MAX, to_fixed
 
@@ -22,7 +28,8 @@ from edgestream_agent.fixed import I32_MAX, to_fixed
 class Pipeline:
     def __init__(self, cfg, on_result=None, elastic=False):
         # cfg: one validated sensor config; on_result(pipeline, window, start, end)
-        self.cfg = cfg
+        self.src = cfg["source"]
+        self.digest = None if elastic else digest(cfg)  # (replay never applies a new config)
         self.name = cfg["name"]
         self.decimals = cfg["decimals"]
         self.factor = 10 ** cfg["decimals"]
@@ -163,3 +170,9 @@ class Pipeline:
         if self.source is not None:
             self.source.deinit()
             self.source = None
+
+
+def digest(cfg):
+    # A validated sensor config -> CRC-32 of its JSON: equal configs (built
+    # by config.validate, which fills in keys in one order) give equal digests.
+    return crc32(dumps(cfg).encode())

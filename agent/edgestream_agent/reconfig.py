@@ -21,7 +21,7 @@ def apply(self, config):
         started = {}
         try:
             for n in changed:
-                started[n] = make(new[n].cfg["source"], new[n].factor)
+                started[n] = make(new[n].src, new[n].factor)
         except Exception:
             for s in started.values():
                 s.deinit()
@@ -40,7 +40,6 @@ def apply(self, config):
         task = self.tasks.pop(n, None)
         if task is not None:
             self.scheduler.cancel(task)
-    self.config = cfg
     self.device = cfg["device"]
     self.pipelines = new
     self.sensors = order

@@ -219,10 +219,7 @@ class Replay:
 
 
 def _cap(p, w):
-    for c in p.cfg["windows"]:
-        if c["name"] == w.name:
-            return c["capacity"]
-    return 0
+    return getattr(w, "capacity", 0)
 
 
 def _short(v):
@@ -236,6 +233,10 @@ def main(argv=None):
         sys.stderr.write("usage: replay <agent.json> <samples.jsonl | ->\n")
         return 2
     from edgestream_agent import unload
+    # Heap held at the bottom while the validator loads and unloads (which
+    # leaves small holes between the blocks of the config), freed for the
+    # pipelines, so they and the interned names find room in one piece.
+    hold = bytearray(12288)
     from edgestream_agent.config import ConfigError, load
     try:
         cfg = load(argv[0])
@@ -243,8 +244,10 @@ def main(argv=None):
         sys.stderr.write("config %s\n" % e if str(e).startswith(argv[0]) else "%s: %s\n" % (argv[0], e))
         return 2
     del load, ConfigError
-    unload("config", "specs", "link_config")  # validators are not needed any more: heap for the windows
+    unload("config")  # validators are not needed any more: heap for the windows
+    hold = None
     r = Replay(cfg, sys.stdout, sys.stderr, validated=True)
+    cfg = None  # built: the pipelines do not need the config any more
     if argv[1] == "-":
         r.run(sys.stdin)
     else:

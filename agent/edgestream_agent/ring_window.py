@@ -109,6 +109,7 @@ class RingWindow:
             self.size = cfg["size"]
             self.every = cfg["every"]
             cap = self.size  # a count window holds exactly its last `size`
+        self.capacity = cap  # as configured (an elastic ring may grow past it)
         self.agg = Aggregate(cfg["aggregates"], factor)
         self._emit = emit
         self.elastic = ring is None

@@ -67,7 +67,7 @@ def test_sampling_a_simulated_source_allocates_nothing():
     clock = Clock(10)
     agent = Agent(cfg, clock=clock.now)
     p = agent.pipeline("s")
-    p.source = Sim(agent.config["sensors"][0]["source"], p.factor)
+    p.source = Sim(p.src, p.factor)
     p.clock = agent.clock
     heap_locked(p.sample, 10000)
     assert p.samples >= 10000 and p.read_errors == 0

@@ -2,7 +2,7 @@
 # Runs under CPython and MicroPython.
 from devtest import raises
 from edgestream_agent.config import ConfigError
-from edgestream_agent.link_config import validate
+from edgestream_agent.config import validate_transport as validate
 
 
 def mqtt(**kw):

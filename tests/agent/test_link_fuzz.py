@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edgestream_agent.clock import Clock
 from edgestream_agent.config import ConfigError
-from edgestream_agent.link_config import validate as validate_link
+from edgestream_agent.config import validate_transport as validate_link
 from edgestream_agent.config import validate as full_validate
 from edgestream_agent.mqtt import UP, MQTTClient
 from edgestream_agent.remote_config import RemoteConfig

@@ -4,7 +4,7 @@
 #   read(t_ms) -> fixed-point int (value * factor), or None for "no reading"
 #   deinit()
 # Hardware sources scale raw readings with scale.py. Adding a type = one
-# module here + a line in _TYPES + its parameter spec in specs.SOURCES
+# module here + a line in _TYPES + its parameter spec in config.SOURCES
 # (config.py validates with it). Modules load lazily, so a board only
 # imports what it uses.
 
