@@ -86,7 +86,8 @@ connections:
 BATCH_SPEC = Spec("batch", "Batching: a batch is handed on when it has `size` records or its first record "
                   "has waited `linger`.", [
     Field("size", "int", "Largest batch, in records.", default=500, min=1),
-    Field("linger", "duration", "Longest wait for a batch to fill.", default="50ms"),
+    Field("linger", "duration", "Longest wait for a batch to fill; 0ms hands on whatever is queued at once "
+          "(batches still fill under load), a few ms trades latency for fewer, larger writes.", default="0ms"),
 ])
 
 RETRY_SPEC = Spec("retry", "Retry with exponential backoff when a sink fails.", [

@@ -207,7 +207,7 @@ class PipelineRunner:
     def _run(self) -> None:
         tick_s = self.pc.tick_ms / 1000
         size = self.pc.batch.get("size", 500)
-        linger_s = self.pc.batch.get("linger", 50) / 1000
+        linger_s = self.pc.batch.get("linger", 0) / 1000
         next_tick = time.monotonic() + tick_s
         state_every = self.engine.state_interval_s
         next_state = time.monotonic() + state_every if state_every else None

@@ -45,7 +45,7 @@ def test_a_good_config_gets_defaults(hub):
     src = cfg.sources["devices"]
     assert (src.type, src.label, src.config["qos"], src.config["clean_session"]) == ("mqtt", "devices", 1, False)
     p = cfg.pipelines["cold_room"]
-    assert p.sources == ["devices"] and p.sinks == ["out"] and p.batch == {"size": 500, "linger": 50}
+    assert p.sources == ["devices"] and p.sinks == ["out"] and p.batch == {"size": 500, "linger": 0}
     assert p.processors[0].label == "cold_room.filter"
     assert cfg.sinks["out"].common["policy"] == "block"
     assert cfg.hub["shutdown_timeout"] == 10_000
