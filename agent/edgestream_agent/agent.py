@@ -111,12 +111,12 @@ class Agent:
             if name not in self.tasks:
                 self.tasks[name] = scheduler.every(p.period_ms, p.sample, name)
 
-    def apply(self, config):
+    def apply(self, config, validated=False):
         # Switch to a new config without a reboot (remote config): only the
         # sensors whose config changed are rebuilt. -> (rebuilt or added,
         # removed). The code is in reconfig.py, imported when it is needed.
         from edgestream_agent.reconfig import apply
-        return apply(self, config)
+        return apply(self, config, validated)
 
     def deinit(self):
         if self.scheduler is not None:

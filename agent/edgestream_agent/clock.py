@@ -9,7 +9,7 @@
 #     trip), loaded only when transport.ntp is configured,
 #   - a time reference from the hub: the shared wire message kind "time"
 #     ({"v":1,"kind":"time","epoch_ms":N}, "dev" optional; encoder.encode_time)
-#     on <prefix>/<dev>/time or as a serial frame, read by wire.read:
+#     on <prefix>/<dev>/time or as a serial frame, read by wire_in.read:
 #     accurate to the hub's delivery latency (ms on a LAN).
 # Which timestamp the hub should trust: values >= EPOCH_MIN (year 2000) are
 # epoch ms (the clock was synced); smaller values are ms since the agent's
@@ -100,21 +100,10 @@ class Clock:
 
     # -- hub reference ------------------------------------------------------
     def hub_message(self, payload, dev=None):
-        # A wire "time" message (bytes, or the dict wire.read made of it) ->
+        # A wire "time" message (bytes, or the dict wire_in.read made of it) ->
         # True when applied. Raises ValueError whose text starts with the
         # field: "epoch_ms: ...". dev: this device's id; a message naming
-        # another device is refused.
-        if isinstance(payload, dict):
-            m = payload
-        else:
-            from edgestream_agent.wire import read
-            m = read(payload, "time")
-        if m["kind"] != "time":
-            raise ValueError("kind: expected 'time', got %r" % m["kind"])
-        if dev is not None and "dev" in m and m["dev"] != dev:
-            raise ValueError("dev: time for %r sent to %r" % (m["dev"], dev))
-        e = m["epoch_ms"]
-        if e < EPOCH_MIN:
-            raise ValueError("epoch_ms: expected an integer >= %d (epoch ms, after 2000)" % EPOCH_MIN)
-        self.set_reference(e, 2)
-        return True
+        # another device is refused. (The code is in wire_in.py, loaded for
+        # a message from the hub.)
+        from edgestream_agent.wire_in import time_reference
+        return time_reference(self, payload, dev)

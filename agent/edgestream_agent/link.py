@@ -24,21 +24,21 @@
 #
 # Memory: only the transport in use is imported (mqtt_transport + mqtt, or
 # serial_link), WiFi and NTP code only when configured. Messages are written
-# and read by the agent's own small wire module (wire.py), not the shared
-# encoder/decoder. Config messages are rare: the code that handles them
-# (remote_config, the validator, reconfig) is imported for each one and
-# unloaded after it.
+# and read by the agent's own small wire modules (wire.py; wire_in.py for
+# messages from the hub), not the shared encoder/decoder. Messages from the
+# hub are rare: the code that handles them (wire_in, remote_config, the
+# validator, reconfig) is imported for each one and unloaded after it.
 
 from array import array
 
 from edgestream_agent import unload
 from edgestream_agent.clock import Clock, ticks_ms
 from edgestream_agent.offline_buffer import OfflineBuffer
-from edgestream_agent.wire import message, read, results
+from edgestream_agent.wire import message, results
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
 # modules only a config message needs
-_RX_MODULES = ("remote_config", "config", "reconfig")
+_RX_MODULES = ("wire_in", "remote_config", "config", "reconfig")
 
 
 class Link:
@@ -77,6 +77,7 @@ class Link:
         self.cfg_refused = 0      # remote configs nacked
         self.cfg_error = None     # the last nack's reason
         self._ctrl = []           # [(kind, payload)] waiting for the link
+        self._inbox = []          # [(payload, kind)] from the hub, handled by poll()
         # packet ids of results in flight, oldest first (at most max_inflight)
         m = t["mqtt"]
         self._rpids = array("H", bytes(2 * (m["max_inflight"] if m is not None else 1)))
@@ -96,7 +97,7 @@ class Link:
         if kind == "mqtt":
             self.tx = tx(t, self.dev, boot, self.base, self)
         elif kind == "serial":
-            self.tx = tx(t["serial"], on_message=self._rx)
+            self.tx = tx(t["serial"], on_message=self.inbox)
         else:
             self.tx = None
 
@@ -137,6 +138,10 @@ class Link:
             # no transport: results only count (and drop) in the buffer
             return
         tx.poll()
+        if self._inbox:
+            # one message from the hub per poll, outside the transport's
+            # receive path (whose frames and buffers are gone by now)
+            self._rx(*self._inbox.pop(0))
         if not tx.up():
             return
         while self._ctrl:
@@ -181,11 +186,26 @@ class Link:
             self._ctrl.pop(0)
         self._ctrl.append((kind, payload))
 
+    def inbox(self, payload, kind=None):
+        # The transport got a message from the hub: poll() handles it soon,
+        # in order. kind "refused": a config message the transport could not
+        # take (payload: the reason), nacked in its turn.
+        if len(self._inbox) >= _CTRL:
+            self.rx_refused += 1  # the hub floods: refuse, keep running
+            if kind != "time":
+                self._config_refused("busy: %d messages are waiting" % _CTRL)
+            return
+        self._inbox.append((payload, kind))
+
     def _rx(self, payload, kind=None):
         # One message from the hub. kind: "config" or "time" from the MQTT
         # topic; None over serial, where the message's own kind decides (a
         # payload that is no valid message at all is nacked as a config).
+        if kind == "refused":
+            self._config_refused(payload)
+            return
         try:
+            from edgestream_agent.wire_in import read
             try:
                 m = read(payload, kind)
             except ValueError as e:  # ConfigError naming the field
@@ -193,7 +213,11 @@ class Link:
                 if kind != "time":
                     self._config_refused(str(e))
                 return
-            payload = None  # (the JSON text is not needed any more)
+            # the JSON text and the reader are not needed any more: their
+            # heap is free before the validator loads
+            payload = read = None
+            if m["kind"] != "time":
+                unload("wire_in")
             if m["kind"] == "time":
                 self._time_message(m)
             else:
@@ -209,7 +233,8 @@ class Link:
     def _config_message(self, m):
         try:
             from edgestream_agent.remote_config import RemoteConfig
-            apply = self.agent.apply if self.agent is not None else None
+            agent = self.agent
+            apply = (lambda c: agent.apply(c, True)) if agent is not None else None
             rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
                               apply=apply)
             version, ok, err, ack = rc.handle(m)

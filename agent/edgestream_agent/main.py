@@ -52,11 +52,11 @@ def _dir(path):
     return path[:i + 1] if i >= 0 else ""
 
 
-def main(path="agent.json", duration_ms=None, reserve=12288):
-    # reserve: bytes held at the bottom of the heap while the validator and
-    # the sampling code load and unload (which leaves the heap full of small
-    # holes), then freed for the link's long-lived buffers and objects, so
-    # they find room in one piece.
+def main(path="agent.json", duration_ms=None, reserve=8192):
+    # reserve: bytes held at the bottom of the heap while the validator
+    # loads, validates and unloads (which leaves small holes between the
+    # blocks of the config it built), then freed for the config's compact
+    # copy and the long-lived objects, so they find room in one piece.
     import gc
     gc.collect()
     hold = bytearray(reserve) if reserve else None
@@ -68,7 +68,17 @@ def main(path="agent.json", duration_ms=None, reserve=12288):
         cfg["transport"] = validate_transport(None)
         del validate_transport
     del load  # (a function keeps its module's globals alive)
+    # The normalised config was built between the validator's blocks: made
+    # again from its JSON once the validator is gone, it sits in one place
+    # (the held block) and the validator's space is free in one piece.
+    import json
+    text = json.dumps(cfg)
+    cfg = None
     unload("config")
+    hold = None
+    gc.collect()
+    cfg = json.loads(text)
+    text = None
     boot = boot_id(path)
     from edgestream_agent.agent import Agent
     from edgestream_agent.scheduler import Scheduler
@@ -77,8 +87,6 @@ def main(path="agent.json", duration_ms=None, reserve=12288):
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
     agent = Agent(cfg, validated=True)
     agent.attach(sched)
-    hold = None  # the held block is free again, in one piece, for the link
-    gc.collect()
     from edgestream_agent.link import Link
     link = Link(cfg, boot, path=path)
     cfg = None  # built: nothing keeps the config any more (see pipeline.py, digest)

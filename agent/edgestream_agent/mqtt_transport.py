@@ -7,7 +7,7 @@
 #   status      retained "online" after every CONNACK; the last will is a
 #               retained "offline", and a clean stop publishes it itself
 #   metrics     QoS 0;  config/ack  QoS 1
-#   config      subscribed QoS 1; time  subscribed QoS 0 -> Link._rx
+#   config      subscribed QoS 1; time  subscribed QoS 0 -> Link.inbox
 # An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
 # refused (a config one is nacked with its size).
 
@@ -51,15 +51,16 @@ class MqttTransport:
 
     def _on_message(self, topic, msg):
         if topic == self._config:
-            self._link._rx(msg, "config")
+            self._link.inbox(msg, "config")
         elif topic == self._time:
-            self._link._rx(msg, "time")
+            self._link.inbox(msg, "time")
 
     def _on_oversize(self, topic, size):
         self._link.rx_refused += 1
         if topic == self._config:
-            self._link._config_refused("payload: %d bytes is over the %d byte limit"
-                                       % (size, len(self.client._rx)))
+            # nacked in turn with the messages before it (Link.inbox)
+            self._link.inbox("payload: %d bytes is over the %d byte limit" % (size, len(self.client._rx)),
+                             "refused")
 
     def up(self):
         return self.client.state == 3

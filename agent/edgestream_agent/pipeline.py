@@ -29,7 +29,6 @@ class Pipeline:
     def __init__(self, cfg, on_result=None, elastic=False):
         # cfg: one validated sensor config; on_result(pipeline, window, start, end)
         self.src = cfg["source"]
-        self.digest = None if elastic else digest(cfg)  # (replay never applies a new config)
         self.name = cfg["name"]
         self.decimals = cfg["decimals"]
         self.factor = 10 ** cfg["decimals"]
@@ -71,6 +70,8 @@ class Pipeline:
         self.rejected = 0     # values that do not fit the fixed-point range
         self.read_errors = 0  # source reads that raised
         self.results = 0
+        # last: its garbage comes after the long-lived buffers above
+        self.digest = None if elastic else digest(cfg)  # (replay never applies a new config)
 
     # -- per-sample path ---------------------------------------------------
     def push(self, t, v):
@@ -173,6 +174,14 @@ class Pipeline:
 
 
 def digest(cfg):
-    # A validated sensor config -> CRC-32 of its JSON: equal configs (built
-    # by config.validate, which fills in keys in one order) give equal digests.
-    return crc32(dumps(cfg).encode())
+    # A validated sensor config -> CRC-32 of its JSON with the keys sorted:
+    # equal configs give equal digests whatever their dicts' order.
+    return crc32(dumps(_canon(cfg)).encode())
+
+
+def _canon(v):
+    if isinstance(v, dict):
+        return [[k, _canon(v[k])] for k in sorted(v)]
+    if isinstance(v, (list, tuple)):
+        return [_canon(x) for x in v]
+    return v

@@ -8,11 +8,17 @@
 # invalid or a source fails to start.
 
 
-def apply(self, config):
+def apply(self, config, validated=False):
     # self: the Agent. -> (names rebuilt or added, names removed)
-    from edgestream_agent.config import validate
+    # validated=True: config is config.validate()'s output (a remote config
+    # validates, then unloads the validator before anything is built)
+    if validated:
+        cfg = config
+    else:
+        from edgestream_agent.config import validate
+        cfg = validate(config)
+        del validate
     from edgestream_agent.sources import make
-    cfg = validate(config)
     new = self._build(cfg["sensors"], self.pipelines)
     order = [new[s["name"]] for s in cfg["sensors"]]
     changed = [p.name for p in order if self.pipelines.get(p.name) is not p]

@@ -2,15 +2,17 @@
 #
 # The hub publishes a wire "config" message (retained) on
 # <prefix>/<device>/config, or sends it as a serial frame. handle(payload):
-#   1. reads it strictly (wire.read, as strict as the shared decoder's
+#   1. reads it strictly (wire_in.read, as strict as the shared decoder's
 #      decode_config; the Link may hand over the dict it already read); a
 #      payload that is not a config message is refused with its reason,
 #   2. checks it is for this device and newer than the running version
 #      (the same version again - the retained copy after a reconnect - is
 #      acknowledged without applying anything),
-#   3. validates the whole config (config.validate, the transport included),
-#   4. hands the (valid) config to apply(cfg) (Agent.apply rebuilds only
-#      the sensors and windows whose config changed),
+#   3. validates the whole config (config.validate, the transport included)
+#      and unloads the validator again,
+#   4. hands the normalised config to apply(cfg) (Agent.apply(cfg,
+#      validated=True) rebuilds only the sensors and windows whose config
+#      changed),
 #   5. persists it to agent.json (written to agent.json.tmp, then renamed,
 #      so a power cut leaves the old file or the new one, never half of one),
 #   6. returns the ack: {"kind":"ack","version":N,"ok":true} or a nack with
@@ -26,8 +28,10 @@
 
 import json
 import os
+import sys
 
-from edgestream_agent.wire import message, read
+from edgestream_agent import unload
+from edgestream_agent.wire import message
 
 
 class RemoteConfig:
@@ -37,7 +41,7 @@ class RemoteConfig:
         self.version = version      # of the running config
         self.path = path
         self._validate = validate   # raw dict -> normalised dict (raises ValueError); default config.validate
-        self._apply = apply         # valid raw config dict -> None
+        self._apply = apply         # normalised config dict -> None (Agent.apply(c, validated=True))
         self.accepted = 0
         self.refused = 0
         self.last_error = None
@@ -49,6 +53,7 @@ class RemoteConfig:
             if isinstance(payload, dict):
                 m = payload
             else:
+                from edgestream_agent.wire_in import read
                 try:
                     m = read(payload, "config")
                 except ValueError as e:  # ConfigError: "<field>: <reason>"
@@ -71,21 +76,35 @@ class RemoteConfig:
             dev = cfg.get("device", cfg.get("device_id"))
             if dev != self.dev:
                 raise _Nack("device: the device id cannot change remotely (%r -> %r)" % (self.dev, dev))
+            loaded = "edgestream_agent.config" in sys.modules
             try:
                 if self._validate is None:
                     from edgestream_agent.config import validate
-                    validate(cfg)
+                    ncfg = validate(cfg)
+                    del validate
                 else:
-                    self._validate(cfg)
+                    ncfg = self._validate(cfg)
             except ValueError as e:  # ConfigError: message starts with the path
                 raise _Nack(str(e))
+            # The validator's code leaves the heap before the new sensors are
+            # built (it is loaded again for the next config message), unless
+            # it was loaded before this message came.
+            if not loaded:
+                unload("config")
+            # the raw config is kept as its JSON text for the file (smaller
+            # than the dict) while the new sensors are built
+            text = json.dumps(cfg) if self.path else None
+            cfg = m = None
             try:
                 if self._apply:
-                    self._apply(cfg)  # Agent.apply validates again: cheap, and it owns the result
+                    self._apply(ncfg)  # the normalised config (Agent.apply(c, validated=True))
+            except MemoryError:
+                raise _Nack("memory: not enough heap to apply the config")
             except Exception as e:  # the running config stays in place
                 raise _Nack("apply: %s: %s" % (e.__class__.__name__, e))
+            ncfg = None
             self.version = version
-            err = self._persist(cfg)
+            err = self._persist(text)
             self.accepted += 1
             return self._ack(version, True, err)
         except _Nack as e:
@@ -97,7 +116,7 @@ class RemoteConfig:
         return version, ok, error, message("ack", self.dev, self.boot, "version", version, "ok", ok,
                                            "error", error)
 
-    def _persist(self, cfg):
+    def _persist(self, text):
         # -> None, or a note for the ack when the file could not be written
         # (the config is applied; it will not survive a reboot).
         if not self.path:
@@ -105,7 +124,7 @@ class RemoteConfig:
         tmp = self.path + ".tmp"
         try:
             with open(tmp, "w") as f:
-                f.write(json.dumps(cfg))
+                f.write(text)
             try:
                 os.rename(tmp, self.path)
             except OSError:

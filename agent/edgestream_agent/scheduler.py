@@ -151,31 +151,12 @@ class Scheduler:
                 self.sleep_ms(wait)
         self._running = False
 
-    async def run_async(self, duration_ms=None):
+    def run_async(self, duration_ms=None):
         # The same loop as a coroutine, for agents that also run asyncio
-        # tasks (the network link): sleeps with asyncio.sleep_ms.
-        try:
-            import asyncio
-        except ImportError:
-            import uasyncio as asyncio
-        sleep = getattr(asyncio, "sleep_ms", None)
-        self._running = True
-        start = self.clock()
-        while self._running:
-            wait = self.step()
-            if not self._running:
-                break
-            if duration_ms is not None:
-                left = duration_ms - ticks_diff(self.clock(), start)
-                if left <= 0:
-                    break
-                if wait > left:
-                    wait = left
-            if sleep is not None:
-                await sleep(wait)
-            else:
-                await asyncio.sleep(wait / 1000)
-        self._running = False
+        # tasks: sleeps with asyncio.sleep_ms. In aio.py, imported only by
+        # the boards that use it. -> a coroutine.
+        from edgestream_agent.aio import run_async
+        return run_async(self, duration_ms)
 
     def stop(self):
         self._running = False

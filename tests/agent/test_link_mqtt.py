@@ -3,12 +3,10 @@
 The agent runs from its compiled ``.mpy`` bundle (-O3), as on a board, with
 the esp32 heap (100 KB), although on the unix port module code and interned
 names live on the heap too (a board running the frozen firmware keeps them
-in flash). Only the remote-config test uses the rp2040 heap: validating a
-config loads the decoder and the validator (~25 KB of code on this 64-bit
-port) next to the running agent; on the esp32 heap such a message is
-refused with a ``memory:`` nack and the agent runs on (see the README,
-"Memory"). A paho subscriber plays the hub; ``edgestream_tools.hubcheck``
-checks the sequence numbers.
+in flash). The remote-config test too: validating a config loads the
+validator (~15 KB of code on this 64-bit port) next to the running agent
+for a moment (see the README, "Memory"). A paho subscriber plays the hub;
+``edgestream_tools.hubcheck`` checks the sequence numbers.
 """
 
 import json
@@ -108,7 +106,7 @@ def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, lib, mosqu
     assert any(m["link_up"] == 1 for m in health)
     # headroom on the esp32 heap, after start and all through the run (the
     # health message measures after gc.collect(), with health.py loaded)
-    assert len(health) >= 4 and min(m["heap_free"] for m in health) >= 12000, \
+    assert len(health) >= 4 and min(m["heap_free"] for m in health) >= 20000, \
         [(m["heap_free"], m["heap_used"]) for m in health]
 
 
@@ -144,7 +142,7 @@ def _push_config(broker, payload):
 
 def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, lib, mosquitto):
     sub = Subscriber(mosquitto, ["edgestream/dev1/#"])
-    agent = start_agent(tmp_path, lib, agent_config(mosquitto.port, health_ms=0), 6000, board="rp2040")
+    agent = start_agent(tmp_path, lib, agent_config(mosquitto.port, health_ms=0), 6000)
     acks = lambda: [decode(p) for p in sub.on("edgestream/dev1/config/ack")]  # noqa: E731
     try:
         assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 3, 15)
@@ -152,7 +150,7 @@ def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, lib
         del new["version"]
         _push_config(mosquitto, encode_config("dev1", 2, new))
         assert wait_until(lambda: len(acks()) == 1, 10)
-        assert acks()[0]["ok"] is True and acks()[0]["version"] == 2
+        assert acks()[0]["ok"] is True and acks()[0]["version"] == 2, acks()[0]["error"]
         bad = agent_config(mosquitto.port, window_ms=0, health_ms=0)
         bad["version"] = 3
         _push_config(mosquitto, encode_config("dev1", 3, bad))
@@ -167,7 +165,7 @@ def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, lib
         agent.kill()
         sub.close()
     a = acks()
-    assert a[1]["ok"] is False and a[1]["version"] == 3
+    assert a[1]["ok"] is False and a[1]["version"] == 3, [x.get("error") for x in a]
     assert a[1]["error"].startswith("sensors[0].windows[0].size_ms:"), a[1]
     assert a[2]["ok"] is False and a[2]["error"].startswith("payload: not valid"), a[2]
     assert a[3]["ok"] is False and "over the 2048 byte limit" in a[3]["error"], a[3]
@@ -178,5 +176,7 @@ def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, lib
     spans = [(m["items"][0]["end"] - m["items"][0]["start"]) for m in results(sub)]
     assert spans[0] == 100 and spans[-2] == 300 and 300 in spans
     assert s["config_version"] == 2 and s["rx_refused"] == 4
+    # the config messages came and went: the heap is free again (esp32 profile)
+    assert s["heap_free"] >= 20000, s
     saved = json.loads((tmp_path / "agent.json").read_text())
     assert saved["version"] == 2 and saved["sensors"][0]["windows"][0]["size_ms"] == 300

@@ -56,7 +56,8 @@ def test_messages_without_a_topic_are_told_apart_by_kind_and_their_code_unloaded
     assert lk.time_syncs == 1 and lk.rx_refused == 2
     if MICROPYTHON:
         # the remote-config and validator code left the heap again
-        for m in ("edgestream_agent.remote_config", "edgestream_agent.config", "edgestream_agent.reconfig"):
+        for m in ("edgestream_agent.wire_in", "edgestream_agent.remote_config", "edgestream_agent.config",
+                  "edgestream_agent.reconfig"):
             assert m not in sys.modules, m
 
 

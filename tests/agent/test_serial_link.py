@@ -99,8 +99,8 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
 
 
 def test_serial_config_is_acked_and_applied(tmp_path, lib):
-    # the rp2040 heap: validating a config needs the validator's code next
-    # to the running agent (see test_link_mqtt.py)
+    # the esp32 heap: validating a config loads the validator's code next
+    # to the running agent for a moment (see test_link_mqtt.py)
     bridge = PtyBridge()
     port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
     reader = FrameReader()
@@ -123,7 +123,7 @@ def test_serial_config_is_acked_and_applied(tmp_path, lib):
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
-    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="rp2040", lib=lib)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", lib=lib)
     try:
         assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
         # hub -> agent: noise, then a config making the windows 200 ms

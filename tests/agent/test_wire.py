@@ -4,7 +4,8 @@
 from edgestream_shared.decoder import decode, decode_config  # the biggest module first, on an empty heap
 from devtest import MICROPYTHON, raises
 from edgestream_agent import ConfigError
-from edgestream_agent.wire import message, read, results
+from edgestream_agent.wire import message, results
+from edgestream_agent.wire_in import read
 from edgestream_shared.encoder import Encoder, encode_config, encode_time
 
 

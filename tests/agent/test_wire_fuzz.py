@@ -1,4 +1,4 @@
-"""wire.read against the shared decoder, property-based (hypothesis, CPython).
+"""wire_in.read against the shared decoder, property-based (hypothesis, CPython).
 
 For any payload, the agent's reader and ``decode_config`` / ``decode``
 accept the same config and time messages, and a refusal from either is a
@@ -11,7 +11,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgestream_agent.wire import read
+from edgestream_agent.wire_in import read
 from edgestream_shared.decoder import decode, decode_config
 from edgestream_shared.encoder import encode_config, encode_time
 from edgestream_shared.errors import WireError
