@@ -4,7 +4,7 @@
 2. the hub (``edgestream hub run``) with a streaming SQL pipeline: per device
    and sensor, a 5 s tumbling roll-up of the agent's 1 s window results,
    printed as JSON lines, and every raw window result archived to a file;
-3. an agent under the real MicroPython unix port with an RP2040-sized heap,
+3. an agent under the real MicroPython unix port with an ESP32-sized heap,
    running from a compiled ``.mpy`` bundle as on a board: two simulated
    sensors, filters, 1 s tumbling windows, results over MQTT (QoS 1);
 4. the agent stops after ``--seconds``; the hub drains, closes the open
@@ -70,7 +70,7 @@ pipelines:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=12.0, help="how long the agent samples (default 12)")
-    p.add_argument("--board", default="rp2040", choices=sorted(mp.BOARDS), help="heap profile of the agent (default rp2040)")
+    p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS), help="heap profile of the agent (default esp32)")
 
 
 def _pump(stream, out, lines: list[str]) -> None:
