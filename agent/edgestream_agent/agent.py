@@ -25,7 +25,9 @@ class Agent:
         # validated=True: config is already config.validate()'s output (a
         # board validates, then unloads the validator before building).
         if not validated:
-            config = _validate(config)
+            from edgestream_agent.config import validate
+            config = validate(config)
+            del validate
         if clock is None:
             from edgestream_agent.clock import Uptime
             clock = Uptime().now
@@ -97,7 +99,8 @@ class Agent:
         try:
             for p in self.sensors:
                 if p.source is None:
-                    sources[p.name] = _source(p)
+                    from edgestream_agent.sources import make
+                    sources[p.name] = make(p.src, p.factor)
         except Exception:
             for s in sources.values():
                 s.deinit()
@@ -135,16 +138,6 @@ class Agent:
                          "results": p.results,
                          "overwritten": sum(w.overwritten for w in p.windows)}
         return out
-
-
-def _validate(config):
-    from edgestream_agent.config import validate
-    return validate(config)
-
-
-def _source(pipe):
-    from edgestream_agent.sources import make
-    return make(pipe.src, pipe.factor)
 
 
 def start(path="agent.json", on_result=None):

@@ -114,20 +114,16 @@ class Aggregate:
             elif c == 5:
                 sq = (self.sq_hi << _SQ_BITS) + self.sq_lo
                 var = n * sq - self.sd * self.sd  # n**2 * variance, exact
-                out.append(_isqrt_ratio(var, n * f))
+                # sqrt(var) / (n * f); exact 0 and exact integers stay ints
+                if var <= 0:
+                    out.append(0)
+                else:
+                    r = math.sqrt(var)
+                    ri = int(r)
+                    out.append(ldiv(ri, n * f) if ri * ri == var else r / (n * f))
             elif c == 6:
                 out.append(ldiv(self.first, f))
             else:
                 out.append(ldiv(self.last, f))
         return out
 
-
-def _isqrt_ratio(var, den):
-    # sqrt(var) / den; exact 0 and exact integers stay ints.
-    if var <= 0:
-        return 0
-    r = math.sqrt(var)
-    ri = int(r)
-    if ri * ri == var:
-        return ldiv(ri, den)
-    return r / den

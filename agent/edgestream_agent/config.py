@@ -62,7 +62,7 @@ wifi ssid:s=! password:s= retry_ms:p=10000
 ntp host:s=pool.ntp.org port:port=123 every_ms:p=3600000 timeout_ms:p=2000
 sensor name source period_ms decimals filters windows
 window name type size_ms every_ms size every aggregates capacity
-top device device_id version sensors transport watchdog_ms"""
+agent device device_id version sensors transport watchdog_ms"""
 
 # error texts by line number (0-49), formatted with the values they name
 _M = """expected a name of 1..64 characters
@@ -268,34 +268,34 @@ def _filter(v, path):
         if lo is None and hi is None:
             _fail(p, 16)
         if lo is not None and hi is not None and lo > hi:
-            _fail(p + ".max", 17)
+            _fail(p + "." + "max", 17)
     elif t == "ema" and not 0 < out["alpha"] <= 1:
-        _fail(p + ".alpha", 18)
+        _fail(p + "." + "alpha", 18)
     elif t == "round" and out["digits"] > MAX_DECIMALS:
-        _fail(p + ".digits", 19, MAX_DECIMALS)
+        _fail(p + "." + "digits", 19, MAX_DECIMALS)
     return out
 
 
 def _window(v, i, path, period_ms):
     _obj(v, path)
     _known(v, _line("window"), path)
-    w = {"name": _name(v["name"], path + ".name") if "name" in v else "w%d" % i}
+    w = {"name": _name(v["name"], path + "." + "name") if "name" in v else "w%d" % i}
     timed = "size_ms" in v
     if timed and "size" in v:
         _fail(path, 20)
     if not timed and "size" not in v:
-        _fail(path + ".size_ms", 21)
+        _fail(path + "." + "size_ms", 21)
     if timed and "every" in v:
-        _fail(path + ".every", 22)
+        _fail(path + "." + "every", 22)
     if not timed and "every_ms" in v:
-        _fail(path + ".every_ms", 23)
+        _fail(path + "." + "every_ms", 23)
     sk = "size_ms" if timed else "size"
     ek = "every_ms" if timed else "every"
     size = _value("p", v[sk], path + "." + sk)
     every = _value("p", v[ek], path + "." + ek) if ek in v else None
     kind = v.get("type")
     if kind is not None and kind not in ("tumbling", "sliding"):
-        _fail(path + ".type", 24)
+        _fail(path + "." + "type", 24)
     if kind == "sliding" and every is None:
         _fail(path + "." + ek, 25)
     if kind == "tumbling" and every is not None and every != size:
@@ -310,7 +310,7 @@ def _window(v, i, path, period_ms):
         w[ek] = every
     # aggregates: a non-empty list of known names, no repeats
     aggs = v.get("aggregates", AGGREGATES)
-    p = path + ".aggregates"
+    p = path + "." + "aggregates"
     if not isinstance(aggs, (list, tuple)) or not aggs:
         _fail(p, 28)
     seen = []
@@ -325,9 +325,9 @@ def _window(v, i, path, period_ms):
     if every is None:
         cap = 0
     elif "capacity" in v:
-        cap = _value("p", v["capacity"], path + ".capacity")
+        cap = _value("p", v["capacity"], path + "." + "capacity")
         if not timed and cap < size:
-            _fail(path + ".capacity", 31, size)
+            _fail(path + "." + "capacity", 31, size)
     elif not timed:
         cap = size
     else:
@@ -342,24 +342,24 @@ def _sensor(v, path):
     _obj(v, path)
     _known(v, _line("sensor"), path)
     if "name" not in v:
-        _fail(path + ".name", 13)
-    s = {"name": _name(v["name"], path + ".name")}
+        _fail(path + "." + "name", 13)
+    s = {"name": _name(v["name"], path + "." + "name")}
     src = v.get("source")
     if src is None:
         src = {"type": "sim"}
     elif isinstance(src, str):
         src = {"type": src}
-    _obj(src, path + ".source")
+    _obj(src, path + "." + "source")
     t = src.get("type")
     names = _names(9, 14)
     if t not in names:
-        _fail(path + ".source.type", 4, ", ".join(names))
-    s["source"] = _params(t, src, path + ".source", True)
+        _fail(path + "." + "source" + "." + "type", 4, ", ".join(names))
+    s["source"] = _params(t, src, path + "." + "source", True)
     s["source"]["type"] = t
-    s["period_ms"] = _value("p", v.get("period_ms", 1000), path + ".period_ms")
-    d = _value("u", v.get("decimals", 3), path + ".decimals")
+    s["period_ms"] = _value("p", v.get("period_ms", 1000), path + "." + "period_ms")
+    d = _value("u", v.get("decimals", 3), path + "." + "decimals")
     if d > MAX_DECIMALS:
-        _fail(path + ".decimals", 19, MAX_DECIMALS)
+        _fail(path + "." + "decimals", 19, MAX_DECIMALS)
     s["decimals"] = d
     out = []
     for key in ("filters", "windows"):
@@ -374,7 +374,7 @@ def _sensor(v, path):
         w = _window(w, j, wp, s["period_ms"])
         for k, other in enumerate(ws):
             if other["name"] == w["name"]:
-                _fail(wp + ".name", 33, w["name"], k)
+                _fail(wp + "." + "name", 33, w["name"], k)
         ws.append(w)
     s["windows"] = ws
     return s
@@ -385,43 +385,43 @@ def validate_transport(section, path="transport"):
     t = _params("transport", {"type": "none"} if section is None else section, path)
     if t["type"] == "mqtt":
         m = t["mqtt"]
-        mp = path + ".mqtt"
+        mp = path + "." + "mqtt"
         if m is None:
             _fail(mp, 34)
         if m["backoff_min_ms"] > m["backoff_max_ms"]:
-            _fail(mp + ".backoff_max_ms", 35)
+            _fail(mp + "." + "backoff_max_ms", 35)
         if m["password"] is not None and m["user"] is None:
-            _fail(mp + ".password", 36)
+            _fail(mp + "." + "password", 36)
         if m["max_inflight"] > 64:
-            _fail(mp + ".max_inflight", 19, 64)
+            _fail(mp + "." + "max_inflight", 19, 64)
         for k in ("rx_bytes", "tx_bytes"):
             if m[k] < 256:
                 _fail(mp + "." + k, 37)
         if m["tx_bytes"] < t["max_message"] + 256:
-            _fail(mp + ".tx_bytes", 38, t["max_message"] + 256)
+            _fail(mp + "." + "tx_bytes", 38, t["max_message"] + 256)
     if t["type"] == "serial" and t["serial"] is None:
-        t["serial"] = _params("serial", {}, path + ".serial")
+        t["serial"] = _params("serial", {}, path + "." + "serial")
     prefix = t["prefix"]
     for level in prefix.split("/"):
         if not level or "+" in level or "#" in level:
-            _fail(path + ".prefix", 39, prefix)
+            _fail(path + "." + "prefix", 39, prefix)
     mm = t["max_message"]
     if mm < 128 or mm > 2037:
         # 2037 + 11 bytes of framing is the serial frame limit (2048)
-        _fail(path + ".max_message", 40)
+        _fail(path + "." + "max_message", 40)
     if t["buffer_bytes"] < mm + 4:
-        _fail(path + ".buffer_bytes", 41, mm + 4)
+        _fail(path + "." + "buffer_bytes", 41, mm + 4)
     if t["spill_bytes"] and not t["spill_path"]:
-        _fail(path + ".spill_path", 42)
+        _fail(path + "." + "spill_path", 42)
     if t["spill_path"] and t["spill_bytes"] < 2 * (mm + 4):
-        _fail(path + ".spill_bytes", 43, 2 * (mm + 4))
+        _fail(path + "." + "spill_bytes", 43, 2 * (mm + 4))
     return t
 
 
 def validate(cfg):
     # -> normalised config dict, or ConfigError naming the path.
     _obj(cfg, "")
-    _known(cfg, _line("top"), "")
+    _known(cfg, _line("agent"), "")
     if "device" in cfg and "device_id" in cfg:
         _fail("device_id", 44)
     dev = cfg.get("device", cfg.get("device_id", "edgestream"))

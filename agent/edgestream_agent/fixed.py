@@ -16,10 +16,6 @@ MAX_DECIMALS = 6
 I32_MAX = 2147483647
 
 
-def scale(decimals):
-    return 10 ** decimals
-
-
 def to_fixed(value, factor):
     # A config or input number (int or float) -> fixed-point int.
     # Floats are rounded half-to-even, like Python's round().

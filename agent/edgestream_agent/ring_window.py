@@ -39,13 +39,6 @@ _I32 = const(0x7FFFFFFF)
 _DRIFT = const(0x3FFF)
 
 
-def _positions(n, cap):
-    # n ring positions (< cap) -> smallest array that holds them
-    if cap <= 0xFFFF:
-        return array("H", bytes(2 * n))
-    return array("i", bytes(4 * n))
-
-
 class Ring:
     # Samples of one sensor: vs[p] value, t0 + ts[p] time. put() writes the
     # next slot (wrapping) and returns its position; the windows reading the
@@ -130,8 +123,10 @@ class RingWindow:
         self.head = 0                 # ring position of its oldest sample
         need_min = self.agg.need_min
         need_max = self.agg.need_max
-        self.minq = _positions(cap, ring.cap) if need_min else None
-        self.maxq = _positions(cap, ring.cap) if need_max else None
+        # deques of ring positions: the smallest array type that holds them
+        small = ring.cap <= 0xFFFF
+        self.minq = (array("H", bytes(2 * cap)) if small else array("i", bytes(4 * cap))) if need_min else None
+        self.maxq = (array("H", bytes(2 * cap)) if small else array("i", bytes(4 * cap))) if need_max else None
         self.min_h = self.min_n = 0   # deque head index and length
         self.max_h = self.max_n = 0
 
@@ -225,15 +220,6 @@ class RingWindow:
             i = (h + k) % old.cap
             self._append(old.t0 + old.ts[i], old.vs[i], None)
 
-    def _oldest_t(self):
-        r = self.ring
-        return r.t0 + r.ts[self.head]
-
-    def _newest_pos(self):
-        p = self.head + self.agg.n - 1
-        c = self.ring.cap
-        return p - c if p >= c else p
-
     # -- windows ----------------------------------------------------------
     def push(self, t, v, p=None):
         # p: where the pipeline wrote (t, v) in the shared ring
@@ -255,7 +241,8 @@ class RingWindow:
         if self.phase >= self.every:
             self.phase = 0
             if self.seen >= self.size:
-                self._close(self._oldest_t(), t)
+                r = self.ring
+                self._close(r.t0 + r.ts[self.head], t)  # the oldest sample's t
 
     def advance(self, t):
         # Emit every time window whose boundary b <= t.
@@ -302,7 +289,9 @@ class RingWindow:
         if a.need_max:
             a.hi = vs[self.maxq[self.max_h]]
         a.first = vs[self.head]
-        a.last = vs[self._newest_pos()]
+        p = self.head + a.n - 1  # the newest sample's position
+        c = self.ring.cap
+        a.last = vs[p - c if p >= c else p]
         self.emitted += 1
         self._emit(self, start, end)
         # keep the shifted sums small: rebase around the oldest sample

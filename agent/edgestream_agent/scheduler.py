@@ -33,13 +33,6 @@ except ImportError:  # CPython: plain integers, no wrap-around
         return a - b
 
 
-def _sleep_ms(ms):
-    if hasattr(time, "sleep_ms"):
-        time.sleep_ms(ms)
-    else:
-        time.sleep(ms / 1000)
-
-
 class Task:
     # Handle returned by Scheduler.every().
     def __init__(self, period_ms, fn, name, deadline):
@@ -59,7 +52,8 @@ class Task:
 class Scheduler:
     def __init__(self, clock=None, sleep_ms=None, watchdog_ms=0, max_sleep_ms=1000):
         self.clock = clock or ticks_ms
-        self.sleep_ms = sleep_ms or _sleep_ms
+        # time.sleep_ms where the port has it (CPython: time.sleep)
+        self.sleep_ms = sleep_ms or getattr(time, "sleep_ms", None) or (lambda ms: time.sleep(ms / 1000))
         self.max_sleep_ms = max_sleep_ms
         self.tasks = []
         self.ticks = 0        # task runs

@@ -11,6 +11,7 @@ import math
 from array import array
 
 _N = 64  # sine table resolution (per period)
+_TABLES = {}  # amplitude -> sine table
 
 
 class Sim:
@@ -25,10 +26,13 @@ class Sim:
         self.table = None
         if self.wave == "sine":
             a = self.amp
-            t = array("i", bytes(4 * (_N + 1)))
-            for i in range(_N + 1):  # filled in place: no list of floats
-                t[i] = round(a * math.sin(2 * math.pi * i / _N))
-            self.table = t
+            t = _TABLES.get(a)
+            if t is None:
+                t = array("i", bytes(4 * (_N + 1)))
+                for i in range(_N + 1):  # filled in place: no list of floats
+                    t[i] = round(a * math.sin(2 * math.pi * i / _N))
+                _TABLES[a] = t
+            self.table = t  # shared by every sine of this amplitude (read-only)
 
     def read(self, t):
         v = self.off
