@@ -166,6 +166,13 @@ class Link:
             else:
                 buf.ack()  # QoS 0 / serial: sent is as good as it gets
 
+    def drained(self):
+        # True when nothing waits to be sent or confirmed (or there is no
+        # transport to send it).
+        b = self.buf
+        return self.tx is None or (not b.records and not self._n_rpids and not self._ctrl and
+                                   (b._spill is None or not b._spill.records))
+
     def _puback(self, pid):
         n = self._n_rpids
         if n and self._rpids[0] == pid:

@@ -7,8 +7,10 @@
 # takes the next boot id, builds the Agent with the Link as its result sink,
 # and runs the scheduler: one sampling task per sensor, the link's poll task
 # and its health task. duration_ms (tests, demos) stops it after a while;
-# the open windows are then flushed into the link and it gets a short grace
-# period (transport.poll_ms x 50, at most 2 s) to drain before it closes.
+# the open windows are then flushed into the link and it gets a grace
+# period to drain before it closes: until every buffered result is sent and
+# confirmed, at most 2 s (a loaded machine or a reconnect right before the
+# end can take longer than a few polls).
 
 #
 # Memory: the validator (config) is imported to read
@@ -96,11 +98,13 @@ def main(path="agent.json", duration_ms=None, reserve=8192):
         sched.run(duration_ms)
         if duration_ms is not None:
             agent.flush()
-            grace = min(link.poll_ms * 50, 2000)
             sched.deinit()
             s2 = Scheduler()
             s2.every(link.poll_ms, link.poll, "link")
-            s2.run(grace)
+            for _ in range(40):  # 40 x 50 ms: at most 2 s
+                if link.drained():
+                    break
+                s2.run(50)
     finally:
         link.close()
         agent.deinit()

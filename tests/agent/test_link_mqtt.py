@@ -81,7 +81,8 @@ def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, lib, mosqu
         out = finish(agent, 60)
         s = stats(out)
         assert wait_until(lambda: len({m["items"][0]["seq"] for m in results(sub)}) + s["results_dropped"]
-                          + s["results_dropped_unacked"] >= s["results"], 15)
+                          + s["results_dropped_unacked"] >= s["results"], 15), \
+            (s, sorted({m["items"][0]["seq"] for m in results(sub)}))
     finally:
         agent.kill()
         sub.close()
