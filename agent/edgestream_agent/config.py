@@ -20,12 +20,12 @@
 # ConfigError lives in the package so that it stays the same class across
 # unloads.
 #
-# A spec line is "name key:kind=default ..." (space separated):
+# A spec line is "name key=kind=default ..." (space separated):
 #   kind  n finite number, n0 number >= 0, i integer, u integer >= 0,
 #         p integer > 0, port 0..65535, b true/false, s non-empty string
 #         (<= 256 chars), pin pin number >= 0 or name, a|b|c one of these
 #         (numbers where they are digits), @x the object spec _SUB[x]
-#   default  "!" required, empty: null (a null value then means "not set"),
+#   default  none (key=kind): required; empty: null (a null value then means "not set"),
 #         JSON for numbers and true/false, else the string itself
 # A leading "*" marks the parameter a bare value stands for ({"ema": 0.3}).
 
@@ -35,36 +35,37 @@ from edgestream_agent import ConfigError
 
 AGGREGATES = ("count", "sum", "avg", "min", "max", "stddev", "first", "last")
 MAX_DECIMALS = 6
+_REQ = ()  # the default of a required key (a marker: compared by identity)
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 # Lines 0-8: the filters (their code is in filters/), 9-13: the sources
 # (sources/), then the objects of agent.json: transport (link.py) and its
 # sections, a sensor, a window, the top level.
 _SPECS = """
-range min:n= max:n=
-clamp min:n= max:n=
-calibrate slope:n=1 offset:n=0
-delta *min:n0=!
-throttle *interval_ms:p=!
-median *size:p=!
-ema *alpha:n=!
-round *digits:u=!
-heartbeat *interval_ms:p=!
-sim wave:sine|noise|steps|constant=sine amplitude:n=1 offset:n=0 wave_ms:p=60000 levels:p=4 noise:n0=0 seed:u=1
-adc pin:pin=! scale:n=1 offset:n=0 atten:u=
-pin pin:pin=! mode:level|count=level pull:none|up|down=none edge:rising|falling|both=rising scale:n=1
-i2c bus:u=0 scl:pin= sda:pin= freq:p=400000 addr:u=! reg:u=! nbytes:1|2=2 signed:b=false byteorder:big|little=big scale:n=1 offset:n=0
+range min=n= max=n=
+clamp min=n= max=n=
+calibrate slope=n=1 offset=n=0
+delta *min=n0
+throttle *interval_ms=p
+median *size=p
+ema *alpha=n
+round *digits=u
+heartbeat *interval_ms=p
+sim wave=sine|noise|steps|constant=sine amplitude=n=1 offset=n=0 wave_ms=p=60000 levels=p=4 noise=n0=0 seed=u=1
+adc pin=pin scale=n=1 offset=n=0 atten=u=
+pin pin=pin mode=level|count=level pull=none|up|down=none edge=rising|falling|both=rising scale=n=1
+i2c bus=u=0 scl=pin= sda=pin= freq=p=400000 addr=u reg=u nbytes=1|2=2 signed=b=false byteorder=big|little=big scale=n=1 offset=n=0
 internal_temp
-transport type:mqtt|serial|none=! prefix:s=edgestream poll_ms:p=10 health_ms:u=10000 buffer_bytes:p=4096 max_message:p=1024 spill_path:s= spill_bytes:u=0 mqtt:@mqtt= serial:@serial= wifi:@wifi= ntp:@ntp=
-mqtt host:s=! port:port=0 client_id:s= user:s= password:s= tls:b=false keepalive_s:u=30 qos:0|1=1 backoff_min_ms:p=500 backoff_max_ms:p=30000 connect_timeout_ms:p=5000 max_inflight:p=8 rx_bytes:p=2048 tx_bytes:p=2048
-serial port:s=stdio uart:u=0 baud:p=115200 tx:pin= rx:pin=
-wifi ssid:s=! password:s= retry_ms:p=10000
-ntp host:s=pool.ntp.org port:port=123 every_ms:p=3600000 timeout_ms:p=2000
+transport type=mqtt|serial|none prefix=s=edgestream poll_ms=p=10 health_ms=u=10000 buffer_bytes=p=4096 max_message=p=1024 spill_path=s= spill_bytes=u=0 mqtt=@mqtt= serial=@serial= wifi=@wifi= ntp=@ntp=
+mqtt host=s port=port=0 client_id=s= user=s= password=s= tls=b=false keepalive_s=u=30 qos=0|1=1 backoff_min_ms=p=500 backoff_max_ms=p=30000 connect_timeout_ms=p=5000 max_inflight=p=8 rx_bytes=p=2048 tx_bytes=p=2048
+serial port=s=stdio uart=u=0 baud=p=115200 tx=pin= rx=pin=
+wifi ssid=s password=s= retry_ms=p=10000
+ntp host=s=pool.ntp.org port=port=123 every_ms=p=3600000 timeout_ms=p=2000
 sensor name source period_ms decimals filters windows
 window name type size_ms every_ms size every aggregates capacity
 agent device device_id version sensors transport watchdog_ms"""
 
-# error texts by line number (0-49), formatted with the values they name
+# error texts (and path templates) by line number, formatted with the values they name
 _M = """expected a name of 1..64 characters
 %r has a character outside [A-Za-z0-9_.-]
 expected an object
@@ -114,7 +115,9 @@ duplicate sensor name %r (also sensors[%d])
 cannot read: %s
 not valid JSON: %s
 %s.filters[%d]
-%s.windows[%d]"""
+%s.windows[%d]
+w%d
+%s[%d]"""
 
 
 def _nth(text, n):
@@ -138,7 +141,7 @@ def _line(name):
     i = _SPECS.find(name)
     while i >= 0:
         j = i + n
-        if _SPECS[i - 1] == "\n" and (j == len(_SPECS) or _SPECS[j] in " \n"):
+        if _SPECS[i - 1] == "\n" and (j == len(_SPECS) or _SPECS[j] == " " or _SPECS[j] == "\n"):
             return _nth(_SPECS[j:], 0).split()
         i = _SPECS.find(name, j)
     return None
@@ -153,15 +156,16 @@ def _spec(name):
     # -> [(key, kind, default, bare)]
     out = []
     for tok in _line(name):
-        k, rest = tok.split(":")
-        kind, d = rest.split("=")
-        if d == "!":
-            pass
-        elif not d:
+        w = tok.split("=")
+        if len(w) < 3:
+            d = _REQ
+        elif not w[2]:
             d = None
-        elif d[0] in "-0123456789tf":
-            d = json.loads(d)
-        out.append((k.lstrip("*"), kind, d, k[0] == "*"))
+        elif w[2][0] in "-0123456789tf":
+            d = json.loads(w[2])
+        else:
+            d = w[2]
+        out.append((w[0].lstrip("*"), w[1], d, w[0][0] == "*"))
     return out
 
 
@@ -207,7 +211,7 @@ def _value(kind, v, path):
             _fail(path, 7)
         return v
     if kind[0] == "n":
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v in (float("inf"), float("-inf")):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v - v != 0:  # (nan and inf give nan)
             _fail(path, 8)
     elif not isinstance(v, int) or isinstance(v, bool):
         _fail(path, 9)
@@ -220,20 +224,20 @@ def _value(kind, v, path):
     return v
 
 
-def _params(name, d, path, typed=False):
-    # an object against the spec line `name` -> normalised dict; typed: it
-    # may carry its "type" (filters, sources)
+def _params(name, d, path, t=False):
+    # an object against the spec line `name` -> normalised dict; t: it may
+    # carry its "type" (filters, sources)
     _obj(d, path)
     spec = _spec(name)
     keys = [s[0] for s in spec]
-    if typed:
+    if t:
         keys.append("type")
     _known(d, keys, path)
     out = {}
     for k, kind, default, _ in spec:
         if k in d and not (d[k] is None and default is None):  # null = "not set"
             out[k] = _value(kind, d[k], path + "." + k)
-        elif default == "!":
+        elif default is _REQ:
             _fail(path + "." + k, 13)
         else:
             out[k] = default
@@ -279,7 +283,7 @@ def _filter(v, path):
 def _window(v, i, path, period_ms):
     _obj(v, path)
     _known(v, _line("window"), path)
-    w = {"name": _name(v["name"], path + "." + "name") if "name" in v else "w%d" % i}
+    w = {"name": _name(v["name"], path + "." + "name") if "name" in v else _nth(_M, 50) % i}
     timed = "size_ms" in v
     if timed and "size" in v:
         _fail(path, 20)
@@ -316,9 +320,9 @@ def _window(v, i, path, period_ms):
     seen = []
     for j, a in enumerate(aggs):
         if a not in AGGREGATES:
-            _fail("%s[%d]" % (p, j), 29, a, ", ".join(AGGREGATES))
+            _fail(_nth(_M, 51) % (p, j), 29, a, ", ".join(AGGREGATES))
         if a in seen:
-            _fail("%s[%d]" % (p, j), 30, a)
+            _fail(_nth(_M, 51) % (p, j), 30, a)
         seen.append(a)
     w["aggregates"] = seen
     # capacity: samples a sliding window holds (tumbling windows hold none)
@@ -380,9 +384,9 @@ def _sensor(v, path):
     return s
 
 
-def validate_transport(section, path="transport"):
-    # -> normalised transport dict; None (no section) means {"type": "none"}.
-    t = _params("transport", {"type": "none"} if section is None else section, path)
+def validate_transport(v, path="transport"):
+    # the transport section -> normalised dict; None (no section) means {"type": "none"}.
+    t = _params("transport", {"type": "none"} if v is None else v, path)
     if t["type"] == "mqtt":
         m = t["mqtt"]
         mp = path + "." + "mqtt"
@@ -448,12 +452,12 @@ def load(path):
     # Read and validate a JSON config file -> normalised dict.
     try:
         with open(path) as f:
-            text = f.read()
+            s = f.read()
     except OSError as e:
         _fail(str(path), 46, e)
     try:
-        cfg = json.loads(text)
+        cfg = json.loads(s)
     except ValueError as e:
         _fail(str(path), 47, e)
-    text = None  # the text can go before the normalised copy is built
+    s = None  # the text can go before the normalised copy is built
     return validate(cfg)
