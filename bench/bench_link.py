@@ -1,12 +1,18 @@
 """The agent link under the real MicroPython against a real mosquitto on loopback.
 
-Prints:
-- heap with MQTT connected, on the esp32 heap (100 KB): the whole agent (one
-  sim sensor, 100 ms windows, MQTT QoS 1) from its compiled (-O3) .mpy
-  bundle, after gc.collect(), as its health messages report it: after start
-  and the lowest free heap during the run; on the unix port this includes
-  the module code, which a board's frozen firmware keeps in flash, so the
-  import cost of the modules an MQTT agent keeps loaded is printed apart;
+Prints, on the esp32 heap profile (100 KB; on this 64-bit unix port it holds
+the module code and interned names too, which a board's frozen firmware
+keeps in flash), the agent running from its compiled (-O3) .mpy bundle:
+- the import cost of the modules an MQTT agent keeps loaded, and of what a
+  config message loads on top for a moment;
+- heap after start and the lowest free heap during a run (``heap_free`` of
+  the health messages, after gc.collect()), for the link tests' config (one
+  sim sensor, 100 ms windows, MQTT QoS 1) with an outage of the broker, and
+  for the demo's config (``edgestream demo``: two sensors, four filters);
+- the transient cost of a remote config: the free heap a valid config
+  message needs, found by holding a ballast block of growing size right
+  after start (the message is applied, acked, while it still fits), and the
+  heap free again after it;
 - the outage figures: results produced, delivered (unique seqs at a paho
   subscriber), dropped (agent counter and seqs missing at the hub), resent
   duplicates, and the scheduler's worst loop lag during the run.
@@ -27,8 +33,10 @@ from linktools import Subscriber, finish, start_micropython, wait_until  # noqa:
 from mosquitto import Mosquitto  # noqa: E402
 
 from edgestream_shared.decoder import decode  # noqa: E402
+from edgestream_shared.encoder import encode_config  # noqa: E402
 from edgestream_tools import bundle  # noqa: E402
 from edgestream_tools import micropython as mp  # noqa: E402
+from edgestream_tools.demo import AGENT as DEMO  # noqa: E402
 from edgestream_tools.hubcheck import SeqCheck  # noqa: E402
 
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
@@ -43,10 +51,43 @@ import edgestream_agent.link, edgestream_agent.mqtt_transport, edgestream_agent.
 gc.collect()
 b = gc.mem_alloc()
 # what a config message from the hub loads on top, for a moment
-import edgestream_shared.decoder, edgestream_agent.remote_config, edgestream_agent.config
+import edgestream_agent.wire_in, edgestream_agent.remote_config, edgestream_agent.config
 import edgestream_agent.reconfig
 gc.collect()
 print(b - a, gc.mem_alloc() - b)
+"""
+# Starts the agent (main.main) and, at its first scheduler step, holds a
+# ballast of argv[3] bytes and hands the config message in argv[2] to the
+# link, as the transport would; prints the free heap before, the ack, and
+# the free heap once the message is done.
+RC_PROBE = r"""
+import gc, sys
+import edgestream_agent.main
+from edgestream_agent.scheduler import Scheduler
+from edgestream_agent.link import Link
+links = []
+_init = Link.__init__
+def init(self, *a, **k):
+    links.append(self)
+    _init(self, *a, **k)
+Link.__init__ = init
+_step = Scheduler.step
+done = []
+def step(self):
+    if not done:
+        done.append(1)
+        with open(sys.argv[2], "rb") as f:
+            msg = f.read()
+        gc.collect()
+        free = gc.mem_free()
+        ballast = bytearray(int(sys.argv[3])) if int(sys.argv[3]) else None
+        links[0]._rx(msg, "config")
+        msg = ballast = None
+        gc.collect()
+        print("RC", free, gc.mem_free(), links[0]._ctrl[-1][1].decode())
+    return _step(self)
+Scheduler.step = step
+sys.modules["edgestream_agent.main"].main(sys.argv[1], 300)
 """
 
 
@@ -54,10 +95,82 @@ def config(port: int, buffer_bytes: int) -> dict:
     return {"device": "bench1", "version": 1,
             "sensors": [{"name": "temp", "period_ms": 10, "source": {"type": "sim"},
                          "windows": [{"name": "w", "size_ms": 100, "aggregates": ["count", "avg", "max"]}]}],
-            "transport": {"type": "mqtt", "health_ms": 1000, "poll_ms": 5, "buffer_bytes": buffer_bytes,
+            "transport": {"type": "mqtt", "health_ms": 500, "poll_ms": 5, "buffer_bytes": buffer_bytes,
                           "max_message": 256,
                           "mqtt": {"host": "127.0.0.1", "port": port, "backoff_min_ms": 100,
                                    "backoff_max_ms": 400, "rx_bytes": 2048, "tx_bytes": 2048}}}
+
+
+def demo_config(port: int) -> dict:
+    return dict(DEMO, transport={"type": "mqtt", "health_ms": 500, "mqtt": {"host": "127.0.0.1", "port": port}})
+
+
+def rc_need(work: Path, lib: Path, cfg: dict) -> tuple[int, int, int] | None:
+    """(free heap after start, free heap a valid config message needs, free after it), esp32 heap."""
+    (work / "rc.json").write_text(json.dumps(cfg))
+    new = json.loads(json.dumps(cfg))
+    new["sensors"][0]["windows"][0]["size_ms"] = 300
+    new["version"] = cfg.get("version", 0) + 1
+    (work / "rc.msg").write_bytes(encode_config(cfg["device"], new["version"], new))
+    (work / "rc.py").write_text(RC_PROBE)
+
+    def probe(ballast: int) -> tuple[int, int, bool] | None:
+        (work / "rc.json").write_text(json.dumps(cfg))  # (an applied config is saved over it)
+        p = mp.run([str(work / "rc.py"), str(work / "rc.json"), str(work / "rc.msg"), str(ballast)],
+                   board="esp32", extra_paths=[str(lib)], check=False)
+        for line in p.stdout.decode().splitlines():
+            if line.startswith("RC "):
+                _, free, after, ack = line.split(" ", 3)
+                return int(free), int(after), json.loads(ack)["ok"] is True
+        return None
+
+    first = probe(0)
+    if first is None or not first[2]:
+        return None
+    lo, hi = 0, first[0]
+    for _ in range(12):  # bounded: ~12 runs of ~0.5 s
+        if hi - lo <= 256:
+            break
+        mid = (lo + hi) // 2
+        r = probe(mid)
+        if r is not None and r[2]:
+            lo = mid
+        else:
+            hi = mid
+    return first[0], first[0] - lo, first[1]
+
+
+def run_agent(work: Path, lib: Path, broker, cfg: dict, dev: str, seconds: float, outage_s: float = 0.0):
+    sub = Subscriber(broker, [f"edgestream/{dev}/#"], client_id=f"bench-{dev}", clean=False)
+    try:
+        (work / f"{dev}.json").write_text(json.dumps(cfg))
+        (work / "run.py").write_text(RUN)
+        agent = start_micropython(work / "run.py", work / f"{dev}.json", int(seconds * 1000), board="esp32", lib=lib)
+        wait_until(lambda: len(sub.on(f"edgestream/{dev}/metrics")) >= 1, 20)
+        if outage_s:
+            wait_until(lambda: len(sub.on(f"edgestream/{dev}/results")) >= 10, 20)
+            broker.stop()
+            time.sleep(outage_s)
+            broker.start()
+        s = json.loads(finish(agent, 60).strip().splitlines()[-1])
+        wait_until(lambda: len({decode(m)["items"][0]["seq"] for m in sub.on(f"edgestream/{dev}/results")})
+                   + s["results_dropped"] >= s["results"], 15)
+        check = SeqCheck()
+        for m in sub.on(f"edgestream/{dev}/results"):
+            check.feed(decode(m))
+        rep = check.report(dev, check.boots[dev][0]) if dev in check.boots else None
+        health = [decode(m)["metrics"] for m in sub.on(f"edgestream/{dev}/metrics")]
+    finally:
+        sub.close()
+    return s, rep, health
+
+
+def _heap(health: list[dict]) -> str:
+    if not health:
+        return "no health messages"
+    low = min(m["heap_free"] for m in health)
+    return (f"free after start {health[0]['heap_free']:,} B (used {health[0]['heap_used']:,}), "
+            f"lowest free during the run {low:,} B ({len(health)} health messages)")
 
 
 def main() -> None:
@@ -69,37 +182,25 @@ def main() -> None:
           f"{int(code[0]) // 1024} KB; a config message loads {int(code[1]) // 1024} KB more for a moment")
 
     broker = Mosquitto(work).start()
-    sub = Subscriber(broker, ["edgestream/bench1/#"], client_id="bench-hub", clean=False)
     try:
-        (work / "agent.json").write_text(json.dumps(config(broker.port, 3000)))
-        (work / "run.py").write_text(RUN)
         outage_s = 2.0
-        agent = start_micropython(work / "run.py", work / "agent.json", 7000, board="esp32", lib=lib)
-        wait_until(lambda: len(sub.on("edgestream/bench1/results")) >= 10, 20)
-        metrics = [decode(m)["metrics"] for m in sub.on("edgestream/bench1/metrics")]
-        connected = metrics[0] if metrics else {}
-        broker.stop()
-        time.sleep(outage_s)
-        broker.start()
-        s = json.loads(finish(agent, 60).strip().splitlines()[-1])
-        wait_until(lambda: len({decode(m)["items"][0]["seq"] for m in sub.on("edgestream/bench1/results")})
-                   + s["results_dropped"] >= s["results"], 15)
-        check = SeqCheck()
-        for m in sub.on("edgestream/bench1/results"):
-            check.feed(decode(m))
-        rep = check.report("bench1", check.boots["bench1"][0])
-        health = [decode(m)["metrics"] for m in sub.on("edgestream/bench1/metrics")]
+        s, rep, health = run_agent(work, lib, broker, config(broker.port, 3000), "bench1", 7.0, outage_s)
+        _, _, demo_health = run_agent(work, lib, broker, demo_config(broker.port), "demo-1", 5.0)
     finally:
-        sub.close()
         broker.stop()
-    low = min(health, key=lambda m: m["heap_free"]) if health else {}
-    print(f"heap with MQTT connected (esp32 profile, 100 KB), first health message: "
-          f"used {connected.get('heap_used', -1):,} B, free {connected.get('heap_free', -1):,} B; "
-          f"lowest free during the run (outage included): {low.get('heap_free', -1):,} B "
-          f"({len(health)} health messages)")
+    print(f"link tests' config on the esp32 heap (100 KB): {_heap(health)}, broker outage included")
+    print(f"demo config (2 sensors, 4 filters) on the esp32 heap: {_heap(demo_health)}")
+    for name, cfg in (("link tests' config", config(1, 3000)), ("demo config", demo_config(1))):
+        r = rc_need(work, lib, cfg)
+        if r is None:
+            print(f"remote config, {name}: refused on the esp32 heap (memory: nack); the agent runs on")
+        else:
+            free, need, after = r
+            print(f"remote config, {name}: applied on the esp32 heap; needs {need:,} B free for a moment "
+                  f"(free after start {free:,} B, free again after it {after:,} B)")
     print(f"outage {outage_s:.1f} s of a 7 s run, 10 results/s, buffer 3000 bytes:")
-    print(f"  results produced {s['results']}, delivered {rep.unique}, dropped {s['results_dropped']} "
-          f"(missing at the hub {len(rep.missing)}), duplicates {len(rep.duplicates)}, "
+    print(f"  results produced {s['results']}, delivered {rep.unique if rep else 0}, dropped {s['results_dropped']} "
+          f"(missing at the hub {len(rep.missing) if rep else -1}), duplicates {len(rep.duplicates) if rep else -1}, "
           f"resent {s['results_resent']}, reconnects {s['reconnects']}")
     print(f"  loop lag max {s['lag_max_ms']} ms, mean {s['lag_mean_ms']} ms; samples {s['samples']}")
 
