@@ -14,8 +14,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from edgestream_tools import micropython as mp
+
+# Property tests check behaviour, not speed: on a loaded 2-core CI machine an
+# example may take longer than hypothesis' default 200 ms deadline.
+settings.register_profile("edgestream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("edgestream")
 
 TESTS = Path(__file__).resolve().parent
 DEVICE_TEST_DIRS = (TESTS / "agent", TESTS / "shared")
