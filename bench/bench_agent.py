@@ -88,9 +88,16 @@ for i in range(4):
                     "filters": [{"median": 3}, {"ema": 0.5}], "windows": ws})
 cfg = validate({"device": "tiny-1", "sensors": sensors})
 del validate, sensors, ws  # (a function keeps its module's globals alive)
+# as main.py: the config made again from its JSON once the validator is
+# gone, so it sits in one place and the validator's space is free in one piece
+import json
+text = json.dumps(cfg)
+cfg = None
 unload("config")
 hold = None
 gc.collect()
+cfg = json.loads(text)
+text = None
 from edgestream_agent.agent import Agent
 from edgestream_agent.scheduler import Scheduler
 class Clock:

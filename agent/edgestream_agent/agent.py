@@ -35,6 +35,10 @@ class Agent:
         self.on_result = on_result
         self.elastic = elastic
         self.device = config["device"]
+        # what the imports and the config left behind goes before the rings
+        # are placed (a 64 KB heap has no room to spare for holes)
+        import gc
+        gc.collect()
         self.results = 0
         self.scheduler = None
         self.tasks = {}

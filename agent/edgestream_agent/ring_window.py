@@ -37,6 +37,8 @@ _I32 = const(0x7FFFFFFF)
 # |d| above this from the window's reference: rebase the sums at the next
 # emit so d*d stays a small int on 32-bit boards
 _DRIFT = const(0x3FFF)
+# min/max by a scan at close when a window closes at least every size/_SCAN
+_SCAN = const(16)
 
 
 class Ring:
@@ -46,8 +48,10 @@ class Ring:
     # than any of them may hold).
     def __init__(self, cap):
         self.cap = cap
-        self.vs = array("i", bytes(4 * cap))
-        self.ts = array("i", bytes(4 * cap))
+        # from a range, not bytes(4 * cap): one allocation each, no copy
+        # (the contents of a slot not yet written do not matter)
+        self.vs = array("i", range(cap))
+        self.ts = array("i", range(cap))
         self.t0 = None
         self.pos = cap - 1       # position of the last sample written
         self.windows = []        # the windows reading this ring (for _retime)
@@ -121,12 +125,17 @@ class RingWindow:
         ring.windows.append(self)
         self.cap = cap                # samples this window may hold
         self.head = 0                 # ring position of its oldest sample
-        need_min = self.agg.need_min
-        need_max = self.agg.need_max
+        # A window that closes at least once per _SCAN samples (count) or
+        # per _SCAN-th of its size (time) finds its min/max by scanning its
+        # samples when it closes: at most _SCAN reads per sample, no deque.
+        # Windows that close more often keep monotonic deques.
+        deq = self.size > _SCAN * self.every
+        need_min = self.agg.need_min and deq
+        need_max = self.agg.need_max and deq
         # deques of ring positions: the smallest array type that holds them
         small = ring.cap <= 0xFFFF
-        self.minq = (array("H", bytes(2 * cap)) if small else array("i", bytes(4 * cap))) if need_min else None
-        self.maxq = (array("H", bytes(2 * cap)) if small else array("i", bytes(4 * cap))) if need_max else None
+        self.minq = array("H" if small else "i", range(cap)) if need_min else None
+        self.maxq = array("H" if small else "i", range(cap)) if need_max else None
         self.min_h = self.min_n = 0   # deque head index and length
         self.max_h = self.max_n = 0
 
@@ -284,10 +293,30 @@ class RingWindow:
     def _close(self, start, end):
         a = self.agg
         vs = self.ring.vs
-        if a.need_min:
+        if self.minq is not None:
             a.lo = vs[self.minq[self.min_h]]
-        if a.need_max:
+        if self.maxq is not None:
             a.hi = vs[self.maxq[self.max_h]]
+        if (a.need_min and self.minq is None) or (a.need_max and self.maxq is None):
+            # scan the window's samples (allocation-free: small ints)
+            c = self.ring.cap
+            p = self.head
+            lo = hi = vs[p]
+            k = a.n - 1
+            while k:
+                p += 1
+                if p == c:
+                    p = 0
+                x = vs[p]
+                if x < lo:
+                    lo = x
+                elif x > hi:
+                    hi = x
+                k -= 1
+            if a.need_min:
+                a.lo = lo
+            if a.need_max:
+                a.hi = hi
         a.first = vs[self.head]
         p = self.head + a.n - 1  # the newest sample's position
         c = self.ring.cap

@@ -104,3 +104,36 @@ def test_epoch_millisecond_timestamps():
     assert t0 % 30000 == 20000
     assert [g[:2] for g in got] == [(t0 + 10000 + k * 30000 - 60000, t0 + 10000 + k * 30000) for k in range(6)]
     assert [g[2]["count"] for g in got] == [1] * 6
+
+
+def _min_max_windows(window, n=200, size=40):
+    # -> (windows' min/max, the same from the last `size` values, recomputed)
+    p, got = pipeline(window, decimals=0)
+    vals = [(i * 7919) % 101 - (i % 13) * 3 for i in range(n)]
+    for i in range(n):
+        p.feed(i, vals[i])
+    want = [(min(vals[j - size + 1:j + 1]), max(vals[j - size + 1:j + 1]))
+            for j in range(size - 1, n) if (j + 1) % window["every"] == 0]
+    return [(g[2]["min"], g[2]["max"]) for g in got], want
+
+
+def test_sliding_min_max_by_deque_when_the_window_closes_often():
+    # size > 16 * every: monotonic deques
+    w = {"name": "c", "size": 40, "every": 2, "aggregates": ["min", "max"]}
+    p, _ = pipeline(w)
+    assert p.windows[0].minq is not None and p.windows[0].maxq is not None
+    got, want = _min_max_windows(w)
+    assert len(got) == 81 and got == want
+
+
+def test_sliding_min_max_by_scan_at_close_otherwise():
+    # size <= 16 * every: no deque, the window's samples are scanned at close
+    w = {"name": "c", "size": 40, "every": 5, "aggregates": ["min", "max"]}
+    p, _ = pipeline(w)
+    assert p.windows[0].minq is None and p.windows[0].maxq is None
+    got, want = _min_max_windows(w)
+    assert len(got) == 33 and got == want
+    only_min = {"name": "c", "size": 40, "every": 5, "aggregates": ["min"]}
+    p, got = pipeline(only_min, decimals=0)
+    feed(p, [(i, 50 - i) for i in range(45)])
+    assert [g[2]["min"] for g in got] == [11, 6]  # after samples 40 (50..11) and 45 (45..6)
