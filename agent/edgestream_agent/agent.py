@@ -43,23 +43,33 @@ class Agent:
         self.scheduler = None
         self.tasks = {}
         self.discarded = 0  # window results dropped by apply() (open windows of changed sensors)
-        # The config itself is not kept (see pipeline.py: each sensor keeps a digest).
-        self.pipelines = self._build(config["sensors"], {})
+        # The config itself is not kept (see pipeline.py: each sensor keeps a
+        # digest). With validated=True the caller's config is consumed: each
+        # entry of its "sensors" list is released (None) once its pipeline is
+        # built, so a small heap holds one sensor's config at a time.
+        sensors = config["sensors"]
+        names = [s["name"] for s in sensors]
+        self.pipelines = self._build(sensors, None if validated else {})
         # the same pipelines in config order (dict order differs between ports)
-        self.sensors = [self.pipelines[s["name"]] for s in config["sensors"]]
+        self.sensors = [self.pipelines[n] for n in names]
 
     def _build(self, sensors, keep):
         # -> {name: Pipeline}; pipelines in `keep` whose config is unchanged
         # are reused with their window state. Builds everything before it
         # returns, so a failure leaves the running agent untouched.
+        # keep=None: a first build that releases each sensors[i] once built.
         from edgestream_agent.pipeline import digest
         out = {}
-        for s in sensors:
-            old = keep.get(s["name"])
-            if old is not None and old.digest == digest(s):
-                out[s["name"]] = old
-            else:
-                out[s["name"]] = Pipeline(s, self._result, self.elastic)
+        for i in range(len(sensors)):
+            s = sensors[i]
+            old = keep.get(s["name"]) if keep is not None else None
+            if old is None or old.digest != digest(s):
+                old = Pipeline(s, self._result, self.elastic)
+            out[s["name"]] = old
+            if keep is None:
+                s = sensors[i] = None
+                import gc
+                gc.collect()
         return out
 
     @property

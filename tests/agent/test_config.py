@@ -125,3 +125,23 @@ def test_load_reads_a_file_and_reports_its_path(tmp="/tmp/edgestream-agent-test-
         f.write("{not json")
     assert str(raises(ConfigError, load, tmp)).startswith(tmp + ": not valid JSON")
     assert str(raises(ConfigError, load, tmp + ".missing")).startswith(tmp + ".missing: cannot read")
+
+
+def _tiny_config():
+    # the config of test_tiny.py (4 sensors x 2 sliding windows of 256)
+    sensors = []
+    for i in range(4):
+        sensors.append({"name": "s%d" % i, "period_ms": 100, "source": {"type": "sim", "noise": 0.5, "seed": i + 1},
+                        "filters": [{"median": 3}, {"ema": 0.5}],
+                        "windows": [{"name": "c256", "size": 256, "every": 32,
+                                     "aggregates": ["count", "avg", "min", "max", "stddev"]},
+                                    {"name": "t256", "size_ms": 25600, "every_ms": 5000, "capacity": 256,
+                                     "aggregates": ["count", "avg", "min", "max"]}]})
+    return {"device": "tiny-1", "sensors": sensors}
+
+
+def test_the_tiny_config_file_is_what_the_validator_makes():
+    # test_tiny.py reads the normalised config from this file (the
+    # validator's source does not compile in the 64 KB heap with the rest)
+    with open(__file__.rsplit("/", 1)[0] + "/data/tiny_agent.json") as f:
+        assert json.load(f) == json.loads(json.dumps(validate(_tiny_config())))
