@@ -142,7 +142,10 @@ def _line(name):
     while i >= 0:
         j = i + n
         if _SPECS[i - 1] == "\n" and (j == len(_SPECS) or _SPECS[j] == " " or _SPECS[j] == "\n"):
-            return _nth(_SPECS[j:], 0).split()
+            # only the line is sliced (not the rest of the table: a 1.3 KB
+            # string, more than a fragmented heap may find in one piece)
+            k = _SPECS.find("\n", j)
+            return (_SPECS[j:] if k < 0 else _SPECS[j:k]).split()
         i = _SPECS.find(name, j)
     return None
 

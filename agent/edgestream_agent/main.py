@@ -89,6 +89,10 @@ def main(path="agent.json", duration_ms=None, reserve=8192):
     sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
     agent = Agent(cfg, validated=True)
     agent.attach(sched)
+    # the packages that build filter chains and sources are needed again
+    # only if a remote config builds a sensor (imported again then); the
+    # filter and source modules in use stay loaded
+    unload("filters", "sources")
     from edgestream_agent.link import Link
     link = Link(cfg, boot, path=path)
     cfg = None  # built: nothing keeps the config any more (see pipeline.py, digest)
