@@ -259,7 +259,7 @@ def bench_mqtt(rounds: int = 3, messages: int = 2000, per: int = 100) -> dict[st
                                                                    track=True)["latency_ms"],
                 "hub, 1-record messages at 200 msg/s": run_child("hub", broker.port, d, one, 1, rate=200,
                                                                  track=True)["latency_ms"],
-                "hub, 100-record messages, default linger 50ms": run_child(
+                "hub, 100-record messages, linger 50ms": run_child(
                     "hub", broker.port, d, hundred[:100], per, rate=100, linger="50ms", track=True)["latency_ms"],
                 "bare paho + json.loads, 100-record messages": run_child(
                     "paho-json", broker.port, d, hundred, per, rate=100)["latency_ms"],
@@ -423,7 +423,7 @@ def main() -> None:
           f"(hub = {r['hub'] / r['paho-count'] * 100:.0f}%)")
     print(f"  bare paho subscriber + json.loads       : {r['paho-json']:>9,.0f} records/s "
           f"(hub = {r['hub'] / r['paho-json'] * 100:.0f}%)")
-    print(f"  hub with the default linger (50ms)      : {m['linger50']:>9,.0f} records/s (one run)")
+    print(f"  hub with linger 50ms      : {m['linger50']:>9,.0f} records/s (one run)")
     print("latency, publish -> last record of the message written (ms):")
     for name, xs in m["lat"].items():
         print(f"  {name:<47}: p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  max {max(xs):6.2f}  (n={len(xs)})")
