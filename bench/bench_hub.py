@@ -423,7 +423,7 @@ def main() -> None:
           f"(hub = {r['hub'] / r['paho-count'] * 100:.0f}%)")
     print(f"  bare paho subscriber + json.loads       : {r['paho-json']:>9,.0f} records/s "
           f"(hub = {r['hub'] / r['paho-json'] * 100:.0f}%)")
-    print(f"  hub with linger 50ms      : {m['linger50']:>9,.0f} records/s (one run)")
+    print(f"  hub with linger 50ms                    : {m['linger50']:>9,.0f} records/s (one run)")
     print("latency, publish -> last record of the message written (ms):")
     for name, xs in m["lat"].items():
         print(f"  {name:<47}: p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  max {max(xs):6.2f}  (n={len(xs)})")
