@@ -8,8 +8,8 @@ amortised whatever the window holds:
 - ``count``: a counter; ``sum``/``avg``: exact integer sum plus a
   compensated (Neumaier) float sum, reset whenever the window holds no
   float, so adding and evicting floats does not drift; ``var``/``stddev``
-  and the sample forms: exact integer sums of x and x² plus float sums of
-  (x - K) and (x - K)² around a shift K, combined at emit (Chan et al.);
+  and the sample forms: exact integer sums of x and x², floats counted
+  exactly in units of 2**-1074, so eviction never leaves rounding behind;
 - ``min``/``max``: a monotonic deque of (index, value), amortised O(1);
 - ``first_value``/``last_value``: a queue of the non-NULL values;
 - ``count(DISTINCT x)``: a value -> multiplicity map (O(1) per update);
@@ -105,15 +105,19 @@ def sum_value(s: list, o: int, mean: bool) -> Any:
     return total / n if mean else total
 
 
-# -- variance: exact over ints, shifted compensated sums over floats ---------------------------------
-# slots: 0 n_int, 1 sum_int, 2 sumsq_int, 3 n_float, 4 shift K, 5 A, 6 A comp, 7 B, 8 B comp, 9 non-finite
-def _kahan(s: list, o: int, v: float) -> None:
-    t = s[o] + v
-    if abs(s[o]) >= abs(v):
-        s[o + 1] += (s[o] - t) + v
-    else:
-        s[o + 1] += (v - t) + s[o]
-    s[o] = t
+# -- variance: exact over ints and floats -----------------------------------------------------------
+# Every finite double is an integer multiple of 2**-1074, so floats are summed as exact integers in
+# that unit: adding and evicting never round, and a huge value that leaves the window leaves no
+# cancellation error behind (a shifted float sum of squares did). int / int true division at emit
+# rounds once, correctly.
+# slots: 0 n_int, 1 sum_int, 2 sumsq_int, 3 n_float, 4 sum_float (units 2**-1074),
+#        5 sumsq_float (units 2**-2148), 6-8 unused, 9 non-finite count
+_F = 1074
+
+
+def _units(v: float) -> int:
+    num, den = v.as_integer_ratio()
+    return num << (_F + 1 - den.bit_length())
 
 
 def var_add(s: list, o: int, v: Any) -> None:
@@ -124,13 +128,10 @@ def var_add(s: list, o: int, v: Any) -> None:
     elif v - v != 0:
         s[o + 9] += 1
     else:
-        if not s[o + 3]:
-            s[o + 4] = v
-            s[o + 5] = s[o + 6] = s[o + 7] = s[o + 8] = 0.0
+        x = _units(v)
         s[o + 3] += 1
-        d = v - s[o + 4]
-        _kahan(s, o + 5, d)
-        _kahan(s, o + 7, d * d)
+        s[o + 4] += x
+        s[o + 5] += x * x
 
 
 def var_sub(s: list, o: int, v: Any) -> None:
@@ -141,13 +142,10 @@ def var_sub(s: list, o: int, v: Any) -> None:
     elif v - v != 0:
         s[o + 9] -= 1
     else:
+        x = _units(v)
         s[o + 3] -= 1
-        if not s[o + 3]:
-            s[o + 5] = s[o + 6] = s[o + 7] = s[o + 8] = 0.0
-            return
-        d = v - s[o + 4]
-        _kahan(s, o + 5, -d)
-        _kahan(s, o + 7, -(d * d))
+        s[o + 4] -= x
+        s[o + 5] -= x * x
 
 
 def var_value(s: list, o: int, sample: bool, root: bool) -> Any:
@@ -157,20 +155,14 @@ def var_value(s: list, o: int, sample: bool, root: bool) -> Any:
         return None
     if s[o + 9]:
         return math.nan
-    m2 = 0.0
-    if ni:
-        mean_i = s[o + 1] / ni
-        m2 = (ni * s[o + 2] - s[o + 1] * s[o + 1]) / ni  # exact integer numerator
     if nf:
-        a = s[o + 5] + s[o + 6]
-        mean_f = s[o + 4] + a / nf
-        m2f = max(0.0, (s[o + 7] + s[o + 8]) - a * a / nf)
-        if ni:
-            delta = mean_f - mean_i
-            m2 = m2 + m2f + delta * delta * ni * nf / n
-        else:
-            m2 = m2f
-    var = max(0.0, m2) / (n - 1 if sample else n)
+        s1 = (s[o + 1] << _F) + s[o + 4]
+        s2 = (s[o + 2] << (2 * _F)) + s[o + 5]
+        scale = 1 << (2 * _F)
+    else:
+        s1, s2, scale = s[o + 1], s[o + 2], 1
+    # n * sum(x²) - sum(x)² = n² · population variance, exactly
+    var = max(0, n * s2 - s1 * s1) / (n * (n - 1 if sample else n) * scale)
     return math.sqrt(var) if root else var
 
 
@@ -241,7 +233,7 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
                          f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
     if name in ("var", "vars", "stddev", "stddevs"):
         sample = name.endswith("s")
-        return SlideCode(["0", "0", "0", "0", "0.0", "0.0", "0.0", "0.0", "0.0", "0"],
+        return SlideCode(["0", "0", "0", "0", "0", "0", "0", "0", "0", "0"],
                          [nn + f"{const(var_add)}({s}, {o}, {v})"], [nn + f"{const(var_sub)}({s}, {o}, {v})"],
                          f"{const(var_value)}({s}, {o}, {sample}, {name.startswith('stddev')})")
     if name in ("min", "max"):

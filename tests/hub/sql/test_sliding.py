@@ -204,3 +204,12 @@ def test_matches_brute_force_recomputation_and_survives_snapshots(rows, lateness
                 assert math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-6), (k, a, b)
             else:
                 assert a[k] == b[k], (k, a, b)
+
+
+def test_stddev_after_a_huge_value_leaves_the_window_is_exact():
+    # a running float sum of squares would keep the huge value's rounding error
+    p = SqlProcessor("SELECT stddev(v) AS sd, var(v) AS vr FROM s GROUP BY SLIDINGWINDOW(ms, 10)", SimpleContext())
+    rows = p.process([{"ts": 0, "v": -138037.72384613415}, {"ts": 1, "v": 1.0}, {"ts": 51, "v": 0.0},
+                      {"ts": 52, "v": 1.0}], 0) + p.flush()
+    assert rows[-1]["vr"] == 0.25 and rows[-1]["sd"] == 0.5
+    assert rows[-2]["sd"] == 0.0
