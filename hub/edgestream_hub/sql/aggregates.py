@@ -2,14 +2,16 @@
 
 State for one window and group is one Python list; each aggregate owns a
 few slots in it. Distributive and algebraic aggregates keep O(1) slots
-(count, sum, avg, min, max, first/last, variance by Welford's method);
+(count, sum, avg, min, max, first/last, variance from exact sums);
 holistic ones (median, percentile, collect, count DISTINCT) keep their
 values. Updates skip NULLs, except ``count(*)`` which counts rows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from . import ir
 
@@ -43,15 +45,8 @@ def agg_code(a: ir.Agg, v: str, s: str, o: int, const) -> AggCode:
     if name == "max":
         return AggCode(["None"], [f"if {v} is not None and ({S(0)} is None or {v} > {S(0)}): {S(0)} = {v}"], S(0))
     if name in ("var", "vars", "stddev", "stddevs"):
-        up = [f"if {v} is not None:", f"    {S(0)} += 1", f"    _d = {v} - {S(1)}", f"    {S(1)} += _d / {S(0)}",
-              f"    {S(2)} += _d * ({v} - {S(1)})"]
-        if name in ("var", "stddev"):
-            val = f"(max(0.0, {S(2)}) / {S(0)} if {S(0)} else None)"
-        else:
-            val = f"(max(0.0, {S(2)}) / ({S(0)} - 1) if {S(0)} > 1 else None)"
-        if name.startswith("stddev"):
-            val = f"(None if (_v := {val}) is None else _sqrt(_v))"
-        return AggCode(["0", "0.0", "0.0"], up, val)
+        return AggCode(["0"] * VAR_SLOTS, [f"if {v} is not None: {const(var_add)}({s}, {o}, {v})"],
+                       f"{const(var_value)}({s}, {o}, {name.endswith('s')}, {name.startswith('stddev')})")
     if name == "first_value":
         return AggCode(["None"], [f"if {v} is not None and {S(0)} is None: {S(0)} = {v}"], S(0))
     if name == "last_value":
@@ -62,6 +57,68 @@ def agg_code(a: ir.Agg, v: str, s: str, o: int, const) -> AggCode:
         p = 0.5 if name == "median" else float(a.args[1].value)  # validated constant
         return AggCode(["[]"], [f"if {v} is not None: {S(0)}.append({v})"], f"{const(percentile)}({S(0)}, {p!r})")
     raise ValueError(name)
+
+
+# -- variance: exact over ints and floats -----------------------------------------------------------
+# Every finite double is an integer multiple of 2**-1074, so floats are summed as exact integers in
+# that unit: adding and evicting never round, and a huge value that leaves the window leaves no
+# cancellation error behind (a shifted float sum of squares did). int / int true division at emit
+# rounds once, correctly.
+# slots: 0 n_int, 1 sum_int, 2 sumsq_int, 3 n_float, 4 sum_float (units 2**-1074),
+#        5 sumsq_float (units 2**-2148), 6 non-finite count
+VAR_SLOTS = 7
+_F = 1074
+
+
+def _units(v: float) -> int:
+    num, den = v.as_integer_ratio()
+    return num << (_F + 1 - den.bit_length())
+
+
+def var_add(s: list, o: int, v: Any) -> None:
+    if v.__class__ is int:
+        s[o] += 1
+        s[o + 1] += v
+        s[o + 2] += v * v
+    elif v - v != 0:
+        s[o + 6] += 1
+    else:
+        x = _units(v)
+        s[o + 3] += 1
+        s[o + 4] += x
+        s[o + 5] += x * x
+
+
+def var_sub(s: list, o: int, v: Any) -> None:
+    if v.__class__ is int:
+        s[o] -= 1
+        s[o + 1] -= v
+        s[o + 2] -= v * v
+    elif v - v != 0:
+        s[o + 6] -= 1
+    else:
+        x = _units(v)
+        s[o + 3] -= 1
+        s[o + 4] -= x
+        s[o + 5] -= x * x
+
+
+def var_value(s: list, o: int, sample: bool, root: bool) -> Any:
+    ni, nf = s[o], s[o + 3]
+    n = ni + nf + s[o + 6]
+    if n == 0 or (sample and n < 2):
+        return None
+    if s[o + 6]:
+        return math.nan
+    if nf:
+        s1 = (s[o + 1] << _F) + s[o + 4]
+        s2 = (s[o + 2] << (2 * _F)) + s[o + 5]
+        scale = 1 << (2 * _F)
+    else:
+        s1, s2, scale = s[o + 1], s[o + 2], 1
+    # n * sum(x²) - sum(x)² = n² · population variance, exactly
+    var = max(0, n * s2 - s1 * s1) / (n * (n - 1 if sample else n) * scale)
+    return math.sqrt(var) if root else var
 
 
 def percentile(values: list, p: float):

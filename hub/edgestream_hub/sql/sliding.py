@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import ir
+from .aggregates import VAR_SLOTS, var_add, var_sub, var_value
 from .errors import SqlRuntimeError
 
 _SCALAR = (int, float, str, bool)
@@ -105,67 +106,6 @@ def sum_value(s: list, o: int, mean: bool) -> Any:
     return total / n if mean else total
 
 
-# -- variance: exact over ints and floats -----------------------------------------------------------
-# Every finite double is an integer multiple of 2**-1074, so floats are summed as exact integers in
-# that unit: adding and evicting never round, and a huge value that leaves the window leaves no
-# cancellation error behind (a shifted float sum of squares did). int / int true division at emit
-# rounds once, correctly.
-# slots: 0 n_int, 1 sum_int, 2 sumsq_int, 3 n_float, 4 sum_float (units 2**-1074),
-#        5 sumsq_float (units 2**-2148), 6-8 unused, 9 non-finite count
-_F = 1074
-
-
-def _units(v: float) -> int:
-    num, den = v.as_integer_ratio()
-    return num << (_F + 1 - den.bit_length())
-
-
-def var_add(s: list, o: int, v: Any) -> None:
-    if v.__class__ is int:
-        s[o] += 1
-        s[o + 1] += v
-        s[o + 2] += v * v
-    elif v - v != 0:
-        s[o + 9] += 1
-    else:
-        x = _units(v)
-        s[o + 3] += 1
-        s[o + 4] += x
-        s[o + 5] += x * x
-
-
-def var_sub(s: list, o: int, v: Any) -> None:
-    if v.__class__ is int:
-        s[o] -= 1
-        s[o + 1] -= v
-        s[o + 2] -= v * v
-    elif v - v != 0:
-        s[o + 9] -= 1
-    else:
-        x = _units(v)
-        s[o + 3] -= 1
-        s[o + 4] -= x
-        s[o + 5] -= x * x
-
-
-def var_value(s: list, o: int, sample: bool, root: bool) -> Any:
-    ni, nf = s[o], s[o + 3]
-    n = ni + nf + s[o + 9]
-    if n == 0 or (sample and n < 2):
-        return None
-    if s[o + 9]:
-        return math.nan
-    if nf:
-        s1 = (s[o + 1] << _F) + s[o + 4]
-        s2 = (s[o + 2] << (2 * _F)) + s[o + 5]
-        scale = 1 << (2 * _F)
-    else:
-        s1, s2, scale = s[o + 1], s[o + 2], 1
-    # n * sum(x²) - sum(x)² = n² · population variance, exactly
-    var = max(0, n * s2 - s1 * s1) / (n * (n - 1 if sample else n) * scale)
-    return math.sqrt(var) if root else var
-
-
 # -- holistic helpers ---------------------------------------------------------------------------------
 def sorted_remove(xs: list, v: Any) -> None:
     i = bisect_left(xs, v)
@@ -233,7 +173,7 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
                          f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
     if name in ("var", "vars", "stddev", "stddevs"):
         sample = name.endswith("s")
-        return SlideCode(["0", "0", "0", "0", "0", "0", "0", "0", "0", "0"],
+        return SlideCode(["0"] * VAR_SLOTS,
                          [nn + f"{const(var_add)}({s}, {o}, {v})"], [nn + f"{const(var_sub)}({s}, {o}, {v})"],
                          f"{const(var_value)}({s}, {o}, {sample}, {name.startswith('stddev')})")
     if name in ("min", "max"):

@@ -172,3 +172,13 @@ def test_explain_lists_analytic_functions_before_the_window():
     assert "per record, before WHERE and the window: lag(s.v) OVER (PARTITION BY s.id), had_changed(TRUE, s.v)" in text
     assert "filter s (pushed down): (s.v > 1)" in text
     assert "filter with analytic values: had_changed(TRUE, s.v)" in text
+
+
+def test_variance_is_exact_for_large_values_with_a_small_spread():
+    # like epoch-ms timestamps or big counters: a running mean rounds at 1e-7 here
+    import statistics
+
+    xs = [1000000000.1, 1000000000.2, 1000000000.3, 1000000000.7]
+    p = SqlProcessor("SELECT stddev(v) AS sd, vars(v) AS vs FROM s GROUP BY TUMBLINGWINDOW(ms, 10)", SimpleContext())
+    rows = p.process([{"ts": i, "v": x} for i, x in enumerate(xs)], 0) + p.flush()
+    assert rows == [{"sd": statistics.pstdev(xs), "vs": statistics.variance(xs)}]
