@@ -10,7 +10,7 @@ values. Updates skip NULLs, except ``count(*)`` which counts rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import ir
@@ -23,6 +23,9 @@ class AggCode:
     inits: list  # python expressions, one per slot
     update: list  # statements using the value variable and the state variable
     final: str  # python expression of the result
+    # statements that may raise on a bad value (comparisons, hashing); every aggregate's run before
+    # any update, so a record that fails changes no aggregate of its window
+    pre: list = field(default_factory=list)
 
 
 def agg_code(a: ir.Agg, v: str, s: str, o: int, const) -> AggCode:
@@ -33,17 +36,19 @@ def agg_code(a: ir.Agg, v: str, s: str, o: int, const) -> AggCode:
         if a.star:
             return AggCode(["0"], [f"{S(0)} += 1"], S(0))
         if a.distinct:
-            return AggCode(["set()"], [f"if {v} is not None: {S(0)}.add({v})"], f"len({S(0)})")
+            return AggCode(["set()"], [f"if {v} is not None: {S(0)}.add({v})"], f"len({S(0)})",
+                           [f"if {v} is not None: {v} in {S(0)}"])  # hashes v: raises if unhashable
         return AggCode(["0"], [f"if {v} is not None: {S(0)} += 1"], S(0))
     if name == "sum":
         return AggCode(["None"], [f"if {v} is not None: {S(0)} = {v} if {S(0)} is None else {S(0)} + {v}"], S(0))
     if name == "avg":
         return AggCode(["0", "0"], [f"if {v} is not None:", f"    {S(0)} += {v}", f"    {S(1)} += 1"],
                        f"({S(0)} / {S(1)} if {S(1)} else None)")
-    if name == "min":
-        return AggCode(["None"], [f"if {v} is not None and ({S(0)} is None or {v} < {S(0)}): {S(0)} = {v}"], S(0))
-    if name == "max":
-        return AggCode(["None"], [f"if {v} is not None and ({S(0)} is None or {v} > {S(0)}): {S(0)} = {v}"], S(0))
+    if name in ("min", "max"):
+        better = f"_b{o}"
+        op = "<" if name == "min" else ">"
+        return AggCode(["None"], [f"if {better}: {S(0)} = {v}"], S(0),
+                       [f"{better} = {v} is not None and ({S(0)} is None or {v} {op} {S(0)})"])
     if name in ("var", "vars", "stddev", "stddevs"):
         return AggCode(["0"] * VAR_SLOTS, [f"if {v} is not None: {const(var_add)}({s}, {o}, {v})"],
                        f"{const(var_value)}({s}, {o}, {name.endswith('s')}, {name.startswith('stddev')})")

@@ -171,15 +171,16 @@ class Program:
         return out
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
-        inits, updates = [], []
+        inits, pres, updates = [], [], []
         if self.plan.mode in ("sliding", "count"):
             return self._slide_layout()
         for i, a in enumerate(self.plan.aggs):
             code = agg_code(a, f"v{i}", "s", len(inits), self.gen.const)
             self.slots.append((len(inits), code))
             inits.extend(code.inits)
+            pres.extend(code.pre)
             updates.extend(code.update)
-        return inits, updates
+        return inits, pres + updates
 
     def _slide_layout(self) -> tuple[list[str], list[str]]:
         """Sliding windows: add, evict and arrival-check code (see ``sliding``)."""
