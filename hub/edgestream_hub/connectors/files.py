@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgestream_hub.cells import convert_cell
 from edgestream_hub.components import ComponentContext, PollingSource, Sink
 from edgestream_hub.errors import StartError
 from edgestream_hub.registry import component
@@ -68,20 +69,6 @@ def json_line_encoder(ensure_ascii: bool = False) -> tuple[Callable[[Any], list[
         return c(r, 0)
 
     return encode, markers.clear
-
-
-def _convert(v: str) -> Any:
-    if v == "":
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        f = float(v)
-        return f if f == f and f not in (float("inf"), float("-inf")) else v
-    except ValueError:
-        return v
 
 
 class FileSource(PollingSource):
@@ -211,7 +198,7 @@ class FileSource(PollingSource):
                 if len(row) != len(hdr):
                     self._reject(text, f"line {self._lineno}: {len(row)} columns, the header has {len(hdr)}")
                     continue
-                r = {k: (_convert(v) if self.convert else v) for k, v in zip(hdr, row)}
+                r = {k: (convert_cell(v) if self.convert else v) for k, v in zip(hdr, row)}
             out.append(r)
         return out
 
@@ -236,7 +223,8 @@ def _check_file_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("start", "str", "Where `follow` starts in an existing file.", default="beginning",
           choices=("beginning", "end")),
     Field("poll_interval", "duration", "How often `follow` checks for new lines.", default="200ms", min=1),
-    Field("convert", "bool", "CSV: turn values that look like numbers into numbers, empty into null.",
+    Field("convert", "bool", "CSV: turn values that look like numbers into numbers, true/false into booleans, "
+          "empty into null.",
           default=True),
     Field("batch", "int", "Most records emitted per read.", default=1000, min=1),
     Field("max_line", "size", "Longest accepted line.", default="1MiB"),

@@ -20,26 +20,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from edgestream_hub.cells import convert_cell
+
 from .errors import SqlError
-
-
-def convert_cell(v: str) -> Any:
-    """CSV cells: '' is NULL, integers and decimals become numbers, true/false booleans."""
-    if v == "":
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        f = float(v)
-        return f
-    except ValueError:
-        pass
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    return v
 
 
 def iter_records(path: str | Path, bad: Any = None) -> Iterator[dict]:
