@@ -40,27 +40,35 @@ def config(path, window_ms=100):
             "transport": {"type": "serial", "health_ms": 500, "poll_ms": 5, "serial": {"port": path}}}
 
 
-def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
-    # the esp32 heap; the hub's time reference comes back over the line
-    bridge = PtyBridge()
-    port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
-    reader = FrameReader()
-    msgs, errors = [], []
+class HubEnd:
+    """The hub's end of the pty: reads frames, keeps every decoded message and framing error."""
 
-    def pump():
-        reader.feed(port.read(4096))
+    def __init__(self, bridge):
+        self.port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
+        self.reader = FrameReader()
+        self.msgs, self.errors = [], []
+
+    def pump(self):
+        self.reader.feed(self.port.read(4096))
         for _ in range(1000):
             try:
-                p = reader.next()
+                p = self.reader.next()
             except WireError as e:
-                errors.append(e.reason)
+                self.errors.append(e.reason)
                 continue
             if p is None:
                 return
-            msgs.append(decode(p))
+            self.msgs.append(decode(p))
 
-    def kind(k):
-        return [m for m in msgs if m["kind"] == k]
+    def kind(self, k):
+        return [m for m in self.msgs if m["kind"] == k]
+
+
+def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
+    # the esp32 heap; the hub's time reference comes back over the line
+    bridge = PtyBridge()
+    hub = HubEnd(bridge)
+    port, pump, kind, msgs, errors = hub.port, hub.pump, hub.kind, hub.msgs, hub.errors
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
@@ -102,24 +110,8 @@ def test_serial_config_is_acked_and_applied(tmp_path, lib):
     # the esp32 heap: validating a config loads the validator's code next
     # to the running agent for a moment (see test_link_mqtt.py)
     bridge = PtyBridge()
-    port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
-    reader = FrameReader()
-    msgs, errors = [], []
-
-    def pump():
-        reader.feed(port.read(4096))
-        for _ in range(1000):
-            try:
-                p = reader.next()
-            except WireError as e:
-                errors.append(e.reason)
-                continue
-            if p is None:
-                return
-            msgs.append(decode(p))
-
-    def kind(k):
-        return [m for m in msgs if m["kind"] == k]
+    hub = HubEnd(bridge)
+    port, pump, kind, msgs, errors = hub.port, hub.pump, hub.kind, hub.msgs, hub.errors
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
