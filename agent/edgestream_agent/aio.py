@@ -2,8 +2,6 @@
 # agents that also run asyncio tasks. Kept apart from scheduler.py so that a
 # board running the plain loop does not hold this code.
 
-from edgestream_agent.scheduler import ticks_diff
-
 
 async def run_async(self, duration_ms=None):
     # self: the Scheduler; sleeps with asyncio.sleep_ms between steps.
@@ -15,15 +13,9 @@ async def run_async(self, duration_ms=None):
     self._running = True
     start = self.clock()
     while self._running:
-        wait = self.step()
-        if not self._running:
+        wait = self._next_wait(start, duration_ms)
+        if wait < 0:
             break
-        if duration_ms is not None:
-            left = duration_ms - ticks_diff(self.clock(), start)
-            if left <= 0:
-                break
-            if wait > left:
-                wait = left
         if sleep is not None:
             await sleep(wait)
         else:

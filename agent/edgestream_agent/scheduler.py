@@ -126,21 +126,29 @@ class Scheduler:
                 wait = w
         return wait if wait > 0 else 0
 
+    def _next_wait(self, start, duration_ms):
+        # One step of a loop started at `start`; ms to sleep, or -1 to end
+        # (stopped, or duration_ms is over). Shared by run and run_async.
+        wait = self.step()
+        if not self._running:
+            return -1
+        if duration_ms is not None:
+            left = duration_ms - ticks_diff(self.clock(), start)
+            if left <= 0:
+                return -1
+            if wait > left:
+                wait = left
+        return wait
+
     def run(self, duration_ms=None):
         # Cooperative loop: step, then sleep until the next deadline.
         # duration_ms=None runs until stop() (or deinit()).
         self._running = True
         start = self.clock()
         while self._running:
-            wait = self.step()
-            if not self._running:
+            wait = self._next_wait(start, duration_ms)
+            if wait < 0:
                 break
-            if duration_ms is not None:
-                left = duration_ms - ticks_diff(self.clock(), start)
-                if left <= 0:
-                    break
-                if wait > left:
-                    wait = left
             if wait > 0:
                 self.sleep_ms(wait)
         self._running = False
