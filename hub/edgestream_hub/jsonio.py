@@ -1,0 +1,104 @@
+"""Strict JSON at the hub's edges: one rule for what comes in and what goes out.
+
+- **In:** a payload is JSON as RFC 8259 defines it. ``NaN``, ``Infinity`` and
+  ``-Infinity`` are not JSON (Python's ``json`` accepts them): :func:`loads`
+  refuses them, and anything nested deeper than Python can parse, with a
+  ``ValueError`` whose message says what was wrong. Every source turns that into
+  the payload's dead letter and a counted decode error.
+- **Out:** a non-finite number can still arise inside the hub (a ``sum`` that
+  overflows a float). :func:`dumps` writes it as ``null`` and reports how many it
+  replaced, so the writer can count them
+  (``edgestream_sink_nonfinite_values_total``); no writer ever emits a ``NaN``
+  token or loses a record for holding one.
+
+>>> loads('{"a": 1}')
+{'a': 1}
+>>> dumps({"a": float("inf"), "b": [1.5, float("nan")]})
+('{"a":null,"b":[1.5,null]}', 2)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable
+
+__all__ = ["loads", "dumps", "finite", "NONFINITE_METRIC"]
+
+#: the counter every writer adds replaced non-finite numbers to
+NONFINITE_METRIC = "edgestream_sink_nonfinite_values_total"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (non-finite numbers are refused)")
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def loads(data: str | bytes | bytearray | memoryview) -> Any:
+    """Parse strict JSON; raises ``ValueError`` (never anything else) on bad input.
+
+    Bytes must be UTF-8 (a leading byte-order mark is accepted).
+    """
+    try:
+        if not isinstance(data, str):
+            data = bytes(data).decode("utf-8")
+        if data[:1] == "\ufeff":
+            data = data[1:]
+        return _decoder.decode(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def finite(v: Any) -> tuple[Any, int]:
+    """``(copy of v with every non-finite float replaced by None, how many were replaced)``."""
+    if isinstance(v, float):
+        return (v, 0) if math.isfinite(v) else (None, 1)
+    if isinstance(v, dict):
+        n = 0
+        out = {}
+        for k, x in v.items():
+            out[k], m = finite(x)
+            n += m
+        return out, n
+    if isinstance(v, (list, tuple)):
+        n = 0
+        items = []
+        for x in v:
+            y, m = finite(x)
+            items.append(y)
+            n += m
+        return items, n
+    return v, 0
+
+
+def _default(v: Any) -> Any:
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=repr)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "backslashreplace")
+    return str(v)
+
+
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=_default)
+
+
+def dumps(v: Any, default: Callable[[Any], Any] | None = None) -> tuple[str, int]:
+    """``(compact strict JSON text, number of non-finite floats written as null)``.
+
+    Types JSON lacks go through ``default`` (by default: sets as sorted lists, bytes
+    as text, anything else as ``str``). The common case costs one encode; only a
+    value holding a non-finite float is copied.
+    """
+    enc = _encoder if default is None else json.JSONEncoder(
+        separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=default)
+    try:
+        return enc.encode(v), 0
+    except ValueError:
+        clean, n = finite(v)
+        if not n:
+            raise
+        return enc.encode(clean), n
