@@ -4,7 +4,10 @@
   ``-Infinity`` are not JSON (Python's ``json`` accepts them): :func:`loads`
   refuses them, and anything nested deeper than Python can parse, with a
   ``ValueError`` whose message says what was wrong. Every source turns that into
-  the payload's dead letter and a counted decode error.
+  the payload's dead letter and a counted decode error. A number literal
+  beyond a double's range (``1e400``) is valid JSON and reads as infinity:
+  checking every float at ingest would cost a third of the decode time, so it
+  is handled by the output rule below like a computed one.
 - **Out:** a non-finite number can still arise inside the hub (a ``sum`` that
   overflows a float). :func:`dumps` writes it as ``null`` and reports how many it
   replaced, so the writer can count them
