@@ -74,6 +74,8 @@ class HubMetrics:
         """Start the /metrics HTTP endpoint on ``host:port``; returns the server (``shutdown()``)."""
         from prometheus_client import start_http_server
 
-        host, _, port = listen.rpartition(":")
-        server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        from edgestream_hub.spec import parse_hostport
+
+        host, port = parse_hostport(listen)  # the config check already refused what this would
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
         return server
