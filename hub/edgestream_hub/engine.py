@@ -183,6 +183,7 @@ class PipelineRunner:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._stopping = threading.Event()
+        self.in_flight = 0  # records taken from the input and not yet handed to the sinks
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._supervise, name=f"pipeline-{self.name}", daemon=True)
@@ -216,7 +217,9 @@ class PipelineRunner:
             self._depth.set(len(self.input))
             if batch:
                 self._in.inc(len(batch))
+                self.in_flight = len(batch)
                 self._guarded(batch, lambda: self._chain(0, batch))
+                self.in_flight = 0
             elif self.input.closed and not len(self.input):
                 break
             t = time.monotonic()
@@ -282,15 +285,27 @@ class PipelineRunner:
     def snapshot(self) -> dict[str, Any]:
         return {cc.label: p.snapshot() for cc, p, _ in self.procs}
 
-    def stop(self, deadline: float) -> list[Record]:
-        """Drain the input through the processors, then flush them; returns leftovers."""
+    def close(self) -> None:
+        """No more input: the pipeline drains what is queued, flushes and ends."""
         self.input.close()
         self._stopping.set()
+
+    def join(self, deadline: float) -> list[Record]:
+        """Wait for the drain until ``deadline``; returns the queued records it had to give up.
+
+        A pipeline still busy at the deadline is reported only if it still holds records."""
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-            if self._thread.is_alive():
-                log.error("pipeline %s did not drain before the stop deadline", self.name)
+            queued, in_flight = len(self.input), self.in_flight
+            if self._thread.is_alive() and queued + in_flight:
+                log.error("pipeline %s did not drain before the stop deadline: %d records still held "
+                          "(%d queued, %d in its processors)", self.name, queued + in_flight, queued, in_flight)
         return self.input.kill()
+
+    def stop(self, deadline: float) -> list[Record]:
+        """Drain the input through the processors, then flush them; returns leftovers."""
+        self.close()
+        return self.join(deadline)
 
 
 class SourceRunner:
@@ -564,8 +579,10 @@ class Engine:
                 for src in self.sources.values():
                     src.stop()
                 left = 0
+                for p in self.pipelines.values():  # all drain at once, then each is waited for
+                    p.close()
                 for p in self.pipelines.values():
-                    left += len(p.stop(deadline))
+                    left += len(p.join(deadline))
                 for s in self.sinks.values():
                     rest = s.stop(deadline)
                     if rest:
