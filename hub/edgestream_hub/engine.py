@@ -33,12 +33,14 @@ from typing import Any, Callable
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
 from edgestream_hub.errors import EdgeStreamError, StartError
+from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
 _PUT_RETRIES = 1000  # a queue can be swapped during a reload; puts follow the new one
+_STATS_EVERY_S = 1.0  # how often processors' state_stats() are exported
 
 
 def _jsonable(v: Any) -> Any:
@@ -184,6 +186,10 @@ class PipelineRunner:
         self._failures = 0
         self._stopping = threading.Event()
         self.in_flight = 0  # records taken from the input and not yet handed to the sinks
+        # processors that report their state size, with their gauges, refreshed on this thread
+        self._stateful = [(cc.label, p, [(key, m.child(name, cc.label)) for key, name in STATE_GAUGES.items()])
+                          for cc, p, _ in procs if callable(getattr(p, "state_stats", None))]
+        self._stats_failed: set[str] = set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._supervise, name=f"pipeline-{self.name}", daemon=True)
@@ -212,8 +218,9 @@ class PipelineRunner:
         next_tick = time.monotonic() + tick_s
         state_every = self.engine.state_interval_s
         next_state = time.monotonic() + state_every if state_every else None
+        next_stats = time.monotonic() if self._stateful else float("inf")
         while True:
-            batch = self.input.get(size, linger_s, max(0.0, next_tick - time.monotonic()))
+            batch = self.input.get(size, linger_s, max(0.0, min(next_tick, next_stats) - time.monotonic()))
             self._depth.set(len(self.input))
             if batch:
                 self._in.inc(len(batch))
@@ -229,9 +236,26 @@ class PipelineRunner:
             if next_state is not None and t >= next_state:
                 self.engine.save_state(self)
                 next_state = t + state_every
+            if t >= next_stats:
+                self._refresh_state_stats()
+                next_stats = t + _STATS_EVERY_S
         if self.engine.state_dir is None:
             self._guarded(None, self._flush)
         self.engine.save_state(self)
+        self._refresh_state_stats()
+
+    def _refresh_state_stats(self) -> None:
+        """Copy each stateful processor's ``state_stats()`` into its gauges (on the pipeline's own
+        thread, so the processor is never read while it runs)."""
+        for label, p, gauges in self._stateful:
+            try:
+                stats = p.state_stats()
+                for key, gauge in gauges:
+                    gauge.set(stats.get(key, 0))
+            except Exception as e:
+                if label not in self._stats_failed:  # once per processor: a broken method, not an event
+                    self._stats_failed.add(label)
+                    log.error("processor %s: state_stats() failed: %s: %s", label, type(e).__name__, e)
 
     def _guarded(self, batch: list[Record] | None, fn: Callable[[], list[Record]]) -> None:
         try:
@@ -349,8 +373,6 @@ class Engine:
     """Runs one ``HubConfig``. ``registry=`` and ``metrics_registry=`` are injectable."""
 
     def __init__(self, config: HubConfig, *, registry: Registry | None = None, metrics_registry: Any = None) -> None:
-        from edgestream_hub.metrics import HubMetrics
-
         self.config = config
         self.registry = registry if registry is not None else Registry.default()
         self.metrics = HubMetrics(metrics_registry)
@@ -362,6 +384,7 @@ class Engine:
         self.finished = threading.Event()  # every source is finite and done
         self._lock = threading.RLock()  # one start/stop/reload at a time
         self._metrics_server: Any = None
+        self.metrics_url: str | None = None  # where /metrics is served, once started
         self._dl_log_at: dict[str, float] = {}
         self._watch: threading.Thread | None = None
         self._running = False
@@ -523,9 +546,12 @@ class Engine:
                         self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
                     except OSError as e:
                         raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}")
+                    host, port = self._metrics_server.server_address[:2]
+                    self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:
                 self._close_unstarted()
                 raise
+            self._declare(self.sinks.values(), self.pipelines.values(), self.sources.values())
             self.targets = self.targets_of(cfg)
             for s in self.sinks.values():
                 s.start()
@@ -536,9 +562,23 @@ class Engine:
             self._running = True
             self._watch = threading.Thread(target=self._watch_finite, name="engine-finite", daemon=True)
             self._watch.start()
-            log.info("hub started: %d sources, %d pipelines, %d sinks", len(self.sources), len(self.pipelines),
-                     len(self.sinks))
+            log.info("hub started: %d sources, %d pipelines, %d sinks%s", len(self.sources), len(self.pipelines),
+                     len(self.sinks), f"; metrics at {self.metrics_url}" if self.metrics_url else "")
             return self
+
+    def _declare(self, sinks: Any, pipelines: Any, sources: Any) -> None:
+        """Every series of these components, at 0, before they handle a record."""
+        m = self.metrics
+        for s in sinks:
+            m.declare("sink", s.label)
+        for p in pipelines:
+            m.declare("pipeline", p.name)
+            for cc, proc, _ in p.procs:
+                m.declare("processor", cc.label)
+                if callable(getattr(proc, "state_stats", None)):
+                    m.declare("stateful", cc.label)
+        for src in sources:
+            m.declare("source", src.cc.label)
 
     def _close_unstarted(self) -> None:
         for src in self.sources.values():
@@ -632,6 +672,7 @@ class Engine:
                 self.config = old
                 raise
             self._apply_hub(new)
+            self._declare(b_sinks.values(), b_pls.values(), b_srcs.values())
             deadline = time.monotonic() + new.hub["shutdown_timeout"] / 1000
             # sinks first, so pipelines always have somewhere to write
             for n, runner in b_sinks.items():
