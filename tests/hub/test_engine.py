@@ -8,6 +8,7 @@ import pytest
 
 from hubtest import CRASH, PAUSE, wait_for
 from edgestream_hub.errors import StartError
+from edgestream_hub.processors import Passthrough
 
 BASE = """
 sources:
@@ -126,20 +127,11 @@ def test_a_crashing_processor_dead_letters_its_batch_and_spares_other_pipelines(
     from edgestream_hub.registry import component
     from edgestream_hub.spec import Spec
 
-    class Boom:
+    class Boom(Passthrough):
         def process(self, records, now_ms):
             if any(r.get("boom") for r in records):
                 raise ZeroDivisionError("scripted processor failure")
             return records
-
-        def tick(self, now_ms):
-            return []
-
-        def flush(self):
-            return []
-
-        def snapshot(self):
-            return None
 
     hub.registry.register("processor", "boom", component(Spec("boom", "x", []))(lambda c, ctx: Boom()))
     hub.scripts["s"] = [{"i": 0}, PAUSE, {"i": 1, "boom": True}, PAUSE, {"i": 2}]
@@ -234,19 +226,10 @@ def test_a_stop_out_of_time_names_only_the_pipelines_that_still_hold_records(hub
 
     gate = threading.Event()
 
-    class Stall:
+    class Stall(Passthrough):
         def process(self, records, now_ms):
             gate.wait(20)  # stuck until the test lets it go
             return records
-
-        def tick(self, now_ms):
-            return []
-
-        def flush(self):
-            return []
-
-        def snapshot(self):
-            return None
 
     hub.registry.register("processor", "stall", component(Spec("stall", "x", []))(lambda c, ctx: Stall()))
     hub.scripts["s"] = [{"i": i} for i in range(500)]

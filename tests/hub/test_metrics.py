@@ -7,7 +7,8 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubtest import PAUSE, wait_for
-from edgestream_hub.metrics import METRICS, RELOAD_RESULTS
+from edgestream_hub.metrics import METRICS, RELOAD_RESULTS, scope
+from edgestream_hub.processors import Passthrough
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Spec
 
@@ -29,7 +30,7 @@ metrics: {listen: "127.0.0.1:0"}
 """
 
 
-class DistinctKeys:
+class DistinctKeys(Passthrough):
     """A stateful test processor: remembers every ``k`` it saw and says how much it holds."""
 
     def __init__(self) -> None:
@@ -38,15 +39,6 @@ class DistinctKeys:
     def process(self, records, now_ms):
         self.seen.update(str(r.get("k")) for r in records)
         return records
-
-    def tick(self, now_ms):
-        return []
-
-    def flush(self):
-        return []
-
-    def snapshot(self):
-        return None
 
     def state_stats(self) -> dict[str, int]:
         return {"live_states": len(self.seen), "held_bytes": sum(len(k) for k in self.seen)}
@@ -72,8 +64,6 @@ def expected_series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """Every documented metric, for each component that reports it, as the sample names a scrape has."""
     who = {"source": ["s", "tee"], "pipeline": ["p", "q"], "processor": ["p.keys", "positive"],
            "stateful": ["p.keys"], "sink": ["out", "dlq"]}
-    from edgestream_hub.metrics import scope
-
     out = set()
     for name, _, _ in METRICS:
         if name == "edgestream_hub_config_reloads_total":
@@ -131,7 +121,7 @@ def test_components_added_by_a_reload_have_their_series_at_zero(hub):
 
 
 def test_the_lookup_table_wrapper_keeps_state_stats_when_its_processor_has_it():
-    from edgestream_hub.processors import Passthrough, RefreshingSql
+    from edgestream_hub.processors import RefreshingSql
 
     keys = DistinctKeys()
     keys.process([{"k": "x"}], 0)
