@@ -219,6 +219,7 @@ class PipelineRunner:
         state_every = self.engine.state_interval_s
         next_state = time.monotonic() + state_every if state_every else None
         next_stats = time.monotonic() if self._stateful else float("inf")
+        self.in_flight = 0
         while True:
             batch = self.input.get(size, linger_s, max(0.0, min(next_tick, next_stats) - time.monotonic()))
             self._depth.set(len(self.input))
