@@ -361,6 +361,12 @@ class FileSink(Sink):
             self._f = None
 
 
+def _check_file_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_hub.config import chk_output
+
+    chk_output(chk, cfg["path"], f"{path}.path")
+
+
 @component(Spec("file", "Appends records to a JSON-lines or CSV file, with size- or time-based rotation. A record "
                 "that cannot be written (NaN, a CSV row with unknown fields) goes to the dead-letter sink.", [
     Field("path", "str", "The file (relative to the config file's folder); its folder is created."),
@@ -371,6 +377,6 @@ class FileSink(Sink):
     Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None),
     Field("keep", "int", "Rotated files to keep (0: all).", default=0, min=0),
     Field("fsync", "bool", "fsync after every batch (slower, survives power loss).", default=False),
-], example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
+], check=_check_file_sink, example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
 def file_sink(config: dict[str, Any], ctx: ComponentContext) -> FileSink:
     return FileSink(config, ctx)

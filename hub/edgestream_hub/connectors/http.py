@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import threading
 from typing import Any
 
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import StartError
 from edgestream_hub.registry import component
-from edgestream_hub.spec import Field, Spec
+from edgestream_hub.spec import Checker, Field, Spec
 
 Record = dict[str, Any]
 
@@ -160,15 +161,20 @@ class _Handler(_Base):  # type: ignore[misc,valid-type]
         self._reply(code, reply)
 
 
+def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    if not cfg["path"].startswith("/"):
+        chk.issue(f"{path}.path", f"{cfg['path']!r} must start with '/' (e.g. /ingest)")
+
+
 @component(Spec("http", "An ingest endpoint: POST JSON (an object, an array of objects, or a wire message).", [
-    Field("host", "str", "Address to bind; keep 127.0.0.1 unless the network is trusted.", default="127.0.0.1"),
+    Field("host", "host", "Address to bind; keep 127.0.0.1 unless the network is trusted.", default="127.0.0.1"),
     Field("port", "int", "Port to listen on (0: any free port).", min=0, max=65535),
     Field("path", "str", "URL path that accepts POSTs.", default="/ingest"),
     Field("token", "str", "Bearer token required in `Authorization` (none: no auth).", default=None, secret=True),
     Field("format", "str", "`json`: objects; `wire`: EdgeStream wire messages, flattened like MQTT's.",
           default="json", choices=("json", "wire")),
     Field("max_body", "size", "Largest accepted body.", default="1MiB"),
-], example="sources:\n  ingest: {http: {port: 8088, token: \"${INGEST_TOKEN}\"}}"))
+], check=_check_source, example="sources:\n  ingest: {http: {port: 8088, token: \"${INGEST_TOKEN}\"}}"))
 def http_source(config: dict[str, Any], ctx: ComponentContext) -> HttpSource:
     return HttpSource(config, ctx)
 
@@ -219,14 +225,34 @@ class HttpSink(Sink):
         return rejected
 
 
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+
+
+def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from urllib.parse import urlsplit
+
+    url = cfg["url"]
+    try:
+        u = urlsplit(url)
+        u.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        chk.issue(f"{path}.url", f"{url!r} is not a valid URL: {e}")
+        return
+    if u.scheme not in ("http", "https") or not u.hostname:
+        chk.issue(f"{path}.url", f"{url!r} must be an http:// or https:// URL with a host "
+                                 "(e.g. http://127.0.0.1:9000/hook)")
+    for k, v in cfg["headers"].items():
+        if not _TOKEN.match(k) or any(c in v for c in "\r\n\0"):
+            chk.issue(f"{path}.headers.{k}", f"{k!r}: {v!r} is not a valid HTTP header (a name of letters, digits "
+                                             "and -, a value on one line)")
+
+
 @component(Spec("http", "POSTs batches to a webhook as a JSON array (or JSON lines), retrying with backoff.", [
     Field("url", "str", "Webhook URL (http or https)."),
     Field("timeout", "duration", "Timeout of one request.", default="5s", min=1),
     Field("format", "str", "Body format.", default="json", choices=("json", "jsonl")),
     Field("headers", "map[str]", "Extra request headers.", default={}),
     Field("token", "str", "Bearer token sent in `Authorization`.", default=None, secret=True),
-], example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
+], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
 def http_sink(config: dict[str, Any], ctx: ComponentContext) -> HttpSink:
-    if not config["url"].startswith(("http://", "https://")):
-        raise StartError(ctx.label, f"url {config['url']!r} must start with http:// or https://")
     return HttpSink(config, ctx)

@@ -179,10 +179,33 @@ class MqttSource(Source):
         return items
 
 
+def _topic_problem(topic: str, wildcards: bool) -> str | None:
+    """Why ``topic`` is not a valid MQTT topic filter (``wildcards``) or publish topic, or None."""
+    if not topic:
+        return "is empty"
+    if "\0" in topic or len(topic.encode()) > 65535:
+        return "has a NUL character or is over 65535 bytes"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "+" in level or "#" in level:
+            if not wildcards:
+                return "has a wildcard (+ or #): a topic to publish to cannot have one"
+            if len(level) > 1:
+                return f"mixes a wildcard with other characters in level {level!r} (a wildcard is a whole level)"
+            if level == "#" and i != len(levels) - 1:
+                return "has '#' before its last level ('#' matches the rest, so it must come last)"
+    return None
+
+
 def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     for i, t in enumerate(cfg["topics"]):
-        if not t or "#" in t[:-1] or any(("+" in lv or "#" in lv) and len(lv) > 1 for lv in t.split("/")):
-            chk.issue(f"{path}.topics[{i}]", f"{t!r} is not a valid MQTT topic filter")
+        problem = _topic_problem(t, wildcards=True)
+        if problem:
+            chk.issue(f"{path}.topics[{i}]", f"{t!r} is not a valid MQTT topic filter: it {problem}")
+    conn = chk.sections.get("connections", {}).get(cfg["connection"])
+    if cfg["shared_group"] is not None and conn is not None and conn.get("protocol") != "5":
+        chk.issue(f"{path}.shared_group", f"shared_group needs an MQTT 5 connection: set protocol: \"5\" on "
+                                          f"connection {cfg['connection']!r}")
 
 
 @component(Spec("mqtt", "Subscribes to MQTT topics and decodes EdgeStream wire messages (or plain JSON).", [
@@ -207,10 +230,7 @@ sources:
   devices: {mqtt: {topics: ["edgestream/+/results", "edgestream/+/data"], qos: 1}}
 """))
 def mqtt_source(config: dict[str, Any], ctx: ComponentContext) -> MqttSource:
-    src = MqttSource(config, ctx)
-    if config["shared_group"] is not None and src.conn["protocol"] != "5":
-        raise StartError(ctx.label, "shared_group needs an MQTT 5 connection (protocol: \"5\")")
-    return src
+    return MqttSource(config, ctx)
 
 
 class MqttSink(Sink):
@@ -281,6 +301,15 @@ class MqttSink(Sink):
             self._client = None
 
 
+def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    t = cfg["topic"]
+    bare = _FIELD.sub("x", t)
+    problem = "has a '{' or '}' that is not a {field} placeholder" if "{" in bare or "}" in bare else \
+        _topic_problem(bare, wildcards=False)
+    if problem:
+        chk.issue(f"{path}.topic", f"{t!r} is not a valid MQTT topic: it {problem}")
+
+
 @component(Spec("mqtt", "Publishes records as JSON to an MQTT topic.", [
     Field("connection", "str", "The MQTT connection (`broker:` is `default`).", default="default",
           ref="connections"),
@@ -294,6 +323,6 @@ class MqttSink(Sink):
     Field("timeout", "duration", "How long a batch may wait for the connection or acks before it is retried.",
           default="10s"),
     Field("client_id", "str", "Client id (default `edgestream-hub-<label>`).", default=None),
-], example="sinks:\n  upstream: {mqtt: {topic: \"hub/{device}/results\", qos: 1}}"))
+], check=_check_sink, example="sinks:\n  upstream: {mqtt: {topic: \"hub/{device}/results\", qos: 1}}"))
 def mqtt_sink(config: dict[str, Any], ctx: ComponentContext) -> MqttSink:
     return MqttSink(config, ctx)

@@ -132,6 +132,9 @@ class SqliteSink(Sink):
 
 
 def _check(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_hub.config import chk_output
+
+    chk_output(chk, cfg["path"], f"{path}.path")
     if not _IDENT.match(cfg["table"]):
         chk.issue(f"{path}.table", f"{cfg['table']!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")
     for c, t in (cfg.get("columns") or {}).items():
