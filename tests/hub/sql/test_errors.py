@@ -9,10 +9,12 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlglot import exp
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.errors import EdgeStreamError
 from edgestream_hub.sql.errors import SqlError
+from edgestream_hub.sql.lower import Lowerer
 from edgestream_hub.sql.processor import SqlProcessor
 
 BAD = [
@@ -41,6 +43,14 @@ BAD = [
     ("", 1, 1, "empty"),
     ("SELECT x FROM s; SELECT y FROM s", 1, 1, "exactly one statement"),
     ("SELECT x FROM s GROUP BY SESSIONWINDOW(ss, 10)", 1, 26, "SESSIONWINDOW takes"),
+    # negated forms the engine does not compute are refused, never run as their positive form
+    ("SELECT x FROM s WHERE s NOT SIMILAR TO 'a'", 1, 23, "SIMILAR TO is not supported"),
+    ("SELECT x FROM s WHERE s NOT GLOB 'a*'", 1, 23, "GLOB is not supported"),
+    ("SELECT x FROM s WHERE NOT EXISTS (SELECT 1)", 1, 42, "subqueries are not supported"),
+    ("SELECT x FROM s WHERE s NOT LIKE ANY ('a')", 1, 23, "LIKE ANY/ALL is not supported"),
+    ("SELECT x FROM s WHERE s NOT ILIKE 'a!%' ESCAPE '!'", 1, 23, "ILIKE ... ESCAPE is not supported"),
+    ("SELECT x FROM s WHERE x IS NOT 3", 1, 23, "IS takes NULL, TRUE or FALSE"),
+    ("SELECT x FROM s WHERE x NOT IN ()", 1, 23, "IN needs at least one value"),
 ]
 
 
@@ -55,6 +65,19 @@ def test_compile_error_is_located(query, line, col, what):
     caret_line = e.excerpt.split("\n")[-1]
     assert caret_line == " " * (col - 1) + "^"
     assert f"line {line}, column {col}" in str(e)
+
+
+@pytest.mark.parametrize("node", [
+    exp.In(this=exp.column("x"), expressions=[exp.Literal.number(1)]),
+    exp.Between(this=exp.column("x"), low=exp.Literal.number(1), high=exp.Literal.number(2)),
+    exp.RegexpLike(this=exp.column("x"), expression=exp.Literal.string("a")),
+    exp.EQ(this=exp.column("x"), expression=exp.Literal.number(1)),
+])
+def test_a_negation_flag_the_lowering_does_not_read_is_refused(node):
+    """Whatever sqlglot marks as negated by a flag is computed as negated or refused, never run positive."""
+    node.set("negate", True)
+    with pytest.raises(SqlError, match="unsupported negated expression"):
+        Lowerer("SELECT x FROM s").expr(node)
 
 
 def test_analytic_function_in_a_table_join_condition_is_a_compile_error():

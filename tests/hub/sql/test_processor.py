@@ -157,6 +157,25 @@ def test_explain_shows_the_plan_after_the_passes():
     assert "fields used: s: id, t, ts; d: floor, id, room" in text
 
 
+@pytest.mark.parametrize("predicate,shown", [
+    ("s NOT LIKE 'b%'", "(s.s NOT LIKE 'b%')"),
+    ("NOT s LIKE 'b%'", "(s.s NOT LIKE 'b%')"),
+    ("s NOT ILIKE 'b%'", "(s.s NOT ILIKE 'b%')"),
+    ("s NOT REGEXP 'b'", "(s.s NOT REGEXP 'b')"),
+    ("s NOT RLIKE 'b'", "(s.s NOT REGEXP 'b')"),
+    ("v NOT IN (1, 2)", "(s.v NOT IN (1, 2))"),
+    ("v NOT BETWEEN 1 AND 2", "(s.v NOT BETWEEN 1 AND 2)"),
+    ("v IS NOT NULL", "(s.v IS NOT NULL)"),
+    ("b IS NOT TRUE", "(s.b IS NOT TRUE)"),
+    ("NOT b IS FALSE", "(s.b IS NOT FALSE)"),
+    ("v IS DISTINCT FROM w", "(s.v IS DISTINCT FROM s.w)"),
+    ("v IS NOT DISTINCT FROM w", "(s.v IS NOT DISTINCT FROM s.w)"),
+])
+def test_explain_shows_negated_predicates(predicate, shown):
+    text = SqlProcessor(f"EXPLAIN SELECT v FROM s WHERE {predicate}", SimpleContext()).explain()
+    assert f"filter s (pushed down): {shown}" in text, text
+
+
 def test_metrics_count_dead_late_and_emitted():
     ctx = SimpleContext()
     p = SqlProcessor(TUMBLE, ctx)
