@@ -328,7 +328,7 @@ class Program:
         src = "\n".join(L) + "\n"
         # aggregate state helpers for the executors that update outside _process
         src += f"\ndef _init():\n    return {self.init_src}\n"
-        src += "\ndef _update(s, vals, _i=0):\n"
+        src += "\ndef _update(s, vals, _i=0, _n=0):\n"
         if p.aggs:
             src += "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n"
         for u in updates:

@@ -11,11 +11,13 @@ amortised whatever the window holds:
   and the sample forms: exact integer sums of x and x², floats counted
   exactly in units of 2**-1074, so eviction never leaves rounding behind;
 - ``min``/``max``: a monotonic deque of (index, value), amortised O(1);
-- ``first_value``/``last_value``: a queue of the non-NULL values;
+- ``first_value``/``last_value``: a monotonic deque on the arrival number
+  (records enter and leave the range in ts order; these read arrival order);
 - ``count(DISTINCT x)``: a value -> multiplicity map (O(1) per update);
 - ``median``/``percentile``: a sorted list (binary search to insert and
-  to remove); ``collect``: the queue of non-NULL values. Only these
-  holistic aggregates read the buffered values at emit.
+  to remove); ``collect``: the queue of (arrival number, value), read in
+  arrival order. Only these holistic aggregates read the buffered values
+  at emit.
 
 ``slide_code`` gives the generated-code template of each aggregate;
 ``SlideCode.check`` statements run when a record arrives, so a value
@@ -42,7 +44,7 @@ _SCALAR = (int, float, str, bool)
 @dataclass
 class SlideCode:
     inits: list  # python expressions, one per slot
-    add: list  # statements; value in v, state list s, record index _i
+    add: list  # statements; value in v, state list s, record index _i (ts order), arrival number _n
     remove: list  # statements undoing add for the same value and index
     final: str  # python expression of the result
     check: list = field(default_factory=list)  # statements run on arrival (may raise)
@@ -130,6 +132,15 @@ def percentile_sorted(xs: list, p: float) -> Any:
     return xs[lo] + (xs[hi] - xs[lo]) * frac
 
 
+def arrival_values(q: Any) -> list:
+    """The values of a queue of (arrival number, value), in arrival order."""
+    return [x[1] for x in sorted(q, key=_first)]
+
+
+def _first(x: tuple) -> Any:
+    return x[0]
+
+
 def minmax_check(ref: Any, v: Any, what: str) -> None:
     if not isinstance(v, _SCALAR):
         raise SqlRuntimeError(f"{what} in a sliding window takes numbers or strings, got {type(v).__name__}")
@@ -186,15 +197,20 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
         chk = [f"if {v} is not None and not ({v}.__class__ is c[{ref}].__class__ and ({v}.__class__ is float"
                f" or {v}.__class__ is int)): {const(minmax_check)}(c[{ref}], {v}, {name + '()'!r})"]
         return SlideCode([f"{const(deque)}()"], add, rem, f"({q}[0][1] if {q} else None)", chk, 1)
-    if name in ("first_value", "last_value", "collect"):
+    if name in ("first_value", "last_value"):
+        # the smallest (largest) arrival number in the range: a monotonic deque of (index, arrival, value),
+        # as for min/max, since records enter and leave in ts order, not in arrival order
         q = S(0)
-        add = [nn + f"{q}.append({v})"]
-        rem = [nn + f"{q}.popleft()"]
-        if name == "collect":
-            final = f"list({q})"
-        else:
-            final = f"({q}[{0 if name == 'first_value' else -1}] if {q} else None)"
-        return SlideCode([f"{const(deque)}()"], add, rem, final)
+        later = ">" if name == "first_value" else "<"
+        add = [f"if {v} is not None:", f"    _q = {q}", f"    while _q and _q[-1][1] {later} _n: _q.pop()",
+               f"    _q.append((_i, _n, {v}))"]
+        rem = [f"if {v} is not None and {q}[0][0] == _i: {q}.popleft()"]
+        return SlideCode([f"{const(deque)}()"], add, rem, f"({q}[0][2] if {q} else None)")
+    if name == "collect":
+        # (arrival, value) in ts order; read in arrival order (sorting an in-order range costs O(n))
+        q = S(0)
+        return SlideCode([f"{const(deque)}()"], [nn + f"{q}.append((_n, {v}))"], [nn + f"{q}.popleft()"],
+                         f"{const(arrival_values)}({q})")
     if name in ("median", "percentile"):
         p = 0.5 if name == "median" else float(a.args[1].value)
         return SlideCode(["[]"], [nn + f"{const(insort)}({S(0)}, {v})"],

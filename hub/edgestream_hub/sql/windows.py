@@ -361,11 +361,11 @@ class SlidingExecutor(Executor):
             if ph < n and pend[ph][0] <= T:
                 i = g[2] + len(act)
                 while ph < n and pend[ph][0] <= T:
-                    ts, _, vals = pend[ph]
+                    ts, seq, vals = pend[ph]
                     ph += 1
                     act.append((ts, vals))
                     try:
-                        add(s, vals, i)
+                        add(s, vals, i, seq)
                     except Exception as e:  # checked on arrival; kept so that no value can stop the query
                         self.bad({"key": k if not isinstance(k, tuple) else list(k), "ts": ts}, e)
                     i += 1
@@ -425,10 +425,10 @@ class SlidingExecutor(Executor):
         return sum(len(g[1]) + len(g[0]) - g[5] for g in self.groups.values())
 
     def state(self) -> dict:
-        return {"groups": self.groups, "trig": self.trig, "seq": self.seq}
+        return {"groups": self.groups, "trig": self.trig, "seq": self.seq, "format": 2}
 
     def restore(self, st: dict) -> None:
-        if "groups" not in st:
+        if st.get("format") != 2:  # 2: first/last/collect keep arrival numbers
             raise SqlError("resume_state holds sliding-window state of an older format: start without it")
         self.groups, self.trig, self.seq = st["groups"], st["trig"], st["seq"]
         self.nxt = self.trig[0][0] if self.trig else BIG
@@ -462,7 +462,8 @@ class CountExecutor(Executor):
             prog.check(b[4], vals)
         q, s = b[0], b[3]
         q.append((ts, vals))
-        prog.update(s, vals, b[2] + len(q) - 1)
+        i = b[2] + len(q) - 1
+        prog.update(s, vals, i, i)  # a group's records arrive in queue order
         if len(q) > self.n:
             prog.remove(s, q.popleft()[1], b[2])
             b[2] += 1
@@ -482,10 +483,10 @@ class CountExecutor(Executor):
         return sum(len(b[0]) for b in self.bufs.values())
 
     def state(self) -> dict:
-        return {"bufs": self.bufs}
+        return {"bufs": self.bufs, "format": 2}
 
     def restore(self, st: dict) -> None:
-        if any(len(b) != 5 for b in st["bufs"].values()):
+        if st.get("format") != 2:  # 2: first/last/collect keep arrival numbers
             raise SqlError("resume_state holds count-window state of an older format: start without it")
         self.bufs = st["bufs"]
 

@@ -121,15 +121,15 @@ def test_sliding_matches_sqlite(rows, size):
 
 
 SLIDE_AGGS = AGGS + ", var(v) AS var, vars(v) AS vs, first_value(v) AS f, last_value(v) AS l"
-# population and sample variance from SQLite's exact integer sums; first/last non-NULL by ts, then arrival
+# population and sample variance from SQLite's exact integer sums; first/last non-NULL in arrival order
 SLIDE_SQLITE = (AGGS.replace("(v)", "(b.v)").replace("DISTINCT v", "DISTINCT b.v")
                 + ", (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v)) / count(b.v) AS var"
                 + ", CASE WHEN count(b.v) > 1 THEN (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v))"
                 + " / (count(b.v) - 1) END AS vs"
                 + ", (SELECT c.v FROM t c WHERE c.g IS a.g AND c.v IS NOT NULL AND c.ts BETWEEN a.ts - {size} AND a.ts"
-                + " AND c.rowid {seen} ORDER BY c.ts, c.rowid LIMIT 1) AS f"
+                + " AND c.rowid {seen} ORDER BY c.rowid LIMIT 1) AS f"
                 + ", (SELECT c.v FROM t c WHERE c.g IS a.g AND c.v IS NOT NULL AND c.ts BETWEEN a.ts - {size} AND a.ts"
-                + " AND c.rowid {seen} ORDER BY c.ts DESC, c.rowid DESC LIMIT 1) AS l")
+                + " AND c.rowid {seen} ORDER BY c.rowid DESC LIMIT 1) AS l")
 SLIDE_COLS = [*COLS, "var", "vs", "f", "l"]
 
 
