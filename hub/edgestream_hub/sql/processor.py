@@ -35,6 +35,10 @@ def _columns(src: Any) -> Optional[set]:
     return None
 
 
+#: the layout of snapshots; 2: exact float sums for sum/avg, arrival numbers in sliding first/last/collect
+STATE_VERSION = 2
+
+
 class SqlProcessor:
     """Runs one query incrementally; see docs/sql.md for the language and the event-time rules.
 
@@ -118,7 +122,7 @@ class SqlProcessor:
         """Plain JSON-able state; pass it as ``resume_state`` to continue after the last row emitted."""
         ex = self.executor
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "query": self.query,
             "wm": ex.wm,
             "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted},
@@ -127,8 +131,11 @@ class SqlProcessor:
         }
 
     def _restore(self, st: Any) -> None:
-        if not isinstance(st, dict) or st.get("version") != 1:
+        if not isinstance(st, dict) or not isinstance(st.get("version"), int):
             raise SqlError("resume_state is not a snapshot of this processor")
+        if st["version"] != STATE_VERSION:
+            raise SqlError(f"resume_state holds window state of format {st['version']}, this version keeps format "
+                           f"{STATE_VERSION}: start without it")
         if st.get("query") != self.query:
             raise SqlError("resume_state was taken from a different query")
         ex = self.executor

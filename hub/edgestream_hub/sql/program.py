@@ -236,7 +236,7 @@ class Program:
         else:
             emit(ind + f"ts = r.get({self.time_field!r})")
             emit(ind + "if ts.__class__ is not int: ts = _ts(ts)")
-        if p.mode != "count":  # count windows close by count, not by the watermark
+        if p.mode not in ("count", "rows"):  # no window of rows, or count windows: no watermark to move
             lt = f"ts - {self.lateness}" if self.lateness else "ts"
             emit(ind + f"if {lt} > wm:")
             emit(ind + f"    wm = {lt}")

@@ -7,7 +7,8 @@ amortised whatever the window holds:
 
 - ``count``: a counter; ``sum``/``avg``: exact integer sum plus a
   compensated (Neumaier) float sum, reset whenever the window holds no
-  float, so adding and evicting floats does not drift; ``var``/``stddev``
+  float, so adding and evicting floats does not drift, and exact (in units
+  of 2**-1074) from an overflow until then; ``var``/``stddev``
   and the sample forms: exact integer sums of x and x², floats counted
   exactly in units of 2**-1074, so eviction never leaves rounding behind;
 - ``min``/``max``: a monotonic deque of (index, value), amortised O(1);
@@ -28,14 +29,13 @@ later when the window is emitted.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import ir
-from .aggregates import VAR_SLOTS, var_add, var_sub, var_value
+from .aggregates import SUM_INITS, VAR_SLOTS, sum_add, sum_sub, sum_value, var_add, var_sub, var_value
 from .errors import SqlRuntimeError
 
 _SCALAR = (int, float, str, bool)
@@ -49,63 +49,6 @@ class SlideCode:
     final: str  # python expression of the result
     check: list = field(default_factory=list)  # statements run on arrival (may raise)
     refs: int = 0  # per-group reference slots the check statements use
-
-
-# -- float sums that survive add/evict: Neumaier compensation, non-finite values counted apart -------
-def fadd(s: list, o: int, v: float) -> None:
-    """Add float ``v`` to the sum in slots o (sum), o+1 (compensation), o+2 (floats), o+3 (non-finite counts)."""
-    s[o + 2] += 1
-    if v - v == 0:
-        t = s[o] + v
-        if abs(s[o]) >= abs(v):
-            s[o + 1] += (s[o] - t) + v
-        else:
-            s[o + 1] += (v - t) + s[o]
-        s[o] = t
-    else:
-        d = s[o + 3]
-        k = repr(v)
-        d[k] = d.get(k, 0) + 1
-
-
-def fsub(s: list, o: int, v: float) -> None:
-    s[o + 2] -= 1
-    if s[o + 2] == 0:
-        s[o] = s[o + 1] = 0.0
-        s[o + 3].clear()
-        return
-    if v - v == 0:
-        v = -v
-        t = s[o] + v
-        if abs(s[o]) >= abs(v):
-            s[o + 1] += (s[o] - t) + v
-        else:
-            s[o + 1] += (v - t) + s[o]
-        s[o] = t
-    else:
-        d = s[o + 3]
-        k = repr(v)
-        d[k] -= 1
-        if not d[k]:
-            del d[k]
-
-
-def fvalue(s: list, o: int) -> float:
-    d = s[o + 3]
-    if d:
-        if "nan" in d or ("inf" in d and "-inf" in d):
-            return math.nan
-        return math.inf if "inf" in d else -math.inf
-    return s[o] + s[o + 1]
-
-
-def sum_value(s: list, o: int, mean: bool) -> Any:
-    """Slots: o non-NULL count, o+1 exact int sum, o+2.. the float sum (see ``fadd``)."""
-    n = s[o]
-    if not n:
-        return None
-    total = s[o + 1] + fvalue(s, o + 2) if s[o + 4] else s[o + 1]
-    return total / n if mean else total
 
 
 # -- holistic helpers ---------------------------------------------------------------------------------
@@ -175,13 +118,12 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
                 f"len({S(0)})", [nn + f"{const(hashable)}({v})"])
         return SlideCode(["0"], [nn + f"{S(0)} += 1"], [nn + f"{S(0)} -= 1"], S(0))
     if name in ("sum", "avg"):
-        # slots: n, int sum, float sum, compensation, floats, non-finite counts
+        # the slots of aggregates.SUM_INITS, with a compensated float sum (see ``sum_add``)
         add = [f"if {v} is not None:", f"    {S(0)} += 1", f"    if {v}.__class__ is int: {S(1)} += {v}",
-               f"    else: {const(fadd)}({s}, {o + 2}, {v})"]
+               f"    else: {const(sum_add)}({s}, {o}, {v})"]
         rem = [f"if {v} is not None:", f"    {S(0)} -= 1", f"    if {v}.__class__ is int: {S(1)} -= {v}",
-               f"    else: {const(fsub)}({s}, {o + 2}, {v})"]
-        return SlideCode(["0", "0", "0.0", "0.0", "0", "{}"], add, rem,
-                         f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+               f"    else: {const(sum_sub)}({s}, {o}, {v})"]
+        return SlideCode(list(SUM_INITS), add, rem, f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
     if name in ("var", "vars", "stddev", "stddevs"):
         sample = name.endswith("s")
         return SlideCode(["0"] * VAR_SLOTS,
@@ -190,8 +132,8 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
     if name in ("min", "max"):
         worse = ">" if name == "min" else "<"
         q = S(0)
-        add = [f"if {v} is not None:", f"    _q = {q}", f"    while _q and _q[-1][1] {worse} {v}: _q.pop()",
-               f"    _q.append((_i, {v}))"]
+        add = [f"if {v} is not None and {v} == {v}:", f"    _q = {q}",  # NaN is skipped, as in every window
+               f"    while _q and _q[-1][1] {worse} {v}: _q.pop()", f"    _q.append((_i, {v}))"]
         rem = [f"if {v} is not None and {q}[0][0] == _i: {q}.popleft()"]
         # the usual case (a number of the same type as the group's last one) needs no call
         chk = [f"if {v} is not None and not ({v}.__class__ is c[{ref}].__class__ and ({v}.__class__ is float"

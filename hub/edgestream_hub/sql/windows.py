@@ -425,10 +425,10 @@ class SlidingExecutor(Executor):
         return sum(len(g[1]) + len(g[0]) - g[5] for g in self.groups.values())
 
     def state(self) -> dict:
-        return {"groups": self.groups, "trig": self.trig, "seq": self.seq, "format": 2}
+        return {"groups": self.groups, "trig": self.trig, "seq": self.seq}
 
     def restore(self, st: dict) -> None:
-        if st.get("format") != 2:  # 2: first/last/collect keep arrival numbers
+        if "groups" not in st:
             raise SqlError("resume_state holds sliding-window state of an older format: start without it")
         self.groups, self.trig, self.seq = st["groups"], st["trig"], st["seq"]
         self.nxt = self.trig[0][0] if self.trig else BIG
@@ -483,10 +483,10 @@ class CountExecutor(Executor):
         return sum(len(b[0]) for b in self.bufs.values())
 
     def state(self) -> dict:
-        return {"bufs": self.bufs, "format": 2}
+        return {"bufs": self.bufs}
 
     def restore(self, st: dict) -> None:
-        if st.get("format") != 2:  # 2: first/last/collect keep arrival numbers
+        if any(len(b) != 5 for b in st["bufs"].values()):
             raise SqlError("resume_state holds count-window state of an older format: start without it")
         self.bufs = st["bufs"]
 

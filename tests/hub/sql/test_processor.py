@@ -251,3 +251,10 @@ def test_a_file_of_mixed_records_runs_through_edgestream_sql(tmp_path, capsys):
     assert [json.loads(line) for line in out.out.splitlines()] == [
         {"id": i, "p": p} for i, p in zip(GOOD, [None, *GOOD])]
     assert "missing timestamp" in out.err
+
+
+def test_a_snapshot_of_an_older_state_format_is_refused_with_the_reason():
+    snap = SqlProcessor(TUMBLE, SimpleContext()).snapshot()
+    snap["version"] = 1
+    with pytest.raises(SqlError, match="holds window state of format 1, this version keeps format 2"):
+        SqlProcessor(TUMBLE, SimpleContext(), resume_state=snap)
