@@ -87,6 +87,10 @@ class Lowerer:
             if s.alias in seen:
                 raise SqlError(f"source name {s.alias!r} is used twice: give one an alias", self.text, s.pos)
             seen.add(s.alias)
+        if not tree.expressions:
+            select = re.search(r"\bSELECT\b", self.text, re.I)
+            raise self.error("SELECT needs at least one item: a column, an expression or *",
+                             select.start() if select else 0)
         q = ir.Query(text=self.text, select=[], sources=sources, explain=explain)
         for e in tree.expressions:
             q.select.append(self.select_item(e))
@@ -102,7 +106,7 @@ class Lowerer:
                     q.window = self.window(g)
                 else:
                     q.group.append(self.expr(g))
-            for key in ("rollup", "cube", "grouping_sets"):
+            for key in ("rollup", "cube", "grouping_sets", "totals"):
                 if group.args.get(key):
                     raise self.error(f"GROUP BY {key.upper()} is not supported", group)
         having = tree.args.get("having")

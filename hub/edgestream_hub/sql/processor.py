@@ -154,6 +154,11 @@ class SqlProcessor:
         return {"dead_letters": ex.dead, "late_records": ex.late, "rows_emitted": ex.emitted,
                 "live_states": ex.live_states(), "watermark": ex.wm}
 
+    @property
+    def streams(self) -> list[str]:
+        """The names of the streams the query reads (FROM, then joined streams; tables excluded)."""
+        return [s.name for s in self.plan.query.streams]
+
     def explain(self) -> str:
         return explain(self.plan, self.time_field, self.lateness_ms)
 
