@@ -18,6 +18,7 @@ from .errors import SqlError
 from .optimizer import compile_query
 from .plan import Plan, explain
 from .program import Program
+from .sizes import approx_bytes
 from .state import decode, encode
 from .windows import EXECUTORS
 
@@ -152,7 +153,25 @@ class SqlProcessor:
         """Counters: records dead-lettered, late records, rows emitted, window/group states held."""
         ex = self.executor
         return {"dead_letters": ex.dead, "late_records": ex.late, "rows_emitted": ex.emitted,
-                "live_states": ex.live_states(), "watermark": ex.wm}
+                "live_states": self._live_states(), "watermark": ex.wm}
+
+    def state_stats(self) -> dict[str, int]:
+        """The size of the state held now, for the engine's gauges (read about once a second).
+
+        ``live_states``: open windows and groups (sessions; for sliding and count windows the records
+        they hold; for a window of rows or a stream join, the buffered records) plus the partitions
+        of analytic functions. ``held_bytes``: approximate bytes of the values held by holistic
+        aggregates (collect, count DISTINCT, median, percentile), buffered records (sliding and count
+        windows, windows of rows, join buffers) and analytic state. Both fall when windows close.
+        """
+        held = self.executor.held_bytes() + sum(approx_bytes(a.state) for a in self._analytics())
+        return {"live_states": self._live_states(), "held_bytes": held}
+
+    def _analytics(self) -> list:
+        return getattr(self.program, "analytics", [])
+
+    def _live_states(self) -> int:
+        return self.executor.live_states() + sum(len(a.state) for a in self._analytics())
 
     @property
     def streams(self) -> list[str]:
