@@ -185,30 +185,22 @@ def sum_overflow(s: list, o: int, v: float) -> None:
     s[o + 4] = (_to_exact(s, o) if u is None else u) + _units(v)
 
 
-def _neumaier(s: list, o: int, v: float) -> bool:
-    """Add finite ``v`` to the compensated sum; False (nothing changed) when the sum would overflow."""
-    a = s[o + 2]
-    t = a + v
-    if t - t != 0:
-        return False
-    if abs(a) >= abs(v):
-        s[o + 3] += (a - t) + v
-    else:
-        s[o + 3] += (v - t) + a
-    s[o + 2] = t
-    return True
-
-
 def sum_add(s: list, o: int, v: float) -> None:
-    """Sliding and count windows: add a float."""
+    """Sliding and count windows: add a float (compensated, or exact after an overflow)."""
     if v - v != 0:
         _non_finite(s, o, v, 1)
         return
     s[o + 5] += 1
     u = s[o + 4]
-    if u is None and _neumaier(s, o, v):
-        return
-    s[o + 4] = (_to_exact(s, o) if u is None else u) + _units(v)
+    if u is None:
+        a = s[o + 2]
+        t = a + v
+        if t - t == 0:  # Neumaier: the rounding error of each addition goes to the compensation
+            s[o + 3] += (a - t) + v if abs(a) >= abs(v) else (v - t) + a
+            s[o + 2] = t
+            return
+        u = _to_exact(s, o)
+    s[o + 4] = u + _units(v)
 
 
 def sum_sub(s: list, o: int, v: float) -> None:
@@ -221,9 +213,15 @@ def sum_sub(s: list, o: int, v: float) -> None:
         s[o + 2], s[o + 3], s[o + 4] = 0, 0.0, None
         return
     u = s[o + 4]
-    if u is None and _neumaier(s, o, -v):
-        return
-    s[o + 4] = (_to_exact(s, o) if u is None else u) - _units(v)
+    if u is None:
+        a = s[o + 2]
+        t = a - v
+        if t - t == 0:
+            s[o + 3] += (a - t) - v if abs(a) >= abs(v) else (-v - t) + a
+            s[o + 2] = t
+            return
+        u = _to_exact(s, o)
+    s[o + 4] = u - _units(v)
 
 
 def sum_value(s: list, o: int, mean: bool) -> Any:
