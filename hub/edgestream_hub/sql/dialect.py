@@ -12,7 +12,6 @@ import logging
 import re
 from typing import Any, Callable
 
-import sqlglot
 from sqlglot import exp, parser, tokens
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, SqlglotError, TokenError
@@ -75,7 +74,8 @@ _INCOMPLETE = {
     "Join": "JOIN needs a stream or table name", "Cast": "CAST needs a value and a type: CAST(x AS INT)",
 }
 _LEAKS = ("Token(", "TokenType", "<Token", "<class", "sqlglot")
-_UNCLOSED = re.compile(r"Missing (.+?) from (\d+):(\d+)")
+_UNCLOSED = re.compile(r"Missing (.+?) from ")
+_AT = re.compile(r" from (\d+):(\d+)$")
 
 
 def _not_command_fallback(record: logging.LogRecord) -> bool:
@@ -103,19 +103,18 @@ def _plain(message: str) -> str:
 
 def _unreadable(e: TokenError, text: str) -> SqlError:
     """A TokenError as a located message: an unclosed quote points at its opening quote."""
-    m = _UNCLOSED.search(str(e.__cause__ or ""))
-    if m and m.group(1) in ("'", '"', "`"):
-        what = "string" if m.group(1) == "'" else "quoted name"
-        off = int(m.group(3))
-        # sqlglot reports where the quoted token starts; find the opening quote at or before it
-        quote = text.rfind(m.group(1), 0, off + 1)
-        return SqlError(f"syntax error: unterminated {what}: no closing {m.group(1)}", text,
-                        quote if quote >= 0 else off)
-    if "Numeric string" in str(e.__cause__ or ""):
-        return SqlError("syntax error: a number has characters it cannot have", text,
-                        int(m.group(3)) if m else len(text.rstrip()))
-    return SqlError("syntax error: the query text cannot be read here", text,
-                    (e.start or 0) + 50 if e.start else len(text.rstrip()))
+    cause = str(e.__cause__ or "")
+    at = _AT.search(cause)  # sqlglot reports where the token it could not read starts
+    off = int(at.group(2)) if at else (e.start + 50 if e.start else len(text.rstrip()))
+    unclosed = _UNCLOSED.match(cause)
+    if unclosed and unclosed.group(1) in ("'", '"', "`"):
+        quote = unclosed.group(1)
+        what = "string" if quote == "'" else "quoted name"
+        start = text.rfind(quote, 0, off + 1)
+        return SqlError(f"syntax error: unterminated {what}: no closing {quote}", text, start if start >= 0 else off)
+    if cause.startswith("Numeric string"):
+        return SqlError("syntax error: a number has characters it cannot have", text, off)
+    return SqlError("syntax error: the query text cannot be read here", text, off)
 
 
 def parse(text: str) -> tuple[exp.Expression, bool]:
@@ -130,7 +129,12 @@ def parse(text: str) -> tuple[exp.Expression, bool]:
     if not body.strip():
         raise SqlError("empty query", text, len(text))
     try:
-        trees = sqlglot.parse(body, read=EdgeSQL)
+        dialect = EdgeSQL()
+        found = dialect.tokenize(body)
+        for token in found:
+            if token.token_type == TokenType.UNKNOWN:  # sqlglot would read a stray character as a name
+                raise SqlError(f"syntax error: unexpected character {token.text!r}", text, token.start)
+        trees = dialect.parser().parse(found, body)
     except ParseError as e:
         err = e.errors[0] if e.errors else {}
         line, col = err.get("line") or 1, err.get("col") or 1

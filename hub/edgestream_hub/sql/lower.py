@@ -343,6 +343,8 @@ class Lowerer:
             return ir.Call("now", (), pos)
         if isinstance(e, exp.Anonymous):
             return self.call(str(e.this).lower(), list(e.expressions), e, pos)
+        if isinstance(e, (exp.Binary, exp.Unary)):  # an operator the tables above do not map (a ? b, a ^ b)
+            raise self.error(f"unsupported operator: {e.sql(dialect=EdgeSQL)}", e)
         if isinstance(e, exp.Func):
             # the few typed functions sqlglot still builds (kept minimal in the dialect)
             args = [v for k in e.arg_types for v in (e.args[k] if isinstance(e.args.get(k), list) else [e.args.get(k)])

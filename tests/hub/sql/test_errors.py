@@ -69,6 +69,8 @@ BAD = [
     ("SELECT x FROM s WHERE x BETWEEN 1", 1, 33, "BETWEEN needs a lower and an upper bound"),
     ("SELECT x FROM s\nWHERE name = 'abc", 2, 14, "unterminated string: no closing '"),
     ('SELECT "x FROM s', 1, 8, 'unterminated quoted name: no closing "'),
+    ("SELECT x ` FROM s", 1, 10, "unexpected character '`'"),
+    ("SELECT a ? b FROM s", 1, 8, "unsupported operator: a ? b"),
 ]
 
 
