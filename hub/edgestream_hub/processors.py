@@ -267,9 +267,6 @@ class RefreshingSql:
     def snapshot(self) -> Any:
         return self.proc.snapshot()
 
-    def state_stats(self) -> dict[str, int]:
-        return self.proc.state_stats()
-
 
 @component(SQL_SPEC)
 def sql_processor(config: dict[str, Any], ctx: Any) -> Any:
