@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
+from edgestream_hub import deadletter
 from edgestream_hub.errors import EdgeStreamError, StartError
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
@@ -39,18 +40,6 @@ from edgestream_hub.registry import Registry
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
 _PUT_RETRIES = 1000  # a queue can be swapped during a reload; puts follow the new one
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).decode("utf-8", "backslashreplace")
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return repr(v)
 
 
 class SinkRunner:
@@ -405,7 +394,7 @@ class Engine:
                 log.warning("%s rejected a record (no dead-letter sink): %s", component, reason)
             return
         entry = {"reason": reason, "component": component, "pipeline": pipeline, "at_ms": now_ms(),
-                 "record": _jsonable(record)}
+                 "record": deadletter.bounded(record)}
         try:
             runner.queue.put([entry], _ALWAYS)  # over capacity rather than block the rejecting stage
         except QueueClosed:
@@ -424,7 +413,9 @@ class Engine:
 
         return ComponentContext(kind, cc.name, cc.label, pipeline=pipeline, base_dir=self.config.base_dir,
                                 connections=self.config.connections, registry=self.registry, metrics=self.metrics,
-                                resume_state=resume, dead_letter=dl, late=self._late)
+                                resume_state=resume, dead_letter=dl, late=self._late,
+                                state_dir=str(self.state_dir) if self.state_dir else None,
+                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config))
 
     def _build(self, cc: ComponentConfig, ctx: ComponentContext) -> Any:
         t = self.registry.get(cc.kind, cc.type)
