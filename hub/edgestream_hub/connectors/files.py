@@ -418,9 +418,11 @@ class FileSink(Sink):
     Field("format", "str", "`auto` picks csv for `.csv` files, jsonl otherwise.", default="auto",
           choices=("auto", "jsonl", "csv")),
     Field("columns", "list[str]", "CSV columns (default: the first record's fields).", default=None),
-    Field("rotate_size", "size", "Rotate when the file reaches this size.", default=None),
+    Field("rotate_size", "size", "Rotate when the file reaches this size. A sink that receives dead letters and "
+          "sets no rotation rotates at 10MiB and keeps 5.", default=None),
     Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None),
-    Field("keep", "int", "Rotated files to keep (0: all).", default=0, min=0),
+    Field("keep", "int", "Rotated files to keep (0: all); only files named like its rotations "
+          "(`<stem>-<UTC time>-<n><suffix>`) are ever deleted.", default=0, min=0),
     Field("fsync", "bool", "fsync after every batch (slower, survives power loss).", default=False),
 ], example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
 def file_sink(config: dict[str, Any], ctx: ComponentContext) -> FileSink:
