@@ -60,7 +60,9 @@ class ComponentContext:
         if self._dead_letter is not None:
             self._dead_letter(self.label, self.pipeline, record, reason)
         else:
-            self.log.warning("rejected: %s", reason)
+            from edgestream_hub.deadletter import clip
+
+            self.log.warning("rejected: %s", clip(reason))
 
     def late(self, record: Record) -> None:
         if self._late is not None:

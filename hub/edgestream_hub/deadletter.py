@@ -4,7 +4,8 @@ A dead letter keeps enough to find and judge what was refused, never the whole
 of something large: a raw payload (an MQTT message, an HTTP body, a serial
 line, a file line) is kept as its first ``PREFIX_BYTES`` bytes as text, its
 length and a hash of all of it; a rejected record is kept as it is when its JSON
-text fits in ``PREFIX_BYTES``, else in the same bounded form.
+text fits in ``PREFIX_BYTES``, else in the same bounded form; a reason (which may
+quote what it refused) is cut at ``REASON_CHARS``.
 
 >>> summary(b"[" * 5000)["bytes"], len(summary(b"[" * 5000)["payload"])
 (5000, 1024)
@@ -19,10 +20,13 @@ from typing import Any
 
 from edgestream_hub import jsonio
 
-__all__ = ["PREFIX_BYTES", "RawInput", "summary", "bounded", "targets", "DEFAULT_ROTATE_SIZE", "DEFAULT_KEEP"]
+__all__ = ["PREFIX_BYTES", "REASON_CHARS", "RawInput", "summary", "bounded", "clip", "targets",
+           "DEFAULT_ROTATE_SIZE", "DEFAULT_KEEP"]
 
 #: bytes of a raw payload (or of a large record's JSON text) a dead letter keeps
 PREFIX_BYTES = 1024
+#: characters of a reason kept (a reason may quote what it refused: a 60 KB key)
+REASON_CHARS = 1024
 #: rotation a file sink gets when it receives dead letters and sets no rotation itself
 DEFAULT_ROTATE_SIZE = 10 * 1024 * 1024
 DEFAULT_KEEP = 5
@@ -72,6 +76,13 @@ def bounded(record: Any) -> Any:
     if len(text) <= PREFIX_BYTES:
         return v
     return summary(text)
+
+
+def clip(reason: str) -> str:
+    """A reason of at most ~REASON_CHARS characters, saying how long it was if it was cut."""
+    if len(reason) <= REASON_CHARS:
+        return reason
+    return f"{reason[:REASON_CHARS]}... (reason cut: {len(reason)} characters)"
 
 
 def targets(config: Any) -> set[str]:

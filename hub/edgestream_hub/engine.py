@@ -50,8 +50,8 @@ class SinkRunner:
         self.label = cc.label
         m = engine.metrics
         com = cc.common
-        self.queue = BoundedQueue(com["queue"], com["policy"],
-                                  on_drop=lambda n: m.inc("edgestream_sink_dropped_records_total", self.label, n))
+        self.queue = BoundedQueue(com["queue"], com["policy"], on_drop=self._dropped)
+        self._drops = (0, -1e9)  # records dropped and not logged yet, when the last line was logged
         self.batch_size = com["batch"]["size"]
         self.linger_s = com["batch"]["linger"] / 1000
         self.retry = com["retry"]
@@ -61,6 +61,18 @@ class SinkRunner:
         self._thread: threading.Thread | None = None
         self.opened = False
         self.failing = False
+
+    def _dropped(self, n: int, final: bool = False) -> None:
+        """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
+        self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, n)
+        pending, at = self._drops
+        pending += n
+        now = time.monotonic()
+        if pending and (final or now - at >= 10):
+            self.ctx.log.warning("data loss: queue full (policy drop_oldest): dropped the oldest %d records%s",
+                                 pending, "" if at < 0 else " since the last such line")
+            pending, at = 0, now
+        self._drops = (pending, at)
 
     def open(self) -> None:
         try:
@@ -141,6 +153,7 @@ class SinkRunner:
 
     def stop(self, deadline: float) -> list[Record]:
         """Drain and close; returns records still queued if it had to give up (or after a swap)."""
+        self._dropped(0, final=True)
         self.queue.close()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -385,6 +398,7 @@ class Engine:
                     sink: str | None = None) -> None:
         """Route a rejected record, with the reason, to its dead-letter sink; never blocks."""
         self.metrics.inc("edgestream_hub_dead_letters_total", component)
+        reason = deadletter.clip(reason)
         sink = sink or self.config.hub.get("dead_letter")
         runner = self.sinks.get(sink) if sink else None
         if runner is None or runner.label == component:

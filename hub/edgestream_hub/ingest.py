@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext
-from edgestream_hub.deadletter import RawInput
+from edgestream_hub.deadletter import RawInput, clip
 
 Record = dict[str, Any]
 DECODE_ERRORS = "edgestream_source_decode_errors_total"
@@ -81,8 +81,9 @@ class Ingest:
                 return Decoded([{"topic": topic, "payload": text}], 0, None)
             return self._json(data, where)
         except Exception as e:  # any failure is this payload's, never the source's
-            self.reject(data, f"{where}: {why(e)}", topic)
-            return Decoded([], 1, why(e))
+            reason = why(e)
+            self.reject(data, f"{where}: {reason}", topic)
+            return Decoded([], 1, clip(reason))
 
     def _json(self, data: Any, where: str) -> Decoded:
         try:

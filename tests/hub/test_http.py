@@ -344,3 +344,21 @@ pipelines: {{p: {{from: s, to: hook}}}}
         hook.close()
     assert [r for b in hook.batches for r in b] == [{"v": None}, {"v": {"w": None}}, {"v": 1}]
     assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="hook") == 2
+
+
+def test_a_dead_letter_reason_that_quotes_a_huge_value_is_cut(hub):
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {web: {http: {port: 0, format: wire}}}
+sinks: {out: {memory: {}}, dlq: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    key = "k" * 60_000
+    body = json.dumps({"v": 1, "kind": "status", "dev": "d1", "boot": 1, "state": "online", key: 1}).encode()
+    code, answer_ = post(e.sources["web"].source.port, body)
+    assert wait_for(lambda: len(hub.out.get("dlq", [])) == 1)
+    assert e.stop()
+    assert code == 400 and answer_["error"].startswith("message: unknown key 'kkkk")
+    reason = hub.out["dlq"][0]["reason"]
+    assert reason.startswith("http: message: unknown key 'kkkk") and reason.endswith("(reason cut: 60029 characters)")
+    assert len(reason) < 1100 and len(answer_["error"]) < 1100

@@ -450,18 +450,28 @@ def test_a_tls_failure_is_logged_with_its_reason(hub, tmp_path, caplog, case, ex
     broker.start()
     try:
         ca = "other" if case == "unknown CA" else "ca"
-        text = config(broker).replace("reconnect_max: 1s}", f"reconnect_max: 1s, tls: {{ca_file: {d}/{ca}.crt}}}}")
-        caplog.set_level("WARNING", "edgestream.hub.source.devices")
-        e = hub.engine(text)
+        caplog.set_level("WARNING", "edgestream.hub")
+        hub.scripts["s"] = [{"v": 1}]
+        e = hub.engine(f"""
+broker: {{host: {broker.host}, port: {broker.port}, reconnect_min: 100ms, reconnect_max: 1s,
+          tls: {{ca_file: {d}/{ca}.crt}}}}
+sources: {{devices: {{mqtt: {{topics: "edgestream/+/results"}}}}, s: {{script: {{name: s}}}}}}
+sinks: {{out: {{memory: {{}}}}, up: {{mqtt: {{topic: up, timeout: 200ms}}, retry: {{initial: 50ms, max: 100ms}}}}}}
+pipelines: {{p: {{from: devices, to: out}}, q: {{from: s, to: up}}}}
+""")
         src = e.sources["devices"].source
         assert wait_for(lambda: any("cannot connect" in r.getMessage() for r in caplog.records))
+        assert wait_for(lambda: any("write failed" in r.getMessage() for r in caplog.records))
         assert not src.connected.is_set()
-        assert e.stop()
+        e.stop(1)  # the sink's record cannot be written
     finally:
         broker.stop()
     msg = next(r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage())
     assert msg.startswith(f"cannot connect to broker 127.0.0.1:{broker.port}: TLS certificate verification "
                           "failed: ") and expect in msg, msg
+    # the sink's failing writes say why too
+    msg = next(r.getMessage() for r in caplog.records if "write failed" in r.getMessage())
+    assert f"not connected to 127.0.0.1:{broker.port}: TLS certificate verification failed: " in msg and expect in msg
 
 
 # -- the sink writes non-finite numbers as null --

@@ -145,6 +145,15 @@ def connect_error(e: BaseException | None, timeout_s: float) -> str:
     return f"{type(e).__name__}: {e}" if e is not None else "unknown reason"
 
 
+def _attempt_failed(tls: _TlsContext | None, conn: dict[str, Any]) -> str:
+    """Why the connection attempt paho is handling failed; closes the socket of a failed TLS handshake.
+    Called from ``on_connect_fail``, which paho calls inside its ``except OSError:`` block, so the
+    exception is still at hand."""
+    if tls is not None:
+        tls.close_failed()
+    return connect_error(sys.exc_info()[1], conn["connect_timeout"] / 1000)
+
+
 class MqttSource(Source):
     def __init__(self, config: dict[str, Any], ctx: ComponentContext) -> None:
         self.ctx = ctx
@@ -269,10 +278,7 @@ class MqttSource(Source):
             self.ctx.log.warning("lost the broker (%s); reconnecting with backoff", reason)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        # paho calls this inside its `except OSError:` block, so the exception is still at hand
-        why = connect_error(sys.exc_info()[1], self.conn["connect_timeout"] / 1000)
-        if self._tls is not None:
-            self._tls.close_failed()
+        why = _attempt_failed(self._tls, self.conn)
         self.ctx.count("edgestream_source_reconnects_total")
         now = time.monotonic()
         last, at = self._last_fail
@@ -340,18 +346,32 @@ class MqttSink(Sink):
         self.timeout_s = config["timeout"] / 1000
         self.client_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
         self._client: Any = None
+        self._tls: _TlsContext | None = None
         self.connected = threading.Event()
+        self.why = "not connected yet"  # why the last connection attempt failed
         from edgestream_hub.connectors.files import json_line_encoder
 
         self._encode, self._reset = json_line_encoder(ensure_ascii=True)  # one encoder, not one per record
 
     def open(self) -> None:
-        self._client, _ = _client(self.conn, self.client_id, True, self.ctx.label)
-        self._client.on_connect = lambda c, u, f, rc, p=None: (not rc.is_failure) and self.connected.set()
+        self._client, self._tls = _client(self.conn, self.client_id, True, self.ctx.label)
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = lambda c, u, f, rc, p=None: self.connected.clear()
         self._client.max_queued_messages_set(0)
         _connect_async(self._client, self.conn, True)
         self._client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+        if reason.is_failure:
+            self.why = f"the broker refused the connection: {reason}"
+            return
+        if self._tls is not None:
+            self._tls.last = None
+        self.connected.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.why = _attempt_failed(self._tls, self.conn)  # a write that waits in vain says it
 
     def _topic(self, r: Record) -> str:
         if not self.fields:
@@ -366,7 +386,8 @@ class MqttSink(Sink):
 
     def write(self, records: list[Record]) -> list[tuple[Any, str]]:
         if not self.connected.wait(self.timeout_s):
-            raise ComponentError(self.ctx.label, f"not connected to {self.conn['host']}:{self.conn['port']}")
+            raise ComponentError(self.ctx.label, f"not connected to {self.conn['host']}:{self.conn['port']}: "
+                                                 f"{self.why}")
         from edgestream_hub.connectors.files import encode_finite
 
         rejected: list[tuple[Any, str]] = []
