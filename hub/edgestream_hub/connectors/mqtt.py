@@ -176,6 +176,7 @@ class MqttSource(Source):
         self._sub_mid: int | None = None
         self._wanted: dict[str, bool] = {}  # topic -> matches one of our filters (bounded cache)
         self._last_fail: tuple[str, float] = ("", 0.0)
+        self._unwanted_logged_at = -1e9
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._was_connected = False
@@ -237,9 +238,11 @@ class MqttSource(Source):
         if len(self._wanted) >= 4096:
             self._wanted.clear()
         self._wanted[topic] = wanted
-        if not wanted:
+        now = time.monotonic()
+        if not wanted and now - self._unwanted_logged_at >= 60:
+            self._unwanted_logged_at = now
             self.ctx.log.info("dropping messages on %s: it matches none of %s (a subscription left by an earlier "
-                              "config)", topic, ", ".join(self.topics))
+                              "config; logged at most once a minute)", topic, ", ".join(self.topics))
         return wanted
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
