@@ -20,6 +20,20 @@ def publisher(broker, **kw):
     return c
 
 
+def subscriber(broker, topic):
+    """A client subscribed (acknowledged) to ``topic``, and the list its messages go to."""
+    got: list = []
+    ready = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: got.append(m)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    assert ready.wait(5)
+    return sub, got
+
+
 def publish(c, topic, payload, qos=1):
     info = c.publish(topic, bytes(payload), qos=qos)
     info.wait_for_publish(5)
@@ -232,16 +246,8 @@ pipelines:
 
 
 def test_the_mqtt_sink_publishes_per_record_topics(hub, mosquitto):
-    got: list[tuple[str, dict]] = []
-    ready = threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
-    sub.on_subscribe = lambda *a: ready.set()
-    sub.connect(mosquitto.host, mosquitto.port)
-    sub.subscribe("hub/#", qos=1)
-    sub.loop_start()
+    sub, msgs = subscriber(mosquitto, "hub/#")
     try:
-        assert ready.wait(5)
         hub.scripts["s"] = [{"device": "d1", "v": 1}, {"v": 2}, {"device": "d2", "v": 3}]
         e = hub.engine(f"""
 hub: {{dead_letter: dlq}}
@@ -253,11 +259,12 @@ sinks:
 pipelines:
   p: {{from: s, to: up}}
 """)
-        assert wait_for(lambda: len(got) == 2)
+        assert wait_for(lambda: len(msgs) == 2)
         assert e.stop()
     finally:
         sub.loop_stop()
         sub.disconnect()
+    got = [(m.topic, json.loads(m.payload)) for m in msgs]
     assert got == [("hub/d1/avg", {"device": "d1", "v": 1}), ("hub/d2/avg", {"device": "d2", "v": 3})]
     assert "field 'device' is None" in hub.out["dlq"][0]["reason"]
 
@@ -481,16 +488,8 @@ pipelines: {{p: {{from: devices, to: out}}, q: {{from: s, to: up}}}}
 # -- the sink writes non-finite numbers as null --
 
 def test_the_mqtt_sink_writes_non_finite_numbers_as_null(hub, mosquitto):
-    got: list[bytes] = []
-    ready = threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_message = lambda c, u, m: got.append(m.payload)
-    sub.on_subscribe = lambda *a: ready.set()
-    sub.connect(mosquitto.host, mosquitto.port)
-    sub.subscribe("hub/#", qos=1)
-    sub.loop_start()
+    sub, got = subscriber(mosquitto, "hub/#")
     try:
-        assert ready.wait(5)
         hub.scripts["s"] = [{"v": float("nan")}, {"v": [1.5, float("-inf")]}, {"v": 2}]
         e = hub.engine(f"""
 broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}
@@ -503,6 +502,6 @@ pipelines: {{p: {{from: s, to: up}}}}
     finally:
         sub.loop_stop()
         sub.disconnect()
-    assert got == [b'{"v":null}', b'{"v":[1.5,null]}', b'{"v":2}']
+    assert [m.payload for m in got] == [b'{"v":null}', b'{"v":[1.5,null]}', b'{"v":2}']
     assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="up") == 2
     assert e.metrics.value("edgestream_sink_records_total", component="up") == 3
