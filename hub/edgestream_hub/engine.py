@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
+from edgestream_hub import deadletter
 from edgestream_hub.errors import EdgeStreamError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
@@ -43,18 +44,6 @@ _PUT_RETRIES = 1000  # a queue can be swapped during a reload; puts follow the n
 _STATS_EVERY_S = 1.0  # how often processors' state_stats() are exported
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).decode("utf-8", "backslashreplace")
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return repr(v)
-
-
 class SinkRunner:
     """One sink on its own thread behind a bounded queue, with retry and backoff."""
 
@@ -63,8 +52,8 @@ class SinkRunner:
         self.label = cc.label
         m = engine.metrics
         com = cc.common
-        self.queue = BoundedQueue(com["queue"], com["policy"],
-                                  on_drop=lambda n: m.inc("edgestream_sink_dropped_records_total", self.label, n))
+        self.queue = BoundedQueue(com["queue"], com["policy"], on_drop=self._dropped)
+        self._drops = (0, -1e9)  # records dropped and not logged yet, when the last line was logged
         self.batch_size = com["batch"]["size"]
         self.linger_s = com["batch"]["linger"] / 1000
         self.retry = com["retry"]
@@ -74,6 +63,18 @@ class SinkRunner:
         self._thread: threading.Thread | None = None
         self.opened = False
         self.failing = False
+
+    def _dropped(self, n: int, final: bool = False) -> None:
+        """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
+        self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, n)
+        pending, at = self._drops
+        pending += n
+        now = time.monotonic()
+        if pending and (final or now - at >= 10):
+            self.ctx.log.warning("data loss: queue full (policy drop_oldest): dropped the oldest %d records%s",
+                                 pending, "" if at < 0 else " since the last such line")
+            pending, at = 0, now
+        self._drops = (pending, at)
 
     def open(self) -> None:
         try:
@@ -154,6 +155,7 @@ class SinkRunner:
 
     def stop(self, deadline: float) -> list[Record]:
         """Drain and close; returns records still queued if it had to give up (or after a swap)."""
+        self._dropped(0, final=True)
         self.queue.close()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -435,6 +437,7 @@ class Engine:
                     sink: str | None = None) -> None:
         """Route a rejected record, with the reason, to its dead-letter sink; never blocks."""
         self.metrics.inc("edgestream_hub_dead_letters_total", component)
+        reason = deadletter.clip(reason)
         sink = sink or self.config.hub.get("dead_letter")
         runner = self.sinks.get(sink) if sink else None
         if runner is None or runner.label == component:
@@ -444,7 +447,7 @@ class Engine:
                 log.warning("%s rejected a record (no dead-letter sink): %s", component, reason)
             return
         entry = {"reason": reason, "component": component, "pipeline": pipeline, "at_ms": now_ms(),
-                 "record": _jsonable(record)}
+                 "record": deadletter.bounded(record)}
         try:
             runner.queue.put([entry], _ALWAYS)  # over capacity rather than block the rejecting stage
         except QueueClosed:
@@ -463,7 +466,9 @@ class Engine:
 
         return ComponentContext(kind, cc.name, cc.label, pipeline=pipeline, base_dir=self.config.base_dir,
                                 connections=self.config.connections, registry=self.registry, metrics=self.metrics,
-                                resume_state=resume, dead_letter=dl, late=self._late)
+                                resume_state=resume, dead_letter=dl, late=self._late,
+                                state_dir=str(self.state_dir) if self.state_dir else None,
+                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config))
 
     def _build(self, cc: ComponentConfig, ctx: ComponentContext) -> Any:
         t = self.registry.get(cc.kind, cc.type)

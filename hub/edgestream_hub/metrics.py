@@ -2,8 +2,8 @@
 
 Names follow ``edgestream_<subsystem>_<name>_<unit>``; the only label is
 ``component`` (a configured label, never a raw device field), except
-``result`` on config reloads. Imported only by ``hub run``: ``hub check``
-never pays for prometheus_client.
+``result`` on config reloads and ``component`` + ``code`` on HTTP refusals.
+Imported only by ``hub run``: ``hub check`` never pays for prometheus_client.
 
 Every series exists from the start: ``declare(kind, component)`` creates, at
 0, each metric a component of that kind reports (chosen from ``METRICS`` by
@@ -27,6 +27,8 @@ METRICS: list[tuple[str, str, str]] = [
      "counter"),
     ("edgestream_source_reboots_total", "Device reboots seen (a new boot id).", "counter"),
     ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
+    ("edgestream_source_http_refusals_total", "Requests or connections an HTTP source refused, by status code.",
+     "counter"),
     ("edgestream_pipeline_records_in_total", "Records taken into a pipeline's processors.", "counter"),
     ("edgestream_pipeline_records_out_total", "Records a pipeline handed to its sinks.", "counter"),
     ("edgestream_pipeline_errors_total", "Processor failures (the batch goes to the dead-letter sink).", "counter"),
@@ -36,6 +38,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy or abandoned "
      "at a stop that ran out of time.", "counter"),
     ("edgestream_sink_queue_records", "Records waiting in a sink's input queue.", "gauge"),
+    ("edgestream_sink_nonfinite_values_total", "Non-finite numbers (NaN, infinities) a sink wrote as null.",
+     "counter"),
     ("edgestream_hub_dead_letters_total", "Records rejected by a component (label: the rejecting component).",
      "counter"),
     ("edgestream_hub_late_records_total", "Late event-time records reported by a processor.", "counter"),
@@ -45,6 +49,9 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_processor_state_bytes", "Approximate bytes of state a stateful processor holds (refreshed "
      "every second).", "gauge"),
 ]
+#: label names of the metrics not labelled by ``component`` alone
+LABELS: dict[str, list[str]] = {"edgestream_hub_config_reloads_total": ["result"],
+                                "edgestream_source_http_refusals_total": ["component", "code"]}
 
 #: The reload results, each a series from the start.
 RELOAD_RESULTS = ("ok", "refused", "failed")
@@ -85,15 +92,15 @@ class HubMetrics:
         self._m: dict[str, Any] = {}
         self._by_kind: dict[str, list[str]] = {}
         for name, doc, kind in METRICS:
-            label = ["result"] if name == "edgestream_hub_config_reloads_total" else ["component"]
+            label = LABELS.get(name, ["component"])
             if kind == "counter":
                 # prometheus_client appends _total itself
                 self._m[name] = Counter(name[: -len("_total")], doc, label, registry=self.registry)
             else:
                 self._m[name] = Gauge(name, doc, label, registry=self.registry)
-            for k in scope(name):
+            for k in () if name in LABELS else scope(name):  # the others make their own series
                 self._by_kind.setdefault(k, []).append(name)
-        self._children: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         for result in RELOAD_RESULTS:
             self.child("edgestream_hub_config_reloads_total", result)
         ProcessCollector(registry=self.registry)
@@ -111,6 +118,14 @@ class HubMetrics:
         c = self._children.get(key)
         if c is None:
             c = self._children[key] = self._m[name].labels(component)
+        return c
+
+    def labelled(self, name: str, *values: str) -> Any:
+        """The child of a metric with several labels (``LABELS``), cached like ``child``."""
+        key = (name, *values)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._m[name].labels(*values)
         return c
 
     def inc(self, name: str, component: str, n: float = 1) -> None:
