@@ -77,6 +77,8 @@ def scope(name: str) -> tuple[str, ...]:
     """
     if name in _SCOPES:
         return _SCOPES[name]
+    if name in LABELS:  # labelled by more than the component: the component makes its own series
+        return ()
     sub = name.split("_")[1]
     return (sub,) if sub in ("source", "pipeline", "processor", "sink") else ()
 
@@ -98,7 +100,7 @@ class HubMetrics:
                 self._m[name] = Counter(name[: -len("_total")], doc, label, registry=self.registry)
             else:
                 self._m[name] = Gauge(name, doc, label, registry=self.registry)
-            for k in () if name in LABELS else scope(name):  # the others make their own series
+            for k in scope(name):
                 self._by_kind.setdefault(k, []).append(name)
         self._children: dict[tuple[str, ...], Any] = {}
         for result in RELOAD_RESULTS:
