@@ -447,7 +447,8 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+|-\d+|\*)\]|\['([^']*)'\]|\[
 def _json_path_parse(path: str) -> list:
     if not path.startswith("$"):
         raise SqlRuntimeError(f"JSON path must start with $: {path!r:.40}")
-    steps, i = [], 1
+    steps: list[str | int] = []
+    i = 1
     while i < len(path):
         m = _PATH_TOKEN.match(path, i)
         if not m:
@@ -469,7 +470,7 @@ def _json_path_query(v: Any, path: Any) -> Any:
     steps = _json_path_parse(to_str(path))
     cur, multi = [v], False
     for st in steps:
-        nxt = []
+        nxt: list = []
         for c in cur:
             if st == "*":
                 multi = True

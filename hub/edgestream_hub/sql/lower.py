@@ -37,7 +37,7 @@ CAST_TYPES = {
     "VARCHAR": "string", "TEXT": "string", "CHAR": "string", "NVARCHAR": "string",
     "BOOLEAN": "bool", "BOOL": "bool",
 }
-_BINARY = {
+_BINARY: dict[type, str] = {
     exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%", exp.DPipe: "||",
     exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
     exp.And: "and", exp.Or: "or",
@@ -452,7 +452,7 @@ _PREDICATES: dict[type, Callable[[Lowerer, exp.Expression, int], ir.Node]] = {
 #: the nodes whose lowering reads sqlglot's negation flag; any other node carrying one is refused
 _READS_NEGATION = (exp.Like, exp.ILike, exp.Is)
 _NEGATION_FLAGS = ("negate", "not", "negated")
-_UNSUPPORTED = {
+_UNSUPPORTED: dict[type, str] = {
     exp.SimilarTo: "SIMILAR TO is not supported (use LIKE or REGEXP)",
     exp.Glob: "GLOB is not supported (use LIKE or REGEXP)",
     exp.Any: "ANY/ALL is not supported (use IN or combine conditions with OR/AND)",

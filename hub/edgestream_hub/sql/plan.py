@@ -8,7 +8,7 @@ the distinct aggregates, and rewrites SELECT, HAVING and ORDER BY to read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from . import ir
 from .validate import has_aggregates, is_aggregated
@@ -46,14 +46,11 @@ def _rewrite(node: ir.Node, keys: list, aggs: list) -> ir.Node:
             aggs.append(node)
         return ir.AggRef(aggs.index(node), node.pos)
 
-    def child(n: ir.Node):
-        return None
-
     # rebuild children top-down
     from dataclasses import fields, replace
 
-    changes = {}
-    for f in fields(node):  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for f in fields(node):
         v = getattr(node, f.name)
         if isinstance(v, ir.Node):
             changes[f.name] = _rewrite(v, keys, aggs)
@@ -64,7 +61,7 @@ def _rewrite(node: ir.Node, keys: list, aggs: list) -> ir.Node:
                 else x
                 for x in v
             )
-    return replace(node, **changes) if changes else node  # type: ignore[type-var]
+    return replace(node, **changes) if changes else node
 
 
 def build(q: ir.Query) -> Plan:

@@ -15,7 +15,7 @@ with the query as the filename. The source is kept in ``Program.source``
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import analytic, ir
 from .aggregates import NUMERIC, agg_code
@@ -25,6 +25,16 @@ from .plan import Plan
 from .sliding import slide_code
 
 BIG = 1 << 62
+
+#: a function compiled from the query; its parameters depend on the mode
+Fn = Callable[..., Any]
+
+
+def compiled(fn: Optional[Fn], name: str) -> Fn:
+    """``fn``, which the caller's mode always has the compiler generate: None there is a compiler bug."""
+    if fn is None:
+        raise AssertionError(f"the query's mode compiled no {name}")
+    return fn
 
 
 class TableJoin:
@@ -59,7 +69,8 @@ class TableJoin:
                     continue
         self.rows, self.index = rows, index
 
-    def probe(self, r: dict, key: Any) -> list:
+    def probe(self, r: dict, key: Any) -> Sequence[Any]:
+        cands: Sequence[Any]
         if self.build_key is None:
             cands = self.rows
         else:
@@ -171,7 +182,9 @@ class Program:
         return out
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
-        inits, pres, updates = [], [], []
+        inits: list[str] = []
+        pres: list[str] = []
+        updates: list[str] = []
         if self.plan.mode in ("sliding", "count"):
             return self._slide_layout()
         for i, a in enumerate(self.plan.aggs):
@@ -339,15 +352,15 @@ class Program:
         src += self._emit_src()
         self.source = src
         ns = g.compile(src, self.text)
-        self.remove = ns.get("_remove")
-        self.check = ns.get("_check")
-        self.process_fn = ns["_process"]
-        self.init = ns["_init"]
-        self.update = ns["_update"]
-        self.emit = ns.get("_emit")
-        self.project = ns.get("_project")
+        self.remove: Optional[Fn] = ns.get("_remove")
+        self.check: Optional[Fn] = ns.get("_check")
+        self.process_fn: Optional[Fn] = ns["_process"]
+        self.init: Fn = ns["_init"]
+        self.update: Fn = ns["_update"]
+        self.emit: Optional[Fn] = ns.get("_emit")
+        self.project: Optional[Fn] = ns.get("_project")
 
-    def _group_update(self, emit, ind: str, inits: list, updates: list) -> None:
+    def _group_update(self, emit: Callable[[str], None], ind: str, inits: list, updates: list) -> None:
         emit(ind + "s = g.get(k)")
         emit(ind + "if s is None:")
         emit(ind + f"    s = g[k] = [{', '.join(inits)}]")
