@@ -236,7 +236,7 @@ class PipelineRunner:
             if t >= next_tick:
                 self._guarded(None, self._tick)
                 next_tick = t + tick_s
-            if next_state is not None and t >= next_state:
+            if state_every and next_state is not None and t >= next_state:
                 self.engine.save_state(self)
                 next_state = t + state_every
             if t >= next_stats:
@@ -689,24 +689,24 @@ class Engine:
                     if rest:
                         runner.queue.put(rest, _ALWAYS)
                 runner.start()  # opens the sink on its own thread, retrying with backoff
-            for n, runner in b_pls.items():
-                before = self.pipelines.get(n)
-                self.pipelines[n] = runner
-                if before is not None:
-                    rest = before.stop(deadline)
+            for n, pipe in b_pls.items():
+                old_pipe = self.pipelines.get(n)
+                self.pipelines[n] = pipe
+                if old_pipe is not None:
+                    rest = old_pipe.stop(deadline)
                     if rest:
-                        runner.input.put(rest, _ALWAYS)
-                runner.start()
+                        pipe.input.put(rest, _ALWAYS)
+                pipe.start()
             self.targets = self.targets_of(new)
             for n in sorted(gone_srcs | srcs):
-                before = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
-                if before is not None:
-                    before.stop()
-            for n, runner in b_srcs.items():
-                self.sources[n] = runner
+                old_src = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
+                if old_src is not None:
+                    old_src.stop()
+            for n, src in b_srcs.items():
+                self.sources[n] = src
                 try:
-                    runner.open()
-                    runner.start()
+                    src.open()
+                    src.start()
                 except EdgeStreamError as e:
                     log.error("reload: source %s did not start: %s", n, e)
             for n in sorted(gone_pls):

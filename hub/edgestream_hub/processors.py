@@ -61,17 +61,14 @@ class Filter(Passthrough):
                 if self.missing == "dead_letter":
                     self.ctx.dead_letter(r, f"filter: field {f!r} is missing")
                 continue
-            if self.op == "in":
-                if x in v:
+            if fn is None:  # in, exists: the ops without a comparison function
+                if self.op == "exists" or x in v:
                     out.append(r)
-                continue
-            if self.op == "exists":
-                out.append(r)
                 continue
             if self._numeric and (type(x) not in (int, float) or x != x):
                 self.ctx.dead_letter(r, f"filter: field {f!r} is {type(x).__name__} {x!r}, expected a number")
                 continue
-            if fn(x, v):  # type: ignore[misc]
+            if fn(x, v):
                 out.append(r)
         return out
 

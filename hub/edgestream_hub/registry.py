@@ -63,7 +63,7 @@ def component(spec: Spec) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: attach the config spec a factory is registered with."""
 
     def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
-        factory.spec = spec  # type: ignore[attr-defined]
+        factory.spec = spec  # type: ignore[attr-defined]  # a function takes attributes; read back by getattr
         return factory
 
     return wrap

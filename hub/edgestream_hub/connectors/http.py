@@ -35,7 +35,7 @@ from typing import Any
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
-from edgestream_hub.errors import StartError
+from edgestream_hub.errors import ComponentError, StartError
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
@@ -129,7 +129,9 @@ class HttpSource(Source):
     def ingest_body(self, body: bytes) -> tuple[int, dict[str, Any]]:
         d = self.ingest.payload(body, "http")
         if d.records:
-            self._emit(d.records)  # type: ignore[misc]
+            if self._emit is None:  # requests are served only after start()
+                raise ComponentError(self.ctx.label, "a request arrived before the source started")
+            self._emit(d.records)
         if d.error is not None:
             return 400, {"error": d.error, "rejected": d.rejected}
         return 200, {"accepted": len(d.records), "rejected": d.rejected}
