@@ -20,13 +20,14 @@ there while the replay runs and cleared at the end.
 from __future__ import annotations
 
 import argparse
+import io
 import subprocess
 import sys
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO, Iterator
+from typing import IO, BinaryIO, Iterator, cast
 
 from edgestream_hub.errors import EdgeStreamError
 from edgestream_hub.progress import Progress, byte_position, byte_size
@@ -69,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _reading(input: str) -> Iterator[tuple[BinaryIO, Progress]]:
+def _reading(input: str) -> Iterator[tuple[io.BufferedReader, Progress]]:
     """The input opened for bytes ("-" = stdin) and its progress line, both closed at the end."""
-    f = sys.stdin.buffer if input == "-" else open(input, "rb")
+    # stdin's buffer is a BufferedReader too (typeshed calls it a BinaryIO): both have read1
+    f = cast(io.BufferedReader, sys.stdin.buffer) if input == "-" else open(input, "rb")
     progress = Progress("edgestream agent replay", total_bytes=byte_size(f), position=lambda: byte_position(f))
     try:
         yield f, progress
@@ -109,7 +111,7 @@ def _run_cpython(config: str, input: str) -> int:
     return 0
 
 
-def _pump(src: BinaryIO, dst: IO[bytes], progress: Progress) -> None:
+def _pump(src: io.BufferedReader, dst: IO[bytes], progress: Progress) -> None:
     """Feed the input into micropython's stdin as it comes, counting lines for the progress line."""
     lines = 0
     try:
@@ -130,7 +132,8 @@ def _pump(src: BinaryIO, dst: IO[bytes], progress: Progress) -> None:
             pass
 
 
-def _stream_through(argv: list[str], env: dict[str, str], src: BinaryIO, err: IO[bytes], progress: Progress) -> int:
+def _stream_through(argv: list[str], env: dict[str, str], src: io.BufferedReader, err: IO[bytes],
+                    progress: Progress) -> int:
     """Run argv with src streaming into its stdin and its stdout into ours; its exit code."""
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     feeder = threading.Thread(target=_pump, args=(src, proc.stdin, progress), name="replay-input", daemon=True)

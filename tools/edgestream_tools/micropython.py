@@ -50,6 +50,8 @@ def device_paths() -> list[str]:
 
     dirs = []
     for pkg in (edgestream_shared, edgestream_agent):
+        if pkg.__file__ is None:  # a namespace package: its __init__.py is missing
+            raise MicroPythonError(f"{pkg.__name__} is installed without its __init__.py: reinstall edgestream")
         d = str(Path(pkg.__file__).resolve().parent.parent)
         if d not in dirs:
             dirs.append(d)
