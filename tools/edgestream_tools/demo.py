@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import IO, TextIO
 
 from edgestream_tools import bundle
 from edgestream_tools import micropython as mp
@@ -73,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS), help="heap profile of the agent (default esp32)")
 
 
-def _pump(stream, out, lines: list[str]) -> None:
+def _pump(stream: IO[bytes], out: TextIO, lines: list[str]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
         lines.append(line)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgestream_hub.errors import EdgeStreamError
 
@@ -103,6 +104,6 @@ def run(
     return proc
 
 
-def run_code(code: str, board: str = "esp32", **kw) -> str:
+def run_code(code: str, board: str = "esp32", **kw: Any) -> str:
     """Run a snippet; returns its stdout. Failures raise with the MicroPython traceback."""
     return run(["-c", code], board=board, **kw).stdout.decode()

@@ -48,7 +48,7 @@ def position(node: exp.Expression) -> int:
     """The smallest source offset sqlglot recorded anywhere in ``node``."""
     best = None
     for n in node.walk():
-        meta = n.meta if n._meta else None  # noqa: SLF001 - avoid creating empty meta dicts
+        meta = n.meta if n._meta else None  # reading _meta avoids creating empty meta dicts
         if meta and "start" in meta:
             s = meta["start"]
             if best is None or s < best:

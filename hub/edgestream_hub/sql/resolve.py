@@ -9,6 +9,8 @@ equal to an output column's name means that output column.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from . import ir
 from .catalog import Catalog
 from .errors import SqlError
@@ -41,7 +43,7 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
             raise SqlError(f"column {head!r} is ambiguous with several streams: write <stream>.{head}", q.text, node.pos)
         return ir.Field(streams[0].alias, parts, node.pos)
 
-    def fix(node: ir.Node):
+    def fix(node: ir.Node) -> ir.Node | None:
         if isinstance(node, ir.Col):
             return column(node)
         if isinstance(node, ir.Star) and node.source is not None:
@@ -53,8 +55,8 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
 
     out_names = {item.name: i for i, item in enumerate(q.select) if not item.star}
 
-    def alias_ref(as_out: bool):
-        def f(node: ir.Node):
+    def alias_ref(as_out: bool) -> Callable[[ir.Node], ir.Node | None]:
+        def f(node: ir.Node) -> ir.Node | None:
             if isinstance(node, ir.Col) and len(node.parts) == 1 and node.parts[0] in out_names:
                 i = out_names[node.parts[0]]
                 item = q.select[i]

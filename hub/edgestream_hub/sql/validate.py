@@ -33,7 +33,7 @@ def has_aggregates(q: ir.Query) -> bool:
 def validate(q: ir.Query, cat: Catalog) -> ir.Query:
     text = q.text
 
-    def err(msg: str, node) -> SqlError:
+    def err(msg: str, node: object) -> SqlError:
         return SqlError(msg, text, getattr(node, "pos", 0))
 
     def check(node: ir.Node, where: str, agg_ok: bool, analytic_ok: bool) -> None:
