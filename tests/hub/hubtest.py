@@ -89,7 +89,7 @@ class ScriptSource(PollingSource):
         super().start(emit)
 
     def poll(self):
-        out = []
+        out: list = []
         while self.pos < len(self.items) and len(out) < self.batch:
             it = self.items[self.pos]
             if it == PAUSE:

@@ -64,7 +64,7 @@ def expected_series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """Every documented metric, for each component that reports it, as the sample names a scrape has."""
     who = {"source": ["s", "tee"], "pipeline": ["p", "q"], "processor": ["p.keys", "positive"],
            "stateful": ["p.keys"], "sink": ["out", "dlq"]}
-    out = set()
+    out: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     for name, _, _ in METRICS:
         if name == "edgestream_hub_config_reloads_total":
             out |= {(name, (("result", r),)) for r in RELOAD_RESULTS}

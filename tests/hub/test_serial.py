@@ -15,7 +15,7 @@ class Board:
 
     def __init__(self, link):
         self.link = link
-        self.master = None
+        self.master: int | None = None
         self.plug()
 
     def plug(self):
@@ -29,11 +29,13 @@ class Board:
         os.symlink(name, self.link)
 
     def unplug(self):
+        assert self.master is not None  # plugged
         os.close(self.master)
         self.master = None
         os.unlink(self.link)
 
     def write(self, data: bytes):
+        assert self.master is not None  # plugged
         os.write(self.master, data)
 
 

@@ -227,6 +227,7 @@ def test_batch_sequence_tracking_equals_per_item_tracking(batches):
         got = [r["seq"] for r in fast.decode(_message(dev, boot, seqs))]
         want = [s for s in seqs if ref.accept(dev, "results", boot, s)]
         assert got == want
+    assert fast.tracker is not None
     assert fast.tracker.stats == ref.stats
     assert fast.tracker.snapshot() == ref.snapshot()
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -33,7 +34,7 @@ def rows(text: str) -> list:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def sql(capsys, *args: str) -> tuple[int, list, str]:
+def sql(capsys, *args: str) -> tuple[int, Any, str]:
     rc = main(["sql", *args])
     cap = capsys.readouterr()
     return rc, rows(cap.out) if rc == 0 else cap.out, cap.err
@@ -57,6 +58,7 @@ def read_line(stream, deadline: float) -> bytes:
 def test_stdin_is_streamed_results_come_out_as_records_arrive():
     p = subprocess.Popen(CLI + ["SELECT id, count(*) AS n FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)", "--input", "s=-"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdin is not None
     try:
         for ts in (10, 20, 1500):  # the third record closes the first window
             p.stdin.write((json.dumps({"id": "a", "ts": ts}) + "\n").encode())

@@ -51,7 +51,7 @@ def _sqlite(rows: list, sql: str) -> list:
     return out
 
 
-def _engine(query: str, rows: list, **kw) -> list:
+def _engine(query: str, rows: list, **kw) -> tuple[list, SimpleContext]:
     ctx = SimpleContext()
     p = SqlProcessor(query, ctx, **kw)
     recs = [{"ts": ts, "g": g, "v": v} for ts, g, v in rows]

@@ -28,7 +28,8 @@ def test_in_order_matches_the_rule(rows, mx_to):
     mx, to = mx_to
     rows = sorted(rows, key=lambda r: r[0])
     got, _ = _run(rows, mx, to)
-    open_, done, order = {}, [], 0
+    open_: dict = {}
+    done, order = [], 0
     for ts, g in rows:
         s = open_.get(g)
         if s is not None and ts - s[1] < to and ts - s[0] < mx:
