@@ -196,6 +196,7 @@ def sliding_single_group(n: int = 100_000, size_s: int = 10) -> None:
         dt = time.perf_counter() - t0
         if best is None or dt < best[0]:
             best = (dt, rows, p.executor.touched)
+    assert best is not None
     ss, sn, touched = best
     assert sn == hn == n, (sn, hn)
     # the bound: incremental means about two value updates per record, whatever the window holds
