@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -30,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgestream_hub import deadletter
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
-from edgestream_hub import deadletter
 from edgestream_hub.errors import EdgeStreamError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
@@ -228,7 +229,7 @@ class PipelineRunner:
             if batch:
                 self._in.inc(len(batch))
                 self.in_flight = len(batch)
-                self._guarded(batch, lambda: self._chain(0, batch))
+                self._guarded(batch, functools.partial(self._chain, 0, batch))
                 self.in_flight = 0
             elif self.input.closed and not len(self.input):
                 break
@@ -551,7 +552,7 @@ class Engine:
                     try:
                         self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
                     except OSError as e:
-                        raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}")
+                        raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}") from e
                     host, port = self._metrics_server.server_address[:2]
                     self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:

@@ -258,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body(n)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.close_connection = True
             self._reply(408, {"error": f"the body did not arrive within {src.read_timeout_s:g}s"})
             return
@@ -376,7 +376,7 @@ def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     url = cfg["url"]
     try:
         u = urlsplit(url)
-        u.port  # raises ValueError for a port that is not a number in range
+        _ = u.port  # raises ValueError for a port that is not a number in range
     except ValueError as e:
         chk.issue(f"{path}.url", f"{url!r} is not a valid URL: {e}")
         return

@@ -22,7 +22,6 @@ from .program import BIG, Fn, Program, compiled
 from .sizes import approx_bytes
 from .windows import Executor
 
-
 _NULLS: dict = {}  # the record of an unmatched LEFT JOIN side: every field reads NULL
 
 

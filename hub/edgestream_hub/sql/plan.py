@@ -176,7 +176,7 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
         how = "hash lookup on " + ", ".join(f"{_sql(b)} = {_sql(a)}" for a, b in keys) if keys else "scan of every row"
         lines.append(f"{step}. {'LEFT ' if s.join == 'left' else ''}JOIN table {s.name} AS {s.alias}: {how}")
         if fl:
-            lines.append(f"   table filter at join time: " + " AND ".join(_sql(c) for c in fl))
+            lines.append("   table filter at join time: " + " AND ".join(_sql(c) for c in fl))
         if q.join_residual.get(s.alias):
             lines.append("   join condition: " + " AND ".join(_sql(c) for c in q.join_residual[s.alias]))
         step += 1

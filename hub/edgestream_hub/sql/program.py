@@ -399,7 +399,7 @@ class Program:
             return "\n".join(lines) + "\n"
         g.key_code = (lambda i: "k") if len(p.keys) == 1 else (lambda i: f"k[{i}]")
         lines = ["\ndef _emit(ws, we, k, s, now):"]
-        for i, (off, code) in enumerate(self.slots):
+        for i, (_, code) in enumerate(self.slots):
             lines.append(f"    a{i} = {code.final}")
         if p.having is not None:
             lines.append(f"    if not ({g.expr(p.having)}): return None")

@@ -159,10 +159,9 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
             grouped(q.having, "HAVING")
         for e, _ in q.order:
             grouped(e, "ORDER BY")
-    elif q.window is not None:
-        # a window without aggregates emits the window's rows
-        if q.window.kind in ("sliding", "session", "count"):
-            raise SqlError(f"a {q.window.kind} window needs aggregates in SELECT", text, q.window.pos)
+    elif q.window is not None and q.window.kind in ("sliding", "session", "count"):
+        # a window without aggregates emits the window's rows: these windows have none to emit
+        raise SqlError(f"a {q.window.kind} window needs aggregates in SELECT", text, q.window.pos)
 
     if len(q.streams) > 1:
         if q.window is None or q.window.kind not in ("tumbling", "hopping"):
