@@ -156,7 +156,6 @@ def _stream_through(argv: list[str], env: dict[str, str], src: io.BufferedReader
 
 def _run_micropython(config: str, input: str, board: str) -> int:
     from edgestream_tools import micropython as mp
-
     from edgestream_tools.bundle import build
 
     argv = mp.command(board) + ["-m", "edgestream_agent.replay", str(config), "-"]

@@ -24,8 +24,7 @@ import threading
 from pathlib import Path
 from typing import IO, TextIO
 
-from edgestream_tools import bundle
-from edgestream_tools import micropython as mp
+from edgestream_tools import bundle, micropython as mp
 from edgestream_tools.broker import Mosquitto
 
 AGENT = {
