@@ -34,12 +34,12 @@ def _module_info(path: Path) -> tuple[list[str], str, bool]:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and not node.args.args:
             names.append(node.name)
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if isinstance(node.value, ast.Constant):
-                if node.targets[0].id == "BOARD":
-                    board = str(node.value.value)
-                elif node.targets[0].id == "HOST_ONLY":
-                    host_only = bool(node.value.value)
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+              and isinstance(node.value, ast.Constant)):
+            if node.targets[0].id == "BOARD":
+                board = str(node.value.value)
+            elif node.targets[0].id == "HOST_ONLY":
+                host_only = bool(node.value.value)
     return names, board, host_only
 
 

@@ -68,7 +68,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
     # the esp32 heap; the hub's time reference comes back over the line
     bridge = PtyBridge()
     hub = HubEnd(bridge)
-    port, pump, kind, msgs, errors = hub.port, hub.pump, hub.kind, hub.msgs, hub.errors
+    port, pump, kind, errors = hub.port, hub.pump, hub.kind, hub.errors
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
@@ -111,7 +111,7 @@ def test_serial_config_is_acked_and_applied(tmp_path, lib):
     # to the running agent for a moment (see test_link_mqtt.py)
     bridge = PtyBridge()
     hub = HubEnd(bridge)
-    port, pump, kind, msgs, errors = hub.port, hub.pump, hub.kind, hub.msgs, hub.errors
+    port, pump, kind, errors = hub.port, hub.pump, hub.kind, hub.errors
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from hypothesis import given, strategies as st
 
-from edgestream_hub.config import InterpolationError, interpolate, load_config, set_path, split_path
+from edgestream_hub.config import InterpolationError, interpolate, set_path, split_path
 from edgestream_hub.errors import ConfigError
 from edgestream_hub.spec import parse_duration, parse_size
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from hubtest import CRASH, PAUSE, wait_for
+
 from edgestream_hub.errors import StartError
 from edgestream_hub.processors import Passthrough
 

@@ -11,6 +11,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from hubtest import wait_for
+
 from edgestream_shared.encoder import Encoder
 
 

@@ -7,9 +7,9 @@ import json
 import logging
 
 import pytest
+from hubtest import HOSTILE_JSON, HOSTILE_WIRE, readings as wire
 from hypothesis import given, settings, strategies as st
 
-from hubtest import HOSTILE_JSON, HOSTILE_WIRE, readings as wire
 from edgestream_hub.components import ComponentContext
 from edgestream_hub.deadletter import PREFIX_BYTES, RawInput, bounded
 from edgestream_hub.ingest import Ingest

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import urllib.request
 
+from hubtest import PAUSE, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubtest import PAUSE, wait_for
 from edgestream_hub.metrics import LABELS, METRICS, RELOAD_RESULTS, scope
 from edgestream_hub.processors import Passthrough
 from edgestream_hub.registry import component

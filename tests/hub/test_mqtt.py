@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-
+import pytest
 from hubtest import wait_for
+
 from edgestream_shared.encoder import Encoder, encode_status
 
 
@@ -435,9 +436,6 @@ def _ca(d, name):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
                     f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt"], cwd=d, check=True,
                    capture_output=True, timeout=60)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs the openssl command to make a test CA")

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from hubtest import PLUGIN_DIR, Harness, wait_for
+
 from edgestream_hub.errors import PluginError
 from edgestream_hub.processors import passthrough
 from edgestream_hub.registry import Registry, component

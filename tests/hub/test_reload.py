@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hubtest import PAUSE, wait_for
+
 from edgestream_hub.engine import Engine
 from edgestream_hub.service import HubService
 
@@ -46,7 +47,7 @@ def test_changing_a_sink_restarts_only_that_sink_and_loses_nothing(hub):
     e = engine(svc)
     procs_p, procs_q = e.pipelines["p"].procs[0][1], e.pipelines["q"].procs[0][1]
     src_s, sink_out = e.sources["s"], e.sinks["out"]
-    assert wait_for(lambda: 0 < len(hub.out.get("out", [])))
+    assert wait_for(lambda: len(hub.out.get("out", [])) > 0)
     rewrite(hub, svc, "batch: {size: 50, linger: 1ms}", "batch: {size: 70, linger: 1ms}")
     assert svc.reload()
     assert e.sinks["out"] is not sink_out and e.sinks["out"].batch_size == 70

@@ -6,6 +6,7 @@ import os
 import tty
 
 from hubtest import wait_for
+
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.frame import encode_frame
 

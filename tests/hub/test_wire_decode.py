@@ -7,6 +7,7 @@ import json
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.wire import SeqTracker, WireDecoder
+from edgestream_shared import decoder as _dec
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.errors import WireError
 
@@ -78,8 +79,6 @@ def test_tracker_keeps_each_boot_seq_once(events):
 
 
 # -- the fast paths must mean exactly what the detailed ones mean --
-
-from edgestream_shared import decoder as _dec  # noqa: E402
 
 _edge_values = st.sampled_from([-1, 0, 12, True, False, 1.5, float("nan"), float("inf"), float("-inf"), None, "x",
                                  "te mp", "a" * 65, [1], {"a": 1}, {}])

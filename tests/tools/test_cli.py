@@ -57,7 +57,7 @@ def groups() -> list[tuple[list[str], list[str]]]:
                 for name, sub in action.choices.items():
                     walk(sub, argv + [name])
 
-    for name, (module, help) in COMMANDS.items():
+    for name, (module, _) in COMMANDS.items():
         parser = CommandParser(prog=f"edgestream {name}")
         importlib.import_module(module).add_arguments(parser)
         walk(parser, [name])

@@ -16,11 +16,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sqlcases import same  # noqa: E402
+from sqlcases import same
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor
@@ -268,6 +267,6 @@ def test_negatable_predicates_match_sqlite(rows):
     want = _sqlite_predicates(rows, "SELECT " + ", ".join(q for _, q in PREDICATES) + " FROM t ORDER BY rowid")
     for i, (e, _) in enumerate(PREDICATES):
         assert [g[i] for g in got] == [w[i] for w in want], e
-    for e, q in PREDICATES:
+    for e, _ in PREDICATES:
         kept = [r["ts"] for r in SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)]
         assert kept == [i for i, w in enumerate(want) if w[[x for x, _ in PREDICATES].index(e)]], e

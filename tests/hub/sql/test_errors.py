@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlglot import exp
 
 from edgestream_hub.api import SimpleContext
@@ -196,7 +195,7 @@ def test_bad_records_are_dead_lettered_never_raised(query, recs):
     p = SqlProcessor(query, ctx, lateness_ms=5)
     out = p.process(recs, 0) + p.tick(10**9) + p.flush()
     assert all(isinstance(r, dict) for r in out)
-    for rec, reason in ctx.dead:
+    for _, reason in ctx.dead:
         assert isinstance(reason, str) and reason
     json.dumps(p.snapshot(), default=str)
 
