@@ -31,8 +31,8 @@ HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("dead_letter", "str", "Sink that receives rejected records (with the reason) from every pipeline and "
           "source that does not name its own. Without one, rejected records are logged and counted.",
           default=None, ref="sinks"),
-    Field("restart_backoff_max", "duration", "Longest backoff of a pipeline whose processors keep failing (sinks use their own `retry`).",
-          default="30s"),
+    Field("restart_backoff_max", "duration",
+          "Longest backoff of a pipeline whose processors keep failing (sinks use their own `retry`).", default="30s"),
     Field("log_level", "str", "Logging level.", default="info", choices=("debug", "info", "warning", "error")),
 ])
 
@@ -595,8 +595,8 @@ def _component(value: Any, path: str, kind: str, common: Spec, chk: Checker, reg
         import difflib
 
         hint = difflib.get_close_matches(tname, known, n=1)
-        chk.issue(f"{path}.{tname}", f"unknown {kind} type {tname!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                  + f"; {kind} types: {', '.join(known)}")
+        chk.issue(f"{path}.{tname}", f"unknown {kind} type {tname!r}"
+                  + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; {kind} types: {', '.join(known)}")
         return None
     com = chk.parse(common, {k: v for k, v in value.items() if k != tname}, path) or {}
     cfg = chk.parse(t.spec, value[tname], f"{path}.{tname}")

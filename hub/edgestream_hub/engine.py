@@ -552,7 +552,8 @@ class Engine:
                     try:
                         self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
                     except OSError as e:
-                        raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}") from e
+                        raise StartError("metrics",
+                                         f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}") from e
                     host, port = self._metrics_server.server_address[:2]
                     self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:

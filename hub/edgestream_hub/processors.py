@@ -80,7 +80,8 @@ def _ops(cfg: dict[str, Any]) -> list[str]:
 def _check_filter(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     ops = _ops(cfg)
     if len(ops) != 1:
-        chk.issue(path, f"filter needs exactly one of eq, ne, gt, ge, lt, le, in, exists (got {', '.join(ops) or 'none'})")
+        chk.issue(path, "filter needs exactly one of eq, ne, gt, ge, lt, le, in, exists "
+                        f"(got {', '.join(ops) or 'none'})")
         return
     op = ops[0]
     if op in _NUMERIC and (isinstance(cfg[op], bool) or not isinstance(cfg[op], (int, float))):

@@ -123,7 +123,8 @@ class Registry:
             raise PluginError(name, f"function from {origin} is not callable")
         have = self.functions.get(name)
         if have is not None and have is not fn:
-            raise PluginError(name, f"duplicate function name: claimed by {self._function_origins[name]} and by {origin}")
+            raise PluginError(name, f"duplicate function name: claimed by {self._function_origins[name]} "
+                                    f"and by {origin}")
         self.functions[name] = fn
         self._function_origins[name] = origin
 

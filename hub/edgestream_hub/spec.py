@@ -206,7 +206,7 @@ def _rows(spec: Spec, prefix: str, rows: list[str]) -> None:
             doc += f" Minimum {f.min:g}{' ms' if f.type == 'duration' else ''}."
         rows.append(f"| `{prefix}{f.name}` | {t} | {_fmt_default(f)} | {doc} |")
         if f.spec is not None and f.type in ("object", "map[object]", "list[object]"):
-            sub = prefix + f.name + ("." if f.type == "object" else ("[].") if f.type.startswith("list") else ".<name>.")
+            sub = prefix + f.name + ("." if f.type == "object" else "[]." if f.type.startswith("list") else ".<name>.")
             _rows(f.spec, sub, rows)
 
 

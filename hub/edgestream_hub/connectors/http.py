@@ -395,6 +395,7 @@ def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("format", "str", "Body format.", default="json", choices=("json", "jsonl")),
     Field("headers", "map[str]", "Extra request headers.", default={}),
     Field("token", "str", "Bearer token sent in `Authorization`.", default=None, secret=True),
-], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
+], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, "
+                                "batch: {size: 200, linger: 1s}}"))
 def http_sink(config: dict[str, Any], ctx: ComponentContext) -> HttpSink:
     return HttpSink(config, ctx)

@@ -39,7 +39,8 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; prefix EXPLAIN for the plan')
+    parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; '
+                                      "prefix EXPLAIN for the plan")
     parser.add_argument("--input", action="append", type=_pair, default=[], metavar="NAME=PATH",
                         help='a stream: JSON lines, or CSV by extension; "-" reads JSON lines from stdin (repeatable)')
     parser.add_argument("--table", action="append", type=_pair, default=[], metavar="NAME=PATH",

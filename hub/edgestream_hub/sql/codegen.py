@@ -144,7 +144,8 @@ class Gen:
                 op = self.expr(n.operand)
                 for cond, val in reversed(n.whens):
                     tc = self.tmp()
-                    out = f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None and {t} == {tc} else {out})"
+                    out = (f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None "
+                           f"and {t} == {tc} else {out})")
                 return f"(({t} := {op}), {out})[1]"
             for cond, val in reversed(n.whens):
                 out = f"({self.expr(val)} if {self.expr(cond)} else {out})"

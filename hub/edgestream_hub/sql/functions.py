@@ -545,7 +545,8 @@ def helpers() -> dict[str, Any]:
     return {
         "__builtins__": {},
         "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
-        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
+        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct,
+        "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
         "_Err": SqlRuntimeError, "_str": to_str,
         "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
         "abs": abs, "bool": bool, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,

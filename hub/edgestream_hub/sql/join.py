@@ -50,12 +50,14 @@ class JoinProgram(Program):
         for i, s in enumerate(streams):
             var = envs[i]
             fl = q.filters.get(s.alias) or []
-            src.append(f"def _filter{i}({var}, now):\n    return " + (" and ".join(f"({g.expr(c)})" for c in fl) or "True") + "\n")
+            src.append(f"def _filter{i}({var}, now):\n    return "
+                       + (" and ".join(f"({g.expr(c)})" for c in fl) or "True") + "\n")
             used = q.used_fields.get(s.alias)
             if used is None:
                 src.append(f"def _prune{i}({var}):\n    return {var}\n")
             else:
-                src.append(f"def _prune{i}({var}):\n    return {{" + ", ".join(f"{f!r}: {var}.get({f!r})" for f in sorted(used, key=str)) + "}\n")
+                src.append(f"def _prune{i}({var}):\n    return {{"
+                           + ", ".join(f"{f!r}: {var}.get({f!r})" for f in sorted(used, key=str)) + "}\n")
             keys = q.join_keys.get(s.alias) or []
             prev = ", ".join(envs[:i]) or "_"
             if i and keys:
@@ -65,10 +67,12 @@ class JoinProgram(Program):
                 src.append(f"def _build{i}({var}):\n    return ({', '.join(build)},)\n")
             res = q.join_residual.get(s.alias) or []
             if i and res:
-                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return " + " and ".join(f"({g.expr(c)})" for c in res) + "\n")
+                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return "
+                           + " and ".join(f"({g.expr(c)})" for c in res) + "\n")
         allenv = ", ".join(envs)
         post = q.post_filters
-        src.append(f"def _post({allenv}, now):\n    return " + (" and ".join(f"({g.expr(c)})" for c in post) or "True") + "\n")
+        src.append(f"def _post({allenv}, now):\n    return "
+                   + (" and ".join(f"({g.expr(c)})" for c in post) or "True") + "\n")
         keys = [g.expr(k) for k in p.keys]
         kcode = "()" if not keys else keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ",)"
         src.append(f"def _key({allenv}, now):\n    return {kcode}\n")
@@ -76,8 +80,8 @@ class JoinProgram(Program):
         src.append(f"def _vals({allenv}, now):\n" + "".join(f"    {v}\n" for v in vals)
                    + "    return (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + ")\n")
         src.append(f"def _init():\n    return {self.init_src}\n")
-        src.append("def _update(s, vals):\n" + (("    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n") if p.aggs else "")
-                   + "".join(f"    {u}\n" for u in updates) + "    return s\n")
+        unpack = ("    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n") if p.aggs else ""
+        src.append("def _update(s, vals):\n" + unpack + "".join(f"    {u}\n" for u in updates) + "    return s\n")
         if p.aggs or p.keys:
             src.append(self._emit_src())
         else:

@@ -208,8 +208,10 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
     step += 1
     if p.order or p.limit is not None:
         o = ", ".join(f"{_sql(e)}{' DESC' if d else ''}" for e, d in p.order)
-        lines.append(f"{step}. per window: " + (f"order by {o}" if o else "") + (f" limit {p.limit}" if p.limit is not None else ""))
-    used = "; ".join(f"{a}: {'*' if f is None else ', '.join(sorted(map(str, f))) or '-'}" for a, f in q.used_fields.items())
+        lines.append(f"{step}. per window: " + (f"order by {o}" if o else "")
+                     + (f" limit {p.limit}" if p.limit is not None else ""))
+    used = "; ".join(f"{a}: {'*' if f is None else ', '.join(sorted(map(str, f))) or '-'}"
+                     for a, f in q.used_fields.items())
     lines.append(f"fields used: {used}")
     for n in q.notes:
         lines.append(f"note: {n}")

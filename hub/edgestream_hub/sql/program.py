@@ -178,7 +178,8 @@ class Program:
             seen[code, numeric] = f"v{i}"
             out.append(f"v{i} = {code}")
             if numeric:
-                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: v{i} = _num(v{i}, {a.name + ' argument'!r})")
+                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: "
+                           f"v{i} = _num(v{i}, {a.name + ' argument'!r})")
         return out
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
@@ -215,7 +216,8 @@ class Program:
     def _slide_src(self) -> str:
         n = len(self.plan.aggs)
         unpack = ("    " + "".join(f"v{i}, " for i in range(n)) + "= vals\n") if n else ""
-        src = "\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove) + "    return s\n"
+        src = ("\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove)
+               + "    return s\n")
         src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_check)
         ref = 0
         for i, a in enumerate(self.plan.aggs):

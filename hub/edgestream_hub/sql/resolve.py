@@ -22,7 +22,8 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
         if s.kind == "table":
             q.schemas[s.alias] = cat.tables[s.name]
     if q.sources[0].kind != "stream":
-        raise SqlError(f"FROM must name a stream; {q.sources[0].name!r} is a table (join it to a stream)", q.text, q.sources[0].pos)
+        raise SqlError(f"FROM must name a stream; {q.sources[0].name!r} is a table (join it to a stream)", q.text,
+                       q.sources[0].pos)
     aliases = {s.alias: s for s in q.sources}
     names = {s.name: s for s in q.sources if s.name not in aliases}
     streams = q.streams
@@ -36,11 +37,13 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
         head = parts[0]
         owners = [s for s in q.tables if q.schemas.get(s.alias) and head in q.schemas[s.alias]]
         if len(owners) > 1:
-            raise SqlError(f"column {head!r} is in several tables ({', '.join(s.alias for s in owners)}): qualify it", q.text, node.pos)
+            raise SqlError(f"column {head!r} is in several tables ({', '.join(s.alias for s in owners)}): qualify it",
+                           q.text, node.pos)
         if owners:
             return ir.Field(owners[0].alias, parts, node.pos)
         if len(streams) > 1:
-            raise SqlError(f"column {head!r} is ambiguous with several streams: write <stream>.{head}", q.text, node.pos)
+            raise SqlError(f"column {head!r} is ambiguous with several streams: write <stream>.{head}", q.text,
+                           node.pos)
         return ir.Field(streams[0].alias, parts, node.pos)
 
     def fix(node: ir.Node) -> ir.Node | None:

@@ -424,7 +424,8 @@ class SlidingExecutor(Executor):
                 try:
                     x = emit(lo, T, k, s, now)
                 except Exception as e:  # one row's failure (e.g. a division by zero in SELECT)
-                    self.bad({"window_start": lo, "window_end": T, "key": k if not isinstance(k, tuple) else list(k)}, e)
+                    key = k if not isinstance(k, tuple) else list(k)
+                    self.bad({"window_start": lo, "window_end": T, "key": key}, e)
                     x = None
                 if x is not None:
                     out.append(dict(zip(names, x[0])))
