@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="agent_cmd", required=True)
     r = sub.add_parser("replay", help="run an agent config on recorded samples (JSON lines)")
     r.add_argument("--config", required=True, help="the agent.json to try")
-    r.add_argument("--input", required=True, help='samples, one {"t","sensor","value"} JSON object per line ("-" = stdin)')
+    r.add_argument("--input", required=True,
+                   help='samples, one {"t","sensor","value"} JSON object per line ("-" = stdin)')
     r.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython",
                    help="interpreter that runs the pipeline (default: micropython)")
     r.add_argument("--board", choices=("esp32", "rp2040", "tiny"), default="esp32",

@@ -70,7 +70,8 @@ pipelines:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=12.0, help="how long the agent samples (default 12)")
-    p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS), help="heap profile of the agent (default esp32)")
+    p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS),
+                   help="heap profile of the agent (default esp32)")
 
 
 def _pump(stream: IO[bytes], out: TextIO, lines: list[str]) -> None:
