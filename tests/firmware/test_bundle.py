@@ -55,4 +55,5 @@ def test_a_syntax_error_names_the_module(tmp_path, monkeypatch):
 def test_mip_package_files_list_every_module():
     for unit in packages.UNITS:
         on_disk = json.loads((packages.ROOT / unit / "package.json").read_text())
-        assert on_disk == packages.package_json(unit), f"{unit}/package.json is stale: run python -m edgestream_tools.packages"
+        stale = f"{unit}/package.json is stale: run python -m edgestream_tools.packages"
+        assert on_disk == packages.package_json(unit), stale

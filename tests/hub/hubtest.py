@@ -1,4 +1,5 @@
-"""Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and an in-memory sink.
+"""Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and
+an in-memory sink.
 
 ``script`` (source) emits the records a test put in ``hub.scripts[name]``; the
 markers ``PAUSE`` (wait until ``hub.resume[name]`` is set) and ``CRASH``

@@ -236,8 +236,8 @@ def test_jsonl_batches_write_what_json_dumps_writes_and_reject_only_bad_records(
 def test_one_bad_record_does_not_cost_its_batch(tmp_path):
     cyclic: dict = {"i": "loop"}
     cyclic["self"] = cyclic
-    batch: list = [{"i": 0}, {"i": float("nan")}, {"i": 2, "s": "\udcff"}, "not a record", cyclic, {"i": 5, "x": {1, 2}},
-             {"i": 6, "t": "żółw"}]
+    batch: list = [{"i": 0}, {"i": float("nan")}, {"i": 2, "s": "\udcff"}, "not a record", cyclic,
+                   {"i": 5, "x": {1, 2}}, {"i": 6, "t": "żółw"}]
     s = _sink(tmp_path)
     rejected = s.write(batch)
     s.close()

@@ -91,7 +91,8 @@ def test_no_payload_escapes_and_every_one_is_records_or_a_counted_dead_letter(fm
         d = ing.payload(p, "fuzz")  # never raises
         assert all(isinstance(r, dict) for r in d.records)
         refused += d.rejected
-        assert (d.error is None) == (d.rejected == 0 or bool(d.records)) or (d.error or "").startswith("no JSON objects")
+        assert ((d.error is None) == (d.rejected == 0 or bool(d.records))
+                or (d.error or "").startswith("no JSON objects"))
     assert len(ctx.dead) == refused == ctx.value("edgestream_source_decode_errors_total")
 
 

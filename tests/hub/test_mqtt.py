@@ -54,7 +54,8 @@ def config(broker, extra_source="", sink="out: {file: {path: out.jsonl}, batch: 
 hub: {{dead_letter: dlq}}
 broker: {{host: {broker.host}, port: {broker.port}, reconnect_min: 100ms, reconnect_max: 1s}}
 sources:
-  devices: {{mqtt: {{topics: ["edgestream/+/results", "edgestream/+/status"], qos: 1, client_id: hub-test{extra_source}}}}}
+  devices:
+    mqtt: {{topics: ["edgestream/+/results", "edgestream/+/status"], qos: 1, client_id: hub-test{extra_source}}}
 sinks:
   {sink}
   dlq: {{memory: {{}}}}

@@ -208,8 +208,8 @@ def test_the_name_cache_stays_bounded():
 
 
 def _message(dev: str, boot: int, seqs: list[int]) -> bytes:
-    return json.dumps({"v": 1, "dev": dev, "boot": boot, "kind": "results", "items": [
-        {"seq": s, "sensor": "temp", "window": "w", "start": 0, "end": 10, "aggs": {"avg": 1.5}} for s in seqs]}).encode()
+    items = [{"seq": s, "sensor": "temp", "window": "w", "start": 0, "end": 10, "aggs": {"avg": 1.5}} for s in seqs]
+    return json.dumps({"v": 1, "dev": dev, "boot": boot, "kind": "results", "items": items}).encode()
 
 
 @settings(max_examples=200, deadline=None)

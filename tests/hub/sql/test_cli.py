@@ -245,10 +245,12 @@ def test_non_json_numbers_and_deep_nesting_are_that_lines_dead_letter(tmp_path, 
 
 # -- 5. stream names ------------------------------------------------------------------
 @pytest.mark.parametrize("query,inputs,message", [
-    ("SELECT * FROM devicez", ["s"], "the query reads stream 'devicez' but no --input gives it (given: s); did you mean 's'?"),
+    ("SELECT * FROM devicez", ["s"],
+     "the query reads stream 'devicez' but no --input gives it (given: s); did you mean 's'?"),
     ("SELECT * FROM devicez", ["devices", "rooms"],
      "the query reads stream 'devicez' but no --input gives it (given: devices, rooms); did you mean 'devices'?"),
-    ("SELECT * FROM devices", ["devices", "devicez"], "--input devicez is not a stream of the query (it reads: devices)"),
+    ("SELECT * FROM devices", ["devices", "devicez"],
+     "--input devicez is not a stream of the query (it reads: devices)"),
     (JOIN, ["a", "c"], "the query reads stream 'b' but no --input gives it (given: a, c); did you mean 'c'?"),
     (JOIN, ["a", "b", "bb"], "--input bb is not a stream of the query (it reads: a, b)"),
 ])
