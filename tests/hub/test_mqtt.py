@@ -118,7 +118,10 @@ def test_gaps_duplicates_and_reboots_are_counted(hub, mosquitto):
     assert e.stop()
     got = [(r["boot"], r["seq"]) for r in lines(hub.tmp / "out.jsonl")]
     assert got == [(7, 0), (7, 1), (7, 2), (7, 5), (7, 6), (7, 3), (8, 0), (8, 1)]
-    v = lambda name: e.metrics.value(f"edgestream_source_{name}_total", component="devices")  # noqa: E731
+
+    def v(name):
+        return e.metrics.value(f"edgestream_source_{name}_total", component="devices")
+
     assert (v("gaps"), v("missing_records"), v("gap_fills"), v("duplicates"), v("reboots")) == (1, 2, 1, 2, 1)
 
 

@@ -203,7 +203,7 @@ def test_a_bad_name_after_good_ones_is_still_named():
 
 def test_the_name_cache_stays_bounded():
     for i in range(3 * _dec._NAMES_MAX):
-        _dec._name("s%d" % i, "sensor")
+        _dec._name(f"s{i}", "sensor")
     assert 0 < len(_dec._names) <= _dec._NAMES_MAX
 
 
