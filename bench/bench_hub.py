@@ -168,13 +168,13 @@ def payloads(messages: int, per: int, devices: int) -> list[tuple[str, bytes]]:
     out = []
     for m in range(messages):
         dev = m % devices
-        e = Encoder("dev-%d" % dev, 1, 16384)
+        e = Encoder(f"dev-{dev}", 1, 16384)
         e.begin(b"results")
         base = (m // devices) * per
         for i in range(per):
             e.add_result(base + i, b"temp", b"w10s", 0, 10_000, (b"count", b"avg", b"min", b"max"),
                          (10, 21.5, 20.0, 23.0))
-        out.append(("edgestream/dev-%d/results" % dev, bytes(e.finish())))
+        out.append((f"edgestream/dev-{dev}/results", bytes(e.finish())))
     return out
 
 
