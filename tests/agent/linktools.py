@@ -7,7 +7,8 @@
 - ``PtyBridge``: two real ptys joined by a thread, so the agent opens one
   end and pyserial the other; it can inject garbage and cut a frame.
 - ``start_micropython``: run a device script under the real ``micropython``
-  binary with a board heap, as a background process.
+  binary with a board heap and profile (``frozen``, ``mpy`` or ``host``: see
+  ``edgestream_tools.micropython``), as a background process.
 """
 
 from __future__ import annotations
@@ -28,13 +29,11 @@ from edgestream_tools import micropython as mp
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def start_micropython(script: Path, *args: str, board: str = "esp32", cwd=None, lib=None) -> subprocess.Popen:
-    """``lib``: a folder of compiled ``.mpy`` packages to import first (as a
-    board would run them), instead of compiling the sources on the heap."""
-    paths = ([str(lib)] if lib else []) + [str(TESTS)]
+def start_micropython(script: Path, *args: str, board: str = "esp32", cwd=None,
+                      profile: str = mp.DEFAULT_PROFILE) -> subprocess.Popen:
     return subprocess.Popen(
-        mp.command(board) + [str(script), *map(str, args)],
-        env=mp.environment(paths),
+        mp.command(board, profile) + [str(script), *map(str, args)],
+        env=mp.environment([str(TESTS)], profile),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,

@@ -1,17 +1,16 @@
 """The agent over a real pty: agent <-> pty <-> pyserial, with line noise and a cut frame.
 
-The agent (real MicroPython, compiled bundle, esp32 heap) writes framed
-results to one end of a pty pair bridge; pyserial reads the other end and
-sends the hub's time reference back. Garbage and a cut frame are injected
-into the agent's stream between two of its frames; only the injected bytes
-are lost. A config sent back over the line is acked and applied (rp2040
-heap: see test_link_mqtt.py for why).
+The agent (real MicroPython: the .mpy bundle on the 32-bit stock build, esp32
+heap) writes framed results to one end of a pty pair bridge; pyserial reads
+the other end and sends the hub's time reference back. Garbage and a cut
+frame are injected into the agent's stream between two of its frames; only
+the injected bytes are lost. A config sent back over the line is acked and
+applied.
 """
 
 import json
 import time
 
-import pytest
 import serial
 from linktools import PtyBridge, finish, start_micropython, wait_until
 
@@ -19,18 +18,10 @@ from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import encode_config, encode_time
 from edgestream_shared.errors import WireError
 from edgestream_shared.frame import FrameReader, encode_frame
-from edgestream_tools import bundle
 from edgestream_tools.hubcheck import SeqCheck
 
 HOST_ONLY = True
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
-
-
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    bundle.build(out, None, 3)
-    return out
 
 
 def config(path, window_ms=100):
@@ -64,7 +55,7 @@ class HubEnd:
         return [m for m in self.msgs if m["kind"] == k]
 
 
-def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
+def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path):
     # the esp32 heap; the hub's time reference comes back over the line
     bridge = PtyBridge()
     hub = HubEnd(bridge)
@@ -72,7 +63,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
-    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", lib=lib)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", profile="mpy")
     try:
         assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
         bridge.inject(b"\x00\xff line noise from a loose cable\n")
@@ -106,7 +97,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
     assert min(m["metrics"]["heap_free"] for m in kind("metrics")) >= 20000, [m["metrics"]["heap_free"] for m in kind("metrics")]
 
 
-def test_serial_config_is_acked_and_applied(tmp_path, lib):
+def test_serial_config_is_acked_and_applied(tmp_path):
     # the esp32 heap: validating a config loads the validator's code next
     # to the running agent for a moment (see test_link_mqtt.py)
     bridge = PtyBridge()
@@ -115,7 +106,7 @@ def test_serial_config_is_acked_and_applied(tmp_path, lib):
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
-    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", lib=lib)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", profile="mpy")
     try:
         assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
         # hub -> agent: noise, then a config making the windows 200 ms

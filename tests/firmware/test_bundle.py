@@ -39,7 +39,7 @@ def test_bundle_compiles_and_runs_under_micropython(tmp_path, micropython, arch)
     names = module_names()
     # every module at once: the rp2040 heap, since this checks compilation,
     # not the agent's heap budget (tests/agent measure that per board)
-    out = micropython.run_file(script, *names, board="rp2040", extra_paths=[str(tmp_path / "lib")])
+    out = micropython.run_file(script, *names, board="rp2040", extra_paths=[str(tmp_path / "lib")], profile="mpy")
     assert out.stdout.decode().split() == [str(len(names)), "1.5"]
 
 
