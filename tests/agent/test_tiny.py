@@ -1,4 +1,4 @@
-# Issue 3's memory budget: an agent with 4 sensors x 2 sliding windows of 256
+# The tiny board's memory budget: an agent with 4 sensors x 2 sliding windows of 256
 # samples starts in the `tiny` (64 KB) heap and runs 10,000 samples with the
 # heap locked. Under MicroPython this module runs with BOARD's heap, its own
 # code and the agent's compiled from source (more than a board's .mpy).
@@ -48,7 +48,7 @@ def test_4_sensors_x_2_sliding_windows_of_256_start_and_run_in_the_tiny_heap():
     def step():
         t = state[0] + 100
         state[0] = t
-        v = (t * 7919) % 5000
+        v = ((t % 5000) * 7919) % 5000  # (t * 7919) % 5000, in 31-bit small ints
         for p in pipes:
             p.push(t, v)
 
