@@ -56,3 +56,21 @@ def test_mip_package_files_list_every_module():
     for unit in packages.UNITS:
         on_disk = json.loads((packages.ROOT / unit / "package.json").read_text())
         assert on_disk == packages.package_json(unit), f"{unit}/package.json is stale: run python -m edgestream_tools.packages"
+
+
+def test_an_unknown_arch_says_why_and_what_is_valid(capsys):
+    from edgestream_tools.cli import main
+
+    assert main(["firmware", "bundle", "--arch", "bogus", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --arch 'bogus': expected one of x86, x64, armv6, armv6m" in err
+    assert "armv6m for rp2040" in err and "xtensawin for esp32" in err
+
+
+def test_board_bundles_are_O3_unless_asked(tmp_path):
+    bundle.build(tmp_path / "o3", "armv6m")
+    bundle.build(tmp_path / "o0", "armv6m", 0)
+    size = lambda d: sum(p.stat().st_size for p in d.rglob("*.mpy"))  # noqa: E731
+    assert size(tmp_path / "o3") < size(tmp_path / "o0")  # no line numbers, no asserts
+    with pytest.raises(bundle.BundleError, match="unknown optimisation level -O4"):
+        bundle.build(tmp_path / "o4", None, 4)
