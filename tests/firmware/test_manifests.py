@@ -8,7 +8,6 @@ name) and in freeze mode (a firmware build), as the board build does.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,30 +21,9 @@ MQTT = {"mqtt.py", "mqtt_tls.py", "mqtt_transport.py"}
 SERIAL = {"serial_link.py"}
 
 
-@pytest.fixture(scope="module")
-def manifestfile():
-    tools = str(boardbuild.source_tree() / "tools")
-    sys.path.insert(0, tools)
-    try:
-        import manifestfile
-
-        yield manifestfile
-    finally:
-        sys.path.remove(tools)
-        sys.modules.pop("manifestfile", None)
-
-
-def resolve(mf, manifest: Path, mode: str, tmp_path: Path) -> tuple[set[str], object]:
+def resolve(manifest: Path, mode: str) -> tuple[set[str], object]:
     """(target paths, top-level metadata) of one manifest, as makemanifest.py resolves it."""
-    lib = tmp_path / "mpy-lib"
-    lib.mkdir(exist_ok=True)
-    (lib / "README.md").write_text("empty\n")
-    m = mf.ManifestFile(
-        {"compile": mf.MODE_COMPILE, "freeze": mf.MODE_FREEZE}[mode],
-        {"MPY_DIR": str(boardbuild.source_tree()), "MPY_LIB_DIR": str(lib), "PORT_DIR": str(boardbuild.PORT_DIR),
-         "BOARD_DIR": None},
-    )
-    m.execute(str(manifest))
+    m = boardbuild.resolve_manifest(manifest, freeze=mode == "freeze")
     targets = [f.target_path for f in m.files()]
     assert len(targets) == len(set(targets)), f"{manifest}: a file is listed twice"
     return set(targets), m.metadata()
@@ -60,7 +38,7 @@ def all_of(pkg_dir: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("mode", ["compile", "freeze"])
-def test_each_part_resolves_to_its_files(manifestfile, tmp_path, mode):
+def test_each_part_resolves_to_its_files(mode):
     core = all_of(AGENT) - agent_files(MQTT | SERIAL)
     expect = {
         "shared": all_of(SHARED),
@@ -70,13 +48,13 @@ def test_each_part_resolves_to_its_files(manifestfile, tmp_path, mode):
         "agent": all_of(AGENT) | all_of(SHARED),
     }
     for part, files in expect.items():
-        got, meta = resolve(manifestfile, ROOT / part / "manifest.py", mode, tmp_path)
+        got, meta = resolve(ROOT / part / "manifest.py", mode)
         assert got == files, f"{part}/manifest.py: missing {sorted(files - got)}, extra {sorted(got - files)}"
         assert meta.version and meta.description, f"{part}/manifest.py has no metadata()"
 
 
-def test_the_firmware_manifest_freezes_the_port_modules_the_agent_and_shared(manifestfile, tmp_path):
-    got, _ = resolve(manifestfile, ROOT / "firmware" / "manifest.py", "freeze", tmp_path)
+def test_the_firmware_manifest_freezes_the_port_modules_the_agent_and_shared():
+    got, _ = resolve(ROOT / "firmware" / "manifest.py", "freeze")
     ours = all_of(AGENT) | all_of(SHARED)
     assert ours <= got
     assert "asyncio/__init__.py" in got  # the port's own, through $(PORT_DIR)/boards/manifest.py
@@ -84,7 +62,7 @@ def test_the_firmware_manifest_freezes_the_port_modules_the_agent_and_shared(man
     assert {str(rel) for _, rel in bundle.sources()} == ours
 
 
-def test_the_agent_and_shared_manifests_go_together(manifestfile, tmp_path):
+def test_the_agent_and_shared_manifests_go_together(tmp_path):
     # each part is require()d (its own metadata level), so two parts in one
     # build do not clash over metadata(), and a file required twice is frozen once
     top = tmp_path / "board.py"
@@ -95,6 +73,6 @@ def test_the_agent_and_shared_manifests_go_together(manifestfile, tmp_path):
         'require("mqtt", library="edgestream-agent")\n'
         'require("serial", library="edgestream-agent")\n'
     )
-    got, _ = resolve(manifestfile, top, "freeze", tmp_path)
+    got, _ = resolve(top, "freeze")
     assert got == all_of(AGENT) | all_of(SHARED)
 

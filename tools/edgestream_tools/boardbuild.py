@@ -58,6 +58,7 @@ VARIANTS: dict[str, Path] = {
 #: submodules the vendored subset leaves out). Part of every stamp.
 MAKE_OPTIONS = ("VARIANT=standard", "MICROPY_PY_BTREE=0", "MICROPY_PY_FFI=0", "MICROPY_PY_SSL=0")
 JOBS = max(1, min(os.cpu_count() or 1, 4))
+_EMPTY_LIB = "Empty micropython-lib: the board build requires nothing from it.\n"
 
 
 class BoardBuildError(EdgeStreamError):
@@ -153,6 +154,38 @@ def source_tree() -> Path:
     return top
 
 
+def manifest_tool():
+    """MicroPython's own manifest tool (``tools/manifestfile.py`` of the vendored source), as a module."""
+    import importlib.util
+
+    path = source_tree() / "tools" / "manifestfile.py"
+    spec = importlib.util.spec_from_file_location("edgestream_manifestfile", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def resolve_manifest(manifest: Path, freeze: bool = False):
+    """Run one manifest through the manifest tool; returns its ``ManifestFile`` (``.files()``, ``.metadata()``).
+
+    Compile mode (what micropython-lib's package builds use) by default;
+    ``freeze=True`` as a firmware build runs it, with ``$(PORT_DIR)`` the
+    unix stand-in (``firmware/unix``) and an empty micropython-lib.
+    """
+    mf = manifest_tool()
+    lib = BUILD_DIR / "mpy-lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    (lib / "README.md").write_text(_EMPTY_LIB)
+    path_vars = {"MPY_DIR": str(source_tree()), "MPY_LIB_DIR": str(lib), "PORT_DIR": str(PORT_DIR), "BOARD_DIR": None}
+    m = mf.ManifestFile(mf.MODE_FREEZE if freeze else mf.MODE_COMPILE, path_vars)
+    try:
+        m.execute(str(manifest))
+    except mf.ManifestFileError as e:
+        raise BoardBuildError(str(e)) from e
+    return m
+
+
 def _check_compiler(flags: list[str]) -> None:
     cc = os.environ.get("CC", "gcc")
     if shutil.which(cc) is None:
@@ -199,7 +232,7 @@ def build(variant: str = "frozen", log=None) -> Path:
     # runs only when this folder has a README.md
     lib = BUILD_DIR / "mpy-lib"
     lib.mkdir(parents=True, exist_ok=True)
-    (lib / "README.md").write_text("Empty micropython-lib: the board build requires nothing from it.\n")
+    (lib / "README.md").write_text(_EMPTY_LIB)
     port = top / "ports" / "unix"
     flag = " ".join(flags)
     _make(
