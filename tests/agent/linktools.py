@@ -6,6 +6,7 @@
   make a lost acknowledgement happen for real.
 - ``PtyBridge``: two real ptys joined by a thread, so the agent opens one
   end and pyserial the other; it can inject garbage and cut a frame.
+- ``HubEnd``: the hub's end of a ``PtyBridge``: pyserial, decoding frames.
 - ``start_micropython``: run a device script under the real ``micropython``
   binary with a board heap and profile (``frozen``, ``mpy`` or ``host``: see
   ``edgestream_tools.micropython``), as a background process.
@@ -23,7 +24,11 @@ import tty
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import serial
 
+from edgestream_shared.decoder import decode
+from edgestream_shared.errors import WireError
+from edgestream_shared.frame import FrameReader
 from edgestream_tools import micropython as mp
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -251,3 +256,27 @@ class PtyBridge:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class HubEnd:
+    """The hub's end of the pty: reads frames, keeps every decoded message and framing error."""
+
+    def __init__(self, bridge):
+        self.port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
+        self.reader = FrameReader()
+        self.msgs, self.errors = [], []
+
+    def pump(self):
+        self.reader.feed(self.port.read(4096))
+        for _ in range(1000):
+            try:
+                p = self.reader.next()
+            except WireError as e:
+                self.errors.append(e.reason)
+                continue
+            if p is None:
+                return
+            self.msgs.append(decode(p))
+
+    def kind(self, k):
+        return [m for m in self.msgs if m["kind"] == k]

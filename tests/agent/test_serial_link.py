@@ -11,13 +11,10 @@ applied.
 import json
 import time
 
-import serial
-from linktools import PtyBridge, finish, start_micropython, wait_until
+from linktools import HubEnd, PtyBridge, finish, start_micropython, wait_until
 
-from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import encode_config, encode_time
-from edgestream_shared.errors import WireError
-from edgestream_shared.frame import FrameReader, encode_frame
+from edgestream_shared.frame import encode_frame
 from edgestream_tools.hubcheck import SeqCheck
 
 HOST_ONLY = True
@@ -29,30 +26,6 @@ def config(path, window_ms=100):
             "sensors": [{"name": "temp", "period_ms": 10, "source": {"type": "sim"},
                          "windows": [{"name": "w", "size_ms": window_ms, "aggregates": ["count", "max"]}]}],
             "transport": {"type": "serial", "health_ms": 500, "poll_ms": 5, "serial": {"port": path}}}
-
-
-class HubEnd:
-    """The hub's end of the pty: reads frames, keeps every decoded message and framing error."""
-
-    def __init__(self, bridge):
-        self.port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
-        self.reader = FrameReader()
-        self.msgs, self.errors = [], []
-
-    def pump(self):
-        self.reader.feed(self.port.read(4096))
-        for _ in range(1000):
-            try:
-                p = self.reader.next()
-            except WireError as e:
-                self.errors.append(e.reason)
-                continue
-            if p is None:
-                return
-            self.msgs.append(decode(p))
-
-    def kind(self, k):
-        return [m for m in self.msgs if m["kind"] == k]
 
 
 def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path):
