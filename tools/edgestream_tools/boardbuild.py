@@ -40,6 +40,9 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, Optional
+
+Log = Optional[Callable[[str], None]]
 
 from edgestream_hub.errors import EdgeStreamError
 
@@ -119,6 +122,7 @@ def inputs(variant: str) -> list[Path]:
 
 
 def stamp_value(variant: str) -> str:
+    """The sha256 the variant's stamp must hold for its binary to be current."""
     return _digest(inputs(variant), " ".join((variant, *MAKE_OPTIONS, *cross_flags())))
 
 
@@ -154,7 +158,7 @@ def source_tree() -> Path:
     return top
 
 
-def manifest_tool():
+def manifest_tool() -> Any:
     """MicroPython's own manifest tool (``tools/manifestfile.py`` of the vendored source), as a module."""
     import importlib.util
 
@@ -166,7 +170,7 @@ def manifest_tool():
     return mod
 
 
-def resolve_manifest(manifest: Path, freeze: bool = False):
+def resolve_manifest(manifest: Path, freeze: bool = False) -> Any:
     """Run one manifest through the manifest tool; returns its ``ManifestFile`` (``.files()``, ``.metadata()``).
 
     Compile mode (what micropython-lib's package builds use) by default;
@@ -216,7 +220,7 @@ def _check_paths() -> None:
             raise BoardBuildError(f"{p}: the board build needs a path without spaces")
 
 
-def build(variant: str = "frozen", log=None) -> Path:
+def build(variant: str = "frozen", log: Log = None) -> Path:
     """Build one variant now (make is incremental); returns its binary. Callers hold the lock (``ensure``)."""
     _check_paths()
     flags = cross_flags()
@@ -258,7 +262,7 @@ def build(variant: str = "frozen", log=None) -> Path:
     return out
 
 
-def ensure(variant: str = "frozen", log=None, force: bool = False) -> Path:
+def ensure(variant: str = "frozen", log: Log = None, force: bool = False) -> Path:
     """The variant's binary, built first when missing or stale (one process at a time)."""
     if not force and is_current(variant):
         return binary(variant)
