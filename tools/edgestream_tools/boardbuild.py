@@ -22,7 +22,7 @@ frozen agent is always the code in the checkout::
     python -m edgestream_tools.boardbuild            # both, if stale
     edgestream firmware unix [--variant frozen]      # the same, from the CLI
 
-From clean it takes ~35 s per binary on 2 cores (mpy-cross, then the port);
+From clean the two take 50-80 s on 2 cores (mpy-cross, then the port twice);
 after a change to a frozen module, a few seconds. x86_64 hosts need
 ``gcc-multilib`` (``-m32``); 32-bit hosts build natively.
 """
