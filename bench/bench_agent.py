@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from edgestream_tools import micropython as mp
-from edgestream_tools.bundle import build, mpy_cross, sources
+from edgestream_tools.bundle import mpy_cross, sources
 
 PROFILES = ("frozen", "mpy")
 

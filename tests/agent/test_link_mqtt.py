@@ -12,7 +12,6 @@ plays the hub; ``edgestream_tools.hubcheck`` checks the sequence numbers.
 import json
 import time
 
-import pytest
 from linktools import MqttProxy, Subscriber, finish, start_micropython, wait_until
 
 from edgestream_shared.decoder import decode
