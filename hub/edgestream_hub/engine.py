@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -30,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgestream_hub import deadletter
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
-from edgestream_hub import deadletter
 from edgestream_hub.errors import EdgeStreamError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
@@ -228,7 +229,7 @@ class PipelineRunner:
             if batch:
                 self._in.inc(len(batch))
                 self.in_flight = len(batch)
-                self._guarded(batch, lambda: self._chain(0, batch))
+                self._guarded(batch, functools.partial(self._chain, 0, batch))
                 self.in_flight = 0
             elif self.input.closed and not len(self.input):
                 break
@@ -236,7 +237,7 @@ class PipelineRunner:
             if t >= next_tick:
                 self._guarded(None, self._tick)
                 next_tick = t + tick_s
-            if next_state is not None and t >= next_state:
+            if state_every and next_state is not None and t >= next_state:
                 self.engine.save_state(self)
                 next_state = t + state_every
             if t >= next_stats:
@@ -551,7 +552,8 @@ class Engine:
                     try:
                         self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
                     except OSError as e:
-                        raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}")
+                        raise StartError("metrics",
+                                         f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}") from e
                     host, port = self._metrics_server.server_address[:2]
                     self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:
@@ -689,24 +691,24 @@ class Engine:
                     if rest:
                         runner.queue.put(rest, _ALWAYS)
                 runner.start()  # opens the sink on its own thread, retrying with backoff
-            for n, runner in b_pls.items():
-                before = self.pipelines.get(n)
-                self.pipelines[n] = runner
-                if before is not None:
-                    rest = before.stop(deadline)
+            for n, pipe in b_pls.items():
+                old_pipe = self.pipelines.get(n)
+                self.pipelines[n] = pipe
+                if old_pipe is not None:
+                    rest = old_pipe.stop(deadline)
                     if rest:
-                        runner.input.put(rest, _ALWAYS)
-                runner.start()
+                        pipe.input.put(rest, _ALWAYS)
+                pipe.start()
             self.targets = self.targets_of(new)
             for n in sorted(gone_srcs | srcs):
-                before = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
-                if before is not None:
-                    before.stop()
-            for n, runner in b_srcs.items():
-                self.sources[n] = runner
+                old_src = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
+                if old_src is not None:
+                    old_src.stop()
+            for n, src in b_srcs.items():
+                self.sources[n] = src
                 try:
-                    runner.open()
-                    runner.start()
+                    src.open()
+                    src.start()
                 except EdgeStreamError as e:
                     log.error("reload: source %s did not start: %s", n, e)
             for n in sorted(gone_pls):

@@ -87,8 +87,14 @@ class HubMetrics:
     """All engine metrics in one place; ``child(name, component)`` caches label children."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, PlatformCollector,
-                                       ProcessCollector)
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            GCCollector,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.registry = registry if registry is not None else CollectorRegistry()
         self._m: dict[str, Any] = {}

@@ -15,7 +15,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def test_config_reference_is_up_to_date():
     text = (DOCS / "config-reference.md").read_text()
-    assert text == reference(), "docs/config-reference.md is stale: run  edgestream hub docs -o docs/config-reference.md"
+    stale = "docs/config-reference.md is stale: run  edgestream hub docs -o docs/config-reference.md"
+    assert text == reference(), stale
 
 
 def test_every_metric_is_documented():

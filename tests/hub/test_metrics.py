@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import urllib.request
 
+from hubtest import PAUSE, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubtest import PAUSE, wait_for
 from edgestream_hub.metrics import LABELS, METRICS, RELOAD_RESULTS, scope
 from edgestream_hub.processors import Passthrough
 from edgestream_hub.registry import component
@@ -64,7 +64,7 @@ def expected_series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """Every documented metric, for each component that reports it, as the sample names a scrape has."""
     who = {"source": ["s", "tee"], "pipeline": ["p", "q"], "processor": ["p.keys", "positive"],
            "stateful": ["p.keys"], "sink": ["out", "dlq"]}
-    out = set()
+    out: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     for name, _, _ in METRICS:
         if name == "edgestream_hub_config_reloads_total":
             out |= {(name, (("result", r),)) for r in RELOAD_RESULTS}

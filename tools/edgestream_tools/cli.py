@@ -15,9 +15,12 @@ import argparse
 import importlib
 import os
 import sys
-from typing import IO, Any, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 
 from edgestream_hub.errors import EdgeStreamError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 #: subcommand -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,6 +54,7 @@ class CommandParser(argparse.ArgumentParser):
         head = f"unknown command {bogus!r}; " if bogus is not None else ""
         self.exit(2, f"{self.prog}: {head}choose a command: {', '.join(group.choices)}\n")
 
+    # one signature for typeshed's overloads (a namespace of another class): ours returns a Namespace
     def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
                          namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
         groups = self._groups()
@@ -62,7 +66,7 @@ class CommandParser(argparse.ArgumentParser):
                 self._choose(g, None)
         return ns, rest
 
-    def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
+    def _print_message(self, message: str, file: Optional[SupportsWrite[str]] = None) -> None:
         # argparse swallows OSError here; a closed stdout must reach main() like any other write
         if message:
             (file or sys.stderr).write(message)

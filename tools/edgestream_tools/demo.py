@@ -22,9 +22,9 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import IO, TextIO
 
-from edgestream_tools import bundle
-from edgestream_tools import micropython as mp
+from edgestream_tools import bundle, micropython as mp
 from edgestream_tools.broker import Mosquitto
 
 AGENT = {
@@ -70,10 +70,11 @@ pipelines:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=12.0, help="how long the agent samples (default 12)")
-    p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS), help="heap profile of the agent (default esp32)")
+    p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS),
+                   help="heap profile of the agent (default esp32)")
 
 
-def _pump(stream, out, lines: list[str]) -> None:
+def _pump(stream: IO[bytes], out: TextIO, lines: list[str]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
         lines.append(line)

@@ -35,7 +35,7 @@ from typing import Any
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
-from edgestream_hub.errors import StartError
+from edgestream_hub.errors import ComponentError, StartError
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
@@ -129,7 +129,9 @@ class HttpSource(Source):
     def ingest_body(self, body: bytes) -> tuple[int, dict[str, Any]]:
         d = self.ingest.payload(body, "http")
         if d.records:
-            self._emit(d.records)  # type: ignore[misc]
+            if self._emit is None:  # requests are served only after start()
+                raise ComponentError(self.ctx.label, "a request arrived before the source started")
+            self._emit(d.records)
         if d.error is not None:
             return 400, {"error": d.error, "rejected": d.rejected}
         return 200, {"accepted": len(d.records), "rejected": d.rejected}
@@ -256,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body(n)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.close_connection = True
             self._reply(408, {"error": f"the body did not arrive within {src.read_timeout_s:g}s"})
             return
@@ -374,7 +376,7 @@ def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     url = cfg["url"]
     try:
         u = urlsplit(url)
-        u.port  # raises ValueError for a port that is not a number in range
+        _ = u.port  # raises ValueError for a port that is not a number in range
     except ValueError as e:
         chk.issue(f"{path}.url", f"{url!r} is not a valid URL: {e}")
         return
@@ -393,6 +395,7 @@ def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("format", "str", "Body format.", default="json", choices=("json", "jsonl")),
     Field("headers", "map[str]", "Extra request headers.", default={}),
     Field("token", "str", "Bearer token sent in `Authorization`.", default=None, secret=True),
-], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
+], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, "
+                                "batch: {size: 200, linger: 1s}}"))
 def http_sink(config: dict[str, Any], ctx: ComponentContext) -> HttpSink:
     return HttpSink(config, ctx)

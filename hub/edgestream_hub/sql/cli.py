@@ -39,7 +39,8 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; prefix EXPLAIN for the plan')
+    parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; '
+                                      "prefix EXPLAIN for the plan")
     parser.add_argument("--input", action="append", type=_pair, default=[], metavar="NAME=PATH",
                         help='a stream: JSON lines, or CSV by extension; "-" reads JSON lines from stdin (repeatable)')
     parser.add_argument("--table", action="append", type=_pair, default=[], metavar="NAME=PATH",
@@ -194,6 +195,12 @@ class _Outputs:
         self._dead_f = self._late_f = None
 
 
+def _sum_known(sizes: list[Optional[int]]) -> Optional[int]:
+    """The sum of the sizes, or None when one of them is not known."""
+    known = [n for n in sizes if n is not None]
+    return sum(known) if len(known) == len(sizes) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from edgestream_hub.progress import Progress
 
@@ -227,12 +234,10 @@ def run(args: argparse.Namespace) -> int:
                 r.close()
             raise SqlError(f"cannot read --input {name}={path}: {e.strerror or e}") from e
     out.open()
-    sizes = [r.size for r in readers.values()]
-    total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+    total = _sum_known([r.size for r in readers.values()])
 
     def position() -> Optional[int]:
-        done = [r.position() for r in readers.values()]
-        return None if None in done else sum(done)  # type: ignore[arg-type]
+        return _sum_known([r.position() for r in readers.values()])
 
     progress = Progress("edgestream sql", total_bytes=total, position=position)
     records: Iterable[dict]

@@ -54,7 +54,7 @@ class Gen:
             return repr(v)
         return self.const(v)
 
-    def expr(self, n: ir.Node) -> str:  # noqa: C901 - one dispatch over node types
+    def expr(self, n: ir.Node) -> str:
         if isinstance(n, ir.Lit):
             return self.lit(n.value)
         if isinstance(n, ir.Field):
@@ -144,7 +144,8 @@ class Gen:
                 op = self.expr(n.operand)
                 for cond, val in reversed(n.whens):
                     tc = self.tmp()
-                    out = f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None and {t} == {tc} else {out})"
+                    out = (f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None "
+                           f"and {t} == {tc} else {out})")
                 return f"(({t} := {op}), {out})[1]"
             for cond, val in reversed(n.whens):
                 out = f"({self.expr(val)} if {self.expr(cond)} else {out})"
@@ -177,7 +178,7 @@ class Gen:
         ns["_C"] = self.consts
         ns["dict"] = dict
         code = compile(source, filename, "exec")
-        exec(code, ns)  # noqa: S102 - generated from the query tree, never from user text
+        exec(code, ns)  # generated from the query tree, never from user text
         return ns
 
 

@@ -447,7 +447,8 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+|-\d+|\*)\]|\['([^']*)'\]|\[
 def _json_path_parse(path: str) -> list:
     if not path.startswith("$"):
         raise SqlRuntimeError(f"JSON path must start with $: {path!r:.40}")
-    steps, i = [], 1
+    steps: list[str | int] = []
+    i = 1
     while i < len(path):
         m = _PATH_TOKEN.match(path, i)
         if not m:
@@ -469,7 +470,7 @@ def _json_path_query(v: Any, path: Any) -> Any:
     steps = _json_path_parse(to_str(path))
     cur, multi = [v], False
     for st in steps:
-        nxt = []
+        nxt: list = []
         for c in cur:
             if st == "*":
                 multi = True
@@ -544,7 +545,8 @@ def helpers() -> dict[str, Any]:
     return {
         "__builtins__": {},
         "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
-        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
+        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct,
+        "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
         "_Err": SqlRuntimeError, "_str": to_str,
         "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
         "abs": abs, "bool": bool, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,

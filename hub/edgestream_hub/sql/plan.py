@@ -8,7 +8,7 @@ the distinct aggregates, and rewrites SELECT, HAVING and ORDER BY to read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from . import ir
 from .validate import has_aggregates, is_aggregated
@@ -46,14 +46,11 @@ def _rewrite(node: ir.Node, keys: list, aggs: list) -> ir.Node:
             aggs.append(node)
         return ir.AggRef(aggs.index(node), node.pos)
 
-    def child(n: ir.Node):
-        return None
-
     # rebuild children top-down
     from dataclasses import fields, replace
 
-    changes = {}
-    for f in fields(node):  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for f in fields(node):
         v = getattr(node, f.name)
         if isinstance(v, ir.Node):
             changes[f.name] = _rewrite(v, keys, aggs)
@@ -64,7 +61,7 @@ def _rewrite(node: ir.Node, keys: list, aggs: list) -> ir.Node:
                 else x
                 for x in v
             )
-    return replace(node, **changes) if changes else node  # type: ignore[type-var]
+    return replace(node, **changes) if changes else node
 
 
 def build(q: ir.Query) -> Plan:
@@ -179,7 +176,7 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
         how = "hash lookup on " + ", ".join(f"{_sql(b)} = {_sql(a)}" for a, b in keys) if keys else "scan of every row"
         lines.append(f"{step}. {'LEFT ' if s.join == 'left' else ''}JOIN table {s.name} AS {s.alias}: {how}")
         if fl:
-            lines.append(f"   table filter at join time: " + " AND ".join(_sql(c) for c in fl))
+            lines.append("   table filter at join time: " + " AND ".join(_sql(c) for c in fl))
         if q.join_residual.get(s.alias):
             lines.append("   join condition: " + " AND ".join(_sql(c) for c in q.join_residual[s.alias]))
         step += 1
@@ -211,8 +208,10 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
     step += 1
     if p.order or p.limit is not None:
         o = ", ".join(f"{_sql(e)}{' DESC' if d else ''}" for e, d in p.order)
-        lines.append(f"{step}. per window: " + (f"order by {o}" if o else "") + (f" limit {p.limit}" if p.limit is not None else ""))
-    used = "; ".join(f"{a}: {'*' if f is None else ', '.join(sorted(map(str, f))) or '-'}" for a, f in q.used_fields.items())
+        lines.append(f"{step}. per window: " + (f"order by {o}" if o else "")
+                     + (f" limit {p.limit}" if p.limit is not None else ""))
+    used = "; ".join(f"{a}: {'*' if f is None else ', '.join(sorted(map(str, f))) or '-'}"
+                     for a, f in q.used_fields.items())
     lines.append(f"fields used: {used}")
     for n in q.notes:
         lines.append(f"note: {n}")

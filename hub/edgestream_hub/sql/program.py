@@ -15,7 +15,7 @@ with the query as the filename. The source is kept in ``Program.source``
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import analytic, ir
 from .aggregates import NUMERIC, agg_code
@@ -25,6 +25,16 @@ from .plan import Plan
 from .sliding import slide_code
 
 BIG = 1 << 62
+
+#: a function compiled from the query; its parameters depend on the mode
+Fn = Callable[..., Any]
+
+
+def compiled(fn: Optional[Fn], name: str) -> Fn:
+    """``fn``, which the caller's mode always has the compiler generate: None there is a compiler bug."""
+    if fn is None:
+        raise AssertionError(f"the query's mode compiled no {name}")
+    return fn
 
 
 class TableJoin:
@@ -59,7 +69,8 @@ class TableJoin:
                     continue
         self.rows, self.index = rows, index
 
-    def probe(self, r: dict, key: Any) -> list:
+    def probe(self, r: dict, key: Any) -> Sequence[Any]:
+        cands: Sequence[Any]
         if self.build_key is None:
             cands = self.rows
         else:
@@ -167,11 +178,14 @@ class Program:
             seen[code, numeric] = f"v{i}"
             out.append(f"v{i} = {code}")
             if numeric:
-                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: v{i} = _num(v{i}, {a.name + ' argument'!r})")
+                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: "
+                           f"v{i} = _num(v{i}, {a.name + ' argument'!r})")
         return out
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
-        inits, pres, updates = [], [], []
+        inits: list[str] = []
+        pres: list[str] = []
+        updates: list[str] = []
         if self.plan.mode in ("sliding", "count"):
             return self._slide_layout()
         for i, a in enumerate(self.plan.aggs):
@@ -202,7 +216,8 @@ class Program:
     def _slide_src(self) -> str:
         n = len(self.plan.aggs)
         unpack = ("    " + "".join(f"v{i}, " for i in range(n)) + "= vals\n") if n else ""
-        src = "\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove) + "    return s\n"
+        src = ("\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove)
+               + "    return s\n")
         src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_check)
         ref = 0
         for i, a in enumerate(self.plan.aggs):
@@ -339,15 +354,15 @@ class Program:
         src += self._emit_src()
         self.source = src
         ns = g.compile(src, self.text)
-        self.remove = ns.get("_remove")
-        self.check = ns.get("_check")
-        self.process_fn = ns["_process"]
-        self.init = ns["_init"]
-        self.update = ns["_update"]
-        self.emit = ns.get("_emit")
-        self.project = ns.get("_project")
+        self.remove: Optional[Fn] = ns.get("_remove")
+        self.check: Optional[Fn] = ns.get("_check")
+        self.process_fn: Optional[Fn] = ns["_process"]
+        self.init: Fn = ns["_init"]
+        self.update: Fn = ns["_update"]
+        self.emit: Optional[Fn] = ns.get("_emit")
+        self.project: Optional[Fn] = ns.get("_project")
 
-    def _group_update(self, emit, ind: str, inits: list, updates: list) -> None:
+    def _group_update(self, emit: Callable[[str], None], ind: str, inits: list, updates: list) -> None:
         emit(ind + "s = g.get(k)")
         emit(ind + "if s is None:")
         emit(ind + f"    s = g[k] = [{', '.join(inits)}]")
@@ -386,7 +401,7 @@ class Program:
             return "\n".join(lines) + "\n"
         g.key_code = (lambda i: "k") if len(p.keys) == 1 else (lambda i: f"k[{i}]")
         lines = ["\ndef _emit(ws, we, k, s, now):"]
-        for i, (off, code) in enumerate(self.slots):
+        for i, (_, code) in enumerate(self.slots):
             lines.append(f"    a{i} = {code.final}")
         if p.having is not None:
             lines.append(f"    if not ({g.expr(p.having)}): return None")

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from ttytest import run_with_pty_stderr
 
 from edgestream_hub.api import SimpleContext
@@ -33,7 +33,7 @@ def rows(text: str) -> list:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def sql(capsys, *args: str) -> tuple[int, list, str]:
+def sql(capsys, *args: str) -> tuple[int, Any, str]:
     rc = main(["sql", *args])
     cap = capsys.readouterr()
     return rc, rows(cap.out) if rc == 0 else cap.out, cap.err
@@ -57,6 +57,7 @@ def read_line(stream, deadline: float) -> bytes:
 def test_stdin_is_streamed_results_come_out_as_records_arrive():
     p = subprocess.Popen(CLI + ["SELECT id, count(*) AS n FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)", "--input", "s=-"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdin is not None
     try:
         for ts in (10, 20, 1500):  # the third record closes the first window
             p.stdin.write((json.dumps({"id": "a", "ts": ts}) + "\n").encode())
@@ -244,10 +245,12 @@ def test_non_json_numbers_and_deep_nesting_are_that_lines_dead_letter(tmp_path, 
 
 # -- 5. stream names ------------------------------------------------------------------
 @pytest.mark.parametrize("query,inputs,message", [
-    ("SELECT * FROM devicez", ["s"], "the query reads stream 'devicez' but no --input gives it (given: s); did you mean 's'?"),
+    ("SELECT * FROM devicez", ["s"],
+     "the query reads stream 'devicez' but no --input gives it (given: s); did you mean 's'?"),
     ("SELECT * FROM devicez", ["devices", "rooms"],
      "the query reads stream 'devicez' but no --input gives it (given: devices, rooms); did you mean 'devices'?"),
-    ("SELECT * FROM devices", ["devices", "devicez"], "--input devicez is not a stream of the query (it reads: devices)"),
+    ("SELECT * FROM devices", ["devices", "devicez"],
+     "--input devicez is not a stream of the query (it reads: devices)"),
     (JOIN, ["a", "c"], "the query reads stream 'b' but no --input gives it (given: a, c); did you mean 'c'?"),
     (JOIN, ["a", "b", "bb"], "--input bb is not a stream of the query (it reads: a, b)"),
 ])

@@ -16,11 +16,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sqlcases import same  # noqa: E402
+from sqlcases import same
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor
@@ -51,7 +50,7 @@ def _sqlite(rows: list, sql: str) -> list:
     return out
 
 
-def _engine(query: str, rows: list, **kw) -> list:
+def _engine(query: str, rows: list, **kw) -> tuple[list, SimpleContext]:
     ctx = SimpleContext()
     p = SqlProcessor(query, ctx, **kw)
     recs = [{"ts": ts, "g": g, "v": v} for ts, g, v in rows]
@@ -83,7 +82,8 @@ def test_tumbling_out_of_order_within_lateness_matches_sqlite(rows, rnd):
     got, ctx = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, TUMBLINGWINDOW(ms, 500)", rows,
                        lateness_ms=6000)
     assert not ctx.late_records
-    want = _sqlite(rows, f"SELECT ts - ts % 500 AS ws, g, {AGGS}, min(rowid) AS first FROM t GROUP BY ws, g ORDER BY ws, first")
+    want = _sqlite(rows, f"SELECT ts - ts % 500 AS ws, g, {AGGS}, min(rowid) AS first FROM t "
+                         "GROUP BY ws, g ORDER BY ws, first")
     assert same(got, _strip(want, ["ws", "g", *COLS]))
 
 
@@ -92,7 +92,8 @@ def test_tumbling_out_of_order_within_lateness_matches_sqlite(rows, rnd):
 def test_hopping_matches_sqlite(rows, size_hop):
     size, hop = size_hop
     rows = sorted(rows, key=lambda r: r[0])
-    got, _ = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, HOPPINGWINDOW(ms, {size}, {hop})", rows)
+    got, _ = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, HOPPINGWINDOW(ms, {size}, {hop})",
+                     rows)
     back = size // hop + 1
     offs = " UNION ALL ".join(f"SELECT {k}" for k in range(back + 1))
     want = _sqlite(rows, f"""
@@ -150,7 +151,8 @@ def test_incremental_sliding_matches_sqlite_for_every_aggregate(rows, size):
 @SETTINGS
 @given(records, st.randoms(use_true_random=False), st.sampled_from([1, 250, 1000]))
 def test_sliding_out_of_order_within_lateness_matches_sqlite(rows, rnd, size):
-    """Shuffled input, lateness covering the disorder: each row sees every record of its range; rows by (ts, arrival)."""
+    """Shuffled input, lateness covering the disorder: each row sees every record of its range;
+    rows by (ts, arrival)."""
     rows = list(rows)
     rnd.shuffle(rows)
     got, ctx = _engine(f"SELECT window_end() AS we, g, {SLIDE_AGGS} FROM s GROUP BY g, SLIDINGWINDOW(ms, {size})",
@@ -167,7 +169,8 @@ def test_sliding_out_of_order_within_lateness_matches_sqlite(rows, rnd, size):
 @SETTINGS
 @given(records, st.sampled_from([1, 2, 3, 5]))
 def test_count_window_matches_sqlite(rows, n):
-    got, _ = _engine(f"SELECT window_start() AS ws, window_end() AS we, g, {AGGS} FROM s GROUP BY g, COUNTWINDOW({n})", rows)
+    got, _ = _engine(f"SELECT window_start() AS ws, window_end() AS we, g, {AGGS} FROM s GROUP BY g, COUNTWINDOW({n})",
+                     rows)
     want = _sqlite(rows, f"""
         WITH r AS (SELECT rowid AS rid, *, (row_number() OVER (PARTITION BY g ORDER BY rowid) - 1) / {n} AS w FROM t),
         agg AS (SELECT g, {AGGS}, min(rid) AS first, max(rid) AS last FROM r GROUP BY g, w HAVING count(*) = {n})
@@ -208,7 +211,8 @@ def test_long_generated_run_matches_sqlite():
         ts += rnd.randint(0, 20)
         rows.append((ts, f"d{rnd.randint(0, 49)}", None if rnd.random() < 0.05 else rnd.randint(-100, 100)))
     got, _ = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, TUMBLINGWINDOW(ss, 1)", rows)
-    want = _sqlite(rows, f"SELECT ts - ts % 1000 AS ws, g, {AGGS}, min(rowid) AS first FROM t GROUP BY ws, g ORDER BY ws, first")
+    want = _sqlite(rows, f"SELECT ts - ts % 1000 AS ws, g, {AGGS}, min(rowid) AS first FROM t "
+                         "GROUP BY ws, g ORDER BY ws, first")
     assert len(got) == len(want) > 100
     assert same(got, _strip(want, ["ws", "g", *COLS]))
 
@@ -268,6 +272,6 @@ def test_negatable_predicates_match_sqlite(rows):
     want = _sqlite_predicates(rows, "SELECT " + ", ".join(q for _, q in PREDICATES) + " FROM t ORDER BY rowid")
     for i, (e, _) in enumerate(PREDICATES):
         assert [g[i] for g in got] == [w[i] for w in want], e
-    for e, q in PREDICATES:
+    for e, _ in PREDICATES:
         kept = [r["ts"] for r in SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)]
         assert kept == [i for i, w in enumerate(want) if w[[x for x, _ in PREDICATES].index(e)]], e

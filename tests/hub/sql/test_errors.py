@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlglot import exp
 
 from edgestream_hub.api import SimpleContext
@@ -148,8 +147,9 @@ def test_the_processor_names_the_streams_it_reads():
 sql_words = st.sampled_from(["SELECT", "FROM", "WHERE", "GROUP BY", "HAVING", "ORDER BY", "LIMIT", "AND", "OR", "NOT",
                              "count(*)", "avg(x)", "x", "s", "s.x", "x->y", "x[0]", "(", ")", ",", "*", "+", "/", "=",
                              "1", "'a'", "NULL", "TUMBLINGWINDOW(ss, 1)", "SESSIONWINDOW(ss, 1, 1)", "COUNTWINDOW(2)",
-                             "window_start()", "CASE", "WHEN", "THEN", "END", "IN", "BETWEEN", "LIKE", "IS", "AS", "JOIN",
-                             "ON", "lag(x)", "OVER", "EXPLAIN", ";", "--", "\n", "\"q\"", "1e999", "-", ",,", "'", "\"",
+                             "window_start()", "CASE", "WHEN", "THEN", "END", "IN", "BETWEEN", "LIKE", "IS", "AS",
+                             "JOIN", "ON", "lag(x)", "OVER", "EXPLAIN", ";", "--", "\n", "\"q\"", "1e999", "-", ",,",
+                             "'", "\"",
                              "ILIKE", "REGEXP", "RLIKE", "SIMILAR TO", "GLOB", "ESCAPE", "EXISTS", "ANY", "ALL",
                              "DISTINCT", "FROM s", "IS DISTINCT FROM", "<=>", "TRUE", "::", "[", "]", "{", "}", "UNION",
                              "WITH", "INTERVAL '1' SECOND", "CAST(x AS", "SELECT 1", "0x", "`", "$", "?", "@", ":x"])
@@ -180,12 +180,14 @@ json_values = st.recursive(
 records = st.lists(st.one_of(st.dictionaries(st.sampled_from(["ts", "id", "v", "a", "s"]), json_values, max_size=5),
                              json_values), max_size=20)
 QUERIES = [
-    "SELECT id, count(*) AS n, avg(v) AS a, min(v), max(v), stddev(v), median(v), count(DISTINCT v) AS d FROM s GROUP BY id, TUMBLINGWINDOW(ms, 10)",
+    "SELECT id, count(*) AS n, avg(v) AS a, min(v), max(v), stddev(v), median(v), count(DISTINCT v) AS d FROM s "
+    "GROUP BY id, TUMBLINGWINDOW(ms, 10)",
     "SELECT sum(v) AS s, collect(a) AS c FROM s GROUP BY HOPPINGWINDOW(ms, 20, 5)",
     "SELECT id, max(v) AS m FROM s GROUP BY id, SLIDINGWINDOW(ms, 10)",
     "SELECT id, count(*) AS n FROM s GROUP BY id, SESSIONWINDOW(ms, 100, 10)",
     "SELECT id, last_value(v) AS l FROM s GROUP BY id, COUNTWINDOW(2)",
-    "SELECT v + 1 AS p, a->b AS ab, a[0] AS a0, upper(s) AS u, CAST(v AS INT) AS i, lag(v) OVER (PARTITION BY id) AS lg FROM s WHERE v > 0 OR s LIKE 'x%'",
+    "SELECT v + 1 AS p, a->b AS ab, a[0] AS a0, upper(s) AS u, CAST(v AS INT) AS i, "
+    "lag(v) OVER (PARTITION BY id) AS lg FROM s WHERE v > 0 OR s LIKE 'x%'",
 ]
 
 
@@ -196,7 +198,7 @@ def test_bad_records_are_dead_lettered_never_raised(query, recs):
     p = SqlProcessor(query, ctx, lateness_ms=5)
     out = p.process(recs, 0) + p.tick(10**9) + p.flush()
     assert all(isinstance(r, dict) for r in out)
-    for rec, reason in ctx.dead:
+    for _, reason in ctx.dead:
         assert isinstance(reason, str) and reason
     json.dumps(p.snapshot(), default=str)
 

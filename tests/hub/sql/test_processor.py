@@ -82,7 +82,7 @@ def test_memory_stays_flat_over_a_long_run(window):
     p = SqlProcessor(f"SELECT id, count(*) AS n, max(v) AS m FROM s GROUP BY id, {window}", SimpleContext())
     peaks = []
     ts = 0
-    for chunk in range(20):
+    for _ in range(20):
         batch = []
         for i in range(2000):
             ts += 7
