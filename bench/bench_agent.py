@@ -184,7 +184,7 @@ def main() -> None:
     with script:
         script.write(IMPORT_ALL)
     for profile in (*PROFILES, "host"):
-        extra = [] if profile != "host" else [mp.mpy_bundle()]  # host: the same .mpy -O3 files, 64-bit
+        extra = [] if profile != "host" else [mp.mpy_bundle("host")]  # host: .mpy -O3 files, 64-bit
         out = mp.run([script.name, *names], board="rp2040", extra_paths=extra, profile=profile).stdout.split()
         used, validator, codec = map(int, out)
         what = {"frozen": "32-bit, frozen", "mpy": "32-bit, .mpy -O3 on the filesystem",

@@ -20,10 +20,10 @@ import math
 from edgestream_agent.fixed import ldiv
 
 try:
+    import micropython
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    from edgestream_agent.cpython import const, micropython
 
 _SQ_BITS = const(28)
 _SQ_MASK = const(0xFFFFFFF)
@@ -58,6 +58,7 @@ class Aggregate:
         self.first = 0
         self.last = 0
 
+    @micropython.native
     def add(self, v):
         if self.n == 0:
             self.ref = v
@@ -72,15 +73,63 @@ class Aggregate:
             self.sq_hi += lo >> _SQ_BITS
             self.sq_lo = lo & _SQ_MASK
 
-    def remove(self, v):
-        # Sliding windows: take back a sample added earlier.
-        d = v - self.ref
-        self.n -= 1
-        self.sd -= d
+    @micropython.native
+    def add_run(self, vb, i, j):
+        # add(v) for each v of vb[i:j] (a run of a block), the sums kept in
+        # local variables meanwhile
+        n = self.n
+        if n == 0:
+            self.ref = vb[i]
+            self.sd = 0
+            self.sq_lo = 0
+            self.sq_hi = 0
+        ref = self.ref
+        sd = self.sd
         if self.need_sq:
-            lo = self.sq_lo - d * d
-            self.sq_hi += lo >> _SQ_BITS  # floor shift: borrows from sq_hi
-            self.sq_lo = lo & _SQ_MASK
+            lo = self.sq_lo
+            hi = self.sq_hi
+            for x in range(i, j):
+                d = vb[x] - ref
+                sd += d
+                lo += d * d
+                hi += lo >> _SQ_BITS
+                lo &= _SQ_MASK
+            self.sq_lo = lo
+            self.sq_hi = hi
+        else:
+            for x in range(i, j):
+                sd += vb[x] - ref
+        self.sd = sd
+        self.n = n + j - i
+
+    @micropython.native
+    def remove_run(self, vs, i, k, cap):
+        # Sliding windows: take back the k samples added earlier that a ring
+        # holds at vs[i], vs[i + 1], ... (wrapping at cap).
+        ref = self.ref
+        sd = self.sd
+        if self.need_sq:
+            lo = self.sq_lo
+            hi = self.sq_hi
+            for _ in range(k):
+                d = vs[i] - ref
+                sd -= d
+                lo -= d * d
+                hi += lo >> _SQ_BITS  # floor shift: borrows from hi
+                lo &= _SQ_MASK
+                i += 1
+                if i == cap:
+                    i = 0
+            self.sq_lo = lo
+            self.sq_hi = hi
+        else:
+            for _ in range(k):
+                sd -= vs[i] - ref
+                i += 1
+                if i == cap:
+                    i = 0
+        self.sd = sd
+        self.n -= k
 
     def rebase(self, values, start, count, cap):
         # Recompute the sums around a new ref from the samples a ring holds

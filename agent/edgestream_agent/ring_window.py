@@ -28,12 +28,13 @@ from array import array
 from edgestream_agent.aggregate import Aggregate
 
 try:
+    import micropython
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
+    from edgestream_agent.cpython import const, micropython
 
 _I32 = const(0x7FFFFFFF)
+_SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 # |d| above this from the window's reference: rebase the sums at the next
 # emit so d*d stays a small int on 32-bit boards
 _DRIFT = const(0x3FFF)
@@ -56,11 +57,12 @@ class Ring:
         self.pos = cap - 1       # position of the last sample written
         self.windows = []        # the windows reading this ring (for _retime)
 
+    @micropython.native
     def put(self, t, v):
         if self.t0 is None:
             self.t0 = t
         off = t - self.t0
-        if off > _I32:
+        if off > _SMALL and off > _I32:  # (a long-int compare only past small ints)
             self._retime(t)
             off = t - self.t0
         p = self.pos + 1
@@ -70,6 +72,29 @@ class Ring:
         self.ts[p] = off
         self.pos = p
         return p
+
+    @micropython.native
+    def put_run(self, t0, vb, ob, i, j):
+        # put() for each sample of a block run, vb[x] at t0 + ob[x] for x in
+        # i..j-1 (the caller keeps the offsets below _SMALL) -> the first's position
+        if self.t0 is None:
+            self.t0 = t0 + ob[i]
+        base = t0 - self.t0
+        vs = self.vs
+        ts = self.ts
+        c = self.cap
+        p = self.pos + 1
+        if p == c:
+            p = 0
+        first = p
+        for x in range(i, j):
+            vs[p] = vb[x]
+            ts[p] = base + ob[x]
+            p += 1
+            if p == c:
+                p = 0
+        self.pos = p - 1 if p else c - 1
+        return first
 
     def _retime(self, t):
         # Offsets would leave 32 bits (24.8 days after t0): move t0 up to the
@@ -140,47 +165,37 @@ class RingWindow:
         self.max_h = self.max_n = 0
 
     # -- ring ------------------------------------------------------------
-    def _append(self, t, v, p):
-        # the sample (t, v) was written at ring position p (private ring:
-        # p is None and it is written here, once the window made room)
-        a = self.agg
-        if a.n == self.cap:
-            if self.elastic:
-                self._grow()
-                p = None
-            else:
-                self.overwritten += 1
-                self._evict()
-        if p is None:
-            p = self.ring.put(t, v)
-        if a.n == 0:
-            self.head = p
-        a.add(v)
-        if self.minq is not None:
-            self._min_push(p, v)
-        if self.maxq is not None:
-            self._max_push(p, v)
-
-    def _evict(self):
-        # Drop the oldest sample.
+    @micropython.native
+    def _evict(self, k=1):
+        # Drop the k oldest samples (k <= the samples held).
         h = self.head
-        cap = self.cap
-        self.agg.remove(self.ring.vs[h])
-        q = self.minq
-        if q is not None and self.min_n and q[self.min_h] == h:
-            self.min_h += 1
-            if self.min_h == cap:
-                self.min_h = 0
-            self.min_n -= 1
-        q = self.maxq
-        if q is not None and self.max_n and q[self.max_h] == h:
-            self.max_h += 1
-            if self.max_h == cap:
-                self.max_h = 0
-            self.max_n -= 1
-        h += 1
-        self.head = 0 if h == self.ring.cap else h
+        rc = self.ring.cap
+        self.agg.remove_run(self.ring.vs, h, k, rc)
+        if self.minq is not None or self.maxq is not None:
+            # a deque's front leaves with the sample at its position
+            cap = self.cap
+            for _ in range(k):
+                q = self.minq
+                if q is not None and self.min_n and q[self.min_h] == h:
+                    self.min_h += 1
+                    if self.min_h == cap:
+                        self.min_h = 0
+                    self.min_n -= 1
+                q = self.maxq
+                if q is not None and self.max_n and q[self.max_h] == h:
+                    self.max_h += 1
+                    if self.max_h == cap:
+                        self.max_h = 0
+                    self.max_n -= 1
+                h += 1
+                if h == rc:
+                    h = 0
+            self.head = h
+            return
+        h += k
+        self.head = h - rc if h >= rc else h
 
+    @micropython.native
     def _min_push(self, p, v):
         # Pop from the back every position whose value is >= v, then push p.
         q = self.minq
@@ -200,6 +215,7 @@ class RingWindow:
         q[b] = p
         self.min_n = n + 1
 
+    @micropython.native
     def _max_push(self, p, v):
         q = self.maxq
         vs = self.ring.vs
@@ -227,23 +243,56 @@ class RingWindow:
         self.agg.n = 0
         for k in range(n):
             i = (h + k) % old.cap
-            self._append(old.t0 + old.ts[i], old.vs[i], None)
+            v = old.vs[i]
+            p = self.ring.put(old.t0 + old.ts[i], v)
+            if k == 0:
+                self.head = p
+            self.agg.add(v)
+            if self.minq is not None:
+                self._min_push(p, v)
+            if self.maxq is not None:
+                self._max_push(p, v)
 
     # -- windows ----------------------------------------------------------
+    @micropython.native
     def push(self, t, v, p=None):
         # p: where the pipeline wrote (t, v) in the shared ring
+        a = self.agg
         if self.time:
-            if self.next_b is None:
-                self.next_b = (t // self.every + 1) * self.every
-            elif t >= self.next_b:
+            nb = self.next_b
+            if nb is None:
+                nb = (t // self.every + 1) * self.every
+                self.next_b = nb
+            elif t >= nb:
                 self.advance(t)
-            # samples older than the next window's start are never needed again
-            self._evict_before(self.next_b - self.size)
-            self._append(t, v, p)
-            return
-        if self.agg.n == self.size:
+                nb = self.next_b
+            # samples older than the next window's start are never needed
+            # again (checked here: most samples evict nothing)
+            if a.n:
+                r = self.ring
+                if r.ts[self.head] < nb - self.size - r.t0:
+                    self._evict_before(nb - self.size)
+        elif a.n == self.size:
             self._evict()
-        self._append(t, v, p)
+        # append (a private ring is written here, once the window made room)
+        if a.n == self.cap:
+            if self.elastic:
+                self._grow()
+                p = None
+            else:
+                self.overwritten += 1
+                self._evict()
+        if p is None:
+            p = self.ring.put(t, v)
+        if a.n == 0:
+            self.head = p
+        a.add(v)
+        if self.minq is not None:
+            self._min_push(p, v)
+        if self.maxq is not None:
+            self._max_push(p, v)
+        if self.time:
+            return
         self.phase += 1
         if self.seen < self.size:
             self.seen += 1
@@ -253,6 +302,70 @@ class RingWindow:
                 r = self.ring
                 self._close(r.t0 + r.ts[self.head], t)  # the oldest sample's t
 
+    @micropython.native
+    def quiet(self, t0, ob, i, k):
+        # How many of the k block samples from i (times t0 + ob[x]) this
+        # window takes before one closes it (or, time: would overwrite).
+        if not self.time:
+            q = self.every - self.phase - 1  # the every-th sample may close it
+            return q if q < k else k
+        nb = self.next_b
+        if nb is None:
+            t = t0 + ob[i]
+            nb = (t // self.every + 1) * self.every
+        lim = nb - t0
+        q = self.cap - self.agg.n
+        if q > k:
+            q = k
+        x = 0
+        while x < q and ob[i + x] < lim:
+            x += 1
+        return x
+
+    @micropython.native
+    def room(self, k):
+        # Before the shared ring takes k more samples (a quiet run): the
+        # evictions push() would make for them, made now, while the ring
+        # still holds the evicted values.
+        a = self.agg
+        if self.time:
+            if a.n and self.next_b is not None:
+                self._evict_before(self.next_b - self.size)
+            return
+        x = a.n + k - self.size
+        if x > 0:
+            self._evict(x)
+
+    @micropython.native
+    def run(self, t0, vb, ob, i, j, p):
+        # Block samples i..j-1 (vb[x] at t0 + ob[x]), written to the ring at
+        # p, p + 1, ... (wrapping), none of which closes the window (see
+        # quiet; room() made the evictions).
+        a = self.agg
+        if self.time and self.next_b is None:
+            t = t0 + ob[i]
+            self.next_b = (t // self.every + 1) * self.every
+        if not a.n:
+            self.head = p
+        if self.minq is not None or self.maxq is not None:
+            c = self.ring.cap
+            q = p
+            for x in range(i, j):
+                if self.minq is not None:
+                    self._min_push(q, vb[x])
+                if self.maxq is not None:
+                    self._max_push(q, vb[x])
+                q += 1
+                if q == c:
+                    q = 0
+        a.add_run(vb, i, j)
+        if not self.time:
+            k = j - i
+            self.phase += k
+            k += self.seen
+            self.seen = k if k < self.size else self.size
+
+    @micropython.native
     def advance(self, t):
         # Emit every time window whose boundary b <= t.
         if not self.time or self.next_b is None:
@@ -285,11 +398,25 @@ class RingWindow:
     def pending(self):
         return self.agg.n
 
+    @micropython.native
     def _evict_before(self, lo):
+        # Drop the samples older than lo (in one _evict: their count first).
         r = self.ring
-        while self.agg.n and r.t0 + r.ts[self.head] < lo:
-            self._evict()
+        lo -= r.t0  # as a time offset in the ring
+        ts = r.ts
+        rc = r.cap
+        n = self.agg.n
+        h = self.head
+        k = 0
+        while k < n and ts[h] < lo:
+            k += 1
+            h += 1
+            if h == rc:
+                h = 0
+        if k:
+            self._evict(k)
 
+    @micropython.native
     def _close(self, start, end):
         a = self.agg
         vs = self.ring.vs

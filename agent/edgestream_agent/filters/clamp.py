@@ -1,15 +1,13 @@
 # clamp{min,max}: clip into [min, max]; either bound may be absent.
 
+from edgestream_agent.chain import CLAMP
 from edgestream_agent.filters.range import Range
 
 
 class Clamp(Range):
-    def push(self, t, v):
-        if self.lo is not None and v < self.lo:
-            return self.lo
-        if self.hi is not None and v > self.hi:
-            return self.hi
-        return v
+    def __init__(self, p, f):
+        Range.__init__(self, p, f)
+        self.kind = CLAMP
 
 
 FILTER = Clamp

@@ -1,19 +1,14 @@
 # range{min,max}: drop values outside [min, max]; either bound may be absent.
 
+from edgestream_agent.chain import RANGE
 from edgestream_agent.fixed import to_fixed
 
 
 class Range:
     def __init__(self, p, f):
+        self.kind = RANGE
         self.lo = None if p["min"] is None else to_fixed(p["min"], f)
         self.hi = None if p["max"] is None else to_fixed(p["max"], f)
-
-    def push(self, t, v):
-        if self.lo is not None and v < self.lo:
-            return None
-        if self.hi is not None and v > self.hi:
-            return None
-        return v
 
 
 FILTER = Range

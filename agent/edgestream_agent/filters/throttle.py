@@ -1,17 +1,14 @@
 # throttle{interval_ms}: the first value passes; the next once
 # t - last pass >= interval_ms.
 
+from edgestream_agent.chain import THROTTLE
+
 
 class Throttle:
     def __init__(self, p, f):
+        self.kind = THROTTLE
         self.interval = p["interval_ms"]
         self.last_t = None
-
-    def push(self, t, v):
-        if self.last_t is not None and t - self.last_t < self.interval:
-            return None
-        self.last_t = t
-        return v
 
 
 FILTER = Throttle
