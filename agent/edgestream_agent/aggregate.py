@@ -59,24 +59,9 @@ class Aggregate:
         self.last = 0
 
     @micropython.native
-    def add(self, v):
-        if self.n == 0:
-            self.ref = v
-            self.sd = 0
-            self.sq_lo = 0
-            self.sq_hi = 0
-        d = v - self.ref
-        self.n += 1
-        self.sd += d
-        if self.need_sq:
-            lo = self.sq_lo + d * d
-            self.sq_hi += lo >> _SQ_BITS
-            self.sq_lo = lo & _SQ_MASK
-
-    @micropython.native
     def add_run(self, vb, i, j):
-        # add(v) for each v of vb[i:j] (a run of a block), the sums kept in
-        # local variables meanwhile
+        # Add the values vb[i:j] (i < j: one sample, or a run of a block),
+        # the sums kept in local variables meanwhile
         n = self.n
         if n == 0:
             self.ref = vb[i]
@@ -136,12 +121,12 @@ class Aggregate:
         # (values[start], ... count of them, wrapping at cap). Used when a
         # sliding window's values drift far from ref.
         self.n = 0
-        i = start
-        for _ in range(count):
-            self.add(values[i])
-            i += 1
-            if i == cap:
-                i = 0
+        end = start + count
+        if end <= cap:
+            self.add_run(values, start, end)
+        else:
+            self.add_run(values, start, cap)
+            self.add_run(values, 0, end - cap)
 
     def values(self):
         # The configured aggregates as a new list of numbers (allocates: a

@@ -44,7 +44,7 @@ except ImportError:  # CPython
     from edgestream_agent.cpython import const, micropython
 
 _SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
-_CHUNK = const(16)          # push_block works through blocks of this many, at least
+_CHUNK = const(16)          # samples a pushed run holds (and push_block's chunks, at least)
 
 
 class Pipeline:
@@ -88,35 +88,67 @@ class Pipeline:
                 from edgestream_agent.ring_window import RingWindow
                 ws.append(RingWindow(w, self.factor, self._emit, self.ring))
                 self._sliding.append(ws[-1])
-        self.windows = ws
+        self._ws = ws
         self.elastic = elastic
         # a block of values and their time offsets, between the filters and
-        # the windows (lists: a value may leave 32 bits inside the chain);
-        # a source with blocks reads into _vb
+        # the windows (lists: a value may leave 32 bits inside the chain); a
+        # source with blocks reads into _vb; push() gathers a run in them
         n = self.block if self.block > _CHUNK else _CHUNK
         self._vb = [0] * n
         self._ob = [0] * n
+        self._run = 0         # samples of the pushed run waiting in _vb (see push)
+        self._t0 = 0          # the run's first sample's t (ob: offsets from it)
+        self._lim_t = 0       # the run may hold samples with t < _lim_t ...
+        self._lim_n = 0       # ... and this many of them
+        self._lim = [0, 0]    # the windows write their limits here (see _horizon)
         self.source = None
         self.clock = None
         self.last_t = None
         # counters
-        self.samples = 0      # samples pushed (including heartbeat re-sends: no)
+        self.samples = 0      # samples pushed (not counting heartbeat re-sends)
         self.resent = 0       # heartbeat re-sends
-        self.dropped = 0      # values a filter dropped
+        self._dropped = 0     # values a filter dropped
         self.late = 0         # samples refused for going back in time
-        self.rejected = 0     # values that do not fit the fixed-point range
+        self._rejected = 0    # values that do not fit the fixed-point range
         self.read_errors = 0  # source reads that raised
         self.results = 0
         # last: its garbage comes after the long-lived buffers above
         self.digest = None if elastic else digest(cfg)  # (replay never applies a new config)
 
+    # What a waiting run would change is settled before anyone looks.
+    @property
+    def windows(self):
+        self._settle()
+        return self._ws
+
+    @property
+    def dropped(self):
+        self._settle()
+        return self._dropped
+
+    @property
+    def rejected(self):
+        self._settle()
+        return self._rejected
+
     @property
     def passed(self):
         # values that reached the windows: every sample and re-send is
         # dropped, refused or passed (one counter less on the hot path)
-        return self.samples + self.resent - self.dropped - self.rejected
+        self._settle()
+        return self.samples + self.resent - self._dropped - self._rejected
 
     # -- per-sample path ---------------------------------------------------
+    # A sample that cannot close a window (its time is before every time
+    # window's next end, and the count windows and rings have room for it
+    # however the filters treat it) closes nothing whatever comes of it, so
+    # push() only keeps it, in a run of up to _CHUNK, and returns. The run
+    # goes through the filters and windows as one block (the block path)
+    # when a sample comes that might close a window (before that sample:
+    # so results come at the same push as one at a time), when the run is
+    # full, and before anything reads the windows or the counters
+    # (advance, flush, the `windows`, `dropped`, `rejected`, `passed`
+    # properties). With heartbeat filters samples go one at a time.
     @micropython.native
     def push(self, t, v):
         # -> True if the sample was taken (it may still be filtered out)
@@ -126,42 +158,89 @@ class Pipeline:
             return False
         self.last_t = t
         self.samples += 1
-        if self._hb:
-            self._beats(t)
-        if self._chain is not None:
-            vb = self._vb
-            vb[0] = v
-            self._ob[0] = 0
-            if not self._chain(self.filters, t, vb, self._ob, 1):
-                self.dropped += 1
+        k = self._run
+        if k:
+            if k < self._lim_n and t < self._lim_t:
+                self._vb[k] = v
+                self._ob[k] = t - self._t0
+                self._run = k + 1
                 return True
-            v = vb[0]
-        self._out(t, v)
+            self._settle()
+        elif self._hb:
+            self._beats(t)
+        elif self._horizon(t):
+            self._vb[0] = v
+            self._ob[0] = 0
+            self._t0 = t
+            self._run = 1
+            return True
+        # the sample itself, now
+        vb = self._vb
+        vb[0] = v
+        self._ob[0] = 0
+        if self._chain is not None and not self._chain(self.filters, t, vb, self._ob, 1):
+            self._dropped += 1
+        else:
+            self._out(t, 0)
         return True
 
     def feed(self, t, value):
         # A sample as a number in the sensor's units (converts: may allocate).
         v = to_fixed(value, self.factor)
         if v > I32_MAX or v < I32_MIN:
-            self.rejected += 1
+            self._rejected += 1
             raise ValueError("value %r does not fit sensor %r with decimals=%d (|value| * 10**decimals must be < 2**31)"
                              % (value, self.name, self.decimals))
         return self.push(t, v)
 
     @micropython.native
-    def _out(self, t, v):
-        # One value past the filters, to every window.
+    def _horizon(self, t):
+        # A run may start at t: how far it may go (_lim_t, _lim_n) without
+        # a window closing. -> True if t itself may wait.
+        if self.elastic:
+            return False  # (private rings grow one sample at a time)
+        lim = self._lim
+        lim[0] = _SMALL if t < _SMALL else t + _SMALL  # (no limit: a small int while t is one)
+        lim[1] = len(self._vb)
+        for w in self._ws:
+            w.limit(t, lim)
+        r = self.ring
+        if r is not None and r.t0 is not None and lim[0] - r.t0 > _SMALL:
+            lim[0] = r.t0 + _SMALL  # ring offsets stay small ints
+        self._lim_t = lim[0]
+        self._lim_n = lim[1]
+        return lim[1] > 0 and t < lim[0]
+
+    @micropython.native
+    def _settle(self):
+        # The waiting run through the filters and windows, as a block.
+        m = self._run
+        if not m:
+            return
+        self._run = 0
+        t0 = self._t0
+        if self._chain is not None:
+            k = self._chain(self.filters, t0, self._vb, self._ob, m)
+            self._dropped += m - k
+            m = k
+        if m:
+            self._out_block(t0, m, m)  # within the horizon push() checked
+
+    @micropython.native
+    def _out(self, t0, i):
+        # One value past the filters, vb[i] at t0 + ob[i], to every window.
+        v = self._vb[i]
         if (v > _SMALL or v < -_SMALL) and (v > I32_MAX or v < I32_MIN):
             # a filter (calibrate, round) took it out of the ring's 32-bit
             # range (compared with the long-int bounds only past small ints)
-            self.rejected += 1
+            self._rejected += 1
             return
         p = None
         r = self.ring
         if r is not None:
-            p = r.put(t, v)
-        for w in self.windows:
-            w.push(t, v, p)
+            p = r.put(t0 + self._ob[i], v)
+        for w in self._ws:
+            w.push(t0, self._vb, self._ob, i, p)
 
     def _beats(self, t):
         vb = self._vb
@@ -173,9 +252,9 @@ class Pipeline:
                 vb[0] = hb.last
                 ob[0] = 0
                 if self._chain(rest, bt, vb, ob, 1):
-                    self._out(bt, vb[0])
+                    self._out(bt, 0)
                 else:
-                    self.dropped += 1
+                    self._dropped += 1
 
     # -- block path --------------------------------------------------------
     @micropython.native
@@ -183,12 +262,14 @@ class Pipeline:
         # n samples, buf[i] (fixed point) at t0 + i * period_ms: the results
         # of n pushes, in one call. -> how many were taken (late ones, before
         # the previous sample, are refused as push refuses them).
+        self._settle()
         if self._hb or self.elastic:
             # re-sends interleave with the samples / rings grow: one by one
             k = 0
             for i in range(n):
                 if self.push(t0 + i * period_ms, buf[i]):
                     k += 1
+            self._settle()
             return k
         vb = self._vb
         ob = self._ob
@@ -223,69 +304,79 @@ class Pipeline:
             m = c
             if self._chain is not None:
                 m = self._chain(self.filters, t, vb, ob, c)
-                self.dropped += c - m
+                self._dropped += c - m
             if m:
                 self._out_block(t, m)
             i += c
         return taken
 
     @micropython.native
-    def _out_block(self, t0, m):
+    def _out_block(self, t0, m, quiet=0):
         # The m values past the filters (vb[i] at t0 + ob[i]) to every window:
-        # runs of samples that close no window go in one call per window;
-        # a sample that closes one takes the per-sample path.
+        # runs of samples that close no window (the first `quiet` are known
+        # to close none) go in one call per window; a sample that may close
+        # one takes the per-sample path.
         vb = self._vb
         ob = self._ob
         j = 0
         for i in range(m):
             v = vb[i]
             if (v > _SMALL or v < -_SMALL) and (v > I32_MAX or v < I32_MIN):
-                self.rejected += 1
+                self._rejected += 1
                 continue
             if j != i:
                 vb[j] = v
                 ob[j] = ob[i]
             j += 1
         m = j
-        ws = self.windows
+        if quiet > m:
+            quiet = m  # (fewer, after refused ones: still quiet)
         r = self.ring
         i = 0
         while i < m:
-            k = m - i
-            for w in ws:
-                q = w.quiet(t0, ob, i, k)
-                if q < k:
-                    k = q
-                    if not k:
-                        break
-            if k and r is not None and r.t0 is not None and t0 + ob[i + k - 1] - r.t0 > _SMALL:
-                k = 0  # time offsets near 32 bits: the per-sample path moves the ring's t0
+            k = quiet
+            quiet = 0
+            if not k and self._horizon(t0 + ob[i]):
+                # the samples from i before the windows' limits close nothing
+                lim = self._lim_t - t0
+                n = m - i
+                if n > self._lim_n:
+                    n = self._lim_n
+                k = 1
+                while k < n and ob[i + k] < lim:
+                    k += 1
             if k:
                 p = None
                 if r is not None:
                     for w in self._sliding:
                         w.room(k)  # evictions read the ring before it is written
                     p = r.put_run(t0, vb, ob, i, i + k)
-                for w in ws:
+                for w in self._ws:
                     w.run(t0, vb, ob, i, i + k, p)
                 i += k
             else:
-                self._out(t0 + ob[i], vb[i])
+                self._out(t0, i)
                 i += 1
 
     # -- time --------------------------------------------------------------
+    @micropython.native
     def advance(self, t):
         # The clock says it is t: heartbeats due by t, windows ended by t.
+        if self._run:
+            if t < self._lim_t:
+                return  # no window ends before the waiting run's horizon
+            self._settle()
         if self.last_t is not None and t < self.last_t:
             return
         if self._hb:
             self._beats(t)
-        for w in self.windows:
+        for w in self._ws:
             w.advance(t)
 
     def flush(self):
         # Close every open time window (end of a replay, or shutdown).
-        for w in self.windows:
+        self._settle()
+        for w in self._ws:
             w.flush()
 
     # -- sampling (scheduler task) -------------------------------------------
@@ -296,6 +387,7 @@ class Pipeline:
         t = self.clock()
         try:
             if self.block > 1:
+                self._settle()  # (a pushed run waits in _vb)
                 n = self.source.read_block(t, self.period_ms, self._vb, self.block)
                 v = None
             else:
@@ -307,12 +399,11 @@ class Pipeline:
             v = None
         if n:
             self.push_block(t, self.period_ms, self._vb, n)
-        elif v is None:
-            self.advance(t)
-        else:
+        elif v is not None:
             self.push(t, v)
-            for w in self.windows:
-                w.advance(t)
+        # the time windows that ended by t close (a sample that a filter
+        # dropped, or no reading, does not close them)
+        self.advance(t)
 
     def _emit(self, window, start, end):
         self.results += 1

@@ -247,7 +247,7 @@ class RingWindow:
             p = self.ring.put(old.t0 + old.ts[i], v)
             if k == 0:
                 self.head = p
-            self.agg.add(v)
+            self.agg.add_run(self.ring.vs, p, p + 1)
             if self.minq is not None:
                 self._min_push(p, v)
             if self.maxq is not None:
@@ -255,26 +255,24 @@ class RingWindow:
 
     # -- windows ----------------------------------------------------------
     @micropython.native
-    def push(self, t, v, p=None):
-        # p: where the pipeline wrote (t, v) in the shared ring
+    def push(self, t0, vb, ob, i, p):
+        # One sample, vb[i] at t0 + ob[i], written to the shared ring at p
+        # (None: a private ring, written here once the window made room).
         a = self.agg
         if self.time:
             nb = self.next_b
-            if nb is None:
-                nb = (t // self.every + 1) * self.every
-                self.next_b = nb
-            elif t >= nb:
-                self.advance(t)
-                nb = self.next_b
-            # samples older than the next window's start are never needed
-            # again (checked here: most samples evict nothing)
-            if a.n:
-                r = self.ring
-                if r.ts[self.head] < nb - self.size - r.t0:
-                    self._evict_before(nb - self.size)
+            if nb is not None:  # (None: before the first sample; run() sets it)
+                if t0 + ob[i] >= nb:
+                    self.advance(t0 + ob[i])
+                    nb = self.next_b
+                # samples older than the next window's start are never
+                # needed again (checked here: most samples evict nothing)
+                if a.n:
+                    r = self.ring
+                    if r.ts[self.head] < nb - self.size - r.t0:
+                        self._evict_before(nb - self.size)
         elif a.n == self.size:
             self._evict()
-        # append (a private ring is written here, once the window made room)
         if a.n == self.cap:
             if self.elastic:
                 self._grow()
@@ -283,44 +281,29 @@ class RingWindow:
                 self.overwritten += 1
                 self._evict()
         if p is None:
-            p = self.ring.put(t, v)
-        if a.n == 0:
-            self.head = p
-        a.add(v)
-        if self.minq is not None:
-            self._min_push(p, v)
-        if self.maxq is not None:
-            self._max_push(p, v)
-        if self.time:
-            return
-        self.phase += 1
-        if self.seen < self.size:
-            self.seen += 1
-        if self.phase >= self.every:
+            p = self.ring.put(t0 + ob[i], vb[i])
+        self.run(t0, vb, ob, i, i + 1, p)
+        if not self.time and self.phase >= self.every:
             self.phase = 0
             if self.seen >= self.size:
                 r = self.ring
-                self._close(r.t0 + r.ts[self.head], t)  # the oldest sample's t
+                self._close(r.t0 + r.ts[self.head], t0 + ob[i])  # the oldest sample's t
 
     @micropython.native
-    def quiet(self, t0, ob, i, k):
-        # How many of the k block samples from i (times t0 + ob[x]) this
-        # window takes before one closes it (or, time: would overwrite).
-        if not self.time:
-            q = self.every - self.phase - 1  # the every-th sample may close it
-            return q if q < k else k
-        nb = self.next_b
-        if nb is None:
-            t = t0 + ob[i]
-            nb = (t // self.every + 1) * self.every
-        lim = nb - t0
-        q = self.cap - self.agg.n
-        if q > k:
-            q = k
-        x = 0
-        while x < q and ob[i + x] < lim:
-            x += 1
-        return x
+    def limit(self, t, lim):
+        # Samples from t on close nothing (nor overwrite) while before lim[0]
+        # and no more than lim[1] of them: lowers both to this window's.
+        if self.time:
+            nb = self.next_b
+            if nb is None:
+                nb = (t // self.every + 1) * self.every
+            if nb < lim[0]:
+                lim[0] = nb
+            q = self.cap - self.agg.n
+        else:
+            q = self.every - self.phase - 1
+        if q < lim[1]:
+            lim[1] = q
 
     @micropython.native
     def room(self, k):
@@ -340,7 +323,7 @@ class RingWindow:
     def run(self, t0, vb, ob, i, j, p):
         # Block samples i..j-1 (vb[x] at t0 + ob[x]), written to the ring at
         # p, p + 1, ... (wrapping), none of which closes the window (see
-        # quiet; room() made the evictions).
+        # quiet; room() made the evictions). push() adds its sample here too.
         a = self.agg
         if self.time and self.next_b is None:
             t = t0 + ob[i]

@@ -13,7 +13,7 @@
 # window.agg.values() and window.name.
 #
 # Samples come one by one (push) or, from a block, in runs that close
-# nothing (quiet() says how long a run may be, run() takes it).
+# nothing (limit() says how long a run may be, run() takes it).
 
 from edgestream_agent.aggregate import Aggregate
 
@@ -36,53 +36,34 @@ class TumblingWindow:
         self.overwritten = 0  # a tumbling window never drops samples
 
     @micropython.native
-    def push(self, t, v, p=None):
-        a = self.agg
+    def push(self, t0, vb, ob, i, p=None):
+        # One sample, vb[i] at t0 + ob[i].
         if self.time:
-            if a.n and t >= self.end:
+            if self.agg.n and t0 + ob[i] >= self.end:
                 self._close()
-            if not a.n:
-                s = t - t % self.size
-                self.start = s
-                self.end = s + self.size
-        elif not a.n:
-            self.start = t
-        if not a.n:
-            a.first = v
-            a.lo = v
-            a.hi = v
-        elif v < a.lo:
-            a.lo = v
-        elif v > a.hi:
-            a.hi = v
-        a.last = v
-        a.add(v)
-        if not self.time:
-            self.end = t
-            if a.n >= self.size:
+            self.run(t0, vb, ob, i, i + 1)
+        else:
+            self.run(t0, vb, ob, i, i + 1)
+            if self.agg.n >= self.size:
                 self._close()
 
     @micropython.native
-    def quiet(self, t0, ob, i, k):
-        # How many of the k block samples from i (times t0 + ob[x]) this
-        # window takes before one closes it.
-        if not self.time:
-            q = self.size - self.agg.n - 1  # the size-th sample closes it
-            return q if q < k else k
-        if self.agg.n:
-            lim = self.end - t0
+    def limit(self, t, lim):
+        # Samples from t on close nothing while before lim[0] (time) and no
+        # more than lim[1] of them: lowers both to this window's limits.
+        if self.time:
+            e = self.end if self.agg.n else t - t % self.size + self.size
+            if e < lim[0]:
+                lim[0] = e
         else:
-            t = t0 + ob[i]  # it opens the window [t - t % size, ... + size)
-            lim = t - t % self.size + self.size - t0
-        q = 0
-        while q < k and ob[i + q] < lim:
-            q += 1
-        return q
+            q = self.size - self.agg.n - 1
+            if q < lim[1]:
+                lim[1] = q
 
     @micropython.native
     def run(self, t0, vb, ob, i, j, p=None):
         # Block samples i..j-1 (vb[x] at t0 + ob[x]), none of which closes the
-        # window (see quiet).
+        # window (see limit). push() adds its sample here too.
         a = self.agg
         if not a.n:
             t = t0 + ob[i]
