@@ -382,23 +382,20 @@ class Pipeline:
     # -- sampling (scheduler task) -------------------------------------------
     def sample(self):
         # Read the source at clock() and push: one value, or with `block` > 1
-        # a block of them at t, t + period_ms, ... (the task runs every
-        # block * period_ms).
+        # a block of them, period_ms apart (the task runs every block *
+        # period_ms; the source says when its first sample was).
         t = self.clock()
+        t0 = v = None
         try:
             if self.block > 1:
                 self._settle()  # (a pushed run waits in _vb)
-                n = self.source.read_block(t, self.period_ms, self._vb, self.block)
-                v = None
+                t0 = self.source.read_block(t, self.period_ms, self._vb, self.block)
             else:
-                n = 0
                 v = self.source.read(t)
         except Exception:  # a flaky bus must not stop the agent
             self.read_errors += 1
-            n = 0
-            v = None
-        if n:
-            self.push_block(t, self.period_ms, self._vb, n)
+        if t0 is not None:
+            self.push_block(t0, self.period_ms, self._vb, self.block)
         elif v is not None:
             self.push(t, v)
         # the time windows that ended by t close (a sample that a filter
