@@ -18,6 +18,8 @@
 # written out: no call, no tuple). heartbeat only records its last value
 # here; its re-sends are the pipeline's (they interleave with the samples).
 
+from edgestream_agent.fixed import I32_MAX, I32_MIN
+
 try:
     import micropython
     from micropython import const
@@ -34,6 +36,7 @@ DELTA = const(5)
 THROTTLE = const(6)
 ROUND = const(7)
 HEARTBEAT = const(8)
+_SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 _EMA_BITS = const(10)   # ema keeps y << _EMA_BITS
 _EMA_HALF = const(512)
 
@@ -90,14 +93,18 @@ def run(fs, t0, vb, ob, m):
                 vb[i] = (y + _EMA_HALF) >> _EMA_BITS
             f.y = y
         elif k == MEDIAN:
-            # two rings of `size`: arrival order and sorted (insertion sort)
+            # two rings of `size`: arrival order and sorted (insertion sort);
+            # they hold 32 bits: a value beyond (after calibrate) is dropped
             s = f.sorted
             ring = f.ring
             size = f.size
             c = f.n
             pos = f.pos
+            o = 0
             for i in range(m):
                 v = vb[i]
+                if (v > _SMALL or v < -_SMALL) and (v > I32_MAX or v < I32_MIN):
+                    continue
                 if c == size:
                     # take the oldest value out of the sorted copy
                     old = ring[pos]
@@ -120,15 +127,18 @@ def run(fs, t0, vb, ob, m):
                     pos = 0
                 h = c >> 1
                 if c & 1:
-                    vb[i] = s[h]
+                    v = s[h]
                 else:
                     x = s[h - 1] + s[h]
-                    q = x >> 1
-                    if x & 1 and q & 1:  # the mean of the middle two, half to even
-                        q += 1
-                    vb[i] = q
+                    v = x >> 1
+                    if x & 1 and v & 1:  # the mean of the middle two, half to even
+                        v += 1
+                vb[o] = v
+                ob[o] = ob[i]
+                o += 1
             f.n = c
             f.pos = pos
+            m = o
         elif k == CLAMP:
             lo = f.lo
             hi = f.hi

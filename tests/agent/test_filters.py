@@ -160,3 +160,16 @@ def test_a_block_gives_what_one_sample_at_a_time_gives():
                 part = samples[k:k + size]
                 got += run_block(fs, part[0][0] - 3, part)
             assert got == want, (specs, size)
+
+
+def test_a_value_beyond_32_bits_before_a_median_is_dropped_not_wrapped():
+    # the median's rings hold 32 bits: 716 * 3e6 = 2148000000 does not fit
+    # (a board would store it wrapped around, CPython refuse it with an error)
+    cfg = validate({"sensors": [{"name": "s", "decimals": 0,
+                                 "filters": [{"calibrate": {"slope": 3000000}}, {"median": 3}],
+                                 "windows": [{"name": "c", "size": 1, "aggregates": ["last"]}]}]})
+    got = []
+    p = Pipeline(cfg["sensors"][0], lambda pipe, w, start, end: got.append(w.agg.values()[0]))
+    for t, v in [(0, 716), (1, 700), (2, -716), (3, 10)]:
+        p.feed(t, v)
+    assert got == [2100000000, 1065000000] and p.dropped == 2
