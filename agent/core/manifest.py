@@ -9,7 +9,7 @@ metadata(version="0.1.0", description="EdgeStream agent: scheduler, sensors, fil
 package(
     "edgestream_agent",
     files=(
-        "__init__.py", "agent.py", "aggregate.py", "aio.py", "chain.py", "clock.py", "config.py",
+        "__init__.py", "agent.py", "aggregate.py", "aio.py", "bench.py", "chain.py", "clock.py", "config.py",
         "cpython.py", "fixed.py", "health.py", "link.py", "main.py", "ntp.py", "offline_buffer.py",
         "pipeline.py", "reconfig.py", "remote_config.py", "replay.py", "ring_window.py",
         "scheduler.py", "spill.py", "tumbling_window.py", "wifi.py", "wire.py", "wire_in.py",

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="interpreter that runs the pipeline (default: micropython)")
     r.add_argument("--board", choices=("esp32", "rp2040", "tiny"), default="esp32",
                    help="heap size under micropython (default: esp32)")
+    from edgestream_tools import agent_bench
+
+    agent_bench.add_parser(sub)
 
 
 def _check_config(path: str) -> None:
@@ -60,6 +63,10 @@ def _check_config(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.agent_cmd == "bench":
+        from edgestream_tools import agent_bench
+
+        return agent_bench.run(args)
     if args.agent_cmd != "replay":  # pragma: no cover - argparse enforces it
         raise ReplayError(f"unknown agent command {args.agent_cmd!r}")
     _check_config(args.config)
