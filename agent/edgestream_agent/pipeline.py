@@ -165,8 +165,8 @@ class Pipeline:
                 self._ob[k] = t - self._t0
                 self._run = k + 1
                 return True
-            self._settle()
-        elif self._hb:
+            self._settle()  # then t may start the next run
+        if self._hb:
             self._beats(t)
         elif self._horizon(t):
             self._vb[0] = v
