@@ -297,6 +297,11 @@ class RingWindow:
             nb = self.next_b
             if nb is None:
                 nb = (t // self.every + 1) * self.every
+            elif t < nb - self.size:
+                # older than any window still to come (the clock went past
+                # it): push() keeps it only until the next sample evicts it
+                lim[1] = 0
+                return
             if nb < lim[0]:
                 lim[0] = nb
             q = self.cap - self.agg.n
