@@ -16,7 +16,7 @@ def const(x):
     return x
 
 
-class micropython:  # noqa: N801 - stands in for the module of that name
+class micropython:  # stands in for the module of that name
     @staticmethod
     def native(f):
         return f

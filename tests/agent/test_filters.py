@@ -142,8 +142,9 @@ def test_filters_allocate_nothing_per_value():
     heap_locked(one, 3000)
 
 
-SPECS = ({"range": {"min": -3, "max": 4}}, {"clamp": {"min": -2.5, "max": 2}}, {"calibrate": {"slope": 1.7, "offset": -0.3}},
-         {"delta": 0.5}, {"throttle": 250}, {"median": 4}, {"ema": 0.35}, {"round": 1}, {"heartbeat": 1000})
+SPECS = ({"range": {"min": -3, "max": 4}}, {"clamp": {"min": -2.5, "max": 2}},
+         {"calibrate": {"slope": 1.7, "offset": -0.3}}, {"delta": 0.5}, {"throttle": 250}, {"median": 4},
+         {"ema": 0.35}, {"round": 1}, {"heartbeat": 1000})
 
 
 def test_a_block_gives_what_one_sample_at_a_time_gives():

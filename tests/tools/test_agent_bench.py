@@ -18,9 +18,10 @@ STANDARD = {"device": "bench-1", "sensors": [
                  {"name": "count", "size": 100, "aggregates": ["count", "sum", "min", "max", "first", "last"]}]},
     {"name": "vib", "period_ms": 1, "block": 32, "source": {"type": "sim", "wave": "noise", "noise": 2},
      "filters": [{"median": 5}], "windows": [{"name": "w", "size_ms": 100}]}]}
-KEYS = {"samples_per_s": int, "alloc_bytes_per_sample": (int, float), "heap_used": int, "heap_free": int,
-        "samples": int, "results": int, "elapsed_ms": (int, float), "sensors": int, "native": bool,
-        "board": str, "profile": str}
+KEYS: dict[str, type | tuple[type, ...]] = {
+    "samples_per_s": int, "alloc_bytes_per_sample": (int, float), "heap_used": int, "heap_free": int,
+    "samples": int, "results": int, "elapsed_ms": (int, float), "sensors": int, "native": bool,
+    "board": str, "profile": str}
 
 
 def bench(capsys, *args: str) -> tuple[int, dict, str]:
