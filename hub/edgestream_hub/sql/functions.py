@@ -13,6 +13,8 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import numbers
+import operator
 import re
 from typing import Any, Callable
 
@@ -100,16 +102,111 @@ def op_or(a: Any, b: Any) -> Any:
     return None if b is None else bool(b)
 
 
+# -- comparisons: values of one kind only ------------------------------------------------------------
+#: the kind of a non-NULL value a comparison reads; values of different kinds never compare (as in eKuiper)
+_KINDS: dict[type, str] = {int: "number", float: "number", bool: "boolean", str: "string", list: "array",
+                           tuple: "array", dict: "object"}
+#: classes whose values compare with Python's operators exactly as SQL says (same class on both sides)
+PLAIN = frozenset((int, float, str, bool))
+NUMBERS = frozenset((int, float))
+_ORDERS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_EQUALS = {"=": operator.eq, "!=": operator.ne}
+
+
+def kind(v: Any) -> str:
+    """The kind of a non-NULL value: number, string, boolean, array or object.
+
+    >>> kind(1), kind(2.5), kind(True), kind("1"), kind([1]), kind({})
+    ('number', 'number', 'boolean', 'string', 'array', 'object')
+    """
+    k = _KINDS.get(v.__class__)
+    if k is not None:
+        return k
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, numbers.Number):
+        return "number"
+    for cls, name in _KINDS.items():
+        if isinstance(v, cls):
+            return name
+    return type(v).__name__
+
+
+def mismatch(a: Any, op: str, b: Any) -> SqlRuntimeError:
+    """The record error for comparing values of two kinds (``op`` as the query wrote it)."""
+    return SqlRuntimeError(f"cannot compare {kind(a)} {show(a)} with {kind(b)} {show(b)} ({op}): "
+                           "convert one side with CAST")
+
+
+def show(v: Any) -> str:
+    """A value as a query would write it, clipped: 'text', 12, true, [1,2]."""
+    text = f"{v!r}" if v.__class__ is str else to_str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def op_cmp(a: Any, op: str, b: Any) -> bool:
+    """``a op b`` for two non-NULL values (``op`` one of = != < <= > >=).
+
+    Numbers compare with numbers, strings with strings (by code point), booleans with booleans
+    (FALSE < TRUE); arrays and objects only with = and !=. Any other pair fails the record.
+
+    >>> op_cmp(1, "<", 2.5), op_cmp("a", "=", "a"), op_cmp([1, 2], "=", [1, 2])
+    (True, True, True)
+    >>> op_cmp("1", "=", 1)
+    Traceback (most recent call last):
+    ...
+    edgestream_hub.sql.errors.SqlRuntimeError: cannot compare string '1' with number 1 (=): convert one side with CAST
+    """
+    ka, kb = kind(a), kind(b)
+    if ka != kb:
+        raise mismatch(a, op, b)
+    f = _EQUALS.get(op)
+    if f is not None:
+        return bool(f(a, b))
+    if ka in ("array", "object"):
+        raise SqlRuntimeError(f"cannot order {ka}s ({op}): only = and <> compare them")
+    try:
+        return bool(_ORDERS[op](a, b))
+    except TypeError:  # values of a plugin's own type
+        raise mismatch(a, op, b) from None
+
+
 def op_in(v: Any, items: tuple) -> Any:
+    """``v IN (items)``: SQL's three-valued answer; an item of another kind than ``v`` fails the record,
+    whether or not another item matches (as ``v = i1 OR v = i2 ...`` would)."""
     if v is None:
         return None
-    saw_null = False
+    saw_null = found = False
     for x in items:
         if x is None:
             saw_null = True
-        elif v == x:
-            return True
+        elif op_cmp(v, "=", x):
+            found = True
+    if found:
+        return True
     return None if saw_null else False
+
+
+def key_kinds(keys: Any, arity: int) -> list[frozenset]:
+    """Per component of a hash-join key (a tuple), the kinds of the non-NULL values the build side holds."""
+    sets: list[set] = [set() for _ in range(arity)]
+    for k in keys:
+        for i, x in enumerate(k):
+            if x is not None:
+                sets[i].add(kind(x))
+    return [frozenset(s) for s in sets]
+
+
+def check_key(probe: Any, kinds: list[frozenset], texts: list[str]) -> None:
+    """Fail the record when a component of its join key is of a kind the other side holds none of
+    (while it holds other kinds): ``=`` would fail for every row it could meet."""
+    for i, x in enumerate(probe):
+        if x is None or not kinds[i]:
+            continue
+        k = kind(x)
+        if k not in kinds[i]:
+            raise SqlRuntimeError(f"cannot compare {k} {show(x)} with the {' or '.join(sorted(kinds[i]))} values "
+                                  f"of the join key ({texts[i]}): convert one side with CAST")
 
 
 _like_cache: dict = {}
@@ -148,10 +245,10 @@ def op_regexp(v: Any, pattern: Any) -> Any:
 
 
 def op_distinct(a: Any, b: Any) -> bool:
-    """``a IS DISTINCT FROM b``: inequality where NULL equals NULL; never NULL."""
+    """``a IS DISTINCT FROM b``: inequality where NULL equals NULL; never NULL (values of two kinds fail)."""
     if a is None or b is None:
         return (a is None) != (b is None)
-    return bool(a != b)
+    return not op_cmp(a, "=", b)
 
 
 def item(v: Any, key: Any) -> Any:
@@ -413,7 +510,7 @@ def _coalesce(*args: Any) -> Any:
 
 
 def _nullif(a: Any, b: Any) -> Any:
-    return None if a is not None and b is not None and a == b else a
+    return None if a is not None and b is not None and op_cmp(a, "=", b) else a
 
 
 # -- hashing and JSON ------------------------------------------------------
@@ -544,10 +641,10 @@ def helpers() -> dict[str, Any]:
     return {
         "__builtins__": {},
         "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
-        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
+        "_in": op_in, "_cmp": op_cmp, "_PLAIN": PLAIN, "_NUM": NUMBERS, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
         "_Err": SqlRuntimeError, "_str": to_str,
         "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
-        "abs": abs, "bool": bool, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,
+        "abs": abs, "bool": bool, "float": float, "int": int, "str": str, "isinstance": isinstance, "range": range, "sum": sum,
         "TypeError": TypeError, "KeyError": KeyError, "ValueError": ValueError, "Exception": Exception,
         "_sqrt": math.sqrt, "_floor": math.floor,
     }
