@@ -140,7 +140,7 @@ def mismatch(a: Any, op: str, b: Any) -> SqlRuntimeError:
 
 def show(v: Any) -> str:
     """A value as a query would write it, clipped: 'text', 12, true, [1,2]."""
-    text = f"{v!r}" if v.__class__ is str else to_str(v)
+    text = "'" + v.replace("'", "''") + "'" if v.__class__ is str else to_str(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -412,17 +412,45 @@ def _concat(*args: Any) -> Any:
 
 _rx_cache: dict = {}
 
+#: scalar functions with a regular expression argument, and its index; ``REGEXP``/``RLIKE`` too (``ir.Like``)
+REGEX_ARGS = {"regexp_matches": 1, "regexp_replace": 1, "regexp_substr": 1}
+
 
 def _rx(p: Any) -> "re.Pattern[str]":
-    r = _rx_cache.get(p)
+    r = _rx_cache.get(p) if p.__class__ is str else None
     if r is None:
+        if p.__class__ is not str:
+            raise SqlRuntimeError(f"a regular expression must be a string, got {kind(p)} {show(p)}")
         try:
             r = re.compile(p)
-        except (re.error, TypeError) as e:
-            raise SqlRuntimeError(f"bad regular expression {p!r:.40}: {e}") from None
+        except re.error as e:
+            raise SqlRuntimeError(f"bad regular expression {show(p)}: {e}") from None
+        except RecursionError:
+            raise SqlRuntimeError(f"bad regular expression {show(p)}: nested too deeply") from None
         if len(_rx_cache) < 256:
             _rx_cache[p] = r
     return r
+
+
+def _regexp_replace(s: Any, p: Any, r: Any) -> Any:
+    try:
+        return _rx(p).sub(to_str(r), to_str(s))
+    except re.error as e:
+        raise SqlRuntimeError(f"regexp_replace: bad replacement {show(r)}: {e}") from None
+
+
+def check_regex(pattern: Any, replacement: Any = None) -> None:
+    """Compile a pattern (and check a replacement against it) as the query will: SqlRuntimeError if bad.
+
+    >>> check_regex("a+(b)", r"<\\1>")
+    >>> check_regex("[")
+    Traceback (most recent call last):
+    ...
+    edgestream_hub.sql.errors.SqlRuntimeError: bad regular expression '[': unterminated character set at position 0
+    """
+    rx = _rx(pattern)
+    if replacement is not None:
+        _regexp_replace("", rx.pattern, replacement)  # Python parses the template before searching
 
 
 def _pad(left: bool) -> Fn:
@@ -615,7 +643,7 @@ _STRICT = _strict_fns({
     "endswith": (lambda s, p: to_str(s).endswith(to_str(p)), 2, 2),
     "indexof": (lambda s, p: to_str(s).find(to_str(p)), 2, 2),
     "regexp_matches": (lambda s, p: _rx(p).search(to_str(s)) is not None, 2, 2),
-    "regexp_replace": (lambda s, p, r: _rx(p).sub(to_str(r), to_str(s)), 3, 3),
+    "regexp_replace": (_regexp_replace, 3, 3),
     "regexp_substr": (lambda s, p: (lambda m: m.group(0) if m else None)(_rx(p).search(to_str(s))), 2, 2),
     "split_value": (_split_value, 3, 3), "format_time": (_format_time, 2, 2),
     "from_unix_time": (_from_unix_time, 1, 1), "date_diff": (_date_diff, 3, 3), "date_add": (_date_add, 3, 3),
