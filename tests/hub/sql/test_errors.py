@@ -71,6 +71,23 @@ BAD = [
     ('SELECT "x FROM s', 1, 8, 'unterminated quoted name: no closing "'),
     ("SELECT x ` FROM s", 1, 10, "unexpected character '`'"),
     ("SELECT a ? b FROM s", 1, 8, "unsupported operator: a ? b"),
+    # window arguments: sizes, hops, counts and durations are positive integer literals; a session's timeout
+    # is not longer than its maximum duration (it could never end a session); no sliding-window delay
+    ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, 10, 0)", 1, 55, "hop must be positive"),
+    ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, -10, 5)", 1, 52, "window size must be a positive integer"),
+    ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 0)", 1, 51, "window size must be positive"),
+    ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 1.5)", 1, 51, "window size must be a positive integer"),
+    ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 5, 5)", 1, 54, "a trigger delay (eKuiper's third argument) "
+                                                                       "is not supported"),
+    ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10, 0)", 1, 55, "timeout must be positive"),
+    ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10, 20)", 1, 55, "the session timeout (20000ms) is longer "
+                                                                         "than its maximum duration (10000ms)"),
+    ("SELECT count(*) FROM s GROUP BY SESSION(ts, INTERVAL '1' MINUTE, INTERVAL '10' SECOND)", 1, 54,
+     "the arguments are SESSION(time_field, gap, max_duration)"),
+    ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(0)", 1, 45, "count must be positive"),
+    ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(5, -1)", 1, 49, "count interval must be a positive integer"),
+    ("SELECT count(*) FROM s GROUP BY TUMBLE(ts, INTERVAL '0' SECOND)", 1, 53, "positive n"),
+    ("SELECT count(*) FROM s GROUP BY HOP(ts, '0s', '10s')", 1, 41, "a duration like"),
     # a literal regular expression compiles with the query, whatever it is matched against
     ("SELECT regexp_matches(v, '[') AS m FROM s", 1, 26, "bad regular expression '[': unterminated character set"),
     ("SELECT regexp_like(v, 'a(b') AS m FROM s", 1, 23, "bad regular expression 'a(b': missing ), unterminated"),
