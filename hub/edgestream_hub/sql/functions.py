@@ -308,6 +308,10 @@ def cast(v: Any, to: str) -> Any:
     raise SqlRuntimeError(f"unknown cast target {to}")
 
 
+#: the dead-letter reason of a record without its time field
+MISSING_TIMESTAMP = "missing timestamp"
+
+
 def ts_ms(v: Any) -> int:
     """An event timestamp as integer epoch milliseconds, or a SqlRuntimeError."""
     if v.__class__ is int:
@@ -315,7 +319,7 @@ def ts_ms(v: Any) -> int:
     if v.__class__ is float and math.isfinite(v):
         return int(v)
     if v is None:
-        raise SqlRuntimeError("missing timestamp")
+        raise SqlRuntimeError(MISSING_TIMESTAMP)
     if isinstance(v, str):
         try:
             return int(v)
