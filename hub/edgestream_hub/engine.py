@@ -549,7 +549,9 @@ class Engine:
                     src.open()
                 if cfg.metrics.get("listen"):
                     try:
-                        self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
+                        self._metrics_server = self.metrics.serve(
+                            cfg.metrics["listen"], read_timeout_s=cfg.metrics["read_timeout"] / 1000,
+                            max_connections=cfg.metrics["max_connections"])
                     except OSError as e:
                         raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}")
                     host, port = self._metrics_server.server_address[:2]
@@ -635,8 +637,7 @@ class Engine:
                         self.metrics.inc("edgestream_sink_dropped_records_total", s.label, len(rest))
                         left += len(rest)
                 if self._metrics_server is not None:
-                    self._metrics_server.shutdown()
-                    self._metrics_server.server_close()
+                    self._metrics_server.stop()  # bounded: a stalled scraper does not hold the stop
                     self._metrics_server = None
                 clean = left == 0 and not self.abort.is_set()
                 if not clean:
