@@ -35,8 +35,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_pipeline_queue_records", "Records waiting in a pipeline's input queue.", "gauge"),
     ("edgestream_sink_records_total", "Records a sink wrote.", "counter"),
     ("edgestream_sink_errors_total", "Failed write attempts of a sink (each retried with backoff).", "counter"),
-    ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy or abandoned "
-     "at a stop that ran out of time.", "counter"),
+    ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy, abandoned "
+     "at a stop that ran out of time, or for a destination gone for good (a closed stdout).", "counter"),
     ("edgestream_sink_queue_records", "Records waiting in a sink's input queue.", "gauge"),
     ("edgestream_sink_nonfinite_values_total", "Non-finite numbers (NaN, infinities) a sink wrote as null.",
      "counter"),
