@@ -549,8 +549,9 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
     have = {"sources": sources, "sinks": sinks, "connections": connections}
     for path, section, name in chk.refs:
         if name not in have[section]:
-            known = ", ".join(sorted(have[section])) or "none defined"
-            chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
+            known = ", ".join(sorted(have[section]))
+            chk.issue(path, f"{name!r} is not defined in {section} "
+                            + (f"(defined: {known})" if known else f"(no {section} are defined)"))
     labels: dict[str, str] = {}
     for c in [*sources.values(), *sinks.values(), *(x for p in pipelines.values() for x in p.processors)]:
         if c.label in labels:

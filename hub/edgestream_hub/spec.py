@@ -168,7 +168,8 @@ class Spec:
         if rows:
             out += ["| key | type | default | description |", "| --- | --- | --- | --- |", *rows, ""]
         if self.example:
-            out += ["```yaml", self.example.strip("\n"), "```", ""]
+            # A part of a hub.yaml: the docs test completes it into a whole config and checks that.
+            out += ["<!-- fragment -->", "```yaml", self.example.strip("\n"), "```", ""]
         return "\n".join(out)
 
 

@@ -119,10 +119,12 @@ def run(args: argparse.Namespace) -> int:
                 print("demo: the hub did not start", file=sys.stderr)
                 return 1
 
-            print(f"demo: agent demo-1 on MicroPython ({args.board} heap, .mpy bundle) for {args.seconds:g} s",
+            print(f"demo: agent demo-1 on MicroPython ({args.board} heap, .mpy bundle on the 32-bit stock build) "
+                  f"for {args.seconds:g} s",
                   file=sys.stderr, flush=True)
-            agent = subprocess.Popen(mp.command(args.board) + ["-m", "edgestream_agent.main", str(work / "agent.json"),
-                                     str(int(args.seconds * 1000))], env=mp.environment([str(work / "lib")]),
+            agent = subprocess.Popen(mp.command(args.board, "mpy") + ["-m", "edgestream_agent.main",
+                                     str(work / "agent.json"), str(int(args.seconds * 1000))],
+                                     env=mp.environment([str(work / "lib")], "mpy"),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             out = b""
             for _ in range(int(args.seconds * 5) + 300):  # bounded: the agent's run + 60 s
@@ -135,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             if agent.poll() is None:  # stopped early (stdout closed) or overdue
                 agent.kill()
                 out += agent.communicate()[0]
+            elif agent.returncode != 0:
+                raise mp.MicroPythonError(f"the agent exited {agent.returncode}:\n{out.decode(errors='replace')}")
             for line in out.decode(errors="replace").strip().splitlines()[-3:]:
                 print(f"agent: {line}", file=sys.stderr)
 
