@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 
 from edgestream_hub.errors import EdgeStreamError
+from edgestream_hub.pipes import to_devnull
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -117,23 +117,6 @@ def _dispatch(argv: list[str]) -> int:
         return 2
 
 
-def _stdout_to_devnull() -> None:
-    """After EPIPE: point fd 1 at /dev/null, so Python's flush at exit has nothing to fail on.
-
-    (The recipe of the Python docs' note on SIGPIPE.) Without a real fd 1,
-    as under a test's capture, there is nothing to redirect.
-    """
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -145,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
         return rc
     except BrokenPipeError:  # `edgestream ... | head -1`: the reader has gone; stop like other Unix tools
-        _stdout_to_devnull()
+        to_devnull(sys.stdout)  # so Python's flush at exit has nothing to fail on
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130
