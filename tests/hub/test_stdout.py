@@ -85,9 +85,12 @@ hub: {{watch: false}}
                 time.sleep(0.1)
         assert wait_for(lambda: len(archive.read_text().splitlines()) == 201, 30)
         dropped = ("edgestream_sink_dropped_records_total", (("component", "console"),))
-        assert wait_for(lambda: _scrape(url)[dropped] == 200, 30), _scrape(url)[dropped]
+        written = ("edgestream_sink_records_total", (("component", "console"),))
+        # a write can still land in the pipe's buffer while the reader is closing it: every record is
+        # either written or dropped, and all but those few are dropped
+        assert wait_for(lambda: (lambda m: m[written] + m[dropped])(_scrape(url)) == 201, 30)
         m = _scrape(url)
-        assert m[("edgestream_sink_records_total", (("component", "console"),))] == 1
+        assert m[dropped] >= 190 and m[written] >= 1
         assert m[("edgestream_sink_records_total", (("component", "archive"),))] == 201
         assert m[("edgestream_sink_queue_records", (("component", "console"),))] == 0
         _append(inp, [{"n": 201}])  # still running
