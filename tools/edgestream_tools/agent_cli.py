@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="interpreter that runs the pipeline (default: micropython)")
     r.add_argument("--board", choices=("esp32", "rp2040", "tiny"), default="esp32",
                    help="heap size under micropython (default: esp32)")
+    from edgestream_tools.deploy import add_board_commands
+
+    add_board_commands(sub)  # deploy, test, logs, check
 
 
 def _check_config(path: str) -> None:
@@ -53,6 +56,10 @@ def _check_config(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgestream_tools import deploy
+
+    if args.agent_cmd in deploy.COMMANDS:
+        return deploy.run(args)
     if args.agent_cmd != "replay":  # pragma: no cover - argparse enforces it
         raise ReplayError(f"unknown agent command {args.agent_cmd!r}")
     _check_config(args.config)

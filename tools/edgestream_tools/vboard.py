@@ -46,6 +46,7 @@ import argparse
 import errno
 import fcntl
 import os
+import re
 import select
 import shutil
 import signal
@@ -72,13 +73,17 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 _BLOCK = 4096
 
-# The boot script (``micropython -i -c``): mount the board's filesystem, set
-# sys.path, run boot.py and (friendly REPL mode) main.py in __main__'s globals
-# as a board does, then leave the globals as clean as a board's. SystemExit
-# from them is a soft reset.
-_BOOT = r"""
-def _vb(root, lfs, run_main, report_mpy):
-    import os, sys
+# The boot, in three parts so that only a few hundred bytes of it stay on the
+# heap while main.py runs (about what a board's own boot leaves): _vbsetup
+# mounts the board's filesystem, sets sys.path (and the reported .mpy
+# version) and is dropped; _vbrun runs boot.py and, in the friendly REPL
+# mode, main.py in __main__'s globals as a board does (SystemExit: a soft
+# reset); the -c line that calls them is the rest.
+_SETUP = r"""
+import os, sys
+
+
+def setup(root, lfs, report_mpy):
     if lfs:
         img = open(root + '/flash.img', 'r+b')
 
@@ -130,32 +135,65 @@ def _vb(root, lfs, run_main, report_mpy):
 
         sys.modules['sys'] = Sys()
     sys.stdout.write('\x1b]vb:up\x07')
-    for name in ('boot.py', 'main.py') if run_main else ('boot.py',):
+"""
+_RUN = r"""
+import os, sys
+
+
+def run(g, names):
+    for name in names:
         try:
             os.stat(name)
         except OSError:
             continue
         try:
-            execfile(name)
+            execfile(name, g)
         except SystemExit:
             sys.stdout.write('\x1b]vb:reset\x07')
             return
         except BaseException as e:
-            # the traceback a board prints: without this script's frame
+            # the traceback a board prints: without the boot's frames
             try:
                 import io
                 out = io.StringIO()
                 sys.print_exception(e, out)
-                sys.stdout.write('\n'.join(ln for ln in out.getvalue().split('\n') if '"<stdin>"' not in ln))
+                sys.stdout.write('\n'.join(ln for ln in out.getvalue().split('\n') if '"_vbrun.py"' not in ln
+                                           and '"<stdin>"' not in ln))
             except MemoryError:
                 sys.print_exception(e)
     sys.stdout.write('\x1b]vb:repl\x07')
-_vb(%r, %r, %r, %r)
-del _vb
+"""
+_BOOT_LINE = """import _vbsetup, _vbrun, sys
+_vbsetup.setup(%r, %r, %r)
+del sys.modules['_vbsetup'], sys.modules['_vbrun'], _vbsetup, sys
+_vbrun.run(globals(), %r)
+del _vbrun
 import gc
 gc.collect()
 del gc
 """
+
+
+def write_boot(folder: str | Path) -> None:
+    """Put the boot's two modules into folder (which goes on MICROPYPATH)."""
+    Path(folder, "_vbsetup.py").write_text(_SETUP)
+    Path(folder, "_vbrun.py").write_text(_RUN)
+
+
+def boot_args(boot_dir: str | Path, board_folder: str | Path, files: tuple[str, ...] = ("boot.py", "main.py"),
+              fs_size: int | None = None, report_mpy: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """(argv after the binary, environment) that boot a board folder as a board does.
+
+    The virtual board runs it with ``-i`` (the REPL after main.py); ``agent
+    check`` runs it without, so that it measures the same start.
+    """
+    code = _BOOT_LINE % (str(Path(board_folder).resolve()), fs_size or 0, report_mpy, tuple(files))
+    return ["-c", code], dict(os.environ, MICROPYPATH=str(boot_dir))
+
+
+def strip_marks(out: bytes) -> bytes:
+    """Output of a boot without the markers it prints for the supervisor."""
+    return re.sub(rb"\x1b\]vb:[a-z]+\x07", b"", out)
 
 
 def _sigint_caught(pid: int) -> bool:
@@ -205,6 +243,7 @@ class Supervisor:
         self.command = command or mp.command(board)
         self.proc: subprocess.Popen | None = None
         self.port = ""
+        self._boot_dir = ""
         self.resets = 0
         self._um = self._us = self._im = self._is = -1
         self._stopping = False
@@ -233,6 +272,8 @@ class Supervisor:
             if not img.exists() or img.stat().st_size != self.fs_size:
                 # a fresh flash (erased), formatted by the board at its first boot
                 img.write_bytes(b"\xff" * self.fs_size)
+        self._boot_dir = tempfile.mkdtemp(prefix="vboard-boot-")
+        write_boot(self._boot_dir)
         self._um, self._us = os.openpty()
         tty.setraw(self._us)
         self.port = os.ttyname(self._us)
@@ -246,16 +287,16 @@ class Supervisor:
         return self.port
 
     def _spawn(self) -> None:
-        code = _BOOT % (str(self.folder), self.fs_size or 0, self._run_main, self.report_mpy)
+        files = ("boot.py", "main.py") if self._run_main else ("boot.py",)
+        argv, env = boot_args(self._boot_dir, self.folder, files, self.fs_size, self.report_mpy)
         self._state = "boot"
         self._hold = b""
         self._booted = False
         self._last_sigint = 0.0
         self.proc = subprocess.Popen(
-            self.command + ["-i", "-c", code],
+            self.command + ["-i", *argv],
             stdin=self._is, stdout=self._is, stderr=self._is,
-            cwd=self.folder, start_new_session=True,
-            env={k: v for k, v in os.environ.items() if k != "MICROPYPATH"},
+            cwd=self.folder, start_new_session=True, env=env,
         )
 
     def stop(self) -> None:
@@ -270,6 +311,8 @@ class Supervisor:
             if fd >= 0:
                 os.close(fd)
         self._um = self._im = self._is = -1
+        if self._boot_dir:
+            shutil.rmtree(self._boot_dir, ignore_errors=True)
         if self.made_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
