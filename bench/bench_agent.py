@@ -1,15 +1,21 @@
-"""Agent core budgets, measured under the real MicroPython unix port.
+"""Agent core budgets, measured on the board build of MicroPython.
 
+The board build is a 32-bit unix port (31-bit small ints, as ESP32 and
+RP2040; ``edgestream_tools.boardbuild``). Figures are given per profile
+(``edgestream_tools.micropython``): ``frozen``, the agent frozen into the
+firmware (code and names in flash), and ``mpy``, a stock firmware with the
+agent's ``.mpy -O3`` files on its filesystem (code and names on the heap).
 Prints, from one run each:
+- the heap cost of importing every agent and shared module, per profile
+  (and on the 64-bit PyPI build, for comparison);
 - steady-state allocation over 10,000 samples through 3 filters and 2 windows
   (gc.mem_alloc() growth, collector off; budget 0 bytes);
-- heap used after start by an agent with 4 sensors x 2 windows of 256 samples,
-  in the `tiny` (64 KB) heap, modules imported from .mpy like on a board;
 - samples/s of filters + windows vs a bare loop that only appends to an array
   (ratio measured in the same process);
-- start time: import from .mpy to the first sample, in ms.
-Note: the unix port is 64-bit, so code objects take about twice the heap
-they take on a 32-bit ESP32 or RP2040.
+- heap used after start by an agent with 4 sensors x 2 windows of 256
+  samples in the `tiny` (64 KB) heap, started as main.py starts one, per
+  profile;
+- start time: import to the first sample, in ms, per profile.
 """
 
 from __future__ import annotations
@@ -19,7 +25,24 @@ import tempfile
 from pathlib import Path
 
 from edgestream_tools import micropython as mp
-from edgestream_tools.bundle import build, mpy_cross
+from edgestream_tools.bundle import mpy_cross, sources
+
+PROFILES = ("frozen", "mpy")
+
+IMPORT_ALL = r"""
+import gc, sys
+def cost(*names):
+    gc.collect()
+    a = gc.mem_alloc()
+    for n in names:
+        __import__(n)
+    gc.collect()
+    return gc.mem_alloc() - a
+# the validator, and the shared codec the agent does without (its own wire, wire_in)
+parts = cost("edgestream_agent.config"), cost("edgestream_shared.encoder", "edgestream_shared.decoder",
+                                            "edgestream_shared.topics")
+print(cost(*sys.argv[1:]) + sum(parts), *parts)
+"""
 
 STEADY = r"""
 import gc, time
@@ -40,7 +63,7 @@ def steady(n):
     t = 1000
     for i in range(n):
         t += 10
-        p.push(t, 20000 + (t * 7919) % 5000)
+        p.push(t, 20000 + ((t % 5000) * 7919) % 5000)  # in 31-bit small ints
     alloc = gc.mem_alloc() - before
     gc.enable()
     return alloc, t
@@ -58,7 +81,7 @@ def bare(n):
 def piped(n, t):
     for i in range(n):
         t += 10
-        p.push(t, 20000 + (t * 7919) % 5000)
+        p.push(t, 20000 + ((t % 5000) * 7919) % 5000)  # in 31-bit small ints
     return t
 M = 100000
 t0 = time.ticks_us(); bare(M); dt_bare = time.ticks_diff(time.ticks_us(), t0)
@@ -133,14 +156,48 @@ print(dt)
 """
 
 
+def module_names() -> list[str]:
+    return [str(rel.with_suffix("")).replace("/", ".").removesuffix(".__init__") for _, rel in sources()]
+
+
+def tiny(kind: str, profile: str, paths: list[str]) -> str:
+    code = f"import tiny_{kind}"
+    label = f"tiny heap (64 KB), {profile}, 4 sensors x 2 {kind} windows of 256 samples"
+    proc = mp.run(["-c", code], board="tiny", extra_paths=paths, check=False, profile=profile)
+    if proc.returncode == 0:
+        started, after, free, samples, nres = proc.stdout.split()
+        return (f"{label}: {int(started) / 1024:.1f} KB used after start, {int(after) / 1024:.1f} KB after "
+                f"{int(samples):,} samples / {int(nres)} results; {int(free) / 1024:.1f} KB free")
+    err = (proc.stdout + proc.stderr).decode().strip().splitlines()[-1]
+    for board in ("esp32", "rp2040"):
+        p2 = mp.run(["-c", code], board=board, extra_paths=paths, check=False, profile=profile)
+        if p2.returncode == 0:
+            return (f"{label}: does NOT fit ({err}); needs {int(p2.stdout.split()[0]) / 1024:.1f} KB after start "
+                    f"(measured in the {board} heap)")
+    return f"{label}: does not start ({err})"
+
+
 def main() -> None:
+    names = module_names()
+    script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+    with script:
+        script.write(IMPORT_ALL)
+    for profile in (*PROFILES, "host"):
+        extra = [] if profile != "host" else [mp.mpy_bundle()]  # host: the same .mpy -O3 files, 64-bit
+        out = mp.run([script.name, *names], board="rp2040", extra_paths=extra, profile=profile).stdout.split()
+        used, validator, codec = map(int, out)
+        what = {"frozen": "32-bit, frozen", "mpy": "32-bit, .mpy -O3 on the filesystem",
+                "host": "64-bit PyPI build, .mpy -O3, for comparison"}[profile]
+        print(f"import all {len(names)} agent and shared modules ({what}): {used / 1024:.1f} KB of heap; "
+              f"of it the validator (config) {validator / 1024:.1f} KB, the shared encoder + decoder + topics "
+              f"{codec / 1024:.1f} KB")
+    Path(script.name).unlink()
     with tempfile.TemporaryDirectory() as lib:
-        build(Path(lib), None, 3)  # -O3, as a board bundle
         paths = [lib]
         alloc, results, rate, bare = mp.run_code(STEADY, board="esp32", extra_paths=paths).split()
-        print(f"steady state: {alloc} bytes allocated over 10,000 samples "
+        print(f"steady state (frozen): {alloc} bytes allocated over 10,000 samples "
               f"(3 filters, 2 windows, {results} windows closed; budget 0)")
-        print(f"per-sample speed (unix port): {int(rate):,} samples/s through filters + windows; "
+        print(f"per-sample speed (32-bit unix port): {int(rate):,} samples/s through filters + windows; "
               f"bare append-to-array loop {int(bare):,}/s; ratio {int(bare) / int(rate):.1f}x slower")
         # the script is compiled to .mpy too: on a board only main.py is source
         for kind in ("tumbling", "sliding"):
@@ -148,29 +205,12 @@ def main() -> None:
             src.write_text(f"SLIDING = {kind == 'sliding'}\n" + TINY)
             subprocess.run([mpy_cross(), "-O3", "-o", str(src.with_suffix(".mpy")), str(src)], check=True)
             src.unlink()
-        for kind in ("tumbling", "sliding"):
-            code = f"import tiny_{kind}"
-            proc = mp.run(["-c", code], board="tiny", extra_paths=paths, check=False)
-            if proc.returncode == 0:
-                started, after, free, samples, nres = proc.stdout.split()
-                print(f"tiny heap (64 KB), 4 sensors x 2 {kind} windows of 256 samples: {int(started):,} bytes used "
-                      f"after start, {int(after):,} after {int(samples):,} samples / {int(nres)} results; "
-                      f"{int(free):,} bytes free")
-                continue
-            err = (proc.stdout + proc.stderr).decode().strip().splitlines()[-1]
-            for board in ("esp32", "rp2040"):
-                p2 = mp.run(["-c", code], board=board, extra_paths=paths, check=False)
-                if p2.returncode == 0:
-                    started = int(p2.stdout.split()[0])
-                    print(f"tiny heap (64 KB), 4 sensors x 2 {kind} windows of 256 samples: does NOT fit on the "
-                          f"64-bit unix port ({err}); needs {started:,} bytes after start (measured in the "
-                          f"{board} heap)")
-                    break
-            else:
-                print(f"tiny heap (64 KB), 4 sensors x 2 {kind} windows: does not start ({err})")
-        print("  (64-bit unix port: code objects and dicts take about twice the heap they take on a 32-bit board)")
-        runs = sorted(int(mp.run_code(START, board="esp32", extra_paths=paths)) for _ in range(5))
-        print(f"start, import from .mpy to first sample: {runs[len(runs) // 2] / 1000:.1f} ms (median of 5)")
+        for profile in PROFILES:
+            for kind in ("tumbling", "sliding"):
+                print(tiny(kind, profile, paths))
+        for profile in PROFILES:
+            runs = sorted(int(mp.run_code(START, board="esp32", extra_paths=paths, profile=profile)) for _ in range(5))
+            print(f"start ({profile}), import to first sample: {runs[len(runs) // 2] / 1000:.1f} ms (median of 5)")
 
 
 if __name__ == "__main__":

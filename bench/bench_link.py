@@ -1,8 +1,9 @@
 """The agent link under the real MicroPython against a real mosquitto on loopback.
 
-Prints, on the esp32 heap profile (100 KB; on this 64-bit unix port it holds
-the module code and interned names too, which a board's frozen firmware
-keeps in flash), the agent running from its compiled (-O3) .mpy bundle:
+Prints, on the esp32 heap (100 KB) of the board build (32-bit, as ESP32 and
+RP2040: ``edgestream_tools.boardbuild``), per profile: ``frozen`` (the agent
+frozen into the firmware: code and interned names in flash) and ``mpy`` (its
+``.mpy -O3`` files on a stock firmware: code and names on the heap too):
 - the import cost of the modules an MQTT agent keeps loaded, and of what a
   config message loads on top for a moment;
 - heap after start and the lowest free heap during a run (``heap_free`` of
@@ -34,14 +35,15 @@ from mosquitto import Mosquitto  # noqa: E402
 
 from edgestream_shared.decoder import decode  # noqa: E402
 from edgestream_shared.encoder import encode_config  # noqa: E402
-from edgestream_tools import bundle  # noqa: E402
 from edgestream_tools import micropython as mp  # noqa: E402
 from edgestream_tools.demo import AGENT as DEMO  # noqa: E402
 from edgestream_tools.hubcheck import SeqCheck  # noqa: E402
 
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
+# micropython.qstr_info() prints the interned names on the heap:
+# "qstr pool: n_pool=.., n_qstr=.., n_str_data_bytes=.., n_total_bytes=.."
 IMPORTS = r"""
-import gc
+import gc, micropython
 gc.collect()
 a = gc.mem_alloc()
 # what an MQTT agent with one sim sensor and a tumbling window keeps loaded
@@ -50,10 +52,12 @@ import edgestream_agent.tumbling_window, edgestream_agent.scheduler, edgestream_
 import edgestream_agent.link, edgestream_agent.mqtt_transport, edgestream_agent.mqtt
 gc.collect()
 b = gc.mem_alloc()
+micropython.qstr_info()
 # what a config message from the hub loads on top, for a moment
 import edgestream_agent.wire_in, edgestream_agent.remote_config, edgestream_agent.config
 import edgestream_agent.reconfig
 gc.collect()
+micropython.qstr_info()
 print(b - a, gc.mem_alloc() - b)
 """
 # Starts the agent (main.main) and, at its first scheduler step, holds a
@@ -105,7 +109,10 @@ def demo_config(port: int) -> dict:
     return dict(DEMO, transport={"type": "mqtt", "health_ms": 500, "mqtt": {"host": "127.0.0.1", "port": port}})
 
 
-def rc_need(work: Path, lib: Path, cfg: dict) -> tuple[int, int, int] | None:
+PROFILES = ("frozen", "mpy")
+
+
+def rc_need(work: Path, cfg: dict, profile: str) -> tuple[int, int, int] | None:
     """(free heap after start, free heap a valid config message needs, free after it), esp32 heap."""
     (work / "rc.json").write_text(json.dumps(cfg))
     new = json.loads(json.dumps(cfg))
@@ -117,7 +124,7 @@ def rc_need(work: Path, lib: Path, cfg: dict) -> tuple[int, int, int] | None:
     def probe(ballast: int) -> tuple[int, int, bool] | None:
         (work / "rc.json").write_text(json.dumps(cfg))  # (an applied config is saved over it)
         p = mp.run([str(work / "rc.py"), str(work / "rc.json"), str(work / "rc.msg"), str(ballast)],
-                   board="esp32", extra_paths=[str(lib)], check=False)
+                   board="esp32", check=False, profile=profile)
         for line in p.stdout.decode().splitlines():
             if line.startswith("RC "):
                 _, free, after, ack = line.split(" ", 3)
@@ -140,12 +147,13 @@ def rc_need(work: Path, lib: Path, cfg: dict) -> tuple[int, int, int] | None:
     return first[0], first[0] - lo, first[1]
 
 
-def run_agent(work: Path, lib: Path, broker, cfg: dict, dev: str, seconds: float, outage_s: float = 0.0):
+def run_agent(work: Path, broker, cfg: dict, dev: str, seconds: float, profile: str, outage_s: float = 0.0):
     sub = Subscriber(broker, [f"edgestream/{dev}/#"], client_id=f"bench-{dev}", clean=False)
     try:
         (work / f"{dev}.json").write_text(json.dumps(cfg))
         (work / "run.py").write_text(RUN)
-        agent = start_micropython(work / "run.py", work / f"{dev}.json", int(seconds * 1000), board="esp32", lib=lib)
+        agent = start_micropython(work / "run.py", work / f"{dev}.json", int(seconds * 1000), board="esp32",
+                                  profile=profile)
         wait_until(lambda: len(sub.on(f"edgestream/{dev}/metrics")) >= 1, 20)
         if outage_s:
             wait_until(lambda: len(sub.on(f"edgestream/{dev}/results")) >= 10, 20)
@@ -175,34 +183,40 @@ def _heap(health: list[dict]) -> str:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgestream-bench-link-"))
-    lib = work / "mpy"
-    bundle.build(lib, None, 3)
-    code = mp.run(["-c", IMPORTS], board="rp2040", extra_paths=[str(lib)]).stdout.decode().split()
-    print(f"import cost of the modules an MQTT agent keeps loaded (.mpy -O3, unix port heap): "
-          f"{int(code[0]) // 1024} KB; a config message loads {int(code[1]) // 1024} KB more for a moment")
-
-    broker = Mosquitto(work).start()
-    try:
-        outage_s = 2.0
-        s, rep, health = run_agent(work, lib, broker, config(broker.port, 3000), "bench1", 7.0, outage_s)
-        _, _, demo_health = run_agent(work, lib, broker, demo_config(broker.port), "demo-1", 5.0)
-    finally:
-        broker.stop()
-    print(f"link tests' config on the esp32 heap (100 KB): {_heap(health)}, broker outage included")
-    print(f"demo config (2 sensors, 4 filters) on the esp32 heap: {_heap(demo_health)}")
-    for name, cfg in (("link tests' config", config(1, 3000)), ("demo config", demo_config(1))):
-        r = rc_need(work, lib, cfg)
-        if r is None:
-            print(f"remote config, {name}: refused on the esp32 heap (memory: nack); the agent runs on")
-        else:
-            free, need, after = r
-            print(f"remote config, {name}: applied on the esp32 heap; needs {need:,} B free for a moment "
-                  f"(free after start {free:,} B, free again after it {after:,} B)")
-    print(f"outage {outage_s:.1f} s of a 7 s run, 10 results/s, buffer 3000 bytes:")
-    print(f"  results produced {s['results']}, delivered {rep.unique if rep else 0}, dropped {s['results_dropped']} "
-          f"(missing at the hub {len(rep.missing) if rep else -1}), duplicates {len(rep.duplicates) if rep else -1}, "
-          f"resent {s['results_resent']}, reconnects {s['reconnects']}")
-    print(f"  loop lag max {s['lag_max_ms']} ms, mean {s['lag_mean_ms']} ms; samples {s['samples']}")
+    for profile in PROFILES:
+        lines = mp.run(["-c", IMPORTS], board="rp2040", profile=profile).stdout.decode().splitlines()
+        code = lines[-1].split()
+        pools = [dict(kv.split("=") for kv in ln.split(": ", 1)[1].split(", ")) for ln in lines if ln.startswith("qstr")]
+        print(f"[{profile}] heap cost of the modules an MQTT agent keeps loaded: {int(code[0]) / 1024:.1f} KB "
+              f"({pools[0]['n_qstr']} interned names on the heap, {int(pools[0]['n_total_bytes']) / 1024:.1f} KB "
+              f"in {pools[0]['n_pool']} pools); a config message loads {int(code[1]) / 1024:.1f} KB more for a "
+              f"moment ({pools[1]['n_qstr']} names)")
+    outage_s = 2.0
+    for profile in PROFILES:
+        pwork = work / profile
+        pwork.mkdir()
+        broker = Mosquitto(pwork).start()
+        try:
+            s, rep, health = run_agent(pwork, broker, config(broker.port, 3000), "bench1", 7.0, profile, outage_s)
+            demo = demo_config(broker.port)
+            _, _, demo_health = run_agent(pwork, broker, demo, demo["device"], 5.0, profile)
+        finally:
+            broker.stop()
+        print(f"[{profile}] link tests' config on the esp32 heap (100 KB): {_heap(health)}, broker outage included")
+        print(f"[{profile}] demo config (2 sensors, 4 filters) on the esp32 heap: {_heap(demo_health)}")
+        for name, cfg in (("link tests' config", config(1, 3000)), ("demo config", demo_config(1))):
+            r = rc_need(work, cfg, profile)
+            if r is None:
+                print(f"[{profile}] remote config, {name}: refused on the esp32 heap (memory: nack); the agent runs on")
+            else:
+                free, need, after = r
+                print(f"[{profile}] remote config, {name}: applied on the esp32 heap; needs {need:,} B free for a "
+                      f"moment (free after start {free:,} B, free again after it {after:,} B)")
+        print(f"[{profile}] outage {outage_s:.1f} s of a 7 s run, 10 results/s, buffer 3000 bytes:")
+        print(f"  results produced {s['results']}, delivered {rep.unique if rep else 0}, dropped "
+              f"{s['results_dropped']} (missing at the hub {len(rep.missing) if rep else -1}), duplicates "
+              f"{len(rep.duplicates) if rep else -1}, resent {s['results_resent']}, reconnects {s['reconnects']}")
+        print(f"  loop lag max {s['lag_max_ms']} ms, mean {s['lag_mean_ms']} ms; samples {s['samples']}")
 
 
 if __name__ == "__main__":

@@ -204,6 +204,19 @@ def sliding_single_group(n: int = 100_000, size_s: int = 10) -> None:
           f"hand-written {n / hs:,.0f} rec/s, ratio {hs / ss:.2f}; {touched / n:.2f} value updates per record")
 
 
+def state_stats_cost() -> None:
+    """state_stats() (the state gauges, read about once a second) on a large holistic state."""
+    p = SqlProcessor("SELECT id, collect(v) AS c, count(DISTINCT v) AS d, median(v) AS m FROM s "
+                     "GROUP BY id, TUMBLINGWINDOW(ss, 60)", SimpleContext())
+    keys, per_key = 10_000, 20
+    p.process([{"ts": i % 50_000, "id": i % keys, "v": i} for i in range(keys * per_key)], 0)
+    t0 = time.perf_counter()
+    stats = p.state_stats()
+    dt = time.perf_counter() - t0
+    print(f"state_stats() over {stats['live_states']:,} groups holding {keys * per_key * 3:,} values: "
+          f"{dt * 1e3:.2f} ms (held_bytes ~{stats['held_bytes'] / 1e6:.1f} MB)")
+
+
 def p99_latency_us(query: str, recs: list) -> float:
     p = SqlProcessor(query, SimpleContext())
     lat = []
@@ -236,6 +249,7 @@ def main() -> None:
         print(f"{name}: sql {N / ss:,.0f} rec/s, hand-written {N / hs:,.0f} rec/s, "
               f"ratio {hs / ss:.2f} ({sn:,} rows)")
     sliding_single_group()
+    state_stats_cost()
     q = cases[1][1]
     print(f"p99 latency of a one-record batch, query (b): {p99_latency_us(q, recs[:50_000]):.1f} us")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

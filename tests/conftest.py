@@ -2,14 +2,19 @@
 
 Test modules under ``tests/agent`` and ``tests/shared`` are collected twice:
 as ordinary pytest modules (CPython) and as ``[micropython-<board>]`` items
-run by ``tests/mprunner.py`` under the ``micropython`` binary with the heap
-of the module's ``BOARD`` (default ``esp32``). A module that cannot run on a
-board (hypothesis, ptys) says ``HOST_ONLY = True``.
+run by ``tests/mprunner.py`` under the board build of MicroPython (32-bit,
+31-bit small ints, the agent frozen in: the ``frozen`` profile of
+``edgestream_tools.micropython``) with the heap of the module's ``BOARD``
+(default ``esp32``). The session starts by building it, or rebuilding it when
+the checkout's device code changed since (``edgestream_tools.boardbuild``),
+so the frozen code under test is the checkout's. A module that cannot run
+on a board (hypothesis, ptys) says ``HOST_ONLY = True``.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,6 +31,23 @@ settings.load_profile("edgestream")
 TESTS = Path(__file__).resolve().parent
 DEVICE_TEST_DIRS = (TESTS / "agent", TESTS / "shared")
 MARK = "@@edgestream-test@@"
+
+
+def pytest_sessionstart(session):
+    # Build the board MicroPython now, in sight, rather than inside the first
+    # device test's captured output. When it cannot be built, every test
+    # that needs it fails with the reason.
+    from edgestream_tools import boardbuild
+
+    if os.environ.get("EDGESTREAM_MICROPYTHON"):
+        return
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    log = tr.write_line if tr is not None else print
+    try:
+        for variant in boardbuild.VARIANTS:
+            boardbuild.ensure(variant, log=log)
+    except boardbuild.BoardBuildError as e:
+        log(f"board build unavailable, device tests will fail: {e}")
 
 
 def _module_info(path: Path) -> tuple[list[str], str, bool]:
@@ -129,7 +151,8 @@ class MicroPythonItem(pytest.Item):
 
 
 class MicroPythonRunner:
-    """Fixture object: run snippets or scripts under MicroPython with a board heap."""
+    """Fixture object: run snippets or scripts under MicroPython with a board heap
+    (``profile``: frozen, the default, mpy or host; see edgestream_tools.micropython)."""
 
     boards = mp.BOARDS
 

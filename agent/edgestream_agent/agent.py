@@ -153,21 +153,3 @@ class Agent:
                          "overwritten": sum(w.overwritten for w in p.windows)}
         return out
 
-
-def start(path="agent.json", on_result=None):
-    # Board entry point (main.py: `from edgestream_agent.agent import start;
-    # start()`): load the config, start sampling, run forever.
-    from edgestream_agent import unload
-    from edgestream_agent.config import load
-    cfg = load(path)
-    del load
-    unload("config")
-    from edgestream_agent.scheduler import Scheduler
-    sched = Scheduler(watchdog_ms=cfg["watchdog_ms"])
-    agent = Agent(cfg, on_result=on_result, validated=True)
-    agent.attach(sched)
-    try:
-        sched.run()
-    finally:
-        agent.deinit()
-        sched.deinit()

@@ -13,7 +13,11 @@
 
 MAX_DECIMALS = 6
 # Values live in array('i') slots: |value * 10**decimals| must stay below 2**31.
+# Both bounds are long ints on a 32-bit board (small ints end at 2**30): kept
+# as module globals, so a comparison against them allocates nothing, where
+# `-I32_MAX` would make a new long int on every call.
 I32_MAX = 2147483647
+I32_MIN = -I32_MAX
 
 
 def to_fixed(value, factor):

@@ -1,7 +1,12 @@
 # Runnable agent: agent.json -> sensors, windows and the link to the hub.
+# The one way to start an agent (agent/README.md, "Run it on a board"):
 #
-#   micropython -m edgestream_agent.main agent.json [duration_ms]
-#   # on a board, main.py:  from edgestream_agent.main import main; main()
+#   # main.py on a board
+#   from edgestream_agent.main import main
+#   main("agent.json")
+#
+#   # the unix port, from a checkout
+#   MICROPYPATH=.frozen:agent:shared micropython -m edgestream_agent.main agent.json [duration_ms]
 #
 # Loads and validates the whole config (the transport section included),
 # takes the next boot id, builds the Agent with the Link as its result sink,

@@ -22,7 +22,7 @@
 from binascii import crc32
 from json import dumps
 
-from edgestream_agent.fixed import I32_MAX, to_fixed
+from edgestream_agent.fixed import I32_MAX, I32_MIN, to_fixed
 
 
 class Pipeline:
@@ -92,7 +92,7 @@ class Pipeline:
     def feed(self, t, value):
         # A sample as a number in the sensor's units (converts: may allocate).
         v = to_fixed(value, self.factor)
-        if v > I32_MAX or v < -I32_MAX:
+        if v > I32_MAX or v < I32_MIN:
             self.rejected += 1
             raise ValueError("value %r does not fit sensor %r with decimals=%d (|value| * 10**decimals must be < 2**31)"
                              % (value, self.name, self.decimals))
@@ -110,7 +110,7 @@ class Pipeline:
         return v
 
     def _out(self, t, v):
-        if v > I32_MAX or v < -I32_MAX:
+        if v > I32_MAX or v < I32_MIN:
             # a filter (calibrate) took it out of the ring's 32-bit range
             self.rejected += 1
             return

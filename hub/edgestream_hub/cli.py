@@ -6,7 +6,11 @@
     edgestream hub plugins                                    # registered components and where they come from
 
 Exit codes: 0 ok (run: stopped and drained), 1 could not start or did not
-drain in time, 2 bad config or usage. ``check`` imports no connector library.
+drain in time, 2 bad config or usage. ``check`` and ``run`` validate the same
+way (``run`` before it opens anything), so a config ``check`` passes never
+makes ``run`` exit 2, and both print the same located errors. ``check`` opens
+no socket, creates no file and imports no connector library (the SQL compiler
+only when the config has SQL processors).
 """
 
 from __future__ import annotations

@@ -28,14 +28,18 @@ log = logging.getLogger("edgestream.hub")
 
 
 class ComponentContext:
-    """What a factory gets: the component's name, label, config folder, connections,
-    registry, metrics and where its rejected and late records go."""
+    """What a factory gets: the component's name, label, config folder, state folder, connections,
+    registry, metrics and where its rejected and late records go.
+
+    ``dead_letter_target`` is True for a sink that receives dead letters (the file sink then
+    bounds itself by default)."""
 
     def __init__(self, kind: str, name: str, label: str, *, pipeline: str | None = None, base_dir: str = ".",
                  connections: dict[str, dict[str, Any]] | None = None, registry: Any = None,
                  metrics: Any = None, resume_state: Any = None,
                  dead_letter: Callable[[str, str | None, Any, str], None] | None = None,
-                 late: Callable[[str, str | None, Record], None] | None = None) -> None:
+                 late: Callable[[str, str | None, Record], None] | None = None, state_dir: str | None = None,
+                 dead_letter_target: bool = False) -> None:
         self.kind = kind
         self.name = name
         self.label = label
@@ -47,6 +51,8 @@ class ComponentContext:
         self.resume_state = resume_state
         self._dead_letter = dead_letter
         self._late = late
+        self.state_dir = state_dir
+        self.dead_letter_target = dead_letter_target
         self.log = logging.getLogger(f"edgestream.hub.{kind}.{label}")
 
     def dead_letter(self, record: Any, reason: str) -> None:
@@ -54,7 +60,9 @@ class ComponentContext:
         if self._dead_letter is not None:
             self._dead_letter(self.label, self.pipeline, record, reason)
         else:
-            self.log.warning("rejected: %s", reason)
+            from edgestream_hub.deadletter import clip
+
+            self.log.warning("rejected: %s", clip(reason))
 
     def late(self, record: Record) -> None:
         if self._late is not None:
@@ -65,12 +73,34 @@ class ComponentContext:
         if self.metrics is not None and n:
             self.metrics.inc(metric, self.label, n)
 
+    def counter(self, metric: str, *labels: str) -> Any:
+        """The child of a metric labelled by this component and ``labels`` (its other label values),
+        created now, so it reads 0 until counted; a no-op counter without metrics."""
+        if self.metrics is None:
+            return _NO_COUNTER
+        return self.metrics.labelled(metric, self.label, *labels)
+
     def resolve(self, path: str) -> str:
         """A file name from the config, relative to the config file's folder."""
         from pathlib import Path
 
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else Path(self.base_dir) / p)
+
+    def state_path(self, name: str) -> str:
+        """Where this component keeps a small file of its own state: in ``state.dir`` if the config
+        sets one, else in ``.edgestream/`` in the config file's folder."""
+        from pathlib import Path
+
+        return str(Path(self.state_dir) / name if self.state_dir else Path(self.resolve(".edgestream")) / name)
+
+
+class _NoCounter:
+    def inc(self, n: float = 1) -> None:
+        pass
+
+
+_NO_COUNTER = _NoCounter()
 
 
 class Source:

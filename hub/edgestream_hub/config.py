@@ -55,7 +55,7 @@ def chk_file(chk: Checker, value: str, path: str, must_exist: bool = True) -> st
     """Resolve a file name against the config's folder; report it if it must exist and does not."""
     p = Path(value).expanduser()
     if not p.is_absolute():
-        p = Path(getattr(chk, "base_dir", ".")) / p
+        p = Path(chk.base_dir) / p
     if must_exist and not p.exists():
         chk.issue(path, f"file not found: {value} (looked at {p})")
     return str(p)
@@ -65,7 +65,7 @@ TLS_SPEC.check = _check_files
 
 MQTT_CONNECTION_SPEC = Spec("connection", "An MQTT broker connection, shared by the MQTT sources and sinks "
                             "that name it. `broker:` is the connection named `default`.", [
-    Field("host", "str", "Broker host.", default="127.0.0.1"),
+    Field("host", "host", "Broker host name or IP address.", default="127.0.0.1"),
     Field("port", "int", "Broker port.", default=1883, min=1, max=65535),
     Field("username", "str", "User name.", default=None),
     Field("password", "str", "Password.", default=None, secret=True),
@@ -143,15 +143,37 @@ pipelines:
     to: [archive]
 """)
 
+def chk_output(chk: Checker, value: str, path: str, folder: bool = False) -> str:
+    """Resolve a file (or, with ``folder``, a folder) the hub will create or write; report it if
+    something of the other kind is in the way. Creates nothing."""
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = Path(chk.base_dir) / p
+    if folder and p.exists() and not p.is_dir():
+        chk.issue(path, f"{value} is a file, expected a folder (looked at {p})")
+    elif not folder and p.is_dir():
+        chk.issue(path, f"{value} is a folder, expected a file (looked at {p})")
+    else:
+        parent = next((a for a in p.parents if a.exists()), None)
+        if parent is not None and not parent.is_dir():
+            chk.issue(path, f"{value}: {parent} is a file, so nothing can be created under it")
+    return str(p)
+
+
+def _check_state(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    if cfg.get("dir"):
+        chk_output(chk, cfg["dir"], f"{path}.dir", folder=True)
+
+
 STATE_SPEC = Spec("state", "Where stateful processors keep their snapshots.", [
     Field("dir", "str", "Folder for snapshots (written to a temp file and renamed); none keeps state in memory "
           "only.", default=None),
     Field("interval", "duration", "How often snapshots are written (and always on stop).", default="30s", min=100),
-])
+], check=_check_state)
 
 METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
-    Field("listen", "str", "`host:port` of the HTTP endpoint serving `/metrics` (none: no endpoint). "
-          "Use 127.0.0.1 unless the gateway's network is trusted.", default=None),
+    Field("listen", "hostport", "`host:port` of the HTTP endpoint serving `/metrics` (none: no endpoint; port 0: "
+          "any free port). Use 127.0.0.1 unless the gateway's network is trusted.", default=None),
 ])
 
 TOP_SPECS: dict[str, Spec] = {"hub": HUB_SPEC, "state": STATE_SPEC, "metrics": METRICS_SPEC}
@@ -213,26 +235,73 @@ class HubConfig:
 
 # ---------------------------------------------------------------- YAML + lines
 
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::((?:[^{}]|\{[^{}]*\})*))?\}")
+_OPEN = re.compile(r"\$\$\{|\$\{")
+
+
+class InterpolationError(ValueError):
+    """A ``${`` that does not start a ``${VAR}`` or ``${VAR:default}`` reference."""
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
     """Replace ``${VAR}`` / ``${VAR:default}`` from ``env`` (``$${`` is a literal ``${``).
 
-    Raises KeyError(VAR) for an unset variable without a default.
+    A default may hold ``{field}`` placeholders (``${TOPIC:hub/{device}/avg}``) but no
+    ``${...}`` of its own. Raises KeyError(VAR) for an unset variable without a
+    default, and InterpolationError for a ``${`` that is not a reference (unclosed,
+    a bad name, nested):
+
+    >>> interpolate("${A:1}-${B}", {"B": "x"})
+    '1-x'
+    >>> try:
+    ...     interpolate("host-${BROKER_HOST", {})
+    ... except InterpolationError as e:
+    ...     print(e)
+    '${BROKER_HOST' has no closing '}' (write ${NAME} or ${NAME:default}; $${ is a literal ${)
     """
-
-    def sub(m: re.Match[str]) -> str:
+    out: list[str] = []
+    pos = 0
+    for _ in range(len(text) + 1):
+        m = _OPEN.search(text, pos)
+        if m is None:
+            break
+        out.append(text[pos:m.start()])
         if m.group(0) == "$${":
-            return "${"
-        name, default = m.group(1), m.group(2)
+            out.append("${")
+            pos = m.end()
+            continue
+        ref = _VAR.match(text, m.start())
+        if ref is None or ref.group(0) == "$${":
+            raise InterpolationError(_bad_reference(text, m.start()))
+        name, default = ref.group(1), ref.group(2)
+        if default is not None and "${" in default.replace("$${", ""):
+            raise InterpolationError(f"{ref.group(0)!r}: a default cannot hold another ${{...}} reference")
         if name in env:
-            return env[name]
-        if default is None:
+            out.append(env[name])
+        elif default is None:
             raise KeyError(name)
-        return default
+        else:
+            out.append(default.replace("$${", "${"))
+        pos = ref.end()
+    out.append(text[pos:])
+    return "".join(out)
 
-    return _VAR.sub(sub, text)
+
+def _bad_reference(text: str, at: int) -> str:
+    """Why the ``${`` at ``at`` is not a reference, quoting it."""
+    close = text.find("}", at)
+    shown = text[at:close + 1] if close >= 0 else text[at:]
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    hint = "(write ${NAME} or ${NAME:default}; $${ is a literal ${)"
+    if close < 0:
+        return f"{shown!r} has no closing '}}' {hint}"
+    name = re.match(r"[A-Za-z0-9_]*", text[at + 2:]).group(0)  # type: ignore[union-attr]
+    if not name:
+        return f"{shown!r} names no variable {hint}"
+    if name[0].isdigit():
+        return f"{shown!r}: {name!r} is not a variable name (letters, digits and _, not starting with a digit) {hint}"
+    return f"{shown!r}: expected '}}' or ':default' after {name} {hint}"
 
 
 def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict[str, int], list[ConfigIssue]]:
@@ -279,6 +348,9 @@ def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict
                     issues.append(ConfigIssue(path, f"environment variable {e.args[0]} is not set and "
                                                     f"${{{e.args[0]}}} has no default (write ${{{e.args[0]}:value}})",
                                               n.start_mark.line + 1))
+                    return None
+                except InterpolationError as e:
+                    issues.append(ConfigIssue(path, str(e), n.start_mark.line + 1))
                     return None
                 if n.style is None or _VAR.fullmatch(n.value):
                     # a plain scalar, or a value that is one ${...}: typed like YAML would type it
@@ -405,9 +477,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
             origins[norm] = origin
         except ValueError as e:
             issues.append(ConfigIssue(p, str(e), None, origin))
-    chk = Checker(lines, origins)
-    chk.base_dir = base_dir  # type: ignore[attr-defined]
-    chk.issues.extend(issues)
+    chk = Checker(lines, origins, base_dir=base_dir, registry=registry)
+    chk.add_reported(issues)
     cfg = parse_config(data, chk, registry)
     chk.raise_if_any(source)
     assert cfg is not None
@@ -442,6 +513,7 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
             chk.issue("connections.default", "'default' is already defined by the broker section")
             continue
         connections[str(name)] = chk.parse(MQTT_CONNECTION_SPEC, v, f"connections.{name}") or {}
+    chk.sections["connections"] = connections
     sources = _components(data, "sources", "source", SOURCE_COMMON_SPEC, chk, registry)
     sinks = _components(data, "sinks", "sink", SINK_COMMON_SPEC, chk, registry)
     pipelines: dict[str, PipelineConfig] = {}

@@ -12,8 +12,9 @@ hand (a test fails when this file is stale). How the config works (layers, `${VA
 `--set`, hot reload) is in [hub.md](hub.md).
 
 Durations are strings: a number and `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`). Sizes are bytes or a
-number with `B`, `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`. Relative file names are relative to the config
-file's folder.
+number with `B`, `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`. A `host` is a DNS name or an IP address (no scheme,
+port or path; `hub check` does not resolve it); a `hostport` is `host:port` (`"127.0.0.1:9108"`,
+`"[::1]:9108"`, port 0-65535). Relative file names are relative to the config file's folder.
 """
 
 

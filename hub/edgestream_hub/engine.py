@@ -32,25 +32,16 @@ from typing import Any, Callable
 
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
+from edgestream_hub import deadletter
 from edgestream_hub.errors import EdgeStreamError, StartError
+from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
 _PUT_RETRIES = 1000  # a queue can be swapped during a reload; puts follow the new one
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).decode("utf-8", "backslashreplace")
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return repr(v)
+_STATS_EVERY_S = 1.0  # how often processors' state_stats() are exported
 
 
 class SinkRunner:
@@ -61,8 +52,8 @@ class SinkRunner:
         self.label = cc.label
         m = engine.metrics
         com = cc.common
-        self.queue = BoundedQueue(com["queue"], com["policy"],
-                                  on_drop=lambda n: m.inc("edgestream_sink_dropped_records_total", self.label, n))
+        self.queue = BoundedQueue(com["queue"], com["policy"], on_drop=self._dropped)
+        self._drops = (0, -1e9)  # records dropped and not logged yet, when the last line was logged
         self.batch_size = com["batch"]["size"]
         self.linger_s = com["batch"]["linger"] / 1000
         self.retry = com["retry"]
@@ -72,6 +63,18 @@ class SinkRunner:
         self._thread: threading.Thread | None = None
         self.opened = False
         self.failing = False
+
+    def _dropped(self, n: int, final: bool = False) -> None:
+        """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
+        self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, n)
+        pending, at = self._drops
+        pending += n
+        now = time.monotonic()
+        if pending and (final or now - at >= 10):
+            self.ctx.log.warning("data loss: queue full (policy drop_oldest): dropped the oldest %d records%s",
+                                 pending, "" if at < 0 else " since the last such line")
+            pending, at = 0, now
+        self._drops = (pending, at)
 
     def open(self) -> None:
         try:
@@ -152,6 +155,7 @@ class SinkRunner:
 
     def stop(self, deadline: float) -> list[Record]:
         """Drain and close; returns records still queued if it had to give up (or after a swap)."""
+        self._dropped(0, final=True)
         self.queue.close()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -183,6 +187,11 @@ class PipelineRunner:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._stopping = threading.Event()
+        self.in_flight = 0  # records taken from the input and not yet handed to the sinks
+        # processors that report their state size, with their gauges, refreshed on this thread
+        self._stateful = [(cc.label, p, [(key, m.child(name, cc.label)) for key, name in STATE_GAUGES.items()])
+                          for cc, p, _ in procs if callable(getattr(p, "state_stats", None))]
+        self._stats_failed: set[str] = set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._supervise, name=f"pipeline-{self.name}", daemon=True)
@@ -211,12 +220,16 @@ class PipelineRunner:
         next_tick = time.monotonic() + tick_s
         state_every = self.engine.state_interval_s
         next_state = time.monotonic() + state_every if state_every else None
+        next_stats = time.monotonic() if self._stateful else float("inf")
+        self.in_flight = 0
         while True:
-            batch = self.input.get(size, linger_s, max(0.0, next_tick - time.monotonic()))
+            batch = self.input.get(size, linger_s, max(0.0, min(next_tick, next_stats) - time.monotonic()))
             self._depth.set(len(self.input))
             if batch:
                 self._in.inc(len(batch))
+                self.in_flight = len(batch)
                 self._guarded(batch, lambda: self._chain(0, batch))
+                self.in_flight = 0
             elif self.input.closed and not len(self.input):
                 break
             t = time.monotonic()
@@ -226,9 +239,26 @@ class PipelineRunner:
             if next_state is not None and t >= next_state:
                 self.engine.save_state(self)
                 next_state = t + state_every
+            if t >= next_stats:
+                self._refresh_state_stats()
+                next_stats = t + _STATS_EVERY_S
         if self.engine.state_dir is None:
             self._guarded(None, self._flush)
         self.engine.save_state(self)
+        self._refresh_state_stats()
+
+    def _refresh_state_stats(self) -> None:
+        """Copy each stateful processor's ``state_stats()`` into its gauges (on the pipeline's own
+        thread, so the processor is never read while it runs)."""
+        for label, p, gauges in self._stateful:
+            try:
+                stats = p.state_stats()
+                for key, gauge in gauges:
+                    gauge.set(stats.get(key, 0))
+            except Exception as e:
+                if label not in self._stats_failed:  # once per processor: a broken method, not an event
+                    self._stats_failed.add(label)
+                    log.error("processor %s: state_stats() failed: %s: %s", label, type(e).__name__, e)
 
     def _guarded(self, batch: list[Record] | None, fn: Callable[[], list[Record]]) -> None:
         try:
@@ -282,15 +312,27 @@ class PipelineRunner:
     def snapshot(self) -> dict[str, Any]:
         return {cc.label: p.snapshot() for cc, p, _ in self.procs}
 
-    def stop(self, deadline: float) -> list[Record]:
-        """Drain the input through the processors, then flush them; returns leftovers."""
+    def close(self) -> None:
+        """No more input: the pipeline drains what is queued, flushes and ends."""
         self.input.close()
         self._stopping.set()
+
+    def join(self, deadline: float) -> list[Record]:
+        """Wait for the drain until ``deadline``; returns the queued records it had to give up.
+
+        A pipeline still busy at the deadline is reported only if it still holds records."""
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-            if self._thread.is_alive():
-                log.error("pipeline %s did not drain before the stop deadline", self.name)
+            queued, in_flight = len(self.input), self.in_flight
+            if self._thread.is_alive() and queued + in_flight:
+                log.error("pipeline %s did not drain before the stop deadline: %d records still held "
+                          "(%d queued, %d in its processors)", self.name, queued + in_flight, queued, in_flight)
         return self.input.kill()
+
+    def stop(self, deadline: float) -> list[Record]:
+        """Drain the input through the processors, then flush them; returns leftovers."""
+        self.close()
+        return self.join(deadline)
 
 
 class SourceRunner:
@@ -334,8 +376,6 @@ class Engine:
     """Runs one ``HubConfig``. ``registry=`` and ``metrics_registry=`` are injectable."""
 
     def __init__(self, config: HubConfig, *, registry: Registry | None = None, metrics_registry: Any = None) -> None:
-        from edgestream_hub.metrics import HubMetrics
-
         self.config = config
         self.registry = registry if registry is not None else Registry.default()
         self.metrics = HubMetrics(metrics_registry)
@@ -347,6 +387,7 @@ class Engine:
         self.finished = threading.Event()  # every source is finite and done
         self._lock = threading.RLock()  # one start/stop/reload at a time
         self._metrics_server: Any = None
+        self.metrics_url: str | None = None  # where /metrics is served, once started
         self._dl_log_at: dict[str, float] = {}
         self._watch: threading.Thread | None = None
         self._running = False
@@ -396,6 +437,7 @@ class Engine:
                     sink: str | None = None) -> None:
         """Route a rejected record, with the reason, to its dead-letter sink; never blocks."""
         self.metrics.inc("edgestream_hub_dead_letters_total", component)
+        reason = deadletter.clip(reason)
         sink = sink or self.config.hub.get("dead_letter")
         runner = self.sinks.get(sink) if sink else None
         if runner is None or runner.label == component:
@@ -405,7 +447,7 @@ class Engine:
                 log.warning("%s rejected a record (no dead-letter sink): %s", component, reason)
             return
         entry = {"reason": reason, "component": component, "pipeline": pipeline, "at_ms": now_ms(),
-                 "record": _jsonable(record)}
+                 "record": deadletter.bounded(record)}
         try:
             runner.queue.put([entry], _ALWAYS)  # over capacity rather than block the rejecting stage
         except QueueClosed:
@@ -424,7 +466,9 @@ class Engine:
 
         return ComponentContext(kind, cc.name, cc.label, pipeline=pipeline, base_dir=self.config.base_dir,
                                 connections=self.config.connections, registry=self.registry, metrics=self.metrics,
-                                resume_state=resume, dead_letter=dl, late=self._late)
+                                resume_state=resume, dead_letter=dl, late=self._late,
+                                state_dir=str(self.state_dir) if self.state_dir else None,
+                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config))
 
     def _build(self, cc: ComponentConfig, ctx: ComponentContext) -> Any:
         t = self.registry.get(cc.kind, cc.type)
@@ -508,9 +552,12 @@ class Engine:
                         self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
                     except OSError as e:
                         raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}")
+                    host, port = self._metrics_server.server_address[:2]
+                    self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:
                 self._close_unstarted()
                 raise
+            self._declare(self.sinks.values(), self.pipelines.values(), self.sources.values())
             self.targets = self.targets_of(cfg)
             for s in self.sinks.values():
                 s.start()
@@ -521,9 +568,23 @@ class Engine:
             self._running = True
             self._watch = threading.Thread(target=self._watch_finite, name="engine-finite", daemon=True)
             self._watch.start()
-            log.info("hub started: %d sources, %d pipelines, %d sinks", len(self.sources), len(self.pipelines),
-                     len(self.sinks))
+            log.info("hub started: %d sources, %d pipelines, %d sinks%s", len(self.sources), len(self.pipelines),
+                     len(self.sinks), f"; metrics at {self.metrics_url}" if self.metrics_url else "")
             return self
+
+    def _declare(self, sinks: Any, pipelines: Any, sources: Any) -> None:
+        """Every series of these components, at 0, before they handle a record."""
+        m = self.metrics
+        for s in sinks:
+            m.declare("sink", s.label)
+        for p in pipelines:
+            m.declare("pipeline", p.name)
+            for cc, proc, _ in p.procs:
+                m.declare("processor", cc.label)
+                if callable(getattr(proc, "state_stats", None)):
+                    m.declare("stateful", cc.label)
+        for src in sources:
+            m.declare("source", src.cc.label)
 
     def _close_unstarted(self) -> None:
         for src in self.sources.values():
@@ -564,8 +625,10 @@ class Engine:
                 for src in self.sources.values():
                     src.stop()
                 left = 0
+                for p in self.pipelines.values():  # all drain at once, then each is waited for
+                    p.close()
                 for p in self.pipelines.values():
-                    left += len(p.stop(deadline))
+                    left += len(p.join(deadline))
                 for s in self.sinks.values():
                     rest = s.stop(deadline)
                     if rest:
@@ -615,6 +678,7 @@ class Engine:
                 self.config = old
                 raise
             self._apply_hub(new)
+            self._declare(b_sinks.values(), b_pls.values(), b_srcs.values())
             deadline = time.monotonic() + new.hub["shutdown_timeout"] / 1000
             # sinks first, so pipelines always have somewhere to write
             for n, runner in b_sinks.items():

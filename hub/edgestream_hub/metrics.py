@@ -2,8 +2,14 @@
 
 Names follow ``edgestream_<subsystem>_<name>_<unit>``; the only label is
 ``component`` (a configured label, never a raw device field), except
-``result`` on config reloads. Imported only by ``hub run``: ``hub check``
-never pays for prometheus_client.
+``result`` on config reloads and ``component`` + ``code`` on HTTP refusals.
+Imported only by ``hub run``: ``hub check`` never pays for prometheus_client.
+
+Every series exists from the start: ``declare(kind, component)`` creates, at
+0, each metric a component of that kind reports (chosen from ``METRICS`` by
+the subsystem in the name, see ``scope``), so ``increase()`` and ``rate()``
+alert on a component's first event, not its second. The registry also holds
+the standard ``process_*``, ``python_gc_*`` and ``python_info`` metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ METRICS: list[tuple[str, str, str]] = [
      "counter"),
     ("edgestream_source_reboots_total", "Device reboots seen (a new boot id).", "counter"),
     ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
+    ("edgestream_source_http_refusals_total", "Requests or connections an HTTP source refused, by status code.",
+     "counter"),
     ("edgestream_pipeline_records_in_total", "Records taken into a pipeline's processors.", "counter"),
     ("edgestream_pipeline_records_out_total", "Records a pipeline handed to its sinks.", "counter"),
     ("edgestream_pipeline_errors_total", "Processor failures (the batch goes to the dead-letter sink).", "counter"),
@@ -30,35 +38,96 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy or abandoned "
      "at a stop that ran out of time.", "counter"),
     ("edgestream_sink_queue_records", "Records waiting in a sink's input queue.", "gauge"),
+    ("edgestream_sink_nonfinite_values_total", "Non-finite numbers (NaN, infinities) a sink wrote as null.",
+     "counter"),
     ("edgestream_hub_dead_letters_total", "Records rejected by a component (label: the rejecting component).",
      "counter"),
     ("edgestream_hub_late_records_total", "Late event-time records reported by a processor.", "counter"),
     ("edgestream_hub_config_reloads_total", "Config reloads by result (ok, refused, failed).", "counter"),
+    ("edgestream_processor_live_states", "Windows and groups a stateful processor holds (refreshed every second).",
+     "gauge"),
+    ("edgestream_processor_state_bytes", "Approximate bytes of state a stateful processor holds (refreshed "
+     "every second).", "gauge"),
 ]
+#: label names of the metrics not labelled by ``component`` alone
+LABELS: dict[str, list[str]] = {"edgestream_hub_config_reloads_total": ["result"],
+                                "edgestream_source_http_refusals_total": ["component", "code"]}
+
+#: The reload results, each a series from the start.
+RELOAD_RESULTS = ("ok", "refused", "failed")
+
+#: What a processor's ``state_stats()`` key is exported as.
+STATE_GAUGES = {"live_states": "edgestream_processor_live_states", "held_bytes": "edgestream_processor_state_bytes"}
+
+#: Metrics whose subsystem does not say which components report them ("stateful": a processor
+#: with a ``state_stats()`` method).
+_SCOPES: dict[str, tuple[str, ...]] = {
+    "edgestream_hub_dead_letters_total": ("source", "pipeline", "processor", "sink"),
+    "edgestream_hub_late_records_total": ("processor",),
+    **{name: ("stateful",) for name in STATE_GAUGES.values()},
+}
+
+
+def scope(name: str) -> tuple[str, ...]:
+    """The kinds of component a metric has a series for: ``edgestream_source_*`` every source, and
+    likewise pipelines, sinks and processors; hub-wide ones as ``_SCOPES`` says (none: by ``result``).
+
+    >>> scope("edgestream_sink_errors_total"), scope("edgestream_hub_late_records_total")
+    (('sink',), ('processor',))
+    """
+    if name in _SCOPES:
+        return _SCOPES[name]
+    if name in LABELS:  # labelled by more than the component: the component makes its own series
+        return ()
+    sub = name.split("_")[1]
+    return (sub,) if sub in ("source", "pipeline", "processor", "sink") else ()
 
 
 class HubMetrics:
     """All engine metrics in one place; ``child(name, component)`` caches label children."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
+        from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, PlatformCollector,
+                                       ProcessCollector)
 
         self.registry = registry if registry is not None else CollectorRegistry()
         self._m: dict[str, Any] = {}
+        self._by_kind: dict[str, list[str]] = {}
         for name, doc, kind in METRICS:
-            label = ["result"] if name == "edgestream_hub_config_reloads_total" else ["component"]
+            label = LABELS.get(name, ["component"])
             if kind == "counter":
                 # prometheus_client appends _total itself
                 self._m[name] = Counter(name[: -len("_total")], doc, label, registry=self.registry)
             else:
                 self._m[name] = Gauge(name, doc, label, registry=self.registry)
-        self._children: dict[tuple[str, str], Any] = {}
+            for k in scope(name):
+                self._by_kind.setdefault(k, []).append(name)
+        self._children: dict[tuple[str, ...], Any] = {}
+        for result in RELOAD_RESULTS:
+            self.child("edgestream_hub_config_reloads_total", result)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def declare(self, kind: str, component: str) -> None:
+        """Create, at 0, every series a component of this kind reports (``source``, ``pipeline``,
+        ``processor``, ``stateful``, ``sink``)."""
+        for name in self._by_kind.get(kind, ()):
+            self.child(name, component)
 
     def child(self, name: str, component: str) -> Any:
         key = (name, component)
         c = self._children.get(key)
         if c is None:
             c = self._children[key] = self._m[name].labels(component)
+        return c
+
+    def labelled(self, name: str, *values: str) -> Any:
+        """The child of a metric with several labels (``LABELS``), cached like ``child``."""
+        key = (name, *values)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._m[name].labels(*values)
         return c
 
     def inc(self, name: str, component: str, n: float = 1) -> None:
@@ -74,6 +143,8 @@ class HubMetrics:
         """Start the /metrics HTTP endpoint on ``host:port``; returns the server (``shutdown()``)."""
         from prometheus_client import start_http_server
 
-        host, _, port = listen.rpartition(":")
-        server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        from edgestream_hub.spec import parse_hostport
+
+        host, port = parse_hostport(listen)  # the config check already refused what this would
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
         return server

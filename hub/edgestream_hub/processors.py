@@ -209,8 +209,26 @@ processors:
 
 
 def _check_sql(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    """Build the processor exactly as ``hub run`` will (compiling the query against its tables, options
+    and the registry's functions) and throw it away: a query ``run`` refuses is a config error here."""
     if not str(cfg.get("query") or "").strip():
         chk.issue(f"{path}.query", "the SQL query is empty")
+        return
+    from edgestream_hub.components import ComponentContext
+    from edgestream_hub.errors import EdgeStreamError
+    from edgestream_hub.sql.errors import SqlError
+
+    ctx = ComponentContext("processor", path, path, base_dir=chk.base_dir, registry=chk.registry)
+    try:
+        sql_processor(cfg, ctx)
+    except SqlError as e:
+        if e.offset is None:
+            chk.issue(path, str(e))
+        else:
+            excerpt = "\n".join("    " + part for part in e.excerpt.split("\n"))
+            chk.issue(f"{path}.query", f"{e.message} (query line {e.line}, column {e.column})\n{excerpt}")
+    except EdgeStreamError as e:
+        chk.issue(path, str(e))
 
 
 SQL_SPEC.check = _check_sql
@@ -223,6 +241,8 @@ class RefreshingSql:
     def __init__(self, proc: Any, refresh_ms: int | None, ctx: Any) -> None:
         self.proc, self.refresh_ms, self.ctx = proc, refresh_ms, ctx
         self._last: int | None = None
+        if hasattr(proc, "state_stats"):  # the engine exports it when the processor has it
+            self.state_stats = proc.state_stats
 
     def process(self, records: list[Record], now_ms: int) -> list[Record]:
         return self.proc.process(records, now_ms)

@@ -6,6 +6,13 @@ the value with defaults filled in and durations/sizes converted to integers
 its path and YAML line instead of stopping at the first one. ``Spec.markdown()``
 renders the reference that ``docs/config-reference.md`` is generated from.
 
+A spec's ``check`` runs after its fields parsed cleanly; it refuses every value
+the component's factory would refuse (``hub check`` and ``hub run`` share it,
+so ``check`` passes exactly what ``run`` can build). It may look at the rest of
+the config through the ``Checker``: ``base_dir``, ``registry`` and the
+``sections`` parsed before it (``connections``). It never opens a socket and
+never creates a file.
+
     >>> s = Spec("demo", "A demo.", [Field("every", "duration", "How often.", default="1s")])
     >>> Checker().parse(s, {"every": "500ms"}, "x")
     {'every': 500}
@@ -13,6 +20,7 @@ renders the reference that ``docs/config-reference.md`` is generated from.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
@@ -32,6 +40,7 @@ _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
 _SIZE_B = {None: 1, "B": 1, "KB": 1000, "MB": 10**6, "GB": 10**9, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
 def parse_duration(text: Any) -> int:
@@ -54,10 +63,60 @@ def parse_size(text: Any) -> int:
     return int(float(m.group(1)) * _SIZE_B[m.group(2)])
 
 
+def parse_host(text: Any) -> str:
+    """A DNS name or an IP address (not resolved: ``check`` never touches the network). Raises ValueError.
+
+    >>> parse_host("broker.local"), parse_host("::1")
+    ('broker.local', '::1')
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"expected a host name or an IP address, got {_kind(text)}")
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(part) for part in labels):
+        raise ValueError(f"{text!r} is not a host name or an IP address (a name is dot-separated labels of "
+                         "letters, digits, '-' and '_'; no scheme, port or path)")
+    if labels[-1].isdigit():
+        raise ValueError(f"{text!r} is not a valid IP address")
+    return text
+
+
+def parse_hostport(text: Any) -> tuple[str, int]:
+    """``"127.0.0.1:9108"``, ``"[::1]:9108"``, ``":9108"`` (127.0.0.1) -> (host, port). Raises ValueError.
+
+    >>> parse_hostport("localhost:9108"), parse_hostport("[::1]:0")
+    (('localhost', 9108), ('::1', 0))
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected \"host:port\" (e.g. \"127.0.0.1:9108\"), got {_kind(text)}")
+    host, sep, port = text.rpartition(":")
+    if not sep or (":" in host and not (host.startswith("[") and host.endswith("]"))):
+        raise ValueError(f"{text!r} is not host:port (e.g. \"127.0.0.1:9108\"; an IPv6 host goes in brackets: "
+                         "\"[::1]:9108\")")
+    if not port.isdigit() or not port.isascii():
+        raise ValueError(f"port {port!r} in {text!r} is not a number")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} in {text!r} is out of range (0-65535)")
+    if host.startswith("["):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"[{host}] in {text!r} is not an IPv6 address") from None
+        return host, int(port)
+    return (parse_host(host) if host else "127.0.0.1"), int(port)
+
+
 @dataclass
 class Field:
     """One config key. ``type`` is one of: str, int, float, bool, duration, size,
-    any, object (with ``spec``), list[T], map[T] (T a scalar type or ``object``)."""
+    host (a DNS name or IP address), hostport (``host:port``), any, object (with
+    ``spec``), list[T], map[T] (T a scalar type or ``object``)."""
 
     name: str
     type: str
@@ -154,12 +213,21 @@ def _rows(spec: Spec, prefix: str, rows: list[str]) -> None:
 class Checker:
     """Collects every config issue with its path and YAML line; ``raise_if_any`` raises them together."""
 
-    def __init__(self, lines: dict[str, int] | None = None, origins: dict[str, str] | None = None) -> None:
+    def __init__(self, lines: dict[str, int] | None = None, origins: dict[str, str] | None = None, *,
+                 base_dir: str = ".", registry: Any = None) -> None:
         self.lines = lines or {}
         self.origins = origins or {}
         self.issues: list[ConfigIssue] = []
         self.refs: list[tuple[str, str, str]] = []  # (path, section, name)
-        self.base_dir = "."  # relative file names in the config are resolved against this
+        self.base_dir = base_dir  # relative file names in the config are resolved against this
+        self.registry = registry  # the plugin registry (SQL checks use its functions); None in unit checks
+        self.sections: dict[str, Any] = {}  # sections parsed so far, for checks that look across them
+        self.reported: set[str] = set()  # paths whose value was refused before parsing (YAML, ${VAR})
+
+    def add_reported(self, issues: list[ConfigIssue]) -> None:
+        """Issues found before parsing; their values are not checked again (one error per cause)."""
+        self.issues.extend(issues)
+        self.reported.update(i.path for i in issues)
 
     # -- reporting --
     def line_of(self, path: str) -> int | None:
@@ -227,7 +295,7 @@ class Checker:
         return out
 
     def value(self, f: Field, v: Any, path: str, default: bool = False) -> Any:
-        if v is None and (f.default is None or default):
+        if path in self.reported or (v is None and (f.default is None or default)):
             return None
         t = f.type
         if t.startswith("list[") or t.startswith("map["):
@@ -292,6 +360,11 @@ def _scalar(f: Field, v: Any) -> Any:
         return parse_duration(v)
     if t == "size":
         return parse_size(v)
+    if t == "host":
+        return parse_host(str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+    if t == "hostport":
+        parse_hostport(v)
+        return v
     if t in ("any", "object"):
         return v
     raise ValueError(f"spec bug: unknown field type {t!r}")

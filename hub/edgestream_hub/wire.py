@@ -11,8 +11,10 @@ gives ``device``, ``boot``, ``seq``, ``sensor``, ``t``, ``value`` and ``ts``
 Sequence tracking is per device and message kind: a new boot id counts a
 reboot, a forward jump counts a gap (and the records missing in it), a
 sequence number seen again in the same boot is a duplicate and is dropped.
-A record that arrives late to fill a gap is kept. Invalid input raises
-``WireError`` naming the field; nothing else escapes.
+A record that arrives late to fill a gap is kept; ``SeqTracker.lost`` keeps
+what each device lost since the caller last took it (for the data-loss log).
+Invalid input raises ``WireError`` naming the field; nothing else escapes.
+JSON is parsed strictly (``jsonio``): ``NaN``/``Infinity`` are refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
+from edgestream_hub import jsonio
 from edgestream_shared.decoder import decode
 from edgestream_shared.errors import WireError
 from edgestream_shared import topics as _topics
@@ -28,6 +31,12 @@ Record = dict[str, Any]
 _RESULT_KEYS = frozenset(("device", "boot", "seq", "sensor", "window", "start", "end", "ts"))
 _MAX_MISSING = 4096  # gap seq numbers remembered per stream (to accept late fills)
 _MAX_NAMES = 4096  # distinct sensor/window names shared between records (cleared when full)
+_MAX_LOST = 10_000  # devices remembered in SeqTracker.lost until the caller takes it
+
+
+def _loads(text: str) -> Any:
+    # the shared decoder checks every number it accepts, so the per-float range check is not needed
+    return jsonio.loads(text, check_range=False)
 
 
 @dataclass
@@ -35,6 +44,17 @@ class _Stream:
     boot: int
     high: int  # highest seq seen in this boot
     missing: set[int] = dc_field(default_factory=set)
+
+
+@dataclass
+class Loss:
+    """What one device lost since it was last reported: gaps, records missing, and the last jump."""
+
+    gaps: int = 0
+    missing: int = 0
+    boot: int = 0
+    after: int = 0  # the last gap: seq `after` was followed by seq `to`
+    to: int = 0
 
 
 @dataclass
@@ -53,6 +73,7 @@ class SeqTracker:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self.max_streams = max_streams
         self.stats = SeqStats()
+        self.lost: dict[str, Loss] = {}  # device -> losses not yet reported (the caller empties it)
 
     def accept(self, device: str, kind: str, boot: int, seq: int) -> bool:
         key = (device, kind)
@@ -75,6 +96,13 @@ class SeqTracker:
             gap = seq - s.high - 1
             st.gaps += 1
             st.missing += gap
+            loss = self.lost.get(device)
+            if loss is None and len(self.lost) < _MAX_LOST:
+                loss = self.lost[device] = Loss()
+            if loss is not None:
+                loss.gaps += 1
+                loss.missing += gap
+                loss.boot, loss.after, loss.to = boot, s.high, seq
             if len(s.missing) + gap <= _MAX_MISSING:
                 s.missing.update(range(s.high + 1, seq))
             s.high = seq
@@ -129,7 +157,7 @@ class WireDecoder:
                 setattr(old, name, getattr(st, name))
 
     def decode(self, payload: bytes | bytearray | memoryview | str, topic: str | None = None) -> list[Record]:
-        m = decode(payload)
+        m = decode(payload, loads=_loads)
         dev = m["dev"]
         if topic is not None and self.prefix is not None:
             tdev, _kind = _topics.parse(topic, self.prefix)

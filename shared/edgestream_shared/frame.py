@@ -5,9 +5,10 @@
 # The payload is a wire message (JSON, which never contains a raw newline).
 # A reader resynchronises at every newline: garbage, a line with a bad CRC, a
 # line over the length limit or a line cut short by an unplug is refused with
-# WireError and the next line is read normally. When a cut frame runs into
-# the next one ("$abc$payload*crc"), the reader finds the good frame after
-# the last '$' that gives a valid CRC, so the cut costs only the cut frame.
+# WireError (its `raw` holds the refused line) and the next line is read
+# normally. When a cut frame runs into the next one ("$abc$payload*crc"), the
+# reader finds the good frame after the last '$' that gives a valid CRC, so
+# the cut costs only the cut frame.
 
 from edgestream_shared.errors import WireError
 
@@ -140,12 +141,15 @@ class FrameReader:
                 if len(buf) - pos > self.max_frame:
                     # no newline within the limit: drop what we have and
                     # skip to the next newline
+                    old = buf
                     self._buf = buf = bytearray()
                     self._pos = 0
                     if not self._skipping:
                         self._skipping = True
                         self.errors += 1
-                        raise WireError("frame: line over the %d byte limit" % self.max_frame)
+                        e = WireError("frame: line over the %d byte limit" % self.max_frame)
+                        e.raw = old[pos:]  # the start of the line, for a dead letter
+                        raise e
                 return None
             line = bytes(buf[pos:i])
             self._pos = i + 1
@@ -156,6 +160,7 @@ class FrameReader:
                 continue  # blank lines are keep-alives, not errors
             try:
                 return decode_frame(line, self.max_frame)
-            except WireError:
+            except WireError as e:
                 self.errors += 1
+                e.raw = line  # the refused line, for a dead letter
                 raise

@@ -6,8 +6,10 @@
   make a lost acknowledgement happen for real.
 - ``PtyBridge``: two real ptys joined by a thread, so the agent opens one
   end and pyserial the other; it can inject garbage and cut a frame.
+- ``HubEnd``: the hub's end of a ``PtyBridge``: pyserial, decoding frames.
 - ``start_micropython``: run a device script under the real ``micropython``
-  binary with a board heap, as a background process.
+  binary with a board heap and profile (``frozen``, ``mpy`` or ``host``: see
+  ``edgestream_tools.micropython``), as a background process.
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ import tty
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import serial
 
+from edgestream_shared.decoder import decode
+from edgestream_shared.errors import WireError
+from edgestream_shared.frame import FrameReader
 from edgestream_tools import micropython as mp
 
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def start_micropython(script: Path, *args: str, board: str = "esp32", cwd=None, lib=None) -> subprocess.Popen:
-    """``lib``: a folder of compiled ``.mpy`` packages to import first (as a
-    board would run them), instead of compiling the sources on the heap."""
-    paths = ([str(lib)] if lib else []) + [str(TESTS)]
+def start_micropython(script: Path, *args: str, board: str = "esp32", cwd=None,
+                      profile: str = mp.DEFAULT_PROFILE) -> subprocess.Popen:
     return subprocess.Popen(
-        mp.command(board) + [str(script), *map(str, args)],
-        env=mp.environment(paths),
+        mp.command(board, profile) + [str(script), *map(str, args)],
+        env=mp.environment([str(TESTS)], profile),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,
@@ -252,3 +256,27 @@ class PtyBridge:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class HubEnd:
+    """The hub's end of the pty: reads frames, keeps every decoded message and framing error."""
+
+    def __init__(self, bridge):
+        self.port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
+        self.reader = FrameReader()
+        self.msgs, self.errors = [], []
+
+    def pump(self):
+        self.reader.feed(self.port.read(4096))
+        for _ in range(1000):
+            try:
+                p = self.reader.next()
+            except WireError as e:
+                self.errors.append(e.reason)
+                continue
+            if p is None:
+                return
+            self.msgs.append(decode(p))
+
+    def kind(self, k):
+        return [m for m in self.msgs if m["kind"] == k]

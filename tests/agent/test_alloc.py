@@ -50,7 +50,9 @@ def test_mem_alloc_does_not_grow_over_10000_samples():
 
     def one():
         t = st.now()
-        p.push(t, 20000 + (t * 104729) % 3000)
+        # (t * 104729) % 3000 without the product leaving 31-bit small ints
+        # (t reaches 100,000 here), which would allocate on a 32-bit board
+        p.push(t, 20000 + ((t % 3000) * 104729) % 3000)
 
     n = alloc_bytes(one, 10000)
     if MICROPYTHON:
@@ -94,3 +96,46 @@ def test_result_building_is_the_only_allocation():
 
         n = alloc_bytes(quiet, 40)  # 41 samples: no window closes (count window at 400)
         assert n == 0, n
+
+
+# Every filter and every kind of window, on values that cross zero: on a
+# 32-bit board (31-bit small ints) a long-int constant negated per sample, or
+# a product that leaves small ints, allocates on each sample and fails here.
+EDGES = {"device": "d1", "sensors": [
+    {"name": "a", "period_ms": 10,
+     "filters": [{"range": {"min": -1000, "max": 1000}}, {"clamp": {"min": -7.5, "max": 7.5}},
+                 {"calibrate": {"slope": 1.5, "offset": -2}}, {"delta": 0.01}, {"throttle": {"interval_ms": 20}},
+                 {"heartbeat": {"interval_ms": 100}}],
+     "windows": [{"name": "t", "size_ms": 1000}, {"name": "c", "size": 50}]},
+    {"name": "b", "period_ms": 10,
+     "filters": [{"median": 5}, {"ema": 0.25}, {"round": 1}],
+     "windows": [{"name": "st", "size_ms": 2000, "every_ms": 500}, {"name": "sc", "size": 64, "every": 16},
+                 {"name": "fast", "size": 32, "every": 1, "aggregates": ["min", "max"]}]},
+]}
+
+
+def test_every_filter_and_window_allocates_nothing_on_a_32_bit_board():
+    import sys
+    if MICROPYTHON:
+        # the board build: small ints end at 2**30, as on ESP32 and RP2040
+        assert sys.maxsize == 2**31 - 1, sys.maxsize
+    agent = Agent(EDGES)
+    a, b = agent.sensors
+    st = Clock(10)
+
+    def one():
+        t = st.now()
+        i = t // 10
+        v = ((i % 1601) * 7919) % 16001 - 8000  # -8.000 .. 8.000, both signs
+        if i % 97 < 40:
+            v = -v
+        a.push(t, v)
+        b.push(t, v)
+        if i % 50 == 0:
+            agent.flush(t)  # the clock moves on: time windows close, heartbeats fire
+
+    heap_locked(one, 5000)
+    assert a.samples >= 5000 and b.samples >= 5000
+    assert a.rejected == 0 and b.rejected == 0
+    assert all(w.emitted >= 48 for w in a.windows), [w.emitted for w in a.windows]
+    assert all(w.emitted >= 24 for w in b.windows), [w.emitted for w in b.windows]

@@ -1,35 +1,26 @@
 """The whole agent (sensors, windows, link) under the real MicroPython against mosquitto.
 
-The agent runs from its compiled ``.mpy`` bundle (-O3), as on a board, with
-the esp32 heap (100 KB), although on the unix port module code and interned
-names live on the heap too (a board running the frozen firmware keeps them
-in flash). The remote-config test too: validating a config loads the
-validator (~15 KB of code on this 64-bit port) next to the running agent
-for a moment (see the README, "Memory"). A paho subscriber plays the hub;
-``edgestream_tools.hubcheck`` checks the sequence numbers.
+The agent runs from its compiled ``.mpy`` bundle (-O3) on the 32-bit stock
+build (the ``mpy`` profile: a bundle copied onto a stock firmware), with the
+esp32 heap (100 KB): its module code and interned names live on the heap too
+(frozen firmware keeps them in flash), the tighter of the two ways to run it.
+The remote-config test too: validating a config loads the validator next to
+the running agent for a moment (see the README, "Memory"). A paho subscriber
+plays the hub; ``edgestream_tools.hubcheck`` checks the sequence numbers.
 """
 
 import json
 import time
 
-import pytest
 from linktools import MqttProxy, Subscriber, finish, start_micropython, wait_until
 
 from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import encode_config
-from edgestream_tools import bundle
 from edgestream_tools.hubcheck import SeqCheck
 
 HOST_ONLY = True
 BOARD = "esp32"
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
-
-
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    bundle.build(out, None, 3)  # -O3, as a board bundle is built
-    return out
 
 
 def agent_config(port, window_ms=100, **transport):
@@ -44,10 +35,10 @@ def agent_config(port, window_ms=100, **transport):
             "transport": t}
 
 
-def start_agent(tmp_path, lib, cfg, duration_ms, board=BOARD):
+def start_agent(tmp_path, cfg, duration_ms, board=BOARD):
     (tmp_path / "agent.json").write_text(json.dumps(cfg))
     (tmp_path / "run.py").write_text(RUN)
-    return start_micropython(tmp_path / "run.py", tmp_path / "agent.json", duration_ms, board=board, lib=lib)
+    return start_micropython(tmp_path / "run.py", tmp_path / "agent.json", duration_ms, board=board, profile="mpy")
 
 
 def stats(output):
@@ -66,13 +57,13 @@ def check(sub):
     return c.report("dev1", boot)
 
 
-def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, lib, mosquitto):
+def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, mosquitto):
     # A persistent subscriber session (clean=False) survives the broker
     # restart in mosquitto's persistence, so nothing is lost on the hub side.
     sub = Subscriber(mosquitto, ["edgestream/dev1/#"], client_id="hub", clean=False)
     # ~150 bytes per result: 1500 bytes hold ~9 of the ~15 made in the outage
     cfg = agent_config(mosquitto.port, buffer_bytes=1500, max_message=256)
-    agent = start_agent(tmp_path, lib, cfg, 5000)
+    agent = start_agent(tmp_path, cfg, 5000)
     try:
         assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 5, 15)
         mosquitto.stop()
@@ -111,10 +102,10 @@ def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, lib, mosqu
         [(m["heap_free"], m["heap_used"]) for m in health]
 
 
-def test_lost_puback_is_resent_and_seen_as_a_duplicate(tmp_path, lib, mosquitto):
+def test_lost_puback_is_resent_and_seen_as_a_duplicate(tmp_path, mosquitto):
     proxy = MqttProxy(mosquitto.host, mosquitto.port)
     sub = Subscriber(mosquitto, ["edgestream/dev1/results"])
-    agent = start_agent(tmp_path, lib, agent_config(proxy.port, health_ms=0), 3000)
+    agent = start_agent(tmp_path, agent_config(proxy.port, health_ms=0), 3000)
     try:
         assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 5, 15)
         proxy.drop_next_puback()
@@ -141,9 +132,9 @@ def _push_config(broker, payload):
     c.disconnect()
 
 
-def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, lib, mosquitto):
+def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, mosquitto):
     sub = Subscriber(mosquitto, ["edgestream/dev1/#"])
-    agent = start_agent(tmp_path, lib, agent_config(mosquitto.port, health_ms=0), 6000)
+    agent = start_agent(tmp_path, agent_config(mosquitto.port, health_ms=0), 6000)
     acks = lambda: [decode(p) for p in sub.on("edgestream/dev1/config/ack")]  # noqa: E731
     try:
         assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 3, 15)

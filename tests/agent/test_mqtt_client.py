@@ -1,6 +1,7 @@
 """The non-blocking MQTT client under the real MicroPython against a real mosquitto.
 
-Each test runs a small device script (esp32 heap) that drives
+Each test runs a small device script (esp32 heap, the 32-bit board build;
+TLS on the 64-bit host build, which has ``ssl``) that drives
 ``edgestream_agent.mqtt.MQTTClient`` with ``poll()`` in a bounded loop and
 prints a JSON summary; a paho subscriber checks what reached the broker.
 """
@@ -71,10 +72,10 @@ def probe(tmp_path):
     path = tmp_path / "probe.py"
     path.write_text(PROBE)
 
-    def run(broker=None, **args):
+    def run(broker=None, profile="frozen", **args):
         if broker is not None:
             args["port"] = broker.port
-        proc = start_micropython(path, json.dumps(args))
+        proc = start_micropython(path, json.dumps(args), profile=profile)
         out = finish(proc, timeout=60)
         return json.loads(out.strip().splitlines()[-1])
     return run
@@ -184,7 +185,7 @@ def test_tls(tmp_path, probe):
                     "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
     broker = Mosquitto(tmp_path, extra_conf=f"user root\ncertfile {crt}\nkeyfile {key}\n").start()
     try:
-        r = probe(broker, tls=True, n=5, run_ms=3000)
+        r = probe(broker, profile="host", tls=True, n=5, run_ms=3000)  # the board build has no ssl
         assert r["state"] == UP and r["acks"] == 6, r
     finally:
         broker.stop()

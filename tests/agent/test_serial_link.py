@@ -1,36 +1,24 @@
 """The agent over a real pty: agent <-> pty <-> pyserial, with line noise and a cut frame.
 
-The agent (real MicroPython, compiled bundle, esp32 heap) writes framed
-results to one end of a pty pair bridge; pyserial reads the other end and
-sends the hub's time reference back. Garbage and a cut frame are injected
-into the agent's stream between two of its frames; only the injected bytes
-are lost. A config sent back over the line is acked and applied (rp2040
-heap: see test_link_mqtt.py for why).
+The agent (real MicroPython: the .mpy bundle on the 32-bit stock build, esp32
+heap) writes framed results to one end of a pty pair bridge; pyserial reads
+the other end and sends the hub's time reference back. Garbage and a cut
+frame are injected into the agent's stream between two of its frames; only
+the injected bytes are lost. A config sent back over the line is acked and
+applied.
 """
 
 import json
 import time
 
-import pytest
-import serial
-from linktools import PtyBridge, finish, start_micropython, wait_until
+from linktools import HubEnd, PtyBridge, finish, start_micropython, wait_until
 
-from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import encode_config, encode_time
-from edgestream_shared.errors import WireError
-from edgestream_shared.frame import FrameReader, encode_frame
-from edgestream_tools import bundle
+from edgestream_shared.frame import encode_frame
 from edgestream_tools.hubcheck import SeqCheck
 
 HOST_ONLY = True
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
-
-
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    bundle.build(out, None, 3)
-    return out
 
 
 def config(path, window_ms=100):
@@ -40,31 +28,7 @@ def config(path, window_ms=100):
             "transport": {"type": "serial", "health_ms": 500, "poll_ms": 5, "serial": {"port": path}}}
 
 
-class HubEnd:
-    """The hub's end of the pty: reads frames, keeps every decoded message and framing error."""
-
-    def __init__(self, bridge):
-        self.port = serial.Serial(bridge.host_path, 115200, timeout=0.05)
-        self.reader = FrameReader()
-        self.msgs, self.errors = [], []
-
-    def pump(self):
-        self.reader.feed(self.port.read(4096))
-        for _ in range(1000):
-            try:
-                p = self.reader.next()
-            except WireError as e:
-                self.errors.append(e.reason)
-                continue
-            if p is None:
-                return
-            self.msgs.append(decode(p))
-
-    def kind(self, k):
-        return [m for m in self.msgs if m["kind"] == k]
-
-
-def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
+def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path):
     # the esp32 heap; the hub's time reference comes back over the line
     bridge = PtyBridge()
     hub = HubEnd(bridge)
@@ -72,7 +36,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
-    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", lib=lib)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", profile="mpy")
     try:
         assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
         bridge.inject(b"\x00\xff line noise from a loose cable\n")
@@ -106,7 +70,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path, lib):
     assert min(m["metrics"]["heap_free"] for m in kind("metrics")) >= 20000, [m["metrics"]["heap_free"] for m in kind("metrics")]
 
 
-def test_serial_config_is_acked_and_applied(tmp_path, lib):
+def test_serial_config_is_acked_and_applied(tmp_path):
     # the esp32 heap: validating a config loads the validator's code next
     # to the running agent for a moment (see test_link_mqtt.py)
     bridge = PtyBridge()
@@ -115,7 +79,7 @@ def test_serial_config_is_acked_and_applied(tmp_path, lib):
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
-    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", lib=lib)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 3000, board="esp32", profile="mpy")
     try:
         assert wait_until(lambda: (pump(), len(kind("results")) >= 3)[1], 15)
         # hub -> agent: noise, then a config making the windows 200 ms

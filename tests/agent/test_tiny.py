@@ -1,11 +1,12 @@
-# Issue 3's memory budget: an agent with 4 sensors x 2 sliding windows of 256
+# The tiny board's memory budget: an agent with 4 sensors x 2 sliding windows of 256
 # samples starts in the `tiny` (64 KB) heap and runs 10,000 samples with the
-# heap locked. Under MicroPython this module runs with BOARD's heap, its own
-# code and the agent's compiled from source (more than a board's .mpy).
+# heap locked. Under MicroPython this module runs with BOARD's heap on the
+# board build, the agent frozen in as in a firmware (this module's own code
+# is compiled from source on the heap).
 import gc
 import json
 
-# compiled first, on an empty heap: every module this agent needs
+# imported first: every module this agent needs
 import edgestream_agent.ring_window  # noqa: F401
 import edgestream_agent.filters.median  # noqa: F401
 import edgestream_agent.filters.ema  # noqa: F401
@@ -21,11 +22,9 @@ def _now():
 
 
 def _validated():
-    # The normalised config (config.validate()'s output) from a file: under
-    # MicroPython this module's code and the agent's are compiled from source
-    # here, and the validator's source does not compile in a 64 KB heap with
-    # the rest (on a board it comes as .mpy: bench_agent measures that path,
-    # main.py's). test_config.py's
+    # The normalised config (config.validate()'s output) from a file, as
+    # main.py holds it once the validator is unloaded (bench_agent measures
+    # the whole start, main.py's way, frozen and from .mpy). test_config.py's
     # test_the_tiny_config_file_is_what_the_validator_makes keeps it honest.
     with open(DATA) as f:
         return json.load(f)
@@ -48,7 +47,7 @@ def test_4_sensors_x_2_sliding_windows_of_256_start_and_run_in_the_tiny_heap():
     def step():
         t = state[0] + 100
         state[0] = t
-        v = (t * 7919) % 5000
+        v = ((t % 5000) * 7919) % 5000  # (t * 7919) % 5000, in 31-bit small ints
         for p in pipes:
             p.push(t, v)
 

@@ -1,10 +1,8 @@
 """Every device-zone module compiles for the boards, and the compiled bundle runs."""
 
-import json
-
 import pytest
 
-from edgestream_tools import bundle, packages
+from edgestream_tools import bundle
 
 SMOKE = r"""
 import sys
@@ -39,7 +37,7 @@ def test_bundle_compiles_and_runs_under_micropython(tmp_path, micropython, arch)
     names = module_names()
     # every module at once: the rp2040 heap, since this checks compilation,
     # not the agent's heap budget (tests/agent measure that per board)
-    out = micropython.run_file(script, *names, board="rp2040", extra_paths=[str(tmp_path / "lib")])
+    out = micropython.run_file(script, *names, board="rp2040", extra_paths=[str(tmp_path / "lib")], profile="mpy")
     assert out.stdout.decode().split() == [str(len(names)), "1.5"]
 
 
@@ -52,7 +50,19 @@ def test_a_syntax_error_names_the_module(tmp_path, monkeypatch):
         bundle.build(tmp_path / "out", "armv6m")
 
 
-def test_mip_package_files_list_every_module():
-    for unit in packages.UNITS:
-        on_disk = json.loads((packages.ROOT / unit / "package.json").read_text())
-        assert on_disk == packages.package_json(unit), f"{unit}/package.json is stale: run python -m edgestream_tools.packages"
+def test_an_unknown_arch_says_why_and_what_is_valid(capsys):
+    from edgestream_tools.cli import main
+
+    assert main(["firmware", "bundle", "--arch", "bogus", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --arch 'bogus': expected one of x86, x64, armv6, armv6m" in err
+    assert "armv6m for rp2040" in err and "xtensawin for esp32" in err
+
+
+def test_board_bundles_are_O3_unless_asked(tmp_path):
+    bundle.build(tmp_path / "o3", "armv6m")
+    bundle.build(tmp_path / "o0", "armv6m", 0)
+    size = lambda d: sum(p.stat().st_size for p in d.rglob("*.mpy"))  # noqa: E731
+    assert size(tmp_path / "o3") < size(tmp_path / "o0")  # no line numbers, no asserts
+    with pytest.raises(bundle.BundleError, match="unknown optimisation level -O4"):
+        bundle.build(tmp_path / "o4", None, 4)

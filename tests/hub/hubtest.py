@@ -24,6 +24,45 @@ PAUSE = "PAUSE"
 CRASH = "CRASH"
 PLUGIN_DIR = str(Path(__file__).parent / "plugin_example")
 
+def readings(dev: str, boot: int, seqs: list[int]) -> bytes:
+    """A wire ``readings`` message with one reading per seq."""
+    from edgestream_shared.encoder import Encoder
+
+    e = Encoder(dev, boot, 8192)
+    e.begin(b"readings")
+    for s in seqs:
+        e.add_reading(s, b"temp", 1000 + s, 20.0 + s)
+    return bytes(e.finish())
+
+
+# payloads no source may die of: each must become one dead letter and one decode error
+HOSTILE_JSON = {
+    "deep arrays": b"[" * 5000,
+    "deep objects": b'{"a":' * 3000,
+    "not UTF-8": b'{"a": "\xff\xfe"}',
+    "NaN": b'{"a": NaN}',
+    "Infinity": b'{"a": -Infinity}',
+    "float out of range": b'{"a": 1e999}',
+    "int of 5000 digits": b'{"a": ' + b"1" * 5000 + b"}",
+    "a number": b"42",
+    "a string": b'"text"',
+    "null": b"null",
+    "cut": b'{"a": 1',
+}
+_R = b'{"v":1,"kind":"readings","dev":"d1","boot":1,"items":[{"seq":0,"sensor":"temp","t":1,"value":%s}]}'
+HOSTILE_WIRE = {
+    "deep arrays": b"[" * 5000,
+    "deep in a message": _R % (b"[" * 3000),
+    "not UTF-8": _R % b'"\xff"',
+    "NaN": _R % b"NaN",
+    "Infinity": _R % b"Infinity",
+    "float out of range": _R % b"1e999",
+    "int of 5000 digits": _R % (b"1" * 5000),
+    "seq of the wrong type": _R.replace(b'"seq":0', b'"seq":"0"') % b"1",
+    "boot of the wrong type": _R.replace(b'"boot":1', b'"boot":1.5') % b"1",
+    "an array": b"[1, 2]",
+}
+
 
 def wait_for(cond, timeout: float = 10.0, step: float = 0.01) -> bool:
     """Poll ``cond()`` until true or ``timeout`` (bounded loop); returns the last value."""

@@ -8,7 +8,7 @@ import sys
 import pytest
 from hypothesis import given, strategies as st
 
-from edgestream_hub.config import interpolate, load_config, set_path, split_path
+from edgestream_hub.config import InterpolationError, interpolate, load_config, set_path, split_path
 from edgestream_hub.errors import ConfigError
 from edgestream_hub.spec import parse_duration, parse_size
 
@@ -122,8 +122,43 @@ def test_interpolation_types_and_escapes():
     env = {"A": "5", "B": "x"}
     assert interpolate("${A}", env) == "5" and interpolate("${C:7}", env) == "7"
     assert interpolate("pre-${B}-${C:}", env) == "pre-x-" and interpolate("$${A}", env) == "${A}"
+    assert interpolate("${T:hub/{device}/avg}", env) == "hub/{device}/avg"  # a default may hold {field}
+    assert interpolate("a$${B", env) == "a${B" and interpolate("$$", env) == "$$"
     with pytest.raises(KeyError):
         interpolate("${C}", env)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("${BROKER_HOST", "has no closing '}'"),
+    ("x-${A:1", "has no closing '}'"),
+    ("${}", "names no variable"),
+    ("${ A}", "names no variable"),
+    ("${1A}", "'1A' is not a variable name"),
+    ("${A-b}", "expected '}' or ':default' after A"),
+    ("${A:${B}}", "a default cannot hold another ${...} reference"),
+])
+def test_a_dollar_brace_that_is_not_a_reference_is_an_error(text, says):
+    with pytest.raises(InterpolationError) as e:
+        interpolate(text, {"A": "1", "B": "2"})
+    assert says in str(e.value)
+
+
+@given(st.text(alphabet="${}:AB_1-x", max_size=12))
+def test_interpolation_fails_only_with_its_two_errors(text):
+    try:
+        out = interpolate(text, {"A": "1"})
+    except (KeyError, InterpolationError):
+        return
+    assert isinstance(out, str)
+
+
+def test_module_examples():
+    import doctest
+
+    from edgestream_hub import config, spec
+
+    for mod in (config, spec):
+        assert doctest.testmod(mod).failed == 0
 
 
 def test_quoted_single_variable_is_typed_mixed_text_is_a_string(hub):

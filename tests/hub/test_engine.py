@@ -8,6 +8,7 @@ import pytest
 
 from hubtest import CRASH, PAUSE, wait_for
 from edgestream_hub.errors import StartError
+from edgestream_hub.processors import Passthrough
 
 BASE = """
 sources:
@@ -126,20 +127,11 @@ def test_a_crashing_processor_dead_letters_its_batch_and_spares_other_pipelines(
     from edgestream_hub.registry import component
     from edgestream_hub.spec import Spec
 
-    class Boom:
+    class Boom(Passthrough):
         def process(self, records, now_ms):
             if any(r.get("boom") for r in records):
                 raise ZeroDivisionError("scripted processor failure")
             return records
-
-        def tick(self, now_ms):
-            return []
-
-        def flush(self):
-            return []
-
-        def snapshot(self):
-            return None
 
     hub.registry.register("processor", "boom", component(Spec("boom", "x", []))(lambda c, ctx: Boom()))
     hub.scripts["s"] = [{"i": 0}, PAUSE, {"i": 1, "boom": True}, PAUSE, {"i": 2}]
@@ -223,3 +215,44 @@ def test_state_is_snapshotted_atomically(hub, tmp_path):
     snap = json.loads((tmp_path / "st" / "p.json").read_text())
     assert snap["pipeline"] == "p" and snap["processors"] == {"p.passthrough": None}
     assert not list((tmp_path / "st").glob("*.tmp"))
+
+
+def test_a_stop_out_of_time_names_only_the_pipelines_that_still_hold_records(hub, caplog):
+    import re
+    import threading
+
+    from edgestream_hub.registry import component
+    from edgestream_hub.spec import Spec
+
+    gate = threading.Event()
+
+    class Stall(Passthrough):
+        def process(self, records, now_ms):
+            gate.wait(20)  # stuck until the test lets it go
+            return records
+
+    hub.registry.register("processor", "stall", component(Spec("stall", "x", []))(lambda c, ctx: Stall()))
+    hub.scripts["s"] = [{"i": i} for i in range(500)]
+    e = hub.engine("""
+sources:
+  s: {script: {name: s, batch: 50}}
+  t: {script: {name: t}}
+  u: {script: {name: u}}
+sinks:
+  out: {memory: {}}
+pipelines:
+  busy: {from: s, processors: [stall: {}], to: out, queue: 100, batch: {size: 10}}
+  calm: {from: t, to: out}
+  still: {from: u, processors: [passthrough: {}], to: out}
+""")
+    busy = e.pipelines["busy"]
+    assert wait_for(lambda: len(busy.input) >= 90)
+    try:
+        with caplog.at_level("ERROR", logger="edgestream.hub"):
+            assert not e.stop(0.3)
+    finally:
+        gate.set()
+    said = [r.getMessage() for r in caplog.records if "did not drain" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("pipeline busy did not drain before the stop deadline"), said
+    m = re.search(r": (\d+) records still held \((\d+) queued, (\d+) in its processors\)", said[0])
+    assert m and int(m.group(3)) == 10 and int(m.group(1)) == int(m.group(2)) + 10 and int(m.group(2)) >= 90, said

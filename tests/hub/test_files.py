@@ -51,7 +51,7 @@ pipelines: {p: {from: f, to: out}}
     assert e.stop()
     assert [r["i"] for r in hub.out["out"]] == [0, 1, 2, 3, 4, 5]
     reasons = [d["reason"] for d in hub.out["dlq"]]
-    assert "line 2: not JSON" in reasons[0] and "line 3: expected a JSON object, got list" in reasons[1]
+    assert "line 2: not JSON" in reasons[0] and "line 3: expected a JSON object, got an array" in reasons[1]
     assert e.metrics.value("edgestream_source_decode_errors_total", component="f") == 2
 
 
@@ -102,8 +102,88 @@ pipelines: {p: {from: s, to: out}}
 """)
     assert e.finished.wait(10)
     assert e.stop()
-    assert (hub.tmp / "out.csv").read_text() == 'a,b\n1,x\n2,\n4,"[1, 2]"\nnan,\n'
+    assert (hub.tmp / "out.csv").read_text() == 'a,b\n1,x\n2,\n4,"[1,2]"\n,\n'  # NaN is written as null
     assert "fields ['c'] are not among the CSV columns" in hub.out["dlq"][0]["reason"]
+    assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="out") == 1
+
+
+def test_hostile_lines_between_good_ones_are_dead_lettered_and_reading_goes_on(hub):
+    from hubtest import HOSTILE_JSON
+
+    lines = []
+    for i, bad in enumerate(HOSTILE_JSON.values()):
+        lines += [b'{"i": %d}' % i, bad]
+    (hub.tmp / "in.jsonl").write_bytes(b"\n".join(lines + [b'{"i": 100}']) + b"\n")
+    (hub.tmp / "in.csv").write_bytes(b"i,v\n1,a\n2," + b"x" * 200_000 + b"\n3,\xff\n4,nan\n5,b\n")
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {j: {file: {path: in.jsonl}}, c: {file: {path: in.csv}}}
+sinks: {out: {memory: {}}, dlq: {memory: {}}}
+pipelines: {pj: {from: j, to: out}, pc: {from: c, to: out}}
+""")
+    assert e.finished.wait(10)
+    assert e.stop()
+    out = hub.out["out"]
+    assert [r["i"] for r in out if "v" not in r] == [*range(len(HOSTILE_JSON)), 100]
+    assert [(r["i"], r["v"]) for r in out if "v" in r] == [(1, "a"), (4, "nan"), (5, "b")]  # "nan" stays text
+    reasons = [d["reason"] for d in hub.out["dlq"]]
+    assert len(reasons) == len(HOSTILE_JSON) + 2
+    assert "in.csv: line 3: Error: field larger than field limit (131072)" in reasons[-2]  # the header is line 1
+    assert "in.csv: line 4: not UTF-8" in reasons[-1]
+    assert e.metrics.value("edgestream_source_decode_errors_total", component="j") == len(HOSTILE_JSON)
+    assert e.metrics.value("edgestream_source_decode_errors_total", component="c") == 2
+    big = next(d["record"] for d in hub.out["dlq"] if "field larger" in d["reason"])
+    assert big["bytes"] == 200_002 and len(big["payload"]) == 1024  # the start of the line, not all of it
+
+
+def test_keep_deletes_only_the_files_its_rotation_made(tmp_path):
+    mine_before = tmp_path / "r-20250101T000000-1.jsonl"  # an earlier run's rotation: the sink's own
+    mine_before.write_text("{}\n")
+    os.utime(mine_before, (1, 1))
+    others = ["r-important.jsonl", "r-2025.jsonl", "r-20250101T000000-1.jsonl.bak", "r-20250101T000000-x.jsonl",
+              "rr-20250101T000000-1.jsonl", "r-20250101T000000-1.json", "r-20250101T0000001-1.jsonl"]
+    for name in others:
+        (tmp_path / name).write_text("precious\n")
+        os.utime(tmp_path / name, (1, 1))  # older than anything the sink writes
+    s = _sink(tmp_path, "r.jsonl", rotate_size=2000, keep=1)
+    for i in range(20):
+        s.write([{"i": i, "pad": "x" * 200} for _ in range(5)])
+    s.close()
+    for name in others:
+        assert (tmp_path / name).read_text() == "precious\n", name
+    rotated = s.rotated()
+    assert len(rotated) == 1 and not mine_before.exists()
+
+
+def test_a_file_sink_that_takes_dead_letters_is_bounded_by_default(hub):
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {s: {script: {name: s}}}
+sinks:
+  out: {file: {path: out.jsonl}}
+  dlq: {file: {path: dead.jsonl}}
+  chosen: {file: {path: chosen.jsonl, rotate_size: 1MB}}
+  plain: {file: {path: plain.jsonl}}
+pipelines: {p: {from: s, to: [out, plain], dead_letter: chosen}}
+""")
+    bound = {n: (r.sink.rotate_size, r.sink.keep) for n, r in e.sinks.items()}
+    assert bound == {"out": (None, 0), "dlq": (10 * 1024 * 1024, 5), "chosen": (1_000_000, 0), "plain": (None, 0)}
+    assert e.stop()
+
+
+def test_dead_letters_with_non_finite_numbers_are_written_with_null(hub):
+    hub.scripts["s"] = [{"v": float("nan"), "reject": True}, {"v": 1}]
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {s: {script: {name: s, finite: true}}}
+sinks: {out: {memory: {}}, dlq: {file: {path: dead.jsonl}}}
+pipelines: {p: {from: s, to: out}}
+""")
+    assert e.finished.wait(10)
+    assert e.stop()
+    (d,) = jl(hub.tmp / "dead.jsonl")
+    assert d["record"] == {"v": None, "reject": True} and "asked to be rejected" in d["reason"]
+    assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="dlq") == 1
 
 
 # -- the file sink's batch encoder must write exactly what json.dumps writes --
@@ -112,22 +192,25 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from edgestream_hub.components import ComponentContext  # noqa: E402
 from edgestream_hub.connectors.files import FileSink, json_line_encoder  # noqa: E402
+from edgestream_hub.jsonio import finite  # noqa: E402
 
 _SINK_DEFAULTS = {"format": "auto", "columns": None, "rotate_size": None, "rotate_interval": None, "keep": 0,
                   "fsync": False}
 
 
-def _sink(tmp_path, **kw) -> FileSink:
-    s = FileSink(dict(_SINK_DEFAULTS, path=str(tmp_path / "out.jsonl"), **kw),
+def _sink(tmp_path, name="out.jsonl", **kw) -> FileSink:
+    s = FileSink(dict(_SINK_DEFAULTS, path=str(tmp_path / name), **kw),
                  ComponentContext("sink", "out", "out", base_dir=str(tmp_path)))
     s.open()
     return s
 
 
 def _reference(r):
-    """What the sink must write for r, or None if r must be rejected (json.dumps and UTF-8 decide)."""
+    """What the sink must write for r, or None if r must be rejected (json.dumps and UTF-8 decide,
+    after non-finite numbers became null)."""
     try:
-        return (json.dumps(r, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+        return (json.dumps(finite(r)[0], separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+                + "\n").encode("utf-8")
     except (TypeError, ValueError):
         return None
 
@@ -160,11 +243,11 @@ def test_one_bad_record_does_not_cost_its_batch(tmp_path):
     s = _sink(tmp_path)
     rejected = s.write(batch)
     s.close()
-    assert jl(tmp_path / "out.jsonl") == [{"i": 0}, {"i": 6, "t": "żółw"}]
+    assert jl(tmp_path / "out.jsonl") == [{"i": 0}, {"i": None}, {"i": 6, "t": "żółw"}]  # NaN is written as null
     reasons = [reason for _, reason in rejected]
-    assert len(reasons) == 5
-    assert "Out of range float" in reasons[0] and "surrogate" in reasons[1] and "expected a record" in reasons[2]
-    assert "Circular reference" in reasons[3] and "set is not JSON serializable" in reasons[4]
+    assert len(reasons) == 4
+    assert "surrogate" in reasons[0] and "expected a record" in reasons[1]
+    assert "Circular reference" in reasons[2] and "set is not JSON serializable" in reasons[3]
 
 
 def test_the_encoder_forgets_a_failed_record():

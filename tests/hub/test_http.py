@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,13 +40,13 @@ pipelines: {p: {from: web, to: out}}
     assert post(port, b'{"a":1}', "t0ken") == (200, {"accepted": 1, "rejected": 0})
     assert post(port, b'[{"a":2}, 3, {"a":4}]', "t0ken") == (200, {"accepted": 2, "rejected": 1})
     code, body = post(port, b'{"a":', "t0ken")
-    assert code == 400 and body["error"].startswith("body is not JSON")
+    assert code == 400 and body["error"].startswith("not JSON (Expecting")
     assert post(port, b"x" * 2000, "t0ken")[0] == 413
     assert post(port, b"{}", "t0ken", path="/other")[0] == 404
     assert wait_for(lambda: len(hub.out.get("out", [])) == 3 and len(hub.out.get("dlq", [])) == 2)
     assert e.stop()
     assert hub.out["out"] == [{"a": 1}, {"a": 2}, {"a": 4}]
-    assert hub.out["dlq"][1]["record"] == '{"a":'
+    assert hub.out["dlq"][1]["record"] == {"payload": '{"a":', "bytes": 5, "sha256": "ffb38b22ee3e0ca9"}
     assert e.metrics.value("edgestream_source_decode_errors_total", component="web") == 2
 
 
@@ -149,3 +151,214 @@ pipelines: {{p: {{from: s, to: hook}}}}
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- no body stops the endpoint; every refusal is counted --
+
+def refusals(e, code):
+    return e.metrics.value("edgestream_source_http_refusals_total", component="web", code=str(code))
+
+
+def test_hostile_bodies_get_400_and_the_endpoint_goes_on(hub):
+    from hubtest import HOSTILE_JSON
+
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {web: {http: {port: 0}}}
+sinks: {out: {memory: {}}, dlq: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    for code in ("400", "401", "408", "413", "503"):  # they exist from the start
+        assert e.metrics.registry.get_sample_value("edgestream_source_http_refusals_total",
+                                                   {"component": "web", "code": code}) == 0
+    answers = []
+    for i, bad in enumerate(HOSTILE_JSON.values()):
+        assert post(port, json.dumps({"i": i}).encode()) == (200, {"accepted": 1, "rejected": 0})
+        answers.append(post(port, bad))
+    assert post(port, b'{"i": 100}') == (200, {"accepted": 1, "rejected": 0})
+    assert [code for code, _ in answers] == [400] * len(HOSTILE_JSON)
+    errors = dict(zip(HOSTILE_JSON, (body["error"] for _, body in answers)))
+    assert "nested too deeply" in errors["deep arrays"] and "NaN is not a JSON number" in errors["NaN"]
+    assert "1e999 is out of range" in errors["float out of range"]
+    assert wait_for(lambda: len(hub.out.get("out", [])) == len(HOSTILE_JSON) + 1)
+    assert wait_for(lambda: len(hub.out.get("dlq", [])) == len(HOSTILE_JSON))
+    assert e.stop()
+    assert [r["i"] for r in hub.out["out"]] == [*range(len(HOSTILE_JSON)), 100]
+    assert e.metrics.value("edgestream_source_decode_errors_total", component="web") == len(HOSTILE_JSON)
+    assert refusals(e, 400) == len(HOSTILE_JSON)
+
+
+def test_refusals_are_counted_by_code(hub):
+    e = hub.engine("""
+sources: {web: {http: {port: 0, token: t0ken, max_body: 100B}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    assert post(port, b"{}")[0] == 401
+    assert post(port, b"{}", "bad")[0] == 401
+    assert post(port, b"x" * 200, "t0ken")[0] == 413
+    assert post(port, b'{"a": NaN}', "t0ken")[0] == 400
+    assert post(port, b"{}", "t0ken", path="/nope")[0] == 404
+    assert e.stop()
+    assert (refusals(e, 401), refusals(e, 413), refusals(e, 400), refusals(e, 404), refusals(e, 503)) == (2, 1, 1, 1, 0)
+
+
+def test_the_wire_format_exports_the_sequence_counters(hub):
+    from hubtest import readings
+
+    e = hub.engine("""
+sources: {web: {http: {port: 0, format: wire}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    for seqs in ([0, 1], [4], [4], [2]):
+        assert post(port, readings("d1", 1, seqs))[0] == 200
+    post(port, readings("d1", 2, [0]))
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 5)
+    assert e.stop()
+    m = lambda n: e.metrics.value(f"edgestream_source_{n}_total", component="web")  # noqa: E731
+    assert (m("gaps"), m("missing_records"), m("duplicates"), m("gap_fills"), m("reboots")) == (1, 2, 1, 1, 1)
+
+
+# -- stalled clients cannot pin the endpoint or the stop --
+
+def stalled(port, body_sent=b'{"a": 1', length=100):
+    """A client that sends its headers and part of the body, then waits."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % length + body_sent)
+    return s
+
+
+def answer(s):
+    """The status code the server sent before closing, or None if it closed without one."""
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return int(data.split()[1]) if data.startswith(b"HTTP/1.1 ") else None
+
+
+def test_a_client_that_stalls_mid_body_gets_408_after_the_read_timeout(hub):
+    e = hub.engine("""
+sources: {web: {http: {port: 0, read_timeout: 300ms}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    s = stalled(port)
+    t = None
+    try:
+        t0 = time.monotonic()
+        assert answer(s) == 408
+        assert time.monotonic() - t0 < 5
+        # a trickle that sends a byte at a time within each read's timeout is cut by the body's total deadline
+        t = stalled(port, b"", 100)
+        t0 = time.monotonic()
+        try:
+            for _ in range(40):  # 2 s of one byte every 50 ms
+                time.sleep(0.05)
+                t.sendall(b" ")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed
+        assert answer(t) == 408 and time.monotonic() - t0 < 2
+    finally:
+        for c in (s, t):
+            if c is not None:
+                c.close()
+    assert post(port, b'{"a": 2}') == (200, {"accepted": 1, "rejected": 0})
+    assert e.stop()
+    assert refusals(e, 408) == 2 and hub.out["out"] == [{"a": 2}]
+
+
+def test_a_stop_does_not_wait_for_a_stalled_client(hub):
+    e = hub.engine("""
+sources: {web: {http: {port: 0}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    clients = [stalled(port) for _ in range(3)]
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)  # connected, sends nothing
+    try:
+        assert post(port, b'{"a": 1}') == (200, {"accepted": 1, "rejected": 0})
+        t0 = time.monotonic()
+        assert e.stop(2.0)
+        assert time.monotonic() - t0 < 2.0  # the read timeout is 10s: the stop did not wait for it
+        assert [answer(c) for c in clients] == [503] * 3  # told the hub is stopping
+        assert answer(idle) is None
+    finally:
+        for c in [*clients, idle]:
+            c.close()
+    assert hub.out["out"] == [{"a": 1}]
+
+
+def test_connections_over_the_limit_are_answered_503_at_once(hub):
+    e = hub.engine("""
+sources: {web: {http: {port: 0, max_connections: 3}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    clients = [stalled(port) for _ in range(3)]
+    try:
+        assert wait_for(lambda: e.sources["web"].source.connections() == 3)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        t0 = time.monotonic()
+        assert answer(extra) in (503, None) and time.monotonic() - t0 < 2  # refused at once, not queued
+        extra.close()
+        full = stalled(port, b'{"a": 1}', 8)  # a whole request: the answer is there before the close
+        assert answer(full) in (503, None)
+        full.close()
+        assert refusals(e, 503) == 2
+        clients.pop().close()  # a slot frees up
+        assert wait_for(lambda: e.sources["web"].source.connections() == 2)
+        assert post(port, b'{"a": 2}') == (200, {"accepted": 1, "rejected": 0})
+    finally:
+        for c in clients:
+            c.close()
+    assert e.stop(2.0)
+    assert hub.out["out"] == [{"a": 2}]
+
+
+def test_the_webhook_writes_non_finite_numbers_as_null(hub):
+    hook = Hook([])
+    try:
+        hub.scripts["s"] = [{"v": float("nan")}, {"v": {"w": float("inf")}}, {"v": 1}]
+        e = hub.engine(f"""
+sources: {{s: {{script: {{name: s}}}}}}
+sinks: {{hook: {{http: {{url: "{hook.url}"}}, batch: {{size: 10, linger: 50ms}}}}}}
+pipelines: {{p: {{from: s, to: hook}}}}
+""")
+        assert wait_for(lambda: sum(map(len, hook.batches)) == 3)
+        assert e.stop()
+    finally:
+        hook.close()
+    assert [r for b in hook.batches for r in b] == [{"v": None}, {"v": {"w": None}}, {"v": 1}]
+    assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="hook") == 2
+
+
+def test_a_dead_letter_reason_that_quotes_a_huge_value_is_cut(hub):
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {web: {http: {port: 0, format: wire}}}
+sinks: {out: {memory: {}}, dlq: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    key = "k" * 60_000
+    body = json.dumps({"v": 1, "kind": "status", "dev": "d1", "boot": 1, "state": "online", key: 1}).encode()
+    code, answer_ = post(e.sources["web"].source.port, body)
+    assert wait_for(lambda: len(hub.out.get("dlq", [])) == 1)
+    assert e.stop()
+    assert code == 400 and answer_["error"].startswith("message: unknown key 'kkkk")
+    reason = hub.out["dlq"][0]["reason"]
+    assert reason.startswith("http: message: unknown key 'kkkk") and reason.endswith("(reason cut: 60029 characters)")
+    assert len(reason) < 1100 and len(answer_["error"]) < 1100

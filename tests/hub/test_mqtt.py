@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -17,6 +18,20 @@ def publisher(broker, **kw):
     c.connect(broker.host, broker.port)
     c.loop_start()
     return c
+
+
+def subscriber(broker, topic):
+    """A client subscribed (acknowledged) to ``topic``, and the list its messages go to."""
+    got: list = []
+    ready = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: got.append(m)
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    assert ready.wait(5)
+    return sub, got
 
 
 def publish(c, topic, payload, qos=1):
@@ -231,16 +246,8 @@ pipelines:
 
 
 def test_the_mqtt_sink_publishes_per_record_topics(hub, mosquitto):
-    got: list[tuple[str, dict]] = []
-    ready = threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload)))
-    sub.on_subscribe = lambda *a: ready.set()
-    sub.connect(mosquitto.host, mosquitto.port)
-    sub.subscribe("hub/#", qos=1)
-    sub.loop_start()
+    sub, msgs = subscriber(mosquitto, "hub/#")
     try:
-        assert ready.wait(5)
         hub.scripts["s"] = [{"device": "d1", "v": 1}, {"v": 2}, {"device": "d2", "v": 3}]
         e = hub.engine(f"""
 hub: {{dead_letter: dlq}}
@@ -252,10 +259,249 @@ sinks:
 pipelines:
   p: {{from: s, to: up}}
 """)
-        assert wait_for(lambda: len(got) == 2)
+        assert wait_for(lambda: len(msgs) == 2)
         assert e.stop()
     finally:
         sub.loop_stop()
         sub.disconnect()
+    got = [(m.topic, json.loads(m.payload)) for m in msgs]
     assert got == [("hub/d1/avg", {"device": "d1", "v": 1}), ("hub/d2/avg", {"device": "d2", "v": 3})]
     assert "field 'device' is None" in hub.out["dlq"][0]["reason"]
+
+
+# -- no payload stops the source (one ingest path for every source) --
+
+def test_hostile_payloads_between_good_ones_are_dead_lettered_and_the_source_goes_on(hub, mosquitto):
+    from hubtest import HOSTILE_JSON, HOSTILE_WIRE, readings as wire
+
+    e = hub.engine(f"""
+hub: {{dead_letter: dlq}}
+broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}
+sources:
+  j: {{mqtt: {{topics: "j/#", decode: json, client_id: hub-j}}}}
+  w: {{mqtt: {{topics: "edgestream/+/data", client_id: hub-w}}}}
+sinks: {{out: {{memory: {{}}}}, dlq: {{memory: {{}}}}}}
+pipelines: {{pj: {{from: j, to: out}}, pw: {{from: w, to: out}}}}
+""")
+    assert e.sources["j"].source.subscribed.wait(5) and e.sources["w"].source.subscribed.wait(5)
+    pub = publisher(mosquitto)
+    try:
+        for i, bad in enumerate(HOSTILE_JSON.values()):
+            publish(pub, "j/x", json.dumps({"i": i}).encode())
+            publish(pub, "j/x", bad)
+        for i, bad in enumerate(HOSTILE_WIRE.values()):
+            publish(pub, "edgestream/d1/data", wire("d1", 1, [i]))
+            publish(pub, "edgestream/d1/data", bad)
+        publish(pub, "j/x", b'[{"i": 100}, {"i": 101}]')  # still receiving after all of them
+        publish(pub, "edgestream/d1/data", wire("d1", 1, [100]))
+        n_json, n_wire = len(HOSTILE_JSON), len(HOSTILE_WIRE)
+        assert wait_for(lambda: len(hub.out.get("out", [])) == n_json + 2 + n_wire + 1), hub.out
+        assert wait_for(lambda: len(hub.out.get("dlq", [])) == n_json + n_wire)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    assert e.stop()
+    out = hub.out["out"]
+    assert [r["i"] for r in out if "i" in r] == [*range(n_json), 100, 101]
+    assert [r["seq"] for r in out if "seq" in r] == [*range(n_wire), 100]
+    dl = hub.out["dlq"]
+    assert [d["record"]["payload"] for d in dl if d["component"] == "j"] == [
+        p[:1024].decode("utf-8", "backslashreplace") for p in HOSTILE_JSON.values()]
+    assert all(d["record"]["topic"] == "edgestream/d1/data" for d in dl if d["component"] == "w")
+    m = e.metrics.value
+    assert m("edgestream_source_decode_errors_total", component="j") == n_json
+    assert m("edgestream_source_decode_errors_total", component="w") == n_wire
+    assert m("edgestream_source_gaps_total", component="w") == 1  # 9 -> 100
+
+
+def test_a_large_bad_payload_leaves_a_bounded_dead_letter(hub, mosquitto):
+    e = hub.engine(f"""
+hub: {{dead_letter: dlq}}
+broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}
+sources: {{j: {{mqtt: {{topics: "j/#", decode: json, max_payload: 16MiB, client_id: hub-j}}}}}}
+sinks: {{out: {{memory: {{}}}}, dlq: {{file: {{path: dead.jsonl}}}}}}
+pipelines: {{p: {{from: j, to: out}}}}
+""")
+    assert e.sources["j"].source.subscribed.wait(5)
+    big = b'{"a": [' + b"1," * (5 * 1024 * 1024) + b"x]}"  # 10 MiB that is not JSON
+    pub = publisher(mosquitto)
+    try:
+        publish(pub, "j/big", big)
+        publish(pub, "j/big", b'{"ok": 1}')
+        assert wait_for(lambda: len(hub.out.get("out", [])) == 1, 20)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    assert e.stop()
+    text = (hub.tmp / "dead.jsonl").read_text()
+    assert len(text) < 2048
+    rec = json.loads(text)["record"]
+    import hashlib
+
+    assert rec == {"topic": "j/big", "payload": big[:1024].decode(), "bytes": len(big),
+                   "sha256": hashlib.sha256(big).hexdigest()[:16]}
+    # a file sink that receives dead letters is bounded by default
+    assert (e.sinks["dlq"].sink.rotate_size, e.sinks["dlq"].sink.keep) == (10 * 1024 * 1024, 5)
+
+
+# -- a persistent session ends up subscribed to exactly the configured topics --
+
+def _two_topics(broker, topics, extra=""):
+    return f"""
+broker: {{host: {broker.host}, port: {broker.port}}}
+sources: {{s: {{mqtt: {{topics: {topics}, decode: json, client_id: hub-topics}}}}}}
+sinks: {{out: {{memory: {{}}}}}}
+pipelines: {{p: {{from: s, to: out}}}}
+{extra}"""
+
+
+def _queued_for(broker, client_id, publish_first):
+    """What the broker queued for a persistent session while its client was away (a broker-side check)."""
+    pub = publisher(broker)
+    try:
+        for topic, payload in publish_first:
+            publish(pub, topic, payload)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    got = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.on_message = lambda cl, u, m: got.append(m.topic)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        wait_for(lambda: len(got) >= len(publish_first), 1.5)  # what is queued arrives at once
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return got
+
+
+def _only_a_is_delivered(hub, broker, e):
+    """Publish to b/ and a/: the running hub gets only a/, and so does its session at the broker once stopped."""
+    pub = publisher(broker)
+    try:
+        publish(pub, "b/1", b'{"t": "b"}')
+        publish(pub, "a/1", b'{"t": "a"}')
+        assert wait_for(lambda: len(hub.out.get("out", [])) >= 1)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    assert e.stop()
+    assert hub.out["out"] == [{"t": "a"}]
+    assert _queued_for(broker, "hub-topics", [("b/2", b"{}"), ("a/2", b"{}")]) == ["a/2"]
+
+
+def test_a_topic_removed_from_the_config_is_unsubscribed_after_a_restart(hub, mosquitto):
+    e = hub.engine(_two_topics(mosquitto, "[a/#, b/#]"))
+    assert e.sources["s"].source.subscribed.wait(5)
+    assert e.stop()
+    pub = publisher(mosquitto)
+    publish(pub, "b/0", b'{"t": "b, queued while the hub was away"}')  # delivered at connect: dropped
+    pub.loop_stop()
+    pub.disconnect()
+    e = hub.engine(_two_topics(mosquitto, "[a/#]"))
+    assert e.sources["s"].source.subscribed.wait(5)
+    _only_a_is_delivered(hub, mosquitto, e)
+    assert len(list((hub.tmp / ".edgestream").glob("mqtt-hub-topics-*.subscriptions.json"))) == 1  # no state.dir
+
+
+def test_a_topic_removed_by_a_reload_is_unsubscribed(hub, mosquitto):
+    e = hub.engine(_two_topics(mosquitto, "[a/#, b/#]", "state: {dir: st}"))
+    src = e.sources["s"].source
+    assert src.subscribed.wait(5)
+    e.reload(hub.config(_two_topics(mosquitto, "[a/#]", "state: {dir: st}")))
+    src2 = e.sources["s"].source
+    assert src2 is not src and src2.subscribed.wait(5)
+    _only_a_is_delivered(hub, mosquitto, e)
+    assert json.loads(Path(src2.subscriptions_file).read_text())["filters"] == ["a/#"]  # kept in state.dir
+    assert Path(src2.subscriptions_file).parent == hub.tmp / "st"
+
+
+# -- TLS failures say why --
+
+def _cert(d, name, ca, *, san="IP:127.0.0.1,DNS:localhost", days="2"):
+    def sh(*args):
+        subprocess.run(args, cwd=d, check=True, capture_output=True, timeout=60)
+
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+       "-out", f"{name}.csr")
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+       "-CAcreateserial", "-days", days, "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+
+
+def _ca(d, name):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt"], cwd=d, check=True,
+                   capture_output=True, timeout=60)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs the openssl command to make a test CA")
+@pytest.mark.parametrize("case,expect", [
+    ("unknown CA", "(unknown CA: tls.ca_file does not hold the CA that signed the broker's certificate)"),
+    ("hostname", "IP address mismatch, certificate is not valid for '127.0.0.1'. (hostname mismatch"),
+    ("expired", "certificate has expired (expired certificate"),
+], ids=["unknown-ca", "hostname-mismatch", "expired"])
+def test_a_tls_failure_is_logged_with_its_reason(hub, tmp_path, caplog, case, expect):
+    from mosquitto import Mosquitto, free_port
+
+    d = tmp_path / "tls"
+    d.mkdir()
+    _ca(d, "ca")
+    _ca(d, "other")
+    _cert(d, "server", "ca", san="DNS:broker.example" if case == "hostname" else "IP:127.0.0.1",
+          days="-1" if case == "expired" else "2")
+    broker = Mosquitto(d, port=free_port())
+    broker.conf.write_text(f"user root\nlistener {broker.port} 127.0.0.1\nallow_anonymous true\n"
+                           f"cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n")
+    broker.start()
+    try:
+        ca = "other" if case == "unknown CA" else "ca"
+        caplog.set_level("WARNING", "edgestream.hub")
+        hub.scripts["s"] = [{"v": 1}]
+        e = hub.engine(f"""
+broker: {{host: {broker.host}, port: {broker.port}, reconnect_min: 100ms, reconnect_max: 1s,
+          tls: {{ca_file: {d}/{ca}.crt}}}}
+sources: {{devices: {{mqtt: {{topics: "edgestream/+/results"}}}}, s: {{script: {{name: s}}}}}}
+sinks: {{out: {{memory: {{}}}}, up: {{mqtt: {{topic: up, timeout: 200ms}}, retry: {{initial: 50ms, max: 100ms}}}}}}
+pipelines: {{p: {{from: devices, to: out}}, q: {{from: s, to: up}}}}
+""")
+        src = e.sources["devices"].source
+        assert wait_for(lambda: any("cannot connect" in r.getMessage() for r in caplog.records))
+        assert wait_for(lambda: any("write failed" in r.getMessage() for r in caplog.records))
+        assert not src.connected.is_set()
+        e.stop(1)  # the sink's record cannot be written
+    finally:
+        broker.stop()
+    msg = next(r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage())
+    assert msg.startswith(f"cannot connect to broker 127.0.0.1:{broker.port}: TLS certificate verification "
+                          "failed: ") and expect in msg, msg
+    # the sink's failing writes say why too
+    msg = next(r.getMessage() for r in caplog.records if "write failed" in r.getMessage())
+    assert f"not connected to 127.0.0.1:{broker.port}: TLS certificate verification failed: " in msg and expect in msg
+
+
+# -- the sink writes non-finite numbers as null --
+
+def test_the_mqtt_sink_writes_non_finite_numbers_as_null(hub, mosquitto):
+    sub, got = subscriber(mosquitto, "hub/#")
+    try:
+        hub.scripts["s"] = [{"v": float("nan")}, {"v": [1.5, float("-inf")]}, {"v": 2}]
+        e = hub.engine(f"""
+broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}
+sources: {{s: {{script: {{name: s}}}}}}
+sinks: {{up: {{mqtt: {{topic: hub/x, qos: 1}}}}}}
+pipelines: {{p: {{from: s, to: up}}}}
+""")
+        assert wait_for(lambda: len(got) == 3)
+        assert e.stop()
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert [m.payload for m in got] == [b'{"v":null}', b'{"v":[1.5,null]}', b'{"v":2}']
+    assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="up") == 2
+    assert e.metrics.value("edgestream_sink_records_total", component="up") == 3

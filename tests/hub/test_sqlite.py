@@ -47,7 +47,7 @@ pipelines: {p: {from: s, to: db}}
     e = hub.engine(cfg)
     assert e.finished.wait(10) and e.stop()
     con = sqlite3.connect(hub.tmp / "hub.db")
-    assert con.execute("SELECT a, b, c FROM t ORDER BY a").fetchall() == [(1, "x", '{"k": 1}'), (2, "y", None)]
+    assert con.execute("SELECT a, b, c FROM t ORDER BY a").fetchall() == [(1, "x", '{"k":1}'), (2, "y", None)]
     con.close()
 
 
@@ -61,3 +61,49 @@ sources: {s: {script: {name: s}}}
 sinks: {db: {sqlite: {path: hub.db, table: t, columns: {a: INTEGER, b: TEXT}}}}
 pipelines: {p: {from: s, to: db}}
 """)
+
+
+def test_the_database_folder_is_created(hub):
+    hub.scripts["s"] = [{"a": 1}]
+    e = hub.engine("""
+sources: {s: {script: {name: s, finite: true}}}
+sinks: {db: {sqlite: {path: out/deeper/hub.db, table: t}}}
+pipelines: {p: {from: s, to: db}}
+""")
+    assert e.finished.wait(10) and e.stop()
+    con = sqlite3.connect(hub.tmp / "out" / "deeper" / "hub.db")
+    assert con.execute("SELECT a FROM t").fetchall() == [(1,)]
+    con.close()
+
+
+def test_non_finite_numbers_are_stored_as_null_and_unbindable_records_are_dead_lettered(hub):
+    nan, inf = float("nan"), float("inf")
+    hub.scripts["s"] = [
+        {"i": 0, "r": nan, "n": 1, "j": {"x": [1.5, inf]}},
+        {"i": 1, "r": 1.5, "n": inf, "j": None},
+        {"i": 2, "r": 2**70, "n": 1, "j": None},  # too large for... REAL takes it, INTEGER does not
+        {"i": 3, "r": 1.0, "n": 2**64, "j": None},
+        {"i": 4, "r": 1.0, "n": 1, "j": None, "t": "lone \udc80 surrogate"},
+        {"i": 5, "r": 10**400, "n": 1, "j": None},  # too large for a float
+        {"i": 6, "r": -inf, "n": 6, "j": [nan]},
+    ]
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {s: {script: {name: s, finite: true}}}
+sinks:
+  db: {sqlite: {path: hub.db, table: t, columns: {i: INTEGER, r: REAL, n: INTEGER, j: JSON, t: TEXT}}, batch: {size: 10}}
+  dlq: {memory: {}}
+pipelines: {p: {from: s, to: db}}
+""")
+    assert e.finished.wait(10) and e.stop()
+    con = sqlite3.connect(hub.tmp / "hub.db")
+    rows = con.execute("SELECT i, r, n, j FROM t ORDER BY i").fetchall()
+    con.close()
+    assert rows == [(0, None, 1, '{"x":[1.5,null]}'), (1, 1.5, None, None), (2, float(2**70), 1, None),
+                    (6, None, 6, "[null]")]
+    reasons = {d["record"]["i"]: d["reason"] for d in hub.out["dlq"]}
+    assert sorted(reasons) == [3, 4, 5]
+    assert "does not fit in SQLite's 64-bit INTEGER" in reasons[3]
+    assert "surrogate" in reasons[4] and "too large" in reasons[5]
+    assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="db") == 5
+    assert e.metrics.value("edgestream_sink_records_total", component="db") == 4

@@ -85,3 +85,14 @@ def test_blank_lines_are_ignored():
     r = FrameReader()
     r.feed(b"\n\r\n" + encode_frame(b"ok") + b"\n")
     assert drain(r) == ([b"ok"], [])
+
+
+def test_a_refused_line_comes_with_its_bytes():
+    # the hub keeps the start of a refused line in its dead letter
+    r = FrameReader(max_frame=100)
+    r.feed(b"\x00\xffnoise\n")
+    e = raises(WireError, r.next)
+    assert bytes(e.raw) == b"\x00\xffnoise"
+    r.feed(b"$" + b"x" * 150)
+    e = raises(WireError, r.next)
+    assert bytes(e.raw) == b"$" + b"x" * 150

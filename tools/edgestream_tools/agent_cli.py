@@ -12,19 +12,24 @@ binary with the heap of ``--board``; the input streams into it line by line
 (``--input -`` reads stdin). ``--runtime cpython`` runs the same code in this
 process. Both print the same bytes for the same input. Bad input lines are
 reported on stderr as ``line N: ...``, counted and skipped; the exit code is 0
-unless the config is invalid or the run itself failed.
+unless the config is invalid or the run itself failed. When stderr is a
+terminal, a progress line (lines read, rate, percentage of a file) is shown
+there while the replay runs and cleared at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, BinaryIO, Iterator
 
 from edgestream_hub.errors import EdgeStreamError
+from edgestream_hub.progress import Progress, byte_position, byte_size
 
 
 class ReplayError(EdgeStreamError):
@@ -70,18 +75,87 @@ def run(args: argparse.Namespace) -> int:
     return _run_micropython(args.config, args.input, args.board)
 
 
+@contextmanager
+def _reading(input: str) -> Iterator[tuple[BinaryIO, Progress]]:
+    """The input opened for bytes ("-" = stdin) and its progress line, both closed at the end."""
+    f = sys.stdin.buffer if input == "-" else open(input, "rb")
+    progress = Progress("edgestream agent replay", total_bytes=byte_size(f), position=lambda: byte_position(f))
+    try:
+        yield f, progress
+    finally:
+        progress.done()
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+class _Lines:
+    """The input a line at a time for ``Replay.run``, counted for the progress line."""
+
+    def __init__(self, f: BinaryIO, progress: Progress) -> None:
+        self._f = f
+        self._progress = progress
+        self.count = 0
+
+    def readline(self) -> str:
+        raw = self._f.readline()
+        if raw:
+            self.count += 1
+            if not self.count & 255:
+                self._progress.update(self.count)
+        return raw.decode("utf-8", errors="replace")
+
+
 def _run_cpython(config: str, input: str) -> int:
     from edgestream_agent.config import load
     from edgestream_agent.replay import Replay
 
-    r = Replay(load(config), sys.stdout, sys.stderr)
-    if input == "-":
-        r.run(sys.stdin)
-    else:
-        with open(input, encoding="utf-8", errors="replace") as f:
-            r.run(f)
-    sys.stdout.flush()
+    cfg = load(config)
+    with _reading(input) as (f, progress):
+        Replay(cfg, progress.above(sys.stdout), progress.above(sys.stderr)).run(_Lines(f, progress))
+        sys.stdout.flush()
     return 0
+
+
+def _pump(src: BinaryIO, dst: IO[bytes], progress: Progress) -> None:
+    """Feed the input into micropython's stdin as it comes, counting lines for the progress line."""
+    lines = 0
+    try:
+        while True:
+            chunk = src.read1(1 << 16)
+            if not chunk:
+                break
+            dst.write(chunk)
+            dst.flush()
+            lines += chunk.count(b"\n")
+            progress.update(lines)
+    except (OSError, ValueError):  # micropython has gone (failed, or killed after a broken pipe)
+        pass
+    finally:
+        try:
+            dst.close()
+        except (OSError, ValueError):
+            pass
+
+
+def _stream_through(argv: list[str], env: dict[str, str], src: BinaryIO, err: IO[bytes], progress: Progress) -> int:
+    """Run argv with src streaming into its stdin and its stdout into ours; its exit code."""
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    feeder = threading.Thread(target=_pump, args=(src, proc.stdin, progress), name="replay-input", daemon=True)
+    feeder.start()
+    out = progress.above(sys.stdout)
+    try:
+        for line in proc.stdout or ():
+            out.write(line.decode("utf-8", errors="replace"))
+        out.flush()
+    except BaseException:  # a broken pipe (`... | head`: the caller exits quietly), Ctrl-C: stop it too
+        proc.kill()
+        raise
+    finally:
+        rc = proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        feeder.join(5)  # a file ends at once; a stdin that never ends is left to the daemon thread
+    return rc
 
 
 def _run_micropython(config: str, input: str, board: str) -> int:
@@ -89,33 +163,15 @@ def _run_micropython(config: str, input: str, board: str) -> int:
 
     from edgestream_tools.bundle import build
 
-    argv = mp.command(board) + ["-m", "edgestream_agent.replay", str(config), "-" if input == "-" else str(input)]
+    argv = mp.command(board) + ["-m", "edgestream_agent.replay", str(config), "-"]
     # Like a board, import precompiled .mpy: compiling the sources would need
-    # more heap than the board has. stderr goes to a temp file (no pipe to
-    # fill up while stdout streams).
+    # more heap than the board has. The input streams in through stdin (this
+    # process reads it, so it can report progress); stderr goes to a temp file
+    # (no pipe to fill up while stdout streams).
     with tempfile.TemporaryDirectory() as lib, tempfile.TemporaryFile() as err:
         build(Path(lib), None, 3)  # -O3: no asserts or line numbers, less heap
-        proc = subprocess.Popen(
-            argv,
-            env=mp.environment([lib]),
-            stdin=sys.stdin.buffer if input == "-" and hasattr(sys.stdin, "buffer") else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-        out = sys.stdout
-        try:
-            for line in proc.stdout or ():
-                out.write(line.decode("utf-8", errors="replace"))
-            out.flush()
-        except BrokenPipeError:  # `... | head`: the reader has gone, stop quietly
-            proc.kill()
-            proc.wait()
-            proc.stdout.close()
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        rc = proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        with _reading(input) as (src, progress):
+            rc = _stream_through(argv, mp.environment([lib]), src, err, progress)
         err.seek(0)
         text = err.read().decode("utf-8", errors="replace")
     if rc != 0:

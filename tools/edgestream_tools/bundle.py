@@ -1,14 +1,21 @@
 """Compile the device packages to ``.mpy`` bundles for a board architecture.
 
-``edgestream firmware bundle --arch armv6m --out build/mpy/rp2040`` writes
+``edgestream firmware bundle --board rp2040 --out build/mpy/rp2040`` writes
 ``edgestream_shared/*.mpy`` and ``edgestream_agent/*.mpy`` ready for
 ``mpremote cp -r`` into a board's ``/lib``. Plain bytecode is architecture
 neutral; ``--arch`` matters once modules use ``@micropython.native``/``viper``.
+Bundles are ``-O3`` unless asked otherwise: no asserts, no line numbers, less
+heap (the agent's documented heap figures assume it); ``-O0`` keeps line
+numbers in tracebacks.
+
+``edgestream firmware unix`` builds the board-faithful unix port
+(``edgestream_tools.boardbuild``): 32-bit, the agent frozen in.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -17,7 +24,11 @@ from edgestream_tools.micropython import device_paths
 
 #: Architectures of the boards EdgeStream targets, by board name.
 ARCHS: dict[str, str] = {"rp2040": "armv6m", "esp32": "xtensawin"}
+#: Every ``-march`` mpy-cross accepts.
+MPY_CROSS_ARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+                   "xtensa", "xtensawin", "rv32imc", "rv64imc", "host", "debug")
 DEVICE_PACKAGES = ("edgestream_shared", "edgestream_agent")
+DEFAULT_OPT = 3
 
 
 class BundleError(EdgeStreamError):
@@ -42,8 +53,34 @@ def sources() -> list[tuple[Path, Path]]:
     return out
 
 
-def build(out_dir: Path, arch: str | None = None, opt: int = 0) -> list[Path]:
+def check_arch(arch: str | None) -> None:
+    """BundleError unless ``arch`` is None (bytecode) or an mpy-cross ``-march``."""
+    if arch is not None and arch not in MPY_CROSS_ARCHS:
+        boards = ", ".join(f"{a} for {b}" for b, a in sorted(ARCHS.items()))
+        raise BundleError(f"unknown --arch {arch!r}: expected one of {', '.join(MPY_CROSS_ARCHS)} ({boards})")
+
+
+def check_opt(opt: int) -> None:
+    if opt not in range(4):
+        raise BundleError(f"unknown optimisation level -O{opt}: expected 0, 1, 2 or 3")
+
+
+def sources_digest(opt: int, arch: str | None = None) -> str:
+    """sha256 of what a bundle is made from (sources, mpy-cross version, options): a cache key."""
+    h = hashlib.sha256(f"{opt} {arch} {mpy_cross_version()}".encode())
+    for src, rel in sources():
+        h.update(str(rel).encode() + b"\0" + hashlib.sha256(src.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def mpy_cross_version() -> str:
+    return subprocess.run([mpy_cross(), "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def build(out_dir: Path, arch: str | None = None, opt: int = DEFAULT_OPT) -> list[Path]:
     """Compile every device module into ``out_dir``; returns the .mpy paths."""
+    check_arch(arch)
+    check_opt(opt)
     exe = mpy_cross()
     written = []
     for src, rel in sources():
@@ -54,7 +91,8 @@ def build(out_dir: Path, arch: str | None = None, opt: int = 0) -> list[Path]:
             cmd.append(f"-march={arch}")
         proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise BundleError(f"{rel}: mpy-cross -march={arch or 'bytecode'} failed:\n{proc.stderr.strip()}")
+            why = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
+            raise BundleError(f"{rel}: mpy-cross -march={arch or 'bytecode'} -O{opt} failed:\n{why}")
         written.append(dest)
     return written
 
@@ -65,11 +103,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--arch", help="mpy-cross -march (armv6m for RP2040, xtensawin for ESP32)")
     b.add_argument("--board", choices=sorted(ARCHS), help="shorthand for the board's --arch")
     b.add_argument("--out", default="build/mpy", help="output folder (default: build/mpy)")
-    b.add_argument("-O", dest="opt", type=int, default=0, help="mpy-cross optimisation level")
+    b.add_argument("-O", dest="opt", type=int, default=DEFAULT_OPT,
+                   help=f"mpy-cross optimisation level 0-3 (default {DEFAULT_OPT}: no asserts or line numbers)")
+    u = sub.add_parser("unix", help="build the 32-bit unix-port MicroPython with the agent frozen in (build/board)")
+    u.add_argument("--variant", choices=("frozen", "stock"), action="append",
+                   help="frozen: firmware/manifest.py frozen in; stock: the port's modules only (default: both)")
+    u.add_argument("--force", action="store_true", help="rebuild even when current")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.firmware_cmd == "unix":
+        from edgestream_tools import boardbuild
+
+        for v in args.variant or list(boardbuild.VARIANTS):  # BoardBuildError is an EdgeStreamError
+            print(boardbuild.ensure(v, log=lambda m: print(m, flush=True), force=args.force))
+        return 0
     arch = args.arch or (ARCHS[args.board] if args.board else None)
     files = build(Path(args.out), arch, args.opt)
-    print(f"wrote {len(files)} .mpy files for {arch or 'any arch'} to {args.out}")
+    print(f"wrote {len(files)} .mpy files for {arch or 'any arch'} (-O{args.opt}) to {args.out}")
     return 0

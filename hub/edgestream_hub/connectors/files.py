@@ -1,33 +1,39 @@
 """File source (CSV or JSON lines; read once or follow) and file sink (JSON lines or CSV, rotation).
 
 The source emits one record per line (CSV: per row, values that look like
-numbers become numbers); a bad line goes to the dead-letter sink with its
-line number and reading goes on. In ``follow`` mode it tails the file like
-``tail -F``: it waits for new lines, and starts over when the file is
-truncated or replaced (rotation). A half-written last line is held back until
-its newline arrives.
+numbers become numbers); a bad line (not UTF-8, not strict JSON, anything its
+decoding raises) goes to the dead-letter sink with its line number, through
+``Ingest`` like every source's refusals, and reading goes on. In ``follow``
+mode it tails the file like ``tail -F``: it waits for new lines, and starts
+over when the file is truncated or replaced (rotation). A half-written last
+line is held back until its newline arrives.
 
 The sink appends one line per record and rotates by size or age: the current
 file is renamed to ``<stem>-<UTC time>-<n><suffix>`` and a new one is started;
-``keep`` bounds how many rotated files are kept. JSON lines are encoded by one
-encoder made at construction and written with one ``write`` per batch; a batch
-holding a record that cannot be encoded (NaN, a type JSON lacks, a lone
-surrogate) is redone record by record, so only that record is rejected.
+``keep`` bounds how many rotated files are kept, and only files named exactly
+so are ever deleted. A sink that receives dead letters and sets no rotation
+rotates at 10 MiB and keeps 5. JSON lines are encoded by one encoder made at
+construction and written with one ``write`` per batch; a batch holding a record
+that needs more (a non-finite number, written as null and counted; a type JSON
+lacks or a lone surrogate, rejected) is redone record by record, so only that
+record is rejected.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgestream_hub import deadletter, jsonio
 from edgestream_hub.cells import convert_cell
 from edgestream_hub.components import ComponentContext, PollingSource, Sink
 from edgestream_hub.errors import StartError
+from edgestream_hub.ingest import Ingest, why
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
 
@@ -71,6 +77,19 @@ def json_line_encoder(ensure_ascii: bool = False) -> tuple[Callable[[Any], list[
     return encode, markers.clear
 
 
+def encode_finite(encode: Callable[[Any], list[str]], reset: Callable[[], None], r: Any) -> tuple[str, int]:
+    """``(JSON text of r, how many non-finite numbers it wrote as null)`` with a ``json_line_encoder``;
+    other faults (a type JSON lacks, a cycle) raise as ``encode`` raises them."""
+    try:
+        return "".join(encode(r)), 0
+    except ValueError as e:
+        reset()
+        if not str(e).startswith("Out of range float"):
+            raise
+        clean, n = jsonio.finite(r)
+        return "".join(encode(clean)), n
+
+
 class FileSource(PollingSource):
     """Reads a CSV or JSON-lines file once, or follows it as it grows."""
 
@@ -85,6 +104,7 @@ class FileSource(PollingSource):
         self.convert = config["convert"]
         self.max_line = config["max_line"]
         self.start_at_end = config["start"] == "end"
+        self.ingest = Ingest(ctx, "json")
         self._f: Any = None
         self._ino: int | None = None
         self._buf = b""
@@ -156,13 +176,12 @@ class FileSource(PollingSource):
         self._buf = lines.pop()
         if len(self._buf) > self.max_line:
             self._lineno += 1
-            self._reject(self._buf[:200], f"line {self._lineno}: longer than {self.max_line} bytes")
+            self._reject(self._buf, f"line {self._lineno}: longer than {self.max_line} bytes")
             self._buf = b""
         return self._lines(lines), 0
 
     def _reject(self, raw: Any, reason: str) -> None:
-        self.ctx.count("edgestream_source_decode_errors_total")
-        self.ctx.dead_letter(raw, f"{self.path}: {reason}")
+        self.ingest.reject(raw, f"{self.path}: {reason}")
 
     def _lines(self, lines: list[bytes]) -> list[Record]:
         out: list[Record] = []
@@ -176,31 +195,30 @@ class FileSource(PollingSource):
             if not raw.strip():
                 continue
             if len(raw) > self.max_line:
-                self._reject(raw[:200], f"line {self._lineno}: longer than {self.max_line} bytes")
+                self._reject(raw, f"line {self._lineno}: longer than {self.max_line} bytes")
                 continue
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                self._reject(raw, f"line {self._lineno}: not UTF-8")
+                r = self._record(raw)
+            except Exception as e:  # one line's failure is that line's, never the source's
+                self._reject(raw, f"line {self._lineno}: {why(e)}")
                 continue
-            if self.format == "jsonl":
-                try:
-                    r = json.loads(text)
-                except ValueError as e:
-                    self._reject(text, f"line {self._lineno}: not JSON ({e})")
-                    continue
-                if not isinstance(r, dict):
-                    self._reject(text, f"line {self._lineno}: expected a JSON object, got {type(r).__name__}")
-                    continue
-            else:
-                row = next(csv.reader([text]), [])
-                hdr = self._header or []
-                if len(row) != len(hdr):
-                    self._reject(text, f"line {self._lineno}: {len(row)} columns, the header has {len(hdr)}")
-                    continue
-                r = {k: (convert_cell(v) if self.convert else v) for k, v in zip(hdr, row)}
-            out.append(r)
+            if r is not None:
+                out.append(r)
         return out
+
+    def _record(self, raw: bytes) -> Record | None:
+        """One line -> a record; None if it was refused (and dead-lettered); raises on bad input."""
+        if self.format == "jsonl":
+            return self.ingest.json_object(raw, f"{self.path}: line {self._lineno}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+        row = next(csv.reader([text]), [])
+        hdr = self._header or []
+        if len(row) != len(hdr):
+            raise ValueError(f"{len(row)} columns, the header has {len(hdr)}")
+        return {k: (convert_cell(v) if self.convert else v) for k, v in zip(hdr, row)}
 
     def close(self) -> None:
         if self._f is not None:
@@ -243,7 +261,13 @@ class FileSink(Sink):
         self.rotate_size = config["rotate_size"]
         self.rotate_ms = config["rotate_interval"]
         self.keep = config["keep"]
+        if ctx.dead_letter_target and self.rotate_size is None and self.rotate_ms is None:
+            # dead letters come from outside: bound them unless the config chose its own rotation
+            self.rotate_size, self.keep = deadletter.DEFAULT_ROTATE_SIZE, self.keep or deadletter.DEFAULT_KEEP
         self.fsync = config["fsync"]
+        # exactly the names _rotate() gives: <stem>-<UTC time>-<n><suffix>
+        self._rotated_name = re.compile(re.escape(self.path.stem) + r"-(\d{8}T\d{6})-(\d+)"
+                                        + re.escape(self.path.suffix) + r"\Z")
         self.columns: list[str] | None = config["columns"]
         self._cols: list[str] | None = None
         self._f: Any = None
@@ -271,14 +295,25 @@ class FileSink(Sink):
     def _rotate(self) -> None:
         self._f.close()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self._seq += 1
-        target = self.path.with_name(f"{self.path.stem}-{stamp}-{self._seq}{self.path.suffix}")
+        for _ in range(1_000_000):  # never replace an earlier rotation (a restart in the same second)
+            self._seq += 1
+            target = self.path.with_name(f"{self.path.stem}-{stamp}-{self._seq}{self.path.suffix}")
+            if not target.exists():
+                break
         os.replace(self.path, target)
         if self.keep:
-            old = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"), key=lambda p: p.stat().st_mtime)
-            for p in old[:-self.keep]:
+            for p in self.rotated()[:-self.keep]:
                 p.unlink(missing_ok=True)
         self._open()
+
+    def rotated(self) -> list[Path]:
+        """The files this sink's rotation made (and only those), oldest first."""
+        mine = []
+        for p in self.path.parent.iterdir():
+            m = self._rotated_name.match(p.name)
+            if m:
+                mine.append((m.group(1), int(m.group(2)), p))
+        return [p for _, _, p in sorted(mine)]
 
     def write(self, records: list[Record]) -> list[tuple[Any, str]]:
         if self._f is None:
@@ -294,13 +329,16 @@ class FileSink(Sink):
                 return []
         rejected: list[tuple[Any, str]] = []
         parts: list[bytes] = []
+        nonfinite = 0
         for r in records:
             try:
-                line = self._line(r).encode("utf-8")
+                text, n = self._line(r)
+                line = text.encode("utf-8")
             except (TypeError, ValueError, RecursionError) as e:  # UnicodeEncodeError is a ValueError
                 self._reset()
                 rejected.append((r, f"file sink {self.ctx.label}: {e}"))
                 continue
+            nonfinite += n
             parts.append(line)
             self._size += len(line)
             if self.rotate_size and self._size >= self.rotate_size:
@@ -310,6 +348,7 @@ class FileSink(Sink):
         if parts:
             self._f.write(b"".join(parts))
         self._sync()
+        self.ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
         return rejected
 
     def _jsonl_batch(self, records: list[Record]) -> bytes | None:
@@ -333,11 +372,13 @@ class FileSink(Sink):
         if self.fsync:
             os.fsync(self._f.fileno())
 
-    def _line(self, r: Record) -> str:
+    def _line(self, r: Record) -> tuple[str, int]:
+        """The record's line, and how many non-finite numbers it wrote as null."""
         if not isinstance(r, dict):
             raise TypeError(f"expected a record (mapping), got {type(r).__name__}")
         if self.format == "jsonl":
-            return "".join(self._encode(r)) + "\n"
+            text, n = encode_finite(self._encode, self._reset, r)
+            return text + "\n", n
         if self._cols is None:
             self._cols = list(r)
         extra = [k for k in r if k not in self._cols]
@@ -347,9 +388,19 @@ class FileSink(Sink):
         w = csv.writer(buf, lineterminator="\n")
         if self._size == 0 and not buf.tell():
             w.writerow(self._cols)
-        w.writerow(["" if r.get(c) is None else (json.dumps(r[c], allow_nan=False)
-                                                  if isinstance(r[c], (dict, list)) else r[c]) for c in self._cols])
-        return buf.getvalue()
+        nonfinite = 0
+        row = []
+        for c in self._cols:
+            v = r.get(c)
+            if isinstance(v, (dict, list)):
+                v, n = jsonio.dumps(v)
+                nonfinite += n
+            elif isinstance(v, float) and v - v != 0:  # NaN or an infinity: an empty cell, like null
+                v = None
+                nonfinite += 1
+            row.append("" if v is None else v)
+        w.writerow(row)
+        return buf.getvalue(), nonfinite
 
     def flush(self) -> None:
         if self._f is not None:
@@ -361,16 +412,24 @@ class FileSink(Sink):
             self._f = None
 
 
+def _check_file_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_hub.config import chk_output
+
+    chk_output(chk, cfg["path"], f"{path}.path")
+
+
 @component(Spec("file", "Appends records to a JSON-lines or CSV file, with size- or time-based rotation. A record "
                 "that cannot be written (NaN, a CSV row with unknown fields) goes to the dead-letter sink.", [
     Field("path", "str", "The file (relative to the config file's folder); its folder is created."),
     Field("format", "str", "`auto` picks csv for `.csv` files, jsonl otherwise.", default="auto",
           choices=("auto", "jsonl", "csv")),
     Field("columns", "list[str]", "CSV columns (default: the first record's fields).", default=None),
-    Field("rotate_size", "size", "Rotate when the file reaches this size.", default=None),
+    Field("rotate_size", "size", "Rotate when the file reaches this size. A sink that receives dead letters and "
+          "sets no rotation rotates at 10MiB and keeps 5.", default=None),
     Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None),
-    Field("keep", "int", "Rotated files to keep (0: all).", default=0, min=0),
+    Field("keep", "int", "Rotated files to keep (0: all); only files named like its rotations "
+          "(`<stem>-<UTC time>-<n><suffix>`) are ever deleted.", default=0, min=0),
     Field("fsync", "bool", "fsync after every batch (slower, survives power loss).", default=False),
-], example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
+], check=_check_file_sink, example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
 def file_sink(config: dict[str, Any], ctx: ComponentContext) -> FileSink:
     return FileSink(config, ctx)

@@ -2,31 +2,47 @@
 
 The source binds to 127.0.0.1 by default and, with ``token`` set, answers 401
 to a request without ``Authorization: Bearer <token>``. A body is one JSON
-object, an array of objects, or (``format: wire``) one wire message. It
-answers 200 ``{"accepted": n, "rejected": m}`` once the records are queued
-(a full pipeline delays the answer: HTTP clients feel the backpressure),
-400 with the reason for a body it cannot decode (the body goes to the
-dead-letter sink), 413 for a body over ``max_body``.
+object, an array of objects, or (``format: wire``) one wire message, decoded by
+``Ingest`` like every source's payloads. It answers 200 ``{"accepted": n,
+"rejected": m}`` once the records are queued (a full pipeline delays the
+answer: HTTP clients feel the backpressure), 400 with the reason for a body it
+cannot decode (the body goes to the dead-letter sink: JSON nested too deep,
+``NaN``, not UTF-8, ...), 413 for a body over ``max_body``. Every refusal is
+counted in ``edgestream_source_http_refusals_total{component, code}``.
 
-The sink POSTs each batch as a JSON array (or JSON lines). A 2xx answer is
-success; 408, 429, 5xx, timeouts and connection errors are retried with
-backoff; any other 4xx sends the batch to the dead-letter sink with the
-status and the start of the answer.
+Slow or stalled clients cannot pin it: each connection has ``read_timeout`` to
+send a request (headers, and the whole body: 408 after that), at most
+``max_connections`` are served at once (more are answered 503 and closed at
+once), and ``stop()`` returns without waiting for a client: connections still
+reading are shut down, requests being answered finish.
+
+The sink POSTs each batch as a JSON array (or JSON lines), non-finite numbers
+written as null. A 2xx answer is success; 408, 429, 5xx, timeouts and
+connection errors are retried with backoff; any other 4xx sends the batch to
+the dead-letter sink with the status and the start of the answer.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
+import socket
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import StartError
+from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
-from edgestream_hub.spec import Field, Spec
+from edgestream_hub.spec import Checker, Field, Spec
 
 Record = dict[str, Any]
+REFUSALS = "edgestream_source_http_refusals_total"
+_CODES = ("400", "401", "408", "413", "503")  # refusal counters that exist (at 0) from the start
 
 
 class HttpSource(Source):
@@ -36,100 +52,181 @@ class HttpSource(Source):
         self.token = config["token"]
         self.max_body = config["max_body"]
         self.format = config["format"]
-        self.server: Any = None
+        self.read_timeout_s = config["read_timeout"] / 1000
+        self.max_connections = config["max_connections"]
+        self.server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._emit: Emit | None = None
-        self._decoder: Any = None
-        if self.format == "wire":
-            from edgestream_hub.wire import WireDecoder
-
-            self._decoder = WireDecoder(prefix=None)
+        self.ingest = Ingest(ctx, self.format)
+        self._refused: dict[str, Any] = {}
+        self._full_logged_at = -1e9
 
     def open(self) -> None:
-        from http.server import ThreadingHTTPServer
-
         src = self
 
         class Handler(_Handler):
             source = src
+            timeout = src.read_timeout_s  # each read of a request line or header
 
         try:
-            self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+            self.server = _Server((self.host, self.port), Handler, self)
         except OSError as e:
             raise StartError(self.ctx.label, f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from e
-        self.server.daemon_threads = False  # server_close() waits for requests in flight
         self.port = self.server.server_address[1]
+        self._refused = {code: self.ctx.counter(REFUSALS, code) for code in _CODES}
 
     def start(self, emit: Emit) -> None:
         self._emit = emit
+        assert self.server is not None
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"source-{self.ctx.label}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        if self.server is not None:
-            if self._thread is not None:
-                self.server.shutdown()
-                self._thread.join()
-            self.server.server_close()
-            self.server = None
+        """Stop accepting, cut the connections still reading, let requests being answered finish."""
+        srv = self.server
+        if srv is None:
+            return
+        if self._thread is not None:
+            srv.shutdown()
+            self._thread.join()
+            self._thread = None
+        srv.server_close()
+        left = srv.close_connections(self.read_timeout_s)
+        if left:
+            self.ctx.log.warning("stopped with %d requests still being answered", left)
+        self.server = None
+        self.ingest.close()
+
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self.server._conns) if self.server is not None else 0
+
+    def refused(self, code: int) -> None:
+        c = self._refused.get(str(code))
+        if c is None:
+            c = self._refused[str(code)] = self.ctx.counter(REFUSALS, str(code))
+        c.inc()
+
+    def refuse_connection(self, sock: socket.socket) -> None:
+        """Over ``max_connections``: answer 503 without reading and close (called on the accept thread)."""
+        self.refused(503)
+        now = time.monotonic()
+        if now - self._full_logged_at >= 10:
+            self._full_logged_at = now
+            self.ctx.log.warning("%d connections open (max_connections): refusing more with 503",
+                                 self.max_connections)
+        body = json.dumps({"error": f"too many connections (max {self.max_connections}); retry later"}).encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        try:
+            sock.setblocking(False)
+            sock.send(head + body)
+        except OSError:
+            pass
 
     # called on the server's request threads
-    def ingest(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        if self._decoder is not None:
-            from edgestream_shared.errors import WireError
+    def ingest_body(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        d = self.ingest.payload(body, "http")
+        if d.records:
+            self._emit(d.records)  # type: ignore[misc]
+        if d.error is not None:
+            return 400, {"error": d.error, "rejected": d.rejected}
+        return 200, {"accepted": len(d.records), "rejected": d.rejected}
 
-            try:
-                records = self._decoder.decode(body)
-            except WireError as e:
-                return self._bad(body, str(e))
-            self._emit(records)  # type: ignore[misc]
-            return 200, {"accepted": len(records), "rejected": 0}
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that bounds its connections and can let go of them at stop."""
+
+    daemon_threads = True
+    block_on_close = False  # close_connections() joins, with a bound
+
+    def __init__(self, addr: tuple[str, int], handler: type, source: HttpSource) -> None:
+        self.source = source
+        self._conns: dict[socket.socket, list[Any]] = {}  # socket -> [thread, still reading the request]
+        self._conn_lock = threading.Lock()
+        self.stopping = False
+        super().__init__(addr, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        t = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True,
+                             name=f"http-{self.source.ctx.label}")
+        with self._conn_lock:
+            full = self.stopping or len(self._conns) >= self.source.max_connections
+            if not full:
+                self._conns[request] = [t, True]
+        if full:
+            self.source.refuse_connection(request)
+            self.shutdown_request(request)
+            return
+        t.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            return self._bad(body, f"body is not JSON: {e}")
-        items = data if isinstance(data, list) else [data]
-        good, bad = [], 0
-        for i, r in enumerate(items):
-            if isinstance(r, dict):
-                good.append(r)
-            else:
-                bad += 1
-                self.ctx.count("edgestream_source_decode_errors_total")
-                self.ctx.dead_letter(r, f"http: item {i}: expected a JSON object, got {type(r).__name__}")
-        if good:
-            self._emit(good)  # type: ignore[misc]
-        if not good and bad:
-            return 400, {"error": "no JSON objects in the body", "rejected": bad}
-        return 200, {"accepted": len(good), "rejected": bad}
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._conn_lock:
+                self._conns.pop(request, None)
 
-    def _bad(self, body: bytes, reason: str) -> tuple[int, dict[str, Any]]:
-        self.ctx.count("edgestream_source_decode_errors_total")
-        self.ctx.dead_letter(body, f"http: {reason}")
-        return 400, {"error": reason}
+    def reading(self, sock: socket.socket, flag: bool) -> bool:
+        """Mark a connection as reading a request (cut at stop) or answering one; False once stopping."""
+        with self._conn_lock:
+            entry = self._conns.get(sock)
+            if entry is not None:
+                entry[1] = flag
+            return not self.stopping
+
+    def close_connections(self, timeout_s: float) -> int:
+        """Shut down the reading side of connections waiting for a request, wait up to ``timeout_s`` for
+        the requests being answered; returns how many are still running."""
+        with self._conn_lock:
+            self.stopping = True
+            conns = list(self._conns.items())
+        for sock, (_, reading) in conns:
+            if reading:
+                try:
+                    sock.shutdown(socket.SHUT_RD)  # a blocked read returns at once
+                except OSError:
+                    pass
+        deadline = time.monotonic() + timeout_s
+        for _, (t, _) in conns:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sum(t.is_alive() for _, (t, _) in conns)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        e = sys.exc_info()[1]
+        self.source.ctx.log.error("http: request from %s failed: %s: %s", client_address[0], type(e).__name__, e)
 
 
-try:
-    from http.server import BaseHTTPRequestHandler as _Base
-except ImportError:  # pragma: no cover
-    _Base = object  # type: ignore[misc,assignment]
-
-
-class _Handler(_Base):  # type: ignore[misc,valid-type]
+class _Handler(BaseHTTPRequestHandler):
     source: HttpSource
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:
         self.source.ctx.log.debug("http: " + fmt, *args)
 
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self.server.reading(self.connection, True):
+            self.handle_one_request()
+
     def _reply(self, code: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+        if code >= 400:
+            self.source.refused(code)
+        if self.server.stopping:
+            self.close_connection = True
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -144,31 +241,75 @@ class _Handler(_Base):  # type: ignore[misc,valid-type]
         if src.token is not None:
             got = self.headers.get("Authorization", "")
             if not hmac.compare_digest(got.encode(), f"Bearer {src.token}".encode()):
+                self.close_connection = True  # the body is not read
                 self._reply(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
                 return
         try:
             n = int(self.headers.get("Content-Length", ""))
         except ValueError:
+            self.close_connection = True
             self._reply(411, {"error": "Content-Length required"})
             return
         if n > src.max_body or n < 0:
             self.close_connection = True
             self._reply(413, {"error": f"body of {n} bytes is over the {src.max_body} byte limit"})
             return
-        body = self.rfile.read(n)
-        code, reply = src.ingest(body)
+        try:
+            body = self._read_body(n)
+        except (TimeoutError, socket.timeout):
+            self.close_connection = True
+            self._reply(408, {"error": f"the body did not arrive within {src.read_timeout_s:g}s"})
+            return
+        if body is None:  # the client went away, or the hub is stopping
+            self.close_connection = True
+            if self.server.stopping:
+                self._reply(503, {"error": "the hub is stopping; retry later"}, {"Retry-After": "1"})
+            return
+        if not self.server.reading(self.connection, False):
+            self.close_connection = True
+        code, reply = src.ingest_body(body)
         self._reply(code, reply)
+
+    def _read_body(self, n: int) -> bytes | None:
+        """The body, read within ``read_timeout`` in all (not per read: a trickle cannot hold the
+        connection); None if the connection ended first."""
+        limit = self.source.read_timeout_s
+        deadline = time.monotonic() + limit
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.connection.settimeout(left)
+            chunk = self.rfile.read1(min(n - got, 1 << 16))
+            if not chunk:
+                return None
+            parts.append(chunk)
+            got += len(chunk)
+        self.connection.settimeout(limit)
+        return b"".join(parts)
+
+
+def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    if not cfg["path"].startswith("/"):
+        chk.issue(f"{path}.path", f"{cfg['path']!r} must start with '/' (e.g. /ingest)")
 
 
 @component(Spec("http", "An ingest endpoint: POST JSON (an object, an array of objects, or a wire message).", [
-    Field("host", "str", "Address to bind; keep 127.0.0.1 unless the network is trusted.", default="127.0.0.1"),
+    Field("host", "host", "Address to bind; keep 127.0.0.1 unless the network is trusted.", default="127.0.0.1"),
     Field("port", "int", "Port to listen on (0: any free port).", min=0, max=65535),
     Field("path", "str", "URL path that accepts POSTs.", default="/ingest"),
     Field("token", "str", "Bearer token required in `Authorization` (none: no auth).", default=None, secret=True),
     Field("format", "str", "`json`: objects; `wire`: EdgeStream wire messages, flattened like MQTT's.",
           default="json", choices=("json", "wire")),
     Field("max_body", "size", "Largest accepted body.", default="1MiB"),
-], example="sources:\n  ingest: {http: {port: 8088, token: \"${INGEST_TOKEN}\"}}"))
+    Field("read_timeout", "duration", "How long a connection may take to send a request line or header, and "
+          "to send a whole body (408 after that); an idle keep-alive connection is closed after it.",
+          default="10s", min=1),
+    Field("max_connections", "int", "Connections served at once; more are answered 503 and closed at once.",
+          default=64, min=1),
+], check=_check_source, example="sources:\n  ingest: {http: {port: 8088, token: \"${INGEST_TOKEN}\"}}"))
 def http_source(config: dict[str, Any], ctx: ComponentContext) -> HttpSource:
     return HttpSource(config, ctx)
 
@@ -193,16 +334,20 @@ class HttpSink(Sink):
         import urllib.request
 
         rejected: list[tuple[Any, str]] = []
-        good, sent = [], []
+        good: list[bytes] = []
+        sent = []
+        nonfinite = 0
         for r in records:
             try:
-                good.append(json.dumps(r, separators=(",", ":"), allow_nan=False))
+                text, n = jsonio.dumps(r)
+                good.append(text.encode("utf-8"))
                 sent.append(r)
-            except (TypeError, ValueError) as e:
+                nonfinite += n
+            except (ValueError, RecursionError) as e:  # a cycle, a lone surrogate (UnicodeEncodeError)
                 rejected.append((r, f"http sink {self.ctx.label}: not JSON-serialisable: {e}"))
         if not good:
             return rejected
-        body = ("[" + ",".join(good) + "]" if self.format == "json" else "\n".join(good) + "\n").encode()
+        body = b"[" + b",".join(good) + b"]" if self.format == "json" else b"\n".join(good) + b"\n"
         req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -216,7 +361,30 @@ class HttpSink(Sink):
             return rejected + [(r, reason) for r in sent]
         except (urllib.error.URLError, OSError) as e:
             raise HttpSinkError(f"{self.url}: {getattr(e, 'reason', e)}") from None
+        self.ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
         return rejected
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+
+
+def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from urllib.parse import urlsplit
+
+    url = cfg["url"]
+    try:
+        u = urlsplit(url)
+        u.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        chk.issue(f"{path}.url", f"{url!r} is not a valid URL: {e}")
+        return
+    if u.scheme not in ("http", "https") or not u.hostname:
+        chk.issue(f"{path}.url", f"{url!r} must be an http:// or https:// URL with a host "
+                                 "(e.g. http://127.0.0.1:9000/hook)")
+    for k, v in cfg["headers"].items():
+        if not _TOKEN.match(k) or any(c in v for c in "\r\n\0"):
+            chk.issue(f"{path}.headers.{k}", f"{k!r}: {v!r} is not a valid HTTP header (a name of letters, digits "
+                                             "and -, a value on one line)")
 
 
 @component(Spec("http", "POSTs batches to a webhook as a JSON array (or JSON lines), retrying with backoff.", [
@@ -225,8 +393,6 @@ class HttpSink(Sink):
     Field("format", "str", "Body format.", default="json", choices=("json", "jsonl")),
     Field("headers", "map[str]", "Extra request headers.", default={}),
     Field("token", "str", "Bearer token sent in `Authorization`.", default=None, secret=True),
-], example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
+], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
 def http_sink(config: dict[str, Any], ctx: ComponentContext) -> HttpSink:
-    if not config["url"].startswith(("http://", "https://")):
-        raise StartError(ctx.label, f"url {config['url']!r} must start with http:// or https://")
     return HttpSink(config, ctx)

@@ -6,27 +6,41 @@ default), so QoS 1 messages published while the hub is down are queued by
 the broker and delivered when it comes back. A message is acknowledged only
 after its records are queued in the hub; a full pipeline holds the message
 (and the broker's queue grows instead of the hub's memory). It reconnects
-with exponential backoff (also when the broker is unreachable at start),
-supports TLS and user/password, and MQTT 5 shared subscriptions
-(``shared_group``). With ``decode: wire`` each payload is decoded, flattened
-and checked against the topic, and per-device boot/seq tracking counts gaps,
-duplicates (dropped) and reboots. An undecodable payload goes to the
-dead-letter sink with the reason.
+with exponential backoff (also when the broker is unreachable at start, and
+the log says why: refused, timed out, or which TLS check failed), supports
+TLS and user/password, and MQTT 5 shared subscriptions (``shared_group``).
+Payloads go through ``Ingest`` (``decode: wire`` flattens, checks against the
+topic and sequence-tracks them); whatever one payload raises makes its dead
+letter, never stops the source.
+
+A persistent session keeps the broker's subscriptions across restarts, so a
+filter removed from ``topics`` would still deliver. The source remembers what
+it subscribed (``ComponentContext.state_path``), unsubscribes the rest when it
+connects, and drops any message whose topic matches none of its filters (one
+queued before the unsubscribe).
 
 The sink publishes one JSON message per record (``topic`` may name record
-fields: ``hub/{device}/avg``) or one JSON array per batch and topic.
+fields: ``hub/{device}/avg``) or one JSON array per batch and topic; a
+non-finite number is written as null (``jsonio``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import socket
 import ssl
+import sys
 import threading
+import time
 from typing import Any
 
+from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import ComponentError, StartError
+from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
 
@@ -34,7 +48,24 @@ Record = dict[str, Any]
 _FIELD = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
 
 
-def _client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> Any:
+class _TlsContext(ssl.SSLContext):
+    """paho's context, plus the socket of the last handshake: paho drops the socket of a handshake
+    that failed without closing it; ``close_failed`` closes it."""
+
+    last: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        self.last = sock = super().wrap_socket(*args, **kwargs)
+        return sock
+
+    def close_failed(self) -> None:
+        sock, self.last = self.last, None
+        if sock is not None:
+            sock.close()
+
+
+def _client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> tuple[Any, _TlsContext | None]:
+    """A paho client for ``conn`` and its TLS context (None without TLS)."""
     import paho.mqtt.client as mqtt
 
     v5 = conn["protocol"] == "5"
@@ -45,17 +76,23 @@ def _client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> An
     if conn.get("username") is not None:
         c.username_pw_set(conn["username"], conn.get("password"))
     tls = conn.get("tls")
+    context = None
     if tls is not None:
-        try:
-            c.tls_set(ca_certs=tls.get("ca_file"), certfile=tls.get("cert_file"), keyfile=tls.get("key_file"),
-                      cert_reqs=ssl.CERT_REQUIRED)
+        try:  # what paho's tls_set builds: verified certificates and host name
+            context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)
+            if tls.get("cert_file"):
+                context.load_cert_chain(tls["cert_file"], tls.get("key_file"))
+            if tls.get("ca_file"):
+                context.load_verify_locations(tls["ca_file"])
+            else:
+                context.load_default_certs()
         except (OSError, ssl.SSLError, ValueError) as e:
             raise StartError(label, f"TLS setup failed: {e}") from e
-        if tls.get("insecure"):
-            c.tls_insecure_set(True)
+        c.tls_set_context(context)
+        c.tls_insecure_set(bool(tls.get("insecure")))
     c.reconnect_delay_set(max(1, conn["reconnect_min"] // 1000), max(1, conn["reconnect_max"] // 1000))
     c.connect_timeout = conn["connect_timeout"] / 1000
-    return c
+    return c, context
 
 
 def _connect_async(c: Any, conn: dict[str, Any], clean: bool) -> None:
@@ -78,6 +115,45 @@ def _connection(ctx: ComponentContext, name: str) -> dict[str, Any]:
     return conn
 
 
+_TLS_HINTS = {  # OpenSSL verify codes -> what to do about them
+    2: "unknown CA: tls.ca_file does not hold the CA that signed the broker's certificate",
+    18: "unknown CA: the broker's certificate is self-signed and not in tls.ca_file",
+    19: "unknown CA: tls.ca_file does not hold the CA that signed the broker's certificate",
+    20: "unknown CA: tls.ca_file does not hold the CA that signed the broker's certificate",
+    9: "the certificate is not valid yet: check the clocks",
+    10: "expired certificate: renew the broker's certificate (or check the gateway's clock)",
+    62: "hostname mismatch: connect by a name the certificate holds, or fix its subjectAltName",
+    64: "hostname mismatch: connect by an address the certificate holds, or fix its subjectAltName",
+}
+
+
+def connect_error(e: BaseException | None, timeout_s: float) -> str:
+    """Why a connection attempt failed, in words an operator can act on (TLS failures say which check)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        hint = _TLS_HINTS.get(e.verify_code)
+        return f"TLS certificate verification failed: {e.verify_message or e.reason}" + (f" ({hint})" if hint else "")
+    if isinstance(e, ssl.SSLError):
+        return f"TLS handshake failed: {e.reason or e}"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (is the broker running, on this port?)"
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout_s:g}s"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host: {e.strerror or e}"
+    if isinstance(e, OSError):
+        return e.strerror or str(e) or type(e).__name__
+    return f"{type(e).__name__}: {e}" if e is not None else "unknown reason"
+
+
+def _attempt_failed(tls: _TlsContext | None, conn: dict[str, Any]) -> str:
+    """Why the connection attempt paho is handling failed; closes the socket of a failed TLS handshake.
+    Called from ``on_connect_fail``, which paho calls inside its ``except OSError:`` block, so the
+    exception is still at hand."""
+    if tls is not None:
+        tls.close_failed()
+    return connect_error(sys.exc_info()[1], conn["connect_timeout"] / 1000)
+
+
 class MqttSource(Source):
     def __init__(self, config: dict[str, Any], ctx: ComponentContext) -> None:
         self.ctx = ctx
@@ -89,29 +165,31 @@ class MqttSource(Source):
         group = config["shared_group"]
         self.filters = [f"$share/{group}/{t}" if group else t for t in self.topics]
         self.format = config["decode"]
-        self.prefix = config["prefix"]
-        self.max_payload = config["max_payload"]
-        self._decoder: Any = None
-        if self.format == "wire":
-            from edgestream_hub.wire import WireDecoder
-
-            self._decoder = WireDecoder(prefix=self.prefix)
+        self.ingest = Ingest(ctx, self.format, prefix=config["prefix"], max_payload=config["max_payload"])
+        key = f"{self.conn['host']}:{self.conn['port']}/{self.client_id}"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.client_id)[:64]
+        self.subscriptions_file = ctx.state_path(
+            f"mqtt-{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.subscriptions.json")
         self._emit: Emit | None = None
         self._client: Any = None
-        self._lock = threading.Lock()
+        self._tls: _TlsContext | None = None
+        self._sub_mid: int | None = None
+        self._wanted: dict[str, bool] = {}  # topic -> matches one of our filters (bounded cache)
+        self._last_fail: tuple[str, float] = ("", 0.0)
+        self._unwanted_logged_at = -1e9
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._was_connected = False
         self._stopping = False
 
     def open(self) -> None:
-        self._client = _client(self.conn, self.client_id, self.clean, self.ctx.label)
+        self._client, self._tls = _client(self.conn, self.client_id, self.clean, self.ctx.label)
         c = self._client
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
-        c.on_subscribe = lambda *a: self.subscribed.set()
+        c.on_subscribe = self._on_subscribe
 
     def start(self, emit: Emit) -> None:
         self._emit = emit
@@ -125,6 +203,47 @@ class MqttSource(Source):
             c.disconnect()
             c.loop_stop()
             self._client = None
+        self.ingest.close()
+
+    # -- subscriptions: exactly the configured filters, also on a persistent session --
+    def _remembered(self) -> set[str] | None:
+        try:
+            with open(self.subscriptions_file, encoding="utf-8") as f:
+                data = json.load(f)
+            return {str(x) for x in data["filters"]}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.ctx.log.warning("ignoring unreadable %s: %s", self.subscriptions_file, e)
+            return None
+
+    def _remember(self) -> None:
+        path = self.subscriptions_file
+        tmp = f"{path}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"broker": f"{self.conn['host']}:{self.conn['port']}", "client_id": self.client_id,
+                           "filters": sorted(self.filters)}, f)
+            os.replace(tmp, path)
+        except OSError as e:
+            self.ctx.log.warning("cannot remember the subscriptions in %s (%s): a filter removed from `topics` "
+                                 "later will stay subscribed at the broker (its messages are still dropped)",
+                                 path, e.strerror or e)
+
+    def _matches(self, topic: str) -> bool:
+        import paho.mqtt.client as mqtt
+
+        wanted = any(mqtt.topic_matches_sub(t, topic) for t in self.topics)
+        if len(self._wanted) >= 4096:
+            self._wanted.clear()
+        self._wanted[topic] = wanted
+        now = time.monotonic()
+        if not wanted and now - self._unwanted_logged_at >= 60:
+            self._unwanted_logged_at = now
+            self.ctx.log.info("dropping messages on %s: it matches none of %s (a subscription left by an earlier "
+                              "config; logged at most once a minute)", topic, ", ".join(self.topics))
+        return wanted
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
         if reason.is_failure:
@@ -133,10 +252,28 @@ class MqttSource(Source):
         if self._was_connected:
             self.ctx.count("edgestream_source_reconnects_total")
         self._was_connected = True
+        self._last_fail = ("", 0.0)
+        if self._tls is not None:
+            self._tls.last = None  # the live connection's: paho closes it
+        if not self.clean and flags.session_present:
+            stale = sorted((self._remembered() or set()) - set(self.filters))
+            if stale:
+                self.ctx.log.info("unsubscribing from %s (no longer in `topics`)", ", ".join(stale))
+                client.unsubscribe(stale)
         self.ctx.log.info("connected to %s:%s, subscribing to %s (QoS %d)", self.conn["host"], self.conn["port"],
                           ", ".join(self.filters), self.qos)
-        client.subscribe([(f, self.qos) for f in self.filters])
+        self._sub_mid = client.subscribe([(f, self.qos) for f in self.filters])[1]
         self.connected.set()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any = None) -> None:
+        if mid != self._sub_mid:
+            return
+        refused = [f for f, rc in zip(self.filters, codes) if getattr(rc, "is_failure", False)]
+        if refused:
+            self.ctx.log.error("the broker refused the subscription to %s", ", ".join(refused))
+        if not self.clean:
+            self._remember()  # the broker handled the unsubscribe before this SUBACK: packets are in order
+        self.subscribed.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
         self.connected.clear()
@@ -144,45 +281,55 @@ class MqttSource(Source):
             self.ctx.log.warning("lost the broker (%s); reconnecting with backoff", reason)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        why = _attempt_failed(self._tls, self.conn)
         self.ctx.count("edgestream_source_reconnects_total")
-        self.ctx.log.warning("broker %s:%s unreachable; retrying with backoff", self.conn["host"], self.conn["port"])
+        now = time.monotonic()
+        last, at = self._last_fail
+        if why != last or now - at >= 60:
+            self._last_fail = (why, now)
+            self.ctx.log.warning("cannot connect to broker %s:%s: %s; retrying with backoff", self.conn["host"],
+                                 self.conn["port"], why)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        payload = msg.payload
         try:
-            records = self.decode(payload, msg.topic)
-        except ValueError as e:  # WireError is a ValueError
-            self.ctx.count("edgestream_source_decode_errors_total")
-            self.ctx.dead_letter({"topic": msg.topic, "payload": payload}, f"mqtt {msg.topic}: {e}")
-            return
-        if records:
-            self._emit(records)  # type: ignore[misc]  # blocks while the pipelines are full
+            topic = msg.topic
+            wanted = self._wanted.get(topic)
+            if not (wanted or (wanted is None and self._matches(topic))):
+                return
+            records = self.ingest.payload(msg.payload, f"mqtt {topic}", topic).records
+            if records:
+                self._emit(records)  # type: ignore[misc]  # blocks while the pipelines are full
+        except Exception as e:  # an exception here would end paho's network thread for good
+            self.ctx.log.error("a message could not be handled: %s: %s", type(e).__name__, e)
 
-    def decode(self, payload: bytes, topic: str) -> list[Record]:
-        """Payload -> records; raises ValueError (WireError) naming what was wrong."""
-        if len(payload) > self.max_payload:
-            raise ValueError(f"payload: {len(payload)} bytes is over the {self.max_payload} byte limit")
-        if self._decoder is not None:
-            records = self._decoder.decode(payload, topic)
-            self._decoder.count_into(self.ctx)
-            return records
-        if self.format == "raw":
-            return [{"topic": topic, "payload": payload.decode("utf-8", "backslashreplace")}]
-        try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"payload: not JSON ({e})") from None
-        items = data if isinstance(data, list) else [data]
-        for i, r in enumerate(items):
-            if not isinstance(r, dict):
-                raise ValueError(f"payload[{i}]: expected a JSON object, got {type(r).__name__}")
-        return items
+
+def _topic_problem(topic: str, wildcards: bool) -> str | None:
+    """Why ``topic`` is not a valid MQTT topic filter (``wildcards``) or publish topic, or None."""
+    if not topic:
+        return "is empty"
+    if "\0" in topic or len(topic.encode()) > 65535:
+        return "has a NUL character or is over 65535 bytes"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "+" in level or "#" in level:
+            if not wildcards:
+                return "has a wildcard (+ or #): a topic to publish to cannot have one"
+            if len(level) > 1:
+                return f"mixes a wildcard with other characters in level {level!r} (a wildcard is a whole level)"
+            if level == "#" and i != len(levels) - 1:
+                return "has '#' before its last level ('#' matches the rest, so it must come last)"
+    return None
 
 
 def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     for i, t in enumerate(cfg["topics"]):
-        if not t or "#" in t[:-1] or any(("+" in lv or "#" in lv) and len(lv) > 1 for lv in t.split("/")):
-            chk.issue(f"{path}.topics[{i}]", f"{t!r} is not a valid MQTT topic filter")
+        problem = _topic_problem(t, wildcards=True)
+        if problem:
+            chk.issue(f"{path}.topics[{i}]", f"{t!r} is not a valid MQTT topic filter: it {problem}")
+    conn = chk.sections.get("connections", {}).get(cfg["connection"])
+    if cfg["shared_group"] is not None and conn is not None and conn.get("protocol") != "5":
+        chk.issue(f"{path}.shared_group", f"shared_group needs an MQTT 5 connection: set protocol: \"5\" on "
+                                          f"connection {cfg['connection']!r}")
 
 
 @component(Spec("mqtt", "Subscribes to MQTT topics and decodes EdgeStream wire messages (or plain JSON).", [
@@ -207,10 +354,7 @@ sources:
   devices: {mqtt: {topics: ["edgestream/+/results", "edgestream/+/data"], qos: 1}}
 """))
 def mqtt_source(config: dict[str, Any], ctx: ComponentContext) -> MqttSource:
-    src = MqttSource(config, ctx)
-    if config["shared_group"] is not None and src.conn["protocol"] != "5":
-        raise StartError(ctx.label, "shared_group needs an MQTT 5 connection (protocol: \"5\")")
-    return src
+    return MqttSource(config, ctx)
 
 
 class MqttSink(Sink):
@@ -225,18 +369,32 @@ class MqttSink(Sink):
         self.timeout_s = config["timeout"] / 1000
         self.client_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
         self._client: Any = None
+        self._tls: _TlsContext | None = None
         self.connected = threading.Event()
+        self.why = "not connected yet"  # why the last connection attempt failed
         from edgestream_hub.connectors.files import json_line_encoder
 
         self._encode, self._reset = json_line_encoder(ensure_ascii=True)  # one encoder, not one per record
 
     def open(self) -> None:
-        self._client = _client(self.conn, self.client_id, True, self.ctx.label)
-        self._client.on_connect = lambda c, u, f, rc, p=None: (not rc.is_failure) and self.connected.set()
+        self._client, self._tls = _client(self.conn, self.client_id, True, self.ctx.label)
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = lambda c, u, f, rc, p=None: self.connected.clear()
         self._client.max_queued_messages_set(0)
         _connect_async(self._client, self.conn, True)
         self._client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+        if reason.is_failure:
+            self.why = f"the broker refused the connection: {reason}"
+            return
+        if self._tls is not None:
+            self._tls.last = None
+        self.connected.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.why = _attempt_failed(self._tls, self.conn)  # a write that waits in vain says it
 
     def _topic(self, r: Record) -> str:
         if not self.fields:
@@ -251,15 +409,23 @@ class MqttSink(Sink):
 
     def write(self, records: list[Record]) -> list[tuple[Any, str]]:
         if not self.connected.wait(self.timeout_s):
-            raise ComponentError(self.ctx.label, f"not connected to {self.conn['host']}:{self.conn['port']}")
+            raise ComponentError(self.ctx.label, f"not connected to {self.conn['host']}:{self.conn['port']}: "
+                                                 f"{self.why}")
+        from edgestream_hub.connectors.files import encode_finite
+
         rejected: list[tuple[Any, str]] = []
         out: dict[str, list[str]] = {}
+        nonfinite = 0
         for r in records:
             try:
-                out.setdefault(self._topic(r), []).append("".join(self._encode(r)))
+                topic = self._topic(r)
+                text, n = encode_finite(self._encode, self._reset, r)
             except (TypeError, ValueError, RecursionError) as e:
                 self._reset()
                 rejected.append((r, f"mqtt sink {self.ctx.label}: {e}"))
+                continue
+            out.setdefault(topic, []).append(text)
+            nonfinite += n
         infos = []
         for topic, items in out.items():
             payloads = ["[" + ",".join(items) + "]"] if self.per == "batch" else items
@@ -272,6 +438,7 @@ class MqttSink(Sink):
                 info.wait_for_publish(self.timeout_s)
                 if not info.is_published():
                     raise ComponentError(self.ctx.label, "publish not acknowledged in time")
+        self.ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
         return rejected
 
     def close(self) -> None:
@@ -279,6 +446,15 @@ class MqttSink(Sink):
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+
+def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    t = cfg["topic"]
+    bare = _FIELD.sub("x", t)
+    problem = "has a '{' or '}' that is not a {field} placeholder" if "{" in bare or "}" in bare else \
+        _topic_problem(bare, wildcards=False)
+    if problem:
+        chk.issue(f"{path}.topic", f"{t!r} is not a valid MQTT topic: it {problem}")
 
 
 @component(Spec("mqtt", "Publishes records as JSON to an MQTT topic.", [
@@ -294,6 +470,6 @@ class MqttSink(Sink):
     Field("timeout", "duration", "How long a batch may wait for the connection or acks before it is retried.",
           default="10s"),
     Field("client_id", "str", "Client id (default `edgestream-hub-<label>`).", default=None),
-], example="sinks:\n  upstream: {mqtt: {topic: \"hub/{device}/results\", qos: 1}}"))
+], check=_check_sink, example="sinks:\n  upstream: {mqtt: {topic: \"hub/{device}/results\", qos: 1}}"))
 def mqtt_sink(config: dict[str, Any], ctx: ComponentContext) -> MqttSink:
     return MqttSink(config, ctx)

@@ -2,8 +2,9 @@
 
 Frames (``$<payload>*<crc>\\n``, see docs/wire.md) are read with the shared
 ``FrameReader``: garbage, a bad checksum or a cut frame is counted and sent
-to the dead-letter sink, and reading resynchronises at the next newline.
-Payloads are decoded like the MQTT source's (``decode: wire``). When the port
+to the dead-letter sink (with the start of the line), and reading
+resynchronises at the next newline. Payloads go through ``Ingest`` like the
+MQTT source's (``decode: wire``). When the port
 goes away (unplugged, EIO) it is closed and reopened with backoff until it
 comes back; a port missing at start is waited for the same way.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgestream_hub.components import ComponentContext, PollingSource
+from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Field, Spec
 
@@ -23,7 +25,6 @@ class SerialSource(PollingSource):
     def __init__(self, config: dict[str, Any], ctx: ComponentContext) -> None:
         super().__init__(ctx)
         from edgestream_shared.frame import FrameReader
-        from edgestream_hub.wire import WireDecoder
 
         port = config["port"]
         self.port = port if port.startswith(("/", "socket:", "rfc2217:")) else ctx.resolve(port)
@@ -32,7 +33,7 @@ class SerialSource(PollingSource):
         self.backoff_min_s = config["reopen_min"] / 1000
         self.backoff_max_s = config["reopen_max"] / 1000
         self._reader = FrameReader(config["max_frame"])
-        self._decoder = WireDecoder(prefix=None)
+        self.ingest = Ingest(ctx, "wire")
         self._ser: Any = None
         self._wait_s = self.backoff_min_s
         self._missing_logged = False
@@ -80,21 +81,16 @@ class SerialSource(PollingSource):
         from edgestream_shared.errors import WireError
 
         out: list[Record] = []
+        where = f"serial {self.port}"
         for _ in range(100_000):
             try:
                 payload = self._reader.next()
             except WireError as e:
-                self.ctx.count("edgestream_source_decode_errors_total")
-                self.ctx.dead_letter(None, f"serial {self.port}: {e}")
+                self.ingest.reject(getattr(e, "raw", b""), f"{where}: {e}")
                 continue
             if payload is None:
                 break
-            try:
-                out.extend(self._decoder.decode(payload))
-            except WireError as e:
-                self.ctx.count("edgestream_source_decode_errors_total")
-                self.ctx.dead_letter(payload, f"serial {self.port}: {e}")
-        self._decoder.count_into(self.ctx)
+            out.extend(self.ingest.payload(payload, where).records)
         return out
 
     def _close_port(self) -> None:
@@ -107,6 +103,7 @@ class SerialSource(PollingSource):
 
     def close(self) -> None:
         self._close_port()
+        self.ingest.close()
 
 
 @component(Spec("serial", "Reads agent serial frames from a port (USB CDC or UART) and decodes wire messages.", [

@@ -2,16 +2,22 @@
 
 Columns come from ``columns`` (name -> INTEGER, REAL, TEXT or JSON), from an
 existing table, or from the first record. A record whose value has the wrong
-type for its column, or that has a field the table does not, goes to the
-dead-letter sink with the reason; the rest of the batch is inserted.
+type for its column, that has a field the table does not, or that SQLite
+cannot bind (an integer beyond 64 bits, a string with a lone surrogate) goes
+to the dead-letter sink with the reason; the rest of the batch is inserted. A
+non-finite number (NaN, an infinity) is stored as NULL and counted in
+``edgestream_sink_nonfinite_values_total``; JSON cells are written by
+``jsonio`` (compact, non-finite numbers as null). The database's folder is
+created.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from typing import Any
 
+from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Sink
 from edgestream_hub.errors import StartError
 from edgestream_hub.registry import component
@@ -31,22 +37,30 @@ def _infer(v: Any) -> str:
     return "TEXT"
 
 
-def _cell(col: str, t: str, v: Any) -> Any:
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _cell(col: str, t: str, v: Any) -> tuple[Any, int]:
+    """``(value to bind, non-finite numbers written as NULL)``; raises TypeError/ValueError on a bad value."""
     if v is None:
-        return None
+        return None, 0
+    if isinstance(v, float) and v - v != 0:  # NaN or an infinity, in any column: NULL, counted
+        return None, 1
     if t == "INTEGER":
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"column {col!r} is INTEGER, got {type(v).__name__} {v!r}")
-        return v
+        if not _INT64[0] <= v <= _INT64[1]:
+            raise ValueError(f"column {col!r}: {v} does not fit in SQLite's 64-bit INTEGER")
+        return v, 0
     if t == "REAL":
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"column {col!r} is REAL, got {type(v).__name__} {v!r}")
-        return v
+        return float(v), 0  # an int too large for a float raises OverflowError
     if t == "TEXT":
         if not isinstance(v, str):
             raise TypeError(f"column {col!r} is TEXT, got {type(v).__name__} {v!r}")
-        return v
-    return json.dumps(v, allow_nan=False)
+        return v, 0
+    return jsonio.dumps(v)
 
 
 class SqliteSink(Sink):
@@ -63,6 +77,10 @@ class SqliteSink(Sink):
     def open(self) -> None:
         import sqlite3
 
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        except OSError as e:
+            raise StartError(self.ctx.label, f"cannot create the folder of {self.path}: {e.strerror or e}") from e
         try:
             self.con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.con.execute("PRAGMA journal_mode=WAL")
@@ -101,7 +119,8 @@ class SqliteSink(Sink):
             self.cols = {k: _infer(v) for k, v in first.items() if k not in bad}
             self._create()
         cols = self.cols
-        rows, rejected = [], []
+        rows, sources, rejected = [], [], []
+        nonfinite = 0
         for r in records:
             if not isinstance(r, dict):
                 rejected.append((r, f"sqlite sink {self.ctx.label}: expected a record, got {type(r).__name__}"))
@@ -111,18 +130,49 @@ class SqliteSink(Sink):
                     extra = [k for k in r if k not in cols]
                     if extra:
                         raise TypeError(f"fields {extra} are not columns of table {self.table!r}")
-                rows.append(tuple(_cell(c, t, r.get(c)) for c, t in cols.items()))
-            except (TypeError, ValueError) as e:
+                row = []
+                for c, t in cols.items():
+                    v, n = _cell(c, t, r.get(c))
+                    row.append(v)
+                    nonfinite += n
+            except (TypeError, ValueError, ArithmeticError, RecursionError) as e:
                 rejected.append((r, f"sqlite sink {self.ctx.label}: {e}"))
+                continue
+            rows.append(tuple(row))
+            sources.append(r)
         if rows:
-            con = self.con
-            con.execute("BEGIN")
-            try:
-                con.executemany(self._insert, rows)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            rejected.extend(self._insert_rows(rows, sources))
+        self.ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
+        return rejected
+
+    def _insert_rows(self, rows: list[tuple[Any, ...]], sources: list[dict[str, Any]]) -> list[tuple[Any, str]]:
+        """Insert in one transaction; if a row cannot be bound (a lone surrogate), redo the batch row by
+        row and return the rows SQLite refused. Failures of the database itself raise (retried)."""
+        import sqlite3
+
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            con.executemany(self._insert, rows)
+            con.execute("COMMIT")
+            return []
+        except (ValueError, ArithmeticError, sqlite3.InterfaceError, sqlite3.IntegrityError):
+            con.execute("ROLLBACK")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        rejected = []
+        con.execute("BEGIN")
+        try:
+            for row, r in zip(rows, sources):
+                try:
+                    con.execute(self._insert, row)
+                except (ValueError, ArithmeticError, sqlite3.InterfaceError, sqlite3.IntegrityError) as e:
+                    rejected.append((r, f"sqlite sink {self.ctx.label}: {type(e).__name__}: {e}"))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
         return rejected
 
     def close(self) -> None:
@@ -132,6 +182,9 @@ class SqliteSink(Sink):
 
 
 def _check(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_hub.config import chk_output
+
+    chk_output(chk, cfg["path"], f"{path}.path")
     if not _IDENT.match(cfg["table"]):
         chk.issue(f"{path}.table", f"{cfg['table']!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")
     for c, t in (cfg.get("columns") or {}).items():

@@ -1,24 +1,50 @@
-"""Debugging sinks: ``stdout`` prints one JSON line per record, ``log`` logs them."""
+"""Debugging sinks: ``stdout`` prints one JSON line per record, ``log`` logs them.
+
+Lines are written by ``jsonio`` (a non-finite number as null, counted in
+``edgestream_sink_nonfinite_values_total``; a type JSON lacks as text),
+so no record is lost for holding one.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
 
+from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Sink
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Field, Spec
 
 
+def _lines(records: list[dict[str, Any]], ctx: ComponentContext) -> list[str]:
+    """One JSON text per record; counts the non-finite numbers written as null."""
+    out = []
+    nonfinite = 0
+    for r in records:
+        try:
+            text, n = jsonio.dumps(r)
+        except (ValueError, RecursionError) as e:  # a cycle: say so rather than lose the line
+            text, n = jsonio.dumps({"unprintable": f"{type(r).__name__}: {type(e).__name__}: {e}"})
+        out.append(text)
+        nonfinite += n
+    ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
+    return out
+
+
 class StdoutSink(Sink):
     def __init__(self, stream: str, ctx: ComponentContext) -> None:
         self.stream = stream
+        self.ctx = ctx
 
     def write(self, records: list[dict[str, Any]]) -> None:
         out = sys.stdout if self.stream == "stdout" else sys.stderr
-        out.write("".join(json.dumps(r, separators=(",", ":"), default=repr) + "\n" for r in records))
+        text = "".join(line + "\n" for line in _lines(records, self.ctx))
+        try:
+            out.write(text)
+        except UnicodeEncodeError:  # a lone surrogate, or a stream that cannot hold the text: escape it
+            enc = getattr(out, "encoding", None) or "utf-8"
+            out.write(text.encode(enc, "backslashreplace").decode(enc))
         out.flush()
 
 
@@ -33,10 +59,11 @@ class LogSink(Sink):
     def __init__(self, level: str, ctx: ComponentContext) -> None:
         self.level = getattr(logging, level.upper())
         self.log = logging.getLogger(f"edgestream.records.{ctx.label}")
+        self.ctx = ctx
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        for r in records:
-            self.log.log(self.level, "%s", json.dumps(r, separators=(",", ":"), default=repr))
+        for line in _lines(records, self.ctx):
+            self.log.log(self.level, "%s", line)
 
 
 @component(Spec("log", "Logs one line per record through the hub's logger `edgestream.records.<label>`.", [

@@ -1,17 +1,34 @@
 """``edgestream sql``: run a query over files, the way the hub would run it.
 
-Reads JSON lines (or CSV, by extension) for each ``--input NAME=PATH``,
-runs the query in event time, flushes every open window at the end of
-input and prints one JSON object per result row. ``EXPLAIN <query>``
-prints the plan instead. A bad query exits 2 with its located error.
+Reads JSON lines (or CSV, by extension; ``-`` is stdin) for each
+``--input NAME=PATH`` a line at a time, in batches, so memory stays flat
+whatever the size of the input. Runs the query in event time, flushes every
+open window at the end of input and prints one strict-JSON object per result
+row. ``EXPLAIN <query>`` prints the plan instead.
+
+Several inputs are merged the way a hub receives them: each file keeps its
+own order, and at each step the head record with the smallest event time goes
+next (:func:`merge_by_time`), so a record late within its own file is late
+here too. Exit codes: 0 done (dead-lettered and late records included), 2 a
+bad query, bad arguments, streams and inputs that do not match, or an
+unreadable input (named, with its line); ``edgestream`` itself adds 130 and
+141 (stdout closed early).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import difflib
+import heapq
 import sys
-from typing import Any
+import time
+from itertools import islice
+from typing import Any, Iterable, Iterator, Optional, TextIO
+
+from edgestream_hub.jsonio import dumps
+
+#: records handed to the processor at a time: the memory the CLI holds, whatever the input size
+BATCH = 1000
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -24,7 +41,7 @@ def _pair(text: str) -> tuple[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; prefix EXPLAIN for the plan')
     parser.add_argument("--input", action="append", type=_pair, default=[], metavar="NAME=PATH",
-                        help="a stream: JSON lines, or CSV by extension (repeatable)")
+                        help='a stream: JSON lines, or CSV by extension; "-" reads JSON lines from stdin (repeatable)')
     parser.add_argument("--table", action="append", type=_pair, default=[], metavar="NAME=PATH",
                         help="a lookup table: .csv, .jsonl, PATH.db#TABLE or sqlite:///PATH?table=T (repeatable)")
     parser.add_argument("--time-field", default="ts", help="event-time field, epoch milliseconds (default ts)")
@@ -33,83 +50,226 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--late-records", metavar="PATH", help="write late records here as JSON lines")
 
 
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (set, tuple)):
-        return list(v)
-    return str(v)
+def merge_by_time(inputs: list[tuple[str, Iterable[dict]]], time_field: str,
+                  stream_field: str = "_stream") -> Iterator[dict]:
+    """Interleave several streams by event time, incrementally (a k-way merge).
+
+    Each stream keeps its own order; at each step the head record with the
+    smallest event time goes next (ties: the stream given first), tagged with
+    its stream's name in ``stream_field``. A record whose time cannot be read
+    goes out at once, so the processor dead-letters it. Holds one record per
+    stream.
+
+    >>> a = [{"ts": 1}, {"ts": 5}, {"ts": 2}]
+    >>> b = [{"ts": 3}, {"ts": "1970-01-01T00:00:00.004Z"}]
+    >>> [(r["_stream"], r["ts"]) for r in merge_by_time([("a", a), ("b", b)], "ts")]
+    [('a', 1), ('b', 3), ('b', '1970-01-01T00:00:00.004Z'), ('a', 5), ('a', 2)]
+    """
+    from .errors import SqlRuntimeError
+    from .functions import ts_ms
+
+    names = [name for name, _ in inputs]
+    iters = [iter(recs) for _, recs in inputs]
+    heap: list[tuple[int, int, dict]] = []
+
+    def advance(i: int) -> Iterator[dict]:
+        # push stream i's next timed record; records without a usable time go out on the way
+        for rec in iters[i]:
+            rec[stream_field] = names[i]
+            try:
+                t = ts_ms(rec.get(time_field))
+            except SqlRuntimeError:
+                yield rec
+                continue
+            heapq.heappush(heap, (t, i, rec))
+            return
+
+    for i in range(len(iters)):
+        yield from advance(i)
+    while heap:
+        _, i, rec = heapq.heappop(heap)
+        yield rec
+        yield from advance(i)
+
+
+def _batches(records: Iterable[dict], pipes: list[Any]) -> Iterator[tuple[list[dict], bool]]:
+    """``(batch, idle)``: up to BATCH records at a time.
+
+    With inputs that are pipes (``ready()`` says whether a line is waiting), a
+    batch also ends when one of them has nothing waiting (``idle``), so the
+    results of a live stream come out as its records arrive.
+    """
+    it = iter(records)
+    if not pipes:
+        while batch := list(islice(it, BATCH)):
+            yield batch, False
+        return
+    batch = []
+    for rec in it:
+        batch.append(rec)
+        if len(batch) >= BATCH:
+            yield batch, False
+            batch = []
+        elif not all(p.ready() for p in pipes):
+            yield batch, True
+            batch = []
+    if batch:
+        yield batch, False
+
+
+def _check_streams(streams: list[str], given: list[str]) -> None:
+    """Refuse a query and inputs that do not name the same streams, suggesting the closest name."""
+    from .errors import SqlError
+
+    missing = [s for s in streams if s not in given]
+    extra = [g for g in given if g not in streams]
+    if missing:
+        m = missing[0]
+        near = difflib.get_close_matches(m, extra, n=1, cutoff=0.6)
+        if not near and len(missing) == len(extra) == 1:
+            near = extra  # one stream without input, one input without stream: surely meant for each other
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise SqlError(f"the query reads stream {m!r} but no --input gives it "
+                       f"(given: {', '.join(given) or 'none'}){hint}")
+    if extra:
+        raise SqlError(f"--input {extra[0]} is not a stream of the query (it reads: {', '.join(streams)})")
+
+
+class _Outputs:
+    """The CLI's Context: dead letters and late records go to their files as they come.
+
+    Keeps counts and the first few dead letters (for the summary), never the
+    records themselves; counts non-finite numbers written as ``null``.
+    """
+
+    KEEP = 5
+
+    def __init__(self, dead_path: Optional[str], late_path: Optional[str]) -> None:
+        self.label = "sql"
+        self.paths = {"--dead-letters": dead_path, "--late-records": late_path}
+        self.dead = 0
+        self.late_count = 0
+        self.nonfinite = 0
+        self.first_dead: list[tuple[Any, str]] = []
+        self._files: dict[str, TextIO] = {}
+        self._dead_f: Optional[TextIO] = None
+        self._late_f: Optional[TextIO] = None
+
+    def open(self) -> None:
+        """Create the output files (once the query and the inputs are known to be good)."""
+        from .errors import SqlError
+
+        for flag, path in self.paths.items():
+            if path is None:
+                continue
+            try:
+                self._files[flag] = open(path, "w", encoding="utf-8")
+            except OSError as e:
+                self.close()
+                raise SqlError(f"cannot write {flag} {path}: {e.strerror or e}") from e
+        self._dead_f = self._files.get("--dead-letters")
+        self._late_f = self._files.get("--late-records")
+
+    def line(self, v: Any) -> str:
+        text, n = dumps(v)
+        self.nonfinite += n
+        return text + "\n"
+
+    def dead_letter(self, record: Any, reason: str) -> None:
+        self.dead += 1
+        if len(self.first_dead) < self.KEEP:
+            self.first_dead.append((record, reason))
+        if self._dead_f is not None:
+            self._dead_f.write(self.line({"reason": reason, "record": record}))
+
+    def late(self, record: dict) -> None:
+        self.late_count += 1
+        if self._late_f is not None:
+            self._late_f.write(self.line(record))
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+        self._dead_f = self._late_f = None
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgestream_hub.api import SimpleContext
+    from edgestream_hub.progress import Progress
 
     from .errors import SqlError
     from .processor import SqlProcessor
-    from .tables import iter_records, load_table
+    from .tables import InputError, RecordReader, load_table
 
     if args.lateness < 0:
         raise SqlError("--lateness must be >= 0")
+    names = [name for name, _ in args.input]
+    for name in names:
+        if names.count(name) > 1:
+            raise SqlError(f"--input {name} is given {names.count(name)} times: give each stream once")
+    if sum(path == "-" for _, path in args.input) > 1:
+        raise SqlError("only one --input can read stdin (-)")
     tables = {name: load_table(path) for name, path in args.table}
-    ctx = SimpleContext("sql")
-    query = args.query
-    proc = SqlProcessor(query, ctx, time_field=args.time_field, lateness_ms=args.lateness, tables=tables)
+    out = _Outputs(args.dead_letters, args.late_records)
+    proc = SqlProcessor(args.query, out, time_field=args.time_field, lateness_ms=args.lateness, tables=tables)
     if proc.plan.query.explain:
         print(proc.explain())
         return 0
-    streams = {s.name for s in proc.plan.query.streams}
-    given = dict(args.input)
-    missing = sorted(streams - set(given))
-    if missing:
-        raise SqlError(f"no --input for stream{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    for name in given:
-        if name not in streams:
-            print(f"edgestream sql: warning: --input {name} is not used by the query", file=sys.stderr)
-    def read(name: str) -> list:
+    streams = list(dict.fromkeys(s.name for s in proc.plan.query.streams))
+    _check_streams(streams, names)
+
+    readers = {}
+    for name, path in args.input:
         try:
-            return list(iter_records(given[name], ctx.dead_letter))
+            readers[name] = RecordReader(path, out.dead_letter).open()
         except OSError as e:
-            raise SqlError(f"cannot read --input {name}={given[name]}: {e.strerror or e}") from e
-        except UnicodeDecodeError as e:
-            raise SqlError(f"cannot read --input {name}={given[name]}: not UTF-8 text ({e.reason})") from e
+            for r in readers.values():
+                r.close()
+            raise SqlError(f"cannot read --input {name}={path}: {e.strerror or e}") from e
+    out.open()
+    sizes = [r.size for r in readers.values()]
+    total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
 
-    records: list = []
+    def position() -> Optional[int]:
+        done = [r.position() for r in readers.values()]
+        return None if None in done else sum(done)  # type: ignore[arg-type]
+
+    progress = Progress("edgestream sql", total_bytes=total, position=position)
+    records: Iterable[dict]
     if len(streams) == 1:
-        records = read(next(iter(streams)))
+        records = readers[streams[0]]
     else:
-        # several streams: merged in event-time order (stable), each tagged with its stream name
-        tagged = []
-        seq = 0
-        for name in sorted(streams):
-            for rec in read(name):
-                rec = dict(rec)
-                rec["_stream"] = name
-                t = rec.get(args.time_field)
-                tagged.append((t if isinstance(t, (int, float)) and not isinstance(t, bool) else float("-inf"), seq, rec))
-                seq += 1
-        tagged.sort(key=lambda x: (x[0], x[1]))
-        records = [r for _, _, r in tagged]
-    out = sys.stdout
-    write = out.write
-    import time
-
-    batch = 1000
-    last_ts = int(time.time() * 1000)
-    for i in range(0, len(records), batch):
-        chunk = records[i: i + batch]
-        for row in proc.process(chunk, last_ts):
-            write(json.dumps(row, default=_json_default) + "\n")
-    for row in proc.flush():
-        write(json.dumps(row, default=_json_default) + "\n")
-    out.flush()
-    if ctx.dead or ctx.late_records:
-        print(f"edgestream sql: {len(ctx.dead)} record(s) dead-lettered, {len(ctx.late_records)} late", file=sys.stderr)
-        for rec, reason in ctx.dead[:5]:
-            print(f"  dead letter: {reason}: {json.dumps(rec, default=_json_default)[:200]}", file=sys.stderr)
-    if args.dead_letters:
-        with open(args.dead_letters, "w") as f:
-            for rec, reason in ctx.dead:
-                f.write(json.dumps({"reason": reason, "record": rec}, default=_json_default) + "\n")
-    if args.late_records:
-        with open(args.late_records, "w") as f:
-            for rec in ctx.late_records:
-                f.write(json.dumps(rec, default=_json_default) + "\n")
+        records = merge_by_time([(name, readers[name]) for name in streams], args.time_field)
+    write = progress.above(sys.stdout).write
+    pipes = [r for r in readers.values() if r.size is None]
+    seen = 0
+    try:
+        try:
+            for batch, idle in _batches(records, pipes):
+                rows = proc.process(batch, int(time.time() * 1000))
+                if rows:
+                    write("".join(map(out.line, rows)))
+                if idle:
+                    sys.stdout.flush()  # a live stream: its results now, not when a buffer fills
+                seen += len(batch)
+                progress.update(seen)
+        except InputError as e:
+            name, r = next((n, r) for n, r in readers.items() if r.name == e.path)
+            raise SqlError(f"cannot read --input {name}={r.path}: line {e.line_number}: {e.reason}") from e
+        rows = proc.flush()
+        if rows:
+            write("".join(map(out.line, rows)))
+        sys.stdout.flush()
+    finally:
+        progress.done()
+        out.close()
+        for r in readers.values():
+            r.close()
+    if out.dead or out.late_count:
+        print(f"edgestream sql: {out.dead} record(s) dead-lettered, {out.late_count} late", file=sys.stderr)
+        for rec, reason in out.first_dead:
+            print(f"  dead letter: {reason}: {dumps(rec)[0][:200]}", file=sys.stderr)
+    if out.nonfinite:
+        print(f"edgestream sql: {out.nonfinite} non-finite number(s) (NaN or infinity) written as null",
+              file=sys.stderr)
     return 0

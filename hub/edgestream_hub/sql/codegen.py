@@ -19,6 +19,7 @@ from .functions import SCALARS, helpers
 
 _CMP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _ARITH = {"+": "+", "-": "-", "*": "*"}
+_MATCH = {"like": "_like", "ilike": "_ilike", "regexp": "_regexp"}
 
 
 class Gen:
@@ -124,8 +125,18 @@ class Gen:
             )
             return f"_not({code})" if n.negate else code
         if isinstance(n, ir.Like):
-            code = f"_like({self.expr(n.arg)}, {self.expr(n.pattern)})"
+            code = f"{_MATCH[n.op]}({self.expr(n.arg)}, {self.expr(n.pattern)})"
             return f"_not({code})" if n.negate else code
+        if isinstance(n, ir.IsBool):
+            # IS TRUE: a true value; IS FALSE: a false one, not NULL; the NOT forms are their complements
+            t = self.tmp()
+            holds = f"bool({t})" if n.value else f"not {t}"
+            if n.negate:
+                return f"(({t} := {self.expr(n.arg)}) is None or not {holds})"
+            return f"(({t} := {self.expr(n.arg)}) is not None and {holds})"
+        if isinstance(n, ir.IsDistinct):
+            code = f"_distinct({self.expr(n.left)}, {self.expr(n.right)})"
+            return f"(not {code})" if n.negate else code
         if isinstance(n, ir.Case):
             out = self.expr(n.default) if n.default is not None else "None"
             if n.operand is not None:

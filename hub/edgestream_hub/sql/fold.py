@@ -14,7 +14,7 @@ from .codegen import eval_const
 from .errors import SqlError, SqlRuntimeError
 from .functions import SCALARS
 
-_FOLDABLE = (ir.Unary, ir.Bin, ir.Like, ir.In, ir.Between, ir.IsNull, ir.Case, ir.Cast, ir.Call)
+_FOLDABLE = (ir.Unary, ir.Bin, *ir.NEGATABLE, ir.Case, ir.Cast, ir.Call)
 
 
 def _constant(n: ir.Node) -> bool:

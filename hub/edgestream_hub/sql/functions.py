@@ -115,15 +115,16 @@ def op_in(v: Any, items: tuple) -> Any:
 _like_cache: dict = {}
 
 
-def like_regex(pattern: str) -> "re.Pattern[str]":
-    rx = _like_cache.get(pattern)
+def like_regex(pattern: str, flags: int = re.S) -> "re.Pattern[str]":
+    """The regular expression of a LIKE pattern (``flags`` adds re.I for ILIKE)."""
+    rx = _like_cache.get((pattern, flags))
     if rx is None:
         out = []
         for ch in pattern:
             out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        rx = re.compile("".join(out), re.S)
+        rx = re.compile("".join(out), flags)
         if len(_like_cache) < 256:
-            _like_cache[pattern] = rx
+            _like_cache[pattern, flags] = rx
     return rx
 
 
@@ -131,6 +132,26 @@ def op_like(v: Any, pattern: Any) -> Any:
     if v is None or pattern is None:
         return None
     return like_regex(str(pattern)).fullmatch(to_str(v)) is not None
+
+
+def op_ilike(v: Any, pattern: Any) -> Any:
+    if v is None or pattern is None:
+        return None
+    return like_regex(str(pattern), re.S | re.I).fullmatch(to_str(v)) is not None
+
+
+def op_regexp(v: Any, pattern: Any) -> Any:
+    """``v REGEXP pattern``: a search, like ``regexp_matches``."""
+    if v is None or pattern is None:
+        return None
+    return _rx(pattern).search(to_str(v)) is not None
+
+
+def op_distinct(a: Any, b: Any) -> bool:
+    """``a IS DISTINCT FROM b``: inequality where NULL equals NULL; never NULL."""
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    return bool(a != b)
 
 
 def item(v: Any, key: Any) -> Any:
@@ -523,10 +544,10 @@ def helpers() -> dict[str, Any]:
     return {
         "__builtins__": {},
         "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
-        "_in": op_in, "_like": op_like, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
+        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
         "_Err": SqlRuntimeError, "_str": to_str,
         "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
-        "abs": abs, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,
+        "abs": abs, "bool": bool, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,
         "TypeError": TypeError, "KeyError": KeyError, "ValueError": ValueError, "Exception": Exception,
         "_sqrt": math.sqrt, "_floor": math.floor,
     }

@@ -111,10 +111,13 @@ class Bin(Node):
 
 @dataclass(frozen=True)
 class Like(Node):
+    """``arg [NOT] LIKE|ILIKE|REGEXP pattern``: ``op`` is "like", "ilike" or "regexp"."""
+
     arg: Node
     pattern: Node
     negate: bool = False
     pos: int = _pos()
+    op: str = "like"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,30 @@ class IsNull(Node):
     arg: Node
     negate: bool = False
     pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class IsBool(Node):
+    """``arg IS [NOT] TRUE|FALSE``: never NULL."""
+
+    arg: Node
+    value: bool
+    negate: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class IsDistinct(Node):
+    """``left IS [NOT] DISTINCT FROM right``: ``=`` / ``!=`` with NULL equal to NULL, never NULL."""
+
+    left: Node
+    right: Node
+    negate: bool = False
+    pos: int = _pos()
+
+
+#: predicates whose NOT form is the same node with ``negate`` flipped
+NEGATABLE = (Like, In, Between, IsNull, IsBool, IsDistinct)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .errors import SqlRuntimeError
 from .functions import ts_ms
 from .plan import Plan
 from .program import BIG, Program
+from .sizes import approx_bytes
 from .windows import Executor
 
 
@@ -226,6 +227,9 @@ class StreamJoinExecutor(Executor):
 
     def live_states(self) -> int:
         return sum(len(b) for bufs in self.W.values() for b in bufs)
+
+    def held_bytes(self) -> int:
+        return sum(approx_bytes(b) for bufs in self.W.values() for b in bufs)
 
     def state(self) -> dict:
         return {"W": self.W}

@@ -9,7 +9,8 @@ becomes a lower-case ``Call``, ``Agg`` or ``Analytic``; ``TUMBLE``/``HOP``/
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
 from sqlglot import exp
 
@@ -86,6 +87,10 @@ class Lowerer:
             if s.alias in seen:
                 raise SqlError(f"source name {s.alias!r} is used twice: give one an alias", self.text, s.pos)
             seen.add(s.alias)
+        if not tree.expressions:
+            select = re.search(r"\bSELECT\b", self.text, re.I)
+            raise self.error("SELECT needs at least one item: a column, an expression or *",
+                             select.start() if select else 0)
         q = ir.Query(text=self.text, select=[], sources=sources, explain=explain)
         for e in tree.expressions:
             q.select.append(self.select_item(e))
@@ -101,7 +106,7 @@ class Lowerer:
                     q.window = self.window(g)
                 else:
                     q.group.append(self.expr(g))
-            for key in ("rollup", "cube", "grouping_sets"):
+            for key in ("rollup", "cube", "grouping_sets", "totals"):
                 if group.args.get(key):
                     raise self.error(f"GROUP BY {key.upper()} is not supported", group)
         having = tree.args.get("having")
@@ -230,6 +235,10 @@ class Lowerer:
     # -- expressions ------------------------------------------------------
     def expr(self, e: exp.Expression) -> ir.Node:
         pos = position(e)
+        if type(e) not in _READS_NEGATION and any(e.args.get(k) for k in _NEGATION_FLAGS):
+            # sqlglot marks some NOT forms with a flag instead of a Not parent: one left unread would be
+            # computed as its positive form
+            raise self.error(f"unsupported negated expression: {e.sql(dialect=EdgeSQL)}", e)
         if isinstance(e, exp.Paren):
             return self.expr(e.this)
         if isinstance(e, exp.Literal):
@@ -288,30 +297,18 @@ class Lowerer:
             return ir.Unary("neg", inner, pos)
         if isinstance(e, exp.Not):
             inner = self.expr(e.this)
-            if isinstance(inner, (ir.Like, ir.In, ir.Between, ir.IsNull)):
-                from dataclasses import replace
-
+            if isinstance(inner, ir.NEGATABLE):
                 return replace(inner, negate=not inner.negate)
             return ir.Unary("not", inner, pos)
         op = _BINARY.get(type(e))
         if op is not None:
             return ir.Bin(op, self.expr(e.this), self.expr(e.expression), pos)
-        if isinstance(e, exp.Like):
-            if e.args.get("escape"):
-                raise self.error("LIKE ... ESCAPE is not supported", e)
-            return ir.Like(self.expr(e.this), self.expr(e.expression), False, pos)
-        if isinstance(e, exp.Escape):
-            raise self.error("LIKE ... ESCAPE is not supported", e)
-        if isinstance(e, exp.In):
-            if e.args.get("query") or e.args.get("unnest") or e.args.get("field"):
-                raise self.error("IN takes a list of values, not a subquery", e)
-            return ir.In(self.expr(e.this), tuple(self.expr(x) for x in e.expressions), False, pos)
-        if isinstance(e, exp.Between):
-            return ir.Between(self.expr(e.this), self.expr(e.args["low"]), self.expr(e.args["high"]), False, pos)
-        if isinstance(e, exp.Is):
-            if isinstance(e.expression, exp.Null):
-                return ir.IsNull(self.expr(e.this), False, pos)
-            raise self.error("only IS NULL and IS NOT NULL are supported", e)
+        predicate = _PREDICATES.get(type(e))
+        if predicate is not None:
+            return predicate(self, e, pos)
+        unsupported = _UNSUPPORTED.get(type(e))
+        if unsupported is not None:
+            raise self.error(unsupported, e)
         if isinstance(e, exp.Case):
             operand = self.expr(e.this) if e.this is not None else None
             whens = tuple((self.expr(i.this), self.expr(i.args["true"])) for i in e.args.get("ifs") or [])
@@ -346,15 +343,18 @@ class Lowerer:
             return ir.Call("now", (), pos)
         if isinstance(e, exp.Anonymous):
             return self.call(str(e.this).lower(), list(e.expressions), e, pos)
+        if isinstance(e, (exp.Binary, exp.Unary)):  # an operator the tables above do not map (a ? b, a ^ b)
+            raise self.error(f"unsupported operator: {e.sql(dialect=EdgeSQL)}", e)
         if isinstance(e, exp.Func):
             # the few typed functions sqlglot still builds (kept minimal in the dialect)
-            args = [v for k in e.arg_types for v in ([e.args[k]] if not isinstance(e.args.get(k), list) else e.args[k]) if isinstance(v, exp.Expression)]
+            args = [v for k in e.arg_types for v in (e.args[k] if isinstance(e.args.get(k), list) else [e.args.get(k)])
+                    if isinstance(v, exp.Expression)]
             return self.call(e.sql_name().lower(), args, e, pos)
         if isinstance(e, exp.Star):
             raise self.error("'*' is only allowed as a SELECT item or in count(*)", e)
         if isinstance(e, exp.Interval):
             raise self.error("INTERVAL is only allowed in TUMBLE, HOP and SESSION", e)
-        if isinstance(e, (exp.Subquery, exp.Select)):
+        if isinstance(e, (exp.Subquery, exp.Select, exp.Exists)):
             raise self.error("subqueries are not supported", e)
         raise self.error(f"unsupported expression: {e.sql(dialect=EdgeSQL)}", e)
 
@@ -382,6 +382,82 @@ class Lowerer:
         if name in ir.ANALYTIC:
             return ir.Analytic(name, tuple(lowered), (), pos)
         return ir.Call(name, tuple(lowered), pos)
+
+
+# -- predicates: one function per sqlglot node; each reads the node's own negation flag ------------------
+def _match(op: str) -> Callable[[Lowerer, exp.Expression, int], ir.Node]:
+    """``x [NOT] LIKE|ILIKE|REGEXP p`` (sqlglot flags NOT LIKE and NOT ILIKE, wraps NOT REGEXP in Not)."""
+
+    def lower_match(lw: Lowerer, e: exp.Expression, pos: int) -> ir.Node:
+        word = op.upper()
+        if e.args.get("escape"):
+            raise lw.error(f"{word} ... ESCAPE is not supported", e)
+        if isinstance(e.expression, (exp.Any, exp.All)):
+            raise lw.error(f"{word} ANY/ALL is not supported: combine {word} conditions with OR/AND", e)
+        if e.args.get("flag") is not None or e.args.get("full_match"):
+            raise lw.error(f"{word} takes no flags here: write the pattern with (?i) for case-insensitive", e)
+        return ir.Like(lw.expr(e.this), lw.expr(e.expression), bool(e.args.get("negate")), pos, op)
+
+    return lower_match
+
+
+def _escape(lw: Lowerer, e: exp.Expression, pos: int) -> ir.Node:
+    word = "ILIKE" if isinstance(e.this, exp.ILike) else "LIKE"
+    raise lw.error(f"{word} ... ESCAPE is not supported", e)
+
+
+def _in(lw: Lowerer, e: exp.Expression, pos: int) -> ir.Node:
+    if e.args.get("query") or e.args.get("unnest") or e.args.get("field"):
+        raise lw.error("IN takes a list of values, not a subquery", e)
+    if not e.expressions:
+        raise lw.error("IN needs at least one value: x IN (a, b, ...)", e)
+    return ir.In(lw.expr(e.this), tuple(lw.expr(x) for x in e.expressions), False, pos)
+
+
+def _between(lw: Lowerer, e: exp.Expression, pos: int) -> ir.Node:
+    if e.args.get("symmetric"):
+        raise lw.error("BETWEEN SYMMETRIC is not supported", e)
+    return ir.Between(lw.expr(e.this), lw.expr(e.args["low"]), lw.expr(e.args["high"]), False, pos)
+
+
+def _is(lw: Lowerer, e: exp.Expression, pos: int) -> ir.Node:
+    negate = bool(e.args.get("negate"))
+    rhs = e.expression
+    if isinstance(rhs, exp.Null):
+        return ir.IsNull(lw.expr(e.this), negate, pos)
+    if isinstance(rhs, exp.Boolean):
+        return ir.IsBool(lw.expr(e.this), bool(rhs.this), negate, pos)
+    raise lw.error("IS takes NULL, TRUE or FALSE (to compare two values with NULL equal to NULL, "
+                   "write a IS [NOT] DISTINCT FROM b)", e)
+
+
+def _distinct(negate: bool) -> Callable[[Lowerer, exp.Expression, int], ir.Node]:
+    def lower_distinct(lw: Lowerer, e: exp.Expression, pos: int) -> ir.Node:
+        return ir.IsDistinct(lw.expr(e.this), lw.expr(e.expression), negate, pos)
+
+    return lower_distinct
+
+
+_PREDICATES: dict[type, Callable[[Lowerer, exp.Expression, int], ir.Node]] = {
+    exp.Like: _match("like"),
+    exp.ILike: _match("ilike"),
+    exp.RegexpLike: _match("regexp"),
+    exp.Escape: _escape,
+    exp.In: _in,
+    exp.Between: _between,
+    exp.Is: _is,
+    exp.NullSafeNEQ: _distinct(False),  # a IS DISTINCT FROM b
+    exp.NullSafeEQ: _distinct(True),  # a IS NOT DISTINCT FROM b, a <=> b
+}
+#: the nodes whose lowering reads sqlglot's negation flag; any other node carrying one is refused
+_READS_NEGATION = (exp.Like, exp.ILike, exp.Is)
+_NEGATION_FLAGS = ("negate", "not", "negated")
+_UNSUPPORTED = {
+    exp.SimilarTo: "SIMILAR TO is not supported (use LIKE or REGEXP)",
+    exp.Glob: "GLOB is not supported (use LIKE or REGEXP)",
+    exp.Any: "ANY/ALL is not supported (use IN or combine conditions with OR/AND)",
+    exp.All: "ANY/ALL is not supported (use IN or combine conditions with OR/AND)",
+}
 
 
 def lower(tree: exp.Select, text: str, explain: bool = False) -> ir.Query:

@@ -133,7 +133,11 @@ def _sql(n: ir.Node) -> str:
     if isinstance(n, ir.Between):
         return f"({_sql(n.arg)} {'NOT ' if n.negate else ''}BETWEEN {_sql(n.low)} AND {_sql(n.high)})"
     if isinstance(n, ir.Like):
-        return f"({_sql(n.arg)} {'NOT ' if n.negate else ''}LIKE {_sql(n.pattern)})"
+        return f"({_sql(n.arg)} {'NOT ' if n.negate else ''}{n.op.upper()} {_sql(n.pattern)})"
+    if isinstance(n, ir.IsBool):
+        return f"({_sql(n.arg)} IS {'NOT ' if n.negate else ''}{str(n.value).upper()})"
+    if isinstance(n, ir.IsDistinct):
+        return f"({_sql(n.left)} IS {'NOT ' if n.negate else ''}DISTINCT FROM {_sql(n.right)})"
     if isinstance(n, ir.Cast):
         return f"CAST({_sql(n.arg)} AS {n.to.upper()})"
     if isinstance(n, ir.Case):

@@ -18,6 +18,7 @@ from .errors import SqlError
 from .optimizer import compile_query
 from .plan import Plan, explain
 from .program import Program
+from .sizes import approx_bytes
 from .state import decode, encode
 from .windows import EXECUTORS
 
@@ -33,6 +34,10 @@ def _columns(src: Any) -> Optional[set]:
             cols.update(r)
         return cols
     return None
+
+
+#: the layout of snapshots; 2: exact float sums for sum/avg, arrival numbers in sliding first/last/collect
+STATE_VERSION = 2
 
 
 class SqlProcessor:
@@ -118,7 +123,7 @@ class SqlProcessor:
         """Plain JSON-able state; pass it as ``resume_state`` to continue after the last row emitted."""
         ex = self.executor
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "query": self.query,
             "wm": ex.wm,
             "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted},
@@ -127,8 +132,11 @@ class SqlProcessor:
         }
 
     def _restore(self, st: Any) -> None:
-        if not isinstance(st, dict) or st.get("version") != 1:
+        if not isinstance(st, dict) or not isinstance(st.get("version"), int):
             raise SqlError("resume_state is not a snapshot of this processor")
+        if st["version"] != STATE_VERSION:
+            raise SqlError(f"resume_state holds window state of format {st['version']}, this version keeps format "
+                           f"{STATE_VERSION}: start without it")
         if st.get("query") != self.query:
             raise SqlError("resume_state was taken from a different query")
         ex = self.executor
@@ -145,7 +153,30 @@ class SqlProcessor:
         """Counters: records dead-lettered, late records, rows emitted, window/group states held."""
         ex = self.executor
         return {"dead_letters": ex.dead, "late_records": ex.late, "rows_emitted": ex.emitted,
-                "live_states": ex.live_states(), "watermark": ex.wm}
+                "live_states": self._live_states(), "watermark": ex.wm}
+
+    def state_stats(self) -> dict[str, int]:
+        """The size of the state held now, for the engine's gauges (read about once a second).
+
+        ``live_states``: open windows and groups (sessions; for sliding and count windows the records
+        they hold; for a window of rows or a stream join, the buffered records) plus the partitions
+        of analytic functions. ``held_bytes``: approximate bytes of the values held by holistic
+        aggregates (collect, count DISTINCT, median, percentile), buffered records (sliding and count
+        windows, windows of rows, join buffers) and analytic state. Both fall when windows close.
+        """
+        held = self.executor.held_bytes() + sum(approx_bytes(a.state) for a in self._analytics())
+        return {"live_states": self._live_states(), "held_bytes": held}
+
+    def _analytics(self) -> list:
+        return getattr(self.program, "analytics", [])
+
+    def _live_states(self) -> int:
+        return self.executor.live_states() + sum(len(a.state) for a in self._analytics())
+
+    @property
+    def streams(self) -> list[str]:
+        """The names of the streams the query reads (FROM, then joined streams; tables excluded)."""
+        return [s.name for s in self.plan.query.streams]
 
     def explain(self) -> str:
         return explain(self.plan, self.time_field, self.lateness_ms)

@@ -229,27 +229,24 @@ class Program:
         emit("    for r in batch:")
         emit("        try:")
         ind = "            "
-        if p.mode == "rows" or (p.mode == "fast" and p.window is None):
-            pass  # no event time needed
+        # every record's timestamp is read and checked, with a window or without: one that is missing or
+        # bad dead-letters the record before anything else (analytic functions included) sees it
+        if self.processing_time:
+            emit(ind + "ts = now")
         else:
-            if p.mode == "count":
-                emit(ind + ("ts = now" if self.processing_time else f"ts = r.get({self.time_field!r})"))
-            else:
-                if self.processing_time:
-                    emit(ind + "ts = now")
-                else:
-                    emit(ind + f"ts = r.get({self.time_field!r})")
-                    emit(ind + "if ts.__class__ is not int: ts = _ts(ts)")
-                lt = f"ts - {self.lateness}" if self.lateness else "ts"
-                emit(ind + f"if {lt} > wm:")
-                emit(ind + f"    wm = {lt}")
-                if p.mode != "fast":
-                    emit(ind + "    S.wm = wm")
-                else:
-                    emit(ind + "    if wm >= nxt:")
-                    emit(ind + "        S.nxt = nxt")
-                    emit(ind + "        out.extend(S.close(wm, now))")
-                    emit(ind + "        nxt = S.nxt")
+            emit(ind + f"ts = r.get({self.time_field!r})")
+            emit(ind + "if ts.__class__ is not int: ts = _ts(ts)")
+        if p.mode not in ("count", "rows"):  # no window of rows, or count windows: no watermark to move
+            lt = f"ts - {self.lateness}" if self.lateness else "ts"
+            emit(ind + f"if {lt} > wm:")
+            emit(ind + f"    wm = {lt}")
+            if p.mode != "fast":
+                emit(ind + "    S.wm = wm")
+            elif p.window is not None:
+                emit(ind + "    if wm >= nxt:")
+                emit(ind + "        S.nxt = nxt")
+                emit(ind + "        out.extend(S.close(wm, now))")
+                emit(ind + "        nxt = S.nxt")
         for i, a in enumerate(p.analytics):
             part = [g.expr(x) for x in a.partition]
             pk = "None" if not part else part[0] if len(part) == 1 else "(" + ", ".join(part) + ",)"
@@ -331,7 +328,7 @@ class Program:
         src = "\n".join(L) + "\n"
         # aggregate state helpers for the executors that update outside _process
         src += f"\ndef _init():\n    return {self.init_src}\n"
-        src += "\ndef _update(s, vals, _i=0):\n"
+        src += "\ndef _update(s, vals, _i=0, _n=0):\n"
         if p.aggs:
             src += "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n"
         for u in updates:

@@ -7,15 +7,18 @@ amortised whatever the window holds:
 
 - ``count``: a counter; ``sum``/``avg``: exact integer sum plus a
   compensated (Neumaier) float sum, reset whenever the window holds no
-  float, so adding and evicting floats does not drift; ``var``/``stddev``
+  float, so adding and evicting floats does not drift, and exact (in units
+  of 2**-1074) from an overflow until then; ``var``/``stddev``
   and the sample forms: exact integer sums of x and x², floats counted
   exactly in units of 2**-1074, so eviction never leaves rounding behind;
 - ``min``/``max``: a monotonic deque of (index, value), amortised O(1);
-- ``first_value``/``last_value``: a queue of the non-NULL values;
+- ``first_value``/``last_value``: a monotonic deque on the arrival number
+  (records enter and leave the range in ts order; these read arrival order);
 - ``count(DISTINCT x)``: a value -> multiplicity map (O(1) per update);
 - ``median``/``percentile``: a sorted list (binary search to insert and
-  to remove); ``collect``: the queue of non-NULL values. Only these
-  holistic aggregates read the buffered values at emit.
+  to remove); ``collect``: the queue of (arrival number, value), read in
+  arrival order. Only these holistic aggregates read the buffered values
+  at emit.
 
 ``slide_code`` gives the generated-code template of each aggregate;
 ``SlideCode.check`` statements run when a record arrives, so a value
@@ -26,14 +29,13 @@ later when the window is emitted.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import ir
-from .aggregates import VAR_SLOTS, var_add, var_sub, var_value
+from .aggregates import SUM_INITS, VAR_SLOTS, sum_add, sum_sub, sum_value, var_add, var_sub, var_value
 from .errors import SqlRuntimeError
 
 _SCALAR = (int, float, str, bool)
@@ -42,68 +44,11 @@ _SCALAR = (int, float, str, bool)
 @dataclass
 class SlideCode:
     inits: list  # python expressions, one per slot
-    add: list  # statements; value in v, state list s, record index _i
+    add: list  # statements; value in v, state list s, record index _i (ts order), arrival number _n
     remove: list  # statements undoing add for the same value and index
     final: str  # python expression of the result
     check: list = field(default_factory=list)  # statements run on arrival (may raise)
     refs: int = 0  # per-group reference slots the check statements use
-
-
-# -- float sums that survive add/evict: Neumaier compensation, non-finite values counted apart -------
-def fadd(s: list, o: int, v: float) -> None:
-    """Add float ``v`` to the sum in slots o (sum), o+1 (compensation), o+2 (floats), o+3 (non-finite counts)."""
-    s[o + 2] += 1
-    if v - v == 0:
-        t = s[o] + v
-        if abs(s[o]) >= abs(v):
-            s[o + 1] += (s[o] - t) + v
-        else:
-            s[o + 1] += (v - t) + s[o]
-        s[o] = t
-    else:
-        d = s[o + 3]
-        k = repr(v)
-        d[k] = d.get(k, 0) + 1
-
-
-def fsub(s: list, o: int, v: float) -> None:
-    s[o + 2] -= 1
-    if s[o + 2] == 0:
-        s[o] = s[o + 1] = 0.0
-        s[o + 3].clear()
-        return
-    if v - v == 0:
-        v = -v
-        t = s[o] + v
-        if abs(s[o]) >= abs(v):
-            s[o + 1] += (s[o] - t) + v
-        else:
-            s[o + 1] += (v - t) + s[o]
-        s[o] = t
-    else:
-        d = s[o + 3]
-        k = repr(v)
-        d[k] -= 1
-        if not d[k]:
-            del d[k]
-
-
-def fvalue(s: list, o: int) -> float:
-    d = s[o + 3]
-    if d:
-        if "nan" in d or ("inf" in d and "-inf" in d):
-            return math.nan
-        return math.inf if "inf" in d else -math.inf
-    return s[o] + s[o + 1]
-
-
-def sum_value(s: list, o: int, mean: bool) -> Any:
-    """Slots: o non-NULL count, o+1 exact int sum, o+2.. the float sum (see ``fadd``)."""
-    n = s[o]
-    if not n:
-        return None
-    total = s[o + 1] + fvalue(s, o + 2) if s[o + 4] else s[o + 1]
-    return total / n if mean else total
 
 
 # -- holistic helpers ---------------------------------------------------------------------------------
@@ -128,6 +73,15 @@ def percentile_sorted(xs: list, p: float) -> Any:
     if frac == 0:
         return xs[lo]
     return xs[lo] + (xs[hi] - xs[lo]) * frac
+
+
+def arrival_values(q: Any) -> list:
+    """The values of a queue of (arrival number, value), in arrival order."""
+    return [x[1] for x in sorted(q, key=_first)]
+
+
+def _first(x: tuple) -> Any:
+    return x[0]
 
 
 def minmax_check(ref: Any, v: Any, what: str) -> None:
@@ -164,13 +118,12 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
                 f"len({S(0)})", [nn + f"{const(hashable)}({v})"])
         return SlideCode(["0"], [nn + f"{S(0)} += 1"], [nn + f"{S(0)} -= 1"], S(0))
     if name in ("sum", "avg"):
-        # slots: n, int sum, float sum, compensation, floats, non-finite counts
+        # the slots of aggregates.SUM_INITS, with a compensated float sum (see ``sum_add``)
         add = [f"if {v} is not None:", f"    {S(0)} += 1", f"    if {v}.__class__ is int: {S(1)} += {v}",
-               f"    else: {const(fadd)}({s}, {o + 2}, {v})"]
+               f"    else: {const(sum_add)}({s}, {o}, {v})"]
         rem = [f"if {v} is not None:", f"    {S(0)} -= 1", f"    if {v}.__class__ is int: {S(1)} -= {v}",
-               f"    else: {const(fsub)}({s}, {o + 2}, {v})"]
-        return SlideCode(["0", "0", "0.0", "0.0", "0", "{}"], add, rem,
-                         f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+               f"    else: {const(sum_sub)}({s}, {o}, {v})"]
+        return SlideCode(list(SUM_INITS), add, rem, f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
     if name in ("var", "vars", "stddev", "stddevs"):
         sample = name.endswith("s")
         return SlideCode(["0"] * VAR_SLOTS,
@@ -179,22 +132,27 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
     if name in ("min", "max"):
         worse = ">" if name == "min" else "<"
         q = S(0)
-        add = [f"if {v} is not None:", f"    _q = {q}", f"    while _q and _q[-1][1] {worse} {v}: _q.pop()",
-               f"    _q.append((_i, {v}))"]
+        add = [f"if {v} is not None and {v} == {v}:", f"    _q = {q}",  # NaN is skipped, as in every window
+               f"    while _q and _q[-1][1] {worse} {v}: _q.pop()", f"    _q.append((_i, {v}))"]
         rem = [f"if {v} is not None and {q}[0][0] == _i: {q}.popleft()"]
         # the usual case (a number of the same type as the group's last one) needs no call
         chk = [f"if {v} is not None and not ({v}.__class__ is c[{ref}].__class__ and ({v}.__class__ is float"
                f" or {v}.__class__ is int)): {const(minmax_check)}(c[{ref}], {v}, {name + '()'!r})"]
         return SlideCode([f"{const(deque)}()"], add, rem, f"({q}[0][1] if {q} else None)", chk, 1)
-    if name in ("first_value", "last_value", "collect"):
+    if name in ("first_value", "last_value"):
+        # the smallest (largest) arrival number in the range: a monotonic deque of (index, arrival, value),
+        # as for min/max, since records enter and leave in ts order, not in arrival order
         q = S(0)
-        add = [nn + f"{q}.append({v})"]
-        rem = [nn + f"{q}.popleft()"]
-        if name == "collect":
-            final = f"list({q})"
-        else:
-            final = f"({q}[{0 if name == 'first_value' else -1}] if {q} else None)"
-        return SlideCode([f"{const(deque)}()"], add, rem, final)
+        later = ">" if name == "first_value" else "<"
+        add = [f"if {v} is not None:", f"    _q = {q}", f"    while _q and _q[-1][1] {later} _n: _q.pop()",
+               f"    _q.append((_i, _n, {v}))"]
+        rem = [f"if {v} is not None and {q}[0][0] == _i: {q}.popleft()"]
+        return SlideCode([f"{const(deque)}()"], add, rem, f"({q}[0][2] if {q} else None)")
+    if name == "collect":
+        # (arrival, value) in ts order; read in arrival order (sorting an in-order range costs O(n))
+        q = S(0)
+        return SlideCode([f"{const(deque)}()"], [nn + f"{q}.append((_n, {v}))"], [nn + f"{q}.popleft()"],
+                         f"{const(arrival_values)}({q})")
     if name in ("median", "percentile"):
         p = 0.5 if name == "median" else float(a.args[1].value)
         return SlideCode(["[]"], [nn + f"{const(insort)}({S(0)}, {v})"],

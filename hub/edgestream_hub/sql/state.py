@@ -1,4 +1,5 @@
-"""Snapshot encoding: window state (dicts with tuple keys, sets, deques) to plain JSON values and back."""
+"""Snapshot encoding: window state (dicts with tuple keys, sets, deques, non-finite floats) to strict JSON
+values and back."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from .analytic import _UNSET
 
 
 def encode(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, float, str)):
+    if v is None or isinstance(v, (bool, int, str)):
         return v
+    if isinstance(v, float):
+        return v if v - v == 0 else {"__f": repr(v)}  # inf, -inf, nan: strict JSON has no spelling for them
     if isinstance(v, list):
         return [encode(x) for x in v]
     if isinstance(v, tuple):
@@ -40,5 +43,7 @@ def decode(v: Any) -> Any:
             return deque((decode(x) for x in v["__d"]), maxlen=v["n"])
         if "__u" in v:
             return _UNSET
+        if "__f" in v:
+            return float(v["__f"])
         return {k: decode(x) for k, x in v.items()}
     return v

@@ -14,45 +14,144 @@ or, with ``auto_refresh=True``, whenever the file's mtime changes.
 from __future__ import annotations
 
 import csv
-import json
 import os
+import select
 import sqlite3
+import sys
+from collections import deque
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from edgestream_hub.cells import convert_cell
+from edgestream_hub.jsonio import loads
+from edgestream_hub.progress import byte_position, byte_size
 
 from .errors import SqlError
 
 
-def iter_records(path: str | Path, bad: Any = None) -> Iterator[dict]:
-    """Records of a JSON-lines or CSV file (by extension). ``bad(raw, reason)`` gets unreadable lines."""
-    p = Path(path)
-    if p.suffix.lower() == ".csv":
-        with p.open(newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                if None in row:
-                    if bad is not None:
-                        bad(row, f"{p}:{reader.line_num}: more cells than header columns")
-                    continue
-                yield {k: convert_cell(v) if v is not None else None for k, v in row.items()}
-        return
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
+class InputError(SqlError):
+    """An input that cannot be read as text at all: names the file and the line."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line_number, self.reason = path, line, reason
+
+
+class RecordReader:
+    """The records of one input, read a line at a time (never the whole file).
+
+    JSON lines (one object per line, strict JSON: ``edgestream_hub.jsonio``), or
+    CSV when the path ends in ``.csv``; ``-`` is stdin, read as JSON lines. Text
+    must be UTF-8 (a leading byte-order mark is dropped): anything else raises
+    :class:`InputError` naming the file and the line, since nothing after it
+    can be trusted. A line that is not a record goes to ``bad(raw, reason)``
+    (the reason starts with ``file:line:``) and reading goes on.
+    """
+
+    #: bytes asked of the input at a time (one read; a pipe returns what it holds)
+    CHUNK = 1 << 16
+
+    def __init__(self, path: str | Path, bad: Optional[Callable[[Any, str], None]] = None) -> None:
+        self.path = str(path)
+        self.stdin = self.path == "-"
+        self.name = "<stdin>" if self.stdin else self.path
+        self.csv = not self.stdin and Path(self.path).suffix.lower() == ".csv"
+        self.bad = bad
+        self._f: Optional[BinaryIO] = None
+        self._queue: deque[bytes] = deque()  # complete lines read but not yet parsed
+
+    def open(self) -> "RecordReader":
+        """Open now (errors surface here, as ``OSError``), before any record is read."""
+        if self._f is None:
+            # unbuffered: this reader keeps the only buffer, so ready() can tell what is waiting
+            self._f = open(sys.stdin.fileno() if self.stdin else self.path, "rb", buffering=0,
+                           closefd=not self.stdin)
+        return self
+
+    @property
+    def size(self) -> Optional[int]:
+        """Bytes in the file when that is known (a regular file), else None."""
+        return byte_size(self.open()._f)  # type: ignore[arg-type]
+
+    def position(self) -> Optional[int]:
+        """Bytes read so far (None when the input cannot tell, like a pipe)."""
+        return byte_position(self._f)
+
+    def ready(self) -> bool:
+        """Whether the next line is there without waiting (always, for a file; a pipe may be idle)."""
+        if self._queue or self._f is None or self._f.closed:
+            return True
+        try:
+            return bool(select.select([self._f], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+    def _raw_lines(self) -> Iterator[bytes]:
+        f, queue, rest = self.open()._f, self._queue, b""
+        while True:
+            chunk = f.read(self.CHUNK)  # type: ignore[union-attr]
+            if not chunk:
+                if rest:
+                    yield rest
+                return
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            queue.extend(lines)
+            while queue:
+                yield queue.popleft()
+
+    def _lines(self) -> Iterator[str]:
+        """Text lines without their newline; bad UTF-8 raises InputError naming the file and the line."""
+        name = self.name
+        for n, raw in enumerate(self._raw_lines(), 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(name, n, f"not UTF-8 text ({e.reason} at byte {e.start} of the line)") from e
+            if n == 1 and text[:1] == "\ufeff":
+                text = text[1:]
+            yield text
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            yield from self._csv() if self.csv else self._jsonl()
+        finally:
+            self.close()
+
+    def _csv(self) -> Iterator[dict]:
+        reader = csv.DictReader(line + "\n" for line in self._lines())
+        for row in reader:
+            if None in row:
+                if self.bad is not None:
+                    self.bad(row, f"{self.name}:{reader.line_num}: more cells than header columns")
+                continue
+            yield {k: convert_cell(v) if v is not None else None for k, v in row.items()}
+
+    def _jsonl(self) -> Iterator[dict]:
+        bad, name = self.bad, self.name
+        for n, line in enumerate(self._lines(), 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = loads(line)
             except ValueError as e:
                 if bad is not None:
-                    bad(line.rstrip("\n"), f"{p}:{n}: bad JSON: {e}")
+                    bad(line.rstrip("\r"), f"{name}:{n}: bad JSON: {e}")
                 continue
-            if not isinstance(rec, dict):
+            if rec.__class__ is not dict:
                 if bad is not None:
-                    bad(rec, f"{p}:{n}: a record must be a JSON object")
+                    bad(rec, f"{name}:{n}: a record must be a JSON object")
                 continue
             yield rec
+
+
+def iter_records(path: str | Path, bad: Optional[Callable[[Any, str], None]] = None) -> Iterator[dict]:
+    """Records of a JSON-lines or CSV file (see :class:`RecordReader`); ``bad(raw, reason)`` gets unreadable lines."""
+    return iter(RecordReader(path, bad))
 
 
 class FileTable:

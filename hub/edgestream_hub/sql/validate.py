@@ -166,7 +166,13 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
 
     if len(q.streams) > 1:
         if q.window is None or q.window.kind not in ("tumbling", "hopping"):
-            raise SqlError("joining two streams needs a TUMBLINGWINDOW or HOPPINGWINDOW in GROUP BY", text, q.streams[1].pos)
+            # the other side is not a known table, so it is read as a stream: the user may have meant either
+            other = q.streams[1].name
+            raise SqlError(
+                f"{other!r} is used as a stream, and joining two streams needs a TUMBLINGWINDOW or HOPPINGWINDOW "
+                f"in GROUP BY. To join a lookup table, pass it as a table: --table {other}=PATH on the command "
+                f"line, tables: {{{other}: {{file: PATH}}}} in the sql processor's config. To join two streams, "
+                f"group by a window, e.g. GROUP BY TUMBLINGWINDOW(ss, 10)", text, q.streams[1].pos)
         if q.tables:
             raise SqlError("a query joins either streams or tables, not both", text, q.tables[0].pos)
     for s in q.sources[1:]:

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from .errors import SqlError, SqlRuntimeError
 from .program import BIG, Program
+from .sizes import CONTAINERS, approx_bytes, scaled_sum
 
 INF = math.inf
 
@@ -50,6 +51,8 @@ class Executor:
         self.names = prog.plan.names
         self.order = prog.plan.order
         self.limit = prog.plan.limit
+        # the aggregate state slots that hold values (collect, count DISTINCT, median, sliding queues)
+        self.holistic = [i for i, x in enumerate(prog.init()) if isinstance(x, CONTAINERS)]
 
     # -- called from generated code ------------------------------------------
     def bad(self, r: Any, e: BaseException) -> None:
@@ -74,6 +77,18 @@ class Executor:
     def live_states(self) -> int:
         """Window/group states held now (tests check memory stays flat)."""
         return 0
+
+    def held_bytes(self) -> int:
+        """Approximate bytes of buffered values: holistic aggregates' values and buffered records.
+
+        Walks the windows and a sample of each one's groups (see ``sizes``), so it stays cheap enough
+        for a gauge read about once a second.
+        """
+        return 0
+
+    def _held_in(self, state: list) -> int:
+        """Approximate bytes of the values one aggregate state list holds."""
+        return sum(approx_bytes(state[i]) for i in self.holistic)
 
     def state(self) -> dict:
         return {}
@@ -156,6 +171,11 @@ class FastExecutor(Executor):
 
     def live_states(self) -> int:
         return sum(len(g) for g in self.W.values()) + len(self.W0)
+
+    def held_bytes(self) -> int:
+        if not self.holistic:
+            return 0
+        return sum(scaled_sum(g.values(), self._held_in) for g in [*self.W.values(), self.W0])
 
     def state(self) -> dict:
         return {"W": self.W, "W0": self.W0}
@@ -276,6 +296,11 @@ class SessionExecutor(Executor):
     def live_states(self) -> int:
         return len(self.sessions)
 
+    def held_bytes(self) -> int:
+        if not self.holistic:
+            return 0
+        return scaled_sum(self.sessions.values(), lambda sess: self._held_in(sess[3]))
+
     def state(self) -> dict:
         return {"open": self.open, "sessions": self.sessions, "heap": self.heap, "seq": self.seq}
 
@@ -361,11 +386,11 @@ class SlidingExecutor(Executor):
             if ph < n and pend[ph][0] <= T:
                 i = g[2] + len(act)
                 while ph < n and pend[ph][0] <= T:
-                    ts, _, vals = pend[ph]
+                    ts, seq, vals = pend[ph]
                     ph += 1
                     act.append((ts, vals))
                     try:
-                        add(s, vals, i)
+                        add(s, vals, i, seq)
                     except Exception as e:  # checked on arrival; kept so that no value can stop the query
                         self.bad({"key": k if not isinstance(k, tuple) else list(k), "ts": ts}, e)
                     i += 1
@@ -424,6 +449,11 @@ class SlidingExecutor(Executor):
     def live_states(self) -> int:
         return sum(len(g[1]) + len(g[0]) - g[5] for g in self.groups.values())
 
+    def held_bytes(self) -> int:
+        # the records waiting for their trigger and those in range, and the aggregates' queues
+        return scaled_sum(self.groups.values(),
+                          lambda g: approx_bytes(g[0]) + approx_bytes(g[1]) + self._held_in(g[3]))
+
     def state(self) -> dict:
         return {"groups": self.groups, "trig": self.trig, "seq": self.seq}
 
@@ -462,7 +492,8 @@ class CountExecutor(Executor):
             prog.check(b[4], vals)
         q, s = b[0], b[3]
         q.append((ts, vals))
-        prog.update(s, vals, b[2] + len(q) - 1)
+        i = b[2] + len(q) - 1
+        prog.update(s, vals, i, i)  # a group's records arrive in queue order
         if len(q) > self.n:
             prog.remove(s, q.popleft()[1], b[2])
             b[2] += 1
@@ -480,6 +511,9 @@ class CountExecutor(Executor):
 
     def live_states(self) -> int:
         return sum(len(b[0]) for b in self.bufs.values())
+
+    def held_bytes(self) -> int:
+        return scaled_sum(self.bufs.values(), lambda b: approx_bytes(b[0]) + self._held_in(b[3]))
 
     def state(self) -> dict:
         return {"bufs": self.bufs}
@@ -539,6 +573,9 @@ class WindowRowsExecutor(Executor):
 
     def live_states(self) -> int:
         return sum(len(v) for v in self.W.values())
+
+    def held_bytes(self) -> int:
+        return sum(approx_bytes(rows) for rows in self.W.values())
 
     def state(self) -> dict:
         return {"W": self.W}

@@ -11,6 +11,7 @@ window end, groups in order of their first record.
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -120,15 +121,15 @@ def test_sliding_matches_sqlite(rows, size):
 
 
 SLIDE_AGGS = AGGS + ", var(v) AS var, vars(v) AS vs, first_value(v) AS f, last_value(v) AS l"
-# population and sample variance from SQLite's exact integer sums; first/last non-NULL by ts, then arrival
+# population and sample variance from SQLite's exact integer sums; first/last non-NULL in arrival order
 SLIDE_SQLITE = (AGGS.replace("(v)", "(b.v)").replace("DISTINCT v", "DISTINCT b.v")
                 + ", (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v)) / count(b.v) AS var"
                 + ", CASE WHEN count(b.v) > 1 THEN (sum(b.v * b.v) - 1.0 * sum(b.v) * sum(b.v) / count(b.v))"
                 + " / (count(b.v) - 1) END AS vs"
                 + ", (SELECT c.v FROM t c WHERE c.g IS a.g AND c.v IS NOT NULL AND c.ts BETWEEN a.ts - {size} AND a.ts"
-                + " AND c.rowid {seen} ORDER BY c.ts, c.rowid LIMIT 1) AS f"
+                + " AND c.rowid {seen} ORDER BY c.rowid LIMIT 1) AS f"
                 + ", (SELECT c.v FROM t c WHERE c.g IS a.g AND c.v IS NOT NULL AND c.ts BETWEEN a.ts - {size} AND a.ts"
-                + " AND c.rowid {seen} ORDER BY c.ts DESC, c.rowid DESC LIMIT 1) AS l")
+                + " AND c.rowid {seen} ORDER BY c.rowid DESC LIMIT 1) AS l")
 SLIDE_COLS = [*COLS, "var", "vs", "f", "l"]
 
 
@@ -210,3 +211,63 @@ def test_long_generated_run_matches_sqlite():
     want = _sqlite(rows, f"SELECT ts - ts % 1000 AS ws, g, {AGGS}, min(rowid) AS first FROM t GROUP BY ws, g ORDER BY ws, first")
     assert len(got) == len(want) > 100
     assert same(got, _strip(want, ["ws", "g", *COLS]))
+
+
+# -- negatable predicates: every positive and NOT form against sqlite3 ------------------------------------
+# (engine SQL, sqlite SQL): sqlite's LIKE is made case-sensitive, its REGEXP is Python's re.search, and
+# IS [NOT] DISTINCT FROM is its IS NOT / IS
+PREDICATES = [
+    ("s LIKE p", "s LIKE p"), ("s NOT LIKE p", "s NOT LIKE p"), ("NOT (s LIKE p)", "NOT (s LIKE p)"),
+    ("NOT (s NOT LIKE p)", "NOT (s NOT LIKE p)"),
+    ("s ILIKE p", "lower(s) LIKE lower(p)"), ("s NOT ILIKE p", "NOT (lower(s) LIKE lower(p))"),
+    ("s REGEXP r", "s REGEXP r"), ("s NOT REGEXP r", "s NOT REGEXP r"), ("s NOT RLIKE r", "s NOT REGEXP r"),
+    ("v IN (1, 2)", "v IN (1, 2)"), ("v NOT IN (1, 2)", "v NOT IN (1, 2)"),
+    ("v NOT IN (1, NULL)", "v NOT IN (1, NULL)"), ("v NOT IN (w, 3)", "v NOT IN (w, 3)"),
+    ("v BETWEEN w AND 2", "v BETWEEN w AND 2"), ("v NOT BETWEEN w AND 2", "v NOT BETWEEN w AND 2"),
+    ("v IS NULL", "v IS NULL"), ("v IS NOT NULL", "v IS NOT NULL"), ("NOT (v IS NULL)", "NOT (v IS NULL)"),
+    ("b IS TRUE", "b IS TRUE"), ("b IS NOT TRUE", "b IS NOT TRUE"),
+    ("b IS FALSE", "b IS FALSE"), ("b IS NOT FALSE", "b IS NOT FALSE"),
+    ("v IS DISTINCT FROM w", "v IS NOT w"), ("v IS NOT DISTINCT FROM w", "v IS w"), ("v <=> w", "v IS w"),
+    ("NOT (v IS DISTINCT FROM w)", "NOT (v IS NOT w)"),
+]
+predicate_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["ab", "AB", "aB", "b", "", "a%b", "xa_b", "Ba", None]),  # s
+        st.sampled_from(["a%", "%B", "_b", "a_", "%", "", "A%b", "a%b", None]),  # LIKE pattern p
+        st.sampled_from(["^a", "b$", "[A-Z]", "a|B", ".", None]),  # regular expression r
+        st.one_of(st.none(), st.integers(-1, 3)),  # v
+        st.one_of(st.none(), st.integers(-1, 3)),  # w
+        st.sampled_from([True, False, None]),  # b
+    ),
+    min_size=1, max_size=30)
+
+
+def _sqlite_predicates(rows: list, sql: str) -> list:
+    """Rows of ``sql`` over table t (s, p, r, v, w, b), values as booleans or NULL."""
+    con = sqlite3.connect(":memory:")
+    con.execute("PRAGMA case_sensitive_like = ON")
+    con.create_function("regexp", 2, lambda r, s: None if r is None or s is None else re.search(r, s) is not None,
+                        deterministic=True)
+    con.execute("CREATE TABLE t (s TEXT, p TEXT, r TEXT, v INTEGER, w INTEGER, b BOOLEAN)")
+    con.executemany("INSERT INTO t (rowid, s, p, r, v, w, b) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(i + 1, *row) for i, row in enumerate(rows)])
+    out = con.execute(sql).fetchall()
+    con.close()
+    return [[None if x is None else bool(x) for x in row] for row in out]
+
+
+@SETTINGS
+@given(predicate_rows)
+def test_negatable_predicates_match_sqlite(rows):
+    """Each predicate and its NOT forms, as values (NULL included) and as a WHERE filter."""
+    recs = [{"ts": i, "s": s, "p": p, "r": r, "v": v, "w": w, "b": b} for i, (s, p, r, v, w, b) in enumerate(rows)]
+    ctx = SimpleContext()
+    proc = SqlProcessor("SELECT " + ", ".join(f"{e} AS p{i}" for i, (e, _) in enumerate(PREDICATES)) + " FROM s", ctx)
+    got = [list(row.values()) for row in proc.process(recs, 0)]
+    assert not ctx.dead, ctx.dead
+    want = _sqlite_predicates(rows, "SELECT " + ", ".join(q for _, q in PREDICATES) + " FROM t ORDER BY rowid")
+    for i, (e, _) in enumerate(PREDICATES):
+        assert [g[i] for g in got] == [w[i] for w in want], e
+    for e, q in PREDICATES:
+        kept = [r["ts"] for r in SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)]
+        assert kept == [i for i, w in enumerate(want) if w[[x for x, _ in PREDICATES].index(e)]], e

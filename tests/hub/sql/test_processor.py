@@ -100,7 +100,7 @@ def test_udf_from_the_registry_and_its_failure_is_one_record():
 
     ctx = SimpleContext()
     p = SqlProcessor("SELECT scale(v) AS s FROM s", ctx, functions={"scale": boom})
-    assert p.process([{"v": 1}, {"v": 0}, {"v": 2}], 0) == [{"s": 100}, {"s": 200}]
+    assert p.process([{"ts": 1, "v": 1}, {"ts": 2, "v": 0}, {"ts": 3, "v": 2}], 0) == [{"s": 100}, {"s": 200}]
     assert len(ctx.dead) == 1 and "scale() failed" in ctx.dead[0][1]
 
 
@@ -113,12 +113,12 @@ def test_sqlite_lookup_table_refreshes(tmp_path):
     table = load_table(f"{db}#devices")
     p = SqlProcessor("SELECT s.id, d.room FROM s LEFT JOIN devices d ON s.id = d.id", SimpleContext(),
                      tables={"devices": table})
-    assert p.process([{"id": 1}, {"id": 2}], 0) == [{"id": 1, "room": "lab"}, {"id": 2, "room": None}]
+    assert p.process([{"ts": 1, "id": 1}, {"ts": 2, "id": 2}], 0) == [{"id": 1, "room": "lab"}, {"id": 2, "room": None}]
     con.execute("INSERT INTO devices VALUES (2, 'hall')")
     con.commit()
     con.close()
     p.refresh_tables()
-    assert p.process([{"id": 2}], 0) == [{"id": 2, "room": "hall"}]
+    assert p.process([{"ts": 3, "id": 2}], 0) == [{"id": 2, "room": "hall"}]
 
 
 def test_csv_and_jsonl_tables_and_callables(tmp_path):
@@ -136,7 +136,7 @@ def test_csv_and_jsonl_tables_and_callables(tmp_path):
         "SELECT s.id, c.limit AS lim, c.name, j.zone, f.t FROM s JOIN c ON s.id = c.id LEFT JOIN j ON s.id = j.id "
         "LEFT JOIN f ON s.id = f.id", SimpleContext(),
         tables={"c": load_table(str(csv)), "j": load_table(str(jl)), "f": thresholds})
-    assert p.process([{"id": 1}, {"id": 2}, {"id": 3}], 0) == [
+    assert p.process([{"ts": 1, "id": 1}, {"ts": 2, "id": 2}, {"ts": 3, "id": 3}], 0) == [
         {"id": 1, "lim": 10, "name": "a", "zone": "n", "t": 5},
         {"id": 2, "lim": None, "name": "b", "zone": None, "t": None},
     ]
@@ -155,6 +155,25 @@ def test_explain_shows_the_plan_after_the_passes():
     assert "window: tumbling size=10000ms" in text
     assert "agg[0] = avg((s.t * 2))  -- O(1) state" in text
     assert "fields used: s: id, t, ts; d: floor, id, room" in text
+
+
+@pytest.mark.parametrize("predicate,shown", [
+    ("s NOT LIKE 'b%'", "(s.s NOT LIKE 'b%')"),
+    ("NOT s LIKE 'b%'", "(s.s NOT LIKE 'b%')"),
+    ("s NOT ILIKE 'b%'", "(s.s NOT ILIKE 'b%')"),
+    ("s NOT REGEXP 'b'", "(s.s NOT REGEXP 'b')"),
+    ("s NOT RLIKE 'b'", "(s.s NOT REGEXP 'b')"),
+    ("v NOT IN (1, 2)", "(s.v NOT IN (1, 2))"),
+    ("v NOT BETWEEN 1 AND 2", "(s.v NOT BETWEEN 1 AND 2)"),
+    ("v IS NOT NULL", "(s.v IS NOT NULL)"),
+    ("b IS NOT TRUE", "(s.b IS NOT TRUE)"),
+    ("NOT b IS FALSE", "(s.b IS NOT FALSE)"),
+    ("v IS DISTINCT FROM w", "(s.v IS DISTINCT FROM s.w)"),
+    ("v IS NOT DISTINCT FROM w", "(s.v IS NOT DISTINCT FROM s.w)"),
+])
+def test_explain_shows_negated_predicates(predicate, shown):
+    text = SqlProcessor(f"EXPLAIN SELECT v FROM s WHERE {predicate}", SimpleContext()).explain()
+    assert f"filter s (pushed down): {shown}" in text, text
 
 
 def test_metrics_count_dead_late_and_emitted():
@@ -193,3 +212,49 @@ def test_a_dead_lettered_record_changes_no_aggregate(window):
     rows += p.flush()
     assert rows[-1] == {"n": 2, "hi": 5, "d": 2}
     assert [r["v"] for r, _ in ctx.dead] == ["oops", [1]]
+
+
+MIXED = [{"id": 1, "ts": 10}, {"id": 2}, {"id": 3, "ts": 20}, {"id": 4, "ts": "junk"}, {"id": 5, "ts": 30},
+         {"id": 6, "ts": None}, {"id": 7, "ts": True}, {"id": 8, "ts": "1970-01-01T00:00:00.040Z"}]
+GOOD = [1, 3, 5, 8]
+
+
+@pytest.mark.parametrize("query,rows", [
+    ("SELECT id FROM s", [{"id": i} for i in GOOD]),
+    ("SELECT id, lag(id) AS p FROM s", [{"id": i, "p": p} for i, p in zip(GOOD, [None, *GOOD])]),
+    ("SELECT id, lag(id) AS p FROM s WHERE id > 2", [{"id": 3, "p": 1}, {"id": 5, "p": 3}, {"id": 8, "p": 5}]),
+    ("SELECT count(*) AS n, collect(id) AS ids FROM s", [{"n": 4, "ids": GOOD}]),
+    ("SELECT id, count(*) AS n FROM s GROUP BY id, COUNTWINDOW(1)", [{"id": i, "n": 1} for i in GOOD]),
+])
+def test_records_without_a_good_timestamp_are_dead_lettered_without_a_window_too(query, rows):
+    """The same records and the same reasons as a windowed query; the good records around them all come out."""
+    ctx = SimpleContext()
+    p = SqlProcessor(query, ctx)
+    assert p.process(MIXED, 0) + p.flush() == rows
+    windowed = SimpleContext()
+    w = SqlProcessor("SELECT count(*) AS n FROM s GROUP BY TUMBLINGWINDOW(ss, 1)", windowed)
+    w.process(MIXED, 0)
+    assert ctx.dead == windowed.dead
+    assert [reason for _, reason in ctx.dead] == [
+        "missing timestamp", "bad timestamp 'junk': expected epoch milliseconds", "missing timestamp",
+        "bad timestamp True: expected epoch milliseconds"]
+    assert p.metrics["dead_letters"] == 4
+
+
+def test_a_file_of_mixed_records_runs_through_edgestream_sql(tmp_path, capsys):
+    from edgestream_tools.cli import main
+
+    data = tmp_path / "s.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in MIXED))
+    assert main(["sql", "SELECT id, lag(id) AS p FROM s", "--input", f"s={data}"]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(line) for line in out.out.splitlines()] == [
+        {"id": i, "p": p} for i, p in zip(GOOD, [None, *GOOD])]
+    assert "missing timestamp" in out.err
+
+
+def test_a_snapshot_of_an_older_state_format_is_refused_with_the_reason():
+    snap = SqlProcessor(TUMBLE, SimpleContext()).snapshot()
+    snap["version"] = 1
+    with pytest.raises(SqlError, match="holds window state of format 1, this version keeps format 2"):
+        SqlProcessor(TUMBLE, SimpleContext(), resume_state=snap)

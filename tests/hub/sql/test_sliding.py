@@ -184,8 +184,9 @@ def test_matches_brute_force_recomputation_and_survives_snapshots(rows, lateness
     for ts, i, r in accepted:
         # a row is emitted when the watermark reaches ts: it sees records that arrived by then
         emitted_at = next((j for j, x in enumerate(recs) if j >= i and x["ts"] - lateness >= ts), len(recs))
-        win = [x for t, j, x in accepted if x["g"] == r["g"] and ts - 50 <= t <= ts and j <= emitted_at]
-        win.sort(key=lambda x: x["ts"])
+        # first_value, last_value and collect read the range in arrival order
+        win = [x for t, j, x in sorted(accepted, key=lambda a: a[1])
+               if x["g"] == r["g"] and ts - 50 <= t <= ts and j <= emitted_at]
         vs = [x["v"] for x in win if x["v"] is not None]
         srt = sorted(vs)
         pos = 0.9 * (len(srt) - 1)

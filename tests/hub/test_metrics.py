@@ -1,0 +1,130 @@
+"""Prometheus metrics scraped over HTTP: every series from the start, state gauges, process metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from hubtest import PAUSE, wait_for
+from edgestream_hub.metrics import LABELS, METRICS, RELOAD_RESULTS, scope
+from edgestream_hub.processors import Passthrough
+from edgestream_hub.registry import component
+from edgestream_hub.spec import Spec
+
+CONFIG = """
+hub: {dead_letter: dlq}
+sources:
+  s: {script: {name: s}}
+  t: {script: {name: t}, label: tee}
+sinks:
+  out: {memory: {}}
+  dlq: {memory: {}}
+pipelines:
+  p:
+    from: s
+    processors: [{keys: {}}, {filter: {field: v, gt: 0}, label: positive}]
+    to: out
+  q: {from: t, to: out}
+metrics: {listen: "127.0.0.1:0"}
+"""
+
+
+class DistinctKeys(Passthrough):
+    """A stateful test processor: remembers every ``k`` it saw and says how much it holds."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def process(self, records, now_ms):
+        self.seen.update(str(r.get("k")) for r in records)
+        return records
+
+    def state_stats(self) -> dict[str, int]:
+        return {"live_states": len(self.seen), "held_bytes": sum(len(k) for k in self.seen)}
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics over HTTP, parsed: {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def engine(hub):
+    hub.registry.register("processor", "keys", component(Spec("keys", "Distinct keys.", []))(
+        lambda cfg, ctx: DistinctKeys()))
+    hub.scripts["s"] = [PAUSE, {"k": "abc", "v": 1}, {"k": "de", "v": "cold"}, {"k": "abc", "v": 2}]
+    hub.scripts["t"] = [PAUSE]
+    return hub.engine(CONFIG)
+
+
+def expected_series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every documented metric, for each component that reports it, as the sample names a scrape has."""
+    who = {"source": ["s", "tee"], "pipeline": ["p", "q"], "processor": ["p.keys", "positive"],
+           "stateful": ["p.keys"], "sink": ["out", "dlq"]}
+    out = set()
+    for name, _, _ in METRICS:
+        if name == "edgestream_hub_config_reloads_total":
+            out |= {(name, (("result", r),)) for r in RELOAD_RESULTS}
+        for kind in scope(name):
+            out |= {(name, (("component", c),)) for c in who[kind]}
+    return out
+
+
+def test_every_documented_series_is_there_at_zero_before_any_record(hub):
+    e = engine(hub)
+    got = scrape(e.metrics_url)
+    want = expected_series()
+    missing = sorted(want - set(got))
+    assert not missing, missing
+    assert {k: got[k] for k in want if got[k] != 0} == {}
+    # every documented family has a series for every component that reports it, and nothing is left out
+    # (those labelled by more than the component, e.g. HTTP refusals by code, are made by their source)
+    assert {n for n, _, _ in METRICS if LABELS.get(n, ["component"]) != ["component", "code"]} == {n for n, _ in want}
+
+
+def test_the_standard_process_metrics_are_exported(hub):
+    got = scrape(engine(hub).metrics_url)
+    names = {n for n, _ in got}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+            "python_info"} <= names
+    assert got[("process_resident_memory_bytes", ())] > 1_000_000
+
+
+def test_processor_state_gauges_follow_state_stats(hub):
+    e = engine(hub)
+    hub.resume["s"].set()
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 2)
+    key_live = ("edgestream_processor_live_states", (("component", "p.keys"),))
+    key_bytes = ("edgestream_processor_state_bytes", (("component", "p.keys"),))
+    assert wait_for(lambda: scrape(e.metrics_url)[key_live] == 2, 5)  # refreshed about once a second
+    got = scrape(e.metrics_url)
+    assert got[key_bytes] == len("abc") + len("de")
+    assert ("edgestream_processor_live_states", (("component", "positive"),)) not in got  # filter has no state
+    assert got[("edgestream_hub_dead_letters_total", (("component", "positive"),))] == 1
+    assert got[("edgestream_pipeline_records_in_total", (("component", "p"),))] == 3
+
+
+def test_components_added_by_a_reload_have_their_series_at_zero(hub):
+    e = engine(hub)
+    hub.scripts["u"] = [PAUSE]
+    e.reload(hub.config(CONFIG.replace("sinks:", "  u: {script: {name: u}}\nsinks:", 1)
+                        .replace("  dlq: {memory: {}}", "  dlq: {memory: {}}\n  more: {memory: {}}")
+                        .replace("metrics:", "  r: {from: u, processors: [{keys: {}}], to: more}\nmetrics:")))
+    got = scrape(e.metrics_url)
+    for series in [("edgestream_source_records_total", "u"), ("edgestream_source_decode_errors_total", "u"),
+                   ("edgestream_pipeline_errors_total", "r"), ("edgestream_hub_late_records_total", "r.keys"),
+                   ("edgestream_processor_live_states", "r.keys"), ("edgestream_sink_errors_total", "more"),
+                   ("edgestream_hub_dead_letters_total", "more")]:
+        assert got.get((series[0], (("component", series[1]),))) == 0, series
+
+
+def test_the_lookup_table_wrapper_keeps_state_stats_when_its_processor_has_it():
+    from edgestream_hub.processors import RefreshingSql
+
+    keys = DistinctKeys()
+    keys.process([{"k": "x"}], 0)
+    assert RefreshingSql(keys, 1000, None).state_stats() == {"live_states": 1, "held_bytes": 1}
+    assert not hasattr(RefreshingSql(Passthrough(), 1000, None), "state_stats")
