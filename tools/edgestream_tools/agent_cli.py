@@ -72,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise ReplayError(f"input {args.input}: no such file")
     if args.runtime == "cpython":
         return _run_cpython(args.config, args.input)
+    from edgestream_tools.agentcheck import DoesNotFit, check_start
+
+    try:  # a config the board could not start is refused: the same measurement as `agent check`
+        check_start(args.config, args.board, "frozen")
+    except DoesNotFit as e:
+        print(f"edgestream agent replay: does not fit: {e}", file=sys.stderr)
+        return DoesNotFit.exit_code
     return _run_micropython(args.config, args.input, args.board)
 
 

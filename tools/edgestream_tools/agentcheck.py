@@ -7,7 +7,8 @@ the config, the link the config names, its buffers), three times at once:
 1. **start**, in the board's heap, nothing else loaded: does it start, and
    how much heap is used and free after start (the agent's own ``ready``
    console line, after ``gc.collect()``)?
-2. **breakdown**, in a heap four times larger, with a meter around each part
+2. **breakdown**, in a heap four times larger (at least 1 MB; 16 MB for a
+   config far too large), with a meter around each part
    the config sizes: each sensor's pipeline (filters, windows and their
    rings), the link (its offline buffer, its MQTT client or serial transport
    and their buffers); the rest is the agent's code and state.
@@ -54,7 +55,8 @@ class DoesNotFit(EdgeStreamError):
 
 #: Hardware source types the unix port lacks: measured as a simulated source.
 HARDWARE_SOURCES = ("adc", "pin", "i2c", "internal_temp")
-BREAKDOWN_FACTOR = 4
+BREAKDOWN_FACTOR = 4   # the breakdown's heap: this many times the board's (at least 1 MB) ...
+LARGEST = 16 << 20     # ... or this, for a config far too large
 _TIMEOUT = 120.0
 
 # Each run is a board folder booted as the virtual board boots one
@@ -178,6 +180,7 @@ _DOING = (
     ("pipeline", "building a sensor's pipeline"),
     ("filters", "building a filter"),
     ("sources", "building a source"),
+    ("main", "starting: the validated config is held twice for a moment"),
 )
 
 
@@ -350,7 +353,7 @@ def _messages(cfg: dict[str, Any], folder: Path, rx_limit: int | None) -> list[s
 def _popen(boot_dir: Path, folder: Path, board: str, heap: str | None, profile: str) -> subprocess.Popen:
     from edgestream_tools.vboard import boot_args
 
-    cmd = mp.command(board)
+    cmd = mp.command(board, profile)
     if heap is not None:
         cmd[-1] = f"heapsize={heap}"
     argv, env = boot_args(boot_dir, folder, ("main.py",))
@@ -386,7 +389,7 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
     rep = Report(board=board, profile=profile, heap=heap_bytes)
     from edgestream_tools.broker import free_port
 
-    larger = f"{heap_bytes * BREAKDOWN_FACTOR // 1024}k"
+    larger = f"{max(heap_bytes * BREAKDOWN_FACTOR, 1 << 20) // 1024}k"
     serial_master, serial_slave = os.openpty()  # a serial transport's port: nobody on the other end
     try:
         with tempfile.TemporaryDirectory(prefix="edgestream-check-") as tmp:
@@ -394,11 +397,8 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
 
             work = Path(tmp)
             write_boot(work)
-            if lib is None and profile == "mpy":
-                from edgestream_tools.bundle import build
-
-                build(work / "lib", None, 3)
-                lib = work / "lib"
+            if lib is None and profile != "frozen":
+                lib = mp.mpy_bundle()  # the checkout's .mpy -O3 bundle, in the board's /lib
             # (the board's filesystem is its folder: a serial port is reached through a link in it)
             cfg, rep.notes = _for_check(raw, "tty", free_port())
             kind = (cfg.get("transport") or {}).get("type", "none")
@@ -419,6 +419,9 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
                     rep.notes += _messages(cfg, d, mqtt.get("rx_bytes", 2048) if mqtt else None)
                 runs[name] = _popen(work, d, board, larger if name == "breakdown" else None, profile)
             outs = {name: _collect(p) for name, p in runs.items()}
+            if _marked(outs["breakdown"]) is None and b"MemoryError" in outs["breakdown"]:
+                # a config far too large for the board: measured in a much larger heap
+                outs["breakdown"] = _collect(_popen(work, work / "breakdown", board, f"{LARGEST // 1024}k", profile))
             if "remote" in outs and _READY.search(outs["start"]) and (_marked(outs["remote"]) or {}).get("ballast") is None:
                 # refused in the board's heap: how much it would need, in the larger heap
                 outs["remote-larger"] = _collect(_popen(work, work / "remote", board, larger, profile))

@@ -209,14 +209,19 @@ class Board:
         self.close()
 
     # -- the REPL --------------------------------------------------------------------
-    def _read_for(self, seconds: float) -> bytes:
+    def _read_for(self, seconds: float, until: bytes | None = None) -> bytes:
+        """What the board prints within seconds (or up to and including ``until``): bounded even
+        when a program prints without pause (mpremote's read_until is not)."""
         out = b""
         end = time.monotonic() + seconds
         s = self.t.serial
         while time.monotonic() < end:
             n = s.in_waiting
-            out += s.read(n) if n else b""
-            if not n:
+            if n:
+                out += s.read(1 if until is not None else n)
+                if until is not None and out.endswith(until):
+                    break
+            else:
                 time.sleep(0.01)
         return out
 
@@ -228,7 +233,7 @@ class Board:
             s.write(b"\r\x03")
             seen += self._read_for(0.2 + 0.3 * attempt)
             s.write(b"\r\x01")
-            got = self.t.read_until(1, RAW_BANNER, timeout=1, timeout_overall=self.timeout / 3)
+            got = self._read_for(self.timeout / 3, RAW_BANNER)
             seen += got
             if got.endswith(RAW_BANNER):
                 if b"Traceback" in seen or b"KeyboardInterrupt" in seen:
@@ -237,7 +242,8 @@ class Board:
                 return
         if not seen.strip():
             raise BoardError(f"no MicroPython answers on {self.port} (no REPL prompt within {self.timeout:g} s): "
-                             f"is a board on it, and is it running MicroPython?")
+                             f"is a board on it, and is it running MicroPython? (A silent program that turned "
+                             f"Ctrl-C off looks the same: reset the board and run this again.)")
         raise BoardError(f"the board on {self.port} is busy: a program does not stop on Ctrl-C (it turned "
                          f"Ctrl-C off or catches KeyboardInterrupt). Reset the board and run this again; it "
                          f"printed: {seen.decode(errors='replace')[-300:]!r}")

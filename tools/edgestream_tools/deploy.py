@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: What deploy writes as the board's main.py: the agent, started as main.py starts it on every board.
 MAIN_PY = "# Written by `edgestream agent deploy`: start the EdgeStream agent with agent.json.\n" \
-          "from edgestream_agent.main import main\nmain()\n"
+          "from edgestream_agent.main import main\nmain(\"agent.json\")\n"
 PACKAGES = ("edgestream_agent", "edgestream_shared")
 
 #: Built-in modules each transport needs from the firmware. The agent brings
@@ -48,9 +48,10 @@ NEEDS = {"mqtt": ("socket", "select"), "serial": ("select",), "none": ()}
 
 #: Device self-tests ``agent test`` runs on a board: pure modules (no host,
 #: no network, no files outside their folder), with the helpers they import.
-SELFTESTS = ("agent/test_agent", "agent/test_alloc", "agent/test_config", "agent/test_filters",
-             "agent/test_offline_buffer", "agent/test_ring_window", "agent/test_scheduler",
-             "agent/test_tumbling_window", "agent/test_wire", "shared/test_frame", "shared/test_decoder")
+SELFTESTS = ("agent/test_agent", "agent/test_alloc", "agent/test_filters", "agent/test_sources",
+             "agent/test_ring_window", "agent/test_tumbling_window", "agent/test_scheduler", "agent/test_health",
+             "agent/test_wire", "shared/test_frame", "shared/test_decoder", "shared/test_codec",
+             "shared/test_topics")
 SELFTEST_HELPERS = ("devtest", "mprunner", "agent/wintest")
 _MARK = "@@edgestream-test@@"
 
@@ -223,7 +224,7 @@ def _start(b: Board, raw: dict, wait: float) -> int:
     end = b.restart(done, 3.0 if quiet else wait, lambda ln: (lines.append(ln), _say(f"  | {ln}")))
     if quiet:
         if any("Traceback" in ln for ln in lines):
-            raise DeployError("the agent did not start: " + " / ".join(lines[-4:]))
+            raise DeployError("the agent did not start on the board: " + " / ".join(lines[-4:]))
         _say("deploy: done")
         return 0
     if end is None or not end.startswith("edgestream: ready"):
@@ -408,8 +409,9 @@ def add_board_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check", help="measure whether the agent, as a board starts it, fits the board's heap")
     c.add_argument("--config", required=True, help="the agent.json to check")
     c.add_argument("--board", choices=boards, default="esp32", help="heap profile (default esp32)")
-    c.add_argument("--profile", choices=("mpy",), default="mpy",
-                   help="how the agent's code is on the board: mpy = .mpy files on a stock firmware")
+    c.add_argument("--profile", choices=("mpy", "frozen"), default="mpy",
+                   help="how the agent's code is on the board: mpy = .mpy files on a stock MicroPython "
+                        "(what deploy copies; default), frozen = the project's firmware with the agent frozen in")
 
 
 COMMANDS = {"deploy": deploy, "test": selftest, "logs": logs, "check": check}

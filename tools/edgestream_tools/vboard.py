@@ -157,7 +157,7 @@ def run(g, names):
                 import io
                 out = io.StringIO()
                 sys.print_exception(e, out)
-                sys.stdout.write('\n'.join(ln for ln in out.getvalue().split('\n') if '"_vbrun.py"' not in ln
+                sys.stdout.write('\n'.join(ln for ln in out.getvalue().split('\n') if '_vbrun.py"' not in ln
                                            and '"<stdin>"' not in ln))
             except MemoryError:
                 sys.print_exception(e)
@@ -233,14 +233,15 @@ class Supervisor:
     """
 
     def __init__(self, board: str = "esp32", folder: str | Path | None = None, fs_size: int | None = None,
-                 report_mpy: int | None = None, command: list[str] | None = None) -> None:
+                 report_mpy: int | None = None, profile: str = "mpy", command: list[str] | None = None) -> None:
         mp.heap_for(board)  # an unknown board fails here, before anything starts
         self.board = board
         self.made_folder = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix=f"vboard-{board}-") if folder is None else folder).resolve()
         self.fs_size = fs_size
         self.report_mpy = report_mpy
-        self.command = command or mp.command(board)
+        self.profile = mp.check_profile(profile)
+        self.command = command or mp.command(board, profile)
         self.proc: subprocess.Popen | None = None
         self.port = ""
         self._boot_dir = ""
@@ -509,6 +510,9 @@ def _main_thread() -> bool:
 # -- CLI ------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS), help="heap profile (default esp32)")
+    p.add_argument("--profile", default="mpy", choices=mp.PROFILES,
+                   help="its firmware: mpy = stock 32-bit MicroPython, to deploy .mpy files to (default); "
+                        "frozen = the project's firmware, agent frozen in; host = the 64-bit PyPI build")
     p.add_argument("--dir", help="the board's filesystem: a folder (default: a temporary one, removed at exit)")
     p.add_argument("--fs-size", help="make the filesystem littlefs of this size (e.g. 256k) in DIR/flash.img")
     p.add_argument("--report-mpy", type=int, metavar="VERSION",
@@ -517,7 +521,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sup = Supervisor(args.board, args.dir, _parse_size(args.fs_size) if args.fs_size else None,
-                     args.report_mpy)
+                     args.report_mpy, args.profile)
 
     def stop(signum, frame):  # noqa: ARG001 - signal handler signature
         sup.stop()
