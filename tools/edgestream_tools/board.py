@@ -1,12 +1,12 @@
 """A MicroPython board on a serial port, as the deploy tools see it (through ``mpremote``'s transport).
 
 ``Board(port)`` opens the port; ``connect()`` stops whatever program runs
-(Ctrl-C, as ``mpremote`` does, a few times if need be) and enters the raw
-REPL without a soft reset; ``info()`` asks the board what it is in one round
+(Ctrl-C, as ``mpremote`` does, a few times if need be) and soft-resets it
+into the raw REPL (a clean heap; ``main.py`` does not run there); ``info()`` asks the board what it is in one round
 trip; ``listing()`` gives the size and hash of every file under some folders
 in one round trip; ``put()``, ``remove()``, ``mkdir()`` change its
-filesystem; ``restart()`` soft-resets it into ``main.py`` and returns the
-console lines up to one that ends the wait. Errors are ``BoardError`` with a
+filesystem; ``restart()`` soft-resets it into ``main.py``; ``console()``
+passes on its console lines up to one that ends the wait. Errors are ``BoardError`` with a
 message that says what to do.
 """
 
@@ -313,8 +313,12 @@ class Board:
         Returns the line that ended the wait, or None after timeout seconds.
         """
         self.t.exit_raw_repl()
-        self.t.read_until(1, b">>> ", timeout=2, timeout_overall=5)
+        self._read_for(5, b">>> ")
         self.t.serial.write(b"\x04")
+        return self.console(done, timeout, on_line)
+
+    def console(self, done: Callable[[str], bool], timeout: float, on_line: Callable[[str], None]) -> str | None:
+        """Pass each console line to on_line until done(line) (returned) or timeout seconds (None)."""
         s = self.t.serial
         buf = b""
         end = time.monotonic() + timeout

@@ -232,27 +232,9 @@ def _start(b: Board, raw: dict, wait: float) -> int:
         raise DeployError(f"the agent did not start on the board: {why}")
     if t.get("type") == "mqtt":
         # the link's first line, if it comes soon
-        _follow(b, 3.0, lambda ln: ln.startswith("edgestream: link"))
+        b.console(lambda ln: ln.startswith("edgestream: link"), 3.0, lambda ln: _say(f"  | {ln}"))
     _say("deploy: done: the agent runs")
     return 0
-
-
-def _follow(b: Board, seconds: float, stop) -> None:
-    s = b.t.serial
-    buf = b""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        n = s.in_waiting
-        if not n:
-            time.sleep(0.02)
-            continue
-        buf += s.read(n)
-        while b"\n" in buf:
-            raw, buf = buf.split(b"\n", 1)
-            line = raw.decode(errors="replace").rstrip("\r")
-            _say(f"  | {line}")
-            if stop(line):
-                return
 
 
 # -- test ---------------------------------------------------------------------------------
@@ -312,9 +294,9 @@ def selftest(args: argparse.Namespace) -> int:
                 b.remove(path, folder=n < 0)
             b.remove(folder, folder=True)
         _say(f"test: {passed} passed, {failed} failed; removed {folder[1:]}")
-        end = b.restart(lambda ln: ln.startswith(("edgestream: ready", ">>>")), 10.0, lambda ln: None)
-        if end and end.startswith("edgestream: ready"):
-            _say("test: the agent runs again")
+        end = b.restart(lambda ln: ln.startswith(("edgestream: ready", ">>>")), 5.0, lambda ln: None)
+        _say("test: soft reset: main.py runs again" + (" (the agent is ready)" if end and end.startswith(
+            "edgestream: ready") else ""))
     return 0 if failed == 0 and passed > 0 else 1
 
 

@@ -51,9 +51,7 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import termios
 import time
 import tty
 from pathlib import Path
