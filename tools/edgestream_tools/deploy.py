@@ -94,7 +94,7 @@ def _check_firmware(info: BoardInfo, bundle: dict[str, bytes]) -> None:
                           "with the agent frozen in (firmware/README.md)")
     if info.mpy_version != version:
         raise DeployError(f"this board's MicroPython {'.'.join(map(str, info.version))} reads .mpy version "
-                          f"{info.mpy_version}, the bundle is version {version} (mpy-cross 1.29): flash MicroPython "
+                          f"{info.mpy_version}, the bundle is version {version}: flash MicroPython "
                           f"1.19 or newer, which reads version {version} (1.23 or newer recommended), or the project's "
                           "firmware with the agent frozen in (firmware/README.md)")
 
