@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from boardtools import Console, Follower, VBoard  # noqa: E402
+from boardtools import Console, Follower, VBoard
 
 
 @pytest.fixture

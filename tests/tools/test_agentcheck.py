@@ -10,10 +10,10 @@ import pytest
 from boardtools import edgestream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-from linktools import Subscriber, wait_until  # noqa: E402
+from linktools import Subscriber, wait_until
 
-from edgestream_shared.encoder import encode_config  # noqa: E402
-from edgestream_tools import micropython as mp  # noqa: E402
+from edgestream_shared.encoder import encode_config
+from edgestream_tools import micropython as mp
 
 # (board, firmware profile): every board on the stock build, and the project's firmware
 CASES = [("esp32", "mpy"), ("rp2040", "mpy"), ("tiny", "mpy"), ("esp32", "frozen"), ("tiny", "frozen")]
@@ -32,6 +32,12 @@ def cannot_start(board):
     heap = int(mp.heap_for(board)[:-1]) * 1024
     return {"device": "big", "sensors": [{"name": "temp"}],
             "transport": {"type": "serial", "buffer_bytes": 2 * heap}}
+
+
+def found(pattern, text):
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in {text!r}"
+    return m
 
 
 def check(path, board, profile):
@@ -67,7 +73,7 @@ def test_check_agrees_with_a_start_on_a_board(vboard, mosquitto, tmp_path, board
     cfg = tmp_path / "agent.json"
     cfg.write_text(json.dumps(starts(mosquitto, dev)))
     c = check(cfg, board, profile)
-    free = int(float(re.search(r"after start: [\d.]+ KB used, ([\d.]+) KB free", c.stdout).group(1)) * 1024)
+    free = int(float(found(r"after start: [\d.]+ KB used, ([\d.]+) KB free", c.stdout).group(1)) * 1024)
     assert f"agent check: {board} ({int(mp.heap_for(board)[:-1])} KB heap, {profile} profile)" in c.stdout
 
     vb = vboard(board, "--profile", profile)
@@ -118,7 +124,7 @@ def test_replay_prints_the_heap_and_refuses_what_cannot_start(tmp_path):
     ok.write_text(json.dumps({"sensors": [{"name": "temp", "windows": [{"size_ms": 1000}]}]}))
     p = edgestream("agent", "replay", "--config", str(ok), "--input", str(samples), "--board", "tiny")
     assert p.returncode == 0, p.stderr
-    used, free = map(int, re.search(r"replay: heap used (\d+), free (\d+) bytes\n$", p.stderr).groups())
+    used, free = map(int, found(r"replay: heap used (\d+), free (\d+) bytes\n$", p.stderr).groups())
     assert 60 * 1024 < used + free <= 64 * 1024
     big = tmp_path / "big.json"
     big.write_text(json.dumps(cannot_start("tiny")))
@@ -143,7 +149,7 @@ def test_tiny_runs_a_serial_agent_with_a_margin(vboard, tmp_path):
                                             "windows": [{"size_ms": 200, "aggregates": ["count", "avg"]}]}]}))
     c = check(cfg, "tiny", "mpy")
     assert c.returncode == 0, c.stdout + c.stderr
-    margin = float(re.search(r"margin ([\d.]+) KB", c.stdout).group(1))
+    margin = float(found(r"margin ([\d.]+) KB", c.stdout).group(1))
     assert margin > 0.5
 
     master, slave = os.openpty()
@@ -154,7 +160,7 @@ def test_tiny_runs_a_serial_agent_with_a_margin(vboard, tmp_path):
         vb = vboard("tiny", folder=folder)
         d = edgestream("agent", "deploy", "--port", vb.port, "--config", str(cfg), "--no-check")
         assert d.returncode == 0 and "edgestream: ready" in d.stdout, d.stdout + d.stderr
-        reader, got = FrameReader(), []
+        reader, got = FrameReader(), []  # type: tuple[FrameReader, list[dict]]
         deadline = time.monotonic() + 20
         while len(got) < 3 and time.monotonic() < deadline:
             if select.select([master], [], [], 0.2)[0]:

@@ -9,10 +9,10 @@ import pytest
 from boardtools import edgestream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-from linktools import Subscriber, wait_until  # noqa: E402
+from linktools import Subscriber, wait_until
 
-from edgestream_shared.decoder import decode  # noqa: E402
-from edgestream_tools import bundle  # noqa: E402
+from edgestream_shared.decoder import decode
+from edgestream_tools import bundle
 
 FILES = len(bundle.sources()) + 2  # the .mpy bundle, agent.json, main.py
 

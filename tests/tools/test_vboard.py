@@ -133,6 +133,7 @@ def test_report_mpy_makes_the_board_report_another_mpy_version(vboard):
 def test_sigterm_stops_the_board_and_removes_its_temp_folder(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "edgestream_tools.cli", "vboard", "--board", "rp2040"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
     try:
         line = p.stdout.readline().decode()
         assert line.startswith("vboard: rp2040 on /dev/pts/")

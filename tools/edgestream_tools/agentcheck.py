@@ -422,7 +422,8 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
             if _marked(outs["breakdown"]) is None and b"MemoryError" in outs["breakdown"]:
                 # a config far too large for the board: measured in a much larger heap
                 outs["breakdown"] = _collect(_popen(work, work / "breakdown", board, f"{LARGEST // 1024}k", profile))
-            if "remote" in outs and _READY.search(outs["start"]) and (_marked(outs["remote"]) or {}).get("ballast") is None:
+            refused = (_marked(outs["remote"]) or {}).get("ballast") is None if "remote" in outs else False
+            if refused and _READY.search(outs["start"]):
                 # refused in the board's heap: how much it would need, in the larger heap
                 outs["remote-larger"] = _collect(_popen(work, work / "remote", board, larger, profile))
     finally:

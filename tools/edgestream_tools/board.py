@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from edgestream_hub.errors import EdgeStreamError
 
@@ -179,8 +180,8 @@ class Board:
     """One board on one serial port; see the module docstring."""
 
     def __init__(self, port: str, timeout: float = 10.0) -> None:
-        from mpremote.transport import TransportError
-        from mpremote.transport_serial import SerialTransport
+        from mpremote.transport import TransportError  # type: ignore[import-untyped]
+        from mpremote.transport_serial import SerialTransport  # type: ignore[import-untyped]
 
         self.port = port
         self.timeout = timeout
@@ -273,18 +274,18 @@ class Board:
             raise BoardError(f"the board raised:\n{text}")
         return out
 
-    def eval(self, code: str, timeout: float = 30) -> object:
+    def eval(self, code: str, timeout: float = 30) -> Any:
         return ast.literal_eval(self.exec(code, timeout).decode().strip())
 
     # -- what the board is and has ------------------------------------------------------
     def info(self) -> BoardInfo:
-        impl, version, mpy, platform, heap, fs, how, frozen, mods = self.eval(_INFO)  # type: ignore[misc]
+        impl, version, mpy, platform, heap, fs, how, frozen, mods = self.eval(_INFO)
         return BoardInfo(impl, tuple(version), mpy, platform, heap, fs[0], fs[1], fs[2], how, frozen, tuple(mods))
 
     def listing(self, roots: list[str], files: list[str], how: str) -> dict[str, tuple[int, str]]:
         """{path: (size, hash)} of the files under roots and of files; folders have size -1."""
         rows = self.eval(_LIST % (roots, files, how), timeout=120)
-        return {p: (n, d) for p, n, d in rows}  # type: ignore[union-attr]
+        return {p: (n, d) for p, n, d in rows}
 
     # -- files -------------------------------------------------------------------------------
     def put(self, path: str, data: bytes) -> None:

@@ -221,7 +221,11 @@ def _start(b: Board, raw: dict, wait: float) -> int:
     def done(line: str) -> bool:
         return line.startswith(("edgestream: ready", "edgestream: config refused")) or line.startswith(">>>")
 
-    end = b.restart(done, 3.0 if quiet else wait, lambda ln: (lines.append(ln), _say(f"  | {ln}")))
+    def shown(line: str) -> None:
+        lines.append(line)
+        _say(f"  | {line}")
+
+    end = b.restart(done, 3.0 if quiet else wait, shown)
     if quiet:
         if any("Traceback" in ln for ln in lines):
             raise DeployError("the agent did not start on the board: " + " / ".join(lines[-4:]))
@@ -265,12 +269,12 @@ def selftest(args: argparse.Namespace) -> int:
         files = {}
         for rel in SELFTESTS + SELFTEST_HELPERS:
             src = tests / f"{rel}.py"
-            out = Path(tmp) / f"{Path(rel).name}.mpy"
-            p = subprocess.run([mpy_cross(), "-O0", "-s", src.name, "-o", str(out), str(src)],
-                               capture_output=True, text=True)
-            if p.returncode:
-                raise DeployError(f"{src}: mpy-cross failed: {p.stderr.strip()}")
-            files[f"{folder}/{out.name}"] = out.read_bytes()
+            mpy = Path(tmp) / f"{Path(rel).name}.mpy"
+            built = subprocess.run([mpy_cross(), "-O0", "-s", src.name, "-o", str(mpy), str(src)],
+                                   capture_output=True, text=True)
+            if built.returncode:
+                raise DeployError(f"{src}: mpy-cross failed: {built.stderr.strip()}")
+            files[f"{folder}/{mpy.name}"] = mpy.read_bytes()
         b.mkdir(folder)
         try:
             for path, data in files.items():
@@ -283,10 +287,10 @@ def selftest(args: argparse.Namespace) -> int:
                 b.reset()
                 code = (f"import sys, os\nos.chdir({folder!r})\nsys.path.insert(0, {folder!r})\n"
                         f"sys.argv[:] = ['mprunner', {mod!r}] + {names!r}\nimport mprunner\n")
-                out = b.exec(code, timeout=args.test_timeout, consumer=None)
-                p, f = _report(mod, names, out.decode(errors="replace"))
-                passed += p
-                failed += f
+                ran = b.exec(code, timeout=args.test_timeout)
+                ok, bad = _report(mod, names, ran.decode(errors="replace"))
+                passed += ok
+                failed += bad
         finally:
             b.reset()
             listing = b.listing([folder], [], "size")

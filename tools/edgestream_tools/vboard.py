@@ -54,6 +54,7 @@ import subprocess
 import tempfile
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 from edgestream_hub.errors import EdgeStreamError
@@ -316,7 +317,7 @@ class Supervisor:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- the loop -------------------------------------------------------------
-    def serve(self, on_up=None) -> None:
+    def serve(self, on_up: Callable[[Supervisor], None] | None = None) -> None:
         """Pass bytes both ways until stop(); on_up() once the board has booted."""
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -330,7 +331,7 @@ class Supervisor:
             os.close(wake_r)
             os.close(wake_w)
 
-    def _step(self, wake_r: int, on_up) -> None:
+    def _step(self, wake_r: int, on_up: Callable[[Supervisor], None] | None) -> None:
         p = select.poll()
         p.register(wake_r, select.POLLIN)
         self._connected = self._user_connected()
@@ -379,12 +380,12 @@ class Supervisor:
             raise
 
     # -- board -> user ----------------------------------------------------------
-    def _drain_board(self, on_up) -> None:
+    def _drain_board(self, on_up: Callable[[Supervisor], None] | None) -> None:
         for _ in range(64):  # what the last process printed before it ended
             if not self._from_board(on_up):
                 break
 
-    def _from_board(self, on_up) -> bool:
+    def _from_board(self, on_up: Callable[[Supervisor], None] | None) -> bool:
         try:
             data = os.read(self._im, 4096)
         except (BlockingIOError, OSError):
@@ -413,7 +414,7 @@ class Supervisor:
             data = data[j + 1:]
         return True
 
-    def _marker(self, tag: bytes, on_up) -> None:
+    def _marker(self, tag: bytes, on_up: Callable[[Supervisor], None] | None) -> None:
         if tag == UP:
             self._booted = True
             if not self._announced:
@@ -479,8 +480,9 @@ class Supervisor:
             # the boot script is mounting the filesystem: interrupt what runs after it
             self._ctrl_c_early = True
             return
-        pid = self.proc.pid if self.proc is not None else 0
-        if pid and self.proc.poll() is None and _sigint_caught(pid):
+        proc = self.proc
+        if proc is not None and proc.poll() is None and _sigint_caught(proc.pid):
+            pid = proc.pid
             now = time.monotonic()
             # a second SIGINT before the port took the first would end it
             if now - self._last_sigint > 0.1:
@@ -521,7 +523,7 @@ def run(args: argparse.Namespace) -> int:
     sup = Supervisor(args.board, args.dir, _parse_size(args.fs_size) if args.fs_size else None,
                      args.report_mpy, args.profile)
 
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    def stop(signum: int, frame: object) -> None:
         sup.stop()
 
     signal.signal(signal.SIGTERM, stop)
