@@ -11,8 +11,8 @@
 # encrypted but anyone on the network path can pose as the broker.
 #
 # Ports: MicroPython's ssl (mbedTLS: ESP32, RP2040 W, the unix port) and
-# CPython's take the CA as `cadata` (bytes: DER or PEM on MicroPython; DER
-# bytes or PEM text on CPython).
+# CPython's take the CA as `cadata` DER bytes; a PEM file is decoded to DER
+# here (its first certificate: one CA).
 
 
 def context(ca_file=None, verify=True):
@@ -29,8 +29,13 @@ def context(ca_file=None, verify=True):
         return ctx
     with open(ca_file, "rb") as f:
         ca = f.read()
-    if ca[:10] == b"-----BEGIN" and not hasattr(ssl, "MBEDTLS_VERSION"):
-        ca = ca.decode()  # CPython reads PEM from text, DER from bytes
+    i = ca.find(b"-----BEGIN CERTIFICATE-----")
+    if i >= 0:
+        # PEM -> DER (the first certificate): every port's ssl takes DER
+        # bytes, not every mbedTLS build parses PEM
+        from binascii import a2b_base64
+        j = ca.find(b"-----END", i)
+        ca = a2b_base64(ca[i + 27:j].replace(b"\r", b"").replace(b"\n", b""))
     try:
         ctx.load_verify_locations(cadata=ca)
     except Exception as e:  # ssl.SSLError, MicroPython's ValueError/OSError
