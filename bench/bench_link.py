@@ -194,14 +194,14 @@ def reconnect_times(work: Path, profile: str, outages: int = 3, down_s: float = 
     try:
         for i in range(outages):
             probe = Subscriber(broker, ["edgestream/bench1/results"], client_id=f"probe{i}")
-            wait_until(lambda: len(probe.on("edgestream/bench1/results")) >= 1, 15)
+            wait_until(lambda p=probe: len(p.on("edgestream/bench1/results")) >= 1, 15)
             probe.close()
             broker.stop()
             time.sleep(down_s)
             broker.start()
             back = time.monotonic()
             sub = Subscriber(broker, ["edgestream/bench1/results"], client_id=f"back{i}")
-            if wait_until(lambda: len(sub.on("edgestream/bench1/results")) >= 1, 15, 0.005):
+            if wait_until(lambda s=sub: len(s.on("edgestream/bench1/results")) >= 1, 15, 0.005):
                 times.append(time.monotonic() - back)
             sub.close()
     finally:

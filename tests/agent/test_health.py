@@ -2,7 +2,7 @@
 # grow within a boot (a remote config included). Runs under CPython and
 # MicroPython.
 from edgestream_shared.decoder import decode  # the biggest module first, on an empty heap
-from edgestream_agent.agent import Agent  # noqa: I001
+from edgestream_agent.agent import Agent
 from edgestream_agent.clock import Clock
 from edgestream_agent.health import collect
 from edgestream_agent.link import Link

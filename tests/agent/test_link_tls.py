@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from linktools import Subscriber, finish, start_micropython, wait_until
+from linktools import Subscriber, finish, wait_until
 
 from edgestream_shared.decoder import decode
 from edgestream_tools import micropython as mp
