@@ -19,11 +19,7 @@
 import math
 from edgestream_agent.fixed import ldiv
 
-try:
-    import micropython
-    from micropython import const
-except ImportError:  # CPython
-    from edgestream_agent.cpython import const, micropython
+from edgestream_agent.timebase import const, micropython
 
 _SQ_BITS = const(28)
 _SQ_MASK = const(0xFFFFFFF)
@@ -59,12 +55,12 @@ class Aggregate:
         self.last = 0
 
     @micropython.native
-    def add_run(self, vb, i, j):
-        # Add the values vb[i:j] (i < j: one sample, or a run of a block),
+    def add(self, vs, i, k):
+        # Add the values vs[i:k] (i < k: one sample, or a run of a block),
         # the sums kept in local variables meanwhile
         n = self.n
         if n == 0:
-            self.ref = vb[i]
+            self.ref = vs[i]
             self.sd = 0
             self.sq_lo = 0
             self.sq_hi = 0
@@ -73,8 +69,8 @@ class Aggregate:
         if self.need_sq:
             lo = self.sq_lo
             hi = self.sq_hi
-            for x in range(i, j):
-                d = vb[x] - ref
+            for x in range(i, k):
+                d = vs[x] - ref
                 sd += d
                 lo += d * d
                 hi += lo >> _SQ_BITS
@@ -82,13 +78,13 @@ class Aggregate:
             self.sq_lo = lo
             self.sq_hi = hi
         else:
-            for x in range(i, j):
-                sd += vb[x] - ref
+            for x in range(i, k):
+                sd += vs[x] - ref
         self.sd = sd
-        self.n = n + j - i
+        self.n = n + k - i
 
     @micropython.native
-    def remove_run(self, vs, i, k, cap):
+    def remove(self, vs, i, k, cap):
         # Sliding windows: take back the k samples added earlier that a ring
         # holds at vs[i], vs[i + 1], ... (wrapping at cap).
         ref = self.ref
@@ -123,10 +119,10 @@ class Aggregate:
         self.n = 0
         end = start + count
         if end <= cap:
-            self.add_run(values, start, end)
+            self.add(values, start, end)
         else:
-            self.add_run(values, start, cap)
-            self.add_run(values, 0, end - cap)
+            self.add(values, start, cap)
+            self.add(values, 0, end - cap)
 
     def values(self):
         # The configured aggregates as a new list of numbers (allocates: a

@@ -3,10 +3,10 @@
 # over a block of values, one filter at a time, each with its state in
 # local variables for the whole block.
 #
-#   m = run(filters, t0, vb, ob, m)
+#   n = run(filters, t0, vs, ts, n)
 #
-# vb[i] is a value (fixed point) at time t0 + ob[i], for i < m, in time
-# order; vb and ob are lists (a value between two filters may leave 32 bits,
+# vs[i] is a value (fixed point) at time t0 + ts[i], for i < n, in time
+# order; vs and ts are lists (a value between two filters may leave 32 bits,
 # e.g. after calibrate, and must stay exact until the pipeline refuses it).
 # In place: what a filter drops is taken out and the rest move down with
 # their offsets; returns how many are left. A single sample is a block of
@@ -20,67 +20,64 @@
 
 from edgestream_agent.fixed import I32_MAX, I32_MIN
 
-try:
-    import micropython
-    from micropython import const
-except ImportError:  # CPython
-    from edgestream_agent.cpython import const, micropython
+from edgestream_agent.timebase import const, micropython
 
-# filter kinds: each filter object's `kind` (set by its module in filters/)
-RANGE = const(0)
-CALIBRATE = const(1)
-EMA = const(2)
-MEDIAN = const(3)
-CLAMP = const(4)
-DELTA = const(5)
-THROTTLE = const(6)
-ROUND = const(7)
-HEARTBEAT = const(8)
+# filter kinds: each filter object's `kind` is its type's place here (set
+# by filters.build); private constants below, so no name per kind on a board
+KINDS = ("range", "calibrate", "ema", "median", "clamp", "delta", "throttle", "round", "heartbeat")
+_RANGE = const(0)
+_CALIBRATE = const(1)
+_EMA = const(2)
+_MEDIAN = const(3)
+_CLAMP = const(4)
+_DELTA = const(5)
+_THROTTLE = const(6)
+_ROUND = const(7)
 _SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 _EMA_BITS = const(10)   # ema keeps y << _EMA_BITS
 _EMA_HALF = const(512)
 
 
 @micropython.native
-def run(fs, t0, vb, ob, m):
-    for f in fs:
-        if not m:
+def run(filters, t0, vs, ts, n):
+    for f in filters:
+        if not n:
             return 0
         k = f.kind
-        if k == RANGE:
+        if k == _RANGE:
             lo = f.lo
             hi = f.hi
             j = 0
-            for i in range(m):
-                v = vb[i]
+            for i in range(n):
+                v = vs[i]
                 if (lo is not None and v < lo) or (hi is not None and v > hi):
                     continue
                 if j != i:
-                    vb[j] = v
-                    ob[j] = ob[i]
+                    vs[j] = v
+                    ts[j] = ts[i]
                 j += 1
-            m = j
-        elif k == CALIBRATE:
+            n = j
+        elif k == _CALIBRATE:
             num = f.num
             den = f.den
             off = f.off
             if den == 1:
-                for i in range(m):
-                    vb[i] = vb[i] * num + off
+                for i in range(n):
+                    vs[i] = vs[i] * num + off
             else:
-                for i in range(m):
-                    x = vb[i] * num
+                for i in range(n):
+                    x = vs[i] * num
                     q = x // den
                     r = (x - q * den) * 2
                     if r > den or (r == den and q & 1):
                         q += 1
-                    vb[i] = q + off
-        elif k == EMA:
+                    vs[i] = q + off
+        elif k == _EMA:
             num = f.num
             den = f.den
             y = f.y
-            for i in range(m):
-                ve = vb[i] << _EMA_BITS
+            for i in range(n):
+                ve = vs[i] << _EMA_BITS
                 if y is None:
                     y = ve
                 else:
@@ -90,9 +87,9 @@ def run(fs, t0, vb, ob, m):
                     if r > den or (r == den and q & 1):
                         q += 1
                     y += q
-                vb[i] = (y + _EMA_HALF) >> _EMA_BITS
+                vs[i] = (y + _EMA_HALF) >> _EMA_BITS
             f.y = y
-        elif k == MEDIAN:
+        elif k == _MEDIAN:
             # two rings of `size`: arrival order and sorted (insertion sort);
             # they hold 32 bits: a value beyond (after calibrate) is dropped
             s = f.sorted
@@ -101,8 +98,8 @@ def run(fs, t0, vb, ob, m):
             c = f.n
             pos = f.pos
             o = 0
-            for i in range(m):
-                v = vb[i]
+            for i in range(n):
+                v = vs[i]
                 if (v > _SMALL or v < -_SMALL) and (v > I32_MAX or v < I32_MIN):
                     continue
                 if c == size:
@@ -133,67 +130,67 @@ def run(fs, t0, vb, ob, m):
                     v = x >> 1
                     if x & 1 and v & 1:  # the mean of the middle two, half to even
                         v += 1
-                vb[o] = v
-                ob[o] = ob[i]
+                vs[o] = v
+                ts[o] = ts[i]
                 o += 1
             f.n = c
             f.pos = pos
-            m = o
-        elif k == CLAMP:
+            n = o
+        elif k == _CLAMP:
             lo = f.lo
             hi = f.hi
-            for i in range(m):
-                v = vb[i]
+            for i in range(n):
+                v = vs[i]
                 if lo is not None and v < lo:
-                    vb[i] = lo
+                    vs[i] = lo
                 elif hi is not None and v > hi:
-                    vb[i] = hi
-        elif k == DELTA:
+                    vs[i] = hi
+        elif k == _DELTA:
             d = f.min
             last = f.last
             j = 0
-            for i in range(m):
-                v = vb[i]
+            for i in range(n):
+                v = vs[i]
                 if last is not None:
                     x = v - last
                     if x < d and -x < d:
                         continue
                 last = v
                 if j != i:
-                    vb[j] = v
-                    ob[j] = ob[i]
+                    vs[j] = v
+                    ts[j] = ts[i]
                 j += 1
             f.last = last
-            m = j
-        elif k == THROTTLE:
+            n = j
+        elif k == _THROTTLE:
             # compared as offsets from t0: the next pass at offset >= nxt
             last = f.last_t
             every = f.interval
             nxt = None if last is None else last + every - t0
             j = 0
-            for i in range(m):
-                o = ob[i]
+            for i in range(n):
+                o = ts[i]
                 if nxt is not None and o < nxt:
                     continue
                 nxt = o + every
                 if j != i:
-                    vb[j] = vb[i]
-                    ob[j] = o
+                    vs[j] = vs[i]
+                    ts[j] = o
                 j += 1
             if j:
-                f.last_t = t0 + ob[j - 1]
-            m = j
-        elif k == ROUND:
+                f.last_t = t0 + ts[j - 1]
+            n = j
+        elif k == _ROUND:
             q0 = f.q
             if q0 != 1:
-                for i in range(m):
-                    v = vb[i]
+                for i in range(n):
+                    v = vs[i]
                     q = v // q0
                     r = (v - q * q0) * 2
                     if r > q0 or (r == q0 and q & 1):
                         q += 1
-                    vb[i] = q * q0
-        else:  # HEARTBEAT
-            f.last = vb[m - 1]
-            f.last_t = t0 + ob[m - 1]
-    return m
+                    vs[i] = q * q0
+        else:  # heartbeat
+            f.last = vs[n - 1]
+            f.last_t = t0 + ts[n - 1]
+    return n

@@ -11,8 +11,29 @@
 # An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
 # refused (a config one is nacked with its size).
 
-from edgestream_agent.mqtt import MQTTClient
-from edgestream_agent.wire import message
+from edgestream_agent import say
+from edgestream_agent.mqtt import MQTTClient, MQTTException
+from edgestream_agent.timebase import ticks_diff, ticks_ms
+from edgestream_agent.wire_out import message
+
+# Why a link went down, for the console line: "e<errno> text" for socket
+# errors, "c<rc> text" for a CONNACK refusal (one string: one heap object).
+_WHY = ("|e111 connection refused|e110 timed out|e104 connection reset by the broker|e113 no route to host"
+        "|e101 network unreachable|e103 connection aborted|e32 broken pipe|e105 transmit buffer full"
+        "|e-2 host name not found|e-3 host name not found|c1 protocol version refused by the broker"
+        "|c2 client id refused|c3 broker unavailable|c4 bad user name or password|c5 not authorised|")
+
+
+def _why(e):
+    if e is None:
+        return "closed"
+    n = e.args[0] if e.args else None
+    if isinstance(n, int):
+        k = _WHY.find("|%s%d " % ("c" if isinstance(e, MQTTException) else "e", n))
+        if k >= 0:
+            return _WHY[_WHY.find(" ", k) + 1:_WHY.find("|", k + 1)]
+        return ("broker refused the connection (rc %d)" if isinstance(e, MQTTException) else "error %d") % n
+    return str(e)
 
 
 class MqttTransport:
@@ -24,9 +45,22 @@ class MqttTransport:
         self.qos = m["qos"]
         self.base = base
         self._link = link
+        ctx = None
+        if m["tls"]:
+            # the CA is read now: a missing or bad file stops the start, as
+            # an invalid config does (nothing is sent unverified meanwhile)
+            from edgestream_agent import ConfigError
+            from edgestream_agent.mqtt_tls import context
+            ca = m["ca_file"]
+            if ca and ca[0] != "/" and link._path:
+                ca = link._path[:link._path.rfind("/") + 1] + ca  # beside agent.json
+            try:
+                ctx = context(ca, m["tls_verify"])
+            except (OSError, ValueError) as e:
+                raise ConfigError("transport.mqtt.ca_file", "cannot use %r: %s" % (ca, e))
         c = MQTTClient(m["client_id"] or dev, m["host"], m["port"], user=m["user"],
                        password=m["password"], keepalive=m["keepalive_s"],
-                       ssl=True if m["tls"] else None, tx_size=m["tx_bytes"],
+                       ssl=ctx, ssl_params={"server_hostname": m["server_hostname"]}, tx_size=m["tx_bytes"],
                        rx_size=m["rx_bytes"], max_inflight=m["max_inflight"],
                        backoff_min_ms=m["backoff_min_ms"], backoff_max_ms=m["backoff_max_ms"],
                        connect_timeout_ms=m["connect_timeout_ms"])
@@ -44,6 +78,10 @@ class MqttTransport:
         c.on_oversize = self._on_oversize
         c.subscribe(self._config, 1)
         c.subscribe(self._time, 0)
+        # console lines: what was said last (up / down), failures seen, when
+        self._up = False
+        self._fails = 0
+        self._t_said = ticks_ms()
         c.connect()
 
     def _on_connect(self):
@@ -66,7 +104,26 @@ class MqttTransport:
         return self.client.state == 3
 
     def poll(self):
-        self.client.poll()
+        c = self.client
+        c.poll()
+        if (c.state == 3) != self._up or c.failures != self._fails:
+            self._tell(c.state == 3)
+
+    def _tell(self, up):
+        # Link up / down on the console: each change; while it stays down,
+        # the first failure and then one line a minute.
+        c = self.client
+        now = ticks_ms()
+        if up:
+            say("link up mqtt %s:%d" % (c.server, c.port))
+        elif self._up:
+            say("link down: %s" % _why(c.error))
+            self._t_said = now
+        elif not self._fails or ticks_diff(now, self._t_said) >= 60000:
+            say("link down: %s (%d attempts)" % (_why(c.error), c.failures))
+            self._t_said = now
+        self._up = up
+        self._fails = c.failures
 
     def send(self, payload, dup=False):
         # a results message -> packet id (QoS 1), 0 (QoS 0) or None (later)

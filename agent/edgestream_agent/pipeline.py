@@ -35,13 +35,9 @@
 from binascii import crc32
 from json import dumps
 
+from edgestream_agent.chain import run
 from edgestream_agent.fixed import I32_MAX, I32_MIN, to_fixed
-
-try:
-    import micropython
-    from micropython import const
-except ImportError:  # CPython
-    from edgestream_agent.cpython import const, micropython
+from edgestream_agent.timebase import const, micropython
 
 _SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 _CHUNK = const(16)          # samples a pushed run holds (and push_block's chunks, at least)
@@ -57,16 +53,13 @@ class Pipeline:
         self.period_ms = cfg["period_ms"]
         self.block = cfg.get("block", 1)  # samples per source read
         self.filters = []
-        self._chain = None
         self._hb = []
         if cfg["filters"]:
-            from edgestream_agent.chain import HEARTBEAT, run
             from edgestream_agent.filters import build
-            self._chain = run
             fs = self.filters = build(cfg["filters"], self.factor)
             # the heartbeat filters (the time-driven ones), each with the
             # filters after it (a list made once: a re-send runs through them)
-            self._hb = [(fs[i], fs[i + 1:]) for i in range(len(fs)) if fs[i].kind == HEARTBEAT]
+            self._hb = [(fs[i], fs[i + 1:]) for i in range(len(fs)) if hasattr(fs[i], "beat")]
         self._on_result = on_result
         self.ring = None  # the sliding windows' shared ring (not in elastic mode)
         ws = []
@@ -79,7 +72,6 @@ class Pipeline:
         if cap and not elastic:
             from edgestream_agent.ring_window import Ring
             self.ring = Ring(cap + 1)  # one slot more: see ring_window.py
-        self._sliding = []  # the windows on the shared ring
         for w in cfg["windows"]:
             if w["type"] == "tumbling":
                 from edgestream_agent.tumbling_window import TumblingWindow
@@ -87,20 +79,18 @@ class Pipeline:
             else:
                 from edgestream_agent.ring_window import RingWindow
                 ws.append(RingWindow(w, self.factor, self._emit, self.ring))
-                self._sliding.append(ws[-1])
         self._ws = ws
         self.elastic = elastic
         # a block of values and their time offsets, between the filters and
         # the windows (lists: a value may leave 32 bits inside the chain); a
-        # source with blocks reads into _vb; push() gathers a run in them
+        # source with blocks reads into vs; push() gathers a run in them
         n = self.block if self.block > _CHUNK else _CHUNK
-        self._vb = [0] * n
-        self._ob = [0] * n
-        self._run = 0         # samples of the pushed run waiting in _vb (see push)
-        self._t0 = 0          # the run's first sample's t (ob: offsets from it)
-        self._lim_t = 0       # the run may hold samples with t < _lim_t ...
-        self._lim_n = 0       # ... and this many of them
-        self._lim = [0, 0]    # the windows write their limits here (see _horizon)
+        self.vs = [0] * n
+        self.ts = [0] * n
+        self._run = 0  # samples of the pushed run waiting in vs (see push)
+        # the run may hold samples with t < [0], [1] of them (_horizon); [2]:
+        # its first sample's t (ts: offsets from it)
+        self._lim = [0, 0, 0]
         self.source = None
         self.clock = None
         self.last_t = None
@@ -160,25 +150,26 @@ class Pipeline:
         self.samples += 1
         k = self._run
         if k:
-            if k < self._lim_n and t < self._lim_t:
-                self._vb[k] = v
-                self._ob[k] = t - self._t0
+            lim = self._lim
+            if k < lim[1] and t < lim[0]:
+                self.vs[k] = v
+                self.ts[k] = t - lim[2]
                 self._run = k + 1
                 return True
             self._settle()  # then t may start the next run
         if self._hb:
             self._beats(t)
         elif self._horizon(t):
-            self._vb[0] = v
-            self._ob[0] = 0
-            self._t0 = t
+            self.vs[0] = v
+            self.ts[0] = 0
+            self._lim[2] = t
             self._run = 1
             return True
         # the sample itself, now
-        vb = self._vb
-        vb[0] = v
-        self._ob[0] = 0
-        if self._chain is not None and not self._chain(self.filters, t, vb, self._ob, 1):
+        vs = self.vs
+        vs[0] = v
+        self.ts[0] = 0
+        if self.filters and not run(self.filters, t, vs, self.ts, 1):
             self._dropped += 1
         else:
             self._out(t, 0)
@@ -195,20 +186,18 @@ class Pipeline:
 
     @micropython.native
     def _horizon(self, t):
-        # A run may start at t: how far it may go (_lim_t, _lim_n) without
-        # a window closing. -> True if t itself may wait.
+        # A run may start at t: how far it may go without a window closing
+        # (_lim: before that time, that many samples). -> True if t may wait.
         if self.elastic:
             return False  # (private rings grow one sample at a time)
         lim = self._lim
         lim[0] = _SMALL if t < _SMALL else t + _SMALL  # (no limit: a small int while t is one)
-        lim[1] = len(self._vb)
+        lim[1] = len(self.vs)
         for w in self._ws:
             w.limit(t, lim)
         r = self.ring
         if r is not None and r.t0 is not None and lim[0] - r.t0 > _SMALL:
             lim[0] = r.t0 + _SMALL  # ring offsets stay small ints
-        self._lim_t = lim[0]
-        self._lim_n = lim[1]
         return lim[1] > 0 and t < lim[0]
 
     @micropython.native
@@ -218,9 +207,9 @@ class Pipeline:
         if not m:
             return
         self._run = 0
-        t0 = self._t0
-        if self._chain is not None:
-            k = self._chain(self.filters, t0, self._vb, self._ob, m)
+        t0 = self._lim[2]
+        if self.filters:
+            k = run(self.filters, t0, self.vs, self.ts, m)
             self._dropped += m - k
             m = k
         if m:
@@ -228,8 +217,8 @@ class Pipeline:
 
     @micropython.native
     def _out(self, t0, i):
-        # One value past the filters, vb[i] at t0 + ob[i], to every window.
-        v = self._vb[i]
+        # One value past the filters, vs[i] at t0 + ts[i], to every window.
+        v = self.vs[i]
         if (v > _SMALL or v < -_SMALL) and (v > I32_MAX or v < I32_MIN):
             # a filter (calibrate, round) took it out of the ring's 32-bit
             # range (compared with the long-int bounds only past small ints)
@@ -238,20 +227,20 @@ class Pipeline:
         p = None
         r = self.ring
         if r is not None:
-            p = r.put(t0 + self._ob[i], v)
+            p = r.put(t0, self.vs, self.ts, i, i + 1)
         for w in self._ws:
-            w.push(t0, self._vb, self._ob, i, p)
+            w.push(t0, self.vs, self.ts, i, p)
 
     def _beats(self, t):
-        vb = self._vb
-        ob = self._ob
+        vs = self.vs
+        ts = self.ts
         for hb, rest in self._hb:
             while hb.due(t):
                 bt = hb.beat()
                 self.resent += 1
-                vb[0] = hb.last
-                ob[0] = 0
-                if self._chain(rest, bt, vb, ob, 1):
+                vs[0] = hb.last
+                ts[0] = 0
+                if run(rest, bt, vs, ts, 1):
                     self._out(bt, 0)
                 else:
                     self._dropped += 1
@@ -271,10 +260,10 @@ class Pipeline:
                     k += 1
             self._settle()
             return k
-        vb = self._vb
-        ob = self._ob
-        size = len(vb)
-        if buf is vb and n > size:
+        vs = self.vs
+        ts = self.ts
+        size = len(vs)
+        if buf is vs and n > size:
             raise ValueError("push_block: %d samples do not fit the pipeline's buffer (%d)" % (n, size))
         i = 0
         last = self.last_t
@@ -288,22 +277,22 @@ class Pipeline:
             c = n - i
             if c > size:
                 c = size
-            if buf is vb:
+            if buf is vs:
                 # read into the pipeline's own buffer: in place (the late
                 # ones, if any, moved down)
                 for k in range(c):
-                    vb[k] = vb[i + k]
-                    ob[k] = k * period_ms
+                    vs[k] = vs[i + k]
+                    ts[k] = k * period_ms
             else:
                 for k in range(c):
-                    vb[k] = buf[i + k]
-                    ob[k] = k * period_ms
+                    vs[k] = buf[i + k]
+                    ts[k] = k * period_ms
             t = t0 + i * period_ms
             self.samples += c
             self.last_t = t + (c - 1) * period_ms
             m = c
-            if self._chain is not None:
-                m = self._chain(self.filters, t, vb, ob, c)
+            if self.filters:
+                m = run(self.filters, t, vs, ts, c)
                 self._dropped += c - m
             if m:
                 self._out_block(t, m)
@@ -311,49 +300,49 @@ class Pipeline:
         return taken
 
     @micropython.native
-    def _out_block(self, t0, m, quiet=0):
-        # The m values past the filters (vb[i] at t0 + ob[i]) to every window:
-        # runs of samples that close no window (the first `quiet` are known
-        # to close none) go in one call per window; a sample that may close
-        # one takes the per-sample path.
-        vb = self._vb
-        ob = self._ob
+    def _out_block(self, t0, m, k=0):
+        # The m values past the filters (vs[i] at t0 + ts[i]) to every window:
+        # runs of samples that close no window (the first k are known to
+        # close none) go in one call per window; a sample that may close one
+        # takes the per-sample path.
+        vs = self.vs
+        ts = self.ts
         j = 0
         for i in range(m):
-            v = vb[i]
+            v = vs[i]
             if (v > _SMALL or v < -_SMALL) and (v > I32_MAX or v < I32_MIN):
                 self._rejected += 1
                 continue
             if j != i:
-                vb[j] = v
-                ob[j] = ob[i]
+                vs[j] = v
+                ts[j] = ts[i]
             j += 1
         m = j
-        if quiet > m:
-            quiet = m  # (fewer, after refused ones: still quiet)
+        if k > m:
+            k = m  # (fewer, after refused ones: still quiet)
         r = self.ring
         i = 0
         while i < m:
-            k = quiet
-            quiet = 0
-            if not k and self._horizon(t0 + ob[i]):
+            if not k and self._horizon(t0 + ts[i]):
                 # the samples from i before the windows' limits close nothing
-                lim = self._lim_t - t0
+                lim = self._lim[0] - t0
                 n = m - i
-                if n > self._lim_n:
-                    n = self._lim_n
+                if n > self._lim[1]:
+                    n = self._lim[1]
                 k = 1
-                while k < n and ob[i + k] < lim:
+                while k < n and ts[i + k] < lim:
                     k += 1
             if k:
                 p = None
                 if r is not None:
-                    for w in self._sliding:
-                        w.room(k)  # evictions read the ring before it is written
-                    p = r.put_run(t0, vb, ob, i, i + k)
+                    for w in self._ws:
+                        if w.ring is r:
+                            w.room(k)  # evictions read the ring before it is written
+                    p = r.put(t0, vs, ts, i, i + k)
                 for w in self._ws:
-                    w.run(t0, vb, ob, i, i + k, p)
+                    w.run(t0, vs, ts, i, i + k, p)
                 i += k
+                k = 0
             else:
                 self._out(t0, i)
                 i += 1
@@ -363,7 +352,7 @@ class Pipeline:
     def advance(self, t):
         # The clock says it is t: heartbeats due by t, windows ended by t.
         if self._run:
-            if t < self._lim_t:
+            if t < self._lim[0]:
                 return  # no window ends before the waiting run's horizon
             self._settle()
         if self.last_t is not None and t < self.last_t:
@@ -388,14 +377,14 @@ class Pipeline:
         t0 = v = None
         try:
             if self.block > 1:
-                self._settle()  # (a pushed run waits in _vb)
-                t0 = self.source.read_block(t, self.period_ms, self._vb, self.block)
+                self._settle()  # (a pushed run waits in vs)
+                t0 = self.source.read_block(t, self.period_ms, self.vs, self.block)
             else:
                 v = self.source.read(t)
         except Exception:  # a flaky bus must not stop the agent
             self.read_errors += 1
         if t0 is not None:
-            self.push_block(t0, self.period_ms, self._vb, self.block)
+            self.push_block(t0, self.period_ms, self.vs, self.block)
         elif v is not None:
             self.push(t, v)
         # the time windows that ended by t close (a sample that a filter

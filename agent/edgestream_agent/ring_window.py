@@ -27,11 +27,7 @@
 from array import array
 from edgestream_agent.aggregate import Aggregate
 
-try:
-    import micropython
-    from micropython import const
-except ImportError:  # CPython
-    from edgestream_agent.cpython import const, micropython
+from edgestream_agent.timebase import const, micropython
 
 _I32 = const(0x7FFFFFFF)
 _SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
@@ -58,38 +54,27 @@ class Ring:
         self.windows = []        # the windows reading this ring (for _retime)
 
     @micropython.native
-    def put(self, t, v):
+    def put(self, t0, vs, ts, i, k):
+        # The samples vs[x] at t0 + ts[x], x in i..k-1 (one, or a run of a
+        # block), into the next slots (wrapping) -> the first one's position
         if self.t0 is None:
-            self.t0 = t
-        off = t - self.t0
-        if off > _SMALL and off > _I32:  # (a long-int compare only past small ints)
-            self._retime(t)
-            off = t - self.t0
-        p = self.pos + 1
-        if p == self.cap:
-            p = 0
-        self.vs[p] = v
-        self.ts[p] = off
-        self.pos = p
-        return p
-
-    @micropython.native
-    def put_run(self, t0, vb, ob, i, j):
-        # put() for each sample of a block run, vb[x] at t0 + ob[x] for x in
-        # i..j-1 (the caller keeps the offsets below _SMALL) -> the first's position
-        if self.t0 is None:
-            self.t0 = t0 + ob[i]
+            self.t0 = t0 + ts[i]
         base = t0 - self.t0
-        vs = self.vs
-        ts = self.ts
+        rv = self.vs
+        rt = self.ts
         c = self.cap
         p = self.pos + 1
         if p == c:
             p = 0
         first = p
-        for x in range(i, j):
-            vs[p] = vb[x]
-            ts[p] = base + ob[x]
+        for x in range(i, k):
+            off = base + ts[x]
+            if off > _SMALL and off > _I32:  # (a long-int compare only past small ints)
+                self._retime(t0 + ts[x])
+                base = t0 - self.t0
+                off = base + ts[x]
+            rv[p] = vs[x]
+            rt[p] = off
             p += 1
             if p == c:
                 p = 0
@@ -170,7 +155,7 @@ class RingWindow:
         # Drop the k oldest samples (k <= the samples held).
         h = self.head
         rc = self.ring.cap
-        self.agg.remove_run(self.ring.vs, h, k, rc)
+        self.agg.remove(self.ring.vs, h, k, rc)
         if self.minq is not None or self.maxq is not None:
             # a deque's front leaves with the sample at its position
             cap = self.cap
@@ -244,10 +229,10 @@ class RingWindow:
         for k in range(n):
             i = (h + k) % old.cap
             v = old.vs[i]
-            p = self.ring.put(old.t0 + old.ts[i], v)
+            p = self.ring.put(old.t0, old.vs, old.ts, i, i + 1)  # (the old ring as a block)
             if k == 0:
                 self.head = p
-            self.agg.add_run(self.ring.vs, p, p + 1)
+            self.agg.add(self.ring.vs, p, p + 1)
             if self.minq is not None:
                 self._min_push(p, v)
             if self.maxq is not None:
@@ -255,15 +240,15 @@ class RingWindow:
 
     # -- windows ----------------------------------------------------------
     @micropython.native
-    def push(self, t0, vb, ob, i, p):
-        # One sample, vb[i] at t0 + ob[i], written to the shared ring at p
+    def push(self, t0, vs, ts, i, p):
+        # One sample, vs[i] at t0 + ts[i], written to the shared ring at p
         # (None: a private ring, written here once the window made room).
         a = self.agg
         if self.time:
             nb = self.next_b
             if nb is not None:  # (None: before the first sample; run() sets it)
-                if t0 + ob[i] >= nb:
-                    self.advance(t0 + ob[i])
+                if t0 + ts[i] >= nb:
+                    self.advance(t0 + ts[i])
                     nb = self.next_b
                 # samples older than the next window's start are never
                 # needed again (checked here: most samples evict nothing)
@@ -281,18 +266,18 @@ class RingWindow:
                 self.overwritten += 1
                 self._evict()
         if p is None:
-            p = self.ring.put(t0 + ob[i], vb[i])
-        self.run(t0, vb, ob, i, i + 1, p)
+            p = self.ring.put(t0, vs, ts, i, i + 1)
+        self.run(t0, vs, ts, i, i + 1, p)
         if not self.time and self.phase >= self.every:
             self.phase = 0
             if self.seen >= self.size:
                 r = self.ring
-                self._close(r.t0 + r.ts[self.head], t0 + ob[i])  # the oldest sample's t
+                self._close(r.t0 + r.ts[self.head], t0 + ts[i])  # the oldest sample's t
 
     @micropython.native
-    def limit(self, t, lim):
-        # Samples from t on close nothing (nor overwrite) while before lim[0]
-        # and no more than lim[1] of them: lowers both to this window's.
+    def limit(self, t, out):
+        # Samples from t on close nothing (nor overwrite) while before out[0]
+        # and no more than out[1] of them: lowers both to this window's.
         if self.time:
             nb = self.next_b
             if nb is None:
@@ -300,15 +285,15 @@ class RingWindow:
             elif t < nb - self.size:
                 # older than any window still to come (the clock went past
                 # it): push() keeps it only until the next sample evicts it
-                lim[1] = 0
+                out[1] = 0
                 return
-            if nb < lim[0]:
-                lim[0] = nb
+            if nb < out[0]:
+                out[0] = nb
             q = self.cap - self.agg.n
         else:
             q = self.every - self.phase - 1
-        if q < lim[1]:
-            lim[1] = q
+        if q < out[1]:
+            out[1] = q
 
     @micropython.native
     def room(self, k):
@@ -325,33 +310,33 @@ class RingWindow:
             self._evict(x)
 
     @micropython.native
-    def run(self, t0, vb, ob, i, j, p):
-        # Block samples i..j-1 (vb[x] at t0 + ob[x]), written to the ring at
+    def run(self, t0, vs, ts, i, k, p):
+        # Block samples i..k-1 (vs[x] at t0 + ts[x]), written to the ring at
         # p, p + 1, ... (wrapping), none of which closes the window (see
-        # quiet; room() made the evictions). push() adds its sample here too.
+        # limit; room() made the evictions). push() adds its sample here too.
         a = self.agg
         if self.time and self.next_b is None:
-            t = t0 + ob[i]
+            t = t0 + ts[i]
             self.next_b = (t // self.every + 1) * self.every
         if not a.n:
             self.head = p
         if self.minq is not None or self.maxq is not None:
             c = self.ring.cap
             q = p
-            for x in range(i, j):
+            for x in range(i, k):
                 if self.minq is not None:
-                    self._min_push(q, vb[x])
+                    self._min_push(q, vs[x])
                 if self.maxq is not None:
-                    self._max_push(q, vb[x])
+                    self._max_push(q, vs[x])
                 q += 1
                 if q == c:
                     q = 0
-        a.add_run(vb, i, j)
+        a.add(vs, i, k)
         if not self.time:
-            k = j - i
-            self.phase += k
-            k += self.seen
-            self.seen = k if k < self.size else self.size
+            n = k - i
+            self.phase += n
+            n += self.seen
+            self.seen = n if n < self.size else self.size
 
     @micropython.native
     def advance(self, t):

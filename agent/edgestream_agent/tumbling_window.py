@@ -16,14 +16,12 @@
 # nothing (limit() says how long a run may be, run() takes it).
 
 from edgestream_agent.aggregate import Aggregate
-
-try:
-    import micropython
-except ImportError:  # CPython
-    from edgestream_agent.cpython import micropython
+from edgestream_agent.timebase import micropython
 
 
 class TumblingWindow:
+    ring = None  # (a sliding window's: the pipeline asks)
+
     def __init__(self, cfg, factor, emit):
         self.name = cfg["name"]
         self.time = "size_ms" in cfg
@@ -36,61 +34,61 @@ class TumblingWindow:
         self.overwritten = 0  # a tumbling window never drops samples
 
     @micropython.native
-    def push(self, t0, vb, ob, i, p=None):
-        # One sample, vb[i] at t0 + ob[i].
+    def push(self, t0, vs, ts, i, p=None):
+        # One sample, vs[i] at t0 + ts[i].
         if self.time:
-            if self.agg.n and t0 + ob[i] >= self.end:
+            if self.agg.n and t0 + ts[i] >= self.end:
                 self._close()
-            self.run(t0, vb, ob, i, i + 1)
+            self.run(t0, vs, ts, i, i + 1)
         else:
-            self.run(t0, vb, ob, i, i + 1)
+            self.run(t0, vs, ts, i, i + 1)
             if self.agg.n >= self.size:
                 self._close()
 
     @micropython.native
-    def limit(self, t, lim):
-        # Samples from t on close nothing while before lim[0] (time) and no
-        # more than lim[1] of them: lowers both to this window's limits.
+    def limit(self, t, out):
+        # Samples from t on close nothing while before out[0] (time) and no
+        # more than out[1] of them: lowers both to this window's limits.
         if self.time:
             e = self.end if self.agg.n else t - t % self.size + self.size
-            if e < lim[0]:
-                lim[0] = e
+            if e < out[0]:
+                out[0] = e
         else:
             q = self.size - self.agg.n - 1
-            if q < lim[1]:
-                lim[1] = q
+            if q < out[1]:
+                out[1] = q
 
     @micropython.native
-    def run(self, t0, vb, ob, i, j, p=None):
-        # Block samples i..j-1 (vb[x] at t0 + ob[x]), none of which closes the
+    def run(self, t0, vs, ts, i, k, p=None):
+        # Block samples i..k-1 (vs[x] at t0 + ts[x]), none of which closes the
         # window (see limit). push() adds its sample here too.
         a = self.agg
         if not a.n:
-            t = t0 + ob[i]
+            t = t0 + ts[i]
             if self.time:
                 s = t - t % self.size
                 self.start = s
                 self.end = s + self.size
             else:
                 self.start = t
-            v = vb[i]
+            v = vs[i]
             a.first = v
             a.lo = v
             a.hi = v
         lo = a.lo
         hi = a.hi
-        for x in range(i, j):
-            v = vb[x]
+        for x in range(i, k):
+            v = vs[x]
             if v < lo:
                 lo = v
             elif v > hi:
                 hi = v
         a.lo = lo
         a.hi = hi
-        a.last = vb[j - 1]
-        a.add_run(vb, i, j)
+        a.last = vs[k - 1]
+        a.add(vs, i, k)
         if not self.time:
-            self.end = t0 + ob[j - 1]
+            self.end = t0 + ts[k - 1]
 
     def advance(self, t):
         # The clock says it is t: close a time window that has ended.

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from edgestream_hub import deadletter
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
-from edgestream_hub.errors import EdgeStreamError, StartError
+from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
@@ -64,6 +64,7 @@ class SinkRunner:
         self._thread: threading.Thread | None = None
         self.opened = False
         self.failing = False
+        self.gone = False  # the destination went away for good (OutputGoneError)
 
     def _dropped(self, n: int, final: bool = False) -> None:
         """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
@@ -123,6 +124,9 @@ class SinkRunner:
         while True:
             try:
                 rejected = self.sink.write(batch)
+            except OutputGoneError as e:
+                self._gone(e, len(batch))
+                return
             except Exception as e:
                 attempt += 1
                 self.engine.metrics.inc("edgestream_sink_errors_total", self.label)
@@ -153,6 +157,15 @@ class SinkRunner:
                 self.ctx.dead_letter(r, reason)
             self._written.inc(len(batch) - n_bad)
             return
+
+    def _gone(self, e: OutputGoneError, n: int) -> None:
+        """The destination went away for good: the records are dropped, not retried; said once."""
+        self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, n)
+        if not self.gone:
+            self.gone = True
+            self.ctx.log.error("sink %s: %s; its records are dropped from now on (counted in "
+                               "edgestream_sink_dropped_records_total), the rest of the hub goes on",
+                               self.label, e.args[0].split(": ", 1)[-1])
 
     def stop(self, deadline: float) -> list[Record]:
         """Drain and close; returns records still queued if it had to give up (or after a swap)."""
@@ -550,7 +563,9 @@ class Engine:
                     src.open()
                 if cfg.metrics.get("listen"):
                     try:
-                        self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
+                        self._metrics_server = self.metrics.serve(
+                            cfg.metrics["listen"], read_timeout_s=cfg.metrics["read_timeout"] / 1000,
+                            max_connections=cfg.metrics["max_connections"])
                     except OSError as e:
                         raise StartError("metrics",
                                          f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}") from e
@@ -637,8 +652,7 @@ class Engine:
                         self.metrics.inc("edgestream_sink_dropped_records_total", s.label, len(rest))
                         left += len(rest)
                 if self._metrics_server is not None:
-                    self._metrics_server.shutdown()
-                    self._metrics_server.server_close()
+                    self._metrics_server.stop()  # bounded: a stalled scraper does not hold the stop
                     self._metrics_server = None
                 clean = left == 0 and not self.abort.is_set()
                 if not clean:

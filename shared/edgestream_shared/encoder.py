@@ -211,10 +211,14 @@ def encode_ack(dev, boot, version, ok, error=None):
     return json.dumps(m).encode()
 
 
-def encode_config(dev, version, config):
-    # Hub -> agent: a whole agent config with its version number.
-    return json.dumps({"v": VERSION, "dev": check_id(dev), "kind": "config",
-                       "version": version, "config": config}).encode()
+def encode_config(dev, version, config, force=False):
+    # Hub -> agent: a whole agent config with its version number (1..2**31-1).
+    # force=True: applied even when the agent runs a higher version (the way
+    # back from a version set too high; docs/wire.md).
+    m = {"v": VERSION, "dev": check_id(dev), "kind": "config", "version": version, "config": config}
+    if force:
+        m["force"] = True
+    return json.dumps(m).encode()
 
 
 def encode_time(epoch_ms, dev=None):

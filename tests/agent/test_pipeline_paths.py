@@ -145,7 +145,7 @@ def test_late_samples_of_a_block_are_refused_like_pushes():
 
 def test_a_block_too_large_for_the_pipeline_buffer_is_refused():
     p = build(Pipeline, {"name": "s", "block": 4, "windows": [{"name": "c", "size": 2}]})
-    e = raises(ValueError, p.push_block, 0, 10, p._vb, len(p._vb) + 1)
+    e = raises(ValueError, p.push_block, 0, 10, p.vs, len(p.vs) + 1)
     assert "do not fit" in str(e)
 
 

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="interpreter that runs the pipeline (default: micropython)")
     r.add_argument("--board", choices=("esp32", "rp2040", "tiny"), default="esp32",
                    help="heap size under micropython (default: esp32)")
+    from edgestream_tools.deploy import add_board_commands
+
+    add_board_commands(sub)  # deploy, test, logs, check
     from edgestream_tools import agent_bench
 
     agent_bench.add_parser(sub)
@@ -63,6 +66,10 @@ def _check_config(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgestream_tools import deploy
+
+    if args.agent_cmd in deploy.COMMANDS:
+        return deploy.run(args)
     if args.agent_cmd == "bench":
         from edgestream_tools import agent_bench
 
@@ -74,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise ReplayError(f"input {args.input}: no such file")
     if args.runtime == "cpython":
         return _run_cpython(args.config, args.input)
+    from edgestream_tools.agentcheck import DoesNotFit, check_start
+
+    try:  # a config the board could not start is refused: the same measurement as `agent check`
+        check_start(args.config, args.board, "frozen")
+    except DoesNotFit as e:
+        print(f"edgestream agent replay: does not fit: {e}", file=sys.stderr)
+        return DoesNotFit.exit_code
     return _run_micropython(args.config, args.input, args.board)
 
 

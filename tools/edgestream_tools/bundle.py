@@ -38,6 +38,17 @@ ARCHS: dict[str, str] = {"rp2040": "armv6m", "esp32": "xtensawin"}
 #: Every ``-march`` mpy-cross accepts.
 MPY_CROSS_ARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
                    "xtensa", "xtensawin", "rv32imc", "rv64imc", "host", "debug")
+#: The ``-march`` of each native arch number a port reports (``sys.implementation._mpy >> 10``; 0: none).
+NATIVE_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+                "xtensa", "xtensawin", "rv32imc", "rv64imc")
+
+
+def arch_of(mpy: int | None) -> str | None:
+    """The ``-march`` whose machine code a port runs, from its ``sys.implementation._mpy`` (None: bytecode only)."""
+    if mpy is None:
+        return None
+    n = (mpy >> 10) & 0xF
+    return NATIVE_ARCHS[n] if n < len(NATIVE_ARCHS) else None
 DEVICE_PACKAGES = ("edgestream_shared", "edgestream_agent")
 DEFAULT_OPT = 3
 #: A decorator line that asks for machine code; a bytecode bundle leaves it out.

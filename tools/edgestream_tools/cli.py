@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 
 from edgestream_hub.errors import EdgeStreamError
+from edgestream_hub.pipes import to_devnull
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("edgestream_tools.demo", "run the end-to-end demo on an embedded default"),
     "firmware": ("edgestream_tools.bundle", "build .mpy bundles of the device packages"),
     "agent": ("edgestream_tools.agent_cli", "replay recorded samples through an agent config"),
+    "vboard": ("edgestream_tools.vboard", "run a virtual board on a pty for mpremote: edgestream vboard --board esp32"),
     "hub": ("edgestream_hub.cli", "run or check the hub: edgestream hub run|check -c hub.yaml"),
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
 }
@@ -117,23 +118,6 @@ def _dispatch(argv: list[str]) -> int:
         return 2
 
 
-def _stdout_to_devnull() -> None:
-    """After EPIPE: point fd 1 at /dev/null, so Python's flush at exit has nothing to fail on.
-
-    (The recipe of the Python docs' note on SIGPIPE.) Without a real fd 1,
-    as under a test's capture, there is nothing to redirect.
-    """
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -145,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
         return rc
     except BrokenPipeError:  # `edgestream ... | head -1`: the reader has gone; stop like other Unix tools
-        _stdout_to_devnull()
+        to_devnull(sys.stdout)  # so Python's flush at exit has nothing to fail on
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130

@@ -2,13 +2,11 @@
 # exact decimal fraction; y keeps 10 extra bits of precision (chain's
 # _EMA_BITS) and the output is rounded to the sensor's fixed point.
 
-from edgestream_agent.chain import EMA
 from edgestream_agent.fixed import fraction
 
 
 class Ema:
     def __init__(self, p, f):
-        self.kind = EMA
         self.num, self.den = fraction(p["alpha"])
         self.y = None  # y << 10
 

@@ -2,12 +2,9 @@
 # the last value is sent again. Time-driven: the pipeline asks due(t) before
 # each sample (and on advance) and calls beat() for each re-send.
 
-from edgestream_agent.chain import HEARTBEAT
-
 
 class Heartbeat:
     def __init__(self, p, f):
-        self.kind = HEARTBEAT
         self.interval = p["interval_ms"]
         self.last = None
         self.last_t = 0

@@ -5,12 +5,9 @@
 
 from array import array
 
-from edgestream_agent.chain import MEDIAN
-
 
 class Median:
     def __init__(self, p, f):
-        self.kind = MEDIAN
         n = p["size"]
         self.size = n
         self.ring = array("i", bytes(4 * n))    # last `size` values, arrival order

@@ -1,12 +1,9 @@
 # round{digits}: round half to even to `digits` decimals (a no-op when the
 # sensor's own decimals are not more than digits).
 
-from edgestream_agent.chain import ROUND
-
 
 class Round:
     def __init__(self, p, f):
-        self.kind = ROUND
         d = 0
         while 10 ** d < f:
             d += 1

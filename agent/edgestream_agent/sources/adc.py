@@ -6,7 +6,7 @@
 
 import time
 
-from edgestream_agent.scheduler import ticks_add, ticks_diff, ticks_ms
+from edgestream_agent.timebase import ticks_add, ticks_diff, ticks_ms
 from edgestream_agent.sources.scale import apply, linear
 
 try:

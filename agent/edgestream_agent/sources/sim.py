@@ -10,10 +10,7 @@
 import math
 from array import array
 
-try:
-    import micropython
-except ImportError:  # CPython
-    from edgestream_agent.cpython import micropython
+from edgestream_agent.timebase import micropython
 
 _N = 64  # sine table resolution (per period)
 _TABLES = {}  # amplitude -> sine table

@@ -271,7 +271,9 @@ class WindowSpec:
         if self.kind == "tumbling":
             return f"tumbling size={self.size}ms"
         if self.kind == "hopping":
-            return f"hopping size={self.size}ms hop={self.hop}ms"
+            gaps = f" (gaps: a record in [j*{self.hop} + {self.size}, (j+1)*{self.hop}) is in no window)" \
+                if self.hop > self.size else ""
+            return f"hopping size={self.size}ms hop={self.hop}ms{gaps}"
         if self.kind == "sliding":
             return f"sliding size={self.size}ms"
         if self.kind == "session":

@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from . import ir
 from .errors import SqlRuntimeError
-from .functions import ts_ms
-from .plan import Plan
+from .functions import check_key, key_kinds, ts_ms
+from .plan import Plan, sql_text
 from .program import BIG, Fn, Program, compiled
 from .sizes import approx_bytes
 from .windows import Executor
@@ -47,6 +47,8 @@ class JoinProgram(Program):
         inits, updates = self._agg_layout()
         self.init_src = "[" + ", ".join(inits) + "]"
         src = []
+        self.key_texts = [[f"{sql_text(a)} = {sql_text(b)}" for a, b in q.join_keys.get(s.alias) or []]
+                          for s in streams]
         for i, s in enumerate(streams):
             var = envs[i]
             fl = q.filters.get(s.alias) or []
@@ -168,10 +170,16 @@ class StreamJoinExecutor(Executor):
                         idx.setdefault(k, []).append(row)
                     except Exception as e:
                         self.bad(row, e)
+                kinds = key_kinds(idx, len(prog.key_texts[i]))
             left = prog.left[i]
             for env in envs:
                 try:
-                    cands = idx.get(probe(*env), ()) if probe is not None else rows
+                    if probe is not None:
+                        key = probe(*env)
+                        check_key(key, kinds, prog.key_texts[i])
+                        cands = idx.get(key, ())
+                    else:
+                        cands = rows
                     matched = False
                     for m in cands:
                         e2 = env + (m,)

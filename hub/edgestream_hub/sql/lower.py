@@ -190,6 +190,12 @@ class Lowerer:
             raise self.error("expected INTERVAL '<positive n>' MILLISECOND|SECOND|MINUTE|HOUR|DAY", node)
         return int(text) * INTERVAL_UNITS[unit]
 
+    def _session_bounds(self, max_ms: int, timeout_ms: int, at: exp.Expression, usage: str) -> None:
+        """A timeout longer than the maximum duration could never end a session: most likely swapped."""
+        if timeout_ms > max_ms:
+            raise self.error(f"the session timeout ({timeout_ms}ms) is longer than its maximum duration "
+                             f"({max_ms}ms), so it could never end a session: the arguments are {usage}", at)
+
     def window(self, g: exp.Anonymous) -> ir.WindowSpec:
         name = str(g.this).lower()
         a = list(g.expressions)
@@ -208,13 +214,17 @@ class Lowerer:
             return ir.WindowSpec("hopping", size=u * self._int(a[1], "window size"), hop=u * self._int(a[2], "hop"),
                                  pos=pos)
         if name == "slidingwindow":
+            if len(a) == 3:
+                raise self.error("SLIDINGWINDOW takes (unit, size): a trigger delay (eKuiper's third argument) is "
+                                 "not supported", a[2])
             need(2, 2, "(unit, size)")
             return ir.WindowSpec("sliding", size=self._unit(a[0]) * self._int(a[1], "window size"), pos=pos)
         if name == "sessionwindow":
             need(3, 3, "(unit, maxDuration, timeout)")
             u = self._unit(a[0])
-            return ir.WindowSpec("session", size=u * self._int(a[1], "maxDuration"),
-                                 timeout=u * self._int(a[2], "timeout"), pos=pos)
+            mx, to = u * self._int(a[1], "maxDuration"), u * self._int(a[2], "timeout")
+            self._session_bounds(mx, to, a[2], "SESSIONWINDOW(unit, maxDuration, timeout)")
+            return ir.WindowSpec("session", size=mx, timeout=to, pos=pos)
         if name == "countwindow":
             need(1, 2, "(n [, m])")
             n = self._int(a[0], "count")
@@ -234,6 +244,7 @@ class Lowerer:
         need(2, 3, "(time_field, INTERVAL gap [, INTERVAL max_duration])")
         gap = self._interval(a[1])
         mx = self._interval(a[2]) if len(a) > 2 else 1 << 62
+        self._session_bounds(mx, gap, a[1], "SESSION(time_field, gap, max_duration)")
         return ir.WindowSpec("session", size=mx, timeout=gap, time_field=tf, pos=pos)
 
     # -- expressions ------------------------------------------------------

@@ -20,8 +20,9 @@ from typing import Any, Callable, Optional, Sequence
 from . import analytic, ir
 from .aggregates import NUMERIC, agg_code
 from .codegen import Gen
-from .errors import SqlError
-from .plan import Plan
+from .errors import SqlError, SqlRuntimeError
+from .functions import check_key, key_kinds
+from .plan import Plan, sql_text
 from .sliding import slide_code
 
 BIG = 1 << 62
@@ -40,23 +41,36 @@ def compiled(fn: Optional[Fn], name: str) -> Fn:
 class TableJoin:
     """A lookup table joined to the stream: filtered and hash-indexed when (re)loaded."""
 
-    def __init__(self, alias: str, left: bool, loader: Any, build_key: Any, row_filter: Any, residual: Any) -> None:
+    def __init__(self, alias: str, left: bool, loader: Any, build_key: Any, row_filter: Any, residual: Any,
+                 key_texts: Optional[list[str]] = None) -> None:
         self.alias = alias
         self.left = left
         self.loader = loader
         self.build_key = build_key  # fn(row) -> key, or None for a scan
         self.row_filter = row_filter  # fn(row) -> bool, or None
         self.residual = residual  # fn(r, row) -> bool, or None
+        self.key_texts = key_texts or []  # each key equality as SQL, for messages
         self.miss: list = [{}] if left else []
         self.index: dict = {}
+        self.kinds: list[frozenset] = []
         self.rows: list = []
         self.load()
+
+    def _kept(self, row: Any) -> bool:
+        """A row the join-time filter keeps; a row it cannot be computed for (a string compared with a
+        number) is left out, as a row whose key cannot be computed is: it can match no record."""
+        if not isinstance(row, dict):
+            return False
+        try:
+            return self.row_filter is None or bool(self.row_filter(row))
+        except (SqlRuntimeError, TypeError):
+            return False
 
     def load(self) -> None:
         rows = self.loader() if callable(self.loader) else self.loader
         if hasattr(rows, "rows") and callable(rows.rows):
             rows = rows.rows()
-        rows = [r for r in rows if isinstance(r, dict) and (self.row_filter is None or self.row_filter(r))]
+        rows = [r for r in rows if self._kept(r)]
         index: dict = {}
         if self.build_key is not None:
             for row in rows:
@@ -65,15 +79,19 @@ class TableJoin:
                     if k is None or (isinstance(k, tuple) and None in k):
                         continue  # NULL never equals anything
                     index.setdefault(k, []).append(row)
-                except TypeError:
+                except (SqlRuntimeError, TypeError):
                     continue
         self.rows, self.index = rows, index
+        n = len(self.key_texts)
+        self.kinds = key_kinds(index if n > 1 else ((k,) for k in index), n) if n else []
 
     def probe(self, r: dict, key: Any) -> Sequence[Any]:
         cands: Sequence[Any]
         if self.build_key is None:
             cands = self.rows
         else:
+            if self.kinds:
+                check_key(key if len(self.kinds) > 1 else (key,), self.kinds, self.key_texts)
             try:
                 cands = self.index.get(key) or ()
             except TypeError:  # an unhashable probe value matches nothing
@@ -133,10 +151,12 @@ class Program:
         row_filter = self._fn("t, now=0", " and ".join(f"({g.expr(c)})" for c in filters), "_tf") if filters else None
         keys = q.join_keys.get(s.alias) or []
         build_key = None
+        key_texts = []
         if keys:
             build = [g.expr(b) for _, b in keys]
             body = build[0] if len(build) == 1 else "(" + ", ".join(build) + ",)"
             build_key = self._fn("t, now=0", body, "_tk")
+            key_texts = [f"{sql_text(a)} = {sql_text(b)}" for a, b in keys]
         residual = None
         res = q.join_residual.get(s.alias) or []
         if res:
@@ -147,7 +167,7 @@ class Program:
             g.env = {q.sources[0].alias: "r", s.alias: "t"}
             residual = self._fn("r, t, now=0", " and ".join(f"({g.expr(c)})" for c in res), "_tr")
         g.env = saved
-        return TableJoin(s.alias, s.join == "left", loader, build_key, row_filter, residual)
+        return TableJoin(s.alias, s.join == "left", loader, build_key, row_filter, residual, key_texts)
 
     def _probe_key(self, i: int, s: ir.Source) -> str:
         keys = self.q.join_keys.get(s.alias) or []

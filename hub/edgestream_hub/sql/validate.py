@@ -7,15 +7,15 @@ unknown columns of tables whose columns are known; stream-stream joins
 outside a time window; ORDER BY or LIMIT with nothing to order per window;
 analytic functions where no per-record value exists (outside aggregates
 in SELECT, HAVING or ORDER BY of an aggregate query; in ON; in
-stream-stream joins).
+stream-stream joins); a literal regular expression that does not compile.
 """
 
 from __future__ import annotations
 
 from . import ir
 from .catalog import Catalog
-from .errors import SqlError
-from .functions import SCALARS
+from .errors import SqlError, SqlRuntimeError
+from .functions import REGEX_ARGS, SCALARS, check_regex
 
 
 def is_aggregated(q: ir.Query) -> bool:
@@ -36,6 +36,20 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
     def err(msg: str, node: object) -> SqlError:
         return SqlError(msg, text, getattr(node, "pos", 0))
 
+    def regex(pattern: ir.Node, replacement: ir.Node | None) -> None:
+        """A literal pattern (and literal replacement) compiles now, so a bad one never reaches a record."""
+        if not isinstance(pattern, ir.Lit) or pattern.value is None:
+            return
+        try:
+            check_regex(pattern.value)
+        except SqlRuntimeError as e:
+            raise err(str(e), pattern) from None
+        if isinstance(replacement, ir.Lit) and replacement.value is not None:
+            try:
+                check_regex(pattern.value, replacement.value)
+            except SqlRuntimeError as e:
+                raise err(str(e), replacement) from None
+
     def check(node: ir.Node, where: str, agg_ok: bool, analytic_ok: bool) -> None:
         for n in node.walk():
             if isinstance(n, ir.Call):
@@ -47,6 +61,11 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                 if not f.lo <= len(n.args) <= f.hi:
                     want = f"{f.lo}" if f.lo == f.hi else f"{f.lo} to {f.hi}"
                     raise err(f"{n.name}() takes {want} argument{'s' if f.hi != 1 else ''}, got {len(n.args)}", n)
+                if n.name in REGEX_ARGS:
+                    i = REGEX_ARGS[n.name]
+                    regex(n.args[i], n.args[i + 1] if n.name == "regexp_replace" else None)
+            elif isinstance(n, ir.Like) and n.op == "regexp":
+                regex(n.pattern, None)
             elif isinstance(n, ir.Agg):
                 if not agg_ok:
                     raise err(f"aggregate {n.name}() is not allowed in {where}", n)

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -275,3 +276,51 @@ def test_negatable_predicates_match_sqlite(rows):
     for e, _ in PREDICATES:
         kept = [r["ts"] for r in SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)]
         assert kept == [i for i, w in enumerate(want) if w[[x for x, _ in PREDICATES].index(e)]], e
+
+
+# -- comparisons: sqlite3 where both sides are of one kind; where they are not, sqlite3 answers (text
+# sorts after numbers, '1' = 1 is false, TRUE = 1 is true) and the engine fails the record instead ------
+COMPARISONS: list[tuple[str, list[tuple[Any, Any]]]] = [  # (engine SQL = sqlite SQL, the pairs of operands it compares)
+    ("v = w", [("v", "w")]), ("v <> w", [("v", "w")]), ("v != w", [("v", "w")]), ("v < w", [("v", "w")]),
+    ("v <= w", [("v", "w")]), ("v > w", [("v", "w")]), ("v >= w", [("v", "w")]),
+    ("v = 1", [("v", 1)]), ("'a' < w", [("a", "w")]), ("v > TRUE", [("v", True)]),
+    ("v IN (w, 1)", [("v", "w"), ("v", 1)]), ("v NOT IN (w, 'a')", [("v", "w"), ("v", "a")]),
+    ("v BETWEEN w AND 1", [("v", "w"), ("v", 1)]), ("v NOT BETWEEN 'a' AND w", [("v", "a"), ("v", "w")]),
+    ("CASE v WHEN w THEN 1 ELSE 0 END", [("v", "w")]), ("CASE WHEN v >= w THEN 1 ELSE 0 END", [("v", "w")]),
+]
+scalars = st.one_of(st.none(), st.integers(-2, 2), st.sampled_from([0.5, 1.0, -1.5]),
+                    st.sampled_from(["a", "b", "1", "", "B"]), st.booleans())
+
+
+def _kind_of(x) -> str:
+    return "boolean" if isinstance(x, bool) else "number" if isinstance(x, (int, float)) else "string"
+
+
+def _fails(row: dict, pairs: list) -> bool:
+    """Whether a comparison meets two non-NULL values of different kinds (the engine's record error)."""
+    def val(o):
+        return row[o] if o in ("v", "w") else o
+    return any(val(a) is not None and val(b) is not None and _kind_of(val(a)) != _kind_of(val(b))
+               for a, b in pairs)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(scalars, scalars), min_size=1, max_size=30))
+def test_comparisons_match_sqlite_or_fail_the_record_on_mixed_kinds(rows):
+    recs = [{"ts": i, "v": v, "w": w} for i, (v, w) in enumerate(rows)]
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (v, w)")  # no affinity: each value keeps its type
+    con.executemany("INSERT INTO t (rowid, v, w) VALUES (?, ?, ?)", [(i + 1, v, w) for i, (v, w) in enumerate(rows)])
+    for e, pairs in COMPARISONS:
+        want = [x for (x,) in con.execute(f"SELECT {e} FROM t ORDER BY rowid")]
+        bad = [_fails(r, pairs) for r in recs]
+        ctx = SimpleContext()
+        got = SqlProcessor(f"SELECT ts, {e} AS p FROM s", ctx).process(recs, 0)
+        assert [r["ts"] for r, _ in ctx.dead] == [i for i, b in enumerate(bad) if b], e
+        assert all("cannot compare" in reason for _, reason in ctx.dead), (e, ctx.dead)
+        expect = [(i, None if x is None else x if e.startswith("CASE") else bool(x))
+                  for i, x in enumerate(want) if not bad[i]]
+        assert [(r["ts"], r["p"]) for r in got] == expect, e
+        kept = SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)
+        assert [r["ts"] for r in kept] == [i for i, x in enumerate(want) if x and not bad[i]], e
+    con.close()

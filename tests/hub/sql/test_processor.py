@@ -157,6 +157,18 @@ def test_explain_shows_the_plan_after_the_passes():
     assert "fields used: s: id, t, ts; d: floor, id, room" in text
 
 
+@pytest.mark.parametrize("window,shown", [
+    ("HOPPINGWINDOW(ms, 10, 20)", "window: hopping size=10ms hop=20ms (gaps: a record in [j*20 + 10, (j+1)*20) "
+                                  "is in no window)"),
+    ("HOP(ts, '20ms', '10ms')", "window: hopping size=10ms hop=20ms (gaps"),
+    ("HOPPINGWINDOW(ms, 20, 10)", "window: hopping size=20ms hop=10ms\n"),
+    ("HOPPINGWINDOW(ms, 20, 20)", "window: hopping size=20ms hop=20ms\n"),
+])
+def test_explain_says_where_a_hopping_window_leaves_gaps(window, shown):
+    """A hop longer than the window is accepted, as in Flink: the plan says which records no window takes."""
+    assert shown in SqlProcessor(f"EXPLAIN SELECT count(*) AS n FROM s GROUP BY {window}", SimpleContext()).explain()
+
+
 @pytest.mark.parametrize("predicate,shown", [
     ("s NOT LIKE 'b%'", "(s.s NOT LIKE 'b%')"),
     ("NOT s LIKE 'b%'", "(s.s NOT LIKE 'b%')"),
