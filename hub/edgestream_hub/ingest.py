@@ -13,7 +13,10 @@ refusals to ``Ingest.reject``. So every source:
   duplicates, reboots, gap fills) under its label;
 - logs data loss: a gap in a device's sequence numbers is a WARNING naming the
   device and how many records are missing, the first at once, later ones
-  summarised at most once per ``loss_log_interval_s`` (10 s) per source.
+  summarised at most once per ``loss_log_interval_s`` (10 s) per source;
+- feeds the device registry (``ctx.devices``, when the hub has a ``devices``
+  section): every wire message it decoded, with how many items it kept and
+  what the sequence tracking counted for it.
 
 Formats: ``wire`` (EdgeStream wire messages, flattened and sequence-tracked),
 ``json`` (an object or an array of objects: each item that is not an object is
@@ -59,6 +62,7 @@ class Ingest:
         self._next_loss_log = 0.0
         self._wire: Any = None
         self._lock = threading.Lock()  # the sequence tracker is shared by an HTTP source's request threads
+        self.devices = getattr(ctx, "devices", None)
         if fmt == "wire":
             from edgestream_hub.wire import WireDecoder
 
@@ -70,8 +74,15 @@ class Ingest:
             if self.max_payload is not None and len(data) > self.max_payload:
                 raise ValueError(f"payload: {len(data)} bytes is over the {self.max_payload} byte limit")
             if self._wire is not None:
+                feed = self.devices
                 with self._lock:
-                    records = self._wire.decode(data, topic)
+                    if feed is None:
+                        records = self._wire.decode(data, topic)
+                    else:
+                        stats = self._wire.tracker.stats
+                        before = stats.copy()
+                        records = self._wire.decode(data, topic)
+                        feed.observe(self.ctx.label, self._wire.last, len(records), stats.since(before))
                     self._wire.count_into(self.ctx)
                     if self._wire.tracker.lost:
                         self._log_losses(False)

@@ -65,6 +65,14 @@ class SeqStats:
     reboots: int = 0
     late_fills: int = 0  # records that arrived late into a gap (kept; `missing` still counts the gap)
 
+    def copy(self) -> "SeqStats":
+        return SeqStats(self.gaps, self.missing, self.duplicates, self.reboots, self.late_fills)
+
+    def since(self, before: "SeqStats") -> "SeqStats":
+        """What was counted after ``before`` (a ``copy()`` taken earlier)."""
+        return SeqStats(self.gaps - before.gaps, self.missing - before.missing, self.duplicates - before.duplicates,
+                        self.reboots - before.reboots, self.late_fills - before.late_fills)
+
 
 class SeqTracker:
     """Per (device, kind) boot id and sequence tracking. ``accept`` says whether to keep an item."""
@@ -135,7 +143,9 @@ _COUNTERS = (("gaps", "edgestream_source_gaps_total"), ("missing", "edgestream_s
 
 
 class WireDecoder:
-    """Decode wire payloads into records; counts what it drops in ``tracker.stats``."""
+    """Decode wire payloads into records; counts what it drops in ``tracker.stats``.
+
+    ``last`` is the message the last ``decode`` read (the device registry looks at it)."""
 
     def __init__(self, prefix: str | None = "edgestream", track: bool = True) -> None:
         self.prefix = prefix
@@ -144,6 +154,7 @@ class WireDecoder:
         # one str object per distinct sensor/window name, shared by every record that carries it
         # (json.loads makes a new one per item: ~50 bytes each on every queued record)
         self._names: dict[str, str] = {}
+        self.last: dict[str, Any] | None = None
 
     def count_into(self, ctx: Any) -> None:
         """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
@@ -157,12 +168,14 @@ class WireDecoder:
                 setattr(old, name, getattr(st, name))
 
     def decode(self, payload: bytes | bytearray | memoryview | str, topic: str | None = None) -> list[Record]:
+        self.last = None
         m = decode(payload, loads=_loads)
         dev = m["dev"]
         if topic is not None and self.prefix is not None:
             tdev, _kind = _topics.parse(topic, self.prefix)
             if tdev != dev:
                 raise WireError(f"dev: {dev!r} does not match the topic's device {tdev!r}")
+        self.last = m
         kind = m["kind"]
         boot = m.get("boot")
         tr = self.tracker
