@@ -114,6 +114,8 @@ class DeviceService:
         if self.feed.service is self:
             self.feed.service = None
         self._stop.set()
+        if self.link is not None:
+            self.link.closing.set()  # a publish under way gives up now
         if self._thread is not None:
             self._thread.join(10)
         if self.link is not None:

@@ -66,6 +66,7 @@ class MqttLink:
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         self._stopping = False
+        self.closing = threading.Event()  # set by close(): waits in publish end at once
 
     def open(self) -> None:
         from edgestream_hub.connectors.mqtt import mqtt_connect
@@ -120,23 +121,29 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                 timeout_s: float = 10.0) -> str | None:
-        """Publish; None when the broker has it (QoS 1: acknowledged), else why not."""
-        if not self.connected.wait(timeout_s):
-            return f"not connected to {self.conn['host']}:{self.conn['port']}: {self.why}"
+        """Publish; None when the broker has it (QoS 1: acknowledged), else why not. Returns at once
+        when the link is closing."""
+        deadline = time.monotonic() + timeout_s
+        while not self.connected.is_set():
+            if self.closing.is_set() or time.monotonic() >= deadline:
+                return f"not connected to {self.conn['host']}:{self.conn['port']}: {self.why}"
+            self.connected.wait(0.05)
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != 0:
             return f"publish failed (rc {info.rc})"
         if qos:
-            try:
-                info.wait_for_publish(timeout_s)
-            except (RuntimeError, ValueError) as e:
-                return f"publish failed: {e}"
-            if not info.is_published():
-                return f"the broker did not acknowledge within {timeout_s:g}s"
+            while not info.is_published():
+                if self.closing.is_set() or time.monotonic() >= deadline:
+                    return f"the broker did not acknowledge within {timeout_s:g}s"
+                try:
+                    info.wait_for_publish(0.05)
+                except (RuntimeError, ValueError) as e:
+                    return f"publish failed: {e}"
         return None
 
     def close(self) -> None:
         self._stopping = True
+        self.closing.set()
         try:
             self.client.disconnect()
         finally:
