@@ -136,7 +136,8 @@ class DesiredConfigs:
         return Desired(c["version"], c, where)
 
     def scan(self) -> tuple[dict[str, Desired], set[str]]:
-        """Every device's desired config now, and the devices whose config changed since the last scan."""
+        """Every device's desired config now, and the devices whose file changed since the last scan. A file
+        that cannot be used is logged (once per content) and its last good config stays desired."""
         from edgestream_shared.topics import check_id
         from edgestream_shared.errors import WireError
 
@@ -171,9 +172,10 @@ class DesiredConfigs:
                 parsed: Desired | None = self._read(dev, self.path(dev))
                 self.errors.pop(dev, None)
             except DesiredConfigError as err:
-                parsed = None
+                parsed = old[1] if old is not None else None  # the last good one stays desired
                 if self.errors.get(dev) != str(err):
-                    log.error("desired config not used: %s", err)
+                    log.error("desired config not used: %s%s", err, f" (version {parsed.version} stays desired)"
+                              if parsed is not None else "")
                 self.errors[dev] = str(err)
             self._files[dev] = (key, parsed)
             changed.add(dev)
@@ -188,10 +190,13 @@ class DesiredConfigs:
         best = self.inline.get(dev)
         try:
             d = self._read(dev, self.path(dev))
-        except DesiredConfigError as e:
-            if self.path(dev).exists():
-                log.error("desired config not used: %s", e)
-            return best
+        except DesiredConfigError:
+            if not self.path(dev).exists():
+                return best
+            cached = self._files.get(dev)
+            d = cached[1] if cached is not None else None  # the last good one (scan logs why the file is not)
+            if d is None:
+                return best
         return d if best is None or d.version >= best.version else best
 
     def write(self, dev: str, cfg: dict[str, Any]) -> Path:

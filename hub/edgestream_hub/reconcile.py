@@ -10,8 +10,8 @@ device registry (``edgestream_hub.devices``, fed by the sources' ingest), the de
   the desired config changes, when the device comes online again or reboots, and when a send got no
   answer within ``config_retry`` while the device was online; a nack's reason is kept (``last_nack``)
   and logged, and the config is not sent again until one of those happens;
-- **syncs time**: a ``time`` message to a device when it comes online, and to every online device
-  every ``time_sync``;
+- **syncs time** (``time: true``): a ``time`` message to a device when it comes online, and to every
+  online device every ``time_sync``;
 - **watches the desired-config folder** (every second) and the CLI's requests, so ``edgestream devices
   push-config`` and ``sync-time`` work through a running hub too;
 - **reports loss a gap cannot show** (see ``edgestream_hub.devices``): logged as data loss and counted
@@ -78,7 +78,7 @@ class DeviceService:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ha_done: set[str] = set()  # devices whose discovery entries went out since the link connected
-        self._unreachable_logged: set[str] = set()
+        self._unreachable_logged: set[tuple[str, str, str | None]] = set()
         self.config_sends = 0
         self.time_sends = 0
 
@@ -132,7 +132,7 @@ class DeviceService:
     # -- the loop --
     def _run(self) -> None:
         next_scan = next_save = 0.0
-        period = self.config["time_sync"]
+        period = self.config["time_sync"] if self.config["time"] else 0
         next_time = time.monotonic() + period / 1000 if period else float("inf")
         self._reconcile_all()
         while not self._stop.is_set():
@@ -177,7 +177,7 @@ class DeviceService:
                 what = "came online" if kind == "online" else "rebooted"
                 d = self.registry.get(dev)
                 log.info("device %s %s (boot %s)", dev, what, d.boot if d else "?")
-                if self.config["time_sync"] is not None:
+                if self.config["time"]:
                     self.sync_time(dev)
                 self._reconcile(dev)
             elif kind == "answer":
@@ -224,7 +224,9 @@ class DeviceService:
         if d is None or des is None or d.config_reported == des.version:
             return
         kind, label = d.route()
-        if kind == "none" and self.link is not None:
+        if kind == "none":
+            if self.link is None:
+                return  # sent when it is first heard
             kind = "mqtt"  # never heard of yet: the retained config waits for it at the broker
         if kind == "serial" and not d.online:
             return  # sent when it is heard again
@@ -232,10 +234,10 @@ class DeviceService:
             self._send_mqtt_config(dev)
         elif kind == "serial" and label in self.feed.senders:
             self._send_serial_config(dev, label)
-        elif dev not in self._unreachable_logged:
-            self._unreachable_logged.add(dev)
-            how = {"http": f"only heard over HTTP source {label}", "serial": f"serial source {label} is not open",
-                   "mqtt": "devices.connection is not set", "none": "never heard of, and devices.connection is not set"}
+        elif (dev, kind, label) not in self._unreachable_logged:
+            self._unreachable_logged.add((dev, kind, label))
+            how = {"http": f"it is only heard over HTTP source {label}", "serial": f"serial source {label} is closed",
+                   "mqtt": "devices.connection is not set"}
             log.warning("device %s: cannot send its desired config version %d: %s", dev, des.version, how[kind])
 
     def _send_mqtt_config(self, dev: str) -> None:
