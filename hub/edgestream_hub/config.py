@@ -231,7 +231,7 @@ def _check_devices(cfg: dict[str, Any], chk: Checker, path: str) -> None:
 
             store = DesiredConfigs(folder)
             store.scan()
-            for dev, why in sorted(store.errors.items()):
+            for _, why in sorted(store.errors.items()):
                 chk.issue(f"{path}.desired_dir", why)
 
 

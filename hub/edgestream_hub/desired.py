@@ -56,8 +56,8 @@ def check_config(dev: str, cfg: Any, where: str, *, need_version: bool = True) -
     """Check a desired config for ``dev`` as the device will: returns it (a copy, ``device`` filled in when
     absent). Raises ``DesiredConfigError`` with the validator's message (``sensors[0].period_ms: must be > 0``)."""
     from edgestream_agent.config import validate
-    from edgestream_shared.topics import check_id
     from edgestream_shared.errors import WireError
+    from edgestream_shared.topics import check_id
 
     try:
         check_id(dev)
@@ -138,8 +138,8 @@ class DesiredConfigs:
     def scan(self) -> tuple[dict[str, Desired], set[str]]:
         """Every device's desired config now, and the devices whose file changed since the last scan. A file
         that cannot be used is logged (once per content) and its last good config stays desired."""
-        from edgestream_shared.topics import check_id
         from edgestream_shared.errors import WireError
+        from edgestream_shared.topics import check_id
 
         seen: dict[str, tuple[int, int]] = {}
         try:
@@ -149,13 +149,13 @@ class DesiredConfigs:
         except OSError as e:
             log.error("cannot read the desired-config folder %s: %s", self.folder, e.strerror or e)
             entries = []
-        for e in entries:
-            if not e.name.endswith(".json") or e.name.startswith("."):
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
-            dev = e.name[:-5]
+            dev = entry.name[:-5]
             try:
                 check_id(dev)
-                st = e.stat()
+                st = entry.stat()
             except (WireError, OSError):
                 continue
             seen[dev] = (st.st_mtime_ns, st.st_size)
@@ -188,15 +188,14 @@ class DesiredConfigs:
     def get(self, dev: str) -> Desired | None:
         """One device's desired config, read now (the file as it is, not as the last scan saw it)."""
         best = self.inline.get(dev)
+        d: Desired | None
         try:
             d = self._read(dev, self.path(dev))
         except DesiredConfigError:
-            if not self.path(dev).exists():
-                return best
-            cached = self._files.get(dev)
+            cached = self._files.get(dev) if self.path(dev).exists() else None
             d = cached[1] if cached is not None else None  # the last good one (scan logs why the file is not)
-            if d is None:
-                return best
+        if d is None:
+            return best
         return d if best is None or d.version >= best.version else best
 
     def write(self, dev: str, cfg: dict[str, Any]) -> Path:

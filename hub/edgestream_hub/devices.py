@@ -269,9 +269,9 @@ class DeviceRegistry:
                 setattr(d, name, v)
         for key, name in (("fw", "agent_version"), ("mpy", "firmware"), ("platform", "platform"),
                           ("clock_source", "clock_source")):
-            v = _str(m.get(key))
-            if v is not None:
-                setattr(d, name, v)
+            text = _str(m.get(key))
+            if text is not None:
+                setattr(d, name, text)
         self._clear_nack(d)
         sent = _int(m.get("results_sent"))
         if sent is not None and d.boot is not None and len(d.checks) < _CHECKS:

@@ -71,7 +71,8 @@ def entries(prefix: str, ha_prefix: str, dev: str, state: Any, hub_version: str 
         "entity_category": "diagnostic"})
     for key, name, unit, dclass, sclass in HEALTH:
         body: dict[str, Any] = {"name": name, "state_topic": f"{prefix}/{dev}/metrics",
-                                "value_template": "{{ value_json.metrics.%s }}" % key, "entity_category": "diagnostic"}
+                                "value_template": "{{ value_json.metrics." + key + " }}",
+                                "entity_category": "diagnostic"}
         if unit:
             body["unit_of_measurement"] = unit
         if dclass:

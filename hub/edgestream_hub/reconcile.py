@@ -256,8 +256,8 @@ class DeviceService:
         self.registry.record_sent(dev, des.version)
 
     def _send_serial_config(self, dev: str, label: str) -> None:
-        from edgestream_shared.errors import WireError
         from edgestream_hub.sender import config_message
+        from edgestream_shared.errors import WireError
 
         des = self._wanted[dev]
         try:

@@ -11,8 +11,9 @@ import json
 import threading
 
 from hubtest import wait_for
+
 from edgestream_hub.config import load_config
-from edgestream_hub.devices import DeviceFeed
+from edgestream_hub.devices import DeviceFeed, DeviceState
 from edgestream_hub.reconcile import DeviceService
 from edgestream_hub.wire import SeqStats
 from edgestream_shared.decoder import decode
@@ -44,6 +45,12 @@ class Port:
             return [m for m in self.sent if m["kind"] == kind]
 
 
+def dev(svc: DeviceService, name: str) -> DeviceState:
+    d = svc.registry.get(name)
+    assert d is not None, f"{name} is not in the registry"
+    return d
+
+
 def service(tmp_path, devices: str = ", time_sync: 0ms", desired: dict | None = None):
     (tmp_path / "hub.yaml").write_text(f"""
 sources: {{board: {{serial: {{port: /dev/null-board}}}}}}
@@ -55,6 +62,7 @@ devices: {{config_retry: 300ms{devices}}}
         (tmp_path / ".edgestream" / "desired").mkdir(parents=True, exist_ok=True)
         (tmp_path / ".edgestream" / "desired" / f"{dev}.json").write_text(json.dumps(cfg))
     hub = load_config(tmp_path / "hub.yaml")
+    assert hub.devices is not None
     feed = DeviceFeed()
     port = Port()
     feed.attach("board", port.send)
@@ -78,7 +86,7 @@ def test_a_config_is_sent_when_the_device_is_heard_and_again_when_it_does_not_an
         # no answer within config_retry: sent again (the line may have eaten it)
         assert wait_for(lambda: len(port.kinds("config")) >= 2, 5)
         device(encode_ack("d1", 1, 3, True))
-        assert wait_for(lambda: svc.registry.get("d1").config_state == "applied", 5)
+        assert wait_for(lambda: dev(svc, "d1").config_state == "applied", 5)
         n = len(port.kinds("config"))
         device(encode_metrics("d1", 1, {"config_version": 3}))
         assert not wait_for(lambda: len(port.kinds("config")) > n, 1.5)  # in sync: nothing more
@@ -94,13 +102,13 @@ def test_a_nack_is_kept_and_the_config_goes_again_only_after_a_reboot(tmp_path):
         device(encode_status("d1", 1, "online"))
         assert wait_for(lambda: len(port.kinds("config")) == 1, 5)
         device(encode_ack("d1", 1, 2, False, "sensors[0].source.pin: no such pin"))
-        assert wait_for(lambda: svc.registry.get("d1").config_state == "refused", 5)
-        d = svc.registry.get("d1")
+        assert wait_for(lambda: dev(svc, "d1").config_state == "refused", 5)
+        d = dev(svc, "d1")
         assert (d.last_nack, d.last_nack_version) == ("sensors[0].source.pin: no such pin", 2)
         assert not wait_for(lambda: len(port.kinds("config")) > 1, 1.5)  # not while nothing changed
         device(encode_status("d1", 2, "online"))  # rebooted
         assert wait_for(lambda: len(port.kinds("config")) == 2, 5)
-        assert svc.registry.get("d1").reboots == 1
+        assert dev(svc, "d1").reboots == 1
     finally:
         svc.stop()
 
@@ -113,11 +121,11 @@ def test_a_new_desired_file_is_picked_up_and_sent(tmp_path):
         with svc.desired.lock():
             svc.desired.write("d1", {**AGENT, "version": 5})
         assert wait_for(lambda: len(port.kinds("config")) == 1, 5)
-        assert port.kinds("config")[0]["version"] == 5 and svc.registry.get("d1").config_desired == 5
+        assert port.kinds("config")[0]["version"] == 5 and dev(svc, "d1").config_desired == 5
         # an invalid file is not sent; the log says why and the desired version stays
         (svc.desired.folder / "d1.json").write_text(json.dumps({**AGENT, "version": 6, "watchdog_ms": -1}))
         assert wait_for(lambda: "d1" in svc.desired.errors, 5)
-        assert "watchdog_ms" in svc.desired.errors["d1"] and svc.registry.get("d1").config_desired == 5
+        assert "watchdog_ms" in svc.desired.errors["d1"] and dev(svc, "d1").config_desired == 5
     finally:
         svc.stop()
 
@@ -128,8 +136,8 @@ def test_a_config_too_large_for_a_serial_frame_is_reported_not_sent(tmp_path):
     svc, port, device = service(tmp_path, desired={"d1": big})
     try:
         device(encode_status("d1", 1, "online"))
-        assert wait_for(lambda: svc.registry.get("d1").config_state == "refused", 5)
-        assert svc.registry.get("d1").last_nack.startswith("not sent: frame: payload of")
+        assert wait_for(lambda: dev(svc, "d1").config_state == "refused", 5)
+        assert str(dev(svc, "d1").last_nack).startswith("not sent: frame: payload of")
         assert port.kinds("config") == []
     finally:
         svc.stop()

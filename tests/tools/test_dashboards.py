@@ -51,9 +51,7 @@ def exprs(node) -> list[str]:
     out = []
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in ("expr", "definition") and isinstance(v, str):
-                out.append(v)
-            elif k == "query" and isinstance(v, str):
+            if k in ("expr", "definition") and isinstance(v, str) or k == "query" and isinstance(v, str):
                 out.append(v)
             else:
                 out += exprs(v)

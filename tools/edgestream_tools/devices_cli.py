@@ -111,6 +111,7 @@ class _Fleet:
     def link(self, filters: list[str], on_payload: Any) -> Any:
         from edgestream_hub.sender import MqttLink
 
+        assert self.conn is not None, "callers check devices.connection first"
         link = MqttLink(self.conn, f"edgestream-cli-{os.getpid()}", filters, on_payload, label="edgestream devices")
         link.open()
         return link
@@ -202,7 +203,7 @@ def _push(args: argparse.Namespace) -> int:
     link = fleet.link([f"{fleet.prefix}/{dev}/config/ack"], on_ack) if via_mqtt else None
     try:
         if link is not None and not link.wait_ready(min(args.timeout, 10.0)):
-            print(f"edgestream devices: broker {fleet.conn['host']}:{fleet.conn['port']} not reachable: {link.why}; "
+            print(f"edgestream devices: broker {link.conn['host']}:{link.conn['port']} not reachable: {link.why}; "
                   "the config is made desired only", file=sys.stderr)
             link.close()
             link = None
@@ -307,7 +308,7 @@ def _sync(args: argparse.Namespace) -> int:
                 if link is None:
                     link = fleet.link([], lambda p, t: None)
                     if not link.wait_ready(10):
-                        print(f"edgestream devices: broker {fleet.conn['host']}:{fleet.conn['port']} not reachable: "
+                        print(f"edgestream devices: broker {link.conn['host']}:{link.conn['port']} not reachable: "
                               f"{link.why}", file=sys.stderr)
                         return 1
                 msg = time_message(dev)

@@ -54,6 +54,7 @@ class SerialSource(PollingSource):
         """Frame one wire message and write it to the port. False when the port is not open or the write
         failed (logged); raises ``WireError`` for a payload over the frame limit."""
         import serial
+
         from edgestream_shared.frame import encode_frame
 
         frame = encode_frame(payload)
