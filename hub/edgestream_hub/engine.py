@@ -481,16 +481,21 @@ class Engine:
             return False
         return source in (dev["sources"] or wire_sources(self.config.sources))
 
-    def _start_devices(self, config: HubConfig) -> None:
+    def _build_devices(self, config: HubConfig) -> Any:
+        """The device service of ``config`` (None without a ``devices`` section), built, not started."""
         if config.devices is None:
-            return
+            return None
         from edgestream_hub.reconcile import DeviceService
 
         def dl(component: str, pl: str | None, record: Any, reason: str) -> None:
             self.dead_letter(component, pl, record, reason)
 
-        self.metrics.add_devices(self.devices)
-        self.device_service = DeviceService(config.devices, config, self.devices, self.metrics, dl).start()
+        return DeviceService(config.devices, config, self.devices, self.metrics, dl)
+
+    def _start_devices(self, service: Any) -> None:
+        if service is not None:
+            self.metrics.add_devices(self.devices)
+            self.device_service = service.start()
 
     def _stop_devices(self) -> None:
         svc, self.device_service = self.device_service, None
@@ -577,6 +582,7 @@ class Engine:
                     s.open()
                 for src in self.sources.values():
                     src.open()
+                devices = self._build_devices(cfg)
                 if cfg.metrics.get("listen"):
                     try:
                         self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
@@ -593,7 +599,7 @@ class Engine:
                 s.start()
             for p in self.pipelines.values():
                 p.start()
-            self._start_devices(cfg)  # before the sources: it sees their first message
+            self._start_devices(devices)  # before the sources: it sees their first message
             for src in self.sources.values():
                 src.start()
             self._running = True
@@ -712,6 +718,7 @@ class Engine:
                 b_sinks = {n: self.build_sink(new.sinks[n]) for n in sorted(sinks)}
                 b_pls = {n: self.build_pipeline(new.pipelines[n], resume=False) for n in sorted(pls)}
                 b_srcs = {n: self.build_source(new.sources[n]) for n in sorted(srcs)}
+                b_devices = self._build_devices(new) if dev_changed else None
             except BaseException:
                 self.config = old
                 raise
@@ -719,10 +726,7 @@ class Engine:
             self._declare(b_sinks.values(), b_pls.values(), b_srcs.values())
             if dev_changed:
                 self._stop_devices()
-                try:
-                    self._start_devices(new)
-                except EdgeStreamError as e:
-                    log.error("reload: the device service did not start: %s", e)
+                self._start_devices(b_devices)
             deadline = time.monotonic() + new.hub["shutdown_timeout"] / 1000
             # sinks first, so pipelines always have somewhere to write
             for n, runner in b_sinks.items():

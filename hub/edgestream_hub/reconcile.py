@@ -72,8 +72,6 @@ class DeviceService:
                                        missing_after_ms=config["missing_after"],
                                        offline_after_ms=config["offline_after"])
         self.link: Any = None
-        self._conn = conn
-        self._dead_letter = dead_letter
         self._wanted: dict[str, Desired] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -81,6 +79,18 @@ class DeviceService:
         self._unreachable_logged: set[tuple[str, str, str | None]] = set()
         self.config_sends = 0
         self.time_sends = 0
+        if conn is not None:  # built now: a TLS file that cannot be read fails here, before anything starts
+            from edgestream_hub.components import ComponentContext
+            from edgestream_hub.ingest import Ingest
+            from edgestream_hub.sender import MqttLink
+
+            ctx = ComponentContext("source", CONTROL, CONTROL, metrics=metrics, dead_letter=dead_letter, devices=feed)
+            ingest = Ingest(ctx, "wire", prefix=self.prefix)
+            filters = [f"{self.prefix}/+/{k}" for k in ("status", "metrics", "config/ack")]
+            if config["homeassistant"]:
+                filters.append(f"{config['homeassistant_prefix']}/status")
+            self.link = MqttLink(conn, config["client_id"] or f"edgestream-hub-{CONTROL}", filters,
+                                 lambda p, t: self._on_mqtt(ingest, p, t), label=CONTROL)
 
     # -- lifecycle --
     def start(self) -> "DeviceService":
@@ -89,21 +99,9 @@ class DeviceService:
         self._wanted, _ = self.desired.scan()
         for dev, des in self._wanted.items():
             self.registry.set_desired(dev, des.version)
-        if self._conn is not None:
-            from edgestream_hub.components import ComponentContext
-            from edgestream_hub.ingest import Ingest
-            from edgestream_hub.sender import MqttLink
-
-            ctx = ComponentContext("source", CONTROL, CONTROL, metrics=self.metrics, dead_letter=self._dead_letter,
-                                   devices=self.feed)
+        if self.link is not None:
             if self.metrics is not None:
                 self.metrics.declare("source", CONTROL)
-            ingest = Ingest(ctx, "wire", prefix=self.prefix)
-            filters = [f"{self.prefix}/+/{k}" for k in ("status", "metrics", "config/ack")]
-            if self.config["homeassistant"]:
-                filters.append(f"{self.config['homeassistant_prefix']}/status")
-            self.link = MqttLink(self._conn, self.config["client_id"] or f"edgestream-hub-{CONTROL}", filters,
-                                 lambda p, t: self._on_mqtt(ingest, p, t), label=CONTROL)
             self.link.open()
         self.feed.service = self
         self._thread = threading.Thread(target=self._run, name="devices", daemon=True)
@@ -134,9 +132,17 @@ class DeviceService:
         next_scan = next_save = 0.0
         period = self.config["time_sync"] if self.config["time"] else 0
         next_time = time.monotonic() + period / 1000 if period else float("inf")
-        self._reconcile_all()
+        link_up = False
+        if self.link is None:
+            self._reconcile_all()
         while not self._stop.is_set():
             try:
+                if self.link is not None and self.link.connected.is_set() != link_up:
+                    link_up = not link_up
+                    if link_up:  # (re)connected: whatever could not go out while it was down goes now
+                        self._reconcile_all()
+                        if period:
+                            self.sync_time()
                 self._events()
                 now = time.monotonic()
                 if now >= next_scan:
@@ -243,6 +249,8 @@ class DeviceService:
     def _send_mqtt_config(self, dev: str) -> None:
         from edgestream_hub.sender import config_message
 
+        if not self.link.connected.is_set():
+            return  # sent when the link is up again (no wait here: other devices come first)
         with self.desired.lock():  # the newest desired config, never an older one after the CLI's
             des = self.desired.get(dev)
             if des is None:
@@ -289,8 +297,8 @@ class DeviceService:
                 continue
             kind, label = d.route()
             if kind == "mqtt" and self.link is not None:
-                err = self.link.publish(f"{self.prefix}/{t}/time", time_message(t), qos=0, timeout_s=2)
-                ok = err is None
+                ok = self.link.connected.is_set() and self.link.publish(
+                    f"{self.prefix}/{t}/time", time_message(t), qos=0, timeout_s=2) is None
             elif kind == "serial" and label in self.feed.senders:
                 ok = self.feed.senders[label](time_message(t))
             else:

@@ -163,3 +163,22 @@ def test_no_time_when_it_is_off(tmp_path):
         assert not wait_for(lambda: port.kinds("time"), 1)
     finally:
         svc.stop()
+
+
+def test_a_reload_adds_restarts_and_removes_the_service_keeping_the_registry(hub, tmp_path):
+    base = f"""
+sources: {{board: {{serial: {{port: {tmp_path}/no-port, reopen_min: 1s}}}}}}
+sinks: {{out: {{memory: {{}}}}}}
+pipelines: {{p: {{from: board, to: out}}}}
+"""
+    e = hub.engine(base)
+    assert e.device_service is None and e.sources["board"].ctx.devices is None
+    done = e.reload(hub.config(base + "devices: {time_sync: 0ms}\n"))
+    assert done["devices"] == ["service"] and done["sources"] == ["board"]  # it now feeds the registry
+    assert e.sources["board"].ctx.devices is e.devices and e.device_service is not None
+    e.devices.observe("board", decode(encode_status("d1", 1, "online")), 1, SeqStats())
+    done = e.reload(hub.config(base + "devices: {time_sync: 1m}\n"))
+    assert done["devices"] == ["service"] and done["sources"] == []
+    assert e.device_service.registry.get("d1") is not None  # saved by the old service, read by the new
+    done = e.reload(hub.config(base))
+    assert e.device_service is None and e.devices.service is None and done["sources"] == ["board"]
