@@ -154,7 +154,7 @@ class DeviceRegistry:
     and not again from MQTT sources that happen to subscribe to them."""
 
     def __init__(self, max_devices: int, source_kinds: dict[str, str], *, control: str | None = None,
-                 missing_after_ms: int = 30_000, offline_after_ms: int = 60_000,
+                 missing_after_ms: int = 30_000, offline_after_ms: int = 60_000, series: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self.max_devices = max_devices
         self.source_kinds = dict(source_kinds)
@@ -163,6 +163,8 @@ class DeviceRegistry:
             self.source_kinds[control] = "mqtt"
         self.missing_after_ms = missing_after_ms
         self.offline_after_ms = offline_after_ms
+        self.series = series  # remember each device's (sensor, window) pairs (Home Assistant needs them)
+        self._series_keys: dict[str, set[tuple[str, str]]] = {}
         self.clock = clock
         self.devices: dict[str, DeviceState] = {}
         self.overflow = 0  # devices refused because of max_devices
@@ -317,10 +319,14 @@ class DeviceRegistry:
             d.boot_base = min(it["seq"] for it in items)
         d.boot_received += accepted
         d.boot_open_missing += delta.missing - delta.late_fills
-        if len(d.series) < _SERIES:
+        if self.series and len(d.series) < _SERIES:
+            keys = self._series_keys.get(d.device)
+            if keys is None:
+                keys = self._series_keys[d.device] = {(s[0], s[1]) for s in d.series}
             for it in items:
-                key = [it["sensor"], it["window"]]
-                if not any(s[:2] == key for s in d.series) and len(d.series) < _SERIES:
+                key = (it["sensor"], it["window"])
+                if key not in keys and len(d.series) < _SERIES:
+                    keys.add(key)
                     d.series.append([*key, sorted(it["aggs"])])
                     self.events.put(("series", d.device))
 

@@ -70,7 +70,7 @@ class DeviceService:
         conn = hub.connections.get(config["connection"]) if config["connection"] else None
         self.registry = DeviceRegistry(config["max_devices"], kinds, control=CONTROL if conn else None,
                                        missing_after_ms=config["missing_after"],
-                                       offline_after_ms=config["offline_after"])
+                                       offline_after_ms=config["offline_after"], series=config["homeassistant"])
         self.link: Any = None
         self._wanted: dict[str, Desired] = {}
         self._thread: threading.Thread | None = None

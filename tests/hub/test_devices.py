@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.components import ComponentContext
 from edgestream_hub.devices import PUBLIC_KEYS, DeviceFeed, DeviceRegistry, DeviceState, read_registry, registry_path
@@ -232,3 +233,27 @@ def test_bad_payloads_reach_no_device(bad):
     reg, clock, feed = make()
     d = feed("board", bad)
     assert d.error is not None and reg.devices == {}
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from(["received", "lost", "dropped"]), min_size=1, max_size=60), st.booleans())
+def test_the_loss_check_never_counts_what_was_not_delivered(fates, seen_from_start):
+    """Seq i of a boot is delivered and received, delivered and lost on the way, or dropped on the device
+    (never sent). What the hub then calls missing beyond its gaps is never more than what was delivered and
+    lost outside them; with nothing dropped it is exactly that (the head too, for a boot seen from its start)."""
+    reg, clock, feed = make(missing_after_ms=1000)
+    if seen_from_start:
+        feed("board", results("d1", 1, [0]))  # the previous boot: this one is a reboot, seqs from 0
+    received = [i for i, f in enumerate(fates) if f == "received"]
+    for i in received:
+        feed("board", results("d1", 2, [i]))
+    feed("board", health("d1", 2, results_sent=sum(f != "dropped" for f in fates)))
+    clock.t += 2
+    found = reg.due_missing()
+    unseen = sum(n for _, n, _, _ in found)
+    first, last = (received[0], received[-1]) if received else (len(fates), -1)
+    outside = [f for i, f in enumerate(fates) if i > last or (i < first and seen_from_start)]
+    lost_outside = outside.count("lost")
+    assert unseen <= lost_outside
+    if "dropped" not in fates and (received or seen_from_start):
+        assert unseen == lost_outside
