@@ -93,6 +93,9 @@ DEVICES_METRICS: list[tuple[str, str, str]] = [
      "(each counted once).", "counter"),
     ("edgestream_devices_config_sends_total", "Desired configs the hub sent to devices.", "counter"),
     ("edgestream_devices_time_sends_total", "Time messages the hub sent to devices.", "counter"),
+    ("edgestream_devices_config_refusals_total", "Configs devices refused (nacks), or the hub could not send.",
+     "counter"),
+    ("edgestream_devices_desired_invalid", "Desired-config files not used now (the log says why).", "gauge"),
 ]
 
 #: label names of the metrics not labelled by ``component`` alone
@@ -234,7 +237,9 @@ class DeviceCollector:
             tracked, overflow = len(rows), reg.overflow
         values = {"edgestream_devices_tracked": tracked, "edgestream_devices_overflow_total": overflow,
                   "edgestream_devices_config_sends_total": svc.config_sends,
-                  "edgestream_devices_time_sends_total": svc.time_sends}
+                  "edgestream_devices_time_sends_total": svc.time_sends,
+                  "edgestream_devices_config_refusals_total": svc.config_refusals,
+                  "edgestream_devices_desired_invalid": len(svc.desired.errors)}
         for name, doc, kind in DEVICES_METRICS:
             f: Any = (CounterMetricFamily(name[: -len("_total")], doc) if kind == "counter"
                       else GaugeMetricFamily(name, doc))

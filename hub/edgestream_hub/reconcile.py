@@ -79,6 +79,7 @@ class DeviceService:
         self._unreachable_logged: set[tuple[str, str, str | None]] = set()
         self.config_sends = 0
         self.time_sends = 0
+        self.config_refusals = 0
         if conn is not None:  # built now: a TLS file that cannot be read fails here, before anything starts
             from edgestream_hub.components import ComponentContext
             from edgestream_hub.ingest import Ingest
@@ -192,6 +193,7 @@ class DeviceService:
                 if ok:
                     log.info("device %s applied config version %d%s", dev, version, f" ({error})" if error else "")
                 else:
+                    self.config_refusals += 1
                     log.warning("device %s refused config version %d: %s", dev, version, error)
             elif kind in ("new", "series"):
                 self._ha_done.discard(dev)
@@ -278,6 +280,7 @@ class DeviceService:
                     d.last_nack, d.last_nack_version = f"not sent: {e}", des.version
                     d.last_nack_at = self.registry.now_ms()
                     self.registry.changed.set()
+                self.config_refusals += 1
                 log.error("device %s: config version %d cannot go over serial: %s", dev, des.version, e)
         if ok:
             self.config_sends += 1

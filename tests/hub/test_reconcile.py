@@ -105,6 +105,7 @@ def test_a_nack_is_kept_and_the_config_goes_again_only_after_a_reboot(tmp_path):
         assert wait_for(lambda: dev(svc, "d1").config_state == "refused", 5)
         d = dev(svc, "d1")
         assert (d.last_nack, d.last_nack_version) == ("sensors[0].source.pin: no such pin", 2)
+        assert wait_for(lambda: svc.config_refusals == 1, 5)
         assert not wait_for(lambda: len(port.kinds("config")) > 1, 1.5)  # not while nothing changed
         device(encode_status("d1", 2, "online"))  # rebooted
         assert wait_for(lambda: len(port.kinds("config")) == 2, 5)
@@ -125,6 +126,7 @@ def test_a_new_desired_file_is_picked_up_and_sent(tmp_path):
         # an invalid file is not sent; the log says why and the desired version stays
         (svc.desired.folder / "d1.json").write_text(json.dumps({**AGENT, "version": 6, "watchdog_ms": -1}))
         assert wait_for(lambda: "d1" in svc.desired.errors, 5)
+        assert len(svc.desired.errors) == 1  # edgestream_devices_desired_invalid
         assert "watchdog_ms" in svc.desired.errors["d1"] and dev(svc, "d1").config_desired == 5
     finally:
         svc.stop()
