@@ -203,6 +203,12 @@ def _check_devices(cfg: dict[str, Any], chk: Checker, path: str) -> None:
                                               "mqtt source with decode: wire or an http source with format: wire "
                                               "can feed the device registry)")
     tracked = [wire[n] for n in (cfg["sources"] or wire) if n in wire]
+    from edgestream_hub.devices import CONTROL
+
+    for c in sources.values():
+        if cfg["connection"] is not None and c.label == CONTROL:
+            chk.issue(f"{c.path.rsplit('.', 1)[0]}.label", f"{CONTROL!r} is the label of the hub's device link "
+                                                            "(devices.connection): choose another")
     for c in tracked:
         if prefix_ok and c.type == "mqtt" and c.config.get("prefix") != cfg["prefix"]:
             chk.issue(f"{path}.prefix", f"{cfg['prefix']!r} is not the prefix of mqtt source {c.name!r} "

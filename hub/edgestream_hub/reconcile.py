@@ -11,7 +11,7 @@ device registry (``edgestream_hub.devices``, fed by the sources' ingest), the de
   answer within ``config_retry`` while the device was online; a nack's reason is kept (``last_nack``)
   and logged, and the config is not sent again until one of those happens;
 - **syncs time** (``time: true``): a ``time`` message to a device when it comes online, and to every
-  online device every ``time_sync``;
+  online device every ``time_sync`` (not to one whose health says NTP sets its clock);
 - **watches the desired-config folder** (every second) and the CLI's requests, so ``edgestream devices
   push-config`` and ``sync-time`` work through a running hub too;
 - **reports loss a gap cannot show** (see ``edgestream_hub.devices``): logged as data loss and counted
@@ -287,8 +287,9 @@ class DeviceService:
             self.registry.record_sent(dev, des.version)
 
     # -- time --
-    def sync_time(self, dev: str | None = None) -> int:
-        """Send the hub's clock to ``dev`` (or every online device); returns how many got it."""
+    def sync_time(self, dev: str | None = None, asked: bool = False) -> int:
+        """Send the hub's clock to ``dev`` (or every online device); returns how many got it. A device whose
+        clock NTP sets is left alone unless ``asked`` (NTP is the better reference)."""
         from edgestream_hub.sender import time_message
 
         with self.registry.lock:
@@ -296,7 +297,7 @@ class DeviceService:
         n = 0
         for t in targets:
             d = self.registry.get(t)
-            if d is None:
+            if d is None or (d.clock_source == "ntp" and not asked):
                 continue
             kind, label = d.route()
             if kind == "mqtt" and self.link is not None:
@@ -327,7 +328,7 @@ class DeviceService:
                 continue
             if isinstance(req, dict) and req.get("kind") == "time":
                 dev = req.get("device")
-                n = self.sync_time(dev if isinstance(dev, str) else None)
+                n = self.sync_time(dev if isinstance(dev, str) else None, asked=True)
                 log.info("time sent to %d device%s on request", n, "" if n == 1 else "s")
 
     # -- loss --

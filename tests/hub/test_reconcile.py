@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from hubtest import wait_for
 
 from edgestream_hub.config import load_config
+from edgestream_hub.errors import ConfigError
 from edgestream_hub.devices import DeviceFeed, DeviceState
 from edgestream_hub.reconcile import DeviceService
 from edgestream_hub.wire import SeqStats
@@ -184,3 +187,32 @@ pipelines: {{p: {{from: board, to: out}}}}
     assert e.device_service.registry.get("d1") is not None  # saved by the old service, read by the new
     done = e.reload(hub.config(base))
     assert e.device_service is None and e.devices.service is None and done["sources"] == ["board"]
+
+
+def test_a_device_on_ntp_gets_the_hubs_time_only_when_asked(tmp_path):
+    svc, port, device = service(tmp_path, devices=", time_sync: 100ms")
+    try:
+        device(encode_metrics("d1", 1, {"clock_source": "ntp"}))
+        assert not wait_for(lambda: port.kinds("time"), 1)
+        assert svc.sync_time("d1", asked=True) == 1 and len(port.kinds("time")) == 1
+    finally:
+        svc.stop()
+
+
+def test_check_reads_the_desired_folder_with_the_agents_validator(hub, tmp_path):
+    folder = tmp_path / "desired"
+    folder.mkdir()
+    (folder / "d1.json").write_text(json.dumps({**AGENT, "version": 1}))
+    (folder / "d2.json").write_text(json.dumps({**AGENT, "version": 1, "watchdog_ms": -5}))
+    (folder / "notes.txt").write_text("not a config")
+    text = """
+sources: {board: {serial: {port: /dev/ttyACM0}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: board, to: out}}
+devices: {desired_dir: desired}
+"""
+    with pytest.raises(ConfigError) as e:
+        hub.config(text)
+    assert str(e.value).endswith(f"devices.desired_dir: line 5: {folder}/d2.json: watchdog_ms: must be >= 0")
+    (folder / "d2.json").unlink()
+    assert hub.config(text).devices["desired_dir"] == "desired"
