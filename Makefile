@@ -47,4 +47,4 @@ multilib:
 	  else echo "gcc-multilib is missing: run  sudo apt-get install -y gcc-multilib" >&2; exit 1; fi; }
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .hypothesis
+	rm -rf $(VENV) build .pytest_cache .hypothesis .mypy_cache .ruff_cache

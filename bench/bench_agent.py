@@ -49,7 +49,8 @@ import gc, time
 from edgestream_agent.agent import Agent
 cfg = {"sensors": [{"name": "temp", "period_ms": 10,
     "filters": [{"range": {"min": -50, "max": 150}}, {"calibrate": {"slope": 1.8, "offset": 32}}, {"ema": 0.3}],
-    "windows": [{"name": "slide", "size_ms": 2000, "every_ms": 500, "aggregates": ["count", "avg", "min", "max", "stddev"]},
+    "windows": [{"name": "slide", "size_ms": 2000, "every_ms": 500,
+                 "aggregates": ["count", "avg", "min", "max", "stddev"]},
                 {"name": "count", "size": 100, "aggregates": ["count", "sum", "min", "max", "first", "last"]}]}]}
 a = Agent(cfg)
 p = a.pipeline("temp")

@@ -28,16 +28,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]  # the imports below need it (E402)
 
 from linktools import Subscriber, finish, start_micropython, wait_until  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
+from seqcheck import SeqCheck  # noqa: E402
 
 from edgestream_shared.decoder import decode  # noqa: E402
 from edgestream_shared.encoder import encode_config  # noqa: E402
 from edgestream_tools import micropython as mp  # noqa: E402
 from edgestream_tools.demo import AGENT as DEMO  # noqa: E402
-from seqcheck import SeqCheck  # noqa: E402
 
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
 # micropython.qstr_info() prints the interned names on the heap:
@@ -186,7 +186,8 @@ def main() -> None:
     for profile in PROFILES:
         lines = mp.run(["-c", IMPORTS], board="rp2040", profile=profile).stdout.decode().splitlines()
         code = lines[-1].split()
-        pools = [dict(kv.split("=") for kv in ln.split(": ", 1)[1].split(", ")) for ln in lines if ln.startswith("qstr")]
+        pools = [dict(kv.split("=") for kv in ln.split(": ", 1)[1].split(", "))
+                 for ln in lines if ln.startswith("qstr")]
         print(f"[{profile}] heap cost of the modules an MQTT agent keeps loaded: {int(code[0]) / 1024:.1f} KB "
               f"({pools[0]['n_qstr']} interned names on the heap, {int(pools[0]['n_total_bytes']) / 1024:.1f} KB "
               f"in {pools[0]['n_pool']} pools); a config message loads {int(code[1]) / 1024:.1f} KB more for a "

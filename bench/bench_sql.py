@@ -151,9 +151,9 @@ def hand_sliding(recs: list, size: int = 10_000) -> tuple[float, int]:
     lo_q: deque = deque()
     hi_q: deque = deque()
     n = total = 0
-    i = head = 0
+    head = 0
     out = []
-    for r in recs:
+    for i, r in enumerate(recs):
         ts, v = r["ts"], r["temp"]
         win.append((ts, v))
         n += 1
@@ -164,7 +164,6 @@ def hand_sliding(recs: list, size: int = 10_000) -> tuple[float, int]:
         while hi_q and hi_q[-1][1] < v:
             hi_q.pop()
         hi_q.append((i, v))
-        i += 1
         while win[0][0] < ts - size:
             _, old = win.popleft()
             n -= 1
@@ -196,6 +195,7 @@ def sliding_single_group(n: int = 100_000, size_s: int = 10) -> None:
         dt = time.perf_counter() - t0
         if best is None or dt < best[0]:
             best = (dt, rows, p.executor.touched)
+    assert best is not None
     ss, sn, touched = best
     assert sn == hn == n, (sn, hn)
     # the bound: incremental means about two value updates per record, whatever the window holds

@@ -56,12 +56,12 @@ def _module_info(path: Path) -> tuple[list[str], str, bool]:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and not node.args.args:
             names.append(node.name)
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if isinstance(node.value, ast.Constant):
-                if node.targets[0].id == "BOARD":
-                    board = node.value.value
-                elif node.targets[0].id == "HOST_ONLY":
-                    host_only = bool(node.value.value)
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+              and isinstance(node.value, ast.Constant)):
+            if node.targets[0].id == "BOARD":
+                board = str(node.value.value)
+            elif node.targets[0].id == "HOST_ONLY":
+                host_only = bool(node.value.value)
     return names, board, host_only
 
 
@@ -103,7 +103,8 @@ class MicroPythonFile(pytest.File):
             except subprocess.TimeoutExpired as e:
                 out = f"timed out after {e.timeout}s\n" + (e.stdout or b"").decode(errors="replace")
             self._output = out
-            current, buf = None, []
+            current: str | None = None
+            buf: list[str] = []
             for line in out.split("\n"):
                 if line.startswith(MARK):
                     _, status, name = line.split(" ", 2)
@@ -131,20 +132,25 @@ class MicroPythonItem(pytest.Item):
         super().__init__(**kw)
         self.fn = fn
 
+    @property
+    def mp_file(self) -> MicroPythonFile:
+        assert isinstance(self.parent, MicroPythonFile)
+        return self.parent
+
     def runtest(self):
-        results, output = self.parent.results()
+        results, output = self.mp_file.results()
         if self.fn not in results:
             raise MicroPythonTestFailure(
-                f"{self.fn} did not finish under MicroPython ({self.parent.board}); interpreter output:\n{output}"
+                f"{self.fn} did not finish under MicroPython ({self.mp_file.board}); interpreter output:\n{output}"
             )
         status, text = results[self.fn]
         if status != "PASS":
-            raise MicroPythonTestFailure(f"{self.fn} failed under MicroPython ({self.parent.board}):\n{text}")
+            raise MicroPythonTestFailure(f"{self.fn} failed under MicroPython ({self.mp_file.board}):\n{text}")
 
-    def repr_failure(self, excinfo):
+    def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MicroPythonTestFailure):
             return str(excinfo.value)
-        return super().repr_failure(excinfo)
+        return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
         return self.path, None, f"{self.path.name}::{self.name}"

@@ -17,7 +17,7 @@ def main():
         print(_MARK, "BEGIN", name)
         try:
             fn()
-        except BaseException as e:  # noqa: B902 - report every failure
+        except BaseException as e:  # report every failure
             print(_MARK, "FAIL", name)
             sys.print_exception(e)
             if isinstance(e, KeyboardInterrupt):

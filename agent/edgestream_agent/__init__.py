@@ -30,6 +30,18 @@ def __getattr__(name):
     return getattr(m, name)
 
 
+# Console lines: "edgestream: <event> ...", one short line per event (ready,
+# link up / down, config applied / refused, task errors), never per sample:
+# what `edgestream agent logs` follows on a board's USB console. Off
+# (console = False) while the console is the data link (serial on stdio).
+console = True
+
+
+def say(text):
+    if console:
+        print("edgestream:", text)
+
+
 class ConfigError(ValueError):
     # An invalid agent.json (or a part of one). `path` is where the bad value
     # sits ("sensors[0].period_ms"); the message is "<path>: <reason>".

@@ -31,8 +31,8 @@
 
 from array import array
 
-from edgestream_agent import unload
-from edgestream_agent.clock import Clock, ticks_ms
+from edgestream_agent import say, unload
+from edgestream_agent.clock import Clock, ticks_diff, ticks_ms
 from edgestream_agent.offline_buffer import OfflineBuffer
 from edgestream_agent.wire import message, results
 
@@ -57,6 +57,9 @@ class Link:
         # the transport's code first, its buffers after: long-lived blocks
         # allocated in that order leave the heap less fragmented
         kind = t["type"]
+        if kind == "serial" and t["serial"]["port"] == "stdio":
+            import edgestream_agent
+            edgestream_agent.console = False  # the console is the link: no text on it
         if kind == "mqtt":
             from edgestream_agent.mqtt_transport import MqttTransport as tx
         elif kind == "serial":
@@ -86,6 +89,8 @@ class Link:
         self.agent = None
         self.health_sent = 0      # health messages handed to the transport
         self._started = ticks_ms()
+        self._err_t = None        # when the last task error was printed
+        self._err_n = 0           # task errors not printed since
         self._path = path
         self._validate = validate  # remote config: raw dict -> normalised (default config.validate)
         self.wifi = None
@@ -110,9 +115,23 @@ class Link:
         if agent is not None and getattr(agent, "clock", None) is not None:
             self.clock._now = agent.clock
         self._started = ticks_ms()
+        scheduler.on_error = self._task_error
         scheduler.every(self.poll_ms, self.poll, "link")
         if self.health_ms:
             scheduler.every(self.health_ms, self.send_health, "health")
+
+    def _task_error(self, task, e):
+        # A task raised (the scheduler runs on): one console line per 10 s
+        # at most, saying how many more there were.
+        now = ticks_ms()
+        if self._err_t is not None and ticks_diff(now, self._err_t) < 10000:
+            self._err_n += 1
+            return
+        n = self._err_n
+        self._err_t = now
+        self._err_n = 0
+        say("error in task %s: %s: %s%s" % (task.name, e.__class__.__name__, e,
+                                             " (and %d more in the last 10 s)" % n if n else ""))
 
     # -- results -----------------------------------------------------------------
     def result(self, sensor, window, start, end, names, values):
@@ -252,9 +271,11 @@ class Link:
             self._config_refused("memory: not enough heap to validate a config")
             return
         if ok:
+            say("config %d %s" % (version, "already running" if version == self.version else "applied"))
             self.version = version
             self.cfg_accepted += 1
         else:
+            say("config %d refused: %s" % (version, err))
             self.rx_refused += 1
             self.cfg_refused += 1
             self.cfg_error = err
@@ -262,6 +283,7 @@ class Link:
 
     def _config_refused(self, reason):
         # a config message that could not even be read (oversize): nack it
+        say("config refused: " + reason)
         self.cfg_refused += 1
         self.cfg_error = reason
         self._queue("ack", message("ack", self.dev, self.boot, "version", 0, "ok", False, "error", reason))

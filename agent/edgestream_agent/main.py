@@ -67,9 +67,13 @@ def main(path="agent.json", duration_ms=None, reserve=8192):
     import gc
     gc.collect()
     hold = bytearray(reserve) if reserve else None
-    from edgestream_agent import unload
+    from edgestream_agent import ConfigError, say, unload
     from edgestream_agent.config import load
-    cfg = load(path)
+    try:
+        cfg = load(path)
+    except ConfigError as e:
+        say("config refused: %s" % e)
+        raise
     if cfg["transport"] is None:
         from edgestream_agent.config import validate_transport
         cfg["transport"] = validate_transport(None)
@@ -100,9 +104,15 @@ def main(path="agent.json", duration_ms=None, reserve=8192):
     unload("filters", "sources")
     from edgestream_agent.link import Link
     link = Link(cfg, boot, path=path)
+    kind = cfg["transport"]["type"]
     cfg = None  # built: nothing keeps the config any more (see pipeline.py, digest)
     agent.on_result = link.result
     link.attach(sched, agent)
+    gc.collect()
+    from edgestream_agent import VERSION
+    say("ready fw=%s device=%s boot=%d transport=%s heap_free=%d heap_used=%d"
+        % (VERSION, link.dev, boot, kind, gc.mem_free(), gc.mem_alloc()))
+    kind = None
     try:
         sched.run(duration_ms)
         if duration_ms is not None:

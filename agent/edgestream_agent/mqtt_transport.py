@@ -11,8 +11,29 @@
 # An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
 # refused (a config one is nacked with its size).
 
-from edgestream_agent.mqtt import MQTTClient
+from edgestream_agent import say
+from edgestream_agent.mqtt import MQTTClient, MQTTException
+from edgestream_agent.scheduler import ticks_diff, ticks_ms
 from edgestream_agent.wire import message
+
+# Why a link went down, for the console line: "e<errno> text" for socket
+# errors, "c<rc> text" for a CONNACK refusal (one string: one heap object).
+_WHY = ("|e111 connection refused|e110 timed out|e104 connection reset by the broker|e113 no route to host"
+        "|e101 network unreachable|e103 connection aborted|e32 broken pipe|e105 transmit buffer full"
+        "|e-2 host name not found|e-3 host name not found|c1 protocol version refused by the broker"
+        "|c2 client id refused|c3 broker unavailable|c4 bad user name or password|c5 not authorised|")
+
+
+def _why(e):
+    if e is None:
+        return "closed"
+    n = e.args[0] if e.args else None
+    if isinstance(n, int):
+        k = _WHY.find("|%s%d " % ("c" if isinstance(e, MQTTException) else "e", n))
+        if k >= 0:
+            return _WHY[_WHY.find(" ", k) + 1:_WHY.find("|", k + 1)]
+        return ("broker refused the connection (rc %d)" if isinstance(e, MQTTException) else "error %d") % n
+    return str(e)
 
 
 class MqttTransport:
@@ -44,6 +65,10 @@ class MqttTransport:
         c.on_oversize = self._on_oversize
         c.subscribe(self._config, 1)
         c.subscribe(self._time, 0)
+        # console lines: what was said last (up / down), failures seen, when
+        self._up = False
+        self._fails = 0
+        self._t_said = ticks_ms()
         c.connect()
 
     def _on_connect(self):
@@ -66,7 +91,26 @@ class MqttTransport:
         return self.client.state == 3
 
     def poll(self):
-        self.client.poll()
+        c = self.client
+        c.poll()
+        if (c.state == 3) != self._up or c.failures != self._fails:
+            self._tell(c.state == 3)
+
+    def _tell(self, up):
+        # Link up / down on the console: each change; while it stays down,
+        # the first failure and then one line a minute.
+        c = self.client
+        now = ticks_ms()
+        if up:
+            say("link up mqtt %s:%d" % (c.server, c.port))
+        elif self._up:
+            say("link down: %s" % _why(c.error))
+            self._t_said = now
+        elif not self._fails or ticks_diff(now, self._t_said) >= 60000:
+            say("link down: %s (%d attempts)" % (_why(c.error), c.failures))
+            self._t_said = now
+        self._up = up
+        self._fails = c.failures
 
     def send(self, payload, dup=False):
         # a results message -> packet id (QoS 1), 0 (QoS 0) or None (later)

@@ -260,6 +260,13 @@ def main(argv=None):
             r.run(f)
         finally:
             f.close()
+    r = None
+    import gc
+    gc.collect()
+    try:
+        sys.stderr.write("replay: heap used %d, free %d bytes\n" % (gc.mem_alloc(), gc.mem_free()))
+    except AttributeError:  # CPython
+        pass
     return 0
 
 

@@ -11,7 +11,8 @@
 # whole period skips the missed runs (counted in `missed`) and stays on its
 # grid. Lag = how late a task ran after its deadline: lag_max_ms, lag_sum_ms,
 # lag_count (lag_mean_ms). A task that raises is counted (`errors`, the
-# task's own `errors`, `last_error`) and the others keep running.
+# task's own `errors`, `last_error`, and on_error(task, exc) if set) and the
+# others keep running.
 #
 # The clock is injectable: Scheduler(clock=f, sleep_ms=g) with f() -> ms in
 # the ticks_ms domain; tests and replay drive time themselves. With
@@ -63,6 +64,7 @@ class Scheduler:
         self.lag_sum_ms = 0
         self.lag_count = 0
         self.last_error = None
+        self.on_error = None  # on_error(task, exc): told of each task that raised
         self._running = False
         self.wdt = None
         if watchdog_ms:
@@ -112,6 +114,8 @@ class Scheduler:
                     self.errors += 1
                     task.errors += 1
                     self.last_error = e
+                    if self.on_error is not None:
+                        self.on_error(task, e)
                 p = task.period_ms
                 d = ticks_add(task.deadline, p)
                 if late >= p:

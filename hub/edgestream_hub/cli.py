@@ -103,12 +103,17 @@ def _docs(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     out = Path(args.output)
-    if args.check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} is stale: run edgestream hub docs -o {out}", file=sys.stderr)
-            return 1
-        return 0
-    out.write_text(text)
+    try:
+        if args.check:
+            if not out.exists() or out.read_text() != text:
+                print(f"{out} is stale: run edgestream hub docs -o {out}", file=sys.stderr)
+                return 1
+            return 0
+        out.write_text(text)
+    except OSError as e:  # a missing folder, a directory in the way: say which file, not a traceback
+        verb = "read" if args.check else "write"
+        print(f"edgestream hub docs: cannot {verb} {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

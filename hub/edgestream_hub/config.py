@@ -31,8 +31,8 @@ HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("dead_letter", "str", "Sink that receives rejected records (with the reason) from every pipeline and "
           "source that does not name its own. Without one, rejected records are logged and counted.",
           default=None, ref="sinks"),
-    Field("restart_backoff_max", "duration", "Longest backoff of a pipeline whose processors keep failing (sinks use their own `retry`).",
-          default="30s"),
+    Field("restart_backoff_max", "duration",
+          "Longest backoff of a pipeline whose processors keep failing (sinks use their own `retry`).", default="30s"),
     Field("log_level", "str", "Logging level.", default="info", choices=("debug", "info", "warning", "error")),
 ])
 
@@ -174,6 +174,10 @@ STATE_SPEC = Spec("state", "Where stateful processors keep their snapshots.", [
 METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
     Field("listen", "hostport", "`host:port` of the HTTP endpoint serving `/metrics` (none: no endpoint; port 0: "
           "any free port). Use 127.0.0.1 unless the gateway's network is trusted.", default=None),
+    Field("read_timeout", "duration", "How long a scraper may take to send each line of its request; a stalled "
+          "connection is closed after it.", default="10s", min=1),
+    Field("max_connections", "int", "Connections served at once; more are answered 503 and closed at once.",
+          default=16, min=1),
 ])
 
 
@@ -398,7 +402,8 @@ def _bad_reference(text: str, at: int) -> str:
     hint = "(write ${NAME} or ${NAME:default}; $${ is a literal ${)"
     if close < 0:
         return f"{shown!r} has no closing '}}' {hint}"
-    name = re.match(r"[A-Za-z0-9_]*", text[at + 2:]).group(0)  # type: ignore[union-attr]
+    m = re.match(r"[A-Za-z0-9_]*", text[at + 2:])
+    name = m.group(0) if m else ""
     if not name:
         return f"{shown!r} names no variable {hint}"
     if name[0].isdigit():
@@ -631,7 +636,7 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
         p = chk.parse(PIPELINE_SPEC, v, path)
         if p is None:
             continue
-        procs = []
+        procs: list[ComponentConfig] = []
         for i, pv in enumerate(p.get("processors") or []):
             c = _component(pv, f"{path}.processors[{i}]", "processor", PROCESSOR_COMMON_SPEC, chk, registry,
                            name=f"{name}.{i}")
@@ -644,11 +649,12 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
             str(name), p.get("from") or [], procs, p.get("to") or [], p["queue"], p["batch"] or {},
             p["tick"], p.get("dead_letter"))
     # references, all at once
-    have = {"sources": sources, "sinks": sinks, "connections": connections}
+    have: dict[str, Mapping[str, Any]] = {"sources": sources, "sinks": sinks, "connections": connections}
     for path, section, name in chk.refs:
         if name not in have[section]:
-            known = ", ".join(sorted(have[section])) or "none defined"
-            chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
+            known = ", ".join(sorted(have[section]))
+            chk.issue(path, f"{name!r} is not defined in {section} "
+                            + (f"(defined: {known})" if known else f"(no {section} are defined)"))
     labels: dict[str, str] = {}
     for c in [*sources.values(), *sinks.values(), *(x for p in pipelines.values() for x in p.processors)]:
         if c.label in labels:
@@ -706,8 +712,8 @@ def _component(value: Any, path: str, kind: str, common: Spec, chk: Checker, reg
         import difflib
 
         hint = difflib.get_close_matches(tname, known, n=1)
-        chk.issue(f"{path}.{tname}", f"unknown {kind} type {tname!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                  + f"; {kind} types: {', '.join(known)}")
+        chk.issue(f"{path}.{tname}", f"unknown {kind} type {tname!r}"
+                  + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; {kind} types: {', '.join(known)}")
         return None
     com = chk.parse(common, {k: v for k, v in value.items() if k != tname}, path) or {}
     cfg = chk.parse(t.spec, value[tname], f"{path}.{tname}")

@@ -91,4 +91,4 @@ def targets(config: Any) -> set[str]:
     out.update(cc.common.get("dead_letter") for cc in config.sources.values())
     out.update(pc.dead_letter for pc in config.pipelines.values())
     out.discard(None)
-    return out  # type: ignore[return-value]
+    return out

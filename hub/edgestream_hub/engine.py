@@ -22,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -30,11 +31,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edgestream_hub import deadletter
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig, wire_sources
-from edgestream_hub import deadletter
 from edgestream_hub.devices import DeviceFeed
-from edgestream_hub.errors import EdgeStreamError, StartError
+from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
@@ -64,6 +65,7 @@ class SinkRunner:
         self._thread: threading.Thread | None = None
         self.opened = False
         self.failing = False
+        self.gone = False  # the destination went away for good (OutputGoneError)
 
     def _dropped(self, n: int, final: bool = False) -> None:
         """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
@@ -123,6 +125,9 @@ class SinkRunner:
         while True:
             try:
                 rejected = self.sink.write(batch)
+            except OutputGoneError as e:
+                self._gone(e, len(batch))
+                return
             except Exception as e:
                 attempt += 1
                 self.engine.metrics.inc("edgestream_sink_errors_total", self.label)
@@ -153,6 +158,15 @@ class SinkRunner:
                 self.ctx.dead_letter(r, reason)
             self._written.inc(len(batch) - n_bad)
             return
+
+    def _gone(self, e: OutputGoneError, n: int) -> None:
+        """The destination went away for good: the records are dropped, not retried; said once."""
+        self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, n)
+        if not self.gone:
+            self.gone = True
+            self.ctx.log.error("sink %s: %s; its records are dropped from now on (counted in "
+                               "edgestream_sink_dropped_records_total), the rest of the hub goes on",
+                               self.label, e.args[0].split(": ", 1)[-1])
 
     def stop(self, deadline: float) -> list[Record]:
         """Drain and close; returns records still queued if it had to give up (or after a swap)."""
@@ -229,7 +243,7 @@ class PipelineRunner:
             if batch:
                 self._in.inc(len(batch))
                 self.in_flight = len(batch)
-                self._guarded(batch, lambda: self._chain(0, batch))
+                self._guarded(batch, functools.partial(self._chain, 0, batch))
                 self.in_flight = 0
             elif self.input.closed and not len(self.input):
                 break
@@ -237,7 +251,7 @@ class PipelineRunner:
             if t >= next_tick:
                 self._guarded(None, self._tick)
                 next_tick = t + tick_s
-            if next_state is not None and t >= next_state:
+            if state_every and next_state is not None and t >= next_state:
                 self.engine.save_state(self)
                 next_state = t + state_every
             if t >= next_stats:
@@ -585,9 +599,12 @@ class Engine:
                 devices = self._build_devices(cfg)
                 if cfg.metrics.get("listen"):
                     try:
-                        self._metrics_server = self.metrics.serve(cfg.metrics["listen"])
+                        self._metrics_server = self.metrics.serve(
+                            cfg.metrics["listen"], read_timeout_s=cfg.metrics["read_timeout"] / 1000,
+                            max_connections=cfg.metrics["max_connections"])
                     except OSError as e:
-                        raise StartError("metrics", f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}")
+                        raise StartError("metrics",
+                                         f"cannot listen on {cfg.metrics['listen']}: {e.strerror or e}") from e
                     host, port = self._metrics_server.server_address[:2]
                     self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:
@@ -673,8 +690,7 @@ class Engine:
                         self.metrics.inc("edgestream_sink_dropped_records_total", s.label, len(rest))
                         left += len(rest)
                 if self._metrics_server is not None:
-                    self._metrics_server.shutdown()
-                    self._metrics_server.server_close()
+                    self._metrics_server.stop()  # bounded: a stalled scraper does not hold the stop
                     self._metrics_server = None
                 clean = left == 0 and not self.abort.is_set()
                 if not clean:
@@ -737,24 +753,24 @@ class Engine:
                     if rest:
                         runner.queue.put(rest, _ALWAYS)
                 runner.start()  # opens the sink on its own thread, retrying with backoff
-            for n, runner in b_pls.items():
-                before = self.pipelines.get(n)
-                self.pipelines[n] = runner
-                if before is not None:
-                    rest = before.stop(deadline)
+            for n, pipe in b_pls.items():
+                old_pipe = self.pipelines.get(n)
+                self.pipelines[n] = pipe
+                if old_pipe is not None:
+                    rest = old_pipe.stop(deadline)
                     if rest:
-                        runner.input.put(rest, _ALWAYS)
-                runner.start()
+                        pipe.input.put(rest, _ALWAYS)
+                pipe.start()
             self.targets = self.targets_of(new)
             for n in sorted(gone_srcs | srcs):
-                before = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
-                if before is not None:
-                    before.stop()
-            for n, runner in b_srcs.items():
-                self.sources[n] = runner
+                old_src = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
+                if old_src is not None:
+                    old_src.stop()
+            for n, src in b_srcs.items():
+                self.sources[n] = src
                 try:
-                    runner.open()
-                    runner.start()
+                    src.open()
+                    src.start()
                 except EdgeStreamError as e:
                     log.error("reload: source %s did not start: %s", n, e)
             for n in sorted(gone_pls):

@@ -3,7 +3,8 @@
 The tree: ``EdgeStreamError`` > ``ConfigError`` (one or more ``ConfigIssue``
 with their YAML path and line), ``PluginError`` (names the plugin),
 ``StartError`` (a component that cannot work, raised before anything is
-consumed) and ``ComponentError`` (a runtime failure of one component).
+consumed) and ``ComponentError`` (a runtime failure of one component; its
+``OutputGoneError`` is a sink whose destination went away for good).
 """
 
 from __future__ import annotations
@@ -71,3 +72,8 @@ class ComponentError(EdgeStreamError):
     def __init__(self, component: str, message: str) -> None:
         super().__init__(f"{component}: {message}")
         self.component = component
+
+
+class OutputGoneError(ComponentError):
+    """A sink's destination went away for good (the reader of its pipe closed it): the engine logs it once
+    and counts the sink's records as dropped instead of retrying them."""

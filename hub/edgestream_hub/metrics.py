@@ -41,8 +41,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_pipeline_queue_records", "Records waiting in a pipeline's input queue.", "gauge"),
     ("edgestream_sink_records_total", "Records a sink wrote.", "counter"),
     ("edgestream_sink_errors_total", "Failed write attempts of a sink (each retried with backoff).", "counter"),
-    ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy or abandoned "
-     "at a stop that ran out of time.", "counter"),
+    ("edgestream_sink_dropped_records_total", "Records dropped by a sink's drop_oldest policy, abandoned "
+     "at a stop that ran out of time, or for a destination gone for good (a closed stdout).", "counter"),
     ("edgestream_sink_queue_records", "Records waiting in a sink's input queue.", "gauge"),
     ("edgestream_sink_nonfinite_values_total", "Non-finite numbers (NaN, infinities) a sink wrote as null.",
      "counter"),
@@ -136,8 +136,14 @@ class HubMetrics:
     """All engine metrics in one place; ``child(name, component)`` caches label children."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, PlatformCollector,
-                                       ProcessCollector)
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            GCCollector,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.registry = registry if registry is not None else CollectorRegistry()
         self._m: dict[str, Any] = {}
@@ -195,14 +201,30 @@ class HubMetrics:
             self.registry.register(DeviceCollector(feed))
             self._devices = True
 
-    def serve(self, listen: str) -> Any:
-        """Start the /metrics HTTP endpoint on ``host:port``; returns the server (``shutdown()``)."""
-        from prometheus_client import start_http_server
+    def serve(self, listen: str, *, read_timeout_s: float = 10.0, max_connections: int = 16) -> Any:
+        """Start the /metrics HTTP endpoint on ``host:port``; returns the running server (``stop()``).
 
+        Served by the HTTP source's ``BoundedHTTPServer``: a stalled client is cut after
+        ``read_timeout_s``, more than ``max_connections`` at once are answered 503, and a stop never
+        waits for a client. Answers as prometheus_client does (text or OpenMetrics, gzip if asked).
+        """
+        import logging
+
+        from prometheus_client.exposition import MetricsHandler
+
+        from edgestream_hub.httpserver import BoundedHTTPServer
         from edgestream_hub.spec import parse_hostport
 
         host, port = parse_hostport(listen)  # the config check already refused what this would
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+
+        class Handler(MetricsHandler):
+            registry = self.registry
+            timeout = read_timeout_s  # each read of the request line and headers
+
+        server = BoundedHTTPServer((host, port), Handler, max_connections=max_connections,
+                                   read_timeout_s=read_timeout_s, log=logging.getLogger("edgestream.hub.metrics"),
+                                   name="metrics")
+        server.serve()
         return server
 
 

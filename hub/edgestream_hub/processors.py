@@ -61,17 +61,14 @@ class Filter(Passthrough):
                 if self.missing == "dead_letter":
                     self.ctx.dead_letter(r, f"filter: field {f!r} is missing")
                 continue
-            if self.op == "in":
-                if x in v:
+            if fn is None:  # in, exists: the ops without a comparison function
+                if self.op == "exists" or x in v:
                     out.append(r)
-                continue
-            if self.op == "exists":
-                out.append(r)
                 continue
             if self._numeric and (type(x) not in (int, float) or x != x):
                 self.ctx.dead_letter(r, f"filter: field {f!r} is {type(x).__name__} {x!r}, expected a number")
                 continue
-            if fn(x, v):  # type: ignore[misc]
+            if fn(x, v):
                 out.append(r)
         return out
 
@@ -83,7 +80,8 @@ def _ops(cfg: dict[str, Any]) -> list[str]:
 def _check_filter(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     ops = _ops(cfg)
     if len(ops) != 1:
-        chk.issue(path, f"filter needs exactly one of eq, ne, gt, ge, lt, le, in, exists (got {', '.join(ops) or 'none'})")
+        chk.issue(path, "filter needs exactly one of eq, ne, gt, ge, lt, le, in, exists "
+                        f"(got {', '.join(ops) or 'none'})")
         return
     op = ops[0]
     if op in _NUMERIC and (isinstance(cfg[op], bool) or not isinstance(cfg[op], (int, float))):

@@ -19,12 +19,15 @@ import stat
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Optional, TextIO
+from typing import IO, Any, Callable, Optional, Protocol, TextIO
 
 
 def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    if isatty is None:
+        return False
     try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
+        return bool(isatty())
     except (AttributeError, ValueError, OSError):
         return False
 
@@ -44,6 +47,14 @@ def byte_position(f: Optional[IO[Any]]) -> Optional[int]:
         return f.tell() if f is not None and not f.closed else None
     except (OSError, ValueError):
         return None
+
+
+class TextOut(Protocol):
+    """What ``Progress.above`` gives: a text stream to write results to."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class _Above:
@@ -105,9 +116,9 @@ class Progress:
                 return
             self._shown = True
 
-    def above(self, stream: TextIO) -> TextIO:
+    def above(self, stream: TextIO) -> TextOut:
         """``stream``, or when it is a terminal too, a wrapper that clears the status line before each write."""
-        return _Above(stream, self) if self.enabled and _isatty(stream) else stream  # type: ignore[return-value]
+        return _Above(stream, self) if self.enabled and _isatty(stream) else stream
 
     def clear(self) -> None:
         """Erase the status line (the next update draws it again)."""

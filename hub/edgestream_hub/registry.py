@@ -63,7 +63,7 @@ def component(spec: Spec) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: attach the config spec a factory is registered with."""
 
     def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
-        factory.spec = spec  # type: ignore[attr-defined]
+        factory.spec = spec  # type: ignore[attr-defined]  # a function takes attributes; read back by getattr
         return factory
 
     return wrap
@@ -123,7 +123,8 @@ class Registry:
             raise PluginError(name, f"function from {origin} is not callable")
         have = self.functions.get(name)
         if have is not None and have is not fn:
-            raise PluginError(name, f"duplicate function name: claimed by {self._function_origins[name]} and by {origin}")
+            raise PluginError(name, f"duplicate function name: claimed by {self._function_origins[name]} "
+                                    f"and by {origin}")
         self.functions[name] = fn
         self._function_origins[name] = origin
 

@@ -168,7 +168,8 @@ class Spec:
         if rows:
             out += ["| key | type | default | description |", "| --- | --- | --- | --- |", *rows, ""]
         if self.example:
-            out += ["```yaml", self.example.strip("\n"), "```", ""]
+            # A part of a hub.yaml: the docs test completes it into a whole config and checks that.
+            out += ["<!-- fragment -->", "```yaml", self.example.strip("\n"), "```", ""]
         return "\n".join(out)
 
 
@@ -206,7 +207,7 @@ def _rows(spec: Spec, prefix: str, rows: list[str]) -> None:
             doc += f" Minimum {f.min:g}{' ms' if f.type == 'duration' else ''}."
         rows.append(f"| `{prefix}{f.name}` | {t} | {_fmt_default(f)} | {doc} |")
         if f.spec is not None and f.type in ("object", "map[object]", "list[object]"):
-            sub = prefix + f.name + ("." if f.type == "object" else ("[].") if f.type.startswith("list") else ".<name>.")
+            sub = prefix + f.name + ("." if f.type == "object" else "[]." if f.type.startswith("list") else ".<name>.")
             _rows(f.spec, sub, rows)
 
 
@@ -256,7 +257,9 @@ class Checker:
     def parse_or_raise(self, spec: Spec, value: Any, path: str) -> dict[str, Any]:
         out = self.parse(spec, value, path)
         self.raise_if_any()
-        return out  # type: ignore[return-value]
+        if out is None:  # not reached: parse gives up only after recording an issue
+            raise ConfigError(f"{path}: unusable {spec.name} settings")
+        return out
 
     def parse(self, spec: Spec, value: Any, path: str) -> dict[str, Any] | None:
         """Parse ``value`` against ``spec``; problems go to ``self.issues``; None if unusable."""
@@ -324,7 +327,7 @@ class Checker:
             self.issue(path, str(e))
             return None
         if t == "object":
-            return self.parse(f.spec, v, path) if f.spec else v  # type: ignore[arg-type]
+            return self.parse(f.spec, v, path) if f.spec else v
         if f.choices and r not in f.choices:
             self.issue(path, f"{r!r} is not one of {', '.join(map(repr, f.choices))}")
         if f.min is not None and isinstance(r, (int, float)) and r < f.min:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field as dc_field
 from typing import Any
 
 from edgestream_hub import jsonio
+from edgestream_shared import topics as _topics
 from edgestream_shared.decoder import decode
 from edgestream_shared.errors import WireError
-from edgestream_shared import topics as _topics
 
 Record = dict[str, Any]
 _RESULT_KEYS = frozenset(("device", "boot", "seq", "sensor", "window", "start", "end", "ts"))

@@ -1,6 +1,6 @@
 """A deliberately naive float model of the agent's filter and window semantics.
 
-Written straight from the spec (issue 3 / agent/README.md), with lists and
+Written straight from the spec (agent/README.md), with lists and
 floats and no cleverness, as an independent oracle for the fixed-point,
 ring-buffer implementation. Host only.
 """

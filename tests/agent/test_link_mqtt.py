@@ -135,7 +135,10 @@ def _push_config(broker, payload):
 def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, mosquitto):
     sub = Subscriber(mosquitto, ["edgestream/dev1/#"])
     agent = start_agent(tmp_path, agent_config(mosquitto.port, health_ms=0), 6000)
-    acks = lambda: [decode(p) for p in sub.on("edgestream/dev1/config/ack")]  # noqa: E731
+
+    def acks():
+        return [decode(p) for p in sub.on("edgestream/dev1/config/ack")]
+
     try:
         assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 3, 15)
         new = agent_config(mosquitto.port, window_ms=300, health_ms=0)

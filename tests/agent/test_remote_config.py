@@ -4,7 +4,7 @@ import json
 import os
 
 from edgestream_shared.decoder import decode  # the biggest modules first, on an empty heap
-import edgestream_agent.config  # noqa: F401,I001
+import edgestream_agent.config  # noqa: F401
 from devtest import MICROPYTHON
 from edgestream_agent.remote_config import RemoteConfig
 from edgestream_shared.encoder import encode_config

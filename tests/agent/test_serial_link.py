@@ -32,7 +32,7 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path):
     # the esp32 heap; the hub's time reference comes back over the line
     bridge = PtyBridge()
     hub = HubEnd(bridge)
-    port, pump, kind, msgs, errors = hub.port, hub.pump, hub.kind, hub.msgs, hub.errors
+    port, pump, kind, errors = hub.port, hub.pump, hub.kind, hub.errors
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)
@@ -67,7 +67,8 @@ def test_serial_link_survives_garbage_and_a_cut_frame(tmp_path):
     assert s["frame_errors"] == 1 and s["results_dropped"] == 0 and s["rx_refused"] == 0
     assert s["clock_source"] == "hub" and s["clock_age_ms"] >= 0
     assert kind("metrics") and kind("metrics")[-1]["metrics"]["link_up"] == 1
-    assert min(m["metrics"]["heap_free"] for m in kind("metrics")) >= 20000, [m["metrics"]["heap_free"] for m in kind("metrics")]
+    free = [m["metrics"]["heap_free"] for m in kind("metrics")]
+    assert min(free) >= 20000, free
 
 
 def test_serial_config_is_acked_and_applied(tmp_path):
@@ -75,7 +76,7 @@ def test_serial_config_is_acked_and_applied(tmp_path):
     # to the running agent for a moment (see test_link_mqtt.py)
     bridge = PtyBridge()
     hub = HubEnd(bridge)
-    port, pump, kind, msgs, errors = hub.port, hub.pump, hub.kind, hub.msgs, hub.errors
+    port, pump, kind, errors = hub.port, hub.pump, hub.kind, hub.errors
 
     (tmp_path / "agent.json").write_text(json.dumps(config(bridge.device_path)))
     (tmp_path / "run.py").write_text(RUN)

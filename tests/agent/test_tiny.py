@@ -7,8 +7,8 @@ import gc
 import json
 
 # imported first: every module this agent needs
-import edgestream_agent.ring_window  # noqa: F401
-import edgestream_agent.filters.median  # noqa: F401
+import edgestream_agent.ring_window
+import edgestream_agent.filters.median
 import edgestream_agent.filters.ema  # noqa: F401
 from edgestream_agent.agent import Agent
 from devtest import MICROPYTHON, heap_locked

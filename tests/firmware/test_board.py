@@ -7,8 +7,7 @@ import platform
 
 import pytest
 
-from edgestream_tools import boardbuild, bundle
-from edgestream_tools import micropython as mp
+from edgestream_tools import boardbuild, bundle, micropython as mp
 
 PROBE = (
     "import sys, gc\n"
@@ -25,7 +24,8 @@ def probe(profile: str) -> tuple[int, str, int]:
     return int(maxsize), file, int(used)
 
 
-@pytest.mark.skipif("EDGESTREAM_MICROPYTHON" in os.environ, reason="profiles choose the binary only without the override")
+@pytest.mark.skipif("EDGESTREAM_MICROPYTHON" in os.environ,
+                    reason="profiles choose the binary only without the override")
 def test_the_frozen_profile_runs_the_checkouts_agent_frozen_on_31_bit_small_ints():
     maxsize, file, used = probe("frozen")
     assert maxsize == 2**31 - 1  # small ints end at 2**30, as on ESP32 and RP2040
@@ -34,7 +34,8 @@ def test_the_frozen_profile_runs_the_checkouts_agent_frozen_on_31_bit_small_ints
     assert boardbuild.is_current("frozen")  # built from this checkout's sources
 
 
-@pytest.mark.skipif("EDGESTREAM_MICROPYTHON" in os.environ, reason="profiles choose the binary only without the override")
+@pytest.mark.skipif("EDGESTREAM_MICROPYTHON" in os.environ,
+                    reason="profiles choose the binary only without the override")
 def test_the_mpy_profile_imports_compiled_modules_on_the_stock_build():
     maxsize, file, used = probe("mpy")
     assert maxsize == 2**31 - 1

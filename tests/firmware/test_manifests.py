@@ -9,6 +9,7 @@ name) and in freeze mode (a firmware build), as the board build does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ MQTT = {"mqtt.py", "mqtt_tls.py", "mqtt_transport.py"}
 SERIAL = {"serial_link.py"}
 
 
-def resolve(manifest: Path, mode: str) -> tuple[set[str], object]:
+def resolve(manifest: Path, mode: str) -> tuple[set[str], Any]:
     """(target paths, top-level metadata) of one manifest, as makemanifest.py resolves it."""
     m = boardbuild.resolve_manifest(manifest, freeze=mode == "freeze")
     targets = [f.target_path for f in m.files()]

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # the example plugin "installed" the way pip would: a package plus its dist-info with entry_points.txt
 sys.path.append(str(Path(__file__).parent / "plugin_example"))
 
-from hubtest import Harness  # noqa: E402
+from hubtest import Harness
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and an in-memory sink.
+"""Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and
+an in-memory sink.
 
 ``check_entry`` checks a Home Assistant discovery entry against the keys MQTT discovery documents.
 
@@ -91,7 +92,7 @@ class ScriptSource(PollingSource):
         super().start(emit)
 
     def poll(self):
-        out = []
+        out: list = []
         while self.pos < len(self.items) and len(out) < self.batch:
             it = self.items[self.pos]
             if it == PAUSE:

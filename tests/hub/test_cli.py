@@ -66,8 +66,8 @@ def test_run_exit_codes(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        (tmp_path / "hub.yaml").write_text(CONFIG.replace("sources:\n", f"sources:\n  web: {{http: {{port: {port}}}}}\n")
-                                           .replace("from: f", "from: [f, web]"))
+        web = f"sources:\n  web: {{http: {{port: {port}}}}}\n"
+        (tmp_path / "hub.yaml").write_text(CONFIG.replace("sources:\n", web).replace("from: f", "from: [f, web]"))
         (tmp_path / "in.jsonl").write_text("")
         p = start(tmp_path)
         _, err = p.communicate(timeout=20)

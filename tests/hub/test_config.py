@@ -8,7 +8,7 @@ import sys
 import pytest
 from hypothesis import given, strategies as st
 
-from edgestream_hub.config import InterpolationError, interpolate, load_config, set_path, split_path
+from edgestream_hub.config import InterpolationError, interpolate, set_path, split_path
 from edgestream_hub.errors import ConfigError
 from edgestream_hub.spec import parse_duration, parse_size
 
@@ -55,19 +55,27 @@ def test_a_good_config_gets_defaults(hub):
     (("port: 1883", "port: eighteen"), "broker.port: line 3: expected an integer, got a string ('eighteen')"),
     (("topics:", "topix:"), "sources.devices.mqtt.topix: line 7: unknown key 'topix' in mqtt (did you mean 'topics'?)"),
     (("gt: 3", "gt: warm"), "pipelines.cold_room.processors[0].filter.gt: line 15: expected a number, got 'warm'"),
-    (("to: out", "to: [out, archive]"), "pipelines.cold_room.to[1]: line 16: 'archive' is not defined in sinks (defined: out)"),
+    (("to: out", "to: [out, archive]"),
+     "pipelines.cold_room.to[1]: line 16: 'archive' is not defined in sinks (defined: out)"),
     (("from: devices", "from: device"), "pipelines.cold_room.from[0]: line 13: 'device' is not defined in sources"),
     (("file: {path: out.jsonl}", "file: {path: out.jsonl, rotate_interval: 1 hour}"),
      "sinks.out.file.rotate_interval: line 10: bad duration '1 hour'"),
-    (("file: {path: out.jsonl}", "fiel: {path: out.jsonl}"), "sinks.out.fiel: line 10: unknown sink type 'fiel' (did you mean 'file'?)"),
-    (("file: {path: out.jsonl}", "file: {path: out.jsonl}\n    stdout: {}"), "sinks.out: line 9: expected exactly one sink type key, found several type keys (file, stdout)"),
-    (("    to: out", "    to: out\n    batch: {linger: 5}"), "pipelines.cold_room.batch.linger: line 17: expected a duration string like \"500ms\""),
+    (("file: {path: out.jsonl}", "fiel: {path: out.jsonl}"),
+     "sinks.out.fiel: line 10: unknown sink type 'fiel' (did you mean 'file'?)"),
+    (("file: {path: out.jsonl}", "file: {path: out.jsonl}\n    stdout: {}"),
+     "sinks.out: line 9: expected exactly one sink type key, found several type keys (file, stdout)"),
+    (("    to: out", "    to: out\n    batch: {linger: 5}"),
+     "pipelines.cold_room.batch.linger: line 17: expected a duration string like \"500ms\""),
     (("broker:", "brokers:"), "brokers: line 1: unknown section 'brokers'"),
-    (("host: 127.0.0.1", "host: 127.0.0.1\n  host: 10.0.0.1"), "broker.host: line 3: duplicate key 'host' (first on line 2)"),
+    (("host: 127.0.0.1", "host: 127.0.0.1\n  host: 10.0.0.1"),
+     "broker.host: line 3: duplicate key 'host' (first on line 2)"),
     (("  port: 1883", "  port: ${MQTT_PORT}"), "broker.port: line 3: environment variable MQTT_PORT is not set"),
-    (("sinks:", "sinks:\n  db: {sqlite: {path: x.db, table: \"drop table\"}}"), "sinks.db.sqlite.table: line 9: 'drop table' is not a plain identifier"),
-    (("sources:", "sources:\n  old: {file: {path: missing.csv}}"), "sources.old.file.path: line 5: file not found: missing.csv"),
-    (("sources:", "sources:\n  idle: {file: {path: hub.yaml}}"), "sources.idle.file: line 5: source 'idle' feeds no pipeline"),
+    (("sinks:", "sinks:\n  db: {sqlite: {path: x.db, table: \"drop table\"}}"),
+     "sinks.db.sqlite.table: line 9: 'drop table' is not a plain identifier"),
+    (("sources:", "sources:\n  old: {file: {path: missing.csv}}"),
+     "sources.old.file.path: line 5: file not found: missing.csv"),
+    (("sources:", "sources:\n  idle: {file: {path: hub.yaml}}"),
+     "sources.idle.file: line 5: source 'idle' feeds no pipeline"),
     (("port: 1883", "port: 1883\n  tls: {ca_file: ca.pem}"), "broker.tls.ca_file: line 4: file not found: ca.pem"),
     (("qos", "qos"), None),
 ])

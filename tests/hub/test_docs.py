@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from edgestream_hub.docs import reference
 
@@ -11,7 +15,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def test_config_reference_is_up_to_date():
     text = (DOCS / "config-reference.md").read_text()
-    assert text == reference(), "docs/config-reference.md is stale: run  edgestream hub docs -o docs/config-reference.md"
+    stale = "docs/config-reference.md is stale: run  edgestream hub docs -o docs/config-reference.md"
+    assert text == reference(), stale
 
 
 def test_every_metric_is_documented():
@@ -33,3 +38,13 @@ def test_every_device_metric_and_listed_key_is_documented():
     listed = devices.split("prints one JSON object per line with the keys of the table above, in that order:", 1)[1]
     order = [listed.index(f"`{k}`") for k in PUBLIC_KEYS]
     assert order == sorted(order), "the --json keys are listed in their order"
+
+
+@pytest.mark.parametrize("args", [["-o", "missing/config-reference.md"], ["-o", "."], ["-o", ".", "--check"]])
+def test_docs_output_that_cannot_be_written_is_a_located_error(args, tmp_path):
+    edgestream = Path(sys.executable).parent / "edgestream"
+    r = subprocess.run([str(edgestream), "hub", "docs", *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith("edgestream hub docs: cannot "), r.stderr
+    assert args[1] in r.stderr and "Traceback" not in r.stderr, r.stderr

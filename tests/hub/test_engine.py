@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from hubtest import CRASH, PAUSE, wait_for
+
 from edgestream_hub.errors import StartError
 from edgestream_hub.processors import Passthrough
 
@@ -179,7 +179,8 @@ def test_a_failing_sink_is_retried_with_backoff_until_it_recovers(hub):
 
 def test_a_sink_out_of_attempts_dead_letters_the_batch(hub):
     hub.scripts["s"] = [{"v": 3}]
-    e = hub.engine(DL.replace("out: {memory: {}}", "out: {memory: {fail_first: 5}, retry: {initial: 1ms, attempts: 2}}"))
+    failing = "out: {memory: {fail_first: 5}, retry: {initial: 1ms, attempts: 2}}"
+    e = hub.engine(DL.replace("out: {memory: {}}", failing))
     assert wait_for(lambda: len(hub.out.get("dlq", [])) == 1)
     assert e.stop()
     assert "sink out failed 2 times: ConnectionError: scripted sink failure" in hub.out["dlq"][0]["reason"]

@@ -11,6 +11,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from hubtest import wait_for
+
 from edgestream_shared.encoder import Encoder
 
 
@@ -219,7 +220,10 @@ pipelines: {p: {from: web, to: out}}
     post(port, readings("d1", 2, [0]))
     assert wait_for(lambda: len(hub.out.get("out", [])) == 5)
     assert e.stop()
-    m = lambda n: e.metrics.value(f"edgestream_source_{n}_total", component="web")  # noqa: E731
+
+    def m(n):
+        return e.metrics.value(f"edgestream_source_{n}_total", component="web")
+
     assert (m("gaps"), m("missing_records"), m("duplicates"), m("gap_fills"), m("reboots")) == (1, 2, 1, 1, 1)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import time
+import urllib.error
 import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
+from urllib.parse import urlsplit
 
 from hubtest import PAUSE, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
 from edgestream_hub.metrics import LABELS, METRICS, RELOAD_RESULTS, scope
 from edgestream_hub.processors import Passthrough
 from edgestream_hub.registry import component
@@ -64,7 +68,7 @@ def expected_series() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """Every documented metric, for each component that reports it, as the sample names a scrape has."""
     who = {"source": ["s", "tee"], "pipeline": ["p", "q"], "processor": ["p.keys", "positive"],
            "stateful": ["p.keys"], "sink": ["out", "dlq"]}
-    out = set()
+    out: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     for name, _, _ in METRICS:
         if name == "edgestream_hub_config_reloads_total":
             out |= {(name, (("result", r),)) for r in RELOAD_RESULTS}
@@ -128,3 +132,87 @@ def test_the_lookup_table_wrapper_keeps_state_stats_when_its_processor_has_it():
     keys.process([{"k": "x"}], 0)
     assert RefreshingSql(keys, 1000, None).state_stats() == {"live_states": 1, "held_bytes": 1}
     assert not hasattr(RefreshingSql(Passthrough(), 1000, None), "state_stats")
+
+
+# -- the endpoint under slow and greedy clients ---------------------------------------------------------
+def serving(hub, extra: str = ""):
+    """A hub with only a /metrics endpoint (and the port it listens on)."""
+    hub.scripts["s"] = [PAUSE]
+    e = hub.engine(f"""
+sources: {{s: {{script: {{name: s}}}}}}
+sinks: {{out: {{memory: {{}}}}}}
+pipelines: {{p: {{from: s, to: out}}}}
+metrics: {{listen: "127.0.0.1:0"{extra}}}
+""")
+    return e, urlsplit(e.metrics_url).port
+
+
+def closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Whether the server closed the connection within ``seconds``, and what it sent before."""
+    s.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except TimeoutError:
+        return False, data
+    except ConnectionResetError:
+        pass
+    return True, data
+
+
+def test_a_stalled_scraper_is_cut_after_the_read_timeout_and_others_are_served(hub):
+    e, port = serving(hub, ", read_timeout: 300ms")
+    silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # connects, sends nothing
+    partial = socket.create_connection(("127.0.0.1", port), timeout=10)
+    partial.sendall(b"GET /metr")  # half a request line, then nothing
+    try:
+        assert "edgestream_source_records_total" in str(scrape(e.metrics_url))  # served meanwhile
+        t0 = time.monotonic()
+        assert closed_within(silent, 5)[0] and closed_within(partial, 5)[0]
+        assert time.monotonic() - t0 < 3
+        assert wait_for(lambda: e._metrics_server.connections() == 0)
+    finally:
+        silent.close()
+        partial.close()
+    assert e.stop(2.0)
+
+
+def test_scrapers_over_the_limit_are_answered_503_at_once(hub):
+    e, port = serving(hub, ", max_connections: 2")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        assert wait_for(lambda: e._metrics_server.connections() == 2)
+        t0 = time.monotonic()
+        try:
+            urllib.request.urlopen(e.metrics_url, timeout=5)
+            raise AssertionError("a third connection was served")
+        except urllib.error.HTTPError as err:
+            assert err.code == 503 and err.headers["Retry-After"] == "1"
+        except urllib.error.URLError:  # closed before the request was written: refused all the same
+            pass
+        assert time.monotonic() - t0 < 2  # refused at once, not queued behind the held connections
+        held.pop().close()  # a slot frees up
+        assert wait_for(lambda: e._metrics_server.connections() == 1)
+        assert scrape(e.metrics_url)
+    finally:
+        for s in held:
+            s.close()
+    assert e.stop(2.0)
+
+
+def test_a_stalled_scraper_does_not_hold_the_hub_stop(hub):
+    e, port = serving(hub)  # the default read timeout: 10 s
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    clients[0].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    try:
+        assert wait_for(lambda: e._metrics_server.connections() == 3)
+        t0 = time.monotonic()
+        assert e.stop(2.0)
+        assert time.monotonic() - t0 < 2.0
+        assert all(closed_within(c, 2)[0] for c in clients)  # let go of, not left hanging
+    finally:
+        for c in clients:
+            c.close()
+    with socket.socket() as s:  # and the port is free again
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-
+import pytest
 from hubtest import wait_for
+
 from edgestream_shared.encoder import Encoder, encode_status
 
 
@@ -53,7 +54,8 @@ def config(broker, extra_source="", sink="out: {file: {path: out.jsonl}, batch: 
 hub: {{dead_letter: dlq}}
 broker: {{host: {broker.host}, port: {broker.port}, reconnect_min: 100ms, reconnect_max: 1s}}
 sources:
-  devices: {{mqtt: {{topics: ["edgestream/+/results", "edgestream/+/status"], qos: 1, client_id: hub-test{extra_source}}}}}
+  devices:
+    mqtt: {{topics: ["edgestream/+/results", "edgestream/+/status"], qos: 1, client_id: hub-test{extra_source}}}
 sinks:
   {sink}
   dlq: {{memory: {{}}}}
@@ -116,7 +118,10 @@ def test_gaps_duplicates_and_reboots_are_counted(hub, mosquitto):
     assert e.stop()
     got = [(r["boot"], r["seq"]) for r in lines(hub.tmp / "out.jsonl")]
     assert got == [(7, 0), (7, 1), (7, 2), (7, 5), (7, 6), (7, 3), (8, 0), (8, 1)]
-    v = lambda name: e.metrics.value(f"edgestream_source_{name}_total", component="devices")  # noqa: E731
+
+    def v(name):
+        return e.metrics.value(f"edgestream_source_{name}_total", component="devices")
+
     assert (v("gaps"), v("missing_records"), v("gap_fills"), v("duplicates"), v("reboots")) == (1, 2, 1, 2, 1)
 
 
@@ -435,9 +440,6 @@ def _ca(d, name):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
                     f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt"], cwd=d, check=True,
                    capture_output=True, timeout=60)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs the openssl command to make a test CA")

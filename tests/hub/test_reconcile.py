@@ -11,12 +11,11 @@ import json
 import threading
 
 import pytest
-
 from hubtest import wait_for
 
 from edgestream_hub.config import load_config
-from edgestream_hub.errors import ConfigError
 from edgestream_hub.devices import DeviceFeed, DeviceState
+from edgestream_hub.errors import ConfigError
 from edgestream_hub.reconcile import DeviceService
 from edgestream_hub.wire import SeqStats
 from edgestream_shared.decoder import decode

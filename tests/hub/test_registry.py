@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from hubtest import PLUGIN_DIR, Harness, wait_for
+
 from edgestream_hub.errors import PluginError
 from edgestream_hub.processors import passthrough
 from edgestream_hub.registry import Registry, component
@@ -19,7 +19,8 @@ def test_builtins_register_through_entry_points():
     assert r.names("source") == ["file", "http", "mqtt", "serial"]
     assert {"passthrough", "filter", "map", "sql"} <= set(r.names("processor"))
     assert r.names("sink") == ["file", "http", "log", "mqtt", "sqlite", "stdout"]
-    assert r.get("sink", "file").origin == "edgestream_hub.connectors.files:file_sink (edgestream)"
+    file_sink = r.get("sink", "file")
+    assert file_sink is not None and file_sink.origin == "edgestream_hub.connectors.files:file_sink (edgestream)"
 
 
 def test_duplicate_names_are_refused_naming_both():

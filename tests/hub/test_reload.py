@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from hubtest import PAUSE, wait_for
+
+from edgestream_hub.engine import Engine
 from edgestream_hub.service import HubService
 
 CONFIG = """
@@ -27,6 +29,11 @@ def service(hub, text: str, watch: bool = False) -> HubService:
     return svc
 
 
+def engine(svc: HubService) -> Engine:
+    assert svc.engine is not None  # started
+    return svc.engine
+
+
 def rewrite(hub, svc: HubService, old: str, new: str) -> None:
     path = hub.tmp / "hub.yaml"
     path.write_text(path.read_text().replace(old, new))
@@ -37,10 +44,10 @@ def test_changing_a_sink_restarts_only_that_sink_and_loses_nothing(hub):
     hub.scripts["s"] = [{"i": i} for i in range(n)]
     hub.scripts["t"] = [{"j": 1}]
     svc = service(hub, CONFIG)
-    e = svc.engine
+    e = engine(svc)
     procs_p, procs_q = e.pipelines["p"].procs[0][1], e.pipelines["q"].procs[0][1]
     src_s, sink_out = e.sources["s"], e.sinks["out"]
-    assert wait_for(lambda: 0 < len(hub.out.get("out", [])))
+    assert wait_for(lambda: len(hub.out.get("out", [])) > 0)
     rewrite(hub, svc, "batch: {size: 50, linger: 1ms}", "batch: {size: 70, linger: 1ms}")
     assert svc.reload()
     assert e.sinks["out"] is not sink_out and e.sinks["out"].batch_size == 70
@@ -57,7 +64,7 @@ def test_changing_a_pipeline_restarts_only_that_pipeline(hub):
     hub.scripts["s"] = [{"i": i} for i in range(5000)] + [PAUSE] + [{"i": i} for i in range(5000, 10_000)]
     hub.scripts["t"] = [{"j": 1}]
     svc = service(hub, CONFIG)
-    e = svc.engine
+    e = engine(svc)
     p_before, q_before = e.pipelines["p"], e.pipelines["q"]
     assert wait_for(lambda: len(hub.out.get("out", [])) > 0)
     rewrite(hub, svc, "processors: [passthrough: {}]", "processors: [{map: {set: {v: 2}}}]")
@@ -76,7 +83,7 @@ def test_a_bad_config_is_refused_and_the_running_one_keeps_going(hub, caplog):
     hub.scripts["s"] = [{"i": 0}]
     hub.scripts["t"] = []
     svc = service(hub, CONFIG)
-    e = svc.engine
+    e = engine(svc)
     before = dict(e.pipelines)
     rewrite(hub, svc, "to: out", "to: nowhere")
     assert not svc.reload()
@@ -98,7 +105,7 @@ def test_a_file_change_is_picked_up_by_the_watcher(hub):
     runner.start()
     rewrite(hub, svc, "other: {memory: {}}", "other: {memory: {}, label: other2}")
     assert wait_for(lambda: svc.reloads["ok"] == 1)
-    assert svc.engine.sinks["other"].label == "other2"
+    assert engine(svc).sinks["other"].label == "other2"
     svc.stop_requested.set()
     runner.join(10)
     assert not runner.is_alive()
@@ -113,7 +120,7 @@ def test_adding_and_removing_components(hub):
             "  r: {from: u, to: other}\n")
     rewrite(hub, svc, "  t: {script: {name: t}}", "  u: {script: {name: u}}")
     assert svc.reload()
-    e = svc.engine
+    e = engine(svc)
     assert set(e.pipelines) == {"p", "r"} and set(e.sources) == {"s", "u"}
     assert wait_for(lambda: hub.out.get("other") == [{"k": 1}])
     assert svc.stop()

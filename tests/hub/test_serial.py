@@ -6,6 +6,7 @@ import os
 import tty
 
 from hubtest import wait_for
+
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.frame import encode_frame
 
@@ -15,7 +16,7 @@ class Board:
 
     def __init__(self, link):
         self.link = link
-        self.master = None
+        self.master: int | None = None
         self.plug()
 
     def plug(self):
@@ -29,11 +30,13 @@ class Board:
         os.symlink(name, self.link)
 
     def unplug(self):
+        assert self.master is not None  # plugged
         os.close(self.master)
         self.master = None
         os.unlink(self.link)
 
     def write(self, data: bytes):
+        assert self.master is not None  # plugged
         os.write(self.master, data)
 
 
@@ -74,7 +77,10 @@ pipelines: {p: {from: board, to: out}}
         (1, 0, 20.0), (1, 2, 22.0), (1, 4, 24.0), (2, 0, 25.0)]
     reasons = [d["reason"] for d in hub.out["dlq"]]
     assert any("does not start with '$'" in r for r in reasons) and any("checksum" in r for r in reasons)
-    m = lambda n: e.metrics.value(f"edgestream_source_{n}_total", component="board")  # noqa: E731
+
+    def m(n):
+        return e.metrics.value(f"edgestream_source_{n}_total", component="board")
+
     assert m("decode_errors") == 2 and m("reconnects") == 1 and m("gaps") == 2 and m("reboots") == 1
 
 
@@ -112,7 +118,10 @@ pipelines: {p: {from: board, to: out}}
     line = dl[n]["record"]
     assert "does not start with '$'" in dl[n]["reason"]
     assert line["bytes"] == len(garbage) and line["payload"] == "\x00\\xff" + "g" * 1022
-    m = lambda n: e.metrics.value(f"edgestream_source_{n}_total", component="board")  # noqa: E731
+
+    def m(n):
+        return e.metrics.value(f"edgestream_source_{n}_total", component="board")
+
     assert m("decode_errors") == n + 1 and m("gaps") == 1
     # the loss is in the log, not only in a counter
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("data loss")] == [

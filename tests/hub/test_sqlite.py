@@ -91,7 +91,9 @@ def test_non_finite_numbers_are_stored_as_null_and_unbindable_records_are_dead_l
 hub: {dead_letter: dlq}
 sources: {s: {script: {name: s, finite: true}}}
 sinks:
-  db: {sqlite: {path: hub.db, table: t, columns: {i: INTEGER, r: REAL, n: INTEGER, j: JSON, t: TEXT}}, batch: {size: 10}}
+  db:
+    sqlite: {path: hub.db, table: t, columns: {i: INTEGER, r: REAL, n: INTEGER, j: JSON, t: TEXT}}
+    batch: {size: 10}
   dlq: {memory: {}}
 pipelines: {p: {from: s, to: db}}
 """)

@@ -7,6 +7,7 @@ import json
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.wire import SeqTracker, WireDecoder
+from edgestream_shared import decoder as _dec
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.errors import WireError
 
@@ -78,8 +79,6 @@ def test_tracker_keeps_each_boot_seq_once(events):
 
 
 # -- the fast paths must mean exactly what the detailed ones mean --
-
-from edgestream_shared import decoder as _dec  # noqa: E402
 
 _edge_values = st.sampled_from([-1, 0, 12, True, False, 1.5, float("nan"), float("inf"), float("-inf"), None, "x",
                                  "te mp", "a" * 65, [1], {"a": 1}, {}])
@@ -204,13 +203,13 @@ def test_a_bad_name_after_good_ones_is_still_named():
 
 def test_the_name_cache_stays_bounded():
     for i in range(3 * _dec._NAMES_MAX):
-        _dec._name("s%d" % i, "sensor")
+        _dec._name(f"s{i}", "sensor")
     assert 0 < len(_dec._names) <= _dec._NAMES_MAX
 
 
 def _message(dev: str, boot: int, seqs: list[int]) -> bytes:
-    return json.dumps({"v": 1, "dev": dev, "boot": boot, "kind": "results", "items": [
-        {"seq": s, "sensor": "temp", "window": "w", "start": 0, "end": 10, "aggs": {"avg": 1.5}} for s in seqs]}).encode()
+    items = [{"seq": s, "sensor": "temp", "window": "w", "start": 0, "end": 10, "aggs": {"avg": 1.5}} for s in seqs]
+    return json.dumps({"v": 1, "dev": dev, "boot": boot, "kind": "results", "items": items}).encode()
 
 
 @settings(max_examples=200, deadline=None)
@@ -227,6 +226,7 @@ def test_batch_sequence_tracking_equals_per_item_tracking(batches):
         got = [r["seq"] for r in fast.decode(_message(dev, boot, seqs))]
         want = [s for s in seqs if ref.accept(dev, "results", boot, s)]
         assert got == want
+    assert fast.tracker is not None
     assert fast.tracker.stats == ref.stats
     assert fast.tracker.snapshot() == ref.snapshot()
 

@@ -30,36 +30,50 @@ def test_not_json_or_not_an_object():
 
 
 def test_version_kind_and_envelope():
-    m = good(); m["v"] = 2
+    m = good()
+    m["v"] = 2
     assert reason(m).startswith("v:")
-    m = good(); m["v"] = True
+    m = good()
+    m["v"] = True
     assert reason(m).startswith("v:")
-    m = good(); m["kind"] = "bogus"
+    m = good()
+    m["kind"] = "bogus"
     assert reason(m).startswith("kind:")
-    m = good(); del m["boot"]
+    m = good()
+    del m["boot"]
     assert "missing key 'boot'" in reason(m)
-    m = good(); m["extra"] = 1
+    m = good()
+    m["extra"] = 1
     assert "unknown key 'extra'" in reason(m)
-    m = good(); m["dev"] = "a/b"
+    m = good()
+    m["dev"] = "a/b"
     assert reason(m).startswith("dev")
 
 
 def test_item_fields_are_named_in_the_reason():
-    m = good(); m["items"][0]["seq"] = -1
+    m = good()
+    m["items"][0]["seq"] = -1
     assert reason(m).startswith("items[0].seq:")
-    m = good(); m["items"][0]["seq"] = True
+    m = good()
+    m["items"][0]["seq"] = True
     assert reason(m).startswith("items[0].seq:")
-    m = good(); m["items"][0]["end"] = -5
+    m = good()
+    m["items"][0]["end"] = -5
     assert reason(m).startswith("items[0].end:")
-    m = good(); m["items"][0]["start"] = 20
+    m = good()
+    m["items"][0]["start"] = 20
     assert reason(m) == "items[0].end: is before start"
-    m = good(); m["items"][0]["aggs"]["avg"] = "1.5"
+    m = good()
+    m["items"][0]["aggs"]["avg"] = "1.5"
     assert reason(m).startswith("items[0].aggs.avg:")
-    m = good(); m["items"][0]["aggs"] = {}
+    m = good()
+    m["items"][0]["aggs"] = {}
     assert reason(m).startswith("items[0].aggs:")
-    m = good(); m["items"] = []
+    m = good()
+    m["items"] = []
     assert reason(m).startswith("items:")
-    m = good(); m["items"] = [1]
+    m = good()
+    m["items"] = [1]
     assert reason(m).startswith("items[0]:")
 
 

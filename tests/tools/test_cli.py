@@ -57,7 +57,7 @@ def groups() -> list[tuple[list[str], list[str]]]:
                 for name, sub in action.choices.items():
                     walk(sub, argv + [name])
 
-    for name, (module, help) in COMMANDS.items():
+    for name, (module, _) in COMMANDS.items():
         parser = CommandParser(prog=f"edgestream {name}")
         importlib.import_module(module).add_arguments(parser)
         walk(parser, [name])
@@ -96,6 +96,7 @@ def into_head(argv: list[str], timeout: float = 120) -> tuple[int, bytes, bytes]
     """``argv | head -1``: exit code and stderr of argv, and what head printed."""
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = subprocess.Popen(["head", "-1"], stdin=p.stdout, stdout=subprocess.PIPE)
+    assert p.stdout is not None
     p.stdout.close()  # head holds the only read end now
     try:
         first, _ = head.communicate(timeout=timeout)

@@ -20,13 +20,14 @@ there while the replay runs and cleared at the end.
 from __future__ import annotations
 
 import argparse
+import io
 import subprocess
 import sys
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO, Iterator
+from typing import IO, BinaryIO, Iterator, cast
 
 from edgestream_hub.errors import EdgeStreamError
 from edgestream_hub.progress import Progress, byte_position, byte_size
@@ -40,11 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="agent_cmd", required=True)
     r = sub.add_parser("replay", help="run an agent config on recorded samples (JSON lines)")
     r.add_argument("--config", required=True, help="the agent.json to try")
-    r.add_argument("--input", required=True, help='samples, one {"t","sensor","value"} JSON object per line ("-" = stdin)')
+    r.add_argument("--input", required=True,
+                   help='samples, one {"t","sensor","value"} JSON object per line ("-" = stdin)')
     r.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython",
                    help="interpreter that runs the pipeline (default: micropython)")
     r.add_argument("--board", choices=("esp32", "rp2040", "tiny"), default="esp32",
                    help="heap size under micropython (default: esp32)")
+    from edgestream_tools.deploy import add_board_commands
+
+    add_board_commands(sub)  # deploy, test, logs, check
 
 
 def _check_config(path: str) -> None:
@@ -58,6 +63,10 @@ def _check_config(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgestream_tools import deploy
+
+    if args.agent_cmd in deploy.COMMANDS:
+        return deploy.run(args)
     if args.agent_cmd != "replay":  # pragma: no cover - argparse enforces it
         raise ReplayError(f"unknown agent command {args.agent_cmd!r}")
     _check_config(args.config)
@@ -65,13 +74,21 @@ def run(args: argparse.Namespace) -> int:
         raise ReplayError(f"input {args.input}: no such file")
     if args.runtime == "cpython":
         return _run_cpython(args.config, args.input)
+    from edgestream_tools.agentcheck import DoesNotFit, check_start
+
+    try:  # a config the board could not start is refused: the same measurement as `agent check`
+        check_start(args.config, args.board, "frozen")
+    except DoesNotFit as e:
+        print(f"edgestream agent replay: does not fit: {e}", file=sys.stderr)
+        return DoesNotFit.exit_code
     return _run_micropython(args.config, args.input, args.board)
 
 
 @contextmanager
-def _reading(input: str) -> Iterator[tuple[BinaryIO, Progress]]:
+def _reading(input: str) -> Iterator[tuple[io.BufferedReader, Progress]]:
     """The input opened for bytes ("-" = stdin) and its progress line, both closed at the end."""
-    f = sys.stdin.buffer if input == "-" else open(input, "rb")
+    # stdin's buffer is a BufferedReader too (typeshed calls it a BinaryIO): both have read1
+    f = cast(io.BufferedReader, sys.stdin.buffer) if input == "-" else open(input, "rb")
     progress = Progress("edgestream agent replay", total_bytes=byte_size(f), position=lambda: byte_position(f))
     try:
         yield f, progress
@@ -109,7 +126,7 @@ def _run_cpython(config: str, input: str) -> int:
     return 0
 
 
-def _pump(src: BinaryIO, dst: IO[bytes], progress: Progress) -> None:
+def _pump(src: io.BufferedReader, dst: IO[bytes], progress: Progress) -> None:
     """Feed the input into micropython's stdin as it comes, counting lines for the progress line."""
     lines = 0
     try:
@@ -130,7 +147,8 @@ def _pump(src: BinaryIO, dst: IO[bytes], progress: Progress) -> None:
             pass
 
 
-def _stream_through(argv: list[str], env: dict[str, str], src: BinaryIO, err: IO[bytes], progress: Progress) -> int:
+def _stream_through(argv: list[str], env: dict[str, str], src: io.BufferedReader, err: IO[bytes],
+                    progress: Progress) -> int:
     """Run argv with src streaming into its stdin and its stdout into ours; its exit code."""
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     feeder = threading.Thread(target=_pump, args=(src, proc.stdin, progress), name="replay-input", daemon=True)
@@ -153,7 +171,6 @@ def _stream_through(argv: list[str], env: dict[str, str], src: BinaryIO, err: IO
 
 def _run_micropython(config: str, input: str, board: str) -> int:
     from edgestream_tools import micropython as mp
-
     from edgestream_tools.bundle import build
 
     argv = mp.command(board) + ["-m", "edgestream_agent.replay", str(config), "-"]

@@ -42,9 +42,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-Log = Optional[Callable[[str], None]]
-
 from edgestream_hub.errors import EdgeStreamError
+
+Log = Optional[Callable[[str], None]]
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIR = ROOT / "firmware" / "micropython"

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-from typing import IO, Any, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 
 from edgestream_hub.errors import EdgeStreamError
+from edgestream_hub.pipes import to_devnull
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 #: subcommand -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("edgestream_tools.demo", "run the end-to-end demo on an embedded default"),
     "firmware": ("edgestream_tools.bundle", "build .mpy bundles of the device packages"),
     "agent": ("edgestream_tools.agent_cli", "replay recorded samples through an agent config"),
+    "vboard": ("edgestream_tools.vboard", "run a virtual board on a pty for mpremote: edgestream vboard --board esp32"),
     "hub": ("edgestream_hub.cli", "run or check the hub: edgestream hub run|check -c hub.yaml"),
     "devices": ("edgestream_tools.devices_cli", "list devices, push a config, sync their clocks (hub.yaml devices)"),
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
@@ -52,6 +56,7 @@ class CommandParser(argparse.ArgumentParser):
         head = f"unknown command {bogus!r}; " if bogus is not None else ""
         self.exit(2, f"{self.prog}: {head}choose a command: {', '.join(group.choices)}\n")
 
+    # one signature for typeshed's overloads (a namespace of another class): ours returns a Namespace
     def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
                          namespace: Optional[argparse.Namespace] = None) -> tuple[argparse.Namespace, list[str]]:
         groups = self._groups()
@@ -63,7 +68,7 @@ class CommandParser(argparse.ArgumentParser):
                 self._choose(g, None)
         return ns, rest
 
-    def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
+    def _print_message(self, message: str, file: Optional[SupportsWrite[str]] = None) -> None:
         # argparse swallows OSError here; a closed stdout must reach main() like any other write
         if message:
             (file or sys.stderr).write(message)
@@ -114,23 +119,6 @@ def _dispatch(argv: list[str]) -> int:
         return 2
 
 
-def _stdout_to_devnull() -> None:
-    """After EPIPE: point fd 1 at /dev/null, so Python's flush at exit has nothing to fail on.
-
-    (The recipe of the Python docs' note on SIGPIPE.) Without a real fd 1,
-    as under a test's capture, there is nothing to redirect.
-    """
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -142,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
         return rc
     except BrokenPipeError:  # `edgestream ... | head -1`: the reader has gone; stop like other Unix tools
-        _stdout_to_devnull()
+        to_devnull(sys.stdout)  # so Python's flush at exit has nothing to fail on
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130

@@ -8,7 +8,8 @@
    running from a compiled ``.mpy`` bundle as on a board: two simulated
    sensors, filters, 1 s tumbling windows, results over MQTT (QoS 1);
 4. the agent stops after ``--seconds``; the hub drains, closes the open
-   windows and stops. Everything it started is stopped again.
+   windows and stops. Everything it started is stopped again, also when the
+   reader of stdout goes away early (``edgestream demo | head -1``: exit 141).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import IO, TextIO
 
-from edgestream_tools import bundle
-from edgestream_tools import micropython as mp
+from edgestream_tools import bundle, micropython as mp
 from edgestream_tools.broker import Mosquitto
 
 AGENT = {
@@ -42,6 +43,8 @@ AGENT = {
          "windows": [{"name": "w1s", "size_ms": 1000, "aggregates": ["count", "avg", "min", "max"]}]},
     ],
 }
+
+DEMO_BOARDS = ("esp32", "rp2040")
 
 HUB = """\
 broker: {{host: 127.0.0.1, port: {port}}}
@@ -70,14 +73,22 @@ pipelines:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=12.0, help="how long the agent samples (default 12)")
-    p.add_argument("--board", default="esp32", choices=sorted(mp.BOARDS), help="heap profile of the agent (default esp32)")
+    # not tiny: the demo's MQTT agent starts in 64 KB from .mpy files but has no heap left for its
+    # health messages or a remote config (`edgestream agent check` says so); tiny runs serial agents
+    p.add_argument("--board", default="esp32", choices=DEMO_BOARDS, help="heap profile of the agent (default esp32)")
 
 
-def _pump(stream, out, lines: list[str]) -> None:
+def _pump(stream: IO[bytes], out: TextIO, lines: list[str], gone: threading.Event) -> None:
+    """Copy a child's lines to ``out``; once ``out``'s reader has gone (``demo | head -1``), set ``gone``
+    and keep draining, so the child never blocks on a full pipe."""
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
         lines.append(line)
-        print(line, file=out, flush=True)
+        if not gone.is_set():
+            try:
+                print(line, file=out, flush=True)
+            except BrokenPipeError:
+                gone.set()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
             rows: list[str] = []
             logs: list[str] = []
-            pumps = [threading.Thread(target=_pump, args=(hub.stdout, sys.stdout, rows), daemon=True),
-                     threading.Thread(target=_pump, args=(hub.stderr, sys.stderr, logs), daemon=True)]
+            gone = threading.Event()  # our stdout's reader went away: stop everything, exit 141
+            pumps = [threading.Thread(target=_pump, args=(hub.stdout, sys.stdout, rows, gone), daemon=True),
+                     threading.Thread(target=_pump, args=(hub.stderr, sys.stderr, logs, threading.Event()),
+                                      daemon=True)]
             for t in pumps:
                 t.start()
             for _ in range(100):  # wait until the hub says it runs (bounded: 10 s)
@@ -113,17 +126,32 @@ def run(args: argparse.Namespace) -> int:
             print(f"demo: agent demo-1 on MicroPython ({args.board} heap, .mpy bundle on the 32-bit stock build) "
                   f"for {args.seconds:g} s",
                   file=sys.stderr, flush=True)
-            agent = mp.run(["-m", "edgestream_agent.main", str(work / "agent.json"), str(int(args.seconds * 1000))],
-                           board=args.board, extra_paths=[str(work / "lib")], timeout=args.seconds + 60,
-                           profile="mpy")
-            tail = agent.stdout.decode(errors="replace").strip().splitlines()[-3:]
-            for line in tail:
+            agent = subprocess.Popen(mp.command(args.board, "mpy") + ["-m", "edgestream_agent.main",
+                                     str(work / "agent.json"), str(int(args.seconds * 1000))],
+                                     env=mp.environment([str(work / "lib")], "mpy"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            out = b""
+            for _ in range(int(args.seconds * 5) + 300):  # bounded: the agent's run + 60 s
+                try:
+                    out += agent.communicate(timeout=0.2)[0]
+                    break
+                except subprocess.TimeoutExpired:
+                    if gone.is_set():
+                        break
+            if agent.poll() is None:  # stopped early (stdout closed) or overdue
+                agent.kill()
+                out += agent.communicate()[0]
+            elif agent.returncode != 0:
+                raise mp.MicroPythonError(f"the agent exited {agent.returncode}:\n{out.decode(errors='replace')}")
+            for line in out.decode(errors="replace").strip().splitlines()[-3:]:
                 print(f"agent: {line}", file=sys.stderr)
 
             hub.send_signal(signal.SIGTERM)
             code = hub.wait(30)
             for t in pumps:
                 t.join(5)
+            if gone.is_set():  # after the cleanup below: `edgestream` exits 141, quietly
+                raise BrokenPipeError
             print(f"demo: hub stopped (exit {code}); {len(rows)} roll-up rows printed; "
                   f"{_count(work / 'results.jsonl')} agent window results archived", file=sys.stderr)
             return 0 if code == 0 and rows else 1

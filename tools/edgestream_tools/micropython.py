@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgestream_hub.errors import EdgeStreamError
 
@@ -89,6 +90,8 @@ def device_paths() -> list[str]:
 
     dirs = []
     for pkg in (edgestream_shared, edgestream_agent):
+        if pkg.__file__ is None:  # a namespace package: its __init__.py is missing
+            raise MicroPythonError(f"{pkg.__name__} is installed without its __init__.py: reinstall edgestream")
         d = str(Path(pkg.__file__).resolve().parent.parent)
         if d not in dirs:
             dirs.append(d)
@@ -169,6 +172,6 @@ def run(
     return proc
 
 
-def run_code(code: str, board: str = "esp32", **kw) -> str:
+def run_code(code: str, board: str = "esp32", **kw: Any) -> str:
     """Run a snippet; returns its stdout. Failures raise with the MicroPython traceback."""
     return run(["-c", code], board=board, **kw).stdout.decode()

@@ -64,10 +64,10 @@ def json_line_encoder(ensure_ascii: bool = False) -> tuple[Callable[[Any], list[
     if make is None:  # no C accelerator (another interpreter): the pure-Python encoder
         enc = je.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=ensure_ascii)
 
-        def encode(r: Any) -> list[str]:
+        def encode_pure(r: Any) -> list[str]:
             return [enc.encode(r)]
 
-        return encode, markers.clear
+        return encode_pure, markers.clear
     strings = je.encode_basestring_ascii if ensure_ascii else je.encode_basestring
     c = make(markers, default, strings, None, ":", ",", False, False, False)
 

@@ -10,11 +10,12 @@ cannot decode (the body goes to the dead-letter sink: JSON nested too deep,
 ``NaN``, not UTF-8, ...), 413 for a body over ``max_body``. Every refusal is
 counted in ``edgestream_source_http_refusals_total{component, code}``.
 
-Slow or stalled clients cannot pin it: each connection has ``read_timeout`` to
-send a request (headers, and the whole body: 408 after that), at most
-``max_connections`` are served at once (more are answered 503 and closed at
-once), and ``stop()`` returns without waiting for a client: connections still
-reading are shut down, requests being answered finish.
+Slow or stalled clients cannot pin it (``BoundedHTTPServer``, shared with
+``/metrics``): each connection has ``read_timeout`` to send a request
+(headers, and the whole body: 408 after that), at most ``max_connections``
+are served at once (more are answered 503 and closed at once), and ``stop()``
+returns without waiting for a client: connections still reading are shut
+down, requests being answered finish.
 
 The sink POSTs each batch as a JSON array (or JSON lines), non-finite numbers
 written as null. A 2xx answer is success; 408, 429, 5xx, timeouts and
@@ -27,15 +28,14 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
-from edgestream_hub.errors import StartError
+from edgestream_hub.errors import ComponentError, StartError
+from edgestream_hub.httpserver import BoundedHTTPServer
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
@@ -54,12 +54,10 @@ class HttpSource(Source):
         self.format = config["format"]
         self.read_timeout_s = config["read_timeout"] / 1000
         self.max_connections = config["max_connections"]
-        self.server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self.server: BoundedHTTPServer | None = None
         self._emit: Emit | None = None
         self.ingest = Ingest(ctx, self.format)
         self._refused: dict[str, Any] = {}
-        self._full_logged_at = -1e9
 
     def open(self) -> None:
         src = self
@@ -69,7 +67,9 @@ class HttpSource(Source):
             timeout = src.read_timeout_s  # each read of a request line or header
 
         try:
-            self.server = _Server((self.host, self.port), Handler, self)
+            self.server = BoundedHTTPServer((self.host, self.port), Handler, max_connections=self.max_connections,
+                                            read_timeout_s=self.read_timeout_s, log=self.ctx.log,
+                                            name=f"source-{self.ctx.label}", on_refused=lambda: self.refused(503))
         except OSError as e:
             raise StartError(self.ctx.label, f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from e
         self.port = self.server.server_address[1]
@@ -78,21 +78,14 @@ class HttpSource(Source):
     def start(self, emit: Emit) -> None:
         self._emit = emit
         assert self.server is not None
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"source-{self.ctx.label}", daemon=True)
-        self._thread.start()
+        self.server.serve()
 
     def stop(self) -> None:
         """Stop accepting, cut the connections still reading, let requests being answered finish."""
         srv = self.server
         if srv is None:
             return
-        if self._thread is not None:
-            srv.shutdown()
-            self._thread.join()
-            self._thread = None
-        srv.server_close()
-        left = srv.close_connections(self.read_timeout_s)
+        left = srv.stop()
         if left:
             self.ctx.log.warning("stopped with %d requests still being answered", left)
         self.server = None
@@ -100,7 +93,7 @@ class HttpSource(Source):
 
     def connections(self) -> int:
         """Connections being served now."""
-        return len(self.server._conns) if self.server is not None else 0
+        return self.server.connections() if self.server is not None else 0
 
     def refused(self, code: int) -> None:
         c = self._refused.get(str(code))
@@ -108,101 +101,21 @@ class HttpSource(Source):
             c = self._refused[str(code)] = self.ctx.counter(REFUSALS, str(code))
         c.inc()
 
-    def refuse_connection(self, sock: socket.socket) -> None:
-        """Over ``max_connections``: answer 503 without reading and close (called on the accept thread)."""
-        self.refused(503)
-        now = time.monotonic()
-        if now - self._full_logged_at >= 10:
-            self._full_logged_at = now
-            self.ctx.log.warning("%d connections open (max_connections): refusing more with 503",
-                                 self.max_connections)
-        body = json.dumps({"error": f"too many connections (max {self.max_connections}); retry later"}).encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
-        try:
-            sock.setblocking(False)
-            sock.send(head + body)
-        except OSError:
-            pass
-
     # called on the server's request threads
     def ingest_body(self, body: bytes) -> tuple[int, dict[str, Any]]:
         d = self.ingest.payload(body, "http")
         if d.records:
-            self._emit(d.records)  # type: ignore[misc]
+            if self._emit is None:  # requests are served only after start()
+                raise ComponentError(self.ctx.label, "a request arrived before the source started")
+            self._emit(d.records)
         if d.error is not None:
             return 400, {"error": d.error, "rejected": d.rejected}
         return 200, {"accepted": len(d.records), "rejected": d.rejected}
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading HTTP server that bounds its connections and can let go of them at stop."""
-
-    daemon_threads = True
-    block_on_close = False  # close_connections() joins, with a bound
-
-    def __init__(self, addr: tuple[str, int], handler: type, source: HttpSource) -> None:
-        self.source = source
-        self._conns: dict[socket.socket, list[Any]] = {}  # socket -> [thread, still reading the request]
-        self._conn_lock = threading.Lock()
-        self.stopping = False
-        super().__init__(addr, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        t = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True,
-                             name=f"http-{self.source.ctx.label}")
-        with self._conn_lock:
-            full = self.stopping or len(self._conns) >= self.source.max_connections
-            if not full:
-                self._conns[request] = [t, True]
-        if full:
-            self.source.refuse_connection(request)
-            self.shutdown_request(request)
-            return
-        t.start()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._conn_lock:
-                self._conns.pop(request, None)
-
-    def reading(self, sock: socket.socket, flag: bool) -> bool:
-        """Mark a connection as reading a request (cut at stop) or answering one; False once stopping."""
-        with self._conn_lock:
-            entry = self._conns.get(sock)
-            if entry is not None:
-                entry[1] = flag
-            return not self.stopping
-
-    def close_connections(self, timeout_s: float) -> int:
-        """Shut down the reading side of connections waiting for a request, wait up to ``timeout_s`` for
-        the requests being answered; returns how many are still running."""
-        with self._conn_lock:
-            self.stopping = True
-            conns = list(self._conns.items())
-        for sock, (_, reading) in conns:
-            if reading:
-                try:
-                    sock.shutdown(socket.SHUT_RD)  # a blocked read returns at once
-                except OSError:
-                    pass
-        deadline = time.monotonic() + timeout_s
-        for _, (t, _) in conns:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return sum(t.is_alive() for _, (t, _) in conns)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        e = sys.exc_info()[1]
-        self.source.ctx.log.error("http: request from %s failed: %s: %s", client_address[0], type(e).__name__, e)
-
-
 class _Handler(BaseHTTPRequestHandler):
     source: HttpSource
-    server: _Server
+    server: BoundedHTTPServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:
@@ -256,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body(n)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.close_connection = True
             self._reply(408, {"error": f"the body did not arrive within {src.read_timeout_s:g}s"})
             return
@@ -374,7 +287,7 @@ def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     url = cfg["url"]
     try:
         u = urlsplit(url)
-        u.port  # raises ValueError for a port that is not a number in range
+        _ = u.port  # raises ValueError for a port that is not a number in range
     except ValueError as e:
         chk.issue(f"{path}.url", f"{url!r} is not a valid URL: {e}")
         return
@@ -393,6 +306,7 @@ def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("format", "str", "Body format.", default="json", choices=("json", "jsonl")),
     Field("headers", "map[str]", "Extra request headers.", default={}),
     Field("token", "str", "Bearer token sent in `Authorization`.", default=None, secret=True),
-], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, batch: {size: 200, linger: 1s}}"))
+], check=_check_sink, example="sinks:\n  hook: {http: {url: \"http://127.0.0.1:9000/hook\", timeout: 2s}, "
+                                "batch: {size: 200, linger: 1s}}"))
 def http_sink(config: dict[str, Any], ctx: ComponentContext) -> HttpSink:
     return HttpSink(config, ctx)

@@ -54,7 +54,7 @@ class _TlsContext(ssl.SSLContext):
 
     last: ssl.SSLSocket | None = None
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         self.last = sock = super().wrap_socket(*args, **kwargs)
         return sock
 
@@ -298,7 +298,9 @@ class MqttSource(Source):
                 return
             records = self.ingest.payload(msg.payload, f"mqtt {topic}", topic).records
             if records:
-                self._emit(records)  # type: ignore[misc]  # blocks while the pipelines are full
+                if self._emit is None:  # the client connects in start(), after _emit is set
+                    raise ComponentError(self.ctx.label, "a message arrived before the source started")
+                self._emit(records)  # blocks while the pipelines are full
         except Exception as e:  # an exception here would end paho's network thread for good
             self.ctx.log.error("a message could not be handled: %s: %s", type(e).__name__, e)
 

@@ -93,10 +93,9 @@ class SerialSource(PollingSource):
     def poll(self) -> tuple[list[Record], float | None]:
         import serial
 
-        if self._ser is None:
-            if not self._open():
-                wait, self._wait_s = self._wait_s, min(self._wait_s * 2, self.backoff_max_s)
-                return [], wait
+        if self._ser is None and not self._open():
+            wait, self._wait_s = self._wait_s, min(self._wait_s * 2, self.backoff_max_s)
+            return [], wait
         try:
             n = self._ser.in_waiting
             data = self._ser.read(max(n, 1) if n else 4096)

@@ -28,7 +28,7 @@ _TYPES = ("INTEGER", "REAL", "TEXT", "JSON")
 
 
 def _infer(v: Any) -> str:
-    if isinstance(v, bool) or isinstance(v, int):
+    if isinstance(v, (bool, int)):
         return "INTEGER"
     if isinstance(v, float):
         return "REAL"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import ir
 
@@ -28,9 +28,12 @@ class AggCode:
     pre: list = field(default_factory=list)
 
 
-def agg_code(a: ir.Agg, v: str, s: str, o: int, const) -> AggCode:
+def agg_code(a: ir.Agg, v: str, s: str, o: int, const: Callable[[Any], str]) -> AggCode:
     """Code for aggregate ``a`` whose value is in variable ``v``, state list ``s``, first slot ``o``."""
-    S = lambda k: f"{s}[{o + k}]"  # noqa: E731
+
+    def S(k: int) -> str:
+        return f"{s}[{o + k}]"
+
     name = a.name
     if name == "count":
         if a.star:
@@ -248,7 +251,7 @@ def sum_value(s: list, o: int, mean: bool) -> Any:
     return _ratio(exact, n << _F) if mean else _ratio(exact, 1 << _F)
 
 
-def percentile(values: list, p: float):
+def percentile(values: list, p: float) -> Any:
     """Exact percentile by linear interpolation between closest ranks (median = p 0.5)."""
     if not values:
         return None

@@ -9,7 +9,10 @@ row. ``EXPLAIN <query>`` prints the plan instead.
 Several inputs are merged the way a hub receives them: each file keeps its
 own order, and at each step the head record with the smallest event time goes
 next (:func:`merge_by_time`), so a record late within its own file is late
-here too. Exit codes: 0 done (dead-lettered and late records included), 2 a
+here too. With ``--processing-time`` records are timed by the wall clock when
+they are read (one time per batch), several inputs are read in turn
+(:func:`interleave`), and every window still open is flushed at the end.
+Exit codes: 0 done (dead-lettered and late records included), 2 a
 bad query, bad arguments, streams and inputs that do not match, or an
 unreadable input (named, with its line); ``edgestream`` itself adds 130 and
 141 (stdout closed early).
@@ -27,6 +30,8 @@ from typing import Any, Iterable, Iterator, Optional, TextIO
 
 from edgestream_hub.jsonio import dumps
 
+from .functions import MISSING_TIMESTAMP
+
 #: records handed to the processor at a time: the memory the CLI holds, whatever the input size
 BATCH = 1000
 
@@ -39,12 +44,16 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; prefix EXPLAIN for the plan')
+    parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; '
+                                      "prefix EXPLAIN for the plan")
     parser.add_argument("--input", action="append", type=_pair, default=[], metavar="NAME=PATH",
                         help='a stream: JSON lines, or CSV by extension; "-" reads JSON lines from stdin (repeatable)')
     parser.add_argument("--table", action="append", type=_pair, default=[], metavar="NAME=PATH",
                         help="a lookup table: .csv, .jsonl, PATH.db#TABLE or sqlite:///PATH?table=T (repeatable)")
-    parser.add_argument("--time-field", default="ts", help="event-time field, epoch milliseconds (default ts)")
+    parser.add_argument("--time-field", default=None, metavar="NAME",
+                        help="event-time field, epoch milliseconds or ISO-8601 (default ts)")
+    parser.add_argument("--processing-time", action="store_true",
+                        help="time records by the wall clock when they are read, for inputs without a time field")
     parser.add_argument("--lateness", type=int, default=0, metavar="MS", help="allowed lateness in ms (default 0)")
     parser.add_argument("--dead-letters", metavar="PATH", help="write dead-lettered records here as JSON lines")
     parser.add_argument("--late-records", metavar="PATH", help="write late records here as JSON lines")
@@ -90,6 +99,26 @@ def merge_by_time(inputs: list[tuple[str, Iterable[dict]]], time_field: str,
         _, i, rec = heapq.heappop(heap)
         yield rec
         yield from advance(i)
+
+
+def interleave(inputs: list[tuple[str, Iterable[dict]]], stream_field: str = "_stream") -> Iterator[dict]:
+    """Several streams in processing time: one record of each in turn (in the order given), tagged with
+    its stream's name, until every stream ends.
+
+    >>> [(r["_stream"], r["v"]) for r in interleave([("a", [{"v": 1}, {"v": 2}, {"v": 3}]), ("b", [{"v": 9}])])]
+    [('a', 1), ('b', 9), ('a', 2), ('a', 3)]
+    """
+    live = [(name, iter(recs)) for name, recs in inputs]
+    while live:
+        still = []
+        for name, it in live:
+            rec = next(it, None)
+            if rec is None:
+                continue
+            rec[stream_field] = name
+            yield rec
+            still.append((name, it))
+        live = still
 
 
 def _batches(records: Iterable[dict], pipes: list[Any]) -> Iterator[tuple[list[dict], bool]]:
@@ -148,6 +177,7 @@ class _Outputs:
         self.label = "sql"
         self.paths = {"--dead-letters": dead_path, "--late-records": late_path}
         self.dead = 0
+        self.untimed = 0  # dead letters for a missing timestamp
         self.late_count = 0
         self.nonfinite = 0
         self.first_dead: list[tuple[Any, str]] = []
@@ -177,6 +207,8 @@ class _Outputs:
 
     def dead_letter(self, record: Any, reason: str) -> None:
         self.dead += 1
+        if reason == MISSING_TIMESTAMP:
+            self.untimed += 1
         if len(self.first_dead) < self.KEEP:
             self.first_dead.append((record, reason))
         if self._dead_f is not None:
@@ -194,6 +226,12 @@ class _Outputs:
         self._dead_f = self._late_f = None
 
 
+def _sum_known(sizes: list[Optional[int]]) -> Optional[int]:
+    """The sum of the sizes, or None when one of them is not known."""
+    known = [n for n in sizes if n is not None]
+    return sum(known) if len(known) == len(sizes) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from edgestream_hub.progress import Progress
 
@@ -203,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.lateness < 0:
         raise SqlError("--lateness must be >= 0")
+    if args.processing_time and args.time_field is not None:
+        raise SqlError("--time-field and --processing-time exclude each other: records are timed by one or the other")
+    time_field = args.time_field or "ts"
     names = [name for name, _ in args.input]
     for name in names:
         if names.count(name) > 1:
@@ -211,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
         raise SqlError("only one --input can read stdin (-)")
     tables = {name: load_table(path) for name, path in args.table}
     out = _Outputs(args.dead_letters, args.late_records)
-    proc = SqlProcessor(args.query, out, time_field=args.time_field, lateness_ms=args.lateness, tables=tables)
+    proc = SqlProcessor(args.query, out, time_field=time_field, lateness_ms=args.lateness,
+                        processing_time=args.processing_time, tables=tables)
     if proc.plan.query.explain:
         print(proc.explain())
         return 0
@@ -227,19 +269,19 @@ def run(args: argparse.Namespace) -> int:
                 r.close()
             raise SqlError(f"cannot read --input {name}={path}: {e.strerror or e}") from e
     out.open()
-    sizes = [r.size for r in readers.values()]
-    total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+    total = _sum_known([r.size for r in readers.values()])
 
     def position() -> Optional[int]:
-        done = [r.position() for r in readers.values()]
-        return None if None in done else sum(done)  # type: ignore[arg-type]
+        return _sum_known([r.position() for r in readers.values()])
 
     progress = Progress("edgestream sql", total_bytes=total, position=position)
     records: Iterable[dict]
     if len(streams) == 1:
         records = readers[streams[0]]
+    elif args.processing_time:
+        records = interleave([(name, readers[name]) for name in streams])
     else:
-        records = merge_by_time([(name, readers[name]) for name in streams], args.time_field)
+        records = merge_by_time([(name, readers[name]) for name in streams], time_field)
     write = progress.above(sys.stdout).write
     pipes = [r for r in readers.values() if r.size is None]
     seen = 0
@@ -269,6 +311,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgestream sql: {out.dead} record(s) dead-lettered, {out.late_count} late", file=sys.stderr)
         for rec, reason in out.first_dead:
             print(f"  dead letter: {reason}: {dumps(rec)[0][:200]}", file=sys.stderr)
+    if seen and out.untimed == seen:
+        print(f"edgestream sql: no record had a {time_field!r} field: name the time field with --time-field NAME, "
+              "or use --processing-time", file=sys.stderr)
     if out.nonfinite:
         print(f"edgestream sql: {out.nonfinite} non-finite number(s) (NaN or infinity) written as null",
               file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from . import ir
 from .errors import SqlError
-from .functions import SCALARS, helpers
+from .functions import SCALARS, helpers, kind
 
 _CMP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _ARITH = {"+": "+", "-": "-", "*": "*"}
@@ -54,7 +54,7 @@ class Gen:
             return repr(v)
         return self.const(v)
 
-    def expr(self, n: ir.Node) -> str:  # noqa: C901 - one dispatch over node types
+    def expr(self, n: ir.Node) -> str:
         if isinstance(n, ir.Lit):
             return self.lit(n.value)
         if isinstance(n, ir.Field):
@@ -96,7 +96,9 @@ class Gen:
                 return f"_mod({a}, {b})"
             if n.op == "||":
                 return f"_cat({a}, {b})"
-            op = _CMP.get(n.op) or _ARITH[n.op]
+            if n.op in _CMP:
+                return self.compare(n.op, a, b, n.left, n.right)
+            op = _ARITH[n.op]
             if isinstance(n.right, ir.Lit) and n.right.value is not None:
                 ta = self.tmp()
                 return f"(None if ({ta} := {a}) is None else {ta} {op} {b})"
@@ -116,13 +118,9 @@ class Gen:
             code = f"_in({self.expr(n.arg)}, {seq})"
             return f"_not({code})" if n.negate else code
         if isinstance(n, ir.Between):
-            a, lo, hi = self.expr(n.arg), self.expr(n.low), self.expr(n.high)
-            t = self.tmp()
-            tl, th = self.tmp(), self.tmp()
-            code = (
-                f"_and((None if ({t} := {a}) is None or ({tl} := {lo}) is None else {t} >= {tl}), "
-                f"(None if {t} is None or ({th} := {hi}) is None else {t} <= {th}))"
-            )
+            t = self.tmp()  # the operand, computed once and read by both comparisons
+            code = (f"(({t} := {self.expr(n.arg)}), _and({self.compare('>=', t, self.expr(n.low), n.arg, n.low)}, "
+                    f"{self.compare('<=', t, self.expr(n.high), n.arg, n.high)}))[1]")
             return f"_not({code})" if n.negate else code
         if isinstance(n, ir.Like):
             code = f"{_MATCH[n.op]}({self.expr(n.arg)}, {self.expr(n.pattern)})"
@@ -144,7 +142,8 @@ class Gen:
                 op = self.expr(n.operand)
                 for cond, val in reversed(n.whens):
                     tc = self.tmp()
-                    out = f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None and {t} == {tc} else {out})"
+                    out = (f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None "
+                           f"and _cmp({t}, '=', {tc}) else {out})")
                 return f"(({t} := {op}), {out})[1]"
             for cond, val in reversed(n.whens):
                 out = f"({self.expr(val)} if {self.expr(cond)} else {out})"
@@ -171,14 +170,43 @@ class Gen:
             return f"dict({var})"
         raise SqlError(f"cannot compile {type(n).__name__}", self.text, getattr(n, "pos", 0))
 
+    def compare(self, op: str, a: str, b: str, left: ir.Node, right: ir.Node) -> str:
+        """``a op b`` with SQL's rules: NULL when a side is NULL; values of two kinds fail the record.
+
+        Python's operator runs inline when both sides are numbers, or of one plain class (a literal
+        side tells its kind at compile time); anything else goes through ``_cmp``, which decides or fails.
+        """
+        py = _CMP[op]
+        lit = right if _known(right) else left if _known(left) else None
+        if lit is not None:
+            t = self.tmp()
+            var, (x, y) = (a, (t, b)) if lit is right else (b, (a, t))
+            assert isinstance(lit, ir.Lit)  # _known says so
+            guard = _GUARDS[kind(lit.value)].format(t=t)
+            return f"(None if ({t} := {var}) is None else {x} {py} {y} if {guard} else _cmp({x}, {op!r}, {y}))"
+        ta, tb = self.tmp(), self.tmp()
+        return (f"(None if ({ta} := {a}) is None or ({tb} := {b}) is None else {ta} {py} {tb} "
+                f"if ({ta}.__class__ is {tb}.__class__ and {ta}.__class__ in _PLAIN) "
+                f"or ({ta}.__class__ in _NUM and {tb}.__class__ in _NUM) else _cmp({ta}, {op!r}, {tb}))")
+
     def compile(self, source: str, filename: str) -> dict:
         """Compile generated source once; returns its namespace (helpers + ``_C``)."""
         ns = helpers()
         ns["_C"] = self.consts
         ns["dict"] = dict
         code = compile(source, filename, "exec")
-        exec(code, ns)  # noqa: S102 - generated from the query tree, never from user text
+        exec(code, ns)  # generated from the query tree, never from user text
         return ns
+
+
+#: inline checks that a value is of a literal's kind (bool is not a number here, unlike in Python)
+_GUARDS = {"number": "{t}.__class__ in _NUM", "string": "{t}.__class__ is str",
+           "boolean": "{t}.__class__ is bool"}
+
+
+def _known(n: ir.Node) -> bool:
+    """A non-NULL literal whose kind an inline guard can check."""
+    return isinstance(n, ir.Lit) and n.value is not None and kind(n.value) in _GUARDS
 
 
 def _udf(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

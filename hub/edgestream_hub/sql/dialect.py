@@ -117,7 +117,7 @@ def _unreadable(e: TokenError, text: str) -> SqlError:
     return SqlError("syntax error: the query text cannot be read here", text, off)
 
 
-def parse(text: str) -> tuple[exp.Expression, bool]:
+def parse(text: str) -> tuple[exp.Select, bool]:
     """Parse one statement; returns (tree, is_explain). Raises SqlError with the location."""
     body = text
     explain = False
@@ -150,10 +150,10 @@ def parse(text: str) -> tuple[exp.Expression, bool]:
         raise SqlError(f"syntax error: {_plain(str(e))}", text, len(text.rstrip())) from e
     except RecursionError:
         raise SqlError("the query nests too deeply", text, 0) from None
-    trees = [t for t in trees if t is not None]
-    if len(trees) != 1:
+    stmts = [t for t in trees if t is not None]
+    if len(stmts) != 1:
         raise SqlError("expected exactly one statement", text, 0)
-    tree = trees[0]
+    tree = stmts[0]
     if not isinstance(tree, exp.Select):
         what = tree.name if isinstance(tree, exp.Command) else tree.key  # sqlglot's fallback for unknown statements
         raise SqlError(f"only SELECT queries run here, not {what.upper() or 'this statement'}", text, 0)

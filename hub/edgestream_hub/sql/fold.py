@@ -28,7 +28,7 @@ def _constant(n: ir.Node) -> bool:
 
 
 def fold_node(node: ir.Node, text: str) -> ir.Node:
-    def f(n: ir.Node):
+    def f(n: ir.Node) -> ir.Node | None:
         if isinstance(n, ir.Bin) and n.op in ("and", "or"):
             for a, b in ((n.left, n.right), (n.right, n.left)):
                 if isinstance(a, ir.Lit) and a.value is not None and isinstance(a.value, bool):

@@ -13,6 +13,8 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import numbers
+import operator
 import re
 from typing import Any, Callable
 
@@ -100,16 +102,111 @@ def op_or(a: Any, b: Any) -> Any:
     return None if b is None else bool(b)
 
 
+# -- comparisons: values of one kind only ------------------------------------------------------------
+#: the kind of a non-NULL value a comparison reads; values of different kinds never compare (as in eKuiper)
+_KINDS: dict[type, str] = {int: "number", float: "number", bool: "boolean", str: "string", list: "array",
+                           tuple: "array", dict: "object"}
+#: classes whose values compare with Python's operators exactly as SQL says (same class on both sides)
+PLAIN = frozenset((int, float, str, bool))
+NUMBERS = frozenset((int, float))
+_ORDERS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_EQUALS = {"=": operator.eq, "!=": operator.ne}
+
+
+def kind(v: Any) -> str:
+    """The kind of a non-NULL value: number, string, boolean, array or object.
+
+    >>> kind(1), kind(2.5), kind(True), kind("1"), kind([1]), kind({})
+    ('number', 'number', 'boolean', 'string', 'array', 'object')
+    """
+    k = _KINDS.get(v.__class__)
+    if k is not None:
+        return k
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, numbers.Number):
+        return "number"
+    for cls, name in _KINDS.items():
+        if isinstance(v, cls):
+            return name
+    return type(v).__name__
+
+
+def mismatch(a: Any, op: str, b: Any) -> SqlRuntimeError:
+    """The record error for comparing values of two kinds (``op`` as the query wrote it)."""
+    return SqlRuntimeError(f"cannot compare {kind(a)} {show(a)} with {kind(b)} {show(b)} ({op}): "
+                           "convert one side with CAST")
+
+
+def show(v: Any) -> str:
+    """A value as a query would write it, clipped: 'text', 12, true, [1,2]."""
+    text = "'" + v.replace("'", "''") + "'" if v.__class__ is str else to_str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def op_cmp(a: Any, op: str, b: Any) -> bool:
+    """``a op b`` for two non-NULL values (``op`` one of = != < <= > >=).
+
+    Numbers compare with numbers, strings with strings (by code point), booleans with booleans
+    (FALSE < TRUE); arrays and objects only with = and !=. Any other pair fails the record.
+
+    >>> op_cmp(1, "<", 2.5), op_cmp("a", "=", "a"), op_cmp([1, 2], "=", [1, 2])
+    (True, True, True)
+    >>> op_cmp("1", "=", 1)
+    Traceback (most recent call last):
+    ...
+    edgestream_hub.sql.errors.SqlRuntimeError: cannot compare string '1' with number 1 (=): convert one side with CAST
+    """
+    ka, kb = kind(a), kind(b)
+    if ka != kb:
+        raise mismatch(a, op, b)
+    f = _EQUALS.get(op)
+    if f is not None:
+        return bool(f(a, b))
+    if ka in ("array", "object"):
+        raise SqlRuntimeError(f"cannot order {ka}s ({op}): only = and <> compare them")
+    try:
+        return bool(_ORDERS[op](a, b))
+    except TypeError:  # values of a plugin's own type
+        raise mismatch(a, op, b) from None
+
+
 def op_in(v: Any, items: tuple) -> Any:
+    """``v IN (items)``: SQL's three-valued answer; an item of another kind than ``v`` fails the record,
+    whether or not another item matches (as ``v = i1 OR v = i2 ...`` would)."""
     if v is None:
         return None
-    saw_null = False
+    saw_null = found = False
     for x in items:
         if x is None:
             saw_null = True
-        elif v == x:
-            return True
+        elif op_cmp(v, "=", x):
+            found = True
+    if found:
+        return True
     return None if saw_null else False
+
+
+def key_kinds(keys: Any, arity: int) -> list[frozenset]:
+    """Per component of a hash-join key (a tuple), the kinds of the non-NULL values the build side holds."""
+    sets: list[set] = [set() for _ in range(arity)]
+    for k in keys:
+        for i, x in enumerate(k):
+            if x is not None:
+                sets[i].add(kind(x))
+    return [frozenset(s) for s in sets]
+
+
+def check_key(probe: Any, kinds: list[frozenset], texts: list[str]) -> None:
+    """Fail the record when a component of its join key is of a kind the other side holds none of
+    (while it holds other kinds): ``=`` would fail for every row it could meet."""
+    for i, x in enumerate(probe):
+        if x is None or not kinds[i]:
+            continue
+        k = kind(x)
+        if k not in kinds[i]:
+            raise SqlRuntimeError(f"cannot compare {k} {show(x)} with the {' or '.join(sorted(kinds[i]))} values "
+                                  f"of the join key ({texts[i]}): convert one side with CAST")
 
 
 _like_cache: dict = {}
@@ -148,10 +245,10 @@ def op_regexp(v: Any, pattern: Any) -> Any:
 
 
 def op_distinct(a: Any, b: Any) -> bool:
-    """``a IS DISTINCT FROM b``: inequality where NULL equals NULL; never NULL."""
+    """``a IS DISTINCT FROM b``: inequality where NULL equals NULL; never NULL (values of two kinds fail)."""
     if a is None or b is None:
         return (a is None) != (b is None)
-    return bool(a != b)
+    return not op_cmp(a, "=", b)
 
 
 def item(v: Any, key: Any) -> Any:
@@ -211,6 +308,10 @@ def cast(v: Any, to: str) -> Any:
     raise SqlRuntimeError(f"unknown cast target {to}")
 
 
+#: the dead-letter reason of a record without its time field
+MISSING_TIMESTAMP = "missing timestamp"
+
+
 def ts_ms(v: Any) -> int:
     """An event timestamp as integer epoch milliseconds, or a SqlRuntimeError."""
     if v.__class__ is int:
@@ -218,7 +319,7 @@ def ts_ms(v: Any) -> int:
     if v.__class__ is float and math.isfinite(v):
         return int(v)
     if v is None:
-        raise SqlRuntimeError("missing timestamp")
+        raise SqlRuntimeError(MISSING_TIMESTAMP)
     if isinstance(v, str):
         try:
             return int(v)
@@ -315,17 +416,45 @@ def _concat(*args: Any) -> Any:
 
 _rx_cache: dict = {}
 
+#: scalar functions with a regular expression argument, and its index; ``REGEXP``/``RLIKE`` too (``ir.Like``)
+REGEX_ARGS = {"regexp_matches": 1, "regexp_replace": 1, "regexp_substr": 1}
+
 
 def _rx(p: Any) -> "re.Pattern[str]":
-    r = _rx_cache.get(p)
+    r = _rx_cache.get(p) if p.__class__ is str else None
     if r is None:
+        if p.__class__ is not str:
+            raise SqlRuntimeError(f"a regular expression must be a string, got {kind(p)} {show(p)}")
         try:
             r = re.compile(p)
-        except (re.error, TypeError) as e:
-            raise SqlRuntimeError(f"bad regular expression {p!r:.40}: {e}") from None
+        except re.error as e:
+            raise SqlRuntimeError(f"bad regular expression {show(p)}: {e}") from None
+        except RecursionError:
+            raise SqlRuntimeError(f"bad regular expression {show(p)}: nested too deeply") from None
         if len(_rx_cache) < 256:
             _rx_cache[p] = r
     return r
+
+
+def _regexp_replace(s: Any, p: Any, r: Any) -> Any:
+    try:
+        return _rx(p).sub(to_str(r), to_str(s))
+    except re.error as e:
+        raise SqlRuntimeError(f"regexp_replace: bad replacement {show(r)}: {e}") from None
+
+
+def check_regex(pattern: Any, replacement: Any = None) -> None:
+    """Compile a pattern (and check a replacement against it) as the query will: SqlRuntimeError if bad.
+
+    >>> check_regex("a+(b)", r"<\\1>")
+    >>> check_regex("[")
+    Traceback (most recent call last):
+    ...
+    edgestream_hub.sql.errors.SqlRuntimeError: bad regular expression '[': unterminated character set at position 0
+    """
+    rx = _rx(pattern)
+    if replacement is not None:
+        _regexp_replace("", rx.pattern, replacement)  # Python parses the template before searching
 
 
 def _pad(left: bool) -> Fn:
@@ -413,7 +542,7 @@ def _coalesce(*args: Any) -> Any:
 
 
 def _nullif(a: Any, b: Any) -> Any:
-    return None if a is not None and b is not None and a == b else a
+    return None if a is not None and b is not None and op_cmp(a, "=", b) else a
 
 
 # -- hashing and JSON ------------------------------------------------------
@@ -447,7 +576,8 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+|-\d+|\*)\]|\['([^']*)'\]|\[
 def _json_path_parse(path: str) -> list:
     if not path.startswith("$"):
         raise SqlRuntimeError(f"JSON path must start with $: {path!r:.40}")
-    steps, i = [], 1
+    steps: list[str | int] = []
+    i = 1
     while i < len(path):
         m = _PATH_TOKEN.match(path, i)
         if not m:
@@ -469,7 +599,7 @@ def _json_path_query(v: Any, path: Any) -> Any:
     steps = _json_path_parse(to_str(path))
     cur, multi = [v], False
     for st in steps:
-        nxt = []
+        nxt: list = []
         for c in cur:
             if st == "*":
                 multi = True
@@ -518,7 +648,7 @@ _STRICT = _strict_fns({
     "endswith": (lambda s, p: to_str(s).endswith(to_str(p)), 2, 2),
     "indexof": (lambda s, p: to_str(s).find(to_str(p)), 2, 2),
     "regexp_matches": (lambda s, p: _rx(p).search(to_str(s)) is not None, 2, 2),
-    "regexp_replace": (lambda s, p, r: _rx(p).sub(to_str(r), to_str(s)), 3, 3),
+    "regexp_replace": (_regexp_replace, 3, 3),
     "regexp_substr": (lambda s, p: (lambda m: m.group(0) if m else None)(_rx(p).search(to_str(s))), 2, 2),
     "split_value": (_split_value, 3, 3), "format_time": (_format_time, 2, 2),
     "from_unix_time": (_from_unix_time, 1, 1), "date_diff": (_date_diff, 3, 3), "date_add": (_date_add, 3, 3),
@@ -544,10 +674,12 @@ def helpers() -> dict[str, Any]:
     return {
         "__builtins__": {},
         "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
-        "_in": op_in, "_like": op_like, "_ilike": op_ilike, "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
+        "_in": op_in, "_cmp": op_cmp, "_PLAIN": PLAIN, "_NUM": NUMBERS, "_like": op_like, "_ilike": op_ilike,
+        "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
         "_Err": SqlRuntimeError, "_str": to_str,
         "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
-        "abs": abs, "bool": bool, "float": float, "int": int, "isinstance": isinstance, "range": range, "sum": sum,
+        "abs": abs, "bool": bool, "float": float, "int": int, "str": str, "isinstance": isinstance, "range": range,
+        "sum": sum,
         "TypeError": TypeError, "KeyError": KeyError, "ValueError": ValueError, "Exception": Exception,
         "_sqrt": math.sqrt, "_floor": math.floor,
     }

@@ -9,7 +9,7 @@ how GROUP BY keys are matched in SELECT.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
 
 def _pos() -> Any:
@@ -20,9 +20,11 @@ class Node:
     """Base of every expression node."""
 
     pos: int
+    # every concrete node is a dataclass: this tells the type checker so (``fields``, ``replace``)
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def children(self) -> Iterator["Node"]:
-        for f in fields(self):  # type: ignore[arg-type]
+        for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, Node):
                 yield v
@@ -41,15 +43,15 @@ class Node:
 
 def transform(node: Node, fn: Callable[[Node], Optional[Node]]) -> Node:
     """Rebuild ``node`` bottom-up; ``fn`` returns a replacement or None to keep a node."""
-    changes = {}
-    for f in fields(node):  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for f in fields(node):
         v = getattr(node, f.name)
         if isinstance(v, Node):
             nv = transform(v, fn)
             if nv is not v:
                 changes[f.name] = nv
         elif isinstance(v, tuple) and any(isinstance(x, (Node, tuple)) for x in v):
-            nv = tuple(
+            nt = tuple(
                 transform(x, fn)
                 if isinstance(x, Node)
                 else tuple(transform(y, fn) if isinstance(y, Node) else y for y in x)
@@ -57,10 +59,10 @@ def transform(node: Node, fn: Callable[[Node], Optional[Node]]) -> Node:
                 else x
                 for x in v
             )
-            if nv != v or any(a is not b for a, b in zip(nv, v)):
-                changes[f.name] = nv
+            if nt != v or any(a is not b for a, b in zip(nt, v)):
+                changes[f.name] = nt
     if changes:
-        node = replace(node, **changes)  # type: ignore[type-var]
+        node = replace(node, **changes)
     out = fn(node)
     return node if out is None else out
 
@@ -269,7 +271,9 @@ class WindowSpec:
         if self.kind == "tumbling":
             return f"tumbling size={self.size}ms"
         if self.kind == "hopping":
-            return f"hopping size={self.size}ms hop={self.hop}ms"
+            gaps = f" (gaps: a record in [j*{self.hop} + {self.size}, (j+1)*{self.hop}) is in no window)" \
+                if self.hop > self.size else ""
+            return f"hopping size={self.size}ms hop={self.hop}ms{gaps}"
         if self.kind == "sliding":
             return f"sliding size={self.size}ms"
         if self.kind == "session":

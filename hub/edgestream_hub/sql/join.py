@@ -12,16 +12,15 @@ left row that matched nothing in the window, with the right side NULL.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from . import ir
 from .errors import SqlRuntimeError
-from .functions import ts_ms
-from .plan import Plan
-from .program import BIG, Program
+from .functions import check_key, key_kinds, ts_ms
+from .plan import Plan, sql_text
+from .program import BIG, Fn, Program, compiled
 from .sizes import approx_bytes
 from .windows import Executor
-
 
 _NULLS: dict = {}  # the record of an unmatched LEFT JOIN side: every field reads NULL
 
@@ -38,7 +37,7 @@ class JoinProgram(Program):
         streams = q.streams
         self.aliases = [s.alias for s in streams]
         self.left = [s.join == "left" for s in streams]
-        self.by_name = {}
+        self.by_name: dict[str, int] = {}
         for i, s in enumerate(streams):
             self.by_name[s.name] = i
             self.by_name[s.alias] = i
@@ -48,16 +47,19 @@ class JoinProgram(Program):
         inits, updates = self._agg_layout()
         self.init_src = "[" + ", ".join(inits) + "]"
         src = []
-        self.filters, self.prunes, self.probes, self.builds, self.residuals = [], [], [], [], []
+        self.key_texts = [[f"{sql_text(a)} = {sql_text(b)}" for a, b in q.join_keys.get(s.alias) or []]
+                          for s in streams]
         for i, s in enumerate(streams):
             var = envs[i]
             fl = q.filters.get(s.alias) or []
-            src.append(f"def _filter{i}({var}, now):\n    return " + (" and ".join(f"({g.expr(c)})" for c in fl) or "True") + "\n")
+            src.append(f"def _filter{i}({var}, now):\n    return "
+                       + (" and ".join(f"({g.expr(c)})" for c in fl) or "True") + "\n")
             used = q.used_fields.get(s.alias)
             if used is None:
                 src.append(f"def _prune{i}({var}):\n    return {var}\n")
             else:
-                src.append(f"def _prune{i}({var}):\n    return {{" + ", ".join(f"{f!r}: {var}.get({f!r})" for f in sorted(used, key=str)) + "}\n")
+                src.append(f"def _prune{i}({var}):\n    return {{"
+                           + ", ".join(f"{f!r}: {var}.get({f!r})" for f in sorted(used, key=str)) + "}\n")
             keys = q.join_keys.get(s.alias) or []
             prev = ", ".join(envs[:i]) or "_"
             if i and keys:
@@ -67,10 +69,12 @@ class JoinProgram(Program):
                 src.append(f"def _build{i}({var}):\n    return ({', '.join(build)},)\n")
             res = q.join_residual.get(s.alias) or []
             if i and res:
-                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return " + " and ".join(f"({g.expr(c)})" for c in res) + "\n")
+                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return "
+                           + " and ".join(f"({g.expr(c)})" for c in res) + "\n")
         allenv = ", ".join(envs)
         post = q.post_filters
-        src.append(f"def _post({allenv}, now):\n    return " + (" and ".join(f"({g.expr(c)})" for c in post) or "True") + "\n")
+        src.append(f"def _post({allenv}, now):\n    return "
+                   + (" and ".join(f"({g.expr(c)})" for c in post) or "True") + "\n")
         keys = [g.expr(k) for k in p.keys]
         kcode = "()" if not keys else keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ",)"
         src.append(f"def _key({allenv}, now):\n    return {kcode}\n")
@@ -78,8 +82,8 @@ class JoinProgram(Program):
         src.append(f"def _vals({allenv}, now):\n" + "".join(f"    {v}\n" for v in vals)
                    + "    return (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + ")\n")
         src.append(f"def _init():\n    return {self.init_src}\n")
-        src.append("def _update(s, vals):\n" + (("    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n") if p.aggs else "")
-                   + "".join(f"    {u}\n" for u in updates) + "    return s\n")
+        unpack = ("    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= vals\n") if p.aggs else ""
+        src.append("def _update(s, vals):\n" + unpack + "".join(f"    {u}\n" for u in updates) + "    return s\n")
         if p.aggs or p.keys:
             src.append(self._emit_src())
         else:
@@ -87,12 +91,13 @@ class JoinProgram(Program):
         self.source = "\n".join(src)
         ns = g.compile(self.source, self.text)
         n = len(streams)
-        self.filters = [ns[f"_filter{i}"] for i in range(n)]
-        self.prunes = [ns[f"_prune{i}"] for i in range(n)]
-        self.probes = [ns.get(f"_probe{i}") for i in range(n)]
-        self.builds = [ns.get(f"_build{i}") for i in range(n)]
-        self.residuals = [ns.get(f"_res{i}") for i in range(n)]
-        self.post = ns["_post"] if post else None
+        self.filters: list[Fn] = [ns[f"_filter{i}"] for i in range(n)]
+        self.prunes: list[Fn] = [ns[f"_prune{i}"] for i in range(n)]
+        # the probe and build keys of the ON equalities of stream i (both or neither), its other ON conditions
+        self.probes: list[Optional[Fn]] = [ns.get(f"_probe{i}") for i in range(n)]
+        self.builds: list[Optional[Fn]] = [ns.get(f"_build{i}") for i in range(n)]
+        self.residuals: list[Optional[Fn]] = [ns.get(f"_res{i}") for i in range(n)]
+        self.post: Optional[Fn] = ns["_post"] if post else None
         self.key, self.vals = ns["_key"], ns["_vals"]
         self.init, self.update = ns["_init"], ns["_update"]
         self.emit, self.project = ns.get("_emit"), ns.get("_project")
@@ -101,9 +106,11 @@ class JoinProgram(Program):
 
 
 class StreamJoinExecutor(Executor):
+    prog: JoinProgram
+
     def __init__(self, prog: JoinProgram, ctx: Any) -> None:
         super().__init__(prog, ctx)
-        w = prog.plan.window
+        w = self._window()
         self.size = w.size
         self.hop = w.hop if w.kind == "hopping" else w.size
         self.n = len(prog.aliases)
@@ -147,12 +154,13 @@ class StreamJoinExecutor(Executor):
 
     def _join(self, bufs: list, now: int) -> list:
         prog = self.prog
-        envs = [(x,) for x in bufs[0]]
+        envs: list[tuple] = [(x,) for x in bufs[0]]
         for i in range(1, self.n):
             rows = bufs[i]
-            nxt = []
+            nxt: list[tuple] = []
             probe, build, res = prog.probes[i], prog.builds[i], prog.residuals[i]
             if probe is not None:
+                build = compiled(build, f"_build{i}")
                 idx: dict = {}
                 for row in rows:
                     try:
@@ -162,10 +170,16 @@ class StreamJoinExecutor(Executor):
                         idx.setdefault(k, []).append(row)
                     except Exception as e:
                         self.bad(row, e)
+                kinds = key_kinds(idx, len(prog.key_texts[i]))
             left = prog.left[i]
             for env in envs:
                 try:
-                    cands = idx.get(probe(*env), ()) if probe is not None else rows
+                    if probe is not None:
+                        key = probe(*env)
+                        check_key(key, kinds, prog.key_texts[i])
+                        cands = idx.get(key, ())
+                    else:
+                        cands = rows
                     matched = False
                     for m in cands:
                         e2 = env + (m,)
@@ -210,10 +224,11 @@ class StreamJoinExecutor(Executor):
                     prog.update(s, vals)
                 out.extend(self.rows_of(w, w + self.size, groups.items(), now))
             else:
+                project = compiled(prog.project, "_project")
                 res = []
                 for env in envs:
                     try:
-                        x = prog.project(w, w + self.size, now, *env)
+                        x = project(w, w + self.size, now, *env)
                     except Exception as e:
                         self.bad(env[0], e)
                         continue

@@ -27,7 +27,8 @@ _SHORT = re.compile(r"(\d+)\s*(ms|s|m|h|d)")
 _SHORT_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 WINDOW_BOUNDS = {"tumble_start": "start", "tumble_end": "end", "hop_start": "start", "hop_end": "end",
                  "session_start": "start", "session_end": "end"}
-WINDOWS = {"tumblingwindow", "hoppingwindow", "slidingwindow", "sessionwindow", "countwindow", "tumble", "hop", "session"}
+WINDOWS = {"tumblingwindow", "hoppingwindow", "slidingwindow", "sessionwindow", "countwindow", "tumble", "hop",
+           "session"}
 FUNCTION_ALIASES = {"pow": "power", "ceiling": "ceil", "len": "length", "char_length": "length", "substr": "substring",
                     "ifnull": "coalesce", "stddev_pop": "stddev", "stddev_samp": "stddevs", "var_pop": "var",
                     "var_samp": "vars", "variance": "vars", "current_timestamp": "now", "regexp_like": "regexp_matches"}
@@ -37,7 +38,7 @@ CAST_TYPES = {
     "VARCHAR": "string", "TEXT": "string", "CHAR": "string", "NVARCHAR": "string",
     "BOOLEAN": "bool", "BOOL": "bool",
 }
-_BINARY = {
+_BINARY: dict[type, str] = {
     exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%", exp.DPipe: "||",
     exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
     exp.And: "and", exp.Or: "or",
@@ -48,7 +49,7 @@ def position(node: exp.Expression) -> int:
     """The smallest source offset sqlglot recorded anywhere in ``node``."""
     best = None
     for n in node.walk():
-        meta = n.meta if n._meta else None  # noqa: SLF001 - avoid creating empty meta dicts
+        meta = n.meta if n._meta else None  # reading _meta avoids creating empty meta dicts
         if meta and "start" in meta:
             s = meta["start"]
             if best is None or s < best:
@@ -189,6 +190,12 @@ class Lowerer:
             raise self.error("expected INTERVAL '<positive n>' MILLISECOND|SECOND|MINUTE|HOUR|DAY", node)
         return int(text) * INTERVAL_UNITS[unit]
 
+    def _session_bounds(self, max_ms: int, timeout_ms: int, at: exp.Expression, usage: str) -> None:
+        """A timeout longer than the maximum duration could never end a session: most likely swapped."""
+        if timeout_ms > max_ms:
+            raise self.error(f"the session timeout ({timeout_ms}ms) is longer than its maximum duration "
+                             f"({max_ms}ms), so it could never end a session: the arguments are {usage}", at)
+
     def window(self, g: exp.Anonymous) -> ir.WindowSpec:
         name = str(g.this).lower()
         a = list(g.expressions)
@@ -204,14 +211,20 @@ class Lowerer:
         if name == "hoppingwindow":
             need(3, 3, "(unit, size, hop)")
             u = self._unit(a[0])
-            return ir.WindowSpec("hopping", size=u * self._int(a[1], "window size"), hop=u * self._int(a[2], "hop"), pos=pos)
+            return ir.WindowSpec("hopping", size=u * self._int(a[1], "window size"), hop=u * self._int(a[2], "hop"),
+                                 pos=pos)
         if name == "slidingwindow":
+            if len(a) == 3:
+                raise self.error("SLIDINGWINDOW takes (unit, size): a trigger delay (eKuiper's third argument) is "
+                                 "not supported", a[2])
             need(2, 2, "(unit, size)")
             return ir.WindowSpec("sliding", size=self._unit(a[0]) * self._int(a[1], "window size"), pos=pos)
         if name == "sessionwindow":
             need(3, 3, "(unit, maxDuration, timeout)")
             u = self._unit(a[0])
-            return ir.WindowSpec("session", size=u * self._int(a[1], "maxDuration"), timeout=u * self._int(a[2], "timeout"), pos=pos)
+            mx, to = u * self._int(a[1], "maxDuration"), u * self._int(a[2], "timeout")
+            self._session_bounds(mx, to, a[2], "SESSIONWINDOW(unit, maxDuration, timeout)")
+            return ir.WindowSpec("session", size=mx, timeout=to, pos=pos)
         if name == "countwindow":
             need(1, 2, "(n [, m])")
             n = self._int(a[0], "count")
@@ -219,7 +232,8 @@ class Lowerer:
             return ir.WindowSpec("count", size=n, hop=m, pos=pos)
         # Flink-style aliases: the first argument names the event-time field
         if not a or not isinstance(a[0], exp.Column) or a[0].table:
-            raise self.error(f"{name.upper()} takes the time field first, e.g. {name.upper()}(ts, INTERVAL '10' SECOND)", g)
+            raise self.error(f"{name.upper()} takes the time field first, "
+                             f"e.g. {name.upper()}(ts, INTERVAL '10' SECOND)", g)
         tf = a[0].name
         if name == "tumble":
             need(2, 2, "(time_field, INTERVAL size)")
@@ -230,6 +244,7 @@ class Lowerer:
         need(2, 3, "(time_field, INTERVAL gap [, INTERVAL max_duration])")
         gap = self._interval(a[1])
         mx = self._interval(a[2]) if len(a) > 2 else 1 << 62
+        self._session_bounds(mx, gap, a[1], "SESSION(time_field, gap, max_duration)")
         return ir.WindowSpec("session", size=mx, timeout=gap, time_field=tf, pos=pos)
 
     # -- expressions ------------------------------------------------------
@@ -292,7 +307,8 @@ class Lowerer:
             return ir.Call("__item", (base, ir.Lit(step)), pos)
         if isinstance(e, exp.Neg):
             inner = self.expr(e.this)
-            if isinstance(inner, ir.Lit) and isinstance(inner.value, (int, float)) and not isinstance(inner.value, bool):
+            if (isinstance(inner, ir.Lit) and isinstance(inner.value, (int, float))
+                    and not isinstance(inner.value, bool)):
                 return ir.Lit(-inner.value, pos)
             return ir.Unary("neg", inner, pos)
         if isinstance(e, exp.Not):
@@ -452,7 +468,7 @@ _PREDICATES: dict[type, Callable[[Lowerer, exp.Expression, int], ir.Node]] = {
 #: the nodes whose lowering reads sqlglot's negation flag; any other node carrying one is refused
 _READS_NEGATION = (exp.Like, exp.ILike, exp.Is)
 _NEGATION_FLAGS = ("negate", "not", "negated")
-_UNSUPPORTED = {
+_UNSUPPORTED: dict[type, str] = {
     exp.SimilarTo: "SIMILAR TO is not supported (use LIKE or REGEXP)",
     exp.Glob: "GLOB is not supported (use LIKE or REGEXP)",
     exp.Any: "ANY/ALL is not supported (use IN or combine conditions with OR/AND)",

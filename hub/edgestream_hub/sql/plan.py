@@ -8,7 +8,7 @@ the distinct aggregates, and rewrites SELECT, HAVING and ORDER BY to read
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from . import ir
 from .validate import has_aggregates, is_aggregated
@@ -46,14 +46,11 @@ def _rewrite(node: ir.Node, keys: list, aggs: list) -> ir.Node:
             aggs.append(node)
         return ir.AggRef(aggs.index(node), node.pos)
 
-    def child(n: ir.Node):
-        return None
-
     # rebuild children top-down
     from dataclasses import fields, replace
 
-    changes = {}
-    for f in fields(node):  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for f in fields(node):
         v = getattr(node, f.name)
         if isinstance(v, ir.Node):
             changes[f.name] = _rewrite(v, keys, aggs)
@@ -64,7 +61,7 @@ def _rewrite(node: ir.Node, keys: list, aggs: list) -> ir.Node:
                 else x
                 for x in v
             )
-    return replace(node, **changes) if changes else node  # type: ignore[type-var]
+    return replace(node, **changes) if changes else node
 
 
 def build(q: ir.Query) -> Plan:
@@ -103,20 +100,20 @@ def build(q: ir.Query) -> Plan:
                 star=any(it.star for it in q.select))
 
 
-def _sql(n: ir.Node) -> str:
+def sql_text(n: ir.Node) -> str:
     """A compact, readable rendering of a node for EXPLAIN."""
     if isinstance(n, ir.Lit):
         return repr(n.value) if not isinstance(n.value, bool) and n.value is not None else str(n.value).upper()
     if isinstance(n, ir.Field):
         return n.source + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in n.path)
     if isinstance(n, ir.Bin):
-        return f"({_sql(n.left)} {n.op.upper() if n.op.isalpha() else n.op} {_sql(n.right)})"
+        return f"({sql_text(n.left)} {n.op.upper() if n.op.isalpha() else n.op} {sql_text(n.right)})"
     if isinstance(n, ir.Unary):
-        return f"-{_sql(n.arg)}" if n.op == "neg" else f"NOT {_sql(n.arg)}"
+        return f"-{sql_text(n.arg)}" if n.op == "neg" else f"NOT {sql_text(n.arg)}"
     if isinstance(n, (ir.Call, ir.Analytic)):
-        return f"{n.name}({', '.join(_sql(a) for a in n.args)})"
+        return f"{n.name}({', '.join(sql_text(a) for a in n.args)})"
     if isinstance(n, ir.Agg):
-        inner = "*" if n.star else ", ".join(_sql(a) for a in n.args)
+        inner = "*" if n.star else ", ".join(sql_text(a) for a in n.args)
         return f"{n.name}({'DISTINCT ' if n.distinct else ''}{inner})"
     if isinstance(n, ir.KeyRef):
         return f"key[{n.index}]"
@@ -127,23 +124,23 @@ def _sql(n: ir.Node) -> str:
     if isinstance(n, ir.WinFn):
         return f"window_{n.which}()"
     if isinstance(n, ir.IsNull):
-        return f"({_sql(n.arg)} IS {'NOT ' if n.negate else ''}NULL)"
+        return f"({sql_text(n.arg)} IS {'NOT ' if n.negate else ''}NULL)"
     if isinstance(n, ir.In):
-        return f"({_sql(n.arg)} {'NOT ' if n.negate else ''}IN ({', '.join(_sql(x) for x in n.items)}))"
+        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}IN ({', '.join(sql_text(x) for x in n.items)}))"
     if isinstance(n, ir.Between):
-        return f"({_sql(n.arg)} {'NOT ' if n.negate else ''}BETWEEN {_sql(n.low)} AND {_sql(n.high)})"
+        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}BETWEEN {sql_text(n.low)} AND {sql_text(n.high)})"
     if isinstance(n, ir.Like):
-        return f"({_sql(n.arg)} {'NOT ' if n.negate else ''}{n.op.upper()} {_sql(n.pattern)})"
+        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}{n.op.upper()} {sql_text(n.pattern)})"
     if isinstance(n, ir.IsBool):
-        return f"({_sql(n.arg)} IS {'NOT ' if n.negate else ''}{str(n.value).upper()})"
+        return f"({sql_text(n.arg)} IS {'NOT ' if n.negate else ''}{str(n.value).upper()})"
     if isinstance(n, ir.IsDistinct):
-        return f"({_sql(n.left)} IS {'NOT ' if n.negate else ''}DISTINCT FROM {_sql(n.right)})"
+        return f"({sql_text(n.left)} IS {'NOT ' if n.negate else ''}DISTINCT FROM {sql_text(n.right)})"
     if isinstance(n, ir.Cast):
-        return f"CAST({_sql(n.arg)} AS {n.to.upper()})"
+        return f"CAST({sql_text(n.arg)} AS {n.to.upper()})"
     if isinstance(n, ir.Case):
-        parts = " ".join(f"WHEN {_sql(c)} THEN {_sql(v)}" for c, v in n.whens)
-        op = f" {_sql(n.operand)}" if n.operand is not None else ""
-        dflt = f" ELSE {_sql(n.default)}" if n.default is not None else ""
+        parts = " ".join(f"WHEN {sql_text(c)} THEN {sql_text(v)}" for c, v in n.whens)
+        op = f" {sql_text(n.operand)}" if n.operand is not None else ""
+        dflt = f" ELSE {sql_text(n.default)}" if n.default is not None else ""
         return f"CASE{op} {parts}{dflt} END"
     if isinstance(n, ir.Star):
         return f"{n.source}.*" if n.source else "*"
@@ -165,54 +162,57 @@ def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:
                      f"watermark = max(ts) - {lateness_ms}ms")
     if p.analytics:
         lines.append(f"{step}. per record, before WHERE and the window: "
-                     + ", ".join(_sql(a) + (f" OVER (PARTITION BY {', '.join(_sql(x) for x in a.partition)})"
+                     + ", ".join(sql_text(a) + (f" OVER (PARTITION BY {', '.join(sql_text(x) for x in a.partition)})"
                                             if a.partition else "") for a in p.analytics))
         step += 1
     for s in q.sources:
         fl = q.filters.get(s.alias) or []
         if fl and s.kind == "stream":
-            lines.append(f"{step}. filter {s.alias} (pushed down): " + " AND ".join(_sql(c) for c in fl))
+            lines.append(f"{step}. filter {s.alias} (pushed down): " + " AND ".join(sql_text(c) for c in fl))
             step += 1
     for s in q.tables:
         fl = q.filters.get(s.alias) or []
         keys = q.join_keys.get(s.alias) or []
-        how = "hash lookup on " + ", ".join(f"{_sql(b)} = {_sql(a)}" for a, b in keys) if keys else "scan of every row"
+        how = ("hash lookup on " + ", ".join(f"{sql_text(b)} = {sql_text(a)}" for a, b in keys) if keys
+               else "scan of every row")
         lines.append(f"{step}. {'LEFT ' if s.join == 'left' else ''}JOIN table {s.name} AS {s.alias}: {how}")
         if fl:
-            lines.append(f"   table filter at join time: " + " AND ".join(_sql(c) for c in fl))
+            lines.append("   table filter at join time: " + " AND ".join(sql_text(c) for c in fl))
         if q.join_residual.get(s.alias):
-            lines.append("   join condition: " + " AND ".join(_sql(c) for c in q.join_residual[s.alias]))
+            lines.append("   join condition: " + " AND ".join(sql_text(c) for c in q.join_residual[s.alias]))
         step += 1
     if p.mode == "join":
         for s in q.streams[1:]:
             keys = q.join_keys.get(s.alias) or []
             lines.append(f"{step}. {'LEFT ' if s.join == 'left' else ''}JOIN stream {s.alias} inside each window on "
-                         + (", ".join(f"{_sql(a)} = {_sql(b)}" for a, b in keys) or "every pair"))
+                         + (", ".join(f"{sql_text(a)} = {sql_text(b)}" for a, b in keys) or "every pair"))
             if q.join_residual.get(s.alias):
-                lines.append("   join condition: " + " AND ".join(_sql(c) for c in q.join_residual[s.alias]))
+                lines.append("   join condition: " + " AND ".join(sql_text(c) for c in q.join_residual[s.alias]))
             step += 1
     if q.post_filters:
         where = "after join" if len(q.sources) > 1 else "with analytic values"
-        lines.append(f"{step}. filter {where}: " + " AND ".join(_sql(c) for c in q.post_filters))
+        lines.append(f"{step}. filter {where}: " + " AND ".join(sql_text(c) for c in q.post_filters))
         step += 1
     if q.window is not None:
         lines.append(f"{step}. window: {q.window.describe()}")
         step += 1
     if p.mode not in ("rows", "window_rows") and (p.mode != "join" or p.keys or p.aggs):
-        lines.append(f"{step}. group by: " + (", ".join(_sql(k) for k in p.keys) or "(one group)"))
+        lines.append(f"{step}. group by: " + (", ".join(sql_text(k) for k in p.keys) or "(one group)"))
         step += 1
         for i, a in enumerate(p.aggs):
             kind = "buffers values" if a.name in HOLISTIC or a.distinct else "O(1) state"
-            lines.append(f"   agg[{i}] = {_sql(a)}  -- {kind}")
+            lines.append(f"   agg[{i}] = {sql_text(a)}  -- {kind}")
     if p.having is not None:
-        lines.append(f"{step}. having: {_sql(p.having)}")
+        lines.append(f"{step}. having: {sql_text(p.having)}")
         step += 1
-    lines.append(f"{step}. project: " + ", ".join(f"{_sql(e)} AS {n}" for n, e in p.select))
+    lines.append(f"{step}. project: " + ", ".join(f"{sql_text(e)} AS {n}" for n, e in p.select))
     step += 1
     if p.order or p.limit is not None:
-        o = ", ".join(f"{_sql(e)}{' DESC' if d else ''}" for e, d in p.order)
-        lines.append(f"{step}. per window: " + (f"order by {o}" if o else "") + (f" limit {p.limit}" if p.limit is not None else ""))
-    used = "; ".join(f"{a}: {'*' if f is None else ', '.join(sorted(map(str, f))) or '-'}" for a, f in q.used_fields.items())
+        o = ", ".join(f"{sql_text(e)}{' DESC' if d else ''}" for e, d in p.order)
+        lines.append(f"{step}. per window: " + (f"order by {o}" if o else "")
+                     + (f" limit {p.limit}" if p.limit is not None else ""))
+    used = "; ".join(f"{a}: {'*' if f is None else ', '.join(sorted(map(str, f))) or '-'}"
+                     for a, f in q.used_fields.items())
     lines.append(f"fields used: {used}")
     for n in q.notes:
         lines.append(f"note: {n}")

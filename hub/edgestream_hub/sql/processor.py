@@ -26,8 +26,8 @@ from .windows import EXECUTORS
 def _columns(src: Any) -> Optional[set]:
     """Column names of a table when they can be known without surprises (non-empty list of dicts)."""
     if callable(src) or hasattr(src, "rows"):
-        cols = getattr(src, "columns", None)
-        return set(cols) if cols else None
+        names = getattr(src, "columns", None)
+        return set(names) if names else None
     if isinstance(src, list) and src and all(isinstance(r, dict) for r in src):
         cols: set = set()
         for r in src:

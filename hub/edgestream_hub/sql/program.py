@@ -15,38 +15,62 @@ with the query as the filename. The source is kept in ``Program.source``
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from . import analytic, ir
 from .aggregates import NUMERIC, agg_code
 from .codegen import Gen
-from .errors import SqlError
-from .plan import Plan
+from .errors import SqlError, SqlRuntimeError
+from .functions import check_key, key_kinds
+from .plan import Plan, sql_text
 from .sliding import slide_code
 
 BIG = 1 << 62
+
+#: a function compiled from the query; its parameters depend on the mode
+Fn = Callable[..., Any]
+
+
+def compiled(fn: Optional[Fn], name: str) -> Fn:
+    """``fn``, which the caller's mode always has the compiler generate: None there is a compiler bug."""
+    if fn is None:
+        raise AssertionError(f"the query's mode compiled no {name}")
+    return fn
 
 
 class TableJoin:
     """A lookup table joined to the stream: filtered and hash-indexed when (re)loaded."""
 
-    def __init__(self, alias: str, left: bool, loader: Any, build_key: Any, row_filter: Any, residual: Any) -> None:
+    def __init__(self, alias: str, left: bool, loader: Any, build_key: Any, row_filter: Any, residual: Any,
+                 key_texts: Optional[list[str]] = None) -> None:
         self.alias = alias
         self.left = left
         self.loader = loader
         self.build_key = build_key  # fn(row) -> key, or None for a scan
         self.row_filter = row_filter  # fn(row) -> bool, or None
         self.residual = residual  # fn(r, row) -> bool, or None
+        self.key_texts = key_texts or []  # each key equality as SQL, for messages
         self.miss: list = [{}] if left else []
         self.index: dict = {}
+        self.kinds: list[frozenset] = []
         self.rows: list = []
         self.load()
+
+    def _kept(self, row: Any) -> bool:
+        """A row the join-time filter keeps; a row it cannot be computed for (a string compared with a
+        number) is left out, as a row whose key cannot be computed is: it can match no record."""
+        if not isinstance(row, dict):
+            return False
+        try:
+            return self.row_filter is None or bool(self.row_filter(row))
+        except (SqlRuntimeError, TypeError):
+            return False
 
     def load(self) -> None:
         rows = self.loader() if callable(self.loader) else self.loader
         if hasattr(rows, "rows") and callable(rows.rows):
             rows = rows.rows()
-        rows = [r for r in rows if isinstance(r, dict) and (self.row_filter is None or self.row_filter(r))]
+        rows = [r for r in rows if self._kept(r)]
         index: dict = {}
         if self.build_key is not None:
             for row in rows:
@@ -55,14 +79,19 @@ class TableJoin:
                     if k is None or (isinstance(k, tuple) and None in k):
                         continue  # NULL never equals anything
                     index.setdefault(k, []).append(row)
-                except TypeError:
+                except (SqlRuntimeError, TypeError):
                     continue
         self.rows, self.index = rows, index
+        n = len(self.key_texts)
+        self.kinds = key_kinds(index if n > 1 else ((k,) for k in index), n) if n else []
 
-    def probe(self, r: dict, key: Any) -> list:
+    def probe(self, r: dict, key: Any) -> Sequence[Any]:
+        cands: Sequence[Any]
         if self.build_key is None:
             cands = self.rows
         else:
+            if self.kinds:
+                check_key(key if len(self.kinds) > 1 else (key,), self.kinds, self.key_texts)
             try:
                 cands = self.index.get(key) or ()
             except TypeError:  # an unhashable probe value matches nothing
@@ -122,10 +151,12 @@ class Program:
         row_filter = self._fn("t, now=0", " and ".join(f"({g.expr(c)})" for c in filters), "_tf") if filters else None
         keys = q.join_keys.get(s.alias) or []
         build_key = None
+        key_texts = []
         if keys:
             build = [g.expr(b) for _, b in keys]
             body = build[0] if len(build) == 1 else "(" + ", ".join(build) + ",)"
             build_key = self._fn("t, now=0", body, "_tk")
+            key_texts = [f"{sql_text(a)} = {sql_text(b)}" for a, b in keys]
         residual = None
         res = q.join_residual.get(s.alias) or []
         if res:
@@ -136,7 +167,7 @@ class Program:
             g.env = {q.sources[0].alias: "r", s.alias: "t"}
             residual = self._fn("r, t, now=0", " and ".join(f"({g.expr(c)})" for c in res), "_tr")
         g.env = saved
-        return TableJoin(s.alias, s.join == "left", loader, build_key, row_filter, residual)
+        return TableJoin(s.alias, s.join == "left", loader, build_key, row_filter, residual, key_texts)
 
     def _probe_key(self, i: int, s: ir.Source) -> str:
         keys = self.q.join_keys.get(s.alias) or []
@@ -167,11 +198,14 @@ class Program:
             seen[code, numeric] = f"v{i}"
             out.append(f"v{i} = {code}")
             if numeric:
-                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: v{i} = _num(v{i}, {a.name + ' argument'!r})")
+                out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: "
+                           f"v{i} = _num(v{i}, {a.name + ' argument'!r})")
         return out
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
-        inits, pres, updates = [], [], []
+        inits: list[str] = []
+        pres: list[str] = []
+        updates: list[str] = []
         if self.plan.mode in ("sliding", "count"):
             return self._slide_layout()
         for i, a in enumerate(self.plan.aggs):
@@ -202,7 +236,8 @@ class Program:
     def _slide_src(self) -> str:
         n = len(self.plan.aggs)
         unpack = ("    " + "".join(f"v{i}, " for i in range(n)) + "= vals\n") if n else ""
-        src = "\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove) + "    return s\n"
+        src = ("\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove)
+               + "    return s\n")
         src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_check)
         ref = 0
         for i, a in enumerate(self.plan.aggs):
@@ -339,15 +374,15 @@ class Program:
         src += self._emit_src()
         self.source = src
         ns = g.compile(src, self.text)
-        self.remove = ns.get("_remove")
-        self.check = ns.get("_check")
-        self.process_fn = ns["_process"]
-        self.init = ns["_init"]
-        self.update = ns["_update"]
-        self.emit = ns.get("_emit")
-        self.project = ns.get("_project")
+        self.remove: Optional[Fn] = ns.get("_remove")
+        self.check: Optional[Fn] = ns.get("_check")
+        self.process_fn: Optional[Fn] = ns["_process"]
+        self.init: Fn = ns["_init"]
+        self.update: Fn = ns["_update"]
+        self.emit: Optional[Fn] = ns.get("_emit")
+        self.project: Optional[Fn] = ns.get("_project")
 
-    def _group_update(self, emit, ind: str, inits: list, updates: list) -> None:
+    def _group_update(self, emit: Callable[[str], None], ind: str, inits: list, updates: list) -> None:
         emit(ind + "s = g.get(k)")
         emit(ind + "if s is None:")
         emit(ind + f"    s = g[k] = [{', '.join(inits)}]")
@@ -386,7 +421,7 @@ class Program:
             return "\n".join(lines) + "\n"
         g.key_code = (lambda i: "k") if len(p.keys) == 1 else (lambda i: f"k[{i}]")
         lines = ["\ndef _emit(ws, we, k, s, now):"]
-        for i, (off, code) in enumerate(self.slots):
+        for i, (_, code) in enumerate(self.slots):
             lines.append(f"    a{i} = {code.final}")
         if p.having is not None:
             lines.append(f"    if not ({g.expr(p.having)}): return None")

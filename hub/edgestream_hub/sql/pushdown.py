@@ -59,11 +59,11 @@ def pushdown(q: ir.Query, cat: Catalog) -> ir.Query:
                 q.filters[s.alias].append(c)  # ON conditions on the joined side alone filter it first
                 continue
             if isinstance(c, ir.Bin) and c.op == "=":
-                l, r = sources_of(c.left), sources_of(c.right)
-                if l == {s.alias} and s.alias not in r and r and not _volatile(c.left):
+                left, right = sources_of(c.left), sources_of(c.right)
+                if left == {s.alias} and s.alias not in right and right and not _volatile(c.left):
                     q.join_keys[s.alias].append((c.right, c.left))
                     continue
-                if r == {s.alias} and s.alias not in l and l and not _volatile(c.right):
+                if right == {s.alias} and s.alias not in left and left and not _volatile(c.right):
                     q.join_keys[s.alias].append((c.left, c.right))
                     continue
             q.join_residual[s.alias].append(c)

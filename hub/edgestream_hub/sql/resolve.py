@@ -9,6 +9,8 @@ equal to an output column's name means that output column.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from . import ir
 from .catalog import Catalog
 from .errors import SqlError
@@ -20,7 +22,8 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
         if s.kind == "table":
             q.schemas[s.alias] = cat.tables[s.name]
     if q.sources[0].kind != "stream":
-        raise SqlError(f"FROM must name a stream; {q.sources[0].name!r} is a table (join it to a stream)", q.text, q.sources[0].pos)
+        raise SqlError(f"FROM must name a stream; {q.sources[0].name!r} is a table (join it to a stream)", q.text,
+                       q.sources[0].pos)
     aliases = {s.alias: s for s in q.sources}
     names = {s.name: s for s in q.sources if s.name not in aliases}
     streams = q.streams
@@ -34,14 +37,16 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
         head = parts[0]
         owners = [s for s in q.tables if q.schemas.get(s.alias) and head in q.schemas[s.alias]]
         if len(owners) > 1:
-            raise SqlError(f"column {head!r} is in several tables ({', '.join(s.alias for s in owners)}): qualify it", q.text, node.pos)
+            raise SqlError(f"column {head!r} is in several tables ({', '.join(s.alias for s in owners)}): qualify it",
+                           q.text, node.pos)
         if owners:
             return ir.Field(owners[0].alias, parts, node.pos)
         if len(streams) > 1:
-            raise SqlError(f"column {head!r} is ambiguous with several streams: write <stream>.{head}", q.text, node.pos)
+            raise SqlError(f"column {head!r} is ambiguous with several streams: write <stream>.{head}", q.text,
+                           node.pos)
         return ir.Field(streams[0].alias, parts, node.pos)
 
-    def fix(node: ir.Node):
+    def fix(node: ir.Node) -> ir.Node | None:
         if isinstance(node, ir.Col):
             return column(node)
         if isinstance(node, ir.Star) and node.source is not None:
@@ -53,8 +58,8 @@ def resolve(q: ir.Query, cat: Catalog) -> ir.Query:
 
     out_names = {item.name: i for i, item in enumerate(q.select) if not item.star}
 
-    def alias_ref(as_out: bool):
-        def f(node: ir.Node):
+    def alias_ref(as_out: bool) -> Callable[[ir.Node], ir.Node | None]:
+        def f(node: ir.Node) -> ir.Node | None:
             if isinstance(node, ir.Col) and len(node.parts) == 1 and node.parts[0] in out_names:
                 i = out_names[node.parts[0]]
                 item = q.select[i]

@@ -30,7 +30,7 @@ def sample(xs: Collection[Any], k: int = SAMPLE) -> tuple[list, float]:
         return list(xs), 1.0
     if isinstance(xs, (list, tuple)):
         step = n / k
-        return [xs[int(i * step)] for i in range(k)], n / k  # type: ignore[index]
+        return [xs[int(i * step)] for i in range(k)], n / k
     return list(islice(xs, k)), n / k
 
 

@@ -104,7 +104,10 @@ def hashable(v: Any) -> None:
 
 def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any], str]) -> SlideCode:
     """Template of aggregate ``a`` (value variable ``v``, state ``s`` from slot ``o``, first ref slot ``ref``)."""
-    S = lambda k: f"{s}[{o + k}]"  # noqa: E731
+
+    def S(k: int) -> str:
+        return f"{s}[{o + k}]"
+
     name = a.name
     nn = f"if {v} is not None: "
     if name == "count":

@@ -62,16 +62,21 @@ class RecordReader:
 
     def open(self) -> "RecordReader":
         """Open now (errors surface here, as ``OSError``), before any record is read."""
+        self._file()
+        return self
+
+    def _file(self) -> BinaryIO:
+        """The input, opened on first use."""
         if self._f is None:
             # unbuffered: this reader keeps the only buffer, so ready() can tell what is waiting
             self._f = open(sys.stdin.fileno() if self.stdin else self.path, "rb", buffering=0,
                            closefd=not self.stdin)
-        return self
+        return self._f
 
     @property
     def size(self) -> Optional[int]:
         """Bytes in the file when that is known (a regular file), else None."""
-        return byte_size(self.open()._f)  # type: ignore[arg-type]
+        return byte_size(self._file())
 
     def position(self) -> Optional[int]:
         """Bytes read so far (None when the input cannot tell, like a pipe)."""
@@ -91,9 +96,9 @@ class RecordReader:
             self._f.close()
 
     def _raw_lines(self) -> Iterator[bytes]:
-        f, queue, rest = self.open()._f, self._queue, b""
+        f, queue, rest = self._file(), self._queue, b""
         while True:
-            chunk = f.read(self.CHUNK)  # type: ignore[union-attr]
+            chunk = f.read(self.CHUNK)
             if not chunk:
                 if rest:
                     yield rest

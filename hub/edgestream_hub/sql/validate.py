@@ -7,15 +7,15 @@ unknown columns of tables whose columns are known; stream-stream joins
 outside a time window; ORDER BY or LIMIT with nothing to order per window;
 analytic functions where no per-record value exists (outside aggregates
 in SELECT, HAVING or ORDER BY of an aggregate query; in ON; in
-stream-stream joins).
+stream-stream joins); a literal regular expression that does not compile.
 """
 
 from __future__ import annotations
 
 from . import ir
 from .catalog import Catalog
-from .errors import SqlError
-from .functions import SCALARS
+from .errors import SqlError, SqlRuntimeError
+from .functions import REGEX_ARGS, SCALARS, check_regex
 
 
 def is_aggregated(q: ir.Query) -> bool:
@@ -33,8 +33,22 @@ def has_aggregates(q: ir.Query) -> bool:
 def validate(q: ir.Query, cat: Catalog) -> ir.Query:
     text = q.text
 
-    def err(msg: str, node) -> SqlError:
+    def err(msg: str, node: object) -> SqlError:
         return SqlError(msg, text, getattr(node, "pos", 0))
+
+    def regex(pattern: ir.Node, replacement: ir.Node | None) -> None:
+        """A literal pattern (and literal replacement) compiles now, so a bad one never reaches a record."""
+        if not isinstance(pattern, ir.Lit) or pattern.value is None:
+            return
+        try:
+            check_regex(pattern.value)
+        except SqlRuntimeError as e:
+            raise err(str(e), pattern) from None
+        if isinstance(replacement, ir.Lit) and replacement.value is not None:
+            try:
+                check_regex(pattern.value, replacement.value)
+            except SqlRuntimeError as e:
+                raise err(str(e), replacement) from None
 
     def check(node: ir.Node, where: str, agg_ok: bool, analytic_ok: bool) -> None:
         for n in node.walk():
@@ -47,13 +61,19 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                 if not f.lo <= len(n.args) <= f.hi:
                     want = f"{f.lo}" if f.lo == f.hi else f"{f.lo} to {f.hi}"
                     raise err(f"{n.name}() takes {want} argument{'s' if f.hi != 1 else ''}, got {len(n.args)}", n)
+                if n.name in REGEX_ARGS:
+                    i = REGEX_ARGS[n.name]
+                    regex(n.args[i], n.args[i + 1] if n.name == "regexp_replace" else None)
+            elif isinstance(n, ir.Like) and n.op == "regexp":
+                regex(n.pattern, None)
             elif isinstance(n, ir.Agg):
                 if not agg_ok:
                     raise err(f"aggregate {n.name}() is not allowed in {where}", n)
                 lo, hi = ir.AGGREGATES[n.name]
                 nargs = len(n.args) + (1 if n.star else 0)
                 if not lo <= nargs <= hi:
-                    raise err(f"{n.name}() takes {lo if lo == hi else f'{lo} to {hi}'} argument{'s' if hi > 1 else ''}", n)
+                    count = lo if lo == hi else f"{lo} to {hi}"
+                    raise err(f"{n.name}() takes {count} argument{'s' if hi > 1 else ''}", n)
                 if n.star and n.name not in ("count", "collect"):
                     raise err(f"{n.name}(*) is not allowed", n)
                 for a in n.args:
@@ -65,7 +85,8 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                             raise err(f"window_{m.which}() cannot be used inside an aggregate", m)
                 if n.name == "percentile":
                     p = n.args[1]
-                    if not (isinstance(p, ir.Lit) and isinstance(p.value, (int, float)) and not isinstance(p.value, bool) and 0 <= p.value <= 1):
+                    if not (isinstance(p, ir.Lit) and isinstance(p.value, (int, float))
+                            and not isinstance(p.value, bool) and 0 <= p.value <= 1):
                         raise err("percentile(x, p) needs a constant p between 0 and 1", p)
             elif isinstance(n, ir.Analytic):
                 if not (analytic_ok or (per_record and id(n) in per_record_sites)):
@@ -75,7 +96,8 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                     raise err(f"{n.name}() takes {lo} to {hi} arguments", n)
                 if n.name == "lag" and len(n.args) > 1:
                     k = n.args[1]
-                    if not (isinstance(k, ir.Lit) and isinstance(k.value, int) and not isinstance(k.value, bool) and k.value > 0):
+                    if not (isinstance(k, ir.Lit) and isinstance(k.value, int) and not isinstance(k.value, bool)
+                            and k.value > 0):
                         raise err("lag(x, n): n must be a positive integer constant", k)
                 for a in n.args + n.partition:
                     for m in a.walk():
@@ -89,7 +111,8 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
             elif isinstance(n, ir.Field):
                 schema = q.schemas.get(n.source)
                 if schema is not None and n.path and n.path[0] not in schema:
-                    raise err(f"table {n.source!r} has no column {n.path[0]!r} (columns: {', '.join(sorted(schema))})", n)
+                    raise err(f"table {n.source!r} has no column {n.path[0]!r} "
+                              f"(columns: {', '.join(sorted(schema))})", n)
             elif isinstance(n, ir.Star) and where != "SELECT":
                 raise err("'*' is only allowed as a SELECT item", n)
 
@@ -149,7 +172,8 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
             if node in keys or isinstance(node, (ir.Agg, ir.Lit, ir.WinFn, ir.OutRef)):
                 return
             if isinstance(node, ir.Field):
-                raise err(f"column {'.'.join(map(str, node.path))!r} must be in GROUP BY or inside an aggregate ({where})", node)
+                raise err(f"column {'.'.join(map(str, node.path))!r} must be in GROUP BY or inside an aggregate "
+                          f"({where})", node)
             for c in node.children():
                 grouped(c, where)
 
@@ -159,10 +183,9 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
             grouped(q.having, "HAVING")
         for e, _ in q.order:
             grouped(e, "ORDER BY")
-    elif q.window is not None:
-        # a window without aggregates emits the window's rows
-        if q.window.kind in ("sliding", "session", "count"):
-            raise SqlError(f"a {q.window.kind} window needs aggregates in SELECT", text, q.window.pos)
+    elif q.window is not None and q.window.kind in ("sliding", "session", "count"):
+        # a window without aggregates emits the window's rows: these windows have none to emit
+        raise SqlError(f"a {q.window.kind} window needs aggregates in SELECT", text, q.window.pos)
 
     if len(q.streams) > 1:
         if q.window is None or q.window.kind not in ("tumbling", "hopping"):

@@ -16,8 +16,9 @@ from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Iterable
 
+from . import ir
 from .errors import SqlError, SqlRuntimeError
-from .program import BIG, Program
+from .program import BIG, Program, compiled
 from .sizes import CONTAINERS, approx_bytes, scaled_sum
 
 INF = math.inf
@@ -65,7 +66,7 @@ class Executor:
 
     # -- lifecycle -----------------------------------------------------------
     def process(self, batch: list, now: int) -> list:
-        return self.prog.process_fn(batch, now, self)
+        return compiled(self.prog.process_fn, "_process")(batch, now, self)
 
     def close(self, wm: Any, now: int) -> list:
         self.nxt = BIG
@@ -86,6 +87,13 @@ class Executor:
         """
         return 0
 
+    def _window(self) -> ir.WindowSpec:
+        """The query's window, which every mode but rows and fast has by definition."""
+        w = self.prog.plan.window
+        if w is None:
+            raise AssertionError(f"{self.prog.plan.mode} mode without a window")
+        return w
+
     def _held_in(self, state: list) -> int:
         """Approximate bytes of the values one aggregate state list holds."""
         return sum(approx_bytes(state[i]) for i in self.holistic)
@@ -102,15 +110,15 @@ class Executor:
             for i in range(len(self.order) - 1, -1, -1):
                 desc = self.order[i][1]
                 try:
-                    res.sort(key=lambda x, i=i: _null_first(x[1][i]), reverse=desc)
+                    res.sort(key=lambda x: _null_first(x[1][i]), reverse=desc)
                 except TypeError:
-                    res.sort(key=lambda x, i=i: _null_first(None if x[1][i] is None else str(x[1][i])), reverse=desc)
+                    res.sort(key=lambda x: _null_first(None if x[1][i] is None else str(x[1][i])), reverse=desc)
         if self.limit is not None:
             res = res[: self.limit]
         return res
 
     def rows_of(self, ws: Any, we: Any, groups: Iterable, now: int) -> list:
-        emit = self.prog.emit
+        emit = compiled(self.prog.emit, "_emit")
         res = []
         for k, s in groups:
             try:
@@ -130,7 +138,7 @@ class RowsExecutor(Executor):
     """No window, no aggregate: one output row per input row that passes WHERE."""
 
     def process(self, batch: list, now: int) -> list:
-        out = self.prog.process_fn(batch, now, self)
+        out = compiled(self.prog.process_fn, "_process")(batch, now, self)
         self.emitted += len(out)
         return out
 
@@ -202,7 +210,7 @@ class SessionExecutor(Executor):
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
-        w = prog.plan.window
+        w = self._window()
         self.timeout, self.max = w.timeout, w.size
         self.open: dict = {}  # key -> seqs of its sessions not yet emitted, ordered by first ts
         self.sessions: dict = {}  # seq -> [first, last, key, state]
@@ -330,8 +338,10 @@ class SlidingExecutor(Executor):
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
-        self.size = prog.plan.window.size
+        self.size = self._window().size
         self.refs = prog.slide_refs
+        self._check = compiled(prog.check, "_check")
+        self._remove = compiled(prog.remove, "_remove")
         self.groups: dict = {}  # key -> [pending, active, head index, state, check refs, pending head]
         self.trig: list = []  # heap of (ts, seq, key)
         self.seq = 0
@@ -346,10 +356,10 @@ class SlidingExecutor(Executor):
         g = self.groups.get(k)
         if g is None:
             g = [[], deque(), 0, self.prog.init(), [None] * self.refs, 0]
-            self.prog.check(g[4], vals)  # raises for a value this group could not aggregate
+            self._check(g[4], vals)  # raises for a value this group could not aggregate
             self.groups[k] = g
         else:
-            self.prog.check(g[4], vals)
+            self._check(g[4], vals)
         self.seq += 1
         pend = g[0]
         item = (ts, self.seq, vals)
@@ -364,7 +374,7 @@ class SlidingExecutor(Executor):
     def _evict(self, g: list, lo: Any) -> None:
         act = g[1]
         if act and act[0][0] < lo:
-            s, rem = g[3], self.prog.remove
+            s, rem = g[3], self._remove
             h = g[2]
             while act and act[0][0] < lo:
                 rem(s, act.popleft()[1], h)
@@ -374,9 +384,9 @@ class SlidingExecutor(Executor):
 
     def close(self, wm: Any, now: int) -> list:
         out: list = []
-        trig, size, groups, add, rem = self.trig, self.size, self.groups, self.prog.update, self.prog.remove
+        trig, size, groups, add, rem = self.trig, self.size, self.groups, self.prog.update, self._remove
         plain = not self.order and self.limit is None  # one row per trigger: emit without sorting
-        emit, names = self.prog.emit, self.names
+        emit, names = compiled(self.prog.emit, "_emit"), self.names
         touched = set()
         while trig and trig[0][0] <= wm:
             T, _, k = heappop(trig)
@@ -414,7 +424,8 @@ class SlidingExecutor(Executor):
                 try:
                     x = emit(lo, T, k, s, now)
                 except Exception as e:  # one row's failure (e.g. a division by zero in SELECT)
-                    self.bad({"window_start": lo, "window_end": T, "key": k if not isinstance(k, tuple) else list(k)}, e)
+                    key = k if not isinstance(k, tuple) else list(k)
+                    self.bad({"window_start": lo, "window_end": T, "key": key}, e)
                     x = None
                 if x is not None:
                     out.append(dict(zip(names, x[0])))
@@ -475,9 +486,11 @@ class CountExecutor(Executor):
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
-        w = prog.plan.window
+        w = self._window()
         self.n, self.m = w.size, w.hop
         self.refs = prog.slide_refs
+        self._check = compiled(prog.check, "_check")
+        self._remove = compiled(prog.remove, "_remove")
         self.bufs: dict = {}  # key -> [deque of (ts, vals), records seen, index of deque[0], state, check refs]
         self.now = 0
 
@@ -486,16 +499,16 @@ class CountExecutor(Executor):
         prog = self.prog
         if b is None:
             b = [deque(), 0, 0, prog.init(), [None] * self.refs]
-            prog.check(b[4], vals)  # raises for a value this group could not aggregate
+            self._check(b[4], vals)  # raises for a value this group could not aggregate
             self.bufs[k] = b
         else:
-            prog.check(b[4], vals)
+            self._check(b[4], vals)
         q, s = b[0], b[3]
         q.append((ts, vals))
         i = b[2] + len(q) - 1
         prog.update(s, vals, i, i)  # a group's records arrive in queue order
         if len(q) > self.n:
-            prog.remove(s, q.popleft()[1], b[2])
+            self._remove(s, q.popleft()[1], b[2])
             b[2] += 1
         b[1] += 1
         if b[1] >= self.n and b[1] % self.m == 0:
@@ -504,7 +517,7 @@ class CountExecutor(Executor):
 
     def process(self, batch: list, now: int) -> list:
         self.now = now
-        return self.prog.process_fn(batch, now, self)
+        return compiled(self.prog.process_fn, "_process")(batch, now, self)
 
     def flush(self, now: int) -> list:
         return []  # incomplete count windows are never emitted
@@ -529,10 +542,11 @@ class WindowRowsExecutor(Executor):
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         super().__init__(prog, ctx)
-        w = prog.plan.window
+        w = self._window()
         self.size = w.size
         self.hop = w.hop if w.kind == "hopping" else w.size
         self.W: dict = {}
+        self._project = compiled(prog.project, "_project")
 
     def starts(self, ts: int) -> range:
         return range(((ts - self.size) // self.hop + 1) * self.hop, ts + 1, self.hop)
@@ -559,7 +573,7 @@ class WindowRowsExecutor(Executor):
             res = []
             for env in W.pop(w):
                 try:
-                    x = self.prog.project(w, w + self.size, now, *env)
+                    x = self._project(w, w + self.size, now, *env)
                 except Exception as e:
                     self.bad(env[0], e)
                     continue

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sqlcases import load_cases, same  # noqa: E402
+from sqlcases import load_cases, same
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from ttytest import run_with_pty_stderr
 
 from edgestream_hub.api import SimpleContext
-from edgestream_hub.sql.cli import merge_by_time
+from edgestream_hub.sql.cli import interleave, merge_by_time
 from edgestream_hub.sql.processor import SqlProcessor
 from edgestream_tools.cli import main
 
@@ -33,7 +33,7 @@ def rows(text: str) -> list:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def sql(capsys, *args: str) -> tuple[int, list, str]:
+def sql(capsys, *args: str) -> tuple[int, Any, str]:
     rc = main(["sql", *args])
     cap = capsys.readouterr()
     return rc, rows(cap.out) if rc == 0 else cap.out, cap.err
@@ -57,6 +57,7 @@ def read_line(stream, deadline: float) -> bytes:
 def test_stdin_is_streamed_results_come_out_as_records_arrive():
     p = subprocess.Popen(CLI + ["SELECT id, count(*) AS n FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)", "--input", "s=-"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdin is not None
     try:
         for ts in (10, 20, 1500):  # the third record closes the first window
             p.stdin.write((json.dumps({"id": "a", "ts": ts}) + "\n").encode())
@@ -244,10 +245,12 @@ def test_non_json_numbers_and_deep_nesting_are_that_lines_dead_letter(tmp_path, 
 
 # -- 5. stream names ------------------------------------------------------------------
 @pytest.mark.parametrize("query,inputs,message", [
-    ("SELECT * FROM devicez", ["s"], "the query reads stream 'devicez' but no --input gives it (given: s); did you mean 's'?"),
+    ("SELECT * FROM devicez", ["s"],
+     "the query reads stream 'devicez' but no --input gives it (given: s); did you mean 's'?"),
     ("SELECT * FROM devicez", ["devices", "rooms"],
      "the query reads stream 'devicez' but no --input gives it (given: devices, rooms); did you mean 'devices'?"),
-    ("SELECT * FROM devices", ["devices", "devicez"], "--input devicez is not a stream of the query (it reads: devices)"),
+    ("SELECT * FROM devices", ["devices", "devicez"],
+     "--input devicez is not a stream of the query (it reads: devices)"),
     (JOIN, ["a", "c"], "the query reads stream 'b' but no --input gives it (given: a, c); did you mean 'c'?"),
     (JOIN, ["a", "b", "bb"], "--input bb is not a stream of the query (it reads: a, b)"),
 ])
@@ -284,3 +287,58 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path):
                        capture_output=True, timeout=60)
     assert p.returncode == 0 and p.stderr == b""
     assert len(p.stdout.splitlines()) == 20
+
+
+# -- inputs without a time field -----------------------------------------------------------
+UNTIMED = [{"id": f"d{i % 3}", "v": i} for i in range(2500)]  # more than one batch
+
+
+def test_a_file_without_timestamps_says_how_to_run_it(tmp_path, capsys):
+    path = jsonl(tmp_path / "s.jsonl", UNTIMED)
+    rc, got, err = sql(capsys, "SELECT id, v FROM s", "--input", f"s={path}")
+    assert rc == 0 and got == []
+    assert "2500 record(s) dead-lettered" in err
+    assert err.endswith("edgestream sql: no record had a 'ts' field: name the time field with --time-field NAME, "
+                        "or use --processing-time\n")
+    rc, _, err = sql(capsys, "SELECT id, v FROM s", "--input", f"s={path}", "--time-field", "at")
+    assert "no record had a 'at' field" in err
+
+
+def test_no_hint_when_some_records_have_the_time_field(tmp_path, capsys):
+    path = jsonl(tmp_path / "s.jsonl", [{"id": "a", "ts": 1}, {"id": "b"}])
+    rc, got, err = sql(capsys, "SELECT id FROM s", "--input", f"s={path}")
+    assert rc == 0 and got == [{"id": "a"}]
+    assert "1 record(s) dead-lettered" in err and "--processing-time" not in err
+
+
+def test_processing_time_times_records_as_they_are_read(tmp_path, capsys):
+    path = jsonl(tmp_path / "s.jsonl", UNTIMED)
+    rc, got, err = sql(capsys, "SELECT id, v FROM s", "--input", f"s={path}", "--processing-time")
+    assert rc == 0 and err == ""
+    assert got == [{"id": r["id"], "v": r["v"]} for r in UNTIMED]
+    before = int(time.time() * 1000)
+    rc, got, err = sql(capsys, "SELECT id, count(*) AS n, sum(v) AS sv, window_end() AS we FROM s "
+                               "GROUP BY id, TUMBLINGWINDOW(ss, 10)", "--input", f"s={path}", "--processing-time")
+    after = int(time.time() * 1000)
+    assert rc == 0 and err == ""
+    # every window still open at the end of input is flushed: each record counted once, in windows of the run
+    assert sum(r["n"] for r in got) == 2500 and sum(r["sv"] for r in got) == sum(range(2500))
+    assert all(before < r["we"] <= after + 10_000 for r in got)
+    assert [r["we"] for r in got] == sorted(r["we"] for r in got)
+
+
+def test_processing_time_reads_several_inputs_in_turn(tmp_path, capsys):
+    a = jsonl(tmp_path / "a.jsonl", [{"k": 1, "v": i} for i in range(3)])
+    b = jsonl(tmp_path / "b.jsonl", [{"k": 1, "w": "x"}])
+    rc, got, err = sql(capsys, "SELECT a.v, b.w FROM a JOIN b ON a.k = b.k GROUP BY TUMBLINGWINDOW(dd, 1)",
+                       "--input", f"a={a}", "--input", f"b={b}", "--processing-time")
+    assert rc == 0 and err == ""
+    assert got == [{"v": i, "w": "x"} for i in range(3)]  # one batch: one time, one window
+    merged = interleave([("a", rows(a.read_text())), ("b", rows(b.read_text()))])
+    assert [(r["_stream"], r.get("v", r.get("w"))) for r in merged] == [("a", 0), ("b", "x"), ("a", 1), ("a", 2)]
+
+
+def test_processing_time_and_a_time_field_exclude_each_other(tmp_path, capsys):
+    path = jsonl(tmp_path / "s.jsonl", UNTIMED[:1])
+    rc, out, err = sql(capsys, "SELECT id FROM s", "--input", f"s={path}", "--processing-time", "--time-field", "ts")
+    assert rc == 2 and "--time-field and --processing-time exclude each other" in err

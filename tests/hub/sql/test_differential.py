@@ -15,12 +15,12 @@ import re
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sqlcases import same  # noqa: E402
+from sqlcases import same
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor
@@ -51,7 +51,7 @@ def _sqlite(rows: list, sql: str) -> list:
     return out
 
 
-def _engine(query: str, rows: list, **kw) -> list:
+def _engine(query: str, rows: list, **kw) -> tuple[list, SimpleContext]:
     ctx = SimpleContext()
     p = SqlProcessor(query, ctx, **kw)
     recs = [{"ts": ts, "g": g, "v": v} for ts, g, v in rows]
@@ -83,7 +83,8 @@ def test_tumbling_out_of_order_within_lateness_matches_sqlite(rows, rnd):
     got, ctx = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, TUMBLINGWINDOW(ms, 500)", rows,
                        lateness_ms=6000)
     assert not ctx.late_records
-    want = _sqlite(rows, f"SELECT ts - ts % 500 AS ws, g, {AGGS}, min(rowid) AS first FROM t GROUP BY ws, g ORDER BY ws, first")
+    want = _sqlite(rows, f"SELECT ts - ts % 500 AS ws, g, {AGGS}, min(rowid) AS first FROM t "
+                         "GROUP BY ws, g ORDER BY ws, first")
     assert same(got, _strip(want, ["ws", "g", *COLS]))
 
 
@@ -92,7 +93,8 @@ def test_tumbling_out_of_order_within_lateness_matches_sqlite(rows, rnd):
 def test_hopping_matches_sqlite(rows, size_hop):
     size, hop = size_hop
     rows = sorted(rows, key=lambda r: r[0])
-    got, _ = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, HOPPINGWINDOW(ms, {size}, {hop})", rows)
+    got, _ = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, HOPPINGWINDOW(ms, {size}, {hop})",
+                     rows)
     back = size // hop + 1
     offs = " UNION ALL ".join(f"SELECT {k}" for k in range(back + 1))
     want = _sqlite(rows, f"""
@@ -150,7 +152,8 @@ def test_incremental_sliding_matches_sqlite_for_every_aggregate(rows, size):
 @SETTINGS
 @given(records, st.randoms(use_true_random=False), st.sampled_from([1, 250, 1000]))
 def test_sliding_out_of_order_within_lateness_matches_sqlite(rows, rnd, size):
-    """Shuffled input, lateness covering the disorder: each row sees every record of its range; rows by (ts, arrival)."""
+    """Shuffled input, lateness covering the disorder: each row sees every record of its range;
+    rows by (ts, arrival)."""
     rows = list(rows)
     rnd.shuffle(rows)
     got, ctx = _engine(f"SELECT window_end() AS we, g, {SLIDE_AGGS} FROM s GROUP BY g, SLIDINGWINDOW(ms, {size})",
@@ -167,7 +170,8 @@ def test_sliding_out_of_order_within_lateness_matches_sqlite(rows, rnd, size):
 @SETTINGS
 @given(records, st.sampled_from([1, 2, 3, 5]))
 def test_count_window_matches_sqlite(rows, n):
-    got, _ = _engine(f"SELECT window_start() AS ws, window_end() AS we, g, {AGGS} FROM s GROUP BY g, COUNTWINDOW({n})", rows)
+    got, _ = _engine(f"SELECT window_start() AS ws, window_end() AS we, g, {AGGS} FROM s GROUP BY g, COUNTWINDOW({n})",
+                     rows)
     want = _sqlite(rows, f"""
         WITH r AS (SELECT rowid AS rid, *, (row_number() OVER (PARTITION BY g ORDER BY rowid) - 1) / {n} AS w FROM t),
         agg AS (SELECT g, {AGGS}, min(rid) AS first, max(rid) AS last FROM r GROUP BY g, w HAVING count(*) = {n})
@@ -208,7 +212,8 @@ def test_long_generated_run_matches_sqlite():
         ts += rnd.randint(0, 20)
         rows.append((ts, f"d{rnd.randint(0, 49)}", None if rnd.random() < 0.05 else rnd.randint(-100, 100)))
     got, _ = _engine(f"SELECT window_start() AS ws, g, {AGGS} FROM s GROUP BY g, TUMBLINGWINDOW(ss, 1)", rows)
-    want = _sqlite(rows, f"SELECT ts - ts % 1000 AS ws, g, {AGGS}, min(rowid) AS first FROM t GROUP BY ws, g ORDER BY ws, first")
+    want = _sqlite(rows, f"SELECT ts - ts % 1000 AS ws, g, {AGGS}, min(rowid) AS first FROM t "
+                         "GROUP BY ws, g ORDER BY ws, first")
     assert len(got) == len(want) > 100
     assert same(got, _strip(want, ["ws", "g", *COLS]))
 
@@ -268,6 +273,54 @@ def test_negatable_predicates_match_sqlite(rows):
     want = _sqlite_predicates(rows, "SELECT " + ", ".join(q for _, q in PREDICATES) + " FROM t ORDER BY rowid")
     for i, (e, _) in enumerate(PREDICATES):
         assert [g[i] for g in got] == [w[i] for w in want], e
-    for e, q in PREDICATES:
+    for e, _ in PREDICATES:
         kept = [r["ts"] for r in SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)]
         assert kept == [i for i, w in enumerate(want) if w[[x for x, _ in PREDICATES].index(e)]], e
+
+
+# -- comparisons: sqlite3 where both sides are of one kind; where they are not, sqlite3 answers (text
+# sorts after numbers, '1' = 1 is false, TRUE = 1 is true) and the engine fails the record instead ------
+COMPARISONS: list[tuple[str, list[tuple[Any, Any]]]] = [  # (engine SQL = sqlite SQL, the pairs of operands it compares)
+    ("v = w", [("v", "w")]), ("v <> w", [("v", "w")]), ("v != w", [("v", "w")]), ("v < w", [("v", "w")]),
+    ("v <= w", [("v", "w")]), ("v > w", [("v", "w")]), ("v >= w", [("v", "w")]),
+    ("v = 1", [("v", 1)]), ("'a' < w", [("a", "w")]), ("v > TRUE", [("v", True)]),
+    ("v IN (w, 1)", [("v", "w"), ("v", 1)]), ("v NOT IN (w, 'a')", [("v", "w"), ("v", "a")]),
+    ("v BETWEEN w AND 1", [("v", "w"), ("v", 1)]), ("v NOT BETWEEN 'a' AND w", [("v", "a"), ("v", "w")]),
+    ("CASE v WHEN w THEN 1 ELSE 0 END", [("v", "w")]), ("CASE WHEN v >= w THEN 1 ELSE 0 END", [("v", "w")]),
+]
+scalars = st.one_of(st.none(), st.integers(-2, 2), st.sampled_from([0.5, 1.0, -1.5]),
+                    st.sampled_from(["a", "b", "1", "", "B"]), st.booleans())
+
+
+def _kind_of(x) -> str:
+    return "boolean" if isinstance(x, bool) else "number" if isinstance(x, (int, float)) else "string"
+
+
+def _fails(row: dict, pairs: list) -> bool:
+    """Whether a comparison meets two non-NULL values of different kinds (the engine's record error)."""
+    def val(o):
+        return row[o] if o in ("v", "w") else o
+    return any(val(a) is not None and val(b) is not None and _kind_of(val(a)) != _kind_of(val(b))
+               for a, b in pairs)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(scalars, scalars), min_size=1, max_size=30))
+def test_comparisons_match_sqlite_or_fail_the_record_on_mixed_kinds(rows):
+    recs = [{"ts": i, "v": v, "w": w} for i, (v, w) in enumerate(rows)]
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (v, w)")  # no affinity: each value keeps its type
+    con.executemany("INSERT INTO t (rowid, v, w) VALUES (?, ?, ?)", [(i + 1, v, w) for i, (v, w) in enumerate(rows)])
+    for e, pairs in COMPARISONS:
+        want = [x for (x,) in con.execute(f"SELECT {e} FROM t ORDER BY rowid")]
+        bad = [_fails(r, pairs) for r in recs]
+        ctx = SimpleContext()
+        got = SqlProcessor(f"SELECT ts, {e} AS p FROM s", ctx).process(recs, 0)
+        assert [r["ts"] for r, _ in ctx.dead] == [i for i, b in enumerate(bad) if b], e
+        assert all("cannot compare" in reason for _, reason in ctx.dead), (e, ctx.dead)
+        expect = [(i, None if x is None else x if e.startswith("CASE") else bool(x))
+                  for i, x in enumerate(want) if not bad[i]]
+        assert [(r["ts"], r["p"]) for r in got] == expect, e
+        kept = SqlProcessor(f"SELECT ts FROM s WHERE {e}", SimpleContext()).process(recs, 0)
+        assert [r["ts"] for r in kept] == [i for i, x in enumerate(want) if x and not bad[i]], e
+    con.close()

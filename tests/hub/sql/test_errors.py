@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlglot import exp
 
 from edgestream_hub.api import SimpleContext
@@ -71,6 +70,33 @@ BAD = [
     ('SELECT "x FROM s', 1, 8, 'unterminated quoted name: no closing "'),
     ("SELECT x ` FROM s", 1, 10, "unexpected character '`'"),
     ("SELECT a ? b FROM s", 1, 8, "unsupported operator: a ? b"),
+    # window arguments: sizes, hops, counts and durations are positive integer literals; a session's timeout
+    # is not longer than its maximum duration (it could never end a session); no sliding-window delay
+    ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, 10, 0)", 1, 55, "hop must be positive"),
+    ("SELECT count(*) FROM s GROUP BY HOPPINGWINDOW(ss, -10, 5)", 1, 52, "window size must be a positive integer"),
+    ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 0)", 1, 51, "window size must be positive"),
+    ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 1.5)", 1, 51, "window size must be a positive integer"),
+    ("SELECT count(*) FROM s GROUP BY SLIDINGWINDOW(ss, 5, 5)", 1, 54, "a trigger delay (eKuiper's third argument) "
+                                                                       "is not supported"),
+    ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10, 0)", 1, 55, "timeout must be positive"),
+    ("SELECT count(*) FROM s GROUP BY SESSIONWINDOW(ss, 10, 20)", 1, 55, "the session timeout (20000ms) is longer "
+                                                                         "than its maximum duration (10000ms)"),
+    ("SELECT count(*) FROM s GROUP BY SESSION(ts, INTERVAL '1' MINUTE, INTERVAL '10' SECOND)", 1, 54,
+     "the arguments are SESSION(time_field, gap, max_duration)"),
+    ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(0)", 1, 45, "count must be positive"),
+    ("SELECT count(*) FROM s GROUP BY COUNTWINDOW(5, -1)", 1, 49, "count interval must be a positive integer"),
+    ("SELECT count(*) FROM s GROUP BY TUMBLE(ts, INTERVAL '0' SECOND)", 1, 53, "positive n"),
+    ("SELECT count(*) FROM s GROUP BY HOP(ts, '0s', '10s')", 1, 41, "a duration like"),
+    # a literal regular expression compiles with the query, whatever it is matched against
+    ("SELECT regexp_matches(v, '[') AS m FROM s", 1, 26, "bad regular expression '[': unterminated character set"),
+    ("SELECT regexp_like(v, 'a(b') AS m FROM s", 1, 23, "bad regular expression 'a(b': missing ), unterminated"),
+    ("SELECT regexp_replace(v, '*', 'x') AS m FROM s", 1, 26, "bad regular expression '*': nothing to repeat"),
+    ("SELECT regexp_replace(v, 'a', '\\9') AS m FROM s", 1, 31, "bad replacement '\\9': invalid group reference 9"),
+    ("SELECT regexp_substr(v, '(?P<x') AS m FROM s", 1, 25, "bad regular expression '(?P<x'"),
+    ("SELECT regexp_substr(v, 5) AS m FROM s", 1, 25, "a regular expression must be a string, got number 5"),
+    ("SELECT v FROM s WHERE v REGEXP '['", 1, 32, "bad regular expression '['"),
+    ("SELECT v FROM s\nWHERE v NOT RLIKE ')'", 2, 19, "bad regular expression ')': unbalanced parenthesis"),
+    ("SELECT v FROM s WHERE regexp_matches('abc', '[')", 1, 45, "bad regular expression '['"),
 ]
 
 
@@ -148,8 +174,9 @@ def test_the_processor_names_the_streams_it_reads():
 sql_words = st.sampled_from(["SELECT", "FROM", "WHERE", "GROUP BY", "HAVING", "ORDER BY", "LIMIT", "AND", "OR", "NOT",
                              "count(*)", "avg(x)", "x", "s", "s.x", "x->y", "x[0]", "(", ")", ",", "*", "+", "/", "=",
                              "1", "'a'", "NULL", "TUMBLINGWINDOW(ss, 1)", "SESSIONWINDOW(ss, 1, 1)", "COUNTWINDOW(2)",
-                             "window_start()", "CASE", "WHEN", "THEN", "END", "IN", "BETWEEN", "LIKE", "IS", "AS", "JOIN",
-                             "ON", "lag(x)", "OVER", "EXPLAIN", ";", "--", "\n", "\"q\"", "1e999", "-", ",,", "'", "\"",
+                             "window_start()", "CASE", "WHEN", "THEN", "END", "IN", "BETWEEN", "LIKE", "IS", "AS",
+                             "JOIN", "ON", "lag(x)", "OVER", "EXPLAIN", ";", "--", "\n", "\"q\"", "1e999", "-", ",,",
+                             "'", "\"",
                              "ILIKE", "REGEXP", "RLIKE", "SIMILAR TO", "GLOB", "ESCAPE", "EXISTS", "ANY", "ALL",
                              "DISTINCT", "FROM s", "IS DISTINCT FROM", "<=>", "TRUE", "::", "[", "]", "{", "}", "UNION",
                              "WITH", "INTERVAL '1' SECOND", "CAST(x AS", "SELECT 1", "0x", "`", "$", "?", "@", ":x"])
@@ -180,12 +207,14 @@ json_values = st.recursive(
 records = st.lists(st.one_of(st.dictionaries(st.sampled_from(["ts", "id", "v", "a", "s"]), json_values, max_size=5),
                              json_values), max_size=20)
 QUERIES = [
-    "SELECT id, count(*) AS n, avg(v) AS a, min(v), max(v), stddev(v), median(v), count(DISTINCT v) AS d FROM s GROUP BY id, TUMBLINGWINDOW(ms, 10)",
+    "SELECT id, count(*) AS n, avg(v) AS a, min(v), max(v), stddev(v), median(v), count(DISTINCT v) AS d FROM s "
+    "GROUP BY id, TUMBLINGWINDOW(ms, 10)",
     "SELECT sum(v) AS s, collect(a) AS c FROM s GROUP BY HOPPINGWINDOW(ms, 20, 5)",
     "SELECT id, max(v) AS m FROM s GROUP BY id, SLIDINGWINDOW(ms, 10)",
     "SELECT id, count(*) AS n FROM s GROUP BY id, SESSIONWINDOW(ms, 100, 10)",
     "SELECT id, last_value(v) AS l FROM s GROUP BY id, COUNTWINDOW(2)",
-    "SELECT v + 1 AS p, a->b AS ab, a[0] AS a0, upper(s) AS u, CAST(v AS INT) AS i, lag(v) OVER (PARTITION BY id) AS lg FROM s WHERE v > 0 OR s LIKE 'x%'",
+    "SELECT v + 1 AS p, a->b AS ab, a[0] AS a0, upper(s) AS u, CAST(v AS INT) AS i, "
+    "lag(v) OVER (PARTITION BY id) AS lg FROM s WHERE v > 0 OR s LIKE 'x%'",
 ]
 
 
@@ -196,7 +225,7 @@ def test_bad_records_are_dead_lettered_never_raised(query, recs):
     p = SqlProcessor(query, ctx, lateness_ms=5)
     out = p.process(recs, 0) + p.tick(10**9) + p.flush()
     assert all(isinstance(r, dict) for r in out)
-    for rec, reason in ctx.dead:
+    for _, reason in ctx.dead:
         assert isinstance(reason, str) and reason
     json.dumps(p.snapshot(), default=str)
 
@@ -211,3 +240,20 @@ def test_cli_unreadable_input_exits_2_naming_it(tmp_path, capsys):
     bad.write_bytes(b"ts,v\n1,\xff\n")
     assert main(["sql", "SELECT * FROM s", "--input", f"s={bad}"]) == 2
     assert "not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_pattern_computed_per_record_that_does_not_compile_is_that_records_dead_letter():
+    """Only a literal pattern can be checked at compile time: one read from a field fails its record alone."""
+    ctx = SimpleContext()
+    p = SqlProcessor("SELECT id, regexp_matches(s, p) AS m, regexp_replace(s, 'a', r) AS x, s RLIKE p AS l FROM s",
+                     ctx)
+    recs = [{"ts": 1, "id": 1, "s": "abc", "p": "b", "r": "-"}, {"ts": 2, "id": 2, "s": "abc", "p": "[", "r": "-"},
+            {"ts": 3, "id": 3, "s": "abc", "p": "b", "r": "\\9"}, {"ts": 4, "id": 4, "s": "abc", "p": 7, "r": "-"},
+            {"ts": 5, "id": 5, "s": "abc", "p": None, "r": "-"}]
+    assert p.process(recs, 0) == [{"id": 1, "m": True, "x": "-bc", "l": True},
+                                  {"id": 5, "m": None, "x": "-bc", "l": None}]
+    assert [(r["id"], reason) for r, reason in ctx.dead] == [
+        (2, "bad regular expression '[': unterminated character set at position 0"),
+        (3, "regexp_replace: bad replacement '\\9': invalid group reference 9 at position 1"),
+        (4, "a regular expression must be a string, got number 7"),
+    ]

@@ -82,7 +82,7 @@ def test_memory_stays_flat_over_a_long_run(window):
     p = SqlProcessor(f"SELECT id, count(*) AS n, max(v) AS m FROM s GROUP BY id, {window}", SimpleContext())
     peaks = []
     ts = 0
-    for chunk in range(20):
+    for _ in range(20):
         batch = []
         for i in range(2000):
             ts += 7
@@ -155,6 +155,18 @@ def test_explain_shows_the_plan_after_the_passes():
     assert "window: tumbling size=10000ms" in text
     assert "agg[0] = avg((s.t * 2))  -- O(1) state" in text
     assert "fields used: s: id, t, ts; d: floor, id, room" in text
+
+
+@pytest.mark.parametrize("window,shown", [
+    ("HOPPINGWINDOW(ms, 10, 20)", "window: hopping size=10ms hop=20ms (gaps: a record in [j*20 + 10, (j+1)*20) "
+                                  "is in no window)"),
+    ("HOP(ts, '20ms', '10ms')", "window: hopping size=10ms hop=20ms (gaps"),
+    ("HOPPINGWINDOW(ms, 20, 10)", "window: hopping size=20ms hop=10ms\n"),
+    ("HOPPINGWINDOW(ms, 20, 20)", "window: hopping size=20ms hop=20ms\n"),
+])
+def test_explain_says_where_a_hopping_window_leaves_gaps(window, shown):
+    """A hop longer than the window is accepted, as in Flink: the plan says which records no window takes."""
+    assert shown in SqlProcessor(f"EXPLAIN SELECT count(*) AS n FROM s GROUP BY {window}", SimpleContext()).explain()
 
 
 @pytest.mark.parametrize("predicate,shown", [

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor
@@ -28,7 +27,8 @@ def test_in_order_matches_the_rule(rows, mx_to):
     mx, to = mx_to
     rows = sorted(rows, key=lambda r: r[0])
     got, _ = _run(rows, mx, to)
-    open_, done, order = {}, [], 0
+    open_: dict = {}
+    done, order = [], 0
     for ts, g in rows:
         s = open_.get(g)
         if s is not None and ts - s[1] < to and ts - s[0] < mx:
