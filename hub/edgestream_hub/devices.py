@@ -419,6 +419,8 @@ class DeviceRegistry:
                 if d is None:
                     log.error("device registry %s: ignoring the unreadable entry of %r", path, dev)
                     continue
+                if not (d.status_seen and d.link == "mqtt"):
+                    d.online = False  # online again with its first message (its retained status, over MQTT)
                 if len(self.devices) < self.max_devices:
                     self.devices[dev] = d
         return len(self.devices)

@@ -141,6 +141,7 @@ class DeviceService:
                 if self.link is not None and self.link.connected.is_set() != link_up:
                     link_up = not link_up
                     if link_up:  # (re)connected: whatever could not go out while it was down goes now
+                        self._ha_done.clear()  # a broker without persistence lost the retained entries
                         self._reconcile_all()
                         if period:
                             self.sync_time()

@@ -210,6 +210,7 @@ def test_saved_atomically_and_restored(tmp_path):
     again = DeviceRegistry(100, {"board": "serial"}, clock=clock)
     assert again.load(path) == 1
     d = dev(again, "d1")
+    assert d.online is False  # a serial device is online again when it is heard again
     assert (d.boot, d.gaps, d.missing, d.heap_free, d.config_desired, d.boot_base, d.checks) == \
         (3, 1, 1, 4000, 2, 0, [[4, int(clock.t * 1000) + 30_000, 3]])
     assert registry_path("state", str(tmp_path)) == tmp_path / "state" / "devices.json"

@@ -215,3 +215,18 @@ devices: {desired_dir: desired}
     assert str(e.value).endswith(f"devices.desired_dir: line 5: {folder}/d2.json: watchdog_ms: must be >= 0")
     (folder / "d2.json").unlink()
     assert hub.config(text).devices["desired_dir"] == "desired"
+
+
+def test_after_a_restart_a_pending_serial_device_gets_its_config_when_heard(tmp_path):
+    svc, port, device = service(tmp_path, desired={"d1": {**AGENT, "version": 2}})
+    port.up = False  # the port is not open yet: nothing goes out
+    device(encode_metrics("d1", 1, {"config_version": 1}))
+    assert wait_for(lambda: svc.registry.get("d1") is not None and svc.registry.get("d1").online, 5)
+    svc.stop()  # saved: pending, online
+    svc, port, device = service(tmp_path)
+    try:
+        assert dev(svc, "d1").online is False and dev(svc, "d1").config_state == "pending"
+        device(encode_metrics("d1", 1, {"config_version": 1}))
+        assert wait_for(lambda: len(port.kinds("config")) == 1, 5)
+    finally:
+        svc.stop()
