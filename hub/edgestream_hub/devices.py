@@ -56,8 +56,7 @@ log = logging.getLogger("edgestream.hub.devices")
 #: What ``edgestream devices list --json`` prints for each device, in order (docs/hub.md names each).
 PUBLIC_KEYS = ("device", "online", "last_seen", "link", "boot", "reboots", "agent_version", "firmware", "platform",
                "config_desired", "config_reported", "config_state", "last_nack", "last_nack_version", "last_nack_at",
-               "heap_free",
-               "loop_lag_ms", "link_failures", "results_sent", "results_dropped", "results_resent",
+               "heap_free", "loop_lag_ms", "link_failures", "results_sent", "results_dropped", "results_resent",
                "results_received", "gaps", "duplicates", "missing", "clock_source", "uptime_ms")
 
 FORMAT = 1  # of the registry file
