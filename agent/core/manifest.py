@@ -12,7 +12,7 @@ package(
         "__init__.py", "agent.py", "aggregate.py", "aio.py", "clock.py", "config.py", "fixed.py",
         "health.py", "link.py", "main.py", "ntp.py", "offline_buffer.py", "pipeline.py",
         "reconfig.py", "remote_config.py", "replay.py", "ring_window.py", "scheduler.py",
-        "spill.py", "tumbling_window.py", "wifi.py", "wire.py", "wire_in.py",
+        "spill.py", "timebase.py", "tumbling_window.py", "wifi.py", "wire_in.py", "wire_out.py",
         "filters/__init__.py", "filters/calibrate.py", "filters/clamp.py", "filters/delta.py",
         "filters/ema.py", "filters/heartbeat.py", "filters/median.py", "filters/range.py",
         "filters/round.py", "filters/throttle.py",

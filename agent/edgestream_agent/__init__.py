@@ -75,3 +75,15 @@ def unload(*names):
             except (AttributeError, TypeError):
                 pass
     gc.collect()
+
+
+def no_heap(what):
+    # The reason of a nack for a MemoryError: "memory: not enough heap to
+    # <what> (<n> bytes free)", the free heap measured after the failed
+    # attempt's garbage is collected (MicroPython; CPython has no such cap).
+    import gc
+    gc.collect()
+    try:
+        return "memory: not enough heap to %s (%d bytes free)" % (what, gc.mem_free())
+    except AttributeError:
+        return "memory: not enough heap to " + what

@@ -43,6 +43,7 @@ class Agent:
         self.scheduler = None
         self.tasks = {}
         self.discarded = 0  # window results dropped by apply() (open windows of changed sensors)
+        self.samples_gone = 0  # samples of pipelines apply() replaced or removed (samples stays monotonic)
         # The config itself is not kept (see pipeline.py: each sensor keeps a
         # digest). With validated=True the caller's config is consumed: each
         # entry of its "sensors" list is released (None) once its pipeline is
@@ -58,13 +59,18 @@ class Agent:
         # are reused with their window state. Builds everything before it
         # returns, so a failure leaves the running agent untouched.
         # keep=None: a first build that releases each sensors[i] once built.
+        # MemoryError says which sensor did not fit: "sensors[2] (x)".
         from edgestream_agent.pipeline import digest
         out = {}
         for i in range(len(sensors)):
             s = sensors[i]
             old = keep.get(s["name"]) if keep is not None else None
             if old is None or old.digest != digest(s):
-                old = Pipeline(s, self._result, self.elastic)
+                try:
+                    old = Pipeline(s, self._result, self.elastic)
+                except MemoryError:
+                    out = old = None  # (what was built so far is garbage now)
+                    raise MemoryError("sensors[%d] (%s)" % (i, s["name"]))
             out[s["name"]] = old
             if keep is None:
                 s = sensors[i] = None
@@ -74,7 +80,8 @@ class Agent:
 
     @property
     def samples(self):
-        n = 0
+        # samples taken since start, by every pipeline this agent ran
+        n = self.samples_gone
         for p in self.sensors:
             n += p.samples
         return n

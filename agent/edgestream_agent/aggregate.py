@@ -19,11 +19,7 @@
 import math
 from edgestream_agent.fixed import ldiv
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from edgestream_agent.timebase import const
 
 _SQ_BITS = const(28)
 _SQ_MASK = const(0xFFFFFFF)

@@ -9,30 +9,17 @@
 #     trip), loaded only when transport.ntp is configured,
 #   - a time reference from the hub: the shared wire message kind "time"
 #     ({"v":1,"kind":"time","epoch_ms":N}, "dev" optional; encoder.encode_time)
-#     on <prefix>/<dev>/time or as a serial frame, read by wire_in.read:
+#     on <prefix>/<dev>/time or as a serial frame, read by wire_in.read and
+#     checked by wire_in.time_reference (the link calls it):
 #     accurate to the hub's delivery latency (ms on a LAN).
-# Which timestamp the hub should trust: values >= EPOCH_MIN (year 2000) are
+# Which timestamp the hub should trust: values >= EPOCH_MIN (timebase.py) are
 # epoch ms (the clock was synced); smaller values are ms since the agent's
 # boot, which only order the results of one boot id - for those the hub
 # should stamp its own receive time. The health message says which source
 # set the clock (clock_source) and how long ago (clock_age_ms).
 
-try:
-    from time import ticks_ms, ticks_diff, ticks_add
-except ImportError:  # CPython
-    import time
-    _T0 = time.monotonic()
+from edgestream_agent.timebase import ticks_diff, ticks_ms
 
-    def ticks_ms():
-        return int((time.monotonic() - _T0) * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b
-
-EPOCH_MIN = 946684800000          # 2000-01-01 in epoch ms: below it, ticks
 SOURCES = ("none", "ntp", "hub")
 
 
@@ -97,13 +84,3 @@ class Clock:
         # Drive NTP (if configured); call from a scheduler task.
         if self.ntp is not None:
             self.ntp.poll()
-
-    # -- hub reference ------------------------------------------------------
-    def hub_message(self, payload, dev=None):
-        # A wire "time" message (bytes, or the dict wire_in.read made of it) ->
-        # True when applied. Raises ValueError whose text starts with the
-        # field: "epoch_ms: ...". dev: this device's id; a message naming
-        # another device is refused. (The code is in wire_in.py, loaded for
-        # a message from the hub.)
-        from edgestream_agent.wire_in import time_reference
-        return time_reference(self, payload, dev)

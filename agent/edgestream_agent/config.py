@@ -57,7 +57,7 @@ pin pin=pin mode=level|count=level pull=none|up|down=none edge=rising|falling|bo
 i2c bus=u=0 scl=pin= sda=pin= freq=p=400000 addr=u reg=u nbytes=1|2=2 signed=b=false byteorder=big|little=big scale=n=1 offset=n=0
 internal_temp
 transport type=mqtt|serial|none prefix=s=edgestream poll_ms=p=10 health_ms=u=10000 buffer_bytes=p=4096 max_message=p=1024 spill_path=s= spill_bytes=u=0 mqtt=@mqtt= serial=@serial= wifi=@wifi= ntp=@ntp=
-mqtt host=s port=port=0 client_id=s= user=s= password=s= tls=b=false keepalive_s=u=30 qos=0|1=1 backoff_min_ms=p=500 backoff_max_ms=p=30000 connect_timeout_ms=p=5000 max_inflight=p=8 rx_bytes=p=2048 tx_bytes=p=2048
+mqtt host=s port=port=0 client_id=s= user=s= password=s= tls=b=false ca_file=s= tls_verify=b=true server_hostname=s= keepalive_s=u=30 qos=0|1=1 backoff_min_ms=p=250 backoff_max_ms=p=3000 connect_timeout_ms=p=5000 max_inflight=p=8 rx_bytes=p=2048 tx_bytes=p=2048
 serial port=s=stdio uart=u=0 baud=p=115200 tx=pin= rx=pin=
 wifi ssid=s password=s= retry_ms=p=10000
 ntp host=s=pool.ntp.org port=port=123 every_ms=p=3600000 timeout_ms=p=2000
@@ -117,7 +117,9 @@ not valid JSON: %s
 %s.filters[%d]
 %s.windows[%d]
 w%d
-%s[%d]"""
+%s[%d]
+required when tls is true: the CA certificate (PEM or DER file on the board) that signed the broker's; or tls_verify: false to skip the check (then anyone on the network path can pose as the broker and read the password)
+needs tls: true"""
 
 
 def _nth(text, n):
@@ -399,6 +401,10 @@ def validate_transport(v, path="transport"):
             _fail(mp + "." + "backoff_max_ms", 35)
         if m["password"] is not None and m["user"] is None:
             _fail(mp + "." + "password", 36)
+        if m["tls"] and m["tls_verify"] and m["ca_file"] is None:
+            _fail(mp + "." + "ca_file", 52)
+        if not m["tls"] and m["ca_file"] is not None:
+            _fail(mp + "." + "ca_file", 53)
         if m["max_inflight"] > 64:
             _fail(mp + "." + "max_inflight", 19, 64)
         for k in ("rx_bytes", "tx_bytes"):
@@ -435,6 +441,8 @@ def validate(cfg):
     out = {"device": _name(dev, "device" if "device_id" not in cfg else "device_id")}
     for k in ("version", "watchdog_ms"):
         out[k] = _value("u", cfg.get(k, 0), k)
+    if out["version"] > 2147483647:  # (a remote config's version is 1..2**31-1)
+        _fail("version", 19, 2147483647)
     t = cfg.get("transport")
     out["transport"] = None if t is None else validate_transport(t)  # None: results stay on the board
     sl = cfg.get("sensors")

@@ -1,5 +1,5 @@
 # Device health: the agent's own metrics, published periodically as a wire
-# "metrics" message (wire.message) on <prefix>/<device>/metrics.
+# "metrics" message (wire_out.message, written by the link) on <prefix>/<device>/metrics.
 #
 # Metric names (all numbers unless noted; the agent README lists them):
 #   heap_free, heap_used      bytes (gc.mem_free / gc.mem_alloc)
@@ -15,6 +15,9 @@
 #   link_failures             failed connection attempts and dropped links
 #   link_up                   1 when the transport is up
 #   rx_refused                incoming messages refused (malformed, oversize)
+#   configs_applied           remote configs applied
+#   configs_refused           remote configs nacked
+#   time_syncs                time references from the hub applied
 #   frame_errors              serial lines refused (garbage, CRC, cut)
 #   uptime_ms                 ms since the agent started
 #   config_version            version of the running config
@@ -27,10 +30,8 @@
 import gc
 import sys
 
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:  # CPython
-    from edgestream_agent.clock import ticks_ms, ticks_diff
+from edgestream_agent import VERSION
+from edgestream_agent.timebase import ticks_diff, ticks_ms
 
 
 def _mpy_version():
@@ -39,45 +40,33 @@ def _mpy_version():
     return "%s-%d.%d.%d" % ("mpy" if impl.name == "micropython" else impl.name, v[0], v[1], v[2])
 
 
-class Health:
-    def __init__(self, dev, boot, started_ms=None):
-        self.dev = dev
-        self.boot = boot
-        self.started = ticks_ms() if started_ms is None else started_ms
-        self.fw = "0.1.0"
-        self.mpy = _mpy_version()
-        self.sent = 0   # health messages published
-
-    def collect(self, scheduler=None, agent=None, link=None, clock=None, config_version=0):
-        # -> dict of metric name -> value. Every source is optional.
-        m = {}
-        try:
-            gc.collect()  # live heap, not garbage (a few ms, once per period)
-            m["heap_free"] = gc.mem_free()
-            m["heap_used"] = gc.mem_alloc()
-        except AttributeError:  # CPython
-            m["heap_free"] = -1
-            m["heap_used"] = -1
-        if scheduler is not None:
-            m["lag_max_ms"] = getattr(scheduler, "lag_max_ms", 0)
-            m["lag_mean_ms"] = getattr(scheduler, "lag_mean_ms", 0)
-            m["loop_errors"] = getattr(scheduler, "errors", 0)
-        if agent is not None:
-            m["samples"] = getattr(agent, "samples", 0)
-            m["results"] = getattr(agent, "results", 0)
-        if link is not None:
-            link.metrics(m)
-        if clock is not None:
-            m["clock_source"] = ("none", "ntp", "hub")[clock.source]
-            m["clock_age_ms"] = clock.age_ms()
-        m["uptime_ms"] = ticks_diff(ticks_ms(), self.started)
-        m["config_version"] = config_version
-        m["fw"] = self.fw
-        m["mpy"] = self.mpy
-        m["platform"] = sys.platform
-        return m
-
-    def encode(self, metrics):
-        from edgestream_agent.wire import message
-        self.sent += 1
-        return message("metrics", self.dev, self.boot, "metrics", metrics)
+def collect(started_ms, scheduler=None, agent=None, link=None, clock=None, config_version=0):
+    # -> dict of metric name -> value. Every source but the start is
+    # optional. Counters only grow within a boot (samples too, across a
+    # remote config: Agent.samples_gone).
+    m = {}
+    try:
+        gc.collect()  # live heap, not garbage (a few ms, once per period)
+        m["heap_free"] = gc.mem_free()
+        m["heap_used"] = gc.mem_alloc()
+    except AttributeError:  # CPython
+        m["heap_free"] = -1
+        m["heap_used"] = -1
+    if scheduler is not None:
+        m["lag_max_ms"] = scheduler.lag_max_ms
+        m["lag_mean_ms"] = scheduler.lag_mean_ms
+        m["loop_errors"] = scheduler.errors
+    if agent is not None:
+        m["samples"] = agent.samples
+        m["results"] = agent.results
+    if link is not None:
+        link.metrics(m)
+    if clock is not None:
+        m["clock_source"] = ("none", "ntp", "hub")[clock.source]
+        m["clock_age_ms"] = clock.age_ms()
+    m["uptime_ms"] = ticks_diff(ticks_ms(), started_ms)
+    m["config_version"] = config_version
+    m["fw"] = VERSION
+    m["mpy"] = _mpy_version()
+    m["platform"] = sys.platform
+    return m

@@ -5,11 +5,16 @@
 #   agent = Agent(cfg, on_result=link.result)
 #   link.attach(scheduler, agent)          # poll task + health task
 #
-# Every result gets the next per-boot sequence number, is encoded once (wire
-# "results" message, one result each) and pushed into the offline buffer;
-# poll() (a scheduler task every transport.poll_ms) drives the transport and
-# drains the buffer in order while the transport accepts messages. Nothing
-# here blocks: a broker that is down or slow only makes the buffer fill.
+# Every result gets the next per-boot sequence number and is encoded once,
+# as an item of the open "results" message (the encode buffer, max_message
+# bytes). Results that close together - in the same poll period, e.g. every
+# sensor's window at a boundary - share one message: poll() closes it once
+# it has been open for poll_ms (or when the next item does not fit, or at
+# 255 items) and pushes it into the offline buffer as one record. The hub's
+# cost is per message, and so is the board's. poll() (a scheduler task
+# every transport.poll_ms) then drives the transport and drains the buffer
+# in order while the transport accepts messages. Nothing here blocks: a
+# broker that is down or slow only makes the buffer fill.
 #
 # MQTT topics (the shared layout, edgestream_shared.topics; prefix transport.prefix):
 #   <prefix>/<dev>/results     results, QoS transport.mqtt.qos (default 1)
@@ -24,21 +29,26 @@
 #
 # Memory: only the transport in use is imported (mqtt_transport + mqtt, or
 # serial_link), WiFi and NTP code only when configured. Messages are written
-# and read by the agent's own small wire modules (wire.py; wire_in.py for
+# and read by the agent's own small wire modules (wire_out.py; wire_in.py for
 # messages from the hub), not the shared encoder/decoder. Messages from the
 # hub are rare: the code that handles them (wire_in, remote_config, the
 # validator, reconfig) is imported for each one and unloaded after it.
 
 from array import array
 
-from edgestream_agent import say, unload
-from edgestream_agent.clock import Clock, ticks_diff, ticks_ms
+import sys
+
+from edgestream_agent import no_heap, say, unload
+from edgestream_agent.clock import Clock
 from edgestream_agent.offline_buffer import OfflineBuffer
-from edgestream_agent.wire import message, results
+from edgestream_agent.timebase import ticks_diff, ticks_ms
+from edgestream_agent.wire_out import begin, item, message
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
-# modules only a config message needs
-_RX_MODULES = ("wire_in", "remote_config", "config", "reconfig")
+_ITEMS = 255  # results in one message, at most (an offline buffer record counts them in a byte)
+# modules only a message from the hub needs (and the packages that build
+# filter chains and sources, which a new config imports again)
+_RX_MODULES = ("wire_in", "remote_config", "config", "reconfig", "filters", "sources")
 
 
 class Link:
@@ -66,19 +76,20 @@ class Link:
             from edgestream_agent.serial_link import SerialTransport as tx
         else:
             tx = None
-        self._eb = bytearray(t["max_message"])  # one result message is encoded here
+        self._eb = bytearray(t["max_message"])  # the open results message is encoded here
         self._ebv = memoryview(self._eb)
+        self._bn = 0              # its length so far (0: no message open)
+        self._bk = 0              # its items
+        self._bt = 0              # ticks_ms when it was opened
         self.buf = OfflineBuffer(t["buffer_bytes"], t["spill_path"], t["spill_bytes"],
                                  max_record=t["max_message"])
         self.clock = clock or Clock(t["ntp"])
         self.seq = 0
         self.results = 0          # results handed to the link
-        self.too_large = 0        # results that did not fit max_message
         self.rx_refused = 0       # incoming messages refused
-        self.time_syncs = 0
-        self.cfg_accepted = 0     # remote configs applied
+        self.time_syncs = 0       # time references applied
+        self.cfg_applied = 0      # remote configs applied
         self.cfg_refused = 0      # remote configs nacked
-        self.cfg_error = None     # the last nack's reason
         self._ctrl = []           # [(kind, payload)] waiting for the link
         self._inbox = []          # [(payload, kind)] from the hub, handled by poll()
         # packet ids of results in flight, oldest first (at most max_inflight)
@@ -87,7 +98,6 @@ class Link:
         self._n_rpids = 0
         self.scheduler = None
         self.agent = None
-        self.health_sent = 0      # health messages handed to the transport
         self._started = ticks_ms()
         self._err_t = None        # when the last task error was printed
         self._err_n = 0           # task errors not printed since
@@ -135,21 +145,43 @@ class Link:
 
     # -- results -----------------------------------------------------------------
     def result(self, sensor, window, start, end, names, values):
-        # Agent.on_result: encode with the next seq, buffer, try to send.
+        # Agent.on_result: the result, with the next seq, becomes an item of
+        # the open message (poll() pushes it into the buffer). A result that
+        # does not fit a message of its own is counted as dropped.
         seq = self.seq
         self.seq = seq + 1
         self.results += 1
         c = self.clock
-        n = results(self._eb, self._devb, self.boot, seq, sensor.encode(), window.encode(),
-                    c.epoch(start), c.epoch(end), names, values)
-        if not n:
-            self.too_large += 1
-            self.buf.dropped += 1
-            return
-        self.buf.push(self._ebv[:n], 1)
+        sensor = sensor.encode()
+        window = window.encode()
+        for _ in range(2):
+            if not self._bk:
+                self._bn = begin(self._eb, self._devb, self.boot)
+                self._bt = ticks_ms()
+            n = item(self._eb, self._bn, self._bk, seq, sensor, window, c.epoch(start), c.epoch(end),
+                     names, values)
+            if n:
+                self._bn = n
+                self._bk += 1
+                if self._bk >= _ITEMS:
+                    self._close()
+                return
+            if not self._bk:
+                break  # too large even alone
+            self._close()  # full: out it goes, the result opens the next one
+        self.buf.dropped += 1
+
+    def _close(self):
+        # the open message -> one offline buffer record
+        n = self._bn
+        self._eb[n:n + 2] = b"]}"
+        self.buf.push(self._ebv[:n + 2], self._bk)
+        self._bn = self._bk = 0
 
     def poll(self):
         tx = self.tx
+        if self._bk and ticks_diff(ticks_ms(), self._bt) >= self.poll_ms:
+            self._close()
         if self.wifi is not None:
             self.wifi.poll()
         self.clock.poll()
@@ -189,7 +221,7 @@ class Link:
         # True when nothing waits to be sent or confirmed (or there is no
         # transport to send it).
         b = self.buf
-        return self.tx is None or (not b.records and not self._n_rpids and not self._ctrl and
+        return self.tx is None or (not self._bk and not b.records and not self._n_rpids and not self._ctrl and
                                    (b._spill is None or not b._spill.records))
 
     def _puback(self, pid):
@@ -227,70 +259,75 @@ class Link:
         # One message from the hub. kind: "config" or "time" from the MQTT
         # topic; None over serial, where the message's own kind decides (a
         # payload that is no valid message at all is nacked as a config).
+        # Never raises, and leaves the heap as it found it: the code loaded
+        # for the message is unloaded after it, and what a refused config
+        # loaded (filter, window, source modules) too.
         if kind == "refused":
-            self._config_refused(payload)
+            self._config_refused(0, payload)
             return
+        # the version first, from the bytes (allocates nothing): a nack for
+        # any reason, memory included, carries it
+        version = 0 if kind == "time" else _version(payload)
+        before = None
+        ok = False
+        what = "read the message"
         try:
+            before = [k for k in sys.modules if k.startswith("edgestream_agent.")]
             from edgestream_agent.wire_in import read
             try:
                 m = read(payload, kind)
             except ValueError as e:  # ConfigError naming the field
                 self.rx_refused += 1
                 if kind != "time":
-                    self._config_refused(str(e))
+                    self._config_refused(version, str(e))
                 return
-            # the JSON text and the reader are not needed any more: their
-            # heap is free before the validator loads
+            # the JSON text and the reader are gone before the validator loads
             payload = read = None
-            if m["kind"] != "time":
-                unload("wire_in")
             if m["kind"] == "time":
                 self._time_message(m)
-            else:
-                self._config_message(m)
-        except MemoryError:
-            # no heap for the code that handles it: refuse, keep running
-            self.rx_refused += 1
-            if kind != "time":
-                self._config_refused("memory: not enough heap to read the message")
-        finally:
-            unload(*_RX_MODULES)
-
-    def _config_message(self, m):
-        try:
+                return
+            unload("wire_in")
+            what = "load the config code"
             from edgestream_agent.remote_config import RemoteConfig
             agent = self.agent
-            apply = (lambda c: agent.apply(c, True)) if agent is not None else None
             rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
-                              apply=apply)
+                              apply=(lambda c: agent.apply(c, True)) if agent is not None else None)
+            what = "validate the config"
             version, ok, err, ack = rc.handle(m)
+            rc = m = None
+            if ok:
+                say("config %d %s" % (version, "already running" if version == self.version else "applied"))
+                self.version = version
+                self.cfg_applied += 1
+                self._queue("ack", ack)
+            else:
+                say("config %d refused: %s" % (version, err))
+                self.rx_refused += 1
+                self.cfg_refused += 1
+                self._queue("ack", ack)
         except MemoryError:
-            # the heap could not hold the validator: refuse, keep running
-            rc = m = None  # (drop the half-built handler and with it its module)
+            # no heap for the code or the data: refuse, keep running
+            rc = m = None
             self.rx_refused += 1
-            self._config_refused("memory: not enough heap to validate a config")
-            return
-        if ok:
-            say("config %d %s" % (version, "already running" if version == self.version else "applied"))
-            self.version = version
-            self.cfg_accepted += 1
-        else:
-            say("config %d refused: %s" % (version, err))
-            self.rx_refused += 1
-            self.cfg_refused += 1
-            self.cfg_error = err
-        self._queue("ack", ack)
+            if kind != "time":
+                self._config_refused(version, no_heap(what))
+        finally:
+            unload(*_RX_MODULES)
+            if not ok and before is not None:
+                # a refused config may have loaded modules that nothing uses
+                unload(*[k for k in sys.modules if k.startswith("edgestream_agent.") and k not in before])
 
-    def _config_refused(self, reason):
-        # a config message that could not even be read (oversize): nack it
-        say("config refused: " + reason)
+    def _config_refused(self, version, reason):
+        # a config message refused before RemoteConfig could answer it
+        # (unreadable, oversize, no heap): nack it with its version when known
+        say("config %d refused: %s" % (version, reason))
         self.cfg_refused += 1
-        self.cfg_error = reason
-        self._queue("ack", message("ack", self.dev, self.boot, "version", 0, "ok", False, "error", reason))
+        self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", False, "error", reason))
 
     def _time_message(self, m):
+        from edgestream_agent.wire_in import time_reference
         try:
-            self.clock.hub_message(m, self.dev)
+            time_reference(self.clock, m, self.dev)
             self.time_syncs += 1
         except ValueError:
             self.rx_refused += 1
@@ -304,6 +341,9 @@ class Link:
         m["results_buffered"] = b.items + (b._spill.records if b._spill is not None else 0)
         m["results_resent"] = b.resent
         m["rx_refused"] = self.rx_refused
+        m["configs_applied"] = self.cfg_applied
+        m["configs_refused"] = self.cfg_refused
+        m["time_syncs"] = self.time_syncs
         m["link_up"] = 1 if self.tx is not None and self.tx.up() else 0
         if self.tx is not None:
             self.tx.stats(m)
@@ -311,22 +351,67 @@ class Link:
     def collect(self):
         # -> the health metrics dict. health.py is imported for this and
         # unloaded again: it is needed once per health_ms.
-        from edgestream_agent.health import Health
+        from edgestream_agent.health import collect
         try:
-            return Health(self.dev, self.boot, self._started).collect(
-                self.scheduler, self.agent, self, self.clock, self.version)
+            return collect(self._started, self.scheduler, self.agent, self, self.clock, self.version)
         finally:
-            del Health
+            del collect
             unload("health")
 
     def send_health(self):
         if self.tx is None or not self.tx.up():
             return False
-        ok = self.tx.control("metrics", message("metrics", self.dev, self.boot, "metrics", self.collect()))
-        if ok:
-            self.health_sent += 1
-        return ok
+        return self.tx.control("metrics", message("metrics", self.dev, self.boot, "metrics", self.collect()))
 
     def close(self):
         if self.tx is not None:
             self.tx.close()
+
+
+def _version(p):
+    # The "version" of a config message, read from its JSON bytes before
+    # anything that can run out of heap (nothing here allocates, for versions
+    # below 2**30): the key at the top level (not config.version), in
+    # 1..2**31-1 -> int, else 0.
+    try:
+        n = len(p)
+    except TypeError:
+        return 0
+    key = b'"version"'
+    d = 0
+    s = False
+    i = 0
+    while i < n:
+        c = p[i]
+        if s:
+            if c == 92:  # backslash: skip the escaped byte
+                i += 1
+            elif c == 34:
+                s = False
+        elif c == 34:
+            s = True
+            if d == 1:
+                j = 0
+                while j < 9 and i + j < n and p[i + j] == key[j]:
+                    j += 1
+                if j == 9:
+                    i += 8  # on the closing quote
+                    s = False
+                    k = i + 1
+                    while k < n and (p[k] == 32 or 9 <= p[k] <= 13):
+                        k += 1
+                    if k < n and p[k] == 58:  # a key (not a value that reads "version")
+                        k += 1
+                        while k < n and (p[k] == 32 or 9 <= p[k] <= 13):
+                            k += 1
+                        v = 0
+                        while k < n and 48 <= p[k] <= 57 and v < 214748365:
+                            v = v * 10 + p[k] - 48
+                            k += 1
+                        return v if 0 < v < 2147483648 and (k >= n or not 48 <= p[k] <= 57) else 0
+        elif c == 123 or c == 91:
+            d += 1
+        elif c == 125 or c == 93:
+            d -= 1
+        i += 1
+    return 0

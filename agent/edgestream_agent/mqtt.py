@@ -20,7 +20,9 @@
 #   tells the owner that everything unacked must be resent (with dup=True)
 #   after the next on_connect(). The agent's offline buffer is that store, so
 #   no payload is ever held twice.
-# - Reconnecting is built in: capped exponential backoff with jitter.
+# - Reconnecting is built in: after a failure it waits between b/2 and b
+#   (random), b doubling from backoff_min_ms up to backoff_max_ms and back
+#   to the minimum after a CONNACK; so never longer than backoff_max_ms.
 # - Subscriptions are remembered and sent again after every CONNACK (the
 #   session is clean, so the broker forgets them).
 # - Incoming packets larger than rx_size are skipped without buffering them;
@@ -35,13 +37,7 @@ import socket
 
 import select
 
-from edgestream_agent.scheduler import ticks_add, ticks_diff, ticks_ms
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from edgestream_agent.timebase import const, ticks_add, ticks_diff, ticks_ms
 
 try:
     from random import getrandbits
@@ -53,7 +49,7 @@ except ImportError:  # ports without random: the clock is jitter enough
 # module costs heap (bytecode, a function object, an interned string), so
 # this client is a few methods over one transmit and one receive buffer:
 # packets are written with _put (bytes) and _hdr (fixed header), parsed in
-# _parse, and the CPython fallbacks come from scheduler.py.
+# _parse, and the CPython fallbacks come from timebase.py.
 
 # states
 DOWN = const(0)
@@ -82,15 +78,15 @@ def _b(s):
 class MQTTClient:
     def __init__(self, client_id, server, port=0, user=None, password=None,
                  keepalive=30, ssl=None, ssl_params=None, tx_size=2048,
-                 rx_size=2048, max_inflight=8, backoff_min_ms=500,
-                 backoff_max_ms=30000, connect_timeout_ms=5000):
+                 rx_size=2048, max_inflight=8, backoff_min_ms=250,
+                 backoff_max_ms=3000, connect_timeout_ms=5000):
         self.client_id = _b(client_id)
         self.server = server
         self.port = port or (8883 if ssl else 1883)
         self.user = _b(user)
         self.pswd = _b(password)
         self.keepalive = keepalive          # seconds, 0 = no pings
-        self.ssl = ssl                      # an ssl.SSLContext, True, or None
+        self.ssl = ssl                      # an ssl.SSLContext, True (verifies nothing), or None
         self.ssl_params = ssl_params or {}
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
@@ -329,9 +325,11 @@ class MQTTClient:
         self._tx_n = self._tx_off = self._rx_n = self._skip = self._n_inflight = 0
         self.state = DOWN
         if retry:
-            # exponential backoff, capped, with up to 50 % jitter either way
+            # wait b/2..b (random: agents that lost the same broker do not
+            # all come back at once), then double b up to the cap
             b = self._backoff
-            self._next_try = ticks_add(ticks_ms(), b // 2 + getrandbits(16) * b // 65536)
+            h = b >> 1
+            self._next_try = ticks_add(ticks_ms(), h + ((getrandbits(10) * (b - h)) >> 10))
             self._backoff = min(b * 2, self.backoff_max_ms)
         if was_up and self.on_disconnect:
             self.on_disconnect()

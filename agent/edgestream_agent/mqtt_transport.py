@@ -13,8 +13,8 @@
 
 from edgestream_agent import say
 from edgestream_agent.mqtt import MQTTClient, MQTTException
-from edgestream_agent.scheduler import ticks_diff, ticks_ms
-from edgestream_agent.wire import message
+from edgestream_agent.timebase import ticks_diff, ticks_ms
+from edgestream_agent.wire_out import message
 
 # Why a link went down, for the console line: "e<errno> text" for socket
 # errors, "c<rc> text" for a CONNACK refusal (one string: one heap object).
@@ -45,9 +45,22 @@ class MqttTransport:
         self.qos = m["qos"]
         self.base = base
         self._link = link
+        ctx = None
+        if m["tls"]:
+            # the CA is read now: a missing or bad file stops the start, as
+            # an invalid config does (nothing is sent unverified meanwhile)
+            from edgestream_agent import ConfigError
+            from edgestream_agent.mqtt_tls import context
+            ca = m["ca_file"]
+            if ca and ca[0] != "/" and link._path:
+                ca = link._path[:link._path.rfind("/") + 1] + ca  # beside agent.json
+            try:
+                ctx = context(ca, m["tls_verify"])
+            except (OSError, ValueError) as e:
+                raise ConfigError("transport.mqtt.ca_file", "cannot use %r: %s" % (ca, e))
         c = MQTTClient(m["client_id"] or dev, m["host"], m["port"], user=m["user"],
                        password=m["password"], keepalive=m["keepalive_s"],
-                       ssl=True if m["tls"] else None, tx_size=m["tx_bytes"],
+                       ssl=ctx, ssl_params={"server_hostname": m["server_hostname"]}, tx_size=m["tx_bytes"],
                        rx_size=m["rx_bytes"], max_inflight=m["max_inflight"],
                        backoff_min_ms=m["backoff_min_ms"], backoff_max_ms=m["backoff_max_ms"],
                        connect_timeout_ms=m["connect_timeout_ms"])

@@ -8,7 +8,7 @@
 import socket
 import struct
 
-from edgestream_agent.clock import ticks_add, ticks_diff, ticks_ms
+from edgestream_agent.timebase import ticks_add, ticks_diff, ticks_ms
 
 _NTP_DELTA = 2208988800           # seconds from 1900 (NTP) to 1970 (Unix)
 _EAGAIN = (11, 115, 119)

@@ -30,11 +30,7 @@
 # is deleted and its unsent results are counted in `dropped`. Spilled data
 # does not survive a reboot: the files are cleared when the buffer starts.
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from edgestream_agent.timebase import const
 
 _HDR = const(4)
 _WRAP = const(0xFFFF)

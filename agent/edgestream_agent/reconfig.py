@@ -42,6 +42,7 @@ def apply(self, config, validated=False):
         for w in old.windows:
             if w.pending():
                 self.discarded += 1
+        self.samples_gone += old.samples
         old.deinit()
         task = self.tasks.pop(n, None)
         if task is not None:

@@ -1,37 +1,40 @@
 # Remote config: a new agent.json pushed by the hub, applied without a reboot.
 #
 # The hub publishes a wire "config" message (retained) on
-# <prefix>/<device>/config, or sends it as a serial frame. handle(payload):
-#   1. reads it strictly (wire_in.read, as strict as the shared decoder's
-#      decode_config; the Link may hand over the dict it already read); a
-#      payload that is not a config message is refused with its reason,
-#   2. checks it is for this device and newer than the running version
-#      (the same version again - the retained copy after a reconnect - is
-#      acknowledged without applying anything),
-#   3. validates the whole config (config.validate, the transport included)
+# <prefix>/<device>/config, or sends it as a serial frame. The link reads it
+# (wire_in.read: as strict as the shared decoder; the version must be in
+# 1..2**31-1) and hands the dict to handle(m), which:
+#   1. checks it is for this device and newer than the running version:
+#      the same version again (the retained copy after a reconnect) is
+#      acknowledged without applying anything; an older one is refused,
+#      unless the message says "force": true (the way back from a version
+#      set too high: docs/wire.md),
+#   2. validates the whole config (config.validate, the transport included)
 #      and unloads the validator again,
-#   4. hands the normalised config to apply(cfg) (Agent.apply(cfg,
+#   3. hands the normalised config to apply(cfg) (Agent.apply(cfg,
 #      validated=True) rebuilds only the sensors and windows whose config
 #      changed),
-#   5. persists it to agent.json (written to agent.json.tmp, then renamed,
+#   4. persists it to agent.json (written to agent.json.tmp, then renamed,
 #      so a power cut leaves the old file or the new one, never half of one),
-#   6. returns the ack: {"kind":"ack","version":N,"ok":true} or a nack with
+#   5. returns the ack: {"kind":"ack","version":N,"ok":true} or a nack with
 #      "ok":false and "error" naming the field ("sensors[0].windows[0].size_ms:
-#      must be > 0"). An invalid config never replaces the running one.
+#      must be > 0"), or, when the heap is too small, the step
+#      ("memory: not enough heap to build sensors[2] (x) (31024 bytes free)").
+#      An invalid config never replaces the running one.
 # Changes to the `transport` section are persisted and take effect at the
 # next start (the link that carries the ack is not torn down under it).
 #
 # Memory: the Link imports this module (and with it the validator) for each
-# config message and unloads them after it, so a RemoteConfig lives for one
-# message; the Link keeps the counters. The message's JSON text is dropped
-# once it is parsed, and the raw config once it is validated.
+# config message and unloads them after it, with whatever a refused config
+# loaded, so a RemoteConfig lives for one message. The raw config is
+# dropped once it is validated (kept as JSON text for the file).
 
 import json
 import os
 import sys
 
-from edgestream_agent import unload
-from edgestream_agent.wire import message
+from edgestream_agent import no_heap, unload
+from edgestream_agent.wire_out import message
 
 
 class RemoteConfig:
@@ -42,30 +45,20 @@ class RemoteConfig:
         self.path = path
         self._validate = validate   # raw dict -> normalised dict (raises ValueError); default config.validate
         self._apply = apply         # normalised config dict -> None (Agent.apply(c, validated=True))
-        self.accepted = 0
-        self.refused = 0
-        self.last_error = None
 
-    def handle(self, payload):
-        # -> (version, ok, error, ack payload bytes). Never raises for bad input.
-        version = 0
+    def handle(self, m):
+        # m: a config message as wire_in.read returns it -> (version, ok,
+        # error, ack payload bytes). Never raises for bad input or a heap
+        # too small for the config.
+        version = m["version"]
         try:
-            if isinstance(payload, dict):
-                m = payload
-            else:
-                from edgestream_agent.wire_in import read
-                try:
-                    m = read(payload, "config")
-                except ValueError as e:  # ConfigError: "<field>: <reason>"
-                    raise _Nack(str(e))
-            payload = None
-            version = m["version"]
             if m["dev"] != self.dev:
                 raise _Nack("dev: config for %r sent to %r" % (m["dev"], self.dev))
             if version == self.version:
                 return self._ack(version, True, None)
-            if version < self.version:
-                raise _Nack("version: %d is older than the running version %d" % (version, self.version))
+            if version < self.version and not m.get("force"):
+                raise _Nack("version: %d is older than the running version %d (send it with \"force\": true "
+                            "to go back)" % (version, self.version))
             cfg = m["config"]
             if "version" in cfg and cfg["version"] != version:
                 raise _Nack("config.version: %r does not match the message version %d"
@@ -76,6 +69,7 @@ class RemoteConfig:
             dev = cfg.get("device", cfg.get("device_id"))
             if dev != self.dev:
                 raise _Nack("device: the device id cannot change remotely (%r -> %r)" % (self.dev, dev))
+            m = None
             loaded = "edgestream_agent.config" in sys.modules
             try:
                 if self._validate is None:
@@ -86,6 +80,9 @@ class RemoteConfig:
                     ncfg = self._validate(cfg)
             except ValueError as e:  # ConfigError: message starts with the path
                 raise _Nack(str(e))
+            except MemoryError:
+                cfg = None
+                raise _Nack(no_heap("validate the config"))
             # The validator's code leaves the heap before the new sensors are
             # built (it is loaded again for the next config message), unless
             # it was loaded before this message came.
@@ -94,22 +91,21 @@ class RemoteConfig:
             # the raw config is kept as its JSON text for the file (smaller
             # than the dict) while the new sensors are built
             text = json.dumps(cfg) if self.path else None
-            cfg = m = None
+            cfg = None
             try:
                 if self._apply:
                     self._apply(ncfg)  # the normalised config (Agent.apply(c, validated=True))
-            except MemoryError:
-                raise _Nack("memory: not enough heap to apply the config")
+            except MemoryError as e:
+                # Agent._build names the sensor it was building
+                ncfg = text = None
+                raise _Nack(no_heap("build " + e.args[0] if e.args and isinstance(e.args[0], str)
+                                    else "apply the config"))
             except Exception as e:  # the running config stays in place
                 raise _Nack("apply: %s: %s" % (e.__class__.__name__, e))
             ncfg = None
             self.version = version
-            err = self._persist(text)
-            self.accepted += 1
-            return self._ack(version, True, err)
+            return self._ack(version, True, self._persist(text))
         except _Nack as e:
-            self.refused += 1
-            self.last_error = e.reason
             return self._ack(version, False, e.reason)
 
     def _ack(self, version, ok, error):

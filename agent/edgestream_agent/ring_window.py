@@ -27,11 +27,7 @@
 from array import array
 from edgestream_agent.aggregate import Aggregate
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from edgestream_agent.timebase import const
 
 _I32 = const(0x7FFFFFFF)
 # |d| above this from the window's reference: rebase the sums at the next

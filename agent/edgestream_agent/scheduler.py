@@ -21,17 +21,7 @@
 
 import time
 
-try:
-    from time import ticks_add, ticks_diff, ticks_ms
-except ImportError:  # CPython: plain integers, no wrap-around
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_add(t, d):
-        return t + d
-
-    def ticks_diff(a, b):
-        return a - b
+from edgestream_agent.timebase import ticks_add, ticks_diff, ticks_ms
 
 
 class Task:

@@ -2,10 +2,7 @@
 # transport.wifi is configured). connect() returns at once; poll() checks
 # isconnected() and calls connect() again every retry_ms while it is not.
 
-try:
-    from time import ticks_ms, ticks_diff, ticks_add
-except ImportError:  # CPython
-    from edgestream_agent.clock import ticks_ms, ticks_diff, ticks_add
+from edgestream_agent.timebase import ticks_add, ticks_diff, ticks_ms
 
 
 class Wifi:

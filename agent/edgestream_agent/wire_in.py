@@ -2,15 +2,16 @@
 # (edgestream_shared.decoder.decode / decode_config, for the two kinds the
 # agent receives: config and time). Imported for a message and unloaded
 # once it is read (Link._rx), before the validator loads; the agent writes
-# its messages with wire.py. The error texts are lines of one string (_M):
+# its messages with wire_out.py. The error texts are lines of one string (_M):
 # each string constant would be a heap object of its own (see config.py).
 
 import json
 
 from edgestream_agent import ConfigError
-from edgestream_agent.clock import EPOCH_MIN
+from edgestream_agent.timebase import EPOCH_MIN
 
 MAX_PAYLOAD = 65536
+MAX_VERSION = 2147483647  # config versions: 1..2**31-1 (a long int on a board: compared once per message)
 _OTHER = ("results", "readings", "status", "metrics", "ack")
 _M = """expected an integer >= 0
 expected bytes
@@ -27,7 +28,9 @@ expected 1..64 characters
 %r has a character outside [A-Za-z0-9_.-]
 expected an object
 time for %r sent to %r
-expected an integer >= %d (epoch ms, after 2000)"""
+expected an integer >= %d (epoch ms, after 2000)
+expected an integer in 1..%d
+expected true or false"""
 
 
 def _fail(path, n, *args):
@@ -68,8 +71,10 @@ def read(data, kind=None):
     k = m.get("kind")
     if k == "config":
         need = ("v", "kind", "dev", "version", "config")
+        opt = "force"
     elif k == "time":
         need = ("v", "kind", "epoch_ms")
+        opt = "dev"
     elif k in _OTHER:
         _fail("kind", 7, kind or "config", k)
     else:
@@ -78,7 +83,7 @@ def read(data, kind=None):
         if x not in m:
             _fail("message", 9, x)
     for x in m:
-        if x not in need and not (x == "dev" and k == "time"):
+        if x not in need and x != opt:
             _fail("message", 10, x)
     if "dev" in m:
         d = m["dev"]
@@ -87,25 +92,29 @@ def read(data, kind=None):
         for c in d:
             if not (c.isalpha() or c.isdigit() or c in "_.-") or ord(c) > 127:
                 _fail("dev", 12, d)
-    for x in ("version", "epoch_ms"):
-        if x in m and (type(m[x]) is not int or m[x] < 0):
-            _fail(x, 0)
-    if k == "config" and type(m["config"]) is not dict:
-        _fail("config", 13)
+    if k == "time":
+        if type(m["epoch_ms"]) is not int or m["epoch_ms"] < 0:
+            _fail("epoch_ms", 0)
+    else:
+        v = m["version"]
+        if type(v) is not int or not 0 < v <= MAX_VERSION:
+            _fail("version", 16, MAX_VERSION)
+        if "force" in m and type(m["force"]) is not bool:
+            _fail("force", 17)
+        if type(m["config"]) is not dict:
+            _fail("config", 13)
     if kind is not None and k != kind:
         _fail("kind", 7, kind, k)
     return m
 
 
-def time_reference(clock, payload, dev=None):
-    # Clock.hub_message: a time message (bytes or read()'s dict) sets clock.
-    m = payload if isinstance(payload, dict) else read(payload, "time")
-    if m["kind"] != "time":
-        _fail("kind", 7, "time", m["kind"])
-    if dev is not None and "dev" in m and m["dev"] != dev:
+def time_reference(clock, m, dev):
+    # A time message (read()'s dict) for device `dev` sets the clock (source
+    # "hub"); raises ConfigError naming the field when it is for another
+    # device or before EPOCH_MIN.
+    if "dev" in m and m["dev"] != dev:
         _fail("dev", 14, m["dev"], dev)
     e = m["epoch_ms"]
     if e < EPOCH_MIN:
         _fail("epoch_ms", 15, EPOCH_MIN)
     clock.set_reference(e, 2)
-    return True

@@ -20,6 +20,7 @@ from edgestream_shared.topics import check_id
 VERSION = 1
 MAX_PAYLOAD = 65536     # bytes; larger payloads are refused before parsing
 MAX_ITEMS = 1000        # items in one batch message
+MAX_VERSION = 2147483647  # config versions are 1..2**31-1 (an ack's is 0 when the message was unreadable)
 _INF = float("inf")
 _NAMES_MAX = 256        # names remembered as valid (cleared when full)
 _names = set()          # names that passed check_id
@@ -182,7 +183,8 @@ def _metrics(m):
 
 
 def _ack(m):
-    _int(m["version"], "version")
+    if _int(m["version"], "version") > MAX_VERSION:
+        _fail("version", "expected an integer in 0..%d" % MAX_VERSION)
     if type(m["ok"]) is not bool:
         _fail("ok", "expected true or false")
     if "error" in m:
@@ -190,7 +192,11 @@ def _ack(m):
 
 
 def _config(m):
-    _int(m["version"], "version")
+    v = m["version"]
+    if type(v) is not int or not 0 < v <= MAX_VERSION:
+        _fail("version", "expected an integer in 1..%d" % MAX_VERSION)
+    if "force" in m and type(m["force"]) is not bool:
+        _fail("force", "expected true or false")
     _dict(m["config"], "config")
 
 
@@ -205,7 +211,7 @@ _KINDS = {
     "status": (("dev", "boot", "state"), (), _status),
     "metrics": (("dev", "boot", "metrics"), (), _metrics),
     "ack": (("dev", "boot", "version", "ok"), ("error",), _ack),
-    "config": (("dev", "version", "config"), (), _config),
+    "config": (("dev", "version", "config"), ("force",), _config),
     "time": (("epoch_ms",), ("dev",), _time),  # hub -> agent time reference
 }
 

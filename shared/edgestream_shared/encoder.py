@@ -1,7 +1,7 @@
 # The protocol's reference encoder. The hub sends config and time with
 # encode_config / encode_time (edgestream_hub.sender). The agent->hub writers
 # (Encoder, encode_status, encode_metrics, encode_ack) are the reference the
-# agent's own small writer (edgestream_agent.wire) is tested against, and what
+# agent's own small writer (edgestream_agent.wire_out) is tested against, and what
 # tests and benchmarks generate agent traffic with; no production code sends
 # agent messages with them.
 #
@@ -218,10 +218,14 @@ def encode_ack(dev, boot, version, ok, error=None):
     return json.dumps(m).encode()
 
 
-def encode_config(dev, version, config):
-    # Hub -> agent: a whole agent config with its version number.
-    return json.dumps({"v": VERSION, "dev": check_id(dev), "kind": "config",
-                       "version": version, "config": config}).encode()
+def encode_config(dev, version, config, force=False):
+    # Hub -> agent: a whole agent config with its version number (1..2**31-1).
+    # force=True: applied even when the agent runs a higher version (the way
+    # back from a version set too high; docs/wire.md).
+    m = {"v": VERSION, "dev": check_id(dev), "kind": "config", "version": version, "config": config}
+    if force:
+        m["force"] = True
+    return json.dumps(m).encode()
 
 
 def encode_time(epoch_ms, dev=None):

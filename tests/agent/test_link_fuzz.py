@@ -19,8 +19,10 @@ from edgestream_agent.config import ConfigError
 from edgestream_agent.config import validate_transport as validate_link
 from edgestream_agent.config import validate as full_validate
 from edgestream_agent.mqtt import UP, MQTTClient
-from edgestream_agent.remote_config import RemoteConfig
-from edgestream_shared.decoder import decode
+from edgestream_agent.link import Link
+from edgestream_agent.wire_in import read, time_reference
+from edgestream_shared.decoder import decode, decode_config
+from edgestream_shared.errors import WireError
 from edgestream_shared.encoder import encode_config
 
 HOST_ONLY = True
@@ -34,11 +36,21 @@ json_values = st.recursive(
 
 
 def handle(payload):
-    rc = RemoteConfig("d1", 1, 1, None, validate=full_validate, apply=lambda c: None)
-    version, ok, err, ack = rc.handle(payload)
-    m = decode(ack)  # the ack itself is always a valid wire message
-    assert m["ok"] is ok and (ok or err)
-    return ok
+    # through the link, as a message from the hub: always exactly one ack, a
+    # valid wire message, carrying the message's version whenever the shared
+    # decoder can read one
+    lk = Link({"device": "d1", "version": 1, "transport": None}, 1, validate=full_validate)
+    lk._rx(payload, "config")
+    assert len(lk._ctrl) == 1
+    m = decode(lk._ctrl[0][1])
+    assert m["kind"] == "ack" and (m["ok"] or m["error"])
+    try:
+        version = decode_config(payload)["version"]
+    except WireError:
+        version = None
+    if version is not None:
+        assert m["version"] == version, (m, version)
+    return m["ok"]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -74,7 +86,7 @@ def test_any_transport_section_validates_or_names_the_path(value):
 def test_time_messages_apply_or_raise_value_error(data):
     c = Clock(now=lambda: 0)
     try:
-        c.hub_message(data)
+        time_reference(c, read(data, "time"), "d1")
     except ValueError:
         assert not c.synced()
 

@@ -9,9 +9,11 @@ the running agent for a moment (see the README, "Memory"). A paho subscriber
 plays the hub; ``seqcheck`` (tests/seqcheck.py) checks the sequence numbers.
 """
 
+import copy
 import json
 import time
 
+import pytest
 from linktools import MqttProxy, Subscriber, finish, start_micropython, wait_until
 
 from edgestream_shared.decoder import decode
@@ -35,10 +37,10 @@ def agent_config(port, window_ms=100, **transport):
             "transport": t}
 
 
-def start_agent(tmp_path, cfg, duration_ms, board=BOARD):
+def start_agent(tmp_path, cfg, duration_ms, board=BOARD, profile="mpy"):
     (tmp_path / "agent.json").write_text(json.dumps(cfg))
     (tmp_path / "run.py").write_text(RUN)
-    return start_micropython(tmp_path / "run.py", tmp_path / "agent.json", duration_ms, board=board, profile="mpy")
+    return start_micropython(tmp_path / "run.py", tmp_path / "agent.json", duration_ms, board=board, profile=profile)
 
 
 def stats(output):
@@ -47,6 +49,10 @@ def stats(output):
 
 def results(sub, topic="edgestream/dev1/results"):
     return [decode(p) for p in sub.on(topic)]
+
+
+def seqs(sub, topic="edgestream/dev1/results"):
+    return {it["seq"] for m in results(sub, topic) for it in m["items"]}
 
 
 def check(sub):
@@ -71,9 +77,8 @@ def test_outage_buffers_in_order_and_counts_what_it_dropped(tmp_path, mosquitto)
         mosquitto.start()
         out = finish(agent, 60)
         s = stats(out)
-        assert wait_until(lambda: len({m["items"][0]["seq"] for m in results(sub)}) + s["results_dropped"]
-                          + s["results_dropped_unacked"] >= s["results"], 15), \
-            (s, sorted({m["items"][0]["seq"] for m in results(sub)}))
+        assert wait_until(lambda: len(seqs(sub)) + s["results_dropped"]
+                          + s["results_dropped_unacked"] >= s["results"], 15), (s, sorted(seqs(sub)))
     finally:
         agent.kill()
         sub.close()
@@ -168,10 +173,121 @@ def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, mos
     # no reboot: one boot id, seqs continue; windows became 300 ms and stayed
     rep = check(sub)
     assert rep.missing == [] and len(set(m["boot"] for m in results(sub))) == 1
-    spans = [(m["items"][0]["end"] - m["items"][0]["start"]) for m in results(sub)]
+    spans = [(it["end"] - it["start"]) for m in results(sub) for it in m["items"]]
     assert spans[0] == 100 and spans[-2] == 300 and 300 in spans
     assert s["config_version"] == 2 and s["rx_refused"] == 4
     # the config messages came and went: the heap is free again (esp32 profile)
     assert s["heap_free"] >= 20000, s
     saved = json.loads((tmp_path / "agent.json").read_text())
     assert saved["version"] == 2 and saved["sensors"][0]["windows"][0]["size_ms"] == 300
+
+
+# The demo's agent (edgestream_tools.demo.AGENT): two sensors, four filters.
+def demo_config(port):
+    from edgestream_tools.demo import AGENT
+    cfg = copy.deepcopy(AGENT)
+    cfg["device"] = "dev1"
+    cfg["transport"] = {"type": "mqtt", "health_ms": 300, "poll_ms": 5,
+                        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5}}
+    return cfg
+
+
+@pytest.mark.parametrize("profile", ["frozen", "mpy"])
+def test_a_refused_remote_config_never_locks_the_agent_out(tmp_path, mosquitto, profile):
+    # The demo config on the esp32 heap: a config too big for the heap, an
+    # invalid one and a valid one, in a row. Each nack carries the message's
+    # version and its own reason; the heap the big one took is given back;
+    # the valid one is applied.
+    sub = Subscriber(mosquitto, ["edgestream/dev1/#"])
+    cfg = demo_config(mosquitto.port)
+    agent = start_agent(tmp_path, cfg, 9000, profile=profile)
+    acks = lambda: [decode(p) for p in sub.on("edgestream/dev1/config/ack")]  # noqa: E731
+    heap = lambda: [decode(p)["metrics"]["heap_free"] for p in sub.on("edgestream/dev1/metrics")]  # noqa: E731
+    try:
+        assert wait_until(lambda: len(heap()) >= 2, 15)
+        big = copy.deepcopy(cfg)
+        big["sensors"].append({"name": "x", "period_ms": 100, "filters": [{"delta": 0.1}, {"round": 1}],
+                               "windows": [{"name": "s", "size_ms": 60000, "every_ms": 1000,
+                                            "capacity": 20000}]})
+        _push_config(mosquitto, encode_config("dev1", 2, big))
+        assert wait_until(lambda: len(acks()) == 1, 10)
+        n = len(heap())
+        assert wait_until(lambda: len(heap()) >= n + 2, 10)
+        bad = copy.deepcopy(cfg)
+        bad["sensors"][1]["windows"][0]["size_ms"] = 0
+        _push_config(mosquitto, encode_config("dev1", 3, bad))
+        good = copy.deepcopy(cfg)
+        good["sensors"][0]["windows"][0]["size_ms"] = 2000
+        _push_config(mosquitto, encode_config("dev1", 4, good))
+        assert wait_until(lambda: len(acks()) == 3, 10)
+        s = stats(finish(agent, 60))
+    finally:
+        agent.kill()
+        sub.close()
+    a = acks()
+    assert a[0]["ok"] is False and a[0]["version"] == 2, a[0]
+    assert a[0]["error"].startswith("memory: not enough heap to build sensors[2] (x) ("), a[0]
+    assert a[1]["ok"] is False and a[1]["version"] == 3, a[1]
+    assert a[1]["error"].startswith("sensors[1].windows[0].size_ms: must be > 0"), a[1]
+    assert a[2]["ok"] is True and a[2]["version"] == 4, a[2]
+    assert s["config_version"] == 4 and s["configs_applied"] == 1 and s["configs_refused"] == 2
+    # what the refused attempt took came back (health messages after it vs before it)
+    h = heap()
+    assert max(h[n:n + 2]) >= h[0] - 1024, h
+
+
+def test_batches_survive_an_outage_nothing_lost(tmp_path, mosquitto):
+    # Two sensors whose windows close together: one message per boundary.
+    # Through an outage they wait in the offline buffer as batches and go
+    # out (again, for those in flight) after the reconnect.
+    sub = Subscriber(mosquitto, ["edgestream/dev1/results"], client_id="hub", clean=False)
+    cfg = agent_config(mosquitto.port, window_ms=200, buffer_bytes=8000, health_ms=0)
+    cfg["sensors"].append(dict(cfg["sensors"][0], name="hum"))
+    agent = start_agent(tmp_path, cfg, 5000)
+    try:
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 3, 15)
+        mosquitto.stop()
+        time.sleep(1.5)
+        mosquitto.start()
+        s = stats(finish(agent, 60))
+        assert wait_until(lambda: len(seqs(sub)) >= s["results"], 15), (s, sorted(seqs(sub)))
+    finally:
+        agent.kill()
+        sub.close()
+    rep = check(sub)
+    assert s["results_dropped"] == 0 and s["reconnects"] == 1
+    assert rep.missing == [] and rep.unique == s["results"] and rep.out_of_order == 0
+    assert len(rep.duplicates) <= 2 * 8  # only resends of what was in flight when the broker died
+    sizes = [len(m["items"]) for m in results(sub)]
+    # each boundary's two results in one message, before and after the outage
+    assert sizes.count(2) >= len(sizes) - 4 and len(sizes) < s["results"], sizes
+
+
+def test_the_agent_is_back_within_the_backoff_cap_after_the_broker_returns(tmp_path, mosquitto):
+    # Default backoff (250 ms doubling to the 3 s cap, each wait a random
+    # b/2..b). A broker down for 8 s has pushed the backoff to the cap; once
+    # it listens again, the first new result reaches a subscriber within the
+    # cap plus a margin.
+    cfg = agent_config(mosquitto.port, health_ms=0)
+    for k in ("backoff_min_ms", "backoff_max_ms"):
+        del cfg["transport"]["mqtt"][k]
+    agent = start_agent(tmp_path, cfg, 16000)
+    sub = None
+    try:
+        s0 = Subscriber(mosquitto, ["edgestream/dev1/results"], client_id="probe")
+        assert wait_until(lambda: len(s0.on("edgestream/dev1/results")) >= 2, 15)
+        s0.close()
+        mosquitto.stop()
+        time.sleep(8)
+        mosquitto.start()
+        back = time.monotonic()
+        sub = Subscriber(mosquitto, ["edgestream/dev1/results"], client_id="probe2")
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= 1, 10)
+        took = time.monotonic() - back
+        s = stats(finish(agent, 60))
+    finally:
+        agent.kill()
+        if sub is not None:
+            sub.close()
+    assert took < 3.0 + 1.5, took
+    assert s["reconnects"] == 1 and s["link_failures"] >= 4, s

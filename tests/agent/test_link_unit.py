@@ -24,6 +24,9 @@ def link(**t):
 
 
 def pending(lk):
+    # the messages waiting in the offline buffer (the open one closed first)
+    if lk._bk:
+        lk._close()
     out = []
     for _ in range(100):
         mv = lk.buf.peek()
@@ -61,40 +64,68 @@ def test_messages_without_a_topic_are_told_apart_by_kind_and_their_code_unloaded
             assert m not in sys.modules, m
 
 
+def items(msgs):
+    return [it for m in msgs for it in m["items"]]
+
+
 def test_results_get_consecutive_seqs_and_the_boot_id():
     lk = link()
     for i in range(3):
         lk.result("temp", "w", i * 100, i * 100 + 100, NAMES, [10, 1.5])
     msgs = pending(lk)
-    assert [m["items"][0]["seq"] for m in msgs] == [0, 1, 2]
+    assert [it["seq"] for it in items(msgs)] == [0, 1, 2]
     assert all(m["boot"] == 5 and m["dev"] == "d1" for m in msgs)
-    assert msgs[2]["items"][0]["start"] == 200 and msgs[2]["items"][0]["aggs"] == {"count": 10, "avg": 1.5}
+    assert items(msgs)[2]["start"] == 200 and items(msgs)[2]["aggs"] == {"count": 10, "avg": 1.5}
+
+
+def test_results_that_close_together_share_one_message_up_to_its_size():
+    lk = link(max_message=512)
+    # one window boundary: every sensor's result in the same poll period
+    for name in ("temp", "hum", "press"):
+        lk.result(name, "w1s", 0, 1000, NAMES, [10, 1.5])
+    assert lk.buf.records == 0 and lk._bk == 3  # open until a poll period passed
+    lk._bt -= lk.poll_ms
+    lk.poll()
+    assert lk.buf.records == 1 and lk.buf.items == 3
+    msgs = pending(lk)
+    assert len(msgs) == 1 and [it["sensor"] for it in msgs[0]["items"]] == ["temp", "hum", "press"]
+    # more than a message holds: it is closed when the next item does not
+    # fit, that item opens the next one; nothing is lost or doubled
+    lk = link(max_message=256, buffer_bytes=4096)
+    for i in range(12):
+        lk.result("temp", "w", i, i + 1, NAMES, [i, 0.5])
+    msgs = pending(lk)
+    assert len(msgs) >= 4 and all(len(m["items"]) > 1 for m in msgs[:-1])
+    assert [it["seq"] for it in items(msgs)] == list(range(12))
+    assert lk.buf.dropped == 0 and lk.buf.acked == 12
 
 
 def test_after_a_time_sync_results_carry_epoch_ms():
     lk = link()
     lk.clock._now = lambda: 1000
-    lk._time_message(b'{"v":1,"kind":"time","epoch_ms":1700000000000}')
+    lk._rx(b'{"v":1,"kind":"time","epoch_ms":1700000000000}', "time")
     lk.result("temp", "w", 900, 1000, NAMES, [1, 2])
     item = pending(lk)[0]["items"][0]
     assert item["start"] == 1699999999900 and item["end"] == 1700000000000
-    lk._time_message(b"garbage")
-    assert lk.rx_refused == 1 and lk.time_syncs == 1
+    lk._rx(b"garbage", "time")
+    assert lk.rx_refused == 1 and lk.time_syncs == 1 and lk._ctrl == []  # a time message is never acked
 
 
 def test_a_result_too_large_for_a_message_is_counted_as_dropped():
     lk = link(max_message=128)
     names = tuple(b"agg%d" % i for i in range(20))
     lk.result("temp", "w", 0, 1, names, list(range(20)))
-    assert lk.too_large == 1 and lk.buf.dropped == 1 and lk.buf.records == 0
+    lk.poll()
+    assert lk.buf.dropped == 1 and lk.buf.records == 0 and lk._bk == 0
 
 
 def test_without_a_link_the_buffer_keeps_the_newest():
     lk = link()
     for i in range(50):
         lk.result("temp", "w", i, i + 1, NAMES, [i, i])
+        lk._bt -= lk.poll_ms
         lk.poll()
-    seqs = [m["items"][0]["seq"] for m in pending(lk)]
+    seqs = [it["seq"] for it in items(pending(lk))]
     assert seqs == list(range(50 - len(seqs), 50)) and lk.buf.dropped == 50 - len(seqs) > 0
     m = {}
     lk.metrics(m)
@@ -117,7 +148,7 @@ def test_config_errors_nack_through_the_control_queue():
         def every(self, *a):
             pass
     lk.attach(S())
-    lk._config_message(b"{bad")
+    lk._rx(b"{bad", "config")
     kind, payload = lk._ctrl[0]
     ack = json.loads(payload)
     assert kind == "ack" and ack["ok"] is False and ack["error"].startswith("payload:")

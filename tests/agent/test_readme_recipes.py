@@ -120,4 +120,4 @@ def test_the_shell_recipe_runs_the_agent_from_a_checkout(tmp_path, hub):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counters = json.loads(proc.stdout.strip().splitlines()[-1])
     assert counters["results_sent"] >= 2 and counters["results_dropped"] == 0, counters
-    assert wait_until(lambda: len(end.results()) >= counters["results_sent"], 5)
+    assert wait_until(lambda: sum(len(m["items"]) for m in end.results()) >= counters["results_sent"], 5)

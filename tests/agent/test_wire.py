@@ -1,17 +1,21 @@
-# The agent's own wire subset (wire.py) against the shared protocol: what it
+# The agent's own wire subset (wire_out.py, wire_in.py) against the shared protocol: what it
 # writes the shared decoder accepts, and what it reads it refuses with the
 # field first. Runs under CPython and MicroPython.
 from edgestream_shared.decoder import decode, decode_config  # the biggest module first, on an empty heap
 from devtest import MICROPYTHON, raises
 from edgestream_agent import ConfigError
-from edgestream_agent.wire import message, results
+from edgestream_agent.wire_out import begin, item, message
 from edgestream_agent.wire_in import read
 from edgestream_shared.encoder import Encoder, encode_config, encode_time
 
 
 def _result(names, values, size=512, start=0, end=1000):
+    # one result as a message of its own -> (buf, length), length 0 when it does not fit
     buf = bytearray(size)
-    n = results(buf, b"d1", 7, 3, b"temp", b"w1", start, end, names, values)
+    n = item(buf, begin(buf, b"d1", 7), 0, 3, b"temp", b"w1", start, end, names, values)
+    if n:
+        buf[n:n + 2] = b"]}"
+        n += 2
     return buf, n
 
 
@@ -25,6 +29,24 @@ def test_a_result_is_the_message_the_shared_encoder_writes():
     assert bytes(buf[:n]) == bytes(e.finish())
     m = decode(bytes(buf[:n]))
     assert m["items"][0]["aggs"] == {"count": 10, "avg": 21.5, "min": -3, "stddev": 0.25}
+
+
+def test_several_results_in_one_message_are_what_the_shared_encoder_writes():
+    buf = bytearray(600)
+    e = Encoder("d1", 7, 600)
+    e.begin(b"results")
+    n = begin(buf, b"d1", 7)
+    for k in range(3):
+        n = item(buf, n, k, 10 + k, b"s%d" % k, b"w", k * 1000, k * 1000 + 1000, (b"count", b"avg"), [k, 1.5])
+        assert n and e.add_result(10 + k, "s%d" % k, "w", k * 1000, k * 1000 + 1000, (b"count", b"avg"), [k, 1.5])
+    buf[n:n + 2] = b"]}"
+    assert bytes(buf[:n + 2]) == bytes(e.finish())
+    assert [i["seq"] for i in decode(bytes(buf[:n + 2]))["items"]] == [10, 11, 12]
+    # an item that does not fit leaves the message as it was, room for "]}" kept
+    full = n
+    assert item(buf, n, 3, 13, b"x" * 64, b"w", 0, 1, (b"count",) * 20, [1] * 20) == 0
+    buf[full:full + 2] = b"]}"
+    assert len(decode(bytes(buf[:full + 2]))["items"]) == 3
 
 
 def test_non_finite_values_are_written_as_null():
@@ -55,11 +77,18 @@ def test_read_accepts_config_and_time_messages():
     assert read(encode_time(1700000000000), "time")["epoch_ms"] == 1700000000000
     assert read(encode_time(1700000000000, dev="d1"))["kind"] == "time"
     assert read(bytearray(encode_config("d1", 1, {})))["kind"] == "config"
+    m = read(encode_config("d1", 2 ** 31 - 1, {}, force=True), "config")
+    assert m["version"] == 2 ** 31 - 1 and m["force"] is True
 
 
 def test_read_refuses_naming_the_field():
     cases = [
         (b"", None, "payload: empty"),
+        (encode_config("d1", 0, {}), None, "version: expected an integer in 1..2147483647"),
+        (encode_config("d1", 2 ** 31, {}), None, "version: expected an integer in 1..2147483647"),
+        (encode_config("d1", 2 ** 70, {}), None, "version: expected an integer in 1..2147483647"),
+        (b'{"v":1,"dev":"d1","kind":"config","version":1,"force":1,"config":{}}', None,
+         "force: expected true or false"),
         (b"{nope", None, "payload: not valid UTF-8 JSON"),
         (b"\xff\xfe", None, "payload: not valid UTF-8 JSON"),
         (b"[1]", None, "payload: expected a JSON object"),
@@ -73,7 +102,7 @@ def test_read_refuses_naming_the_field():
         (b'{"v":1,"dev":"d1","kind":"config","version":1,"config":{},"x":1}', None, "message: unknown key 'x'"),
         (b'{"v":1,"dev":"d/1","kind":"config","version":1,"config":{}}', None, "dev: 'd/1' has a character"),
         (b'{"v":1,"dev":"","kind":"config","version":1,"config":{}}', None, "dev: expected 1..64"),
-        (b'{"v":1,"dev":"d1","kind":"config","version":-1,"config":{}}', None, "version: expected an integer >= 0"),
+        (b'{"v":1,"dev":"d1","kind":"config","version":-1,"config":{}}', None, "version: expected an integer in 1.."),
         (b'{"v":1,"dev":"d1","kind":"config","version":1.5,"config":{}}', None, "version: expected an integer"),
         (b'{"v":1,"dev":"d1","kind":"config","version":1,"config":[]}', None, "config: expected an object"),
         (b'{"v":1,"kind":"time","epoch_ms":"now"}', None, "epoch_ms: expected an integer >= 0"),

@@ -4,11 +4,7 @@
 
 from edgestream_agent.fixed import div_round, fraction
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from edgestream_agent.timebase import const
 
 _EMA_BITS = const(10)
 _EMA_HALF = const(512)
