@@ -15,15 +15,26 @@ pipelines see, counted the same way:
   and what sequence tracking counted for the message (gaps, records missing
   in them, duplicates).
 
-**Loss a gap cannot show.** Results lost at the end of a run (nothing came
-after them) or at the start of a boot leave no gap. The agent's health says
-how many results it delivered this boot (``results_sent``: confirmed by the
-broker, or written to the port); ``missing_after`` later (results and health
-travel separately), what the hub has not received and has not counted in a
-gap is missing: ``results_sent - base - received - still missing in gaps``,
-where ``base`` is the first seq the hub saw of a boot it joined midway (0 for
-a boot it saw begin). This never counts a result that was not delivered, so
-it can only under-count (results the agent dropped in a gap make it smaller).
+**Loss a gap cannot show.** The registry keeps, per device and boot, the
+highest result seq the hub has accounted for (``seq_high``: received, or
+counted missing), across restarts of the hub. Two losses leave no gap in a
+source's sequence tracking, and it counts them itself:
+
+- a jump the tracking could not compare: the source's tracking (re)started (a
+  hub restart, a reloaded source, a boot the hub saw begin) and the first
+  result it saw is past ``seq_high + 1``: the seqs in between are missing;
+- the tail: the agent's health says how many results it delivered this boot
+  (``results_sent``: confirmed by the broker, or written to the port);
+  ``missing_after`` later (results and health travel separately) the hub must
+  have accounted for seq ``results_sent - 1``; the results beyond
+  ``seq_high`` are missing. They are *claimed* in the source's tracking
+  (``Ingest.claim``), so a later result continues the stream instead of
+  showing the same seqs again as a gap, and a claimed one that still arrives
+  is a gap fill.
+
+The tail count never counts a result the device did not deliver (the seqs up
+to ``seq_high`` hold every result it dropped), so it can under-count, never
+over-count; with nothing dropped it is exact.
 
 Bounded: at most ``max_devices`` devices are tracked; messages of others are
 left alone and each such device is counted once in ``overflow`` (and
@@ -99,10 +110,7 @@ class DeviceState:
     # -- bookkeeping --
     status_seen: bool = False  # it has a status topic: online goes by it alone
     prev_boot: int | None = None  # messages of the previous boot still in flight are not a reboot
-    boot_base: int | None = None  # seqs below this were sent before the hub watched this boot
-    boot_received: int = 0
-    boot_open_missing: int = 0  # seqs of this boot counted missing in gaps and not filled since
-    boot_unseen: int = 0  # results of this boot reported missing by the health check
+    seq_high: int | None = None  # highest result seq of this boot accounted for (None: joined midway, none yet)
     checks: list[list[int]] = field(default_factory=list)  # [results_sent, due_ms, boot]
     config_sent: int | None = None  # version sent and not answered yet
     config_sent_at: int | None = None
@@ -133,6 +141,17 @@ class DeviceState:
 
 
 _FIELDS = {f.name: f for f in fields(DeviceState)}
+
+
+@dataclass
+class Loss:
+    """Results of a device found missing where no sequence gap showed them."""
+
+    device: str
+    n: int
+    source: str | None  # the source its results come through
+    what: str  # for the log line
+    claim: tuple[int, int] | None  # (boot, upto): seqs the source's tracking should take as seen
 
 
 def _int(v: Any) -> int | None:
@@ -170,6 +189,7 @@ class DeviceRegistry:
         self._refused: set[str] = set()
         self.lock = threading.RLock()
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.losses: list[Loss] = []  # jumps found while observing, for the service to log and count
         self.changed = threading.Event()  # set on every update; the saver clears it
 
     def now_ms(self) -> int:
@@ -250,8 +270,7 @@ class DeviceRegistry:
                 return False
             d.prev_boot, d.boot = d.boot, boot
             d.reboots += 1
-            # a boot seen from its start: its seqs begin at 0
-            d.boot_base, d.boot_received, d.boot_open_missing, d.boot_unseen = 0, 0, 0, 0
+            d.seq_high = -1  # a boot seen from its start: its results begin at seq 0
             d.checks = []
             d.results_sent = d.results_dropped = d.results_resent = None
             self.events.put(("reboot", d.device))
@@ -314,10 +333,17 @@ class DeviceRegistry:
         if not current:
             return
         items = msg.get("items") or ()
-        if d.boot_base is None and items:
-            d.boot_base = min(it["seq"] for it in items)
-        d.boot_received += accepted
-        d.boot_open_missing += delta.missing - delta.late_fills
+        if items:
+            seqs = [it["seq"] for it in items]
+            lo, hi = min(seqs), max(seqs)
+            if delta.streams and d.seq_high is not None and lo > d.seq_high + 1:
+                # the source's tracking had nothing to compare this with: the jump is the registry's to count
+                n = lo - d.seq_high - 1
+                d.missing += n
+                self.losses.append(Loss(d.device, n, label, f"seq {d.seq_high} was followed by {lo} across a restart "
+                                                             "of the source's sequence tracking", None))
+            if d.seq_high is None or hi > d.seq_high:
+                d.seq_high = hi
         if self.series and len(d.series) < _SERIES:
             keys = self._series_keys.get(d.device)
             if keys is None:
@@ -344,22 +370,24 @@ class DeviceRegistry:
                 self.changed.set()
         return gone
 
-    def due_missing(self) -> list[tuple[str, int, str | None, int]]:
-        """Run the loss checks that are due: [(device, newly missing, its results' source, results_sent)]."""
+    def due_missing(self, checks: bool = True) -> list[Loss]:
+        """The losses no gap showed: the jumps found since the last call, and (``checks``) the tails of the loss
+        checks that are due (see the module doc). A tail's ``claim`` is ``(boot, upto)`` for the source's
+        tracking."""
         now = self.now_ms()
-        out = []
         with self.lock:
-            for d in self.devices.values():
+            out, self.losses = self.losses, []
+            for d in self.devices.values() if checks else ():
                 while d.checks and d.checks[0][1] <= now:
                     sent, _, boot = d.checks.pop(0)
-                    if boot != d.boot or d.boot_base is None:
+                    if boot != d.boot or d.seq_high is None:
                         continue
-                    unseen = sent - d.boot_base - d.boot_received - d.boot_open_missing
-                    new = unseen - d.boot_unseen
-                    if new > 0:
-                        d.boot_unseen += new
-                        d.missing += new
-                        out.append((d.device, new, d.results_source, sent))
+                    tail = sent - (d.seq_high + 1)
+                    if tail > 0:
+                        out.append(Loss(d.device, tail, d.results_source, f"delivered (results_sent {sent}) but "
+                                        f"never arrived after seq {d.seq_high}", (boot, d.seq_high + tail)))
+                        d.seq_high += tail
+                        d.missing += tail
             if out:
                 self.changed.set()
         return out
@@ -462,7 +490,14 @@ class DeviceFeed:
     def __init__(self) -> None:
         self.service: Any = None
         self.senders: dict[str, Callable[[bytes], bool]] = {}  # serial source label -> write one payload
+        self.ingests: dict[str, Any] = {}  # source label -> its Ingest (to claim seqs found lost)
         self._failed_at = 0.0
+
+    def claim(self, label: str | None, device: str, boot: int, upto: int) -> None:
+        """Tell source ``label``'s sequence tracking that ``device``'s results up to ``upto`` are counted."""
+        ing = self.ingests.get(label) if label is not None else None
+        if ing is not None:
+            ing.claim(device, boot, upto)
 
     def observe(self, label: str, msg: dict[str, Any] | None, accepted: int, delta: SeqStats | None) -> None:
         svc = self.service

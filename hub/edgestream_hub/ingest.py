@@ -67,6 +67,8 @@ class Ingest:
             from edgestream_hub.wire import WireDecoder
 
             self._wire = WireDecoder(prefix=prefix)
+            if self.devices is not None:
+                self.devices.ingests[ctx.label] = self  # the registry may claim seqs it found lost
 
     def payload(self, data: bytes | bytearray | memoryview | str, where: str, topic: str | None = None) -> Decoded:
         """Decode one payload into records; a refused payload is dead-lettered and counted. Never raises."""
@@ -135,6 +137,13 @@ class Ingest:
         self.ctx.count(DECODE_ERRORS)
         self.ctx.dead_letter(RawInput(raw, topic) if isinstance(raw, (bytes, bytearray, memoryview, str)) else raw,
                              reason)
+
+    def claim(self, device: str, boot: int, upto: int) -> None:
+        """The device registry found ``device``'s results up to seq ``upto`` delivered and lost where no gap
+        shows (and counted them): the sequence tracking takes them as seen (``SeqTracker.claim``)."""
+        if self._wire is not None and self._wire.tracker is not None:
+            with self._lock:
+                self._wire.tracker.claim(device, "results", boot, upto)
 
     def close(self) -> None:
         """Log the data loss not yet reported (a source calls this when it stops)."""

@@ -146,6 +146,8 @@ class DeviceService:
                         if period:
                             self.sync_time()
                 self._events()
+                if self.registry.losses:
+                    self._losses(checks=False)  # a jump seen while observing: logged and counted now
                 now = time.monotonic()
                 if now >= next_scan:
                     next_scan = now + _SCAN_S
@@ -154,7 +156,7 @@ class DeviceService:
                     self._retry()
                     for dev in self.registry.expire():
                         log.info("device %s is offline (silent for %gs)", dev, self.config["offline_after"] / 1000)
-                    self._losses()
+                    self._losses(checks=True)
                     if self.link is not None and self.config["homeassistant"]:
                         self._discovery()
                 if now >= next_time:
@@ -333,16 +335,18 @@ class DeviceService:
                 log.info("time sent to %d device%s on request", n, "" if n == 1 else "s")
 
     # -- loss --
-    def _losses(self) -> None:
-        found = self.registry.due_missing()
+    def _losses(self, checks: bool) -> None:
+        found = self.registry.due_missing(checks)
         if not found:
             return
         parts = []
-        for dev, n, label, sent in found:
-            if label and self.metrics is not None:
-                self.metrics.inc("edgestream_source_missing_records_total", label, n)
-            parts.append(f"device {dev}: {n} result{'s' if n != 1 else ''} it delivered never arrived "
-                         f"(results_sent {sent}; not seen as a gap)")
+        for loss in found:
+            if loss.source and self.metrics is not None:
+                self.metrics.inc("edgestream_source_missing_records_total", loss.source, loss.n)
+            if loss.claim is not None:
+                self.feed.claim(loss.source, loss.device, *loss.claim)
+            parts.append(f"device {loss.device}: {loss.n} result{'s' if loss.n != 1 else ''} missing, in no gap: "
+                         f"{loss.what}")
         log.warning("data loss: %s", "; ".join(parts))
 
     # -- Home Assistant --

@@ -128,6 +128,8 @@ class MqttLink:
             if self.closing.is_set() or time.monotonic() >= deadline:
                 return f"not connected to {self.conn['host']}:{self.conn['port']}: {self.why}"
             self.connected.wait(0.05)
+        if self.client is None:
+            return "the link is closed"
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != 0:
             return f"publish failed (rc {info.rc})"
@@ -144,7 +146,14 @@ class MqttLink:
     def close(self) -> None:
         self._stopping = True
         self.closing.set()
+        c = self.client
+        if c is None:
+            return
         try:
-            self.client.disconnect()
+            c.disconnect()
         finally:
-            self.client.loop_stop()
+            c.loop_stop()
+            # paho closes its sockets only when the client is deleted: let go of it now (its callbacks
+            # are this link's methods, so a reference cycle would leave it to the collector)
+            c.on_connect = c.on_disconnect = c.on_connect_fail = c.on_message = c.on_subscribe = None
+            self.client = None

@@ -64,14 +64,16 @@ class SeqStats:
     duplicates: int = 0
     reboots: int = 0
     late_fills: int = 0  # records that arrived late into a gap (kept; `missing` still counts the gap)
+    streams: int = 0  # streams (re)started: a device's first item seen, or a new boot (no seq to compare with)
 
     def copy(self) -> "SeqStats":
-        return SeqStats(self.gaps, self.missing, self.duplicates, self.reboots, self.late_fills)
+        return SeqStats(self.gaps, self.missing, self.duplicates, self.reboots, self.late_fills, self.streams)
 
     def since(self, before: "SeqStats") -> "SeqStats":
         """What was counted after ``before`` (a ``copy()`` taken earlier)."""
         return SeqStats(self.gaps - before.gaps, self.missing - before.missing, self.duplicates - before.duplicates,
-                        self.reboots - before.reboots, self.late_fills - before.late_fills)
+                        self.reboots - before.reboots, self.late_fills - before.late_fills,
+                        self.streams - before.streams)
 
 
 class SeqTracker:
@@ -91,9 +93,11 @@ class SeqTracker:
             if len(self._streams) >= self.max_streams:
                 self._streams.pop(next(iter(self._streams)))
             self._streams[key] = _Stream(boot, seq)
+            st.streams += 1
             return True
         if boot != s.boot:
             st.reboots += 1
+            st.streams += 1
             s.boot, s.high = boot, seq
             s.missing.clear()
             return True
@@ -132,6 +136,17 @@ class SeqTracker:
             return False
         s.high = last
         return True
+
+    def claim(self, device: str, kind: str, boot: int, upto: int) -> None:
+        """Count seqs up to ``upto`` as seen (missing), as if a gap had shown them: the device registry found
+        them delivered and lost where no gap shows. A later item after ``upto`` then continues the stream
+        (no second count), and a claimed one arriving late is a gap fill."""
+        s = self._streams.get((device, kind))
+        if s is None or s.boot != boot or upto <= s.high:
+            return
+        if len(s.missing) + upto - s.high <= _MAX_MISSING:
+            s.missing.update(range(s.high + 1, upto + 1))
+        s.high = upto
 
     def snapshot(self) -> dict[str, Any]:
         return {f"{d}/{k}": [s.boot, s.high] for (d, k), s in self._streams.items()}

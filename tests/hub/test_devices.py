@@ -46,8 +46,15 @@ def health(dev: str, boot: int, **m) -> bytes:
 
 
 def make(kinds=None, **kw):
+    reg, clock, feed, _ = make4(kinds, **kw)
+    return reg, clock, feed
+
+
+def make4(kinds=None, **kw):
+    """A registry, its clock, ``feed(label, payload)`` through a real Ingest per source label, and the feed."""
     clock = Clock()
-    reg = DeviceRegistry(kw.pop("max_devices", 100), kinds or {"board": "serial"}, clock=clock, **kw)
+    reg = DeviceRegistry(kw.pop("max_devices", 100), kinds or {"board": "serial", "board2": "serial"}, clock=clock,
+                         **kw)
     feed = DeviceFeed()
     feed.service = Service(reg)
     ctxs = {}
@@ -57,7 +64,7 @@ def make(kinds=None, **kw):
             ctxs[label] = Ingest(ComponentContext("source", label, label, devices=feed), "wire")
         return ctxs[label]
 
-    return reg, clock, lambda label, payload: ingest(label).payload(payload, label)
+    return reg, clock, lambda label, payload: ingest(label).payload(payload, label), feed
 
 
 def events(reg):
@@ -110,37 +117,41 @@ def test_health_fields_and_acks():
     assert list(d.public()) == list(PUBLIC_KEYS)
 
 
-def test_loss_a_gap_cannot_show_is_missing_after_the_health_check():
-    reg, clock, feed = make(missing_after_ms=30_000)
-    feed("board", results("d1", 3, [40, 41]))  # joined midway: seqs below 40 are not expected here
+def test_a_lost_tail_is_missing_after_the_health_check_and_claimed():
+    reg, clock, feed, fd = make4(missing_after_ms=30_000)
+    feed("board", results("d1", 3, [40, 41]))  # joined midway: nothing below 40 is expected here
     feed("board", results("d1", 3, [42, 45]))  # a gap: 43, 44 (the ingest counts it)
     d = dev(reg, "d1")
-    assert (d.boot_base, d.gaps, d.missing, d.results_received) == (40, 1, 2, 4)
-    # the device says it delivered 48 results (seq 0..47, 43 and 44 among them: lost after the broker)
+    assert (d.seq_high, d.gaps, d.missing, d.results_received) == (45, 1, 2, 4)
+    # the device says it delivered 48 results this boot: seqs 0..47
     feed("board", health("d1", 3, results_sent=48))
     assert reg.due_missing() == []  # not yet: results and health travel separately
     feed("board", results("d1", 3, [46]))  # arrives within missing_after
     clock.t += 31
-    # 48 sent - 40 before the hub joined - 5 received - 2 in the gap = 1 missing: seq 47, after which nothing came
-    assert reg.due_missing() == [("d1", 1, "board", 48)]
-    assert d.missing == 3
+    (loss,) = reg.due_missing()  # seq 47 never came, and nothing after it: no gap could show it
+    assert (loss.device, loss.n, loss.source, loss.claim) == ("d1", 1, "board", (3, 47))
+    assert (d.missing, d.seq_high) == (3, 47)
     feed("board", health("d1", 3, results_sent=48))
     clock.t += 31
-    assert reg.due_missing() == []  # reported once
-    # a late fill of the gap is received, and no longer missing in it
-    feed("board", results("d1", 3, [43]))
-    assert d.boot_open_missing == 1 and d.results_received == 6
+    assert reg.due_missing() == []  # counted once
+    fd.claim("board", "d1", 3, 47)  # (the service does this)
+    r = feed("board", results("d1", 3, [48]))  # the stream goes on: no second count as a gap
+    assert len(r.records) == 1 and (d.gaps, d.missing) == (1, 3)
+    feed("board", results("d1", 3, [47]))  # the claimed one after all: a late fill, kept
+    assert d.results_received == 7
 
 
-def test_a_reboot_seen_live_expects_seqs_from_zero():
-    reg, clock, feed = make(missing_after_ms=1000)
+def test_a_jump_the_sources_tracking_could_not_see_is_missing():
+    reg, clock, feed, fd = make4()
     feed("board", results("d1", 3, [7]))
-    feed("board", results("d1", 4, [2, 3]))  # the new boot's first results (0 and 1) never came
+    feed("board", results("d1", 4, [2, 3]))  # a reboot the hub saw: the new boot's 0 and 1 never came
     d = dev(reg, "d1")
-    assert (d.reboots, d.boot_base) == (1, 0)
-    feed("board", health("d1", 4, results_sent=4))
-    clock.t += 2
-    assert reg.due_missing() == [("d1", 2, "board", 4)]
+    assert (d.reboots, d.missing, d.gaps) == (1, 2, 0)
+    (loss,) = reg.due_missing()
+    assert (loss.n, loss.claim) == (2, None) and "seq -1 was followed by 2" in loss.what
+    # the hub restarts (a fresh ingest, the saved registry): results it missed meanwhile are a jump too
+    feed("board2", results("d1", 4, [9, 10]))
+    assert (d.missing, d.seq_high) == (2 + 5, 10)
 
 
 def test_dropped_results_are_not_counted_missing():
@@ -211,8 +222,8 @@ def test_saved_atomically_and_restored(tmp_path):
     assert again.load(path) == 1
     d = dev(again, "d1")
     assert d.online is False  # a serial device is online again when it is heard again
-    assert (d.boot, d.gaps, d.missing, d.heap_free, d.config_desired, d.boot_base, d.checks) == \
-        (3, 1, 1, 4000, 2, 0, [[4, int(clock.t * 1000) + 30_000, 3]])
+    assert (d.boot, d.gaps, d.missing, d.heap_free, d.config_desired, d.seq_high, d.checks) == \
+        (3, 1, 1, 4000, 2, 3, [[4, int(clock.t * 1000) + 30_000, 3]])
     assert registry_path("state", str(tmp_path)) == tmp_path / "state" / "devices.json"
 
 
@@ -236,25 +247,29 @@ def test_bad_payloads_reach_no_device(bad):
     assert d.error is not None and reg.devices == {}
 
 
-@settings(max_examples=200)
-@given(st.lists(st.sampled_from(["received", "lost", "dropped"]), min_size=1, max_size=60), st.booleans())
-def test_the_loss_check_never_counts_what_was_not_delivered(fates, seen_from_start):
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(["received", "lost", "dropped"]), min_size=1, max_size=60), st.booleans(),
+       st.integers(0, 60))
+def test_what_is_counted_missing_is_what_never_arrived(fates, seen_from_start, restart_at):
     """Seq i of a boot is delivered and received, delivered and lost on the way, or dropped on the device
-    (never sent). What the hub then calls missing beyond its gaps is never more than what was delivered and
-    lost outside them; with nothing dropped it is exactly that (the head too, for a boot seen from its start)."""
-    reg, clock, feed = make(missing_after_ms=1000)
+    (never sent); the hub restarts (a fresh ingest, the same registry) before seq ``restart_at``. The hub
+    never counts a received result as missing, and with nothing dropped it counts exactly the lost ones
+    (those before the first received too, for a boot it saw begin)."""
+    reg, clock, feed, fd = make4(missing_after_ms=1000)
     if seen_from_start:
         feed("board", results("d1", 1, [0]))  # the previous boot: this one is a reboot, seqs from 0
     received = [i for i, f in enumerate(fates) if f == "received"]
     for i in received:
-        feed("board", results("d1", 2, [i]))
-    feed("board", health("d1", 2, results_sent=sum(f != "dropped" for f in fates)))
+        feed("board" if i < restart_at else "board2", results("d1", 2, [i]))
+    feed("board2", health("d1", 2, results_sent=sum(f != "dropped" for f in fates)))
     clock.t += 2
-    found = reg.due_missing()
-    unseen = sum(n for _, n, _, _ in found)
-    first, last = (received[0], received[-1]) if received else (len(fates), -1)
-    outside = [f for i, f in enumerate(fates) if i > last or (i < first and seen_from_start)]
-    lost_outside = outside.count("lost")
-    assert unseen <= lost_outside
+    for loss in reg.due_missing():
+        if loss.claim:
+            fd.claim(loss.source, "d1", *loss.claim)
+    d = dev(reg, "d1")
+    first = received[0] if received else len(fates)
+    counted = [f for i, f in enumerate(fates) if i >= first or seen_from_start]
+    assert d.missing <= counted.count("lost") + counted.count("dropped")
     if "dropped" not in fates and (received or seen_from_start):
-        assert unseen == lost_outside
+        assert d.missing == counted.count("lost")
+    assert d.results_received == len(received) + seen_from_start
