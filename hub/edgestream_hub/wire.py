@@ -64,6 +64,16 @@ class SeqStats:
     duplicates: int = 0
     reboots: int = 0
     late_fills: int = 0  # records that arrived late into a gap (kept; `missing` still counts the gap)
+    streams: int = 0  # streams (re)started: a device's first item seen, or a new boot (no seq to compare with)
+
+    def copy(self) -> "SeqStats":
+        return SeqStats(self.gaps, self.missing, self.duplicates, self.reboots, self.late_fills, self.streams)
+
+    def since(self, before: "SeqStats") -> "SeqStats":
+        """What was counted after ``before`` (a ``copy()`` taken earlier)."""
+        return SeqStats(self.gaps - before.gaps, self.missing - before.missing, self.duplicates - before.duplicates,
+                        self.reboots - before.reboots, self.late_fills - before.late_fills,
+                        self.streams - before.streams)
 
 
 class SeqTracker:
@@ -83,9 +93,11 @@ class SeqTracker:
             if len(self._streams) >= self.max_streams:
                 self._streams.pop(next(iter(self._streams)))
             self._streams[key] = _Stream(boot, seq)
+            st.streams += 1
             return True
         if boot != s.boot:
             st.reboots += 1
+            st.streams += 1
             s.boot, s.high = boot, seq
             s.missing.clear()
             return True
@@ -125,6 +137,17 @@ class SeqTracker:
         s.high = last
         return True
 
+    def claim(self, device: str, kind: str, boot: int, upto: int) -> None:
+        """Count seqs up to ``upto`` as seen (missing), as if a gap had shown them: the device registry found
+        them delivered and lost where no gap shows. A later item after ``upto`` then continues the stream
+        (no second count), and a claimed one arriving late is a gap fill."""
+        s = self._streams.get((device, kind))
+        if s is None or s.boot != boot or upto <= s.high:
+            return
+        if len(s.missing) + upto - s.high <= _MAX_MISSING:
+            s.missing.update(range(s.high + 1, upto + 1))
+        s.high = upto
+
     def snapshot(self) -> dict[str, Any]:
         return {f"{d}/{k}": [s.boot, s.high] for (d, k), s in self._streams.items()}
 
@@ -135,7 +158,9 @@ _COUNTERS = (("gaps", "edgestream_source_gaps_total"), ("missing", "edgestream_s
 
 
 class WireDecoder:
-    """Decode wire payloads into records; counts what it drops in ``tracker.stats``."""
+    """Decode wire payloads into records; counts what it drops in ``tracker.stats``.
+
+    ``last`` is the message the last ``decode`` read (the device registry looks at it)."""
 
     def __init__(self, prefix: str | None = "edgestream", track: bool = True) -> None:
         self.prefix = prefix
@@ -144,6 +169,7 @@ class WireDecoder:
         # one str object per distinct sensor/window name, shared by every record that carries it
         # (json.loads makes a new one per item: ~50 bytes each on every queued record)
         self._names: dict[str, str] = {}
+        self.last: dict[str, Any] | None = None
 
     def count_into(self, ctx: Any) -> None:
         """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
@@ -157,12 +183,14 @@ class WireDecoder:
                 setattr(old, name, getattr(st, name))
 
     def decode(self, payload: bytes | bytearray | memoryview | str, topic: str | None = None) -> list[Record]:
+        self.last = None
         m = decode(payload, loads=_loads)
         dev = m["dev"]
         if topic is not None and self.prefix is not None:
             tdev, _kind = _topics.parse(topic, self.prefix)
             if tdev != dev:
                 raise WireError(f"dev: {dev!r} does not match the topic's device {tdev!r}")
+        self.last = m
         kind = m["kind"]
         boot = m.get("boot")
         tr = self.tracker
