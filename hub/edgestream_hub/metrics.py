@@ -26,6 +26,10 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_source_duplicates_total", "Records dropped as duplicates (seq seen again in the same boot).",
      "counter"),
     ("edgestream_source_reboots_total", "Device reboots seen (a new boot id).", "counter"),
+    ("edgestream_source_forgotten_gaps_total", "Sequence gaps forgotten because a device had more open at once "
+     "than the tracker remembers.", "counter"),
+    ("edgestream_source_unchecked_records_total", "Records kept without a duplicate check (their seq fell below a "
+     "forgotten gap).", "counter"),
     ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
     ("edgestream_source_http_refusals_total", "Requests or connections an HTTP source refused, by status code.",
      "counter"),
