@@ -49,6 +49,7 @@ HOSTILE_JSON = {
     "a string": b'"text"',
     "null": b"null",
     "cut": b'{"a": 1',
+    "unpaired surrogate": b'{"a": "\\ud800"}',
 }
 _R = b'{"v":1,"kind":"readings","dev":"d1","boot":1,"items":[{"seq":0,"sensor":"temp","t":1,"value":%s}]}'
 HOSTILE_WIRE = {
@@ -62,6 +63,7 @@ HOSTILE_WIRE = {
     "seq of the wrong type": _R.replace(b'"seq":0', b'"seq":"0"') % b"1",
     "boot of the wrong type": _R.replace(b'"boot":1', b'"boot":1.5') % b"1",
     "an array": b"[1, 2]",
+    "unpaired surrogate": b'{"v":1,"kind":"metrics","dev":"d1","boot":1,"metrics":{"fw":"1.\\udfff"}}',
 }
 
 

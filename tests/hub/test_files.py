@@ -192,6 +192,25 @@ pipelines: {p: {from: s, to: out}}
     assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="dlq") == 1
 
 
+def test_a_dead_letter_is_never_lost_for_its_encoding(hub, caplog):
+    """A record holding a lone surrogate (no UTF-8 writer can encode it) made by a plugin: its sink rejects
+    it, and the dead-letter file sink writes it, escaped, instead of losing it."""
+    hub.scripts["s"] = [{"s": "a\ud800b", "\udfff": 1}, {"v": 1}]
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {s: {script: {name: s, finite: true}}}
+sinks: {out: {file: {path: out.jsonl}}, dlq: {file: {path: dead.jsonl}}}
+pipelines: {p: {from: s, to: out}}
+""")
+    assert e.finished.wait(10)
+    assert e.stop()
+    assert jl(hub.tmp / "out.jsonl") == [{"v": 1}]
+    (d,) = jl(hub.tmp / "dead.jsonl")
+    assert d["record"] == {"s": "a\\ud800b", "\\udfff": 1} and "surrogate" in d["reason"]
+    assert "\\ud800" in d["reason"]  # the reason quotes it escaped too
+    assert not [r for r in caplog.records if "rejected a record" in r.getMessage()]
+
+
 # -- the file sink's batch encoder must write exactly what json.dumps writes --
 _SINK_DEFAULTS = {"format": "auto", "columns": None, "rotate_size": None, "rotate_interval": None, "keep": 0,
                   "fsync": False}
