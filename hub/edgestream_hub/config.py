@@ -7,6 +7,12 @@ inside the YAML) < ``--set path=value``. ``load_config`` returns a
 with its path and YAML line (``pipelines.cold_room.processors[0].sql: line 12: ...``).
 
 Validation does not import any connector library: checking a config is cheap.
+
+A config file is refused before it is parsed, with its line (and column), when
+it is larger than ``MAX_CONFIG_BYTES`` or not UTF-8; while it is composed, when
+it nests deeper than ``MAX_DEPTH`` levels or its aliases expand it to more than
+``MAX_NODES`` nodes (a "billion laughs" file is a few hundred bytes). Values
+from the environment and ``--set`` are held to the same limits.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from edgestream_hub.registry import Registry
 from edgestream_hub.spec import Checker, Field, Spec
 
 SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics")
+MAX_CONFIG_BYTES = 1 << 20  # a config file's largest size
+MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
+MAX_NODES = 100_000  # YAML nodes, aliases expanded
 
 HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("shutdown_timeout", "duration", "How long a stop may take to drain in-flight records and flush sinks.",
@@ -315,7 +324,7 @@ def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict
 
     lines: dict[str, int] = {}
     issues: list[ConfigIssue] = []
-    loader = yaml.SafeLoader(text)
+    loader = bounded_loader()(text, source)
     try:
         try:
             node = loader.get_single_node()
@@ -374,14 +383,76 @@ def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict
         loader.dispose()
 
 
-def _scalar_text(text: str) -> Any:
-    """An env or --set value, typed like a YAML scalar or flow collection would be."""
+def _scalar_text(text: str, origin: str) -> Any:
+    """An env or --set value, typed like a YAML scalar or flow collection would be (held to the file's limits:
+    ConfigError naming ``origin`` past them)."""
     import yaml
 
+    if not text.strip():
+        return ""
+    loader = bounded_loader()(text, origin)
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return loader.get_single_data()
     except yaml.YAMLError:
         return text
+    finally:
+        loader.dispose()
+
+
+_LOADER: Any = None
+
+
+def bounded_loader() -> Any:
+    """PyYAML's ``SafeLoader`` held to ``MAX_DEPTH`` and ``MAX_NODES`` while it composes (made on first use:
+    ``yaml`` is imported only then). ``loader(text, source)``; the limits raise ConfigError with the line.
+
+    Each node's size and depth are computed with aliases expanded, as the constructor would expand them,
+    so a few hundred bytes of aliases to aliases are refused before anything is built.
+    """
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, text: str, source: str) -> None:
+            super().__init__(text)
+            self.source = source
+            self._depth = 0  # levels being composed now
+            self._shape: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth), aliases expanded
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            mark = self.peek_event().start_mark
+            if self.check_event(yaml.AliasEvent):
+                return super().compose_node(parent, index)  # the anchored node: its shape is known
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                self._refuse(f"nested deeper than {MAX_DEPTH} levels (a config's limit)", mark)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+            if isinstance(node, yaml.SequenceNode):
+                children = [self._shape.get(id(c), (1, 1)) for c in node.value]
+            elif isinstance(node, yaml.MappingNode):
+                children = [self._shape.get(id(c), (1, 1)) for kv in node.value for c in kv]
+            else:
+                children = []
+            size = 1 + sum(n for n, _ in children)
+            depth = 1 + max((d for _, d in children), default=0)
+            if depth > MAX_DEPTH:
+                self._refuse(f"nested deeper than {MAX_DEPTH} levels through aliases (a config's limit)", mark)
+            if size > MAX_NODES:
+                self._refuse(f"expands to more than {MAX_NODES} YAML nodes through aliases (a config's limit)",
+                             mark)
+            self._shape[id(node)] = (size, depth)
+            return node
+
+        def _refuse(self, message: str, mark: Any) -> None:
+            raise ConfigError(ConfigIssue("", message, mark.line + 1), self.source)
+
+    _LOADER = BoundedLoader
+    return _LOADER
 
 
 _SEG = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -463,10 +534,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
     if text is None:
         if path is None:
             raise ConfigError("no config file given")
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(ConfigIssue("", f"cannot read the config file: {e.strerror or e}"), source) from e
+        text = read_config_text(path, source)
     if base_dir is None:
         base_dir = str(Path(path).resolve().parent) if path is not None else os.getcwd()
     data, lines, issues = load_yaml(text, source, env)
@@ -478,10 +546,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
     overrides = env_overrides(env) + [(*_split_set(s), "--set") for s in sets]
     for p, v, origin in overrides:
         try:
-            norm = set_path(data, p, _scalar_text(v))
+            norm = set_path(data, p, _scalar_text(v, origin))
             origins[norm] = origin
         except ValueError as e:
             issues.append(ConfigIssue(p, str(e), None, origin))
+        except ConfigError as e:  # past the YAML limits
+            issues.extend(ConfigIssue(p, i.message, None, origin) for i in e.issues)
     chk = Checker(lines, origins, base_dir=base_dir, registry=registry)
     chk.add_reported(issues)
     cfg = parse_config(data, chk, registry)
@@ -491,6 +561,27 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
     cfg.base_dir = base_dir
     cfg.text = text
     return cfg
+
+
+def read_config_text(path: str | os.PathLike[str], source: str) -> str:
+    """The config file as text: refused (ConfigError, with the line and column) if it cannot be read, is over
+    ``MAX_CONFIG_BYTES`` or is not UTF-8. A leading byte-order mark is dropped."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(ConfigIssue("", f"cannot read the config file: {e.strerror or e}"), source) from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(ConfigIssue("", f"the file is larger than {MAX_CONFIG_BYTES} bytes (a config's limit)"),
+                          source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        column = len(data[start:e.start].decode("utf-8")) + 1
+        raise ConfigError(ConfigIssue("", f"byte 0x{data[e.start]:02x} at column {column} is not UTF-8 (save the "
+                                          "file as UTF-8)", data.count(b"\n", 0, e.start) + 1), source) from None
+    return text[1:] if text[:1] == "\ufeff" else text
 
 
 def _split_set(s: str) -> tuple[str, str]:

@@ -1,8 +1,9 @@
 """The hub service: an ``Engine`` plus its config file, hot reload and signals.
 
-``HubService.reload()`` validates the file first: a bad config is refused,
-its errors are logged and counted (``edgestream_hub_config_reloads_total
-{result="refused"}``) and the running config keeps going; a good one is
+``HubService.reload()`` validates the file first: a bad config (or anything
+loading it raises) is refused, its errors are logged and counted
+(``edgestream_hub_config_reloads_total{result="refused"}``) and the running
+config keeps going; a good one is
 applied with ``Engine.reload`` (only what changed restarts). Reloads happen
 on SIGHUP and, with ``hub.watch``, when the file's content changes.
 """
@@ -78,18 +79,24 @@ class HubService:
         m = self.engine.metrics
         try:
             cfg = self.load()
-        except ConfigError as e:
+        except Exception as e:  # whatever loading raises refuses the reload; the hub goes on
             self.reloads["refused"] += 1
             m.child("edgestream_hub_config_reloads_total", "refused").inc()
-            log.error("config reload refused, the running config keeps going:\n%s", e)
+            if isinstance(e, ConfigError):
+                log.error("config reload refused, the running config keeps going:\n%s", e)
+            else:
+                log.error("config reload refused, the running config keeps going: %s: %s", type(e).__name__, e,
+                          exc_info=True)
             return False
         self._digest = _digest(cfg.text)
         try:
             self.engine.reload(cfg)
-        except EdgeStreamError as e:
+        except Exception as e:  # building the new components failed: the running ones were not touched
             self.reloads["failed"] += 1
             m.child("edgestream_hub_config_reloads_total", "failed").inc()
-            log.error("config reload failed, the running config keeps going: %s", e)
+            why = str(e) if isinstance(e, EdgeStreamError) else f"{type(e).__name__}: {e}"
+            log.error("config reload failed, the running config keeps going: %s", why,
+                      exc_info=not isinstance(e, EdgeStreamError))
             return False
         self.reloads["ok"] += 1
         m.child("edgestream_hub_config_reloads_total", "ok").inc()

@@ -8,7 +8,9 @@ renders the reference that ``docs/config-reference.md`` is generated from.
 
 A spec's ``check`` runs after its fields parsed cleanly; it refuses every value
 the component's factory would refuse (``hub check`` and ``hub run`` share it,
-so ``check`` passes exactly what ``run`` can build). It may look at the rest of
+so ``check`` passes exactly what ``run`` can build). An exception other than a
+``ConfigError`` escaping a check (a value it did not foresee) is recorded as an
+issue at the spec's path, so no config can crash ``check`` or a reload. It may look at the rest of
 the config through the ``Checker``: ``base_dir``, ``registry`` and the
 ``sections`` parsed before it (``connections``). It never opens a socket and
 never creates a file.
@@ -294,7 +296,12 @@ class Checker:
                 else:
                     out[f.name] = self.value(f, f.default, _join(path, f.name), default=True)
         if spec.check is not None and not any(i.path.startswith(path) for i in self.issues):
-            spec.check(out, self, path)
+            try:
+                spec.check(out, self, path)
+            except ConfigError:
+                raise
+            except Exception as e:  # a check that fails on a value it did not foresee: still a located refusal
+                self.issue(path, f"cannot be checked: {type(e).__name__}: {e}")
         return out
 
     def value(self, f: Field, v: Any, path: str, default: bool = False) -> Any:
