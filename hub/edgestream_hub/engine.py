@@ -38,6 +38,7 @@ from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
+from edgestream_hub.supervise import supervise
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
@@ -88,7 +89,10 @@ class SinkRunner:
         self.opened = True
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.label}", daemon=True)
+        self._thread = threading.Thread(
+            target=supervise, args=(f"sink {self.label}", self._run, self.ctx.log),
+            kwargs={"wait": self._abort.wait, "backoff_max_s": self.retry["max"] / 1000}, name=f"sink-{self.label}",
+            daemon=True)
         self._thread.start()
 
     def put(self, records: list[Record]) -> None:
@@ -215,17 +219,14 @@ class PipelineRunner:
         self.input.put(records, self.engine.abort)
 
     def _supervise(self) -> None:
-        backoff = 0.1
-        for _ in range(1_000_000):
-            try:
-                self._run()
-                return
-            except Exception as e:  # a bug outside the processors: restart the loop
-                self.engine.metrics.inc("edgestream_pipeline_errors_total", self.name)
-                log.exception("pipeline %s crashed, restarting in %.1fs: %s", self.name, backoff, e)
-                if self._stopping.wait(backoff):
-                    backoff = 0.0
-                backoff = min(max(backoff * 2, 0.1), self.engine.backoff_max_s)
+        """Run the loop; a bug outside the processors restarts it (at once when stopping: it must drain)."""
+        supervise(f"pipeline {self.name}", self._run, log, wait=self._restart_wait,
+                  backoff_max_s=self.engine.backoff_max_s,
+                  on_crash=lambda e: self.engine.metrics.inc("edgestream_pipeline_errors_total", self.name))
+
+    def _restart_wait(self, s: float) -> bool:
+        self._stopping.wait(s)
+        return False
 
     def _run(self) -> None:
         tick_s = self.pc.tick_ms / 1000

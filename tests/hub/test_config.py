@@ -271,3 +271,58 @@ def test_limits_hold_for_text_and_overrides_too(hub):
     assert errors(hub, GOOD, sets=["broker.host=" + "[" * 5000]) == [
         "broker.host: (--set) nested deeper than 64 levels (a config's limit)"]
     assert not [e for e in errors(hub, _deep(60).decode()) if "nested" in e]  # at the limit: fine
+
+
+def _duration_fields():
+    """(spec, field) of every duration key of every built-in spec."""
+    from edgestream_hub import config as c
+    from edgestream_hub.registry import KINDS, Registry
+
+    r = Registry()
+    r.load_entry_points(paths=[])
+    specs = [c.HUB_SPEC, c.MQTT_CONNECTION_SPEC, c.PIPELINE_SPEC, c.STATE_SPEC, c.METRICS_SPEC,
+             c.SOURCE_COMMON_SPEC, c.SINK_COMMON_SPEC, *(t.spec for kind in KINDS for t in r.types(kind))]
+    out, seen = [], set()
+    while specs:
+        spec = specs.pop()
+        if id(spec) in seen:
+            continue
+        seen.add(id(spec))
+        for f in spec.fields:
+            if f.spec is not None:
+                specs.append(f.spec)
+            if f.type == "duration":
+                out.append((spec, f))
+    return out
+
+
+def test_every_duration_is_bounded():
+    from edgestream_hub.spec import MAX_DURATION_MS, Checker, format_duration
+
+    fields = _duration_fields()
+    assert len(fields) > 20
+    for spec, f in fields:
+        chk = Checker()
+        chk.value(f, "1000000d", f"x.{f.name}")
+        assert [i.message for i in chk.issues] == ["'1000000d' is longer than the maximum " + (
+            "30d" if f.max is None else format_duration(f.max))], (spec.name, f.name)
+        limit = f.max if f.max is not None else MAX_DURATION_MS
+        assert limit <= MAX_DURATION_MS * 13  # nothing a timer cannot wait for (threading.TIMEOUT_MAX is ~292 y)
+        chk = Checker()
+        assert chk.value(f, f"{int(limit)}ms", "x") == limit and not chk.issues
+
+
+def test_the_longest_durations_run(hub):
+    """At the bound, timers, waits and socket timeouts work: a pipeline ticking every 30 days, a sink
+    lingering 30 days, a 30-day shutdown timeout and read timeout start, pass records and stop."""
+    hub.scripts["s"] = [{"i": 1}]
+    e = hub.engine("""
+hub: {shutdown_timeout: 30d, watch_interval: 30d, restart_backoff_max: 30d}
+sources: {s: {script: {name: s}}, web: {http: {port: 0, read_timeout: 30d}}}
+sinks: {out: {memory: {}, batch: {size: 1, linger: 30d}, retry: {initial: 30d, max: 30d}}}
+pipelines: {p: {from: [s, web], to: out, tick: 30d, batch: {size: 1, linger: 30d}}}
+""")
+    from hubtest import wait_for
+
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 1)
+    assert e.stop()

@@ -175,3 +175,34 @@ def test_any_exception_while_loading_a_reload_refuses_it(hub, caplog):
     assert "RuntimeError: a bug in a plugin's check" in caplog.text
     assert svc.reloads["refused"] == 1
     assert svc.stop()
+
+
+def test_the_config_watcher_survives_a_crash_and_says_so(hub, caplog, monkeypatch):
+    import threading
+
+    from edgestream_hub import service as service_module
+
+    hub.scripts["s"] = []
+    hub.scripts["t"] = []
+    real = service_module._stat
+    crashes = [2]
+
+    def flaky(path):
+        if crashes[0] and threading.current_thread().name == "config-watch":
+            crashes[0] -= 1
+            raise RuntimeError("stat exploded")
+        return real(path)
+
+    monkeypatch.setattr(service_module, "_stat", flaky)
+    svc = service(hub, CONFIG, watch=True)
+    runner = threading.Thread(target=svc.run, daemon=True)
+    runner.start()
+    assert wait_for(lambda: not crashes[0])
+    rewrite(hub, svc, "other: {memory: {}}", "other: {memory: {}, label: other2}")
+    assert wait_for(lambda: svc.reloads["ok"] == 1)  # still watching
+    svc.stop_requested.set()
+    runner.join(10)
+    assert not runner.is_alive()
+    crashed = [r for r in caplog.records if "config watch crashed" in r.getMessage()]
+    assert crashed and crashed[0].levelname == "ERROR" and crashed[0].exc_info is not None
+    assert "RuntimeError: stat exploded" in crashed[0].getMessage()

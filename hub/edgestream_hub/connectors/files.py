@@ -426,7 +426,7 @@ def _check_file_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("columns", "list[str]", "CSV columns (default: the first record's fields).", default=None),
     Field("rotate_size", "size", "Rotate when the file reaches this size. A sink that receives dead letters and "
           "sets no rotation rotates at 10MiB and keeps 5.", default=None),
-    Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None),
+    Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None, max=366 * 86_400_000),
     Field("keep", "int", "Rotated files to keep (0: all); only files named like its rotations "
           "(`<stem>-<UTC time>-<n><suffix>`) are ever deleted.", default=0, min=0),
     Field("fsync", "bool", "fsync after every batch (slower, survives power loss).", default=False),
