@@ -66,6 +66,7 @@ class SinkRunner:
         self.opened = False
         self.failing = False
         self.gone = False  # the destination went away for good (OutputGoneError)
+        self.abandoned = 0  # records of a failing write given up when a stop ran out of time
 
     def _dropped(self, n: int, final: bool = False) -> None:
         """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
@@ -142,6 +143,7 @@ class SinkRunner:
                         self.ctx.dead_letter(r, f"sink {self.label} failed {attempt} times: {type(e).__name__}: {e}")
                     return
                 if self._abort.is_set():
+                    self.abandoned += len(batch)
                     self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, len(batch))
                     self.ctx.log.error("stop timed out: abandoned %d records after: %s", len(batch), e)
                     return
@@ -652,6 +654,7 @@ class Engine:
                     if rest:
                         self.metrics.inc("edgestream_sink_dropped_records_total", s.label, len(rest))
                         left += len(rest)
+                    left += s.abandoned  # the batch a failing write was retrying
                 if self._metrics_server is not None:
                     self._metrics_server.stop()  # bounded: a stalled scraper does not hold the stop
                     self._metrics_server = None

@@ -147,7 +147,9 @@ def test_keep_deletes_only_the_files_its_rotation_made(tmp_path):
     mine_before.write_text("{}\n")
     os.utime(mine_before, (1, 1))
     others = ["r-important.jsonl", "r-2025.jsonl", "r-20250101T000000-1.jsonl.bak", "r-20250101T000000-x.jsonl",
-              "rr-20250101T000000-1.jsonl", "r-20250101T000000-1.json", "r-20250101T0000001-1.jsonl"]
+              "rr-20250101T000000-1.jsonl", "r-20250101T000000-1.json", "r-20250101T0000001-1.jsonl",
+              "r-\u0662\u0660\u0662\u0665\u0660\u0661\u0660\u0661T000000-1.jsonl",  # Arabic-Indic digits
+              "r-20250101T000000-\uff11.jsonl"]  # a full-width 1
     for name in others:
         (tmp_path / name).write_text("precious\n")
         os.utime(tmp_path / name, (1, 1))  # older than anything the sink writes
@@ -159,6 +161,89 @@ def test_keep_deletes_only_the_files_its_rotation_made(tmp_path):
         assert (tmp_path / name).read_text() == "precious\n", name
     rotated = s.rotated()
     assert len(rotated) == 1 and not mine_before.exists()
+
+
+def _records_in(paths):
+    return [r["i"] for p in paths for r in jl(p)]
+
+
+def test_keep_follows_the_order_of_rotation_not_the_clock(tmp_path, monkeypatch):
+    """A rotation stamped in the future (a gateway whose clock went back since) is still the oldest:
+    each new rotation survives, and what is kept is the newest records."""
+    future = tmp_path / "out-20991231T000000-1.jsonl"
+    future.write_text('{"i": -1}\n')
+    s = _sink(tmp_path, rotate_size=2000, keep=2)
+    for b in range(30):
+        s.write([{"i": 10 * b + k, "pad": "x" * 50} for k in range(10)])
+    s.close()
+    rotated = s.rotated()
+    assert len(rotated) == 2 and future not in rotated and not future.exists()
+    got = _records_in([*rotated, tmp_path / "out.jsonl"])
+    assert got == list(range(300 - len(got), 300)) and len(got) > 40  # the newest, in order, nothing between lost
+
+
+def test_keep_is_exact_across_a_restart_with_the_clock_set_back(tmp_path, monkeypatch):
+    import time as _time
+
+    from edgestream_hub.connectors import files
+
+    def run(year: int, first: int) -> FileSink:
+        monkeypatch.setattr(files.time, "gmtime", lambda *a: _time.struct_time((year, 1, 1, 0, 0, 0, 0, 1, 0)))
+        s = _sink(tmp_path, rotate_size=500, keep=3)
+        for i in range(first, first + 40):
+            s.write([{"i": i, "pad": "x" * 100}])
+        s.close()
+        return s
+
+    run(2030, 0)
+    s = run(2001, 40)  # restarted after the clock went back 29 years
+    got = _records_in([*s.rotated(), tmp_path / "out.jsonl"])
+    assert got == list(range(80 - len(got), 80)) and len(s.rotated()) == 3
+
+
+def test_a_failed_delete_is_logged_once_and_writing_goes_on(tmp_path, caplog, monkeypatch):
+    """Something in the way of pruning (a folder named like a rotation, a file that cannot be deleted) is
+    never a reason to stop writing."""
+    from pathlib import Path
+
+    (tmp_path / "out-20000101T000000-1.jsonl").mkdir()  # a folder: not a rotation of the sink's
+    (tmp_path / "out-20000101T000000-1.jsonl" / "inner").write_text("x")
+    stuck = tmp_path / "out-20000101T000000-2.jsonl"
+    stuck.write_text("{}\n")
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == stuck:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    s = _sink(tmp_path, rotate_size=2000, keep=1)
+    for b in range(30):
+        assert s.write([{"i": 10 * b + k, "pad": "x" * 50} for k in range(10)]) == []
+    s.close()
+    assert (tmp_path / "out-20000101T000000-1.jsonl" / "inner").read_text() == "x"
+    kept = [p for p in s.rotated() if p != stuck]
+    assert len(kept) == 1 and stuck.exists()
+    got = _records_in([*kept, tmp_path / "out.jsonl"])
+    assert got == list(range(300 - len(got), 300))
+    said = [r for r in caplog.records if "cannot delete" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR" and str(stuck) in said[0].getMessage()
+
+
+def test_a_stop_out_of_time_counts_the_batch_a_failing_sink_abandoned(hub, caplog):
+    hub.scripts["s"] = [{"i": i} for i in range(300)]
+    e = hub.engine("""
+sources: {s: {script: {name: s, batch: 300, finite: true}}}
+sinks: {out: {memory: {fail_first: 1000000}, batch: {size: 1000}, retry: {initial: 10ms, max: 10ms}}}
+pipelines: {p: {from: s, to: out, batch: {size: 1000}}}
+""")
+    assert wait_for(lambda: e.sinks["out"].failing)
+    with caplog.at_level("ERROR", logger="edgestream.hub"):
+        assert not e.stop(0.3)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stop: ")]
+    assert said == ["stop: 300 records were not drained within 0.3s"]
+    assert e.metrics.value("edgestream_sink_dropped_records_total", component="out") == 300
 
 
 def test_a_file_sink_that_takes_dead_letters_is_bounded_by_default(hub):

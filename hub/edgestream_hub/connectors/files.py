@@ -9,9 +9,13 @@ over when the file is truncated or replaced (rotation). A half-written last
 line is held back until its newline arrives.
 
 The sink appends one line per record and rotates by size or age: the current
-file is renamed to ``<stem>-<UTC time>-<n><suffix>`` and a new one is started;
-``keep`` bounds how many rotated files are kept, and only files named exactly
-so are ever deleted. A sink that receives dead letters and sets no rotation
+file is renamed to ``<stem>-<UTC time>-<n><suffix>`` and a new one is started.
+``n`` counts rotations: each is one more than the largest ``n`` already in the
+folder, so it goes on across restarts, and ``keep`` keeps the ``keep`` files
+with the largest ``n`` (the UTC time only informs: a gateway's clock may jump
+back). Only regular files named exactly so (ASCII digits) are ever deleted, never
+the file just rotated; a file that cannot be deleted is logged once and writing
+goes on. A sink that receives dead letters and sets no rotation
 rotates at 10 MiB and keeps 5. JSON lines are encoded by one encoder made at
 construction and written with one ``write`` per batch; a batch holding a record
 that needs more (a non-finite number, written as null and counted; a type JSON
@@ -265,9 +269,10 @@ class FileSink(Sink):
             # dead letters come from outside: bound them unless the config chose its own rotation
             self.rotate_size, self.keep = deadletter.DEFAULT_ROTATE_SIZE, self.keep or deadletter.DEFAULT_KEEP
         self.fsync = config["fsync"]
-        # exactly the names _rotate() gives: <stem>-<UTC time>-<n><suffix>
-        self._rotated_name = re.compile(re.escape(self.path.stem) + r"-(\d{8}T\d{6})-(\d+)"
+        # exactly the names _rotate() gives: <stem>-<UTC time>-<n><suffix> (ASCII digits: \d takes any script's)
+        self._rotated_name = re.compile(re.escape(self.path.stem) + r"-([0-9]{8}T[0-9]{6})-([0-9]+)"
                                         + re.escape(self.path.suffix) + r"\Z")
+        self._undeletable: set[Path] = set()  # rotations a prune could not delete (logged once each)
         self.columns: list[str] | None = config["columns"]
         self._cols: list[str] | None = None
         self._f: Any = None
@@ -293,27 +298,48 @@ class FileSink(Sink):
                 self._cols = next(csv.reader(f), None)
 
     def _rotate(self) -> None:
-        self._f.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        for _ in range(1_000_000):  # never replace an earlier rotation (a restart in the same second)
-            self._seq += 1
-            target = self.path.with_name(f"{self.path.stem}-{stamp}-{self._seq}{self.path.suffix}")
-            if not target.exists():
-                break
-        os.replace(self.path, target)
-        if self.keep:
-            for p in self.rotated()[:-self.keep]:
-                p.unlink(missing_ok=True)
-        self._open()
+        """Rename the current file to the next rotation and start a new one, then prune to ``keep``.
 
-    def rotated(self) -> list[Path]:
-        """The files this sink's rotation made (and only those), oldest first."""
+        The new file is opened whatever happens to the rename; a prune failure is logged, never raised."""
+        self._f.close()
+        mine = self._mine()
+        try:
+            self._seq = max(self._seq, max((n for n, _, _ in mine), default=0))
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            for _ in range(1_000_000):  # never replace an earlier rotation
+                self._seq += 1
+                target = self.path.with_name(f"{self.path.stem}-{stamp}-{self._seq}{self.path.suffix}")
+                if not target.exists():
+                    break
+            os.replace(self.path, target)
+        finally:
+            self._open()
+        if self.keep:
+            older = [p for _, _, p in sorted(mine) if p != target]
+            self._prune(older[:max(0, len(older) - (self.keep - 1))])
+
+    def _prune(self, paths: list[Path]) -> None:
+        for p in paths:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as e:
+                if p not in self._undeletable:
+                    self._undeletable.add(p)
+                    self.ctx.log.error("cannot delete the old rotation %s (keep: %d): %s; writing goes on", p,
+                                       self.keep, e.strerror or e)
+
+    def _mine(self) -> list[tuple[int, str, Path]]:
+        """``(n, UTC time, path)`` of the files this sink's rotation made: regular files named like one."""
         mine = []
         for p in self.path.parent.iterdir():
             m = self._rotated_name.match(p.name)
-            if m:
-                mine.append((m.group(1), int(m.group(2)), p))
-        return [p for _, _, p in sorted(mine)]
+            if m and p.is_file():
+                mine.append((int(m.group(2)), m.group(1), p))
+        return mine
+
+    def rotated(self) -> list[Path]:
+        """The files this sink's rotation made (and only those), oldest first (in the order they were made)."""
+        return [p for _, _, p in sorted(self._mine())]
 
     def write(self, records: list[Record]) -> list[tuple[Any, str]]:
         if self._f is None:
@@ -427,8 +453,9 @@ def _check_file_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("rotate_size", "size", "Rotate when the file reaches this size. A sink that receives dead letters and "
           "sets no rotation rotates at 10MiB and keeps 5.", default=None),
     Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None, max=366 * 86_400_000),
-    Field("keep", "int", "Rotated files to keep (0: all); only files named like its rotations "
-          "(`<stem>-<UTC time>-<n><suffix>`) are ever deleted.", default=0, min=0),
+    Field("keep", "int", "Rotated files to keep (0: all): the newest by rotation count `n`, whatever their UTC "
+          "time says; only regular files named like its rotations (`<stem>-<UTC time>-<n><suffix>`) are ever "
+          "deleted.", default=0, min=0),
     Field("fsync", "bool", "fsync after every batch (slower, survives power loss).", default=False),
 ], check=_check_file_sink, example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
 def file_sink(config: dict[str, Any], ctx: ComponentContext) -> FileSink:
