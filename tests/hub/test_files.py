@@ -134,12 +134,77 @@ pipelines: {pj: {from: j, to: out}, pc: {from: c, to: out}}
     reasons = [d["reason"] for d in hub.out["dlq"]]
     assert len(reasons) == len(HOSTILE_JSON) + 2
     csv_reasons = [r for r in reasons if "in.csv" in r]  # the two sources race: only each one's order is fixed
-    assert "in.csv: line 3: Error: field larger than field limit (131072)" in csv_reasons[0]  # header is line 1
+    assert "in.csv: line 3: not CSV: field larger than field limit (131072)" in csv_reasons[0]  # header: line 1
     assert "in.csv: line 4: not UTF-8" in csv_reasons[1]
     assert e.metrics.value("edgestream_source_decode_errors_total", component="j") == len(HOSTILE_JSON)
     assert e.metrics.value("edgestream_source_decode_errors_total", component="c") == 2
     big = next(d["record"] for d in hub.out["dlq"] if "field larger" in d["reason"])
     assert big["bytes"] == 200_002 and len(big["payload"]) == 1024  # the start of the line, not all of it
+
+
+def _source(tmp_path, name, dead, **kw):
+    from edgestream_hub.connectors.files import FileSource
+
+    cfg = dict(path=str(tmp_path / name), format="auto", mode="follow", start="beginning", poll_interval=10,
+               convert=True, batch=1000, max_line=1 << 20)
+    cfg.update(kw)
+    ctx = ComponentContext("source", "f", "f", base_dir=str(tmp_path),
+                           dead_letter=lambda comp, pl, rec, reason: dead.append((rec, reason)))
+    src = FileSource(cfg, ctx)
+    src.open()
+    return src
+
+
+def _poll_all(src, rounds=5):
+    out = []
+    for _ in range(rounds):
+        records, wait = src.poll()
+        out += records
+        if wait is None:
+            break
+    return out
+
+
+def test_follow_holds_a_quoted_multi_line_record_until_it_is_complete(tmp_path):
+    f = tmp_path / "in.csv"
+    f.write_bytes(b'\xef\xbb\xbfid,v\n1,a\n2,"multi')  # a BOM, and a record cut in its quoted cell
+    dead: list = []
+    src = _source(tmp_path, "in.csv", dead)
+    assert _poll_all(src) == [{"id": 1, "v": "a"}]
+    with open(f, "ab") as w:
+        w.write(b'\nline')
+    assert _poll_all(src) == []  # the record's quoted cell goes on: held
+    with open(f, "ab") as w:
+        w.write(b'"\n3,"x\ny')
+    assert _poll_all(src) == [{"id": 2, "v": "multi\nline"}]
+    with open(f, "ab") as w:
+        w.write(b'"\n4,1_000\n')
+    assert _poll_all(src) == [{"id": 3, "v": "x\ny"}, {"id": 4, "v": "1_000"}]
+    with open(f, "ab") as w:
+        w.write(b"5\n6,6\n")
+    assert _poll_all(src) == [{"id": 6, "v": 6}]
+    assert [why.split(": ", 1)[1] for _, why in dead] == ["line 8: 1 columns, the header has 2"]
+    src.close()
+
+
+def test_a_line_over_max_line_is_one_dead_letter_and_line_numbers_stay_right(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(b'{"i": 0}\n{"pad": "' + b"x" * 200_000 + b'"}\n{"i": 2}\n{"i": 3}\nnot json\n')
+    dead: list = []
+    src = _source(tmp_path, "in.jsonl", dead, mode="once", max_line=1024)
+    assert [r["i"] for r in _poll_all(src, 10)] == [0, 2, 3]
+    assert [why.split(": ", 1)[1] for _, why in dead] == ["line 2: longer than 1024 bytes",
+                                                         "line 5: not JSON (Expecting value: line 1 column 1 (char 0))"]
+    src.close()
+
+
+def test_once_refuses_a_quoted_cell_left_open_at_the_end(tmp_path):
+    (tmp_path / "in.csv").write_text('id,v\n1,a\n2,"never closed\n')
+    dead: list = []
+    src = _source(tmp_path, "in.csv", dead, mode="once")
+    assert _poll_all(src) == [{"id": 1, "v": "a"}]
+    assert [why.split(": ", 1)[1] for _, why in dead] == ["line 3: a quoted cell is not closed at the end of the input"]
+    src.close()
 
 
 def test_keep_deletes_only_the_files_its_rotation_made(tmp_path):
