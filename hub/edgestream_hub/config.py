@@ -184,8 +184,9 @@ STATE_SPEC = Spec("state", "Where stateful processors keep their snapshots.", [
 METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
     Field("listen", "hostport", "`host:port` of the HTTP endpoint serving `/metrics` (none: no endpoint; port 0: "
           "any free port). Use 127.0.0.1 unless the gateway's network is trusted.", default=None),
-    Field("read_timeout", "duration", "How long a scraper may take to send each line of its request; a stalled "
-          "connection is closed after it.", default="10s", min=1),
+    Field("read_timeout", "duration", "How long a scraper may take to send its whole request head, however "
+          "slowly the bytes trickle in; a connection still sending is answered 408 and closed after it.",
+          default="10s", min=1),
     Field("max_connections", "int", "Connections served at once; more are answered 503 and closed at once.",
           default=16, min=1),
 ])

@@ -216,3 +216,39 @@ def test_a_stalled_scraper_does_not_hold_the_hub_stop(hub):
             c.close()
     with socket.socket() as s:  # and the port is free again
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def trickle(port: int, head: bytes, every_s: float, seconds: float) -> tuple[float, bytes]:
+    """Send ``head`` a byte every ``every_s`` (each read well within the timeout) for at most ``seconds``;
+    returns when the server closed the connection (seconds after the first byte) and what it sent."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        for b in head[: int(seconds / every_s)]:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                break
+            s.settimeout(every_s)
+            try:
+                if not s.recv(4096, socket.MSG_PEEK):
+                    break  # closed
+                break  # answered
+            except TimeoutError:
+                pass
+        closed, data = closed_within(s, 5)
+        assert closed
+        return time.monotonic() - t0, data
+    finally:
+        s.close()
+
+
+def test_the_whole_request_head_must_arrive_within_the_read_timeout(hub):
+    """A scraper that sends its request line a byte at a time, each byte well within the timeout, is cut
+    once the whole head has taken read_timeout: the timeout is per request head, not per read."""
+    e, port = serving(hub, ", read_timeout: 1s")
+    took, data = trickle(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, 0.2, 8)
+    assert took < 3, took
+    assert data.startswith(b"HTTP/1.1 408")
+    assert scrape(e.metrics_url)
+    assert e.stop(2.0)
