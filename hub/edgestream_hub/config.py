@@ -642,7 +642,11 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
     # references, all at once
     have: dict[str, Mapping[str, Any]] = {"sources": sources, "sinks": sinks, "connections": connections}
     for path, section, name in chk.refs:
-        if name not in have[section]:
+        if section == "connections" and name == "default" and "default" not in connections:
+            kind = {"sources": "source", "sinks": "sink"}.get(path.split(".")[0], "component")
+            chk.issue(path, f"an mqtt {kind} needs a `broker:` section or a named connection (`connection: <name>`, "
+                            "defined under `connections:`)")
+        elif name not in have[section]:
             known = ", ".join(sorted(have[section]))
             chk.issue(path, f"{name!r} is not defined in {section} "
                             + (f"(defined: {known})" if known else f"(no {section} are defined)"))

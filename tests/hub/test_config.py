@@ -326,3 +326,32 @@ pipelines: {p: {from: [s, web], to: out, tick: 30d, batch: {size: 1, linger: 30d
 
     assert wait_for(lambda: len(hub.out.get("out", [])) == 1)
     assert e.stop()
+
+
+def test_check_escapes_control_and_bidi_characters_of_user_text(tmp_path):
+    (tmp_path / "hub.yaml").write_text('sources: {"d\\u00e9": {mqtt: {topics: ["a/b"]}}}\n'
+                                       'sinks: {"o\\u0000": {stdout: {}}}\n'
+                                       'pipelines: {"p\\u202e": {from: "d\\u00e9", to: "o\\u0000"}}\n')
+    r = _cli("check", "-c", "hub.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "\x00" not in r.stderr and "\u202e" not in r.stderr, repr(r.stderr)
+    assert "sinks.o\\x00: line 2:" in r.stderr and "pipelines.p\\u202e" in r.stderr
+    assert "d\u00e9" in r.stderr  # printable text stays as it is
+
+
+def test_printable_escapes_only_what_would_mislead_a_terminal():
+    from edgestream_hub.errors import printable
+
+    assert printable("a\x00b\x1b[31mc\u202ed\u2066e\u200ff") == "a\\x00b\\x1b[31mc\\u202ed\\u2066e\\u200ff"
+    assert printable("line 1\n    SELECT é\tx") == "line 1\n    SELECT é\tx"  # layout and letters kept
+    assert printable("a\nb", keep="") == "a\\nb"
+
+
+def test_hub_run_log_lines_escape_control_characters():
+    import logging
+
+    from edgestream_hub.cli import PrintableFormatter
+
+    rec = logging.LogRecord("edgestream.hub", logging.WARNING, __file__, 1, "waiting for %s to appear",
+                            ("in\x1b[2J\u202e.jsonl",), None)
+    assert PrintableFormatter("%(message)s").format(rec) == "waiting for in\\x1b[2J\\u202e.jsonl to appear"
