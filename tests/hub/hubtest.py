@@ -77,6 +77,20 @@ def wait_for(cond, timeout: float = 10.0, step: float = 0.01) -> bool:
     return bool(cond())
 
 
+def read_once(hub: "Harness", name: str, text: str) -> tuple[list[Any], list[Any]]:
+    """Run a hub whose file source reads ``name`` (holding ``text``) once: (records, dead letters)."""
+    (hub.tmp / name).write_text(text)
+    e = hub.engine(f"""
+hub: {{dead_letter: dlq}}
+sources: {{f: {{file: {{path: {name}}}}}}}
+sinks: {{out: {{memory: {{}}}}, dlq: {{memory: {{}}}}}}
+pipelines: {{p: {{from: f, to: out}}}}
+""")
+    assert e.finished.wait(10)
+    assert e.stop()
+    return hub.out.get("out", []), hub.out.get("dlq", [])
+
+
 class ScriptSource(PollingSource):
     def __init__(self, items: list[Any], batch: int, resume: threading.Event, ctx: ComponentContext,
                  finite: bool) -> None:

@@ -78,20 +78,14 @@ WANT = [{"id": 1, "v": "1_000"}, {"id": 2, "v": "multi\nline"}, {"id": 3, "v": '
 
 
 def test_the_file_source_and_edgestream_sql_read_a_csv_alike(hub):
+    from hubtest import read_once
+
     from edgestream_hub.sql.tables import iter_records
 
     (hub.tmp / "in.csv").write_text(CSV)
     bad: list = []
     assert list(iter_records(hub.tmp / "in.csv", lambda raw, why: bad.append(why))) == WANT and not bad
-    e = hub.engine("""
-hub: {dead_letter: dlq}
-sources: {f: {file: {path: in.csv}}}
-sinks: {out: {memory: {}}, dlq: {memory: {}}}
-pipelines: {p: {from: f, to: out}}
-""")
-    assert e.finished.wait(10)
-    assert e.stop()
-    assert hub.out["out"] == WANT and not hub.out.get("dlq")
+    assert read_once(hub, "in.csv", CSV) == (WANT, [])
 
 
 def test_sql_inputs_refuse_a_row_that_does_not_fit_the_header(tmp_path):

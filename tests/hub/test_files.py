@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from hubtest import wait_for
+from hubtest import read_once, wait_for
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.components import ComponentContext
@@ -18,18 +18,10 @@ def jl(path):
 
 
 def test_csv_once_converts_numbers_and_dead_letters_bad_rows(hub):
-    (hub.tmp / "in.csv").write_text("device,temp,note\nd1,21.5,ok\nd2,22,\nd3,oops\nd4,-1,\"a,b\"\n")
-    e = hub.engine("""
-hub: {dead_letter: dlq}
-sources: {f: {file: {path: in.csv}}}
-sinks: {out: {memory: {}}, dlq: {memory: {}}}
-pipelines: {p: {from: f, to: out}}
-""")
-    assert e.finished.wait(10)
-    assert e.stop()
-    assert hub.out["out"] == [{"device": "d1", "temp": 21.5, "note": "ok"}, {"device": "d2", "temp": 22, "note": None},
-                              {"device": "d4", "temp": -1, "note": "a,b"}]
-    assert "in.csv: line 4: 2 columns, the header has 3" in hub.out["dlq"][0]["reason"]
+    out, dlq = read_once(hub, "in.csv", "device,temp,note\nd1,21.5,ok\nd2,22,\nd3,oops\nd4,-1,\"a,b\"\n")
+    assert out == [{"device": "d1", "temp": 21.5, "note": "ok"}, {"device": "d2", "temp": 22, "note": None},
+                   {"device": "d4", "temp": -1, "note": "a,b"}]
+    assert "in.csv: line 4: 2 columns, the header has 3" in dlq[0]["reason"]
 
 
 def test_jsonl_follow_tails_rotation_and_truncation(hub):
