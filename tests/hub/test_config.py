@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from hubtest import ALIAS_BOMB, deep_yaml
 from hypothesis import given, strategies as st
 
 from edgestream_hub.config import InterpolationError, interpolate, set_path, split_path
@@ -231,23 +232,13 @@ def test_hub_check_imports_no_connector_library(tmp_path):
 
 # -- a config file no user meant: refused with a located message, never a crash or a runaway --
 
-def _deep(n: int) -> bytes:
-    return ("sources: {s: {file: {path: in.jsonl}}}\nsinks: {o: {stdout: {}}}\npipelines: {p: {from: s, to: o}}\n"
-            "x: " + "[" * n + "]" * n + "\n").encode()
-
-
-# nine lists of nine aliases of the one before: a few hundred bytes that expand to 9**9 strings
-_BOMB = (b'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
-         + b"".join(b"%c: &%c [%s]\n" % (c, c, b",".join([b"*%c" % p] * 9)) for p, c in zip(b"abcdefgh", b"bcdefghi"))
-         + b"sources: {d: {mqtt: {topics: [a/b]}}}\nsinks: {o: {stdout: {}}}\npipelines: {p: {from: d, to: o}}\n")
-
 HOSTILE_CONFIGS = {
     # name: (file content, what the message must say)
     "latin-1 comment": (GOOD.encode() + b"# temperature in \xb0C\n",
                         "<root>: line 17: byte 0xb0 at column 18 is not UTF-8"),
     "binary": (b"sources: {d: \xff\xfe}\n", "<root>: line 1: byte 0xff at column 14 is not UTF-8"),
-    "3000 levels deep": (_deep(3000), "<root>: line 4: nested deeper than 64 levels"),
-    "alias bomb": (_BOMB, "<root>: line 6: expands to more than 100000 YAML nodes"),
+    "3000 levels deep": (deep_yaml(3000), "<root>: line 4: nested deeper than 64 levels"),
+    "alias bomb": (ALIAS_BOMB, "<root>: line 6: expands to more than 100000 YAML nodes"),
     "alias chain": (b"a0: &a0 [1]\n" + b"".join(b"a%d: &a%d [*a%d]\n" % (i, i, i - 1) for i in range(1, 80)),
                     "<root>: line 64: nested deeper than 64 levels through aliases"),
     "over 1 MiB": (GOOD.encode() + b"#" * (1 << 20) + b"\n", "<root>: the file is larger than 1048576 bytes"),
@@ -267,10 +258,10 @@ def test_a_hostile_config_file_is_refused_by_check_and_run(tmp_path, name):
 
 def test_limits_hold_for_text_and_overrides_too(hub):
     with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
-        hub.config(_deep(100).decode())
+        hub.config(deep_yaml(100).decode())
     assert errors(hub, GOOD, sets=["broker.host=" + "[" * 5000]) == [
         "broker.host: (--set) nested deeper than 64 levels (a config's limit)"]
-    assert not [e for e in errors(hub, _deep(60).decode()) if "nested" in e]  # at the limit: fine
+    assert not [e for e in errors(hub, deep_yaml(60).decode()) if "nested" in e]  # at the limit: fine
 
 
 def _duration_fields():

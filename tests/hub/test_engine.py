@@ -271,7 +271,7 @@ def test_a_sink_thread_that_crashes_is_restarted_and_says_so(hub, caplog):
             raise OverflowError("timestamp out of range for platform time_t")
         return real_get(*a, **kw)
 
-    q.get = flaky  # type: ignore[method-assign]
+    q.get = flaky
     assert wait_for(lambda: not crashes[0])
     hub.resume["s"].set()
     assert wait_for(lambda: len(hub.out.get("out", [])) == 2)

@@ -372,7 +372,7 @@ pipelines: {p: {from: web, to: out}}
 def test_trickling_clients_cannot_hold_every_slot(hub):
     """Clients sending a request head one byte at a time (each within the read timeout) are cut once the
     head has taken read_timeout, so a good request gets a slot instead of a 503."""
-    from test_metrics import trickle  # tests/hub is on sys.path (conftest.py)
+    from hubtest import trickle
 
     e = hub.engine("""
 sources: {web: {http: {port: 0, read_timeout: 1s, max_connections: 2}}}

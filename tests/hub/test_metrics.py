@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from hubtest import PAUSE, wait_for
+from hubtest import PAUSE, closed_within, trickle, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgestream_hub.metrics import LABELS, METRICS, RELOAD_RESULTS, scope
@@ -147,20 +147,6 @@ metrics: {{listen: "127.0.0.1:0"{extra}}}
     return e, urlsplit(e.metrics_url).port
 
 
-def closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
-    """Whether the server closed the connection within ``seconds``, and what it sent before."""
-    s.settimeout(seconds)
-    data = b""
-    try:
-        while chunk := s.recv(4096):
-            data += chunk
-    except TimeoutError:
-        return False, data
-    except ConnectionResetError:
-        pass
-    return True, data
-
-
 def test_a_stalled_scraper_is_cut_after_the_read_timeout_and_others_are_served(hub):
     e, port = serving(hub, ", read_timeout: 300ms")
     silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # connects, sends nothing
@@ -216,31 +202,6 @@ def test_a_stalled_scraper_does_not_hold_the_hub_stop(hub):
             c.close()
     with socket.socket() as s:  # and the port is free again
         assert s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def trickle(port: int, head: bytes, every_s: float, seconds: float) -> tuple[float, bytes]:
-    """Send ``head`` a byte every ``every_s`` (each read well within the timeout) for at most ``seconds``;
-    returns when the server closed the connection (seconds after the first byte) and what it sent."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    t0 = time.monotonic()
-    try:
-        for b in head[: int(seconds / every_s)]:
-            try:
-                s.sendall(bytes([b]))
-            except OSError:
-                break
-            s.settimeout(every_s)
-            try:
-                if not s.recv(4096, socket.MSG_PEEK):
-                    break  # closed
-                break  # answered
-            except TimeoutError:
-                pass
-        closed, data = closed_within(s, 5)
-        assert closed
-        return time.monotonic() - t0, data
-    finally:
-        s.close()
 
 
 def test_the_whole_request_head_must_arrive_within_the_read_timeout(hub):

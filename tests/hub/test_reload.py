@@ -127,14 +127,14 @@ def test_adding_and_removing_components(hub):
 
 
 def _hostile_reloads():
-    from test_config import _BOMB, _deep  # tests/hub is on sys.path (conftest.py)
+    from hubtest import ALIAS_BOMB, deep_yaml
 
     sql = "filter: {field: j, ge: 0}"
     ors = " OR ".join(f"j = {i}" for i in range(300))
     return {
         "latin-1 comment": lambda text: text.encode() + b"# temperature in \xb0C\n",
-        "3000 levels deep": lambda text: text.encode() + _deep(3000).split(b"\n")[-2] + b"\n",
-        "alias bomb": lambda text: _BOMB.split(b"sources:")[0] + text.encode(),
+        "3000 levels deep": lambda text: text.encode() + deep_yaml(3000).split(b"\n")[-2] + b"\n",
+        "alias bomb": lambda text: ALIAS_BOMB.split(b"sources:")[0] + text.encode(),
         "over 1 MiB": lambda text: text.encode() + b"#" * (1 << 20),
         "an empty WINDOW clause": lambda text: text.replace(sql, 'sql: "SELECT j FROM s WINDOW w AS ()"').encode(),
         "a number cut short": lambda text: text.replace(sql, 'sql: "SELECT j FROM s WHERE j = 1e"').encode(),
