@@ -201,7 +201,6 @@ class DeadlineHandler(BaseHTTPRequestHandler):
     """
 
     server: BoundedHTTPServer
-    protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
         super().setup()

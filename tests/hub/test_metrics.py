@@ -213,3 +213,18 @@ def test_the_whole_request_head_must_arrive_within_the_read_timeout(hub):
     assert data.startswith(b"HTTP/1.1 408")
     assert scrape(e.metrics_url)
     assert e.stop(2.0)
+
+
+def test_a_keep_alive_scrape_is_answered_and_closed_like_prometheus_client_does(hub):
+    """prometheus_client answers without a Content-Length: the endpoint must speak HTTP/1.0 (the answer
+    ends with the connection), or a keep-alive scraper would wait for the read timeout."""
+    e, port = serving(hub, ", read_timeout: 5s")
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        t0 = time.monotonic()
+        closed, data = closed_within(s, 4)
+        assert closed and time.monotonic() - t0 < 2 and b"edgestream_source_records_total" in data
+    finally:
+        s.close()
+    assert e.stop(2.0)

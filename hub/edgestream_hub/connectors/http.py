@@ -117,6 +117,7 @@ class HttpSource(Source):
 
 class _Handler(DeadlineHandler):
     source: HttpSource
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:
         self.source.ctx.log.debug("http: " + fmt, *args)
