@@ -128,7 +128,9 @@ class Ingest:
         """Count and log what the tracker found; a failure here is logged, never the payload's."""
         try:
             self._wire.count_into(self.ctx)
-            self._log_seq(False)
+            tr = self._wire.tracker
+            if tr is not None and (tr.lost or tr.duplicated or tr.forgot):
+                self._log_seq(False)
         except Exception as e:
             self.ctx.log.error("sequence counters not updated: %s: %s", type(e).__name__, e)
 
