@@ -27,7 +27,7 @@ from edgestream_hub.errors import ConfigError, ConfigIssue
 from edgestream_hub.registry import Registry
 from edgestream_hub.spec import Checker, Field, Spec
 
-SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics")
+SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics", "devices")
 MAX_CONFIG_BYTES = 1 << 20  # a config file's largest size
 MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
 MAX_NODES = 100_000  # YAML nodes, aliases expanded
@@ -191,6 +191,107 @@ METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
           default=16, min=1),
 ])
 
+
+
+def wire_sources(sources: dict[str, "ComponentConfig"]) -> dict[str, "ComponentConfig"]:
+    """The sources that decode wire messages (and so can feed the device registry), by name."""
+    return {n: c for n, c in sources.items() if c.type == "serial" or (c.type == "mqtt" and c.config.get("decode") ==
+            "wire") or (c.type == "http" and c.config.get("format") == "wire")}
+
+
+def _check_devices(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_shared.errors import WireError
+    from edgestream_shared.topics import check_prefix
+
+    try:
+        check_prefix(cfg["prefix"])
+        prefix_ok = True
+    except WireError as e:
+        chk.issue(f"{path}.prefix", str(e))
+        prefix_ok = False
+    sources: dict[str, ComponentConfig] = chk.sections.get("sources", {})
+    wire = wire_sources(sources)
+    for i, name in enumerate(cfg["sources"]):
+        c = sources.get(name)
+        if c is not None and name not in wire:
+            chk.issue(f"{path}.sources[{i}]", f"source {name!r} does not decode wire messages (a serial source, an "
+                                              "mqtt source with decode: wire or an http source with format: wire "
+                                              "can feed the device registry)")
+    tracked = [wire[n] for n in (cfg["sources"] or wire) if n in wire]
+    from edgestream_hub.devices import CONTROL
+
+    for c in sources.values():
+        if cfg["connection"] is not None and c.label == CONTROL:
+            chk.issue(f"{c.path.rsplit('.', 1)[0]}.label", f"{CONTROL!r} is the label of the hub's device link "
+                                                            "(devices.connection): choose another")
+    for c in tracked:
+        if prefix_ok and c.type == "mqtt" and c.config.get("prefix") != cfg["prefix"]:
+            chk.issue(f"{path}.prefix", f"{cfg['prefix']!r} is not the prefix of mqtt source {c.name!r} "
+                                        f"({c.config.get('prefix')!r}): both must name the same topic layout")
+    if cfg["connection"] is None and not any(c.type == "serial" for c in tracked):
+        chk.issue(path, "no way to reach devices: set devices.connection (an MQTT connection) or track a serial "
+                        "source")
+    if cfg["homeassistant"] and cfg["connection"] is None:
+        chk.issue(f"{path}.homeassistant", "Home Assistant discovery is published over MQTT: set devices.connection")
+    if cfg["homeassistant"]:
+        try:
+            check_prefix(cfg["homeassistant_prefix"])
+        except WireError as e:
+            chk.issue(f"{path}.homeassistant_prefix", str(e))
+    from edgestream_hub.desired import DesiredConfigError, check_config
+
+    for dev, c in (cfg["desired"] or {}).items():
+        try:
+            check_config(dev, c, "")
+        except DesiredConfigError as e:
+            chk.issue(f"{path}.desired.{dev}", str(e).removeprefix(": "))
+    if cfg["desired_dir"]:
+        folder = Path(chk_output(chk, cfg["desired_dir"], f"{path}.desired_dir", folder=True))
+        if folder.is_dir():
+            from edgestream_hub.desired import DesiredConfigs
+
+            store = DesiredConfigs(folder)
+            store.scan()
+            for _, why in sorted(store.errors.items()):
+                chk.issue(f"{path}.desired_dir", why)
+
+
+DEVICES_SPEC = Spec("devices", "The device registry: which devices are online, their health, and their config "
+                    "reconciled with a desired one (docs/hub.md, Devices). Present: on.", [
+    Field("connection", "str", "MQTT connection on which the hub follows every device's `status`, `metrics` and "
+          "`config/ack` and sends `config` (retained) and `time`; none: no MQTT.", default=None, ref="connections"),
+    Field("sources", "list[str]", "Sources whose devices are tracked (their results count, serial ones also carry "
+          "config and time back); empty: every source that decodes wire messages.", default=[], ref="sources"),
+    Field("prefix", "str", "Topic prefix of the wire layout (`<prefix>/<device>/<kind>`).", default="edgestream"),
+    Field("client_id", "str", "Client id of the hub's device link (default `edgestream-hub-devices.mqtt`).",
+          default=None),
+    Field("desired_dir", "str", "Folder of desired configs, one `<device>.json` (an agent.json with `version`) "
+          "each, watched while the hub runs; none: `desired/` beside the registry file.", default=None),
+    Field("desired", "map[any]", "Desired configs inline, by device id (each an agent.json with `version`); "
+          "where the folder also has one, the higher version wins.", default={}),
+    Field("time", "bool", "Send the hub's clock to devices (for boards without RTC or NTP): when a device comes "
+          "online and every `time_sync`.", default=True),
+    Field("time_sync", "duration", "Period of the time messages to every online device; 0ms: only when a device "
+          "comes online.", default="10m"),
+    Field("max_devices", "int", "Devices tracked at most (and so per-device metric series); more are counted in "
+          "`edgestream_devices_overflow_total`.", default=1000, min=1, max=100000),
+    Field("offline_after", "duration", "A device with no status topic (serial, HTTP) is offline after this long "
+          "without a message.", default="1m", min=100),
+    Field("config_retry", "duration", "A config sent to an online device that did not answer is sent again after "
+          "this long.", default="1m", min=100),
+    Field("missing_after", "duration", "How long after a health message the hub must have received every result "
+          "it says the device delivered (else they count as missing).", default="30s", min=100),
+    Field("homeassistant", "bool", "Publish Home Assistant MQTT discovery entries for each device.", default=False),
+    Field("homeassistant_prefix", "str", "Home Assistant's discovery prefix.", default="homeassistant"),
+], check=_check_devices, example="""
+broker: {host: 127.0.0.1, port: 1883}
+devices:
+  connection: default
+  desired_dir: desired/          # desired/<device>.json
+  time_sync: 10m
+  max_devices: 200
+""")
+
 TOP_SPECS: dict[str, Spec] = {"hub": HUB_SPEC, "state": STATE_SPEC, "metrics": METRICS_SPEC}
 
 
@@ -242,6 +343,7 @@ class HubConfig:
     pipelines: dict[str, PipelineConfig]
     state: dict[str, Any]
     metrics: dict[str, Any]
+    devices: dict[str, Any] | None = None  # the `devices` section, None without one
     path: str | None = None
     base_dir: str = "."
     text: str = ""
@@ -659,7 +761,17 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
     for name, c in sources.items():
         if name not in used:
             chk.issue(c.path, f"source {name!r} feeds no pipeline (add it to a pipeline's `from`)")
-    return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"], data=data)
+    devices = None
+    if data.get("devices") is not None:
+        chk.sections["sources"] = sources
+        n_refs = len(chk.refs)
+        devices = chk.parse(DEVICES_SPEC, data["devices"], "devices")
+        for path, section, name in chk.refs[n_refs:]:
+            if name not in have[section]:
+                known = ", ".join(sorted(have[section])) or "none defined"
+                chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
+    return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"],
+                     devices=devices, data=data)
 
 
 def _components(data: dict[str, Any], section: str, kind: str, common: Spec, chk: Checker,

@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 from edgestream_hub import deadletter
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
-from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
+from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig, wire_sources
+from edgestream_hub.devices import DeviceFeed
 from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
@@ -408,6 +409,8 @@ class Engine:
         self._dl_log_at: dict[str, float] = {}
         self._watch: threading.Thread | None = None
         self._running = False
+        self.devices = DeviceFeed()  # the device registry's way in (stable across reloads)
+        self.device_service: Any = None
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:
@@ -485,7 +488,39 @@ class Engine:
                                 connections=self.config.connections, registry=self.registry, metrics=self.metrics,
                                 resume_state=resume, dead_letter=dl, late=self._late,
                                 state_dir=str(self.state_dir) if self.state_dir else None,
-                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config))
+                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config),
+                                devices=self.devices if kind == "source" and self._tracked(cc.name) else None)
+
+    def _tracked(self, source: str) -> bool:
+        """Does this source feed the device registry (``devices.sources``, or every wire source)?"""
+        dev = self.config.devices
+        if dev is None:
+            return False
+        return source in (dev["sources"] or wire_sources(self.config.sources))
+
+    def _build_devices(self, config: HubConfig) -> Any:
+        """The device service of ``config`` (None without a ``devices`` section), built, not started."""
+        if config.devices is None:
+            return None
+        from edgestream_hub.reconcile import DeviceService
+
+        def dl(component: str, pl: str | None, record: Any, reason: str) -> None:
+            self.dead_letter(component, pl, record, reason)
+
+        return DeviceService(config.devices, config, self.devices, self.metrics, dl)
+
+    def _start_devices(self, service: Any) -> None:
+        if service is not None:
+            self.metrics.add_devices(self.devices)
+            self.device_service = service.start()
+
+    def _stop_devices(self) -> None:
+        svc, self.device_service = self.device_service, None
+        if svc is not None:
+            try:
+                svc.stop()
+            except Exception as e:
+                log.error("device service: stop failed: %s: %s", type(e).__name__, e)
 
     def _build(self, cc: ComponentConfig, ctx: ComponentContext) -> Any:
         t = self.registry.get(cc.kind, cc.type)
@@ -564,6 +599,7 @@ class Engine:
                     s.open()
                 for src in self.sources.values():
                     src.open()
+                devices = self._build_devices(cfg)
                 if cfg.metrics.get("listen"):
                     try:
                         self._metrics_server = self.metrics.serve(
@@ -583,6 +619,7 @@ class Engine:
                 s.start()
             for p in self.pipelines.values():
                 p.start()
+            self._start_devices(devices)  # before the sources: it sees their first message
             for src in self.sources.values():
                 src.start()
             self._running = True
@@ -644,6 +681,7 @@ class Engine:
             try:
                 for src in self.sources.values():
                     src.stop()
+                self._stop_devices()
                 left = 0
                 for p in self.pipelines.values():  # all drain at once, then each is waited for
                     p.close()
@@ -689,16 +727,26 @@ class Engine:
             gone_srcs = set(old.sources) - set(new.sources)
             gone_pls = set(old.pipelines) - set(new.pipelines)
             hub_changed = new.hub != old.hub or new.state != old.state or new.metrics != old.metrics
+            dev_changed = new.devices != old.devices or new.state != old.state or new.base_dir != old.base_dir or (
+                new.devices is not None and new.devices["connection"] in conn_changed) or (
+                {n: c.label for n, c in new.sources.items()} != {n: c.label for n, c in old.sources.items()})
+            was_tracked = {n for n in old.sources if self._tracked(n)}
             self.config = new  # contexts built below see the new connections/base_dir
+            # a source that starts or stops feeding the device registry is rebuilt
+            srcs |= {n for n in new.sources if n in old.sources and (n in was_tracked) != self._tracked(n)}
             try:
                 b_sinks = {n: self.build_sink(new.sinks[n]) for n in sorted(sinks)}
                 b_pls = {n: self.build_pipeline(new.pipelines[n], resume=False) for n in sorted(pls)}
                 b_srcs = {n: self.build_source(new.sources[n]) for n in sorted(srcs)}
+                b_devices = self._build_devices(new) if dev_changed else None
             except BaseException:
                 self.config = old
                 raise
             self._apply_hub(new)
             self._declare(b_sinks.values(), b_pls.values(), b_srcs.values())
+            if dev_changed:
+                self._stop_devices()
+                self._start_devices(b_devices)
             deadline = time.monotonic() + new.hub["shutdown_timeout"] / 1000
             # sinks first, so pipelines always have somewhere to write
             for n, runner in b_sinks.items():
@@ -739,6 +787,8 @@ class Engine:
                     "removed": sorted(gone_sinks | gone_srcs | gone_pls)}
             if hub_changed:
                 done["hub"] = ["settings"]
+            if dev_changed:
+                done["devices"] = ["service"]
             log.info("config reloaded: restarted %s", {k: v for k, v in done.items() if v} or "nothing")
             return done
 

@@ -15,7 +15,10 @@ refusals to ``Ingest.reject``. So every source:
   sequence numbers (data loss), duplicates dropped, and gaps forgotten past the
   tracker's bound are each a WARNING naming the devices, the first at once,
   later ones summarised at most once per ``loss_log_interval_s`` (10 s) per
-  source and kind of line.
+  source and kind of line;
+- feeds the device registry (``ctx.devices``, when the hub has a ``devices``
+  section): every wire message it decoded, with how many items it kept and
+  what the sequence tracking counted for it.
 
 Formats: ``wire`` (EdgeStream wire messages, flattened and sequence-tracked),
 ``json`` (an object or an array of objects: each item that is not an object is
@@ -62,8 +65,11 @@ class Ingest:
         self._next_log = dict.fromkeys(_SEQ_LINES, 0.0)  # when each kind of line may be logged again
         self._wire: Any = None
         self._lock = threading.Lock()  # the sequence tracker is shared by an HTTP source's request threads
+        self.devices = getattr(ctx, "devices", None)
         if fmt == "wire":
             self._wire = WireDecoder(prefix=prefix)
+            if self.devices is not None:
+                self.devices.ingests[ctx.label] = self  # the registry may claim seqs it found lost
 
     def payload(self, data: bytes | bytearray | memoryview | str, where: str, topic: str | None = None) -> Decoded:
         """Decode one payload into records; a refused payload is dead-lettered and counted. Never raises."""
@@ -71,8 +77,15 @@ class Ingest:
             if self.max_payload is not None and len(data) > self.max_payload:
                 raise ValueError(f"payload: {len(data)} bytes is over the {self.max_payload} byte limit")
             if self._wire is not None:
+                feed = self.devices
                 with self._lock:
-                    records = self._wire.decode(data, topic)
+                    if feed is None:
+                        records = self._wire.decode(data, topic)
+                    else:
+                        stats = self._wire.tracker.stats
+                        before = stats.copy()
+                        records = self._wire.decode(data, topic)
+                        feed.observe(self.ctx.label, self._wire.last, len(records), stats.since(before))
                     self._report()
                 return Decoded(records, 0, None)
             if self.format == "raw":
@@ -133,6 +146,13 @@ class Ingest:
                 self._log_seq(False)
         except Exception as e:
             self.ctx.log.error("sequence counters not updated: %s: %s", type(e).__name__, e)
+
+    def claim(self, device: str, boot: int, upto: int) -> None:
+        """The device registry found ``device``'s results up to seq ``upto`` delivered and lost where no gap
+        shows (and counted them): the sequence tracking takes them as seen (``SeqTracker.claim``)."""
+        if self._wire is not None and self._wire.tracker is not None:
+            with self._lock:
+                self._wire.tracker.claim(device, "results", boot, upto)
 
     def close(self) -> None:
         """Log what sequence tracking found and did not report yet (a source calls this when it stops)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from edgestream_hub import jsonio
@@ -109,6 +109,14 @@ class SeqStats:
     late_fills: int = 0  # records that arrived late into a gap (kept; `missing` still counts the gap)
     forgotten_gaps: int = 0  # gaps forgotten past MAX_GAPS
     unchecked: int = 0  # records kept without a duplicate check (their seq fell below a forgotten gap)
+    streams: int = 0  # streams (re)started: a device's first item seen, or a new boot (no seq to compare with)
+
+    def copy(self) -> "SeqStats":
+        return SeqStats(**asdict(self))
+
+    def since(self, before: "SeqStats") -> "SeqStats":
+        """What was counted after ``before`` (a ``copy()`` taken earlier)."""
+        return SeqStats(**{f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)})
 
 
 class SeqTracker:
@@ -136,9 +144,11 @@ class SeqTracker:
             if len(self._streams) >= self.max_streams:
                 self._streams.pop(next(iter(self._streams)))
             self._streams[key] = _Stream(boot, seq)
+            st.streams += 1
             return True
         if boot != s.boot:
             st.reboots += 1
+            st.streams += 1
             s.reset(boot, seq)
             return True
         high = s.high
@@ -232,6 +242,20 @@ class SeqTracker:
         s.high = last
         return True
 
+    def claim(self, device: str, kind: str, boot: int, upto: int) -> None:
+        """Count seqs up to ``upto`` as seen (missing), as if a gap had shown them: the device registry found
+        them delivered and lost where no gap shows. A later item after ``upto`` then continues the stream
+        (no second count), and a claimed one arriving late is a gap fill."""
+        s = self._streams.get((device, kind))
+        if s is None or s.boot != boot or upto <= s.high:
+            return
+        if s.gaps is None:
+            s.gaps = array("q", (s.high + 1, upto))
+        else:
+            s.gaps.extend((s.high + 1, upto))
+            self._bound(device, s)
+        s.high = upto
+
     def snapshot(self) -> dict[str, Any]:
         return {f"{d}/{k}": [s.boot, s.high] for (d, k), s in self._streams.items()}
 
@@ -244,7 +268,9 @@ _COUNTERS = (("gaps", "edgestream_source_gaps_total"), ("missing", "edgestream_s
 
 
 class WireDecoder:
-    """Decode wire payloads into records; counts what it drops in ``tracker.stats``."""
+    """Decode wire payloads into records; counts what it drops in ``tracker.stats``.
+
+    ``last`` is the message the last ``decode`` read (the device registry looks at it)."""
 
     def __init__(self, prefix: str | None = "edgestream", track: bool = True) -> None:
         self.prefix = prefix
@@ -253,6 +279,7 @@ class WireDecoder:
         # one str object per distinct sensor/window name, shared by every record that carries it
         # (json.loads makes a new one per item: ~50 bytes each on every queued record)
         self._names: dict[str, str] = {}
+        self.last: dict[str, Any] | None = None
 
     def count_into(self, ctx: Any) -> None:
         """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
@@ -266,12 +293,14 @@ class WireDecoder:
                 setattr(old, name, getattr(st, name))
 
     def decode(self, payload: bytes | bytearray | memoryview | str, topic: str | None = None) -> list[Record]:
+        self.last = None
         m = decode(payload, loads=_loads)
         dev = m["dev"]
         if topic is not None and self.prefix is not None:
             tdev, _kind = _topics.parse(topic, self.prefix)
             if tdev != dev:
                 raise WireError(f"dev: {dev!r} does not match the topic's device {tdev!r}")
+        self.last = m
         kind = m["kind"]
         boot = m.get("boot")
         if boot is not None and boot > MAX_SEQ:

@@ -1,6 +1,8 @@
 """Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and
 an in-memory sink.
 
+``check_entry`` checks a Home Assistant discovery entry against the keys MQTT discovery documents.
+
 ``script`` (source) emits the records a test put in ``hub.scripts[name]``; the
 markers ``PAUSE`` (wait until ``hub.resume[name]`` is set) and ``CRASH``
 (raise once) script recovery tests exactly. ``memory`` (sink) keeps what it
@@ -257,3 +259,48 @@ class Harness:
             r.set()
         for e in self.engines:
             e.stop(5)
+
+
+# The configuration variables Home Assistant documents for MQTT discovery of these platforms
+# (home-assistant.io/integrations/sensor.mqtt, binary_sensor.mqtt, and mqtt/#discovery-messages).
+COMMON = {"availability", "availability_mode", "availability_template", "availability_topic", "device",
+          "device_class", "enabled_by_default", "encoding", "entity_category", "entity_picture", "expire_after",
+          "force_update", "icon", "json_attributes_template", "json_attributes_topic", "name", "object_id",
+          "default_entity_id", "payload_available", "payload_not_available", "platform", "qos", "state_topic",
+          "unique_id", "value_template", "origin"}
+KEYS = {"sensor": COMMON | {"last_reset_value_template", "options", "suggested_display_precision", "state_class",
+                            "unit_of_measurement"},
+        "binary_sensor": COMMON | {"off_delay", "payload_off", "payload_on"}}
+DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model", "model_id",
+               "name", "serial_number", "suggested_area", "sw_version", "via_device"}
+ORIGIN_KEYS = {"name", "sw_version", "support_url"}
+SENSOR_DEVICE_CLASSES = {"data_size", "duration"}  # the ones used, both documented sensor device classes
+STATE_CLASSES = {"measurement", "total", "total_increasing"}
+
+
+def check_entry(topic: str, payload: bytes, prefix: str = "edgestream", ha: str = "homeassistant") -> dict[str, Any]:
+    """One discovery entry, checked against the documented schema; returns its body."""
+    import json
+
+    from edgestream_hub.homeassistant import slug
+
+    parts = topic.split("/")
+    assert len(parts) == 4 and parts[0] == ha and parts[3] == "config", topic
+    component, object_id = parts[1], parts[2]
+    body = json.loads(payload)
+    assert set(body) <= KEYS[component], set(body) - KEYS[component]
+    assert body["unique_id"] == object_id and slug(object_id) == object_id
+    assert body["state_topic"].startswith(prefix + "/") and body["name"]
+    dev = body["device"]
+    assert set(dev) <= DEVICE_KEYS and dev["identifiers"] and dev["name"]
+    assert set(body["origin"]) <= ORIGIN_KEYS and body["origin"]["name"]
+    status = body["availability_topic"]
+    assert status.endswith("/status") and body["payload_available"] == "online"
+    assert body.get("state_class", "measurement") in STATE_CLASSES
+    if component == "sensor":
+        assert body.get("device_class", "data_size") in SENSOR_DEVICE_CLASSES
+    else:
+        assert body["device_class"] == "connectivity" and (body["payload_on"], body["payload_off"]) == \
+            ("online", "offline")
+    assert body["value_template"].count("{{") == body["value_template"].count("}}") == 1
+    return body
