@@ -1,6 +1,7 @@
 """``edgestream hub``: run, check and document a hub config.
 
     edgestream hub run   -c hub.yaml [--set path=value ...]   # serve until SIGTERM/SIGINT; SIGHUP reloads
+                         [--fresh-state PIPELINE ...]         # that pipeline starts with empty state
     edgestream hub check -c hub.yaml [--set path=value ...]   # validate only: exit 0, or 2 with every error
     edgestream hub docs  [-o docs/config-reference.md] [--check]
     edgestream hub plugins                                    # registered components and where they come from
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if name == "run":
             s.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"),
                            help="overrides hub.log_level")
+            s.add_argument("--fresh-state", action="append", default=[], metavar="PIPELINE",
+                           help="start this pipeline with empty state, whatever the checkpoint holds for it "
+                                "(e.g. after its query changed); repeatable")
     d = sub.add_parser("docs", help="write the config reference generated from the component specs")
     d.add_argument("-o", "--output", default=None, help="file to write (default: print)")
     d.add_argument("--check", action="store_true", help="exit 1 if --output is not up to date")
@@ -67,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(handlers=[handler], level=logging.INFO)
     sets = list(args.set) + ([f"hub.log_level={args.log_level}"] if args.log_level else [])
-    svc = HubService(args.config, sets=sets)
+    svc = HubService(args.config, sets=sets, fresh_state=args.fresh_state)
 
     def on_stop(signum: int, frame: object) -> None:
         logging.getLogger("edgestream.hub").info("got %s: stopping", signal.Signals(signum).name)

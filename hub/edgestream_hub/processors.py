@@ -201,6 +201,9 @@ SQL_SPEC = Spec("sql", "Streaming SQL over the pipeline's records (see the SQL d
     Field("processing_time", "bool", "Window by arrival time instead of event time.", default=False),
     Field("tables", "map[object]", "Lookup tables by name, reloaded every `refresh` (on the pipeline's tick).",
           default={}, spec=TABLE_SPEC),
+    Field("id_field", "str", "The field that carries each window result's stable id (16 hex digits from the "
+          "pipeline, processor, window start and end, and group key; docs/hub.md, Result ids), so a sink can "
+          "upsert on it; empty: no ids.", default="_id"),
 ], shorthand="query", example="""
 processors:
   - sql:
@@ -288,6 +291,7 @@ def sql_processor(config: dict[str, Any], ctx: Any) -> Any:
     proc = SqlProcessor(config["query"], ctx, time_field=config["time_field"], lateness_ms=config["lateness"],
                         idle_timeout_ms=config["idle_timeout"], processing_time=config["processing_time"],
                         tables=tables or None, functions=functions or None,
-                        resume_state=getattr(ctx, "resume_state", None))
+                        resume_state=getattr(ctx, "resume_state", None), id_field=config["id_field"],
+                        id_scope=f"{getattr(ctx, 'pipeline', None) or ''}/{ctx.label}")
     refresh = min((t["refresh"] for t in config["tables"].values()), default=None)
     return RefreshingSql(proc, refresh, ctx) if refresh is not None else proc

@@ -30,8 +30,10 @@ class HubService:
     """Runs a config file: start, reload on change or SIGHUP, stop."""
 
     def __init__(self, path: str, *, sets: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                 registry: Registry | None = None, metrics_registry: Any = None) -> None:
+                 registry: Registry | None = None, metrics_registry: Any = None,
+                 fresh_state: Sequence[str] = ()) -> None:
         self.path = path
+        self.fresh_state = list(fresh_state)
         self.sets = list(sets)
         self.env = env
         self.registry = registry if registry is not None else Registry.default()
@@ -51,7 +53,8 @@ class HubService:
         cfg = self.load()
         self._digest = _digest(cfg.text)
         self._last_stat = _stat(self.path)
-        self.engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry).start()
+        self.engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry,
+                             fresh_state=self.fresh_state).start()
         self._watcher = threading.Thread(
             target=supervise, args=("config watch", self._watch, log),
             kwargs={"wait": self.stop_requested.wait, "backoff_max_s": 5.0}, name="config-watch", daemon=True)

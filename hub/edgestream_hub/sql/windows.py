@@ -51,6 +51,8 @@ class Executor:
         self.late = 0
         self.emitted = 0
         self.names = prog.plan.names
+        self.ident: Any = None  # (window start, end, group key) -> the row's result id (SqlProcessor sets it)
+        self.id_field = ""
         self.order = prog.plan.order
         self.limit = prog.plan.limit
         # the aggregate state slots that hold values (collect, count DISTINCT, median, sliding queues)
@@ -128,9 +130,18 @@ class Executor:
                 self.bad({"window_start": ws, "window_end": we, "key": key_value(k)}, e)
                 continue
             if x is not None:
-                res.append(x)
+                res.append((x[0], x[1], k))
         names = self.names
-        out = [dict(zip(names, o)) for o, _ in self._finish(res)]
+        ident = self.ident
+        if ident is None:
+            out = [dict(zip(names, o)) for o, _, _ in self._finish(res)]
+        else:
+            idf = self.id_field
+            out = []
+            for o, _, k in self._finish(res):
+                row = dict(zip(names, o))
+                row[idf] = ident(ws, we, k)
+                out.append(row)
         self.emitted += len(out)
         return out
 
@@ -428,7 +439,10 @@ class SlidingExecutor(Executor):
                     self.bad({"window_start": lo, "window_end": T, "key": key_value(k)}, e)
                     x = None
                 if x is not None:
-                    out.append(dict(zip(names, x[0])))
+                    row = dict(zip(names, x[0]))
+                    if self.ident is not None:
+                        row[self.id_field] = self.ident(lo, T, k)
+                    out.append(row)
                     self.emitted += 1
             else:
                 out.extend(self.rows_of(lo, T, [(k, s)], now))
