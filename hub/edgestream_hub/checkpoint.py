@@ -108,7 +108,8 @@ class Restored:
 
 @dataclass
 class Written:
-    """One checkpoint written: its number, kind, file and size."""
+    """One checkpoint written: its number, kind (``unchanged``: nothing changed since the last one, which
+    stands for it and no file was written), file and size."""
 
     n: int
     kind: str
@@ -287,8 +288,9 @@ class CheckpointStore:
     # -- writing --
     def write(self, sections: dict[str, str], *, at_ms: int | None = None, full: bool = False) -> Written:
         """Write the checkpoint of ``sections`` (name -> JSON text): a delta of what changed since the last
-        write of this store, or a full one (``full``, the first write, every ``full_every``-th). Atomic;
-        raises OSError (nothing changes then: the next write retries from the last good one)."""
+        write of this store, or a full one (``full``, the first write, every ``full_every``-th); nothing
+        when nothing changed. Atomic; raises OSError (nothing changes then: the next write retries from
+        the last good one)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self._next:
             self._next = max(self.numbers(), default=0) + 1
@@ -299,6 +301,9 @@ class CheckpointStore:
             assert self._hashes is not None
             written = [s for s in sorted(sections) if self._hashes.get(s) != hashes[s]]
             base = self._base
+            if not written and set(self._hashes) == set(hashes):  # the last one holds exactly this: no file
+                return Written(n - 1, "unchanged", self.path(n - 1), 0,
+                               int(time.time() * 1000) if at_ms is None else at_ms)
         else:
             written, base = sorted(sections), n
         body = ("{" + ",".join(f"{json.dumps(s)}:{sections[s]}" for s in written) + "}").encode()

@@ -860,13 +860,17 @@ class Engine:
 
     def _final_checkpoint(self, cp: Checkpointer, clean: bool) -> None:
         """The last checkpoint, of the drained hub; none if the drain was incomplete or a snapshot failed
-        (the last good one stays, and the broker delivers again what it did not see acknowledged)."""
+        (the last good one stays, and the broker delivers again what it did not see acknowledged). After
+        an input that ended (every source finite and done, its windows flushed) it holds nothing: the
+        next run starts afresh."""
         finals = {f"pipeline/{n}": p.final for n, p in self.pipelines.items()}
         if not clean or None in finals.values():
             log.error("state: no checkpoint written at the stop (%s); the next start resumes from checkpoint %s",
                       "the drain was incomplete" if not clean else "a pipeline's snapshot failed", cp.last_n)
             return
         positions = {n: pos for n, src in self.sources.items() if (pos := src.positions()) is not None}
+        if self.finished.is_set():  # the input ended and was flushed: a next run reads it again from the start
+            finals, positions = {}, {}
         w = cp.write_final({k: v for k, v in finals.items() if v is not None}, positions)
         if w is not None:
             log.info("state: checkpoint %d written at the stop", w.n)

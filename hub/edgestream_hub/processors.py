@@ -251,6 +251,8 @@ class RefreshingSql:
         self._last: int | None = None
         if hasattr(proc, "state_stats"):  # the engine exports it when the processor has it
             self.state_stats = proc.state_stats
+        if hasattr(proc, "state_summary"):
+            self.state_summary = proc.state_summary
 
     def process(self, records: list[Record], now_ms: int) -> list[Record]:
         return self.proc.process(records, now_ms)

@@ -171,7 +171,9 @@ class SqlProcessor:
             raise SqlError(f"resume_state holds window state of format {st['version']}, this version keeps format "
                            f"{STATE_VERSION}: start without it")
         if st.get("query") != self.query:
-            raise SqlError("resume_state was taken from a different query")
+            saved = " ".join(str(st.get("query")).split())
+            cut = f"{saved[:120]}..." if len(saved) > 120 else saved
+            raise SqlError(f"its state was saved by a different query ({cut})")
         ex = self.executor
         ex.wm = st["wm"]
         c = st.get("counters") or {}
@@ -199,6 +201,14 @@ class SqlProcessor:
         """
         held = self.executor.held_bytes() + sum(approx_bytes(a.state) for a in self._analytics())
         return {"live_states": self._live_states(), "held_bytes": held}
+
+    def state_summary(self) -> dict[str, Any]:
+        """What its state holds, for ``edgestream state inspect``: the mode, the watermark, open windows
+        (``[start, end, groups]``), distinct keys, records or sessions held, and the counters."""
+        ex = self.executor
+        wm = ex.wm if isinstance(ex.wm, int) and abs(ex.wm) < (1 << 60) else None
+        return {"mode": self.plan.mode, "watermark": wm, **ex.summary(), "emitted": ex.emitted, "late": ex.late,
+                "dead_letters": ex.dead}
 
     def _analytics(self) -> list:
         return getattr(self.program, "analytics", [])

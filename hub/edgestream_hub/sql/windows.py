@@ -107,6 +107,12 @@ class Executor:
     def restore(self, st: dict) -> None:
         pass
 
+    def summary(self) -> dict:
+        """What the state holds, for ``edgestream state inspect``: ``windows`` (open windows as
+        ``[start, end, groups]``, oldest first), ``keys`` (distinct group keys) and ``held`` (records
+        or sessions held), each where the mode has it."""
+        return {}
+
     # -- emitting --------------------------------------------------------------
     def _finish(self, res: list) -> list:
         if self.order:
@@ -199,6 +205,11 @@ class FastExecutor(Executor):
 
     def state(self) -> dict:
         return {"W": self.W, "W0": self.W0}
+
+    def summary(self) -> dict:
+        keys = {k for g in self.W.values() for k in g} | set(self.W0)
+        wins = [[w, w + self.size, len(self.W[w])] for w in sorted(self.W)] if self.size else []
+        return {"windows": wins + ([[None, None, len(self.W0)]] if self.W0 else []), "keys": len(keys)}
 
     def restore(self, st: dict) -> None:
         self.W = st["W"]
@@ -323,6 +334,10 @@ class SessionExecutor(Executor):
 
     def state(self) -> dict:
         return {"open": self.open, "sessions": self.sessions, "heap": self.heap, "seq": self.seq}
+
+    def summary(self) -> dict:
+        wins = sorted([s[0], self._end(s), 1] for s in self.sessions.values())
+        return {"windows": wins, "keys": len(self.open), "held": len(self.sessions)}
 
     def restore(self, st: dict) -> None:
         if any(not isinstance(v, list) for v in st["open"].values()):
@@ -482,6 +497,9 @@ class SlidingExecutor(Executor):
     def state(self) -> dict:
         return {"groups": self.groups, "trig": self.trig, "seq": self.seq}
 
+    def summary(self) -> dict:
+        return {"keys": len(self.groups), "held": self.live_states()}
+
     def restore(self, st: dict) -> None:
         if "groups" not in st:
             raise SqlError("resume_state holds sliding-window state of an older format: start without it")
@@ -545,6 +563,9 @@ class CountExecutor(Executor):
     def state(self) -> dict:
         return {"bufs": self.bufs}
 
+    def summary(self) -> dict:
+        return {"keys": len(self.bufs), "held": self.live_states()}
+
     def restore(self, st: dict) -> None:
         if any(len(b) != 5 for b in st["bufs"].values()):
             raise SqlError("resume_state holds count-window state of an older format: start without it")
@@ -607,6 +628,9 @@ class WindowRowsExecutor(Executor):
 
     def state(self) -> dict:
         return {"W": self.W}
+
+    def summary(self) -> dict:
+        return {"windows": [[w, w + self.size, len(self.W[w])] for w in sorted(self.W)], "held": self.live_states()}
 
     def restore(self, st: dict) -> None:
         self.W = st["W"]
