@@ -138,3 +138,23 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
         e = sys.exc_info()[1]
         self.log.error("http: request from %s failed: %s: %s", client_address[0], type(e).__name__, e)
+
+
+def read_body(handler: Any, n: int, timeout_s: float) -> bytes | None:
+    """A request body of ``n`` bytes, read within ``timeout_s`` in all (not per read: a trickle cannot hold the
+    connection); None if the connection ended first. Raises ``TimeoutError`` when the time is up."""
+    deadline = time.monotonic() + timeout_s
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        handler.connection.settimeout(left)
+        chunk = handler.rfile.read1(min(n - got, 1 << 16))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        got += len(chunk)
+    handler.connection.settimeout(timeout_s)
+    return b"".join(parts)

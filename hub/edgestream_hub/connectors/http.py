@@ -28,14 +28,13 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import ComponentError, StartError
-from edgestream_hub.httpserver import BoundedHTTPServer
+from edgestream_hub.httpserver import BoundedHTTPServer, read_body
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
@@ -184,24 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(code, reply)
 
     def _read_body(self, n: int) -> bytes | None:
-        """The body, read within ``read_timeout`` in all (not per read: a trickle cannot hold the
-        connection); None if the connection ended first."""
-        limit = self.source.read_timeout_s
-        deadline = time.monotonic() + limit
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            self.connection.settimeout(left)
-            chunk = self.rfile.read1(min(n - got, 1 << 16))
-            if not chunk:
-                return None
-            parts.append(chunk)
-            got += len(chunk)
-        self.connection.settimeout(limit)
-        return b"".join(parts)
+        """The body, read within ``read_timeout`` in all; None if the connection ended first."""
+        return read_body(self, n, self.source.read_timeout_s)
 
 
 def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
