@@ -26,6 +26,8 @@ class ConfigIssue:
     origin: str | None = None  # "env EDGESTREAM_X" / "--set" when not from the YAML file
 
     def __str__(self) -> str:
+        if not self.path and self.line is None and not self.origin:
+            return self.message  # about the config as a whole (no file, no such file)
         where = self.path or "<root>"
         if self.line is not None:
             return f"{where}: line {self.line}: {self.message}"
