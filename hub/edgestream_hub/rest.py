@@ -452,6 +452,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(411, "Content-Length required") from None
         limit = self.server_api.api["max_body"]
+        if n == 0:
+            raise ApiError(400, f"body: empty: send {' or '.join(types)}")
         if n > limit or n < 0:
             self.close_connection = True
             raise ApiError(413, f"body of {n} bytes is over the {limit} byte limit (api.max_body)")

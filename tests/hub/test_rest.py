@@ -388,7 +388,11 @@ def test_bad_requests_get_located_errors_and_status_codes(small):
         r = h.request(method, path, body, ctype=ctype)
         assert (r.status, r.json()) == (status, {"error": msg, "path": path.split("?")[0]}), (method, path, r)
     r = h.request("POST", "/api/sql/explain", None, headers={"Content-Type": "application/json"})
-    assert r.status == 411 and r.json()["error"] == "Content-Length required"
+    assert r.status == 400 and r.json()["error"] == "body: empty: send application/json"
+    answer = raw_request(h, b"POST /api/sql/explain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                            b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 411") and answer.endswith(b'{"error":"Content-Length required",'
+                                                                  b'"path":"/api/sql/explain"}')
     assert h.get("/api/devices").json() == {"enabled": False, "devices": [], "overflow": 0}
     m = h.svc.engine.metrics
     assert m.value("edgestream_api_requests_total", code="404") >= 3
