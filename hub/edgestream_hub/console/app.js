@@ -69,7 +69,7 @@ function askToken() {
       ev.preventDefault();
       state.token = $("#token").value.trim();
       sessionStorage.setItem("edgestream-token", state.token);
-      startStream(); route();
+      startStream(); route(true);
     }}, el("label", {for: "token", text: "Token"}),
         el("input", {id: "token", type: "password", autocomplete: "current-password", required: true}),
         el("div", {}, el("button", {type: "submit", text: "Use token"}))));
@@ -123,7 +123,7 @@ async function startStream() {
 
 // ---------------------------------------------------------------- router
 const VIEWS = {devices: viewDevices, device: viewDevice, pipelines: viewPipelines, sql: viewSql};
-function route() {
+function route(ev) {
   const [, name = "devices", arg] = (location.hash || "#/devices").split("/");
   const view = VIEWS[name] ? name : "devices";
   if (state.view && state.view.cleanup) state.view.cleanup();
@@ -134,7 +134,7 @@ function route() {
   main().replaceChildren();
   state.view = {name: view, cleanup: null};
   VIEWS[view](decodeURIComponent(arg || ""), state.view).catch(showError);
-  main().focus({preventScroll: true});
+  if (ev) main().focus({preventScroll: true});  // a new page: focus its content (not at load: the skip link comes first)
 }
 function showError(e) {
   if (e instanceof ApiError && e.status === 401) return;
@@ -194,7 +194,7 @@ function makePlot(fig, title, seriesNames, axes) {
     scales: {x: {time: true}},
     series: [{}, ...seriesNames.map((n, i) => ({label: n, stroke: COLORS[i % COLORS.length], width: 1.5,
                                                   scale: axes && axes[i] ? axes[i] : "y"}))],
-    axes: [{}, {scale: "y"}, ...(axes && axes.includes("y2") ? [{scale: "y2", side: 1, grid: {show: false}}] : [])]};
+    axes: [{}, {scale: "y", size: 64}, ...(axes && axes.includes("y2") ? [{scale: "y2", side: 1, size: 48, grid: {show: false}}] : [])]};
   const data = [[], ...seriesNames.map(() => [])];
   const u = new uPlot(opts, data, fig);
   const ro = new ResizeObserver(() => u.setSize({width: Math.max(260, fig.clientWidth), height: 200}));
@@ -308,7 +308,7 @@ async function viewPipelines(arg, view) {
     const card = el("section", {class: "card", "aria-labelledby": id, "data-pipeline": p.name},
       el("h2", {id, text: p.name}),
       el("p", {class: "muted", text: `${p.from.join(", ")} → ${p.processors.map((x) => `${x.type} (${x.label})`).join(" → ") || "no processors"} → ${p.to.join(", ")}`}),
-      stats, el("h3", {text: "Latest results"}),
+      stats,
       table(`Latest results of ${p.name}`, [["Record"]], []));
     card.querySelector("tbody").replaceWith(results);
     cards.set(p.name, {stats, results});
@@ -361,7 +361,7 @@ async function viewPipelines(arg, view) {
       for (const x of ev.entries) dlBody.prepend(dlRow(x));
       while (dlBody.children.length > 100) dlBody.lastChild.remove();
     }),
-    on("reload", () => route()),
+    on("reload", () => route(false)),
   ];
   view.cleanup = () => offs.forEach((f) => f());
 }
