@@ -245,9 +245,8 @@ API_SPEC = Spec("api", "The REST API and the web console (docs/console.md), serv
           default="15s", min=10),
 ], check=_check_api, example="""
 api:
-  listen: "0.0.0.0:8710"
+  listen: "0.0.0.0:8710"           # reachable from the network: needs a token
   token: "${EDGESTREAM_API_TOKEN}"
-  tls: {cert_file: hub.crt, key_file: hub.key}
 """)
 
 

@@ -93,6 +93,16 @@ def test_every_route_served_is_in_the_openapi_document_and_back():
     assert doc["openapi"].startswith("3.")
 
 
+def test_the_api_reference_in_the_docs_is_the_documents():
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text()
+    rows = re.findall(r"^\| `(GET|PUT|POST)` \| `([^`]+)` \| (.+?) \|$", text, re.M)
+    doc = rest.openapi()["paths"]
+    assert sorted((m, p, s) for m, p, s in rows) == sorted(
+        (m.upper(), p, op["summary"]) for p, ops in doc.items() for m, op in ops.items())
+
+
 def test_the_served_document_is_the_packaged_one_and_answers_match_it(fleet):
     r = fleet.get("/api/openapi.json")
     assert r.status == 200 and r.json() == rest.openapi()
@@ -535,6 +545,24 @@ def test_event_streams_end_with_a_final_event_when_the_hub_stops(small):
     t.join(15)
     assert not t.is_alive() and time.monotonic() - t0 < 12
     assert got[-1] == ("close", {"reason": "the hub is stopping"}), got[-3:]
+
+
+def test_an_api_that_cannot_listen_stops_the_start(mosquitto, tmp_path):
+    from edgestream_hub.errors import StartError
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        h = LiveHub(tmp_path, mosquitto.port, api="")
+        h.path.write_text(h.path.read_text().replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"'))
+        with pytest.raises(StartError) as e:
+            h.start()
+        assert str(e.value) == f"api: cannot listen on 127.0.0.1:{port}: Address already in use"
+        assert h.svc.engine is not None and h.svc.engine._running is False  # what had started was stopped
+    finally:
+        taken.close()
 
 
 def test_engine_taps_cost_nothing_without_an_api(hub):

@@ -1,8 +1,11 @@
 """``edgestream devices``: the fleet as the hub sees it, and the configs and time it sends.
 
-    edgestream devices list        -c hub.yaml [--json]
-    edgestream devices push-config DEVICE FILE -c hub.yaml [--timeout S]
-    edgestream devices sync-time   -c hub.yaml [DEVICE]
+    edgestream devices list        [-c hub.yaml] [--json]
+    edgestream devices push-config DEVICE FILE [-c hub.yaml] [--timeout S]
+    edgestream devices sync-time   [-c hub.yaml] [DEVICE]
+
+Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``.
+The REST API (``PUT /api/devices/{id}/config``) does what ``push-config`` does, through a running hub.
 
 ``list`` reads the registry the hub keeps (``state.dir``/devices.json, or
 ``.edgestream/devices.json`` beside hub.yaml), so it works while the hub runs
