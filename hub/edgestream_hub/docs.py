@@ -11,7 +11,8 @@ Generated from the component specs by `edgestream hub docs -o docs/config-refere
 hand (a test fails when this file is stale). How the config works (layers, `${VAR:default}`,
 `--set`, hot reload) is in [hub.md](hub.md).
 
-Durations are strings: a number and `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`). Sizes are bytes or a
+Durations are strings: a number and `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`), at most 30 days
+(`"30d"`) unless a key states its own maximum. Sizes are bytes or a
 number with `B`, `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`. A `host` is a DNS name or an IP address (no scheme,
 port or path; `hub check` does not resolve it); a `hostport` is `host:port` (`"127.0.0.1:9108"`,
 `"[::1]:9108"`, port 0-65535). Relative file names are relative to the config file's folder.

@@ -39,6 +39,7 @@ from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
+from edgestream_hub.supervise import supervise
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
@@ -66,6 +67,7 @@ class SinkRunner:
         self.opened = False
         self.failing = False
         self.gone = False  # the destination went away for good (OutputGoneError)
+        self.abandoned = 0  # records of a failing write given up when a stop ran out of time
 
     def _dropped(self, n: int, final: bool = False) -> None:
         """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
@@ -89,7 +91,10 @@ class SinkRunner:
         self.opened = True
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.label}", daemon=True)
+        self._thread = threading.Thread(
+            target=supervise, args=(f"sink {self.label}", self._run, self.ctx.log),
+            kwargs={"wait": self._abort.wait, "backoff_max_s": self.retry["max"] / 1000}, name=f"sink-{self.label}",
+            daemon=True)
         self._thread.start()
 
     def put(self, records: list[Record]) -> None:
@@ -139,6 +144,7 @@ class SinkRunner:
                         self.ctx.dead_letter(r, f"sink {self.label} failed {attempt} times: {type(e).__name__}: {e}")
                     return
                 if self._abort.is_set():
+                    self.abandoned += len(batch)
                     self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, len(batch))
                     self.ctx.log.error("stop timed out: abandoned %d records after: %s", len(batch), e)
                     return
@@ -216,17 +222,14 @@ class PipelineRunner:
         self.input.put(records, self.engine.abort)
 
     def _supervise(self) -> None:
-        backoff = 0.1
-        for _ in range(1_000_000):
-            try:
-                self._run()
-                return
-            except Exception as e:  # a bug outside the processors: restart the loop
-                self.engine.metrics.inc("edgestream_pipeline_errors_total", self.name)
-                log.exception("pipeline %s crashed, restarting in %.1fs: %s", self.name, backoff, e)
-                if self._stopping.wait(backoff):
-                    backoff = 0.0
-                backoff = min(max(backoff * 2, 0.1), self.engine.backoff_max_s)
+        """Run the loop; a bug outside the processors restarts it (at once when stopping: it must drain)."""
+        supervise(f"pipeline {self.name}", self._run, log, wait=self._restart_wait,
+                  backoff_max_s=self.engine.backoff_max_s,
+                  on_crash=lambda e: self.engine.metrics.inc("edgestream_pipeline_errors_total", self.name))
+
+    def _restart_wait(self, s: float) -> bool:
+        self._stopping.wait(s)
+        return False
 
     def _run(self) -> None:
         tick_s = self.pc.tick_ms / 1000
@@ -702,6 +705,7 @@ class Engine:
                     if rest:
                         self.metrics.inc("edgestream_sink_dropped_records_total", s.label, len(rest))
                         left += len(rest)
+                    left += s.abandoned  # the batch a failing write was retrying
                 if self._metrics_server is not None:
                     self._metrics_server.stop()  # bounded: a stalled scraper does not hold the stop
                     self._metrics_server = None

@@ -5,7 +5,8 @@
 the record has them: ``kind`` and ``component`` for a component's logger
 (``edgestream.hub.<kind>.<label>``), and ``component``, ``pipeline``,
 ``device`` when a record carries them as ``extra``; ``exception`` with the
-traceback when there is one. Non-ASCII is kept as is (UTF-8).
+traceback when there is one. Non-ASCII is kept as is (UTF-8); in both formats control and
+bidirectional-control characters of messages are escaped (``errors.printable``).
 
     >>> import json, logging
     >>> r = logging.LogRecord("edgestream.hub.sink.out", logging.ERROR, "f", 1, "write failed: %s", ("x",), None)
@@ -30,15 +31,27 @@ _KINDS = ("source", "processor", "sink", "pipeline")
 _EXTRA = ("component", "pipeline", "device")
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines quote user text (topics, file names, payload excerpts): control and bidirectional-control
+    characters in them are escaped, so a line cannot hide or reorder what a terminal shows."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from edgestream_hub.errors import printable
+
+        return printable(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record; see the module doc for the keys."""
 
     def format(self, record: logging.LogRecord) -> str:
         t = time.gmtime(record.created)
         ms = int(record.created * 1000) % 1000
+        from edgestream_hub.errors import printable
+
         out: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms:03d}Z",
                                "level": record.levelname.lower(), "logger": record.name,
-                               "message": record.getMessage()}
+                               "message": printable(record.getMessage())}
         parts = record.name.split(".", 3)
         if len(parts) == 4 and parts[:2] == ["edgestream", "hub"] and parts[2] in _KINDS:
             out["kind"], out["component"] = parts[2], parts[3]
@@ -56,7 +69,7 @@ class JsonFormatter(logging.Formatter):
 def setup(fmt: str = "text", level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) in ``fmt``; replaces the root logger's handlers."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else PrintableFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

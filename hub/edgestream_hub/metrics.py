@@ -32,6 +32,10 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_source_duplicates_total", "Records dropped as duplicates (seq seen again in the same boot).",
      "counter"),
     ("edgestream_source_reboots_total", "Device reboots seen (a new boot id).", "counter"),
+    ("edgestream_source_forgotten_gaps_total", "Sequence gaps forgotten because a device had more open at once "
+     "than the tracker remembers.", "counter"),
+    ("edgestream_source_unchecked_records_total", "Records kept without a duplicate check (their seq fell below a "
+     "forgotten gap).", "counter"),
     ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
     ("edgestream_source_http_refusals_total", "Requests or connections an HTTP source refused, by status code.",
      "counter"),
@@ -207,22 +211,22 @@ class HubMetrics:
     def serve(self, listen: str, *, read_timeout_s: float = 10.0, max_connections: int = 16) -> Any:
         """Start the /metrics HTTP endpoint on ``host:port``; returns the running server (``stop()``).
 
-        Served by the HTTP source's ``BoundedHTTPServer``: a stalled client is cut after
-        ``read_timeout_s``, more than ``max_connections`` at once are answered 503, and a stop never
-        waits for a client. Answers as prometheus_client does (text or OpenMetrics, gzip if asked).
+        Served by the HTTP source's ``BoundedHTTPServer`` and ``DeadlineHandler``: a request whose head
+        has not all arrived after ``read_timeout_s`` is cut (however slowly it trickles in), more than
+        ``max_connections`` at once are answered 503, and a stop never waits for a client. Answers as
+        prometheus_client does (text or OpenMetrics, gzip if asked).
         """
         import logging
 
         from prometheus_client.exposition import MetricsHandler
 
-        from edgestream_hub.httpserver import BoundedHTTPServer
+        from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler
         from edgestream_hub.spec import parse_hostport
 
         host, port = parse_hostport(listen)  # the config check already refused what this would
 
-        class Handler(MetricsHandler):
+        class Handler(DeadlineHandler, MetricsHandler):
             registry = self.registry
-            timeout = read_timeout_s  # each read of the request line and headers
 
         server = BoundedHTTPServer((host, port), Handler, max_connections=max_connections,
                                    read_timeout_s=read_timeout_s, log=logging.getLogger("edgestream.hub.metrics"),

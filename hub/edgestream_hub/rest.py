@@ -38,7 +38,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -46,7 +45,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgestream_hub import jsonio
 from edgestream_hub.errors import EdgeStreamError, StartError
-from edgestream_hub.httpserver import BoundedHTTPServer, read_body
+from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler, FramingError
 from edgestream_hub.live import EventBus, LiveView
 
 log = logging.getLogger("edgestream.hub.api")
@@ -290,7 +289,7 @@ class ApiServer:
         try:
             self.server = BoundedHTTPServer((host, port), Handler, max_connections=self.api["max_connections"],
                                             read_timeout_s=self.read_timeout_s, log=log, name="api",
-                                            on_refused=lambda: self.count(503))
+                                            on_refused=self.count)
         except OSError as e:
             raise StartError("api", f"cannot listen on {self.api['listen']}: {e.strerror or e}") from e
         scheme = "http"
@@ -333,7 +332,7 @@ class ApiServer:
         self.bus.publish("reload", result)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(DeadlineHandler):
     server_api: ApiServer
     server: BoundedHTTPServer
     protocol_version = "HTTP/1.1"
@@ -342,12 +341,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("api: " + fmt, *args)
-
-    def handle(self) -> None:
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection and self.server.reading(self.connection, True):
-            self.handle_one_request()
 
     # -- replies --
     def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
@@ -432,12 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self, op: dict[str, Any]) -> Any:
         """The request body, read within ``read_timeout``, checked against the operation's requestBody."""
         spec = op.get("requestBody")
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise ApiError(411, "chunked bodies are not accepted: send Content-Length")
         if spec is None:
-            if length not in (None, "0"):
+            if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0":
                 self.close_connection = True
                 raise ApiError(400, "this endpoint takes no body")
             return None
@@ -447,10 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(415, f"Content-Type {ctype or 'missing'}: send {' or '.join(types)}")
         try:
-            n = int(length if length is not None else "")
-        except ValueError:
-            self.close_connection = True
-            raise ApiError(411, "Content-Length required") from None
+            n = self.body_length()
+        except FramingError as e:
+            raise ApiError(e.code, e.message) from None
         limit = self.server_api.api["max_body"]
         if n == 0:
             raise ApiError(400, f"body: empty: send {' or '.join(types)}")
@@ -458,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(413, f"body of {n} bytes is over the {limit} byte limit (api.max_body)")
         try:
-            raw = read_body(self, n, self.server_api.read_timeout_s)
+            raw = self.read_body(n)
         except TimeoutError:
             self.close_connection = True
             raise ApiError(408, f"the body did not arrive within {self.server_api.read_timeout_s:g}s") from None
