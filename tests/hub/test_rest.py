@@ -403,6 +403,12 @@ def test_bad_requests_get_located_errors_and_status_codes(small):
                             b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 411") and answer.endswith(b'{"error":"Content-Length required",'
                                                                   b'"path":"/api/sql/explain"}')
+    for head, code, msg in ((b"Content-Length: 14\r\nContent-Length: 14\r\n", 400, b"more than one Content-Length"),
+                            (b"Transfer-Encoding: chunked\r\n", 411, b"Transfer-Encoding is not supported"),
+                            (b"Content-Length: +14\r\n", 400, b"is not a number of bytes")):
+        answer = raw_request(h, b"POST /api/sql/explain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                                b"application/json\r\n" + head + b"\r\n" + b'{"query": "x"}')
+        assert answer.startswith(b"HTTP/1.1 %d" % code) and msg in answer, answer
     assert h.get("/api/devices").json() == {"enabled": False, "devices": [], "overflow": 0}
     m = h.svc.engine.metrics
     assert m.value("edgestream_api_requests_total", code="404") >= 3
