@@ -221,8 +221,8 @@ def _check_api(cfg: dict[str, Any], chk: Checker, path: str) -> None:
 
     host, _ = parse_hostport(cfg["listen"])
     if not is_loopback(host) and not cfg["token"]:
-        chk.issue(f"{path}.token", f"api.listen {cfg['listen']!r} is reachable from other machines: set a token "
-                                   "(Authorization: Bearer) or listen on 127.0.0.1")
+        chk.issue(f"{path}.listen", f"api.listen {cfg['listen']!r} is reachable from other machines: set a token "
+                                    "(Authorization: Bearer) or listen on 127.0.0.1")
 
 
 API_SPEC = Spec("api", "The REST API and the web console (docs/console.md), served by the hub. Present: on.", [
