@@ -80,7 +80,7 @@ class VBoardError(EdgeStreamError):
 
 # In-band markers the boot script prints for the supervisor (never passed on).
 _MARK = b"\x1b]vb:"
-UP, REPL, RESET = b"up", b"repl", b"reset"
+UP, RUN, REPL, RESET = b"up", b"run", b"repl", b"reset"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 _BLOCK = 4096
@@ -169,6 +169,7 @@ def run(g, names):
         except OSError:
             continue
         try:
+            sys.stdout.write('\x1b]vb:run\x07')
             execfile(name, g)
         except SystemExit:
             sys.stdout.write('\x1b]vb:reset\x07')
@@ -318,6 +319,7 @@ class Supervisor:
         self._last_sigint = 0.0
         self._announced = False
         self._booted = False       # this interpreter has mounted the filesystem
+        self._in_file = False      # it runs boot.py or main.py (else the boot's own code, or the REPL)
         self._ctrl_c_early = False  # a Ctrl-C that came before that
         self._killed = False       # this interpreter was ended by the supervisor (a soft reset)
         self._started_at = 0.0     # when it was started
@@ -363,7 +365,7 @@ class Supervisor:
         argv, env = boot_args(self._boot_dir, self.folder, files, self.fs_size, self.report_mpy)
         self._state = "boot"
         self._hold = b""
-        self._booted = False
+        self._booted = self._in_file = False
         self._last_sigint = 0.0
         self._killed = self._typed = False
         self._said = b""
@@ -510,10 +512,16 @@ class Supervisor:
                 self._announced = True
                 if on_up is not None:
                     on_up(self)
+        elif tag == RUN:
+            self._in_file = True
             if self._ctrl_c_early:
                 self._ctrl_c_early = False
                 self._ctrl_c()
         elif tag == REPL and self._state == "boot":
+            self._in_file = False
+            if self._ctrl_c_early:
+                self._ctrl_c_early = False
+                self._to_board += b"\x03"  # for the REPL, as a key
             if self._raw:
                 # into the raw REPL the board was in; its friendly banner is not shown
                 self._state = "raw-wait"
@@ -568,8 +576,9 @@ class Supervisor:
             data = data[i + 1:]
 
     def _ctrl_c(self) -> None:
-        if not self._booted:
-            # the boot script is mounting the filesystem: interrupt what runs after it
+        if self._state == "boot" and not self._in_file:
+            # the boot's own code runs (mounting the filesystem, between files): a board's boot has
+            # none, so the Ctrl-C is for boot.py or main.py when it starts, else for the REPL
             self._ctrl_c_early = True
             return
         proc = self.proc
