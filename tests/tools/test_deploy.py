@@ -384,3 +384,15 @@ def test_a_board_without_room_for_both_versions_gets_one_file_at_a_time(vboard, 
     assert "edgestream: ready fw=0.1.0 device=d" in p.stdout
     ls = vb.mpremote("fs", "ls", ":lib/edgestream_agent").stdout.decode()
     assert ".new" not in ls and "main.mpy" in ls
+
+
+def test_a_period_a_board_cannot_count_is_an_invalid_config_everywhere(tmp_path):
+    cfg = write(tmp_path / "a.json", {"sensors": [{"name": "t", "period_ms": 2 ** 29}]})
+    samples = tmp_path / "in.jsonl"
+    samples.write_text('{"sensor": "t", "t": 0, "v": 1}\n')
+    for args in (("check", "--config", cfg), ("deploy", "--port", str(tmp_path / "ttyNONE"), "--config", cfg),
+                 ("replay", "--config", cfg, "--input", str(samples))):
+        p = edgestream("agent", *args)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        assert "sensors[0].period_ms: must be <= 86400000 (one day)" in p.stderr
+        assert "does not fit" not in p.stderr and "Traceback" not in p.stderr
