@@ -75,7 +75,7 @@ def _bundle_cli(capsys, *args):
     from edgestream_tools.cli import main
 
     try:
-        rc = main(["firmware", "bundle", *args])
+        rc: object = main(["firmware", "bundle", *args])
     except SystemExit as e:  # argparse's usage errors
         rc = e.code
     return rc, capsys.readouterr().err

@@ -17,9 +17,10 @@ hash on the board and renames them all into place (``agent.json`` and
 ``main.py`` too; Ctrl-C waits for that step), soft-resets the board and waits
 for the agent's ``ready`` line. A deploy cut short (Ctrl-C, a full
 filesystem) removes what it copied: the board keeps its previous files,
-whole. (A filesystem without room for both versions gets one file at a time:
-each whole, a deploy cut short then mixes versions.) A board whose firmware has the agent frozen in gets ``agent.json`` and
-``main.py`` only. ``test`` runs the agent's device self-tests on the board;
+whole. (A filesystem without room for both versions gets one file at a
+time: each whole, a deploy cut short then mixes versions.) A board whose
+firmware has the agent frozen in gets ``agent.json`` and ``main.py`` only.
+``test`` runs the agent's device self-tests on the board;
 ``logs`` follows its console without resetting it. ``deploy`` and ``test``
 leave the board running its ``main.py`` whatever happens (done, refused or
 interrupted), unless the board went away.
