@@ -396,3 +396,15 @@ def test_a_period_a_board_cannot_count_is_an_invalid_config_everywhere(tmp_path)
         assert p.returncode == 2, (args, p.stdout, p.stderr)
         assert "sensors[0].period_ms: must be <= 86400000 (one day)" in p.stderr
         assert "does not fit" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_board_error_names_the_path_and_what_to_do(vboard, tmp_path):
+    folder = tmp_path / "board"
+    folder.mkdir()
+    (folder / "_edgestream_test").write_text("a file where agent test makes its folder")
+    vb = vboard("esp32", "--profile", "frozen", folder=folder)
+    p = edgestream("agent", "test", "--port", vb.port, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert ("the board could not make the folder /_edgestream_test (OSError 17, EEXIST): it exists, as a file "
+            "where a folder is needed: remove it (mpremote fs rm :_edgestream_test)") in p.stderr
+    assert "test: soft reset: the board runs its main.py again" in p.stdout
