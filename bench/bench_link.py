@@ -37,12 +37,12 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]  # the impor
 
 from linktools import Subscriber, finish, start_micropython, wait_until  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
+from seqcheck import SeqCheck  # noqa: E402
 
 from edgestream_shared.decoder import decode  # noqa: E402
 from edgestream_shared.encoder import encode_config  # noqa: E402
 from edgestream_tools import micropython as mp  # noqa: E402
 from edgestream_tools.demo import AGENT as DEMO  # noqa: E402
-from edgestream_tools.hubcheck import SeqCheck  # noqa: E402
 
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
 # micropython.qstr_info() prints the interned names on the heap:
