@@ -222,7 +222,7 @@ def test_a_deploy_cut_short_leaves_the_previous_agent_whole_and_running(vboard, 
     before = _board_files(vb.folder)
     run = follow("agent", "deploy", "--port", vb.port, "--config", write(tmp_path / "new.json", _plain("new")),
                  "--no-check")
-    run.wait_for("deploy: copying 52 of 53 files", 120)  # main.py is the same
+    run.wait_for(f"deploy: copying {FILES - 1} of {FILES} files", 120)  # main.py is the same
     run.wait_for("  lib/edgestream_shared/", 30)
     rc = run.stop(60)  # Ctrl-C, mid-copy
     out, err = run.out, run.err
@@ -276,12 +276,19 @@ def _started_again(vb, boot):
         f"the agent did not start again on the board (boot counter {counter.read_text()!r})"
 
 
+def _board_arch():
+    """The machine code of the virtual board (mpy profile), which deploy builds the bundle for."""
+    from edgestream_tools import micropython as mp
+
+    return bundle.arch_of(int(mp.run_code("import sys; print(sys.implementation._mpy)", profile="mpy")))
+
+
 def _first_deploy_need(config_bytes, tmp):
     """What deploy's free-space check asks of an empty littlefs board for this checkout's bundle."""
     from edgestream_tools.board import parent_folders
     from edgestream_tools.deploy import MAIN_PY, fs_need
 
-    files = bundle.build(tmp, None, 3)
+    files = bundle.build(tmp, _board_arch(), 3)
     folders = parent_folders(["/lib/" + f.relative_to(tmp).as_posix() for f in files])
     return fs_need([f.stat().st_size for f in files] + [len(config_bytes), len(MAIN_PY)], 4096, len(folders))
 
@@ -373,9 +380,9 @@ def test_a_serial_port_by_its_pty_path_on_a_littlefs_board(vboard, tmp_path):
 
 
 def test_a_board_without_room_for_both_versions_gets_one_file_at_a_time(vboard, tmp_path):
-    vb = vboard("esp32", "--fs-size", "384k")
+    vb = vboard("esp32", "--fs-size", "512k")
     lib = tmp_path / "lib"
-    bundle.build(lib, None, 0)  # another agent's modules fill most of the filesystem
+    bundle.build(lib, _board_arch(), 0)  # another agent's modules (larger: -O0) fill most of the filesystem
     vb.mpremote("fs", "cp", "-r", str(lib), ":")
     p = deploy(vb, write(tmp_path / "a.json", _plain("d")), "--no-check")
     assert p.returncode == 0, p.stdout + p.stderr

@@ -14,8 +14,9 @@ What makes the unix port behave like a board on a serial console:
   as on ESP32 and RP2040. ``--fs-size`` makes it a littlefs filesystem of that
   size instead (``os.VfsLfs2`` on a block device backed by ``flash.img`` in the
   folder): a full filesystem refuses writes with ``OSError: [Errno 28] ENOSPC``
-  as a board's flash does. The host's ``/dev/pts`` is mounted at ``/dev/pts``:
-  a pty's path is a serial port for the agent on either filesystem.
+  as a board's flash does; the host's ``/dev/pts`` is then mounted at
+  ``/dev/pts``, so a pty's path is a serial port for the agent (on the folder
+  filesystem a symlink in the folder to the pty is).
 - Soft reset: the unix port has none; a Ctrl-D at the REPL (friendly or raw),
   ``machine.soft_reset()`` or ``sys.exit()`` end its process. The supervisor
   (this process, CPython) then starts it again on the same pty, prints
@@ -132,11 +133,13 @@ def setup(root, lfs, report_mpy):
         vfs = os.VfsPosix(root)
     os.umount('/')
     os.mount(vfs, '/')
-    try:
-        # the host's ptys, by their paths: serial ports for the agent
-        os.mount(os.VfsPosix('/dev/pts'), '/dev/pts')
-    except OSError:
-        pass
+    if lfs:
+        # the host's ptys, by their paths: serial ports for the agent (on the
+        # folder filesystem a symlink to one does, for no heap)
+        try:
+            os.mount(os.VfsPosix('/dev/pts'), '/dev/pts')
+        except OSError:
+            pass
     os.chdir('/')
     sys.path[:] = ['', '.frozen', '/lib']
     if report_mpy is not None:
