@@ -23,7 +23,8 @@
 # A spec line is "name key=kind=default ..." (space separated):
 #   kind  n finite number, n0 number >= 0, i integer, u integer >= 0,
 #         p integer > 0, t a duration in ms 1..86400000 (one day),
-#         t0 one in 0..86400000 (0: off), port 0..65535, b true/false,
+#         t0 one in 0..86400000 (0: off), v a version 0..2**31-1,
+#         port 0..65535, b true/false,
 #         s non-empty string (<= 256 chars), pin pin number >= 0 or name,
 #         a|b|c one of these (numbers where they are digits), @x the object
 #         spec _SUB[x]
@@ -204,7 +205,7 @@ def _known(d, keys, path):
             _fail(path + "." + str(k) if path else str(k), 3, ", ".join(keys))
 
 
-def _value(kind, v, path, hi=1073741823):
+def _value(kind, v, path):
     if "|" in kind:
         ok = [int(c) if c.isdigit() else c for c in kind.split("|")]
         if v not in ok or isinstance(v, bool):
@@ -231,14 +232,16 @@ def _value(kind, v, path, hi=1073741823):
         _fail(path, 9)
     if kind == "port" and not 0 <= v <= 65535:
         _fail(path, 10)
-    if kind in ("u", "n0", "t0") and v < 0:
+    if kind in ("u", "n0", "t0", "v") and v < 0:
         _fail(path, 11)
     if kind in ("p", "t") and v <= 0:
         _fail(path, 12)
     if kind[0] == "t" and v > 86400000:
         _fail(path, 55)
-    if kind[0] != "n" and v > hi:
-        _fail(path, 19, hi)
+    if kind == "v" and v > 2147483647:
+        _fail(path, 19, 2147483647)
+    if kind[0] != "n" and kind != "v" and v > 1073741823:
+        _fail(path, 19, 1073741823)
     return v
 
 
@@ -460,8 +463,8 @@ def validate(cfg):
         _fail("device_id", 44)
     dev = cfg.get("device", cfg.get("device_id", "edgestream"))
     out = {"device": _name(dev, "device" if "device_id" not in cfg else "device_id")}
-    # (a remote config's version is 1..2**31-1: compared, never used in ticks arithmetic)
-    out["version"] = _value("u", cfg.get("version", 0), "version", 2147483647)
+    # (kind v: a remote config's version is 1..2**31-1, compared, never in ticks arithmetic)
+    out["version"] = _value("v", cfg.get("version", 0), "version")
     out["watchdog_ms"] = _value("t0", cfg.get("watchdog_ms", 0), "watchdog_ms")
     t = cfg.get("transport")
     out["transport"] = None if t is None else validate_transport(t)  # None: results stay on the board
