@@ -127,5 +127,7 @@ def test_without_state_or_a_config_that_loads(tmp_path):
     (tmp_path / "bad.yaml").write_text("sources: 3\n")
     r = state("list", "-c", str(tmp_path / "bad.yaml"))
     assert r.returncode == 2 and r.stderr.startswith("edgestream state list: ")
-    r = state("list")
-    assert r.returncode == 2 and "-c/--config" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([EDGESTREAM, "state", "list"], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path / "empty")
+    assert r.returncode == 2 and "no config file given and none found at" in r.stderr

@@ -1,14 +1,15 @@
 """``edgestream state``: the hub's checkpoints, for operators.
 
-    edgestream state list    -c hub.yaml              # every checkpoint: number, kind, time, size, what it holds
-    edgestream state inspect -c hub.yaml [N]          # what checkpoint N (default: the one a start would use)
+    edgestream state list    [-c hub.yaml]            # every checkpoint: number, kind, time, size, what it holds
+    edgestream state inspect [-c hub.yaml] [N]        # what checkpoint N (default: the one a start would use)
                                                       # holds: open windows, keys, watermark, sequence positions
-    edgestream state verify  -c hub.yaml              # checksums, chains, and the state against the config
-    edgestream state reset   -c hub.yaml --pipeline P # drop P's state (a new checkpoint without it); --all: every
-                                                      # checkpoint
+    edgestream state verify  [-c hub.yaml]            # checksums, chains, and the state against the config
+    edgestream state reset   [-c hub.yaml] --pipeline P  # drop P's state (a new checkpoint without it); --all:
+                                                         # delete every checkpoint
 
-The folder is the config's ``state.dir`` (default ``.edgestream/state`` beside
-hub.yaml). ``list``, ``inspect`` and ``verify`` only read, so they work beside
+Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``
+(as for ``hub run``). The folder is the config's ``state.dir`` (default
+``.edgestream/state`` beside hub.yaml). ``list``, ``inspect`` and ``verify`` only read, so they work beside
 a running hub; ``reset`` refuses to run while a hub holds the folder.
 
 Exit codes: 0 done (``verify``: every checkpoint is intact and the one a start
@@ -38,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("verify", "check every checkpoint's checksum and the state against the config"),
                        ("reset", "drop a pipeline's state (or every checkpoint) so the next start begins afresh")):
         s = sub.add_parser(name, help=help, description=help)
-        s.add_argument("-c", "--config", required=True, help="the hub.yaml whose state to use")
+        s.add_argument("-c", "--config", default=None,
+                       help="the hub.yaml whose state to use (default: /etc/edgestream/hub.yaml or ./hub.yaml)")
         s.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                        help="override a config value, as for hub run")
         if name == "inspect":
@@ -55,10 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgestream_hub.config import load_config
+    from edgestream_hub.config import find_config, load_config
     from edgestream_hub.errors import EdgeStreamError
 
     try:
+        args.config = find_config(args.config)
         cfg = load_config(args.config, sets=args.set)
     except EdgeStreamError as e:
         print(f"edgestream state {args.action}: {e}", file=sys.stderr)
