@@ -54,6 +54,14 @@ POLL_S = 0.025  # how often the thread looks at the sources
 _ERROR_LOG_EVERY_S = 30.0
 
 
+def _acquire(lock: Any, abort: threading.Event) -> bool:
+    """Take ``lock`` unless ``abort`` is set first (a stop holds the engine's lock while it ends this thread)."""
+    while not lock.acquire(timeout=0.05):
+        if abort.is_set():
+            return False
+    return True
+
+
 def dumps(value: Any) -> str:
     """A section's JSON text (compact)."""
     return json.dumps(value, separators=(",", ":"))
@@ -179,15 +187,22 @@ class Checkpointer:
             t0 = time.monotonic()
             engine = self.engine
             self._rid += 1
-            runners = sorted(engine.sources.items())
-            pipes = dict(engine.pipelines)
-            barrier = Barrier(self._rid, pipes)
-            self._barrier = barrier
+            if not _acquire(engine.lock, abort):  # never in the middle of a reload
+                return False
             try:
+                runners = sorted(engine.sources.items())
+                pipes = dict(engine.pipelines)
+                barrier = Barrier(self._rid, pipes)
+                self._barrier = barrier
                 positions, tickets = self._cut(runners, pipes, barrier, closing)
+            finally:
+                engine.lock.release()
+            try:
                 if not barrier.wait(deadline, abort):
                     return self._abandoned(barrier, deadline, abort, f"pipeline {', '.join(sorted(barrier.waiting))} "
                                                                      "did not reach it")
+                if any(engine.pipelines.get(n) is not p for n, p in pipes.items()):
+                    return self._abandoned(barrier, deadline, abort, "a reload replaced a pipeline")
                 if barrier.errors:
                     name, why = sorted(barrier.errors.items())[0]
                     return self._failed(f"pipeline {name}: a processor's snapshot failed: {why}")

@@ -473,7 +473,7 @@ class Engine:
         self.sources: dict[str, SourceRunner] = {}
         self.targets: dict[str, list[str]] = {}
         self.finished = threading.Event()  # every source is finite and done
-        self._lock = threading.RLock()  # one start/stop/reload at a time
+        self._lock = threading.RLock()  # one start/stop/reload (and checkpoint cut) at a time
         self._metrics_server: Any = None
         self.metrics_url: str | None = None  # where /metrics is served, once started
         self._dl_log_at: dict[str, float] = {}
@@ -498,6 +498,11 @@ class Engine:
         elif where != self.state_dir:
             log.warning("state.dir and state.enabled take effect at the next start; checkpoints still go to %s",
                         self.state_dir or "nowhere (state.enabled: false)")
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by start, stop and reload; a checkpoint's cut takes it so that it never sees half a reload."""
+        return self._lock
 
     @property
     def durable(self) -> bool:
