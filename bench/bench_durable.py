@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+
+from bench.bench_hub import _say
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 3
@@ -43,11 +44,6 @@ pipelines:
   p: {{from: devices, processors: [sql: "{query}"], to: out}}
 """
 VARIANTS = {"off": "{enabled: false}", "on, interval 10s": "{interval: 10s}", "on, interval 1s (default)": "{}"}
-
-
-def _say(**kw: Any) -> None:
-    sys.stdout.write(json.dumps(kw) + "\n")
-    sys.stdout.flush()
 
 
 def child_main(cfg_path: str, total: int) -> None:
@@ -205,9 +201,10 @@ state: {{interval: 1h}}
     t_build = time.perf_counter() - t
     assert again.state_summary()["held" if mode == "sessions" else "keys"] == n
     ms = 1000
+    unit = "window" if mode == "tumbling" else "session"
     print(f"checkpoint of {n:,} open {'windows (tumbling, one per device)' if mode == 'tumbling' else 'sessions'}:")
     print(f"  a round through the engine: {statistics.median(rounds) * ms:.0f} ms (median of 5; file "
-          f"{statistics.median(sizes) / 1024:.0f} KiB, {statistics.median(sizes) / n:.0f} B per {'window' if mode == 'tumbling' else 'session'})")
+          f"{statistics.median(sizes) / 1024:.0f} KiB, {statistics.median(sizes) / n:.0f} B per {unit})")
     print(f"  parts: snapshot {t_snap * ms:.0f} ms, JSON {t_json * ms:.0f} ms, write+fsync+rename "
           f"{t_write * ms:.0f} ms")
     print(f"  restore: read and verify {t_read * ms:.0f} ms, rebuild the processor {t_build * ms:.0f} ms "

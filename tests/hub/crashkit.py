@@ -194,6 +194,8 @@ class HubProcess:
     def subscribed(self, timeout: float = 20) -> bool:
         """Wait until this start subscribed (and a moment for the broker's SUBACK): from then on the broker
         keeps the hub's messages in its session."""
+        from hubtest import wait_for
+
         mark = f"---- start {self.starts}\n"
         ok = wait_for(lambda: "subscribing to" in self.log.read_text(errors="replace").rsplit(mark, 1)[-1], timeout)
         time.sleep(0.3)
@@ -220,15 +222,6 @@ class HubProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return bool(cond())
 
 
 if __name__ == "__main__":

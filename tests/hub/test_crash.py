@@ -33,8 +33,8 @@ from crashkit import (
     reference,
     sentinel_message,
     start_publisher,
-    wait_for,
 )
+from hubtest import wait_for
 
 from edgestream_hub.checkpoint import WRITE_DELAY_ENV
 

@@ -324,9 +324,16 @@ def test_a_broker_that_holds_messages_back_until_they_are_acknowledged_still_del
     e = hub.engine(mqtt_config(mosquitto))
     src = e.sources["devices"].source
     assert src.subscribed.wait(5)
-    asked = []
+    asked: list[int] = []
     real = src.wants_checkpoint
-    src.wants_checkpoint = lambda: bool(asked.append(src.unacked()) or True) if real() else False
+
+    def wants() -> bool:
+        if not real():
+            return False
+        asked.append(src.unacked())
+        return True
+
+    src.wants_checkpoint = wants
     pub = publisher(mosquitto)
     try:
         infos = [pub.publish("edgestream/d1/results", results("d1", 1, [s]), qos=1) for s in range(3000)]
