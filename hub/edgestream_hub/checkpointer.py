@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgestream.hub.state")
 ROUND_TIMEOUT_S = 60.0  # a round still waiting for a pipeline or a sink after this long is abandoned
 MIN_GAP_S = 0.05  # rounds a source asks for come at most this often
+CUT_WAIT_S = 2.0  # how long a cut waits for a source to finish its unit (it may be blocked on full pipelines)
 POLL_S = 0.025  # how often the thread looks at the sources
 _ERROR_LOG_EVERY_S = 30.0
 
@@ -194,9 +195,13 @@ class Checkpointer:
                 pipes = dict(engine.pipelines)
                 barrier = Barrier(self._rid, pipes)
                 self._barrier = barrier
-                positions, tickets = self._cut(runners, pipes, barrier, closing)
+                cut = self._cut(runners, pipes, barrier, closing, abort)
             finally:
                 engine.lock.release()
+            if cut is None:
+                self._barrier = None
+                return False  # a source stayed busy (its pipelines full): the next round tries again
+            positions, tickets = cut
             try:
                 if not barrier.wait(deadline, abort):
                     return self._abandoned(barrier, deadline, abort, f"pipeline {', '.join(sorted(barrier.waiting))} "
@@ -229,11 +234,19 @@ class Checkpointer:
                 self._barrier = None
 
     def _cut(self, runners: list[tuple[str, "SourceRunner"]], pipes: dict[str, Any], barrier: Barrier,
-             closing: bool) -> tuple[dict[str, Any], list[tuple["SourceRunner", int]]]:
-        """Step 1 under every intake lock: positions and tickets, the barrier into every pipeline."""
+             closing: bool, abort: threading.Event) -> tuple[dict[str, Any], list[tuple["SourceRunner", int]]] | None:
+        """Step 1 under every intake lock: positions and tickets, the barrier into every pipeline. None when
+        a source holds its lock past ``CUT_WAIT_S`` (blocked on full pipelines: nothing is held meanwhile)."""
         locks = [r.intake.lock for _, r in runners]
+        held: list[Any] = []
+        give_up = time.monotonic() + CUT_WAIT_S
         for lk in locks:
-            lk.acquire()
+            while not lk.acquire(timeout=0.05):
+                if abort.is_set() or time.monotonic() >= give_up:
+                    for h in reversed(held):
+                        h.release()
+                    return None
+            held.append(lk)
         try:
             positions: dict[str, Any] = {}
             tickets: list[tuple[SourceRunner, int]] = []
@@ -252,7 +265,7 @@ class Checkpointer:
                     barrier.cancel()
             return positions, tickets
         finally:
-            for lk in reversed(locks):
+            for lk in reversed(held):
                 lk.release()
 
     def _sink_done(self, name: str, runner: Any, mark: int, deadline: float, abort: threading.Event,

@@ -385,3 +385,22 @@ state: {interval: 1h}
     assert e.metrics.value("edgestream_state_checkpoint_errors_total") == 0  # not a failure: it starts afresh
     assert round_() and len(e.store.numbers()) == 1
     assert e.stop()
+
+
+def test_a_source_blocked_on_full_pipelines_makes_a_round_give_up_not_hang(hub):
+    hub.scripts["s"] = [{"i": i} for i in range(200)]
+    e = hub.engine("""
+sources: {s: {script: {name: s, batch: 10}}}
+sinks: {out: {memory: {gated: true}, queue: 10, batch: {size: 10, linger: 0ms}}}
+pipelines: {p: {from: s, to: out, queue: 10, batch: {size: 10, linger: 0ms}}}
+state: {interval: 1h}
+""")
+    round_ = manual(e)
+    assert wait_for(lambda: len(e.pipelines["p"].input) == 10)  # everything full: the source waits in its emit
+    t0 = time.monotonic()
+    assert not round_()
+    assert 1.5 < time.monotonic() - t0 < 10 and e.metrics.value("edgestream_state_checkpoint_errors_total") == 0
+    hub.gates["out"].set()
+    assert wait_for(lambda: len(hub.out["out"]) == 200)
+    assert round_()
+    assert e.stop()
