@@ -29,6 +29,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -701,7 +702,11 @@ class Engine:
         except CheckpointError as e:
             raise StartError("state", str(e)) from e
         except OSError as e:
-            raise StartError("state", f"cannot use state dir {self.state_dir}: {e.strerror or e}") from e
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise StartError("state", f"cannot use state dir {self.state_dir}: {e.strerror or e}") from e
+            # a full disk is no reason not to start: checkpoints fail (and say so) until there is room
+            log.error("state: cannot lock %s (%s): starting anyway; checkpoints fail until there is room, and the "
+                      "broker keeps what is not acknowledged meanwhile", self.state_dir, e.strerror or e)
         for name in store.remove_temp_files():
             log.warning("state: removed %s, a checkpoint a crash left half written (the one before it is used)",
                         name)

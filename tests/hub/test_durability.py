@@ -404,3 +404,21 @@ state: {interval: 1h}
     assert wait_for(lambda: len(hub.out["out"]) == 200)
     assert round_()
     assert e.stop()
+
+
+def test_a_full_disk_at_the_start_is_no_reason_not_to_start(hub, monkeypatch, caplog):
+    from edgestream_hub.checkpoint import CheckpointStore
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CheckpointStore, "lock", full)
+    monkeypatch.setattr(CheckpointStore, "write", full)
+    hub.scripts["s"] = recs(0, 100, 1200)
+    with caplog.at_level(logging.ERROR, "edgestream.hub"):
+        e = hub.engine(SCRIPTED + "state: {interval: 100ms}\n")
+        assert wait_for(lambda: e.metrics.value("edgestream_state_checkpoint_errors_total") >= 1)
+    assert "state: cannot lock" in caplog.text and "starting anyway" in caplog.text
+    assert "checkpoint failed: cannot write a checkpoint" in caplog.text
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 1)  # the records flow on
+    assert e.stop()
