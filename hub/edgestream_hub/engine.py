@@ -648,8 +648,9 @@ class Engine:
         procs = []
         for cc in pc.processors:
             snap = state.get(cc.label)
+            ctx = self._ctx("processor", cc, pc.name, pc.dead_letter, snap)
             try:
-                proc = self._build(cc, self._ctx("processor", cc, pc.name, pc.dead_letter, snap))
+                proc = self._build(cc, ctx)
             except StartError as e:
                 if snap is None or not self._builds_fresh(cc, pc):
                     raise
@@ -659,7 +660,7 @@ class Engine:
                                  f"{self._restored_from()}: {why}. To start the pipeline with empty state, run "
                                  f"`edgestream hub run -c {cfg} --fresh-state {pc.name}` (or drop its state from "
                                  f"the checkpoint: `edgestream state reset -c {cfg} --pipeline {pc.name}`)") from e
-            procs.append((cc, proc, self._ctx("processor", cc, pc.name, pc.dead_letter)))
+            procs.append((cc, proc, ctx))
         return PipelineRunner(self, pc, procs)
 
     def _builds_fresh(self, cc: ComponentConfig, pc: PipelineConfig) -> bool:
