@@ -100,9 +100,9 @@ def test_disabled_state_writes_nothing_and_flushes_at_the_stop(hub):
 
 # -- MQTT: acknowledgements --
 
-def mqtt_config(broker, extra="", state="state: {interval: 60s}"):
+def mqtt_config(broker, extra="", state="state: {interval: 60s}", protocol="3.1.1"):
     return f"""
-broker: {{host: {broker.host}, port: {broker.port}, reconnect_min: 100ms}}
+broker: {{host: {broker.host}, port: {broker.port}, reconnect_min: 100ms, protocol: "{protocol}"}}
 {state}
 sources:
   devices: {{mqtt: {{topics: ["edgestream/+/results"], client_id: hub-durable{extra}}}}}
@@ -142,8 +142,9 @@ def lines(hub):
     return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
 
-def test_messages_are_acknowledged_in_order_and_only_after_a_checkpoint(hub, mosquitto):
-    e = hub.engine(mqtt_config(mosquitto))
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_messages_are_acknowledged_in_order_and_only_after_a_checkpoint(hub, mosquitto, protocol):
+    e = hub.engine(mqtt_config(mosquitto, protocol=protocol))
     src = e.sources["devices"].source
     assert src.acknowledges and src.subscribed.wait(5)
     round_ = manual(e)
