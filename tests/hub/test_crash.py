@@ -46,7 +46,8 @@ SESSIONS = ("SELECT device, window_start() AS ws, window_end() AS we, count(*) A
             "FROM readings GROUP BY device, SESSIONWINDOW(ss, 10, 1)")
 # the broker settings docs/hub.md (Durability) recommends: persistence on (the Mosquitto helper sets it),
 # room for the hub's window of unacknowledged messages, and a deep queue for a hub that lags
-BROKER_CONF = "max_inflight_messages 20000\nmax_queued_messages 1000000\nsys_interval 1\n"
+BROKER_CONF = ("max_inflight_messages 1000\nmax_inflight_bytes 16777216\nmax_queued_messages 1000000\n"
+               "max_queued_bytes 268435456\nsys_interval 1\n")
 # mosquitto started as root drops to its own user, who cannot write the test's folder: its persistence
 # would fail (logged by the broker only), so it keeps root here
 RUN_AS = "user root\n" if os.geteuid() == 0 else ""
