@@ -76,19 +76,27 @@ class _Relay(threading.Thread):
         self.stream = stream
         self.running = threading.Event()
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._lock = threading.Lock()
+        self._out: Any = sys.stderr
+
+    def say(self, line: str) -> None:
+        """Write one whole line to stderr, never interleaved with another."""
+        with self._lock:
+            if self._out is None:
+                return
+            try:
+                self._out.write(line + "\n")
+                self._out.flush()
+            except (OSError, ValueError):  # our stderr went away: keep draining so mosquitto never blocks
+                self._out = None
 
     def run(self) -> None:
-        out: Any = sys.stderr
         for raw in iter(self.stream.readline, b""):
-            if _RUNNING.search(raw):
-                self.running.set()
             line = raw.decode(errors="replace").rstrip("\n")
             self.tail.append(line)
-            if out is not None:
-                try:
-                    print(line, file=out, flush=True)
-                except (OSError, ValueError):  # our stderr went away: keep draining so mosquitto never blocks
-                    out = None
+            self.say(line)
+            if _RUNNING.search(raw):
+                self.running.set()
 
     def errors(self) -> str:
         """mosquitto's error lines without their timestamps, or its last line."""
@@ -127,7 +135,7 @@ def serve(port: int, directory: Path) -> int:
                 return 0
             why = relay.errors() if rc else f"no 'running' line within {START_TIMEOUT_S:g} s"
             raise StartError("mosquitto", f"cannot start on {Mosquitto.host}:{port}: {why}")
-        print(f"broker: mosquitto on {Mosquitto.host}:{port} (config {conf})", file=sys.stderr, flush=True)
+        relay.say(f"broker: mosquitto on {Mosquitto.host}:{port} (config {conf})")
         rc = proc.wait()
         relay.join(5)
         if stopping.is_set():
