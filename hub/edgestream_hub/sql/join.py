@@ -119,7 +119,7 @@ class StreamJoinExecutor(Executor):
         out: list = []
         L, size, hop = prog.lateness, self.size, self.hop
         tf, sf = prog.time_field, prog.stream_field
-        limited = self.limits.active
+        limited = self.bounded
         for r in batch:
             try:
                 i = prog.by_name.get(r.get(sf))
@@ -246,7 +246,8 @@ class StreamJoinExecutor(Executor):
                 break
             out.extend(self._rows(w, self.W.pop(w), now))
         self.nxt = min(self.W) + self.size if self.W else BIG
-        self.recheck_full()
+        if self.full:
+            self.recheck_full()
         return out
 
     def live_states(self) -> int:

@@ -143,7 +143,7 @@ class Bounded:
         return out
 
     def recheck_full(self) -> None:
-        """After windows closed: a state that was full may have room again."""
+        """After windows closed while ``full``: the state may have room again."""
         if self.full:
             self.full = self.held_bytes() > (self.limits.max_state_bytes or 0)
 

@@ -50,6 +50,8 @@ class Executor(Bounded):
         self.prog = prog
         self.ctx = ctx
         self.limits = prog.limits
+        self.bounded = self.limits.active  # read per record: a plain attribute, not the property
+        self.full = False
         self.now = 0  # the batch's arrival time, for the executors that add records one at a time
         self.wm: Any = -BIG
         self.nxt: Any = BIG
@@ -177,17 +179,18 @@ class FastExecutor(Executor):
             if w + size > wm:
                 break
             groups = W.pop(w)
-            if self.limits.active:
+            if self.bounded:
                 self.nkeys -= len(groups)
             out.extend(self.rows_of(w, w + size, groups.items(), now))
         self.nxt = min(W) + size if W else BIG
-        self.recheck_full()
+        if self.full:
+            self.recheck_full()
         return out
 
     def flush(self, now: int) -> list:
         if self.size is None:
             groups, self.W0 = self.W0, {}
-            if self.limits.active:
+            if self.bounded:
                 self.nkeys -= len(groups)
             return self.rows_of(None, None, groups.items(), now)
         return self.close(INF, now)
@@ -308,7 +311,7 @@ class SessionExecutor(Executor):
         if ts < self.wm:
             self.late_record(r)
             return None
-        if self.limits.active and not self.admit(r, 1):
+        if self.bounded and not self.admit(r, 1):
             return None
         self.seq += 1
         sess = [ts, ts, k, self.prog.update(self.prog.init(), vals), self.seq]
@@ -320,12 +323,13 @@ class SessionExecutor(Executor):
         heappush(self.heap, (end, self.seq))
         if end < self.nxt:
             self.nxt = end
-        return self.make_room(self.now) if self.limits.active else None
+        return self.make_room(self.now) if self.bounded else None
 
-    def _pop_due(self, wm: Any) -> Any:
-        """The session that ends first if it ends by ``wm``, taken out of the state: (end, session),
-        or None."""
+    def close(self, wm: Any, now: int, most: Any = None) -> list:
+        """Emit the sessions that end by ``wm``, in order of end (at most ``most`` of them)."""
+        out: list = []
         heap, sessions = self.heap, self.sessions
+        n = 0
         while heap and heap[0][0] <= wm:
             end, seq = heappop(heap)
             sess = sessions.get(seq)
@@ -341,16 +345,13 @@ class SessionExecutor(Executor):
             seqs.remove(seq)
             if not seqs:
                 del self.open[sess[2]]
-            return end, sess
-        return None
-
-    def close(self, wm: Any, now: int) -> list:
-        out: list = []
-        while (due := self._pop_due(wm)) is not None:
-            end, sess = due
             out.extend(self.rows_of(sess[0], end, [(sess[2], sess[3])], now))
-        self.nxt = self.heap[0][0] if self.heap else BIG
-        self.recheck_full()
+            n += 1
+            if n == most:
+                break
+        self.nxt = heap[0][0] if heap else BIG
+        if self.full:
+            self.recheck_full()
         return out
 
     def live_states(self) -> int:
@@ -360,11 +361,9 @@ class SessionExecutor(Executor):
         return len(self.sessions)
 
     def shed_oldest(self, now: int) -> tuple[list, int]:
-        due = self._pop_due(INF)  # the session that would end first
-        if due is None:
-            return [], 0
-        end, sess = due
-        return self.rows_of(sess[0], end, [(sess[2], sess[3])], now), 1
+        held = len(self.sessions)
+        rows = self.close(INF, now, 1)  # the session that would end first
+        return rows, held - len(self.sessions)
 
     def held_bytes(self) -> int:
         if not self.holistic:
@@ -421,12 +420,12 @@ class SlidingExecutor(Executor):
         if g is None:
             g = [[], deque(), 0, self.prog.init(), [None] * self.refs, 0]
             self._check(g[4], vals)  # raises for a value this group could not aggregate
-            if self.limits.active and not self.admit(r, 1):
+            if self.bounded and not self.admit(r, 1):
                 return None
             groups[k] = g
         else:
             self._check(g[4], vals)
-            if self.limits.active:
+            if self.bounded:
                 if self.full and not self.admit(r, 0):
                     return None
                 del groups[k]  # the groups in order of last use: the least recently used is shed first
@@ -441,7 +440,7 @@ class SlidingExecutor(Executor):
         heappush(self.trig, (ts, self.seq, k))
         if ts < self.nxt:
             self.nxt = ts
-        return self.make_room(self.now) if new and self.limits.active else None
+        return self.make_room(self.now) if new and self.bounded else None
 
     def _evict(self, g: list, lo: Any) -> None:
         act = g[1]
@@ -456,16 +455,34 @@ class SlidingExecutor(Executor):
 
     def close(self, wm: Any, now: int) -> list:
         out: list = []
-        trig, size, groups, rem = self.trig, self.size, self.groups, self._remove
+        trig, size, groups, add, rem = self.trig, self.size, self.groups, self.prog.update, self._remove
         plain = not self.order and self.limit is None  # one row per trigger: emit without sorting
         emit, names = compiled(self.prog.emit, "_emit"), self.names
         touched = set()
         while trig and trig[0][0] <= wm:
             T, _, k = heappop(trig)
             g = groups[k]
-            act, s = g[1], g[3]
-            if g[5] < len(g[0]) and g[0][g[5]][0] <= T:
-                self._enter(k, g, T)
+            pend, act, s = g[0], g[1], g[3]
+            ph, n = g[5], len(pend)
+            if ph < n and pend[ph][0] <= T:  # _enter, inline: this runs once per record
+                i = g[2] + len(act)
+                while ph < n and pend[ph][0] <= T:
+                    ts, seq, vals = pend[ph]
+                    ph += 1
+                    act.append((ts, vals))
+                    try:
+                        add(s, vals, i, seq)
+                    except Exception as e:  # checked on arrival; kept so that no value can stop the query
+                        self.bad({"key": key_value(k), "ts": ts}, e)
+                    i += 1
+                    self.touched += 1
+                if ph == n:
+                    pend.clear()
+                    ph = 0
+                elif ph > 64 and ph * 2 > n:
+                    del pend[:ph]
+                    ph = 0
+                g[5] = ph
             lo = T - size
             if act[0][0] < lo:
                 h = g[2]
@@ -502,11 +519,13 @@ class SlidingExecutor(Executor):
                     self._drop_if_idle(k, lo)
                 self._sweep_at = 64 + 2 * len(groups)
         self.nxt = trig[0][0] if trig else BIG
-        self.recheck_full()
+        if self.full:
+            self.recheck_full()
         return out
 
     def _enter(self, k: Any, g: list, T: Any) -> None:
-        """Move the group's pending records with ts <= T into its range and its aggregate state."""
+        """Move the group's pending records with ts <= T into its range and its aggregate state
+        (``close`` does the same inline)."""
         pend, act, s, add = g[0], g[1], g[3], self.prog.update
         ph, n = g[5], len(pend)
         i = g[2] + len(act)
@@ -603,12 +622,12 @@ class CountExecutor(Executor):
         if b is None:
             b = [deque(), 0, 0, prog.init(), [None] * self.refs]
             self._check(b[4], vals)  # raises for a value this group could not aggregate
-            if self.limits.active and not self.admit(r, 1):
+            if self.bounded and not self.admit(r, 1):
                 return []
             bufs[k] = b
         else:
             self._check(b[4], vals)
-            if self.limits.active:
+            if self.bounded:
                 if self.full and not self.admit(r, 0):
                     return []
                 del bufs[k]  # the groups in order of last use: the least recently used is shed first
@@ -622,7 +641,7 @@ class CountExecutor(Executor):
             b[2] += 1
         b[1] += 1
         out = self.rows_of(q[0][0], q[-1][0], [(k, s)], self.now) if b[1] >= self.n and b[1] % self.m == 0 else []
-        if new and self.limits.active:
+        if new and self.bounded:
             out.extend(self.make_room(self.now))
         return out
 
@@ -687,7 +706,7 @@ class WindowRowsExecutor(Executor):
             self.late_record(r)
             return None
         new = 0
-        if self.limits.active:
+        if self.bounded:
             new = sum(w not in W for w in starts)
             if not self.admit(r, new):
                 return None
@@ -720,7 +739,8 @@ class WindowRowsExecutor(Executor):
                 break
             out.extend(self._rows(w, W.pop(w), now))
         self.nxt = min(W) + self.size if W else BIG
-        self.recheck_full()
+        if self.full:
+            self.recheck_full()
         return out
 
     def live_states(self) -> int:

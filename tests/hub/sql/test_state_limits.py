@@ -221,6 +221,36 @@ def test_dead_letter_by_bytes_refuses_records_until_the_window_closes():
     assert p.metrics["limited_records"] == len(ctx.dead)
 
 
+@pytest.mark.parametrize("policy", ["emit_early", "dead_letter"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_max_state_bytes_bounds_every_kind_by_its_policy(kind, policy):
+    recs = stream(kind, 4 * CHECK_EVERY, keys=40, step=1)
+    batches = [recs[i:i + CHECK_EVERY] for i in range(0, len(recs), CHECK_EVERY)]
+    query, options = KINDS[kind]
+    free = SqlProcessor(query, SimpleContext(), **options)
+    free.process([dict(r) for r in batches[0]], 0)
+    bound = free.state_stats()["held_bytes"] // 2  # what the first batch holds, halved: reached at once
+    ctx = SimpleContext()
+    p = SqlProcessor(query, ctx, **options, max_state_bytes=bound, on_limit=policy)
+    out: list = []
+    for b in batches:  # one reading of the bytes at the end of each batch
+        out += p.process([dict(r) for r in b], 0)
+        if policy == "emit_early":
+            assert p.executor.held_bytes() <= bound
+    out += p.flush()
+    assert p.metrics["limited_records"] > 0
+    if policy == "emit_early":
+        assert not ctx.dead and any(r.get(EARLY) for r in out)
+        if kind in ("tumbling", "global", "session", "window rows"):  # each record in one state: all there
+            assert sorted(v for r in out for v in (r["c"] if "c" in r else [r["v"]])) == list(range(len(recs)))
+    else:
+        assert ctx.dead and all(r.startswith("state limit: the state holds more than max_state_bytes")
+                                for _, r in ctx.dead)
+        refused = {json.dumps(r, sort_keys=True) for r, _ in ctx.dead}
+        exact, _, _ = run(kind, [r for r in recs if json.dumps(r, sort_keys=True) not in refused])
+        assert bag(out) == bag(exact) and not any(EARLY in r for r in out)
+
+
 # -- snapshots, options, the command line, the hub --------------------------------------------------
 
 def test_a_resumed_processor_counts_the_groups_it_resumed_with():
