@@ -224,9 +224,10 @@ def limits_cost(recs: list) -> None:
     kinds = [("tumbling", "SELECT id, count(*) AS n, avg(temp) AS a FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)"),
              ("session", "SELECT id, count(*) AS n FROM s GROUP BY id, SESSIONWINDOW(ms, 60000, 500)"),
              ("count", "SELECT id, count(*) AS n, collect(temp) AS c FROM s GROUP BY id, COUNTWINDOW(100, 10)")]
-    runs: list[tuple[str, dict[str, Any]]] = [("none", {}), ("not reached", {"max_keys": 10**6, "max_state_bytes": 1 << 40}),
-            ("max_keys 50, emit_early", {"max_keys": 50}),
-            ("max_keys 50, dead_letter", {"max_keys": 50, "on_limit": "dead_letter"})]
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("none", {}), ("not reached", {"max_keys": 10**6, "max_state_bytes": 1 << 40}),
+        ("max_keys 50, emit_early", {"max_keys": 50}),
+        ("max_keys 50, dead_letter", {"max_keys": 50, "on_limit": "dead_letter"})]
     for kind, query in kinds:
         rates = []
         for label, options in runs:
