@@ -21,7 +21,7 @@ from .limits import NO_LIMITS, Limits
 from .plan import Plan, sql_text
 from .program import BIG, Fn, Program, compiled
 from .sizes import approx_bytes
-from .windows import Executor
+from .windows import WindowBuffers
 
 _NULLS: dict = {}  # the record of an unmatched LEFT JOIN side: every field reads NULL
 
@@ -103,7 +103,7 @@ class JoinProgram(Program):
         self.process_fn = None
 
 
-class StreamJoinExecutor(Executor):
+class StreamJoinExecutor(WindowBuffers):
     prog: JoinProgram
 
     def __init__(self, prog: JoinProgram, ctx: Any) -> None:
@@ -253,15 +253,6 @@ class StreamJoinExecutor(Executor):
     def live_states(self) -> int:
         return sum(len(b) for bufs in self.W.values() for b in bufs)
 
-    def keys(self) -> int:
-        return len(self.W)
-
-    def shed_oldest(self, now: int) -> tuple[list, int]:
-        # the oldest window, joined over what its buffers hold now; its later records start over
-        if not self.W:
-            return [], 0
-        w = min(self.W)
-        return self._rows(w, self.W.pop(w), now), 1
 
     def held_bytes(self) -> int:
         return sum(approx_bytes(b) for bufs in self.W.values() for b in bufs)

@@ -683,7 +683,27 @@ class CountExecutor(Executor):
         self.bufs = st["bufs"]
 
 
-class WindowRowsExecutor(Executor):
+class WindowBuffers(Executor):
+    """An executor that buffers records per window in ``W`` (start -> buffer) and turns a window's buffer
+    into its rows with ``_rows`` at its end: each window is one state for the limits."""
+
+    W: dict
+
+    def _rows(self, w: int, buffer: Any, now: int) -> list:
+        raise NotImplementedError
+
+    def keys(self) -> int:
+        return len(self.W)
+
+    def shed_oldest(self, now: int) -> tuple[list, int]:
+        # the oldest window, over what it holds now; its later records start a buffer of their own
+        if not self.W:
+            return [], 0
+        w = min(self.W)
+        return self._rows(w, self.W.pop(w), now), 1
+
+
+class WindowRowsExecutor(WindowBuffers):
     """A tumbling or hopping window without aggregates: emits the window's rows, pruned to used fields."""
 
     def __init__(self, prog: Program, ctx: Any) -> None:
@@ -746,14 +766,6 @@ class WindowRowsExecutor(Executor):
     def live_states(self) -> int:
         return sum(len(v) for v in self.W.values())
 
-    def keys(self) -> int:
-        return len(self.W)
-
-    def shed_oldest(self, now: int) -> tuple[list, int]:
-        if not self.W:
-            return [], 0
-        w = min(self.W)
-        return self._rows(w, self.W.pop(w), now), 1
 
     def held_bytes(self) -> int:
         return sum(approx_bytes(rows) for rows in self.W.values())
