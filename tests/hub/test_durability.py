@@ -19,6 +19,7 @@ from edgestream_hub.api import SimpleContext
 from edgestream_hub.errors import ConfigError, StartError
 from edgestream_hub.sql.errors import SqlError
 from edgestream_hub.sql.processor import SqlProcessor, result_id
+from edgestream_tools.broker import MAX_INFLIGHT_MESSAGES
 
 QUERY = "SELECT device, count(*) AS n FROM s GROUP BY device, TUMBLINGWINDOW(ss, 1)"
 SCRIPTED = f"""
@@ -320,8 +321,8 @@ def test_result_ids_name_the_window_and_group_and_only_window_aggregates_carry_t
 
 
 def test_a_broker_that_holds_messages_back_until_they_are_acknowledged_still_delivers_all(hub, mosquitto):
-    # the test broker sends 100 messages at a time before it wants acknowledgements: the source sees the
-    # stall and asks for a checkpoint (without it, the next periodic one would be 60 s away)
+    # the recommended broker sends MAX_INFLIGHT_MESSAGES at a time before it wants acknowledgements: the
+    # source sees the stall and asks for a checkpoint (without it, the next periodic one would be 60 s away)
     e = hub.engine(mqtt_config(mosquitto))
     src = e.sources["devices"].source
     assert src.subscribed.wait(5)
@@ -340,7 +341,7 @@ def test_a_broker_that_holds_messages_back_until_they_are_acknowledged_still_del
         infos = [pub.publish("edgestream/d1/results", results("d1", 1, [s]), qos=1) for s in range(3000)]
         assert wait_for(lambda: len(lines(hub)) == 3000, 30)
         assert wait_for(lambda: all(i.is_published() for i in infos) and src.unacked() == 0, 10)
-        assert asked and asked[0] <= 100  # it asked by the time the broker stopped sending
+        assert asked and asked[0] <= MAX_INFLIGHT_MESSAGES  # it asked by the time the broker stopped sending
     finally:
         pub.loop_stop()
         pub.disconnect()

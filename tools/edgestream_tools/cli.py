@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("edgestream_tools.devices_cli", "list devices, push a config, sync their clocks (hub.yaml devices)"),
     "state": ("edgestream_tools.state_cli", "list, inspect, verify or reset the hub's checkpoints (hub.yaml state)"),
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
+    "broker": ("edgestream_tools.broker_cli", "the recommended mosquitto config: edgestream broker --print-config|run"),
 }
 
 #: exit status after a write to a closed stdout: 128 + SIGPIPE, what a shell reports for a killed writer
