@@ -1,18 +1,18 @@
 """Crash tests with real processes: nothing lost, nothing doubled, with the shipped defaults.
 
-Each scenario runs ``edgestream hub run`` as a child process on a real mosquitto (persistence on, the
-in-flight and queue limits the docs recommend), fed by numbered QoS 1 publishers (crashkit), with an
-SQL window query into a SQLite sink keyed on the result id and a JSON-lines file sink. The hub is
-disrupted (SIGKILL at random points, some inside a checkpoint write; broker restarts; SIGSTOP longer than
-its intake absorbs; 16 publishers at full rate), then the sink is compared with the results of the same
-query over the same records without crashes: every window present, each counted exactly, none twice.
-The file sink may repeat a result after a crash, but every line of it is exactly the reference row.
+Each scenario runs ``edgestream hub run`` as a child process on a real mosquitto running the shipped
+broker config (``edgestream broker``: persistence on, the in-flight and queue limits), fed by numbered
+QoS 1 publishers (crashkit), with an SQL window query into a SQLite sink keyed on the result id and a
+JSON-lines file sink. The hub is disrupted (SIGKILL at random points, some inside a checkpoint write;
+broker restarts; SIGSTOP longer than its intake absorbs; 16 publishers at full rate), then the sink is
+compared with the results of the same query over the same records without crashes: every window present,
+each counted exactly, none twice. The file sink may repeat a result after a crash, but every line of it
+is exactly the reference row.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -44,13 +44,8 @@ TUMBLING = ("SELECT device, window_start() AS ws, count(*) AS n, sum(value) AS t
             "GROUP BY device, TUMBLINGWINDOW(ss, 1)")
 SESSIONS = ("SELECT device, window_start() AS ws, window_end() AS we, count(*) AS n, sum(value) AS total "
             "FROM readings GROUP BY device, SESSIONWINDOW(ss, 10, 1)")
-# the broker settings docs/hub.md (Durability) recommends: persistence on (the Mosquitto helper sets it),
-# room for the hub's window of unacknowledged messages, and a deep queue for a hub that lags
-BROKER_CONF = ("max_inflight_messages 1000\nmax_inflight_bytes 16777216\nmax_queued_messages 1000000\n"
-               "max_queued_bytes 268435456\nsys_interval 1\n")
-# mosquitto started as root drops to its own user, who cannot write the test's folder: its persistence
-# would fail (logged by the broker only), so it keeps root here
-RUN_AS = "user root\n" if os.geteuid() == 0 else ""
+# $SYS statistics every second (BrokerStore reads how many messages the broker holds)
+SYS_STATS = "sys_interval 1\n"
 
 
 @pytest.fixture
@@ -58,7 +53,8 @@ def broker(tmp_path):
     from mosquitto import Mosquitto
 
     (tmp_path / "broker").mkdir()
-    b = Mosquitto(tmp_path / "broker", extra_conf=BROKER_CONF + RUN_AS).start()
+    # the config `edgestream broker run` runs (recommended_config: persistence, queue and in-flight limits)
+    b = Mosquitto(tmp_path / "broker", extra_conf=SYS_STATS).start()
     try:
         yield b
     finally:
