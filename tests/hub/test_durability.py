@@ -340,7 +340,7 @@ def test_a_broker_that_holds_messages_back_until_they_are_acknowledged_still_del
     try:
         infos = [pub.publish("edgestream/d1/results", results("d1", 1, [s]), qos=1) for s in range(3000)]
         assert wait_for(lambda: len(lines(hub)) == 3000, 30)
-        assert wait_for(lambda: all(i.is_published() for i in infos) and src.unacked() == 0, 10)
+        assert wait_for(lambda: all(i.is_published() for i in infos) and src.unacked() == 0, 30)
         assert asked and asked[0] <= MAX_INFLIGHT_MESSAGES  # it asked by the time the broker stopped sending
     finally:
         pub.loop_stop()
