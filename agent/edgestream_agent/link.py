@@ -38,7 +38,7 @@ from array import array
 
 import sys
 
-from edgestream_agent import no_heap, say, unload
+from edgestream_agent import need, no_heap, say, unload
 from edgestream_agent.clock import Clock
 from edgestream_agent.offline_buffer import OfflineBuffer
 from edgestream_agent.timebase import ticks_diff, ticks_ms
@@ -269,11 +269,11 @@ class Link:
         # any reason, memory included, carries it
         version = 0 if kind == "time" else _version(payload)
         before = None
-        ok = False
+        ok = nomem = False
         what = "read the message"
         try:
             before = [k for k in sys.modules if k.startswith("edgestream_agent.")]
-            from edgestream_agent.wire_in import read
+            read = need("wire_in", "read")
             try:
                 m = read(payload, kind)
             except ValueError as e:  # ConfigError naming the field
@@ -288,7 +288,7 @@ class Link:
                 return
             unload("wire_in")
             what = "load the config code"
-            from edgestream_agent.remote_config import RemoteConfig
+            RemoteConfig = need("remote_config", "RemoteConfig")
             agent = self.agent
             rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
                               apply=(lambda c: agent.apply(c, True)) if agent is not None else None)
@@ -306,16 +306,18 @@ class Link:
                 self.cfg_refused += 1
                 self._queue("ack", ack)
         except MemoryError:
-            # no heap for the code or the data: refuse, keep running
+            # no heap for the code or the data: refuse (below, once the
+            # code is unloaded and the heap has room for the nack), keep running
             rc = m = None
             self.rx_refused += 1
-            if kind != "time":
-                self._config_refused(version, no_heap(what))
+            nomem = kind != "time"
         finally:
             unload(*_RX_MODULES)
             if not ok and before is not None:
                 # a refused config may have loaded modules that nothing uses
                 unload(*[k for k in sys.modules if k.startswith("edgestream_agent.") and k not in before])
+        if nomem:
+            self._config_refused(version, no_heap(what))
 
     def _config_refused(self, version, reason):
         # a config message refused before RemoteConfig could answer it
@@ -351,7 +353,7 @@ class Link:
     def collect(self):
         # -> the health metrics dict. health.py is imported for this and
         # unloaded again: it is needed once per health_ms.
-        from edgestream_agent.health import collect
+        collect = need("health", "collect")
         try:
             return collect(self._started, self.scheduler, self.agent, self, self.clock, self.version)
         finally:

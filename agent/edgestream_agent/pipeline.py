@@ -22,6 +22,7 @@
 from binascii import crc32
 from json import dumps
 
+from edgestream_agent import need
 from edgestream_agent.fixed import I32_MAX, I32_MIN, to_fixed
 
 
@@ -33,15 +34,6 @@ class Pipeline:
         self.decimals = cfg["decimals"]
         self.factor = 10 ** cfg["decimals"]
         self.period_ms = cfg["period_ms"]
-        self.filters = []
-        if cfg["filters"]:
-            from edgestream_agent.filters import build
-            self.filters = build(cfg["filters"], self.factor)
-        # positions of heartbeat filters (the time-driven ones)
-        self._hb = [i for i, f in enumerate(self.filters) if hasattr(f, "beat")]
-        self._on_result = on_result
-        self.ring = None  # the sliding windows' shared ring (not in elastic mode)
-        ws = []
         cap = 0
         for w in cfg["windows"]:
             if w["type"] == "sliding":
@@ -49,15 +41,22 @@ class Pipeline:
                 if c > cap:
                     cap = c
         if cap and not elastic:
-            from edgestream_agent.ring_window import Ring
-            self.ring = Ring(cap + 1)  # one slot more: see ring_window.py
+            _room(8 * (cap + 1))  # the ring's two arrays, before any code is loaded
+        self.filters = []
+        if cfg["filters"]:
+            self.filters = need("filters", "build")(cfg["filters"], self.factor)
+        # positions of heartbeat filters (the time-driven ones)
+        self._hb = [i for i, f in enumerate(self.filters) if hasattr(f, "beat")]
+        self._on_result = on_result
+        self.ring = None  # the sliding windows' shared ring (not in elastic mode)
+        ws = []
+        if cap and not elastic:
+            self.ring = need("ring_window", "Ring")(cap + 1)  # one slot more: see ring_window.py
         for w in cfg["windows"]:
             if w["type"] == "tumbling":
-                from edgestream_agent.tumbling_window import TumblingWindow
-                ws.append(TumblingWindow(w, self.factor, self._emit))
+                ws.append(need("tumbling_window", "TumblingWindow")(w, self.factor, self._emit))
             else:
-                from edgestream_agent.ring_window import RingWindow
-                ws.append(RingWindow(w, self.factor, self._emit, self.ring))
+                ws.append(need("ring_window", "RingWindow")(w, self.factor, self._emit, self.ring))
         self.windows = ws
         self.source = None
         self.clock = None
@@ -171,6 +170,25 @@ class Pipeline:
         if self.source is not None:
             self.source.deinit()
             self.source = None
+
+
+def _room(n):
+    # MemoryError when n bytes are more than the whole free heap: a sensor
+    # whose ring alone cannot fit is refused before its filter and window
+    # code is loaded (from .mpy a module loaded once keeps its names on the
+    # heap for good, so a config refused for its size should load none).
+    # A smaller one may still not fit (a fragmented heap): that MemoryError
+    # comes from the allocation itself. CPython has no such cap.
+    import gc
+    try:
+        if n <= gc.mem_free():
+            return
+        gc.collect()
+        if n <= gc.mem_free():
+            return
+    except AttributeError:
+        return
+    raise MemoryError("%d bytes for a ring" % n)
 
 
 def digest(cfg):

@@ -33,7 +33,7 @@ import json
 import os
 import sys
 
-from edgestream_agent import no_heap, unload
+from edgestream_agent import need, no_heap, unload
 from edgestream_agent.wire_out import message
 
 
@@ -73,9 +73,7 @@ class RemoteConfig:
             loaded = "edgestream_agent.config" in sys.modules
             try:
                 if self._validate is None:
-                    from edgestream_agent.config import validate
-                    ncfg = validate(cfg)
-                    del validate
+                    ncfg = need("config", "validate")(cfg)
                 else:
                     ncfg = self._validate(cfg)
             except ValueError as e:  # ConfigError: message starts with the path

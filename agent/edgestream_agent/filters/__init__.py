@@ -26,8 +26,8 @@
 
 def build(specs, factor):
     # Validated filter specs (config.py) -> list of filter objects.
+    from edgestream_agent import need
     out = []
     for s in specs:
-        m = __import__("edgestream_agent.filters." + s["type"], None, None, ("FILTER",))
-        out.append(m.FILTER(s, factor))
+        out.append(need("filters." + s["type"], "FILTER")(s, factor))
     return out
