@@ -32,7 +32,8 @@
 # and read by the agent's own small wire modules (wire_out.py; wire_in.py for
 # messages from the hub), not the shared encoder/decoder. Messages from the
 # hub are rare: the code that handles them (wire_in, remote_config, the
-# validator, reconfig) is imported for each one and unloaded after it.
+# validator, reconfig) is imported for each one and unloaded after it, one
+# at a time where it can (see _rx).
 
 from array import array
 
@@ -288,27 +289,49 @@ class Link:
                 return
             unload("wire_in")
             what = "load the config code"
-            RemoteConfig = need("remote_config", "RemoteConfig")
-            agent = self.agent
-            rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
-                              apply=(lambda c: agent.apply(c, True)) if agent is not None else None)
-            what = "validate the config"
-            version, ok, err, ack = rc.handle(m)
-            rc = m = None
+            version, cfg, err = need("remote_config", "admit")(m, self.dev, self.version)
+            m = None
+            ok = err is None
+            # the validator comes next: remote_config leaves the heap first
+            unload("remote_config")
+            if cfg is not None:
+                what = "validate the config"
+                loaded = "edgestream_agent.config" in sys.modules
+                try:
+                    cfg2 = (self._validate or need("config", "validate"))(cfg)
+                except ValueError as e:  # ConfigError: the message starts with the field
+                    cfg2 = None
+                    ok, err = False, str(e)
+                # the validator's code leaves before the new sensors are
+                # built (unless it was loaded before the message came)
+                if not loaded:
+                    unload("config")
+                if ok:
+                    # the raw config waits for the file as JSON text (smaller)
+                    if self._path:
+                        from json import dumps
+                        cfg = dumps(cfg)
+                    else:
+                        cfg = None
+                    what = "apply the config"
+                    agent = self.agent
+                    ok, err = need("remote_config", "commit")(
+                        cfg2, cfg, self._path, (lambda c: agent.apply(c, True)) if agent is not None else None)
+                cfg = cfg2 = None
             if ok:
                 say("config %d %s" % (version, "already running" if version == self.version else "applied"))
                 self.version = version
                 self.cfg_applied += 1
-                self._queue("ack", ack)
             else:
                 say("config %d refused: %s" % (version, err))
                 self.rx_refused += 1
                 self.cfg_refused += 1
-                self._queue("ack", ack)
+            self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", ok, "error", err))
         except MemoryError:
             # no heap for the code or the data: refuse (below, once the
             # code is unloaded and the heap has room for the nack), keep running
-            rc = m = None
+            m = cfg = cfg2 = None
+            ok = False
             self.rx_refused += 1
             nomem = kind != "time"
         finally:
@@ -320,7 +343,7 @@ class Link:
             self._config_refused(version, no_heap(what))
 
     def _config_refused(self, version, reason):
-        # a config message refused before RemoteConfig could answer it
+        # a config message refused before its content was looked at
         # (unreadable, oversize, no heap): nack it with its version when known
         say("config %d refused: %s" % (version, reason))
         self.cfg_refused += 1
