@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]  # the imports below need it (E402)
 
+from hubcheck import SeqCheck  # noqa: E402
 from linktools import Subscriber, finish, start_micropython, wait_until  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 
@@ -42,7 +43,6 @@ from edgestream_shared.decoder import decode  # noqa: E402
 from edgestream_shared.encoder import encode_config  # noqa: E402
 from edgestream_tools import micropython as mp  # noqa: E402
 from edgestream_tools.demo import AGENT as DEMO  # noqa: E402
-from edgestream_tools.hubcheck import SeqCheck  # noqa: E402
 
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"
 # micropython.qstr_info() prints the interned names on the heap:

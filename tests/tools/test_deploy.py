@@ -112,10 +112,10 @@ def test_a_failing_self_test_fails_the_command(vboard, mosquitto, tmp_path):
     assert deploy(vb, write(tmp_path / "agent.json", agent_config(mosquitto)), "--no-check").returncode == 0
     # the board's agent differs from what the tests expect: the module that writes results (the one
     # test_wire takes `item` from, found in the bundle's layout) writes nothing
-    import test_wire
+    import importlib
 
-    writer = sys.modules[test_wire.item.__module__]
-    rel = next(rel for src, rel in bundle.sources() if src.resolve() == Path(writer.__file__).resolve())
+    writer = sys.modules[importlib.import_module("test_wire").item.__module__]
+    rel = next(rel for src, rel in bundle.sources() if src.resolve() == Path(str(writer.__file__)).resolve())
     mpy = vb.folder / "lib" / rel.with_suffix(".mpy")
     mpy.unlink()
     mpy.with_suffix(".py").write_text("".join(f"def {n}(*a):\n    return 0\n\n" for n, f in vars(writer).items()
