@@ -19,7 +19,10 @@
 #   flight (in order) and calls on_puback(pid) for each ack; on_disconnect()
 #   tells the owner that everything unacked must be resent (with dup=True)
 #   after the next on_connect(). The agent's offline buffer is that store, so
-#   no payload is ever held twice.
+#   no payload is ever held twice. A publish() whose packet the socket fails
+#   under still returns its packet id (it may have gone out): the link is
+#   closed, and on_disconnect() called, by the next poll(), never from
+#   inside publish(), so the owner's books see "sent, then lost".
 # - Reconnecting is built in: after a failure it waits between b/2 and b
 #   (random), b doubling from backoff_min_ms up to backoff_max_ms and back
 #   to the minimum after a CONNACK; so never longer than backoff_max_ms.
@@ -129,6 +132,7 @@ class MQTTClient:
         self._t_rx = 0                      # last byte received
         self._t_tx = 0                      # last packet sent
         self._ping_out = False
+        self._dead = None                   # the error a publish() met: poll() closes the link
 
     # -- umqtt-like surface -------------------------------------------------
     def set_callback(self, f):
@@ -165,7 +169,7 @@ class MQTTClient:
 
     def can_publish(self, nbytes=0):
         # True when a QoS 1 publish of that size would be accepted now.
-        return self.state == UP and self._n_inflight < len(self._inflight) and \
+        return self.state == UP and self._dead is None and self._n_inflight < len(self._inflight) and \
             self._room(nbytes + 64)
 
     def subscribe(self, topic, qos=0):
@@ -191,7 +195,7 @@ class MQTTClient:
     def publish(self, topic, msg, retain=False, qos=0, dup=False):
         # -> packet id (QoS 1), 0 (QoS 0), or None: not connected, too many
         # in flight, or no room in the transmit buffer right now.
-        if self.state != UP or qos and self._n_inflight >= len(self._inflight):
+        if self.state != UP or self._dead is not None or qos and self._n_inflight >= len(self._inflight):
             return None
         topic = _b(topic)
         msg = _b(msg)
@@ -209,8 +213,10 @@ class MQTTClient:
         try:
             self._flush()
         except OSError as e:
-            # the packet is lost with the link; on_disconnect tells the owner
-            self._close(e, True)
+            # the link died under the packet, which may or may not have gone
+            # out: the owner takes it as sent (pid), the next poll() closes
+            # the link and on_disconnect() has it sent again
+            self._dead = e
         return pid
 
     # -- the state machine ---------------------------------------------------
@@ -219,6 +225,9 @@ class MQTTClient:
         # the state. Errors close the link and schedule a reconnect.
         st = self.state
         now = ticks_ms()
+        if self._dead is not None:
+            self._close(self._dead, True)
+            return self.state
         if st == DOWN:
             if self._want and ticks_diff(now, self._next_try) >= 0:
                 self._start(now)
@@ -322,6 +331,7 @@ class MQTTClient:
         if err is not None:
             self.error = err
             self.failures += 1
+        self._dead = None
         self._tx_n = self._tx_off = self._rx_n = self._skip = self._n_inflight = 0
         self.state = DOWN
         if retry:
