@@ -7,6 +7,8 @@ Nothing depends on a system service.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -42,6 +44,10 @@ class Mosquitto:
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
+            # started as root, mosquitto switches to the `mosquitto` user, which cannot write a private
+            # work folder: it then saves no sessions on stop and a restart forgets persistent subscribers
+            # and what was queued for them. It keeps the user who starts it (ignored when not root).
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             f"{extra_conf}"
         )
         self.proc: subprocess.Popen | None = None
