@@ -8,10 +8,14 @@ agent's ``.mpy -O3`` files on its filesystem (code and names on the heap).
 Prints, from one run each:
 - the heap cost of importing every agent and shared module, per profile
   (and on the 64-bit PyPI build, for comparison);
-- steady-state allocation over 10,000 samples through 3 filters and 2 windows
-  (gc.mem_alloc() growth, collector off; budget 0 bytes);
-- samples/s of filters + windows vs a bare loop that only appends to an array
-  (ratio measured in the same process);
+- the agent's pipeline for the benchmark config (3 filters + 2 windows,
+  CONFIG) against the same pipeline written by hand (bench/hand_pipeline.py,
+  a plain MicroPython loop), per profile: both are first run on the same
+  samples and must give identical results; then samples/s of the agent one
+  sample at a time (Pipeline.push), a block at a time (push_block) and of
+  the hand-written loop, the ratio agent/hand (target >= 0.5), bytes
+  allocated per sample (collector off; budget 0) and the heap the agent
+  takes; median and range of RUNS processes, each the best of REPS passes;
 - heap used after start by an agent with 4 sensors x 2 windows of 256
   samples in the `tiny` (64 KB) heap, started as main.py starts one, per
   profile;
@@ -20,6 +24,7 @@ Prints, from one run each:
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from pathlib import Path
@@ -44,51 +49,94 @@ parts = cost("edgestream_agent.config"), cost("edgestream_shared.encoder", "edge
 print(cost(*sys.argv[1:]) + sum(parts), *parts)
 """
 
-STEADY = r"""
-import gc, time
-from edgestream_agent.agent import Agent
-cfg = {"sensors": [{"name": "temp", "period_ms": 10,
+#: The benchmark config: 3 filters and 2 windows (one sliding in time, one
+#: counting), the pipeline bench/hand_pipeline.py writes by hand.
+CONFIG = {"sensors": [{"name": "temp", "period_ms": 10,
     "filters": [{"range": {"min": -50, "max": 150}}, {"calibrate": {"slope": 1.8, "offset": 32}}, {"ema": 0.3}],
     "windows": [{"name": "slide", "size_ms": 2000, "every_ms": 500,
                  "aggregates": ["count", "avg", "min", "max", "stddev"]},
                 {"name": "count", "size": 100, "aggregates": ["count", "sum", "min", "max", "first", "last"]}]}]}
-a = Agent(cfg)
-p = a.pipeline("temp")
-def steady(n):
-    # in a function: module-level loop variables would grow the globals dict
-    for t in range(0, 1000, 10):
-        p.push(t, 21000)
+BLOCK = 32  # samples per push_block
+RUNS = 3    # processes per profile: the spread says how noisy the machine was
+REPS = 15   # timed passes per process, the best one counts
+
+VS_HAND = r"""
+import gc, json, sys, time
+from array import array
+CONFIG = json.loads(CONFIG_JSON)
+B = int(sys.argv[1])
+REPS = int(sys.argv[2])
+N = 64 * B
+vals = array("i", bytes(4 * N))
+for i in range(N):
+    # 20.000 .. 24.999 degrees, now and then far below the range filter
+    vals[i] = -80000 if i % 97 == 0 else 20000 + ((i % 500) * 7919) % 5000
+mv = memoryview(vals)
+blocks = [mv[i:i + B] for i in range(0, N, B)]
+gc.collect()
+m0 = gc.mem_alloc()
+from edgestream_agent.agent import Agent
+agent = Agent(CONFIG)
+gc.collect()
+heap = gc.mem_alloc() - m0  # the agent: its modules (.mpy: code on the heap) and the pipeline
+from hand_pipeline import Hand
+
+def pushes(p, t):
+    for v in vals:
+        t += 10
+        p.push(t, v)
+    return t
+
+def in_blocks(p, t):
+    for b in blocks:
+        p.push_block(t + 10, 10, b, B)
+        t += 10 * B
+    return t
+
+# the same results on the same samples, or no timing at all
+for path in (pushes, in_blocks):
+    want = []
+    got = []
+    a = Agent(CONFIG, on_result=lambda s, w, start, end, names, v: got.append((w, start, end, names, v)))
+    h = Hand(lambda *r: want.append(r))
+    path(a.pipeline("temp"), 0)
+    h.run(0, 10, vals)
+    if got != want or len(got) < 50:
+        raise AssertionError("%s: the agent and the hand-written loop differ: %d / %d results, first %r / %r"
+                             % (path.__name__, len(got), len(want), got[:1], want[:1]))
+a = got = want = h = None
+
+one = Agent(CONFIG).pipeline("temp")
+blk = Agent(CONFIG).pipeline("temp")
+hand = Hand()
+best = [1 << 30, 1 << 30, 1 << 30]
+t = [0, 0, 0]
+for _ in range(REPS):
+    for k in range(3):
+        t0 = time.ticks_us()
+        if k == 0:
+            t[0] = hand.run(t[0], 10, vals)
+        elif k == 1:
+            t[1] = pushes(one, t[1])
+        else:
+            t[2] = in_blocks(blk, t[2])
+        d = time.ticks_diff(time.ticks_us(), t0)
+        if d < best[k]:
+            best[k] = d
+alloc = []
+for k, p in ((1, one), (2, blk)):
     gc.collect()
     gc.disable()
-    before = gc.mem_alloc()
-    t = 1000
-    for i in range(n):
-        t += 10
-        p.push(t, 20000 + ((t % 5000) * 7919) % 5000)  # in 31-bit small ints
-    alloc = gc.mem_alloc() - before
+    m = gc.mem_alloc()
+    t[k] = (pushes if k == 1 else in_blocks)(p, t[k])
+    alloc.append((gc.mem_alloc() - m) / N)
     gc.enable()
-    return alloc, t
-alloc, t = steady(10000)
-# speed: the same pipeline vs a bare append-to-array loop, same process
-from array import array
-def bare(n):
-    buf = array("i", bytes(4 * 256))
-    j = 0
-    for i in range(n):
-        buf[j] = i
-        j += 1
-        if j == 256:
-            j = 0
-def piped(n, t):
-    for i in range(n):
-        t += 10
-        p.push(t, 20000 + ((t % 5000) * 7919) % 5000)  # in 31-bit small ints
-    return t
-M = 100000
-t0 = time.ticks_us(); bare(M); dt_bare = time.ticks_diff(time.ticks_us(), t0)
-t0 = time.ticks_us(); t = piped(M, t); dt_pipe = time.ticks_diff(time.ticks_us(), t0)
-print(alloc, p.results, M * 1000000 // dt_pipe, M * 1000000 // dt_bare)
+from edgestream_agent.pipeline import Pipeline
+print(json.dumps({"hand": N * 1000000 // best[0], "push": N * 1000000 // best[1], "block": N * 1000000 // best[2],
+                  "alloc_push": alloc[0], "alloc_block": alloc[1], "heap": heap,
+                  "native": type(Pipeline.push) is not type(Pipeline.feed)}))
 """
+
 
 TINY = r"""
 import gc, sys
@@ -157,6 +205,36 @@ print(dt)
 """
 
 
+def _spread(xs: list[float], fmt: str) -> str:
+    xs = sorted(xs)
+    return f"{fmt.format(xs[len(xs) // 2])} ({fmt.format(xs[0])}-{fmt.format(xs[-1])})"
+
+
+def vs_hand(profile: str, lib: str) -> str:
+    """The agent's pipeline against the same pipeline written by hand, RUNS processes of one profile."""
+    bench_dir = str(Path(__file__).resolve().parent)
+    script = Path(lib) / "vs_hand.py"
+    # (the config goes in the script: the unix port fails on a long argument)
+    script.write_text(f"CONFIG_JSON = {json.dumps(json.dumps(CONFIG))}\n" + VS_HAND)
+    runs = []
+    for _ in range(RUNS):
+        out = mp.run([str(script), str(BLOCK), str(REPS)], board="esp32",
+                     extra_paths=[bench_dir], profile=profile).stdout.decode()
+        runs.append(json.loads(out.splitlines()[-1]))
+    r = runs[0]
+    push = _spread([x["push"] for x in runs], "{:,}")
+    block = _spread([x["block"] for x in runs], "{:,}")
+    hand = _spread([x["hand"] for x in runs], "{:,}")
+    rp = _spread([x["push"] / x["hand"] for x in runs], "{:.2f}")
+    rb = _spread([x["block"] / x["hand"] for x in runs], "{:.2f}")
+    return (f"agent vs hand-written ({profile}{', native code' if r['native'] else ', bytecode'}; 3 filters + 2 "
+            f"windows, outputs checked equal; median (min-max) of {RUNS} runs, samples/s): push {push}, "
+            f"push_block({BLOCK}) {block}, hand-written loop {hand}; ratio agent/hand: push {rp}, "
+            f"push_block {rb} (target >= 0.5); allocated per sample: push {max(x['alloc_push'] for x in runs):g} B, "
+            f"push_block {max(x['alloc_block'] for x in runs):g} B (budget 0); heap used by the agent "
+            f"(modules + pipeline): {r['heap'] / 1024:.1f} KB")
+
+
 def module_names() -> list[str]:
     return [str(rel.with_suffix("")).replace("/", ".").removesuffix(".__init__") for _, rel in sources()]
 
@@ -184,7 +262,7 @@ def main() -> None:
     with script:
         script.write(IMPORT_ALL)
     for profile in (*PROFILES, "host"):
-        extra = [] if profile != "host" else [mp.mpy_bundle()]  # host: the same .mpy -O3 files, 64-bit
+        extra = [] if profile != "host" else [mp.mpy_bundle("host")]  # host: .mpy -O3 files, 64-bit
         out = mp.run([script.name, *names], board="rp2040", extra_paths=extra, profile=profile).stdout.split()
         used, validator, codec = map(int, out)
         what = {"frozen": "32-bit, frozen", "mpy": "32-bit, .mpy -O3 on the filesystem",
@@ -195,11 +273,8 @@ def main() -> None:
     Path(script.name).unlink()
     with tempfile.TemporaryDirectory() as lib:
         paths = [lib]
-        alloc, results, rate, bare = mp.run_code(STEADY, board="esp32", extra_paths=paths).split()
-        print(f"steady state (frozen): {alloc} bytes allocated over 10,000 samples "
-              f"(3 filters, 2 windows, {results} windows closed; budget 0)")
-        print(f"per-sample speed (32-bit unix port): {int(rate):,} samples/s through filters + windows; "
-              f"bare append-to-array loop {int(bare):,}/s; ratio {int(bare) / int(rate):.1f}x slower")
+        for profile in PROFILES:
+            print(vs_hand(profile, lib), flush=True)
         # the script is compiled to .mpy too: on a board only main.py is source
         for kind in ("tumbling", "sliding"):
             src = Path(lib) / f"tiny_{kind}.py"

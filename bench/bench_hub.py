@@ -321,6 +321,38 @@ def bench_stages(messages: int = 500, per: int = 100, runs: int = 5) -> dict[str
             "flatten + sequence tracking (hub)": flat - checked, "file sink: JSON encode + write": write}
 
 
+def bench_device_feed(messages: int = 2000, runs: int = 9) -> dict[int, float]:
+    """What feeding the device registry adds to the ingest path: CPU us per message, by records per message
+    (``Ingest.payload`` with a ``devices`` section's feed minus without, one thread, best of ``runs``)."""
+    from edgestream_hub.components import ComponentContext
+    from edgestream_hub.devices import DeviceFeed, DeviceRegistry
+    from edgestream_hub.ingest import Ingest
+
+    class _Service:
+        def __init__(self) -> None:
+            self.registry = DeviceRegistry(1000, {"src": "mqtt"})
+
+    out = {}
+    for per in (1, 100):
+        data = payloads(messages, per, 10)
+
+        def once(feed: Any, data: list[tuple[str, bytes]] = data) -> float:
+            ing = Ingest(ComponentContext("source", "src", "src", devices=feed), "wire")
+            t0 = time.perf_counter()
+            for topic, p in data:
+                ing.payload(p, "bench", topic)
+            return time.perf_counter() - t0
+
+        feed = DeviceFeed()
+        feed.service = _Service()
+        with_feed, without = [], []
+        for _ in range(runs):  # interleaved, so a slow spell of the machine hits both
+            with_feed.append(once(feed))
+            without.append(once(None))
+        out[per] = (min(with_feed) - min(without)) / messages * 1e6
+    return out
+
+
 def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
     from edgestream_hub.components import PollingSource, Sink
     from edgestream_hub.config import load_config
@@ -436,6 +468,9 @@ def main() -> None:
         print(f"  {name:<34}: {us:5.2f} us")
     rest = 1e6 / r["hub"] - sum(st.values())
     print(f"  {'the rest (paho, threads, queues)':<34}: {rest:5.2f} us (1 / hub rate - the stages above)")
+    feed = bench_device_feed()
+    print("the device registry's feed (a devices section), added to the ingest path: "
+          + ", ".join(f"{us:.1f} us per {per}-record message" for per, us in feed.items()))
     runs = m["hub_runs"]
     print(f"hub process memory: {statistics.median(x['mem_ready']['VmRSS'] for x in runs) / 1024:.1f} MiB RSS "
           f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the throughput runs")

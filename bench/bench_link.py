@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]  # the imports below need it (E402)
 
-from hubcheck import SeqCheck  # noqa: E402
 from linktools import Subscriber, finish, start_micropython, wait_until  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
+from seqcheck import SeqCheck  # noqa: E402
 
 from edgestream_shared.decoder import decode  # noqa: E402
 from edgestream_shared.encoder import encode_config  # noqa: E402

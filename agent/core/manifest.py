@@ -9,10 +9,10 @@ metadata(version="0.1.0", description="EdgeStream agent: scheduler, sensors, fil
 package(
     "edgestream_agent",
     files=(
-        "__init__.py", "agent.py", "aggregate.py", "aio.py", "clock.py", "config.py", "fixed.py",
-        "health.py", "link.py", "main.py", "ntp.py", "offline_buffer.py", "pipeline.py",
-        "reconfig.py", "remote_config.py", "replay.py", "ring_window.py", "scheduler.py",
-        "spill.py", "timebase.py", "tumbling_window.py", "wifi.py", "wire_in.py", "wire_out.py",
+        "__init__.py", "agent.py", "aggregate.py", "aio.py", "bench.py", "chain.py", "clock.py", "config.py",
+        "fixed.py", "health.py", "link.py", "main.py", "ntp.py", "offline_buffer.py", "pipeline.py",
+        "reconfig.py", "remote_config.py", "replay.py", "ring_window.py", "scheduler.py", "spill.py",
+        "timebase.py", "tumbling_window.py", "wifi.py", "wire_in.py", "wire_out.py",
         "filters/__init__.py", "filters/calibrate.py", "filters/clamp.py", "filters/delta.py",
         "filters/ema.py", "filters/heartbeat.py", "filters/median.py", "filters/range.py",
         "filters/round.py", "filters/throttle.py",

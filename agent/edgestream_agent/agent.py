@@ -133,7 +133,8 @@ class Agent:
                 p.source = sources[name]
             p.clock = self.clock
             if name not in self.tasks:
-                self.tasks[name] = scheduler.every(p.period_ms, p.sample, name)
+                # one run per block of samples (block 1: per sample)
+                self.tasks[name] = scheduler.every(p.period_ms * p.block, p.sample, name)
 
     def apply(self, config, validated=False):
         # Switch to a new config without a reboot (remote config): only the

@@ -19,7 +19,7 @@
 import math
 from edgestream_agent.fixed import ldiv
 
-from edgestream_agent.timebase import const
+from edgestream_agent.timebase import const, micropython
 
 _SQ_BITS = const(28)
 _SQ_MASK = const(0xFFFFFFF)
@@ -54,41 +54,75 @@ class Aggregate:
         self.first = 0
         self.last = 0
 
-    def add(self, v):
-        if self.n == 0:
-            self.ref = v
+    @micropython.native
+    def add(self, vs, i, k):
+        # Add the values vs[i:k] (i < k: one sample, or a run of a block),
+        # the sums kept in local variables meanwhile
+        n = self.n
+        if n == 0:
+            self.ref = vs[i]
             self.sd = 0
             self.sq_lo = 0
             self.sq_hi = 0
-        d = v - self.ref
-        self.n += 1
-        self.sd += d
+        ref = self.ref
+        sd = self.sd
         if self.need_sq:
-            lo = self.sq_lo + d * d
-            self.sq_hi += lo >> _SQ_BITS
-            self.sq_lo = lo & _SQ_MASK
+            lo = self.sq_lo
+            hi = self.sq_hi
+            for x in range(i, k):
+                d = vs[x] - ref
+                sd += d
+                lo += d * d
+                hi += lo >> _SQ_BITS
+                lo &= _SQ_MASK
+            self.sq_lo = lo
+            self.sq_hi = hi
+        else:
+            for x in range(i, k):
+                sd += vs[x] - ref
+        self.sd = sd
+        self.n = n + k - i
 
-    def remove(self, v):
-        # Sliding windows: take back a sample added earlier.
-        d = v - self.ref
-        self.n -= 1
-        self.sd -= d
+    @micropython.native
+    def remove(self, vs, i, k, cap):
+        # Sliding windows: take back the k samples added earlier that a ring
+        # holds at vs[i], vs[i + 1], ... (wrapping at cap).
+        ref = self.ref
+        sd = self.sd
         if self.need_sq:
-            lo = self.sq_lo - d * d
-            self.sq_hi += lo >> _SQ_BITS  # floor shift: borrows from sq_hi
-            self.sq_lo = lo & _SQ_MASK
+            lo = self.sq_lo
+            hi = self.sq_hi
+            for _ in range(k):
+                d = vs[i] - ref
+                sd -= d
+                lo -= d * d
+                hi += lo >> _SQ_BITS  # floor shift: borrows from hi
+                lo &= _SQ_MASK
+                i += 1
+                if i == cap:
+                    i = 0
+            self.sq_lo = lo
+            self.sq_hi = hi
+        else:
+            for _ in range(k):
+                sd -= vs[i] - ref
+                i += 1
+                if i == cap:
+                    i = 0
+        self.sd = sd
+        self.n -= k
 
     def rebase(self, values, start, count, cap):
         # Recompute the sums around a new ref from the samples a ring holds
         # (values[start], ... count of them, wrapping at cap). Used when a
         # sliding window's values drift far from ref.
         self.n = 0
-        i = start
-        for _ in range(count):
-            self.add(values[i])
-            i += 1
-            if i == cap:
-                i = 0
+        end = start + count
+        if end <= cap:
+            self.add(values, start, end)
+        else:
+            self.add(values, start, cap)
+            self.add(values, 0, end - cap)
 
     def values(self):
         # The configured aggregates as a new list of numbers (allocates: a

@@ -35,6 +35,7 @@ from edgestream_agent import ConfigError
 
 AGGREGATES = ("count", "sum", "avg", "min", "max", "stddev", "first", "last")
 MAX_DECIMALS = 6
+MAX_BLOCK = 256  # samples per block read (the pipeline keeps a list of them)
 _REQ = ()  # the default of a required key (a marker: compared by identity)
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
@@ -61,7 +62,7 @@ mqtt host=s port=port=0 client_id=s= user=s= password=s= tls=b=false ca_file=s= 
 serial port=s=stdio uart=u=0 baud=p=115200 tx=pin= rx=pin=
 wifi ssid=s password=s= retry_ms=p=10000
 ntp host=s=pool.ntp.org port=port=123 every_ms=p=3600000 timeout_ms=p=2000
-sensor name source period_ms decimals filters windows
+sensor name source period_ms decimals block filters windows
 window name type size_ms every_ms size every aggregates capacity
 agent device device_id version sensors transport watchdog_ms"""
 
@@ -119,7 +120,8 @@ not valid JSON: %s
 w%d
 %s[%d]
 required when tls is true: the CA certificate (PEM or DER file on the board) that signed the broker's; or tls_verify: false to skip the check (then anyone on the network path can pose as the broker and read the password)
-needs tls: true"""
+needs tls: true
+source %r reads one sample at a time (a block needs sim or adc)"""
 
 
 def _nth(text, n):
@@ -370,6 +372,12 @@ def _sensor(v, path):
     if d > MAX_DECIMALS:
         _fail(path + "." + "decimals", 19, MAX_DECIMALS)
     s["decimals"] = d
+    b = _value("p", v.get("block", 1), path + "." + "block")
+    if b > MAX_BLOCK:
+        _fail(path + "." + "block", 19, MAX_BLOCK)
+    if b > 1 and t not in ("sim", "adc"):
+        _fail(path + "." + "block", 54, t)
+    s["block"] = b
     out = []
     for key in ("filters", "windows"):
         items = v.get(key, [])

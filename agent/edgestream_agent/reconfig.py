@@ -54,5 +54,5 @@ def apply(self, config, validated=False):
     if self.scheduler is not None:
         for n in changed:
             p = new[n]
-            self.tasks[n] = self.scheduler.every(p.period_ms, p.sample, n)
+            self.tasks[n] = self.scheduler.every(p.period_ms * p.block, p.sample, n)
     return changed, removed

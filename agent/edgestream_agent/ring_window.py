@@ -27,9 +27,10 @@
 from array import array
 from edgestream_agent.aggregate import Aggregate
 
-from edgestream_agent.timebase import const
+from edgestream_agent.timebase import const, micropython
 
 _I32 = const(0x7FFFFFFF)
+_SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 # |d| above this from the window's reference: rebase the sums at the next
 # emit so d*d stays a small int on 32-bit boards
 _DRIFT = const(0x3FFF)
@@ -52,20 +53,33 @@ class Ring:
         self.pos = cap - 1       # position of the last sample written
         self.windows = []        # the windows reading this ring (for _retime)
 
-    def put(self, t, v):
+    @micropython.native
+    def put(self, t0, vs, ts, i, k):
+        # The samples vs[x] at t0 + ts[x], x in i..k-1 (one, or a run of a
+        # block), into the next slots (wrapping) -> the first one's position
         if self.t0 is None:
-            self.t0 = t
-        off = t - self.t0
-        if off > _I32:
-            self._retime(t)
-            off = t - self.t0
+            self.t0 = t0 + ts[i]
+        base = t0 - self.t0
+        rv = self.vs
+        rt = self.ts
+        c = self.cap
         p = self.pos + 1
-        if p == self.cap:
+        if p == c:
             p = 0
-        self.vs[p] = v
-        self.ts[p] = off
-        self.pos = p
-        return p
+        first = p
+        for x in range(i, k):
+            off = base + ts[x]
+            if off > _SMALL and off > _I32:  # (a long-int compare only past small ints)
+                self._retime(t0 + ts[x])
+                base = t0 - self.t0
+                off = base + ts[x]
+            rv[p] = vs[x]
+            rt[p] = off
+            p += 1
+            if p == c:
+                p = 0
+        self.pos = p - 1 if p else c - 1
+        return first
 
     def _retime(self, t):
         # Offsets would leave 32 bits (24.8 days after t0): move t0 up to the
@@ -136,47 +150,37 @@ class RingWindow:
         self.max_h = self.max_n = 0
 
     # -- ring ------------------------------------------------------------
-    def _append(self, t, v, p):
-        # the sample (t, v) was written at ring position p (private ring:
-        # p is None and it is written here, once the window made room)
-        a = self.agg
-        if a.n == self.cap:
-            if self.elastic:
-                self._grow()
-                p = None
-            else:
-                self.overwritten += 1
-                self._evict()
-        if p is None:
-            p = self.ring.put(t, v)
-        if a.n == 0:
-            self.head = p
-        a.add(v)
-        if self.minq is not None:
-            self._min_push(p, v)
-        if self.maxq is not None:
-            self._max_push(p, v)
-
-    def _evict(self):
-        # Drop the oldest sample.
+    @micropython.native
+    def _evict(self, k=1):
+        # Drop the k oldest samples (k <= the samples held).
         h = self.head
-        cap = self.cap
-        self.agg.remove(self.ring.vs[h])
-        q = self.minq
-        if q is not None and self.min_n and q[self.min_h] == h:
-            self.min_h += 1
-            if self.min_h == cap:
-                self.min_h = 0
-            self.min_n -= 1
-        q = self.maxq
-        if q is not None and self.max_n and q[self.max_h] == h:
-            self.max_h += 1
-            if self.max_h == cap:
-                self.max_h = 0
-            self.max_n -= 1
-        h += 1
-        self.head = 0 if h == self.ring.cap else h
+        rc = self.ring.cap
+        self.agg.remove(self.ring.vs, h, k, rc)
+        if self.minq is not None or self.maxq is not None:
+            # a deque's front leaves with the sample at its position
+            cap = self.cap
+            for _ in range(k):
+                q = self.minq
+                if q is not None and self.min_n and q[self.min_h] == h:
+                    self.min_h += 1
+                    if self.min_h == cap:
+                        self.min_h = 0
+                    self.min_n -= 1
+                q = self.maxq
+                if q is not None and self.max_n and q[self.max_h] == h:
+                    self.max_h += 1
+                    if self.max_h == cap:
+                        self.max_h = 0
+                    self.max_n -= 1
+                h += 1
+                if h == rc:
+                    h = 0
+            self.head = h
+            return
+        h += k
+        self.head = h - rc if h >= rc else h
 
+    @micropython.native
     def _min_push(self, p, v):
         # Pop from the back every position whose value is >= v, then push p.
         q = self.minq
@@ -196,6 +200,7 @@ class RingWindow:
         q[b] = p
         self.min_n = n + 1
 
+    @micropython.native
     def _max_push(self, p, v):
         q = self.maxq
         vs = self.ring.vs
@@ -223,32 +228,117 @@ class RingWindow:
         self.agg.n = 0
         for k in range(n):
             i = (h + k) % old.cap
-            self._append(old.t0 + old.ts[i], old.vs[i], None)
+            v = old.vs[i]
+            p = self.ring.put(old.t0, old.vs, old.ts, i, i + 1)  # (the old ring as a block)
+            if k == 0:
+                self.head = p
+            self.agg.add(self.ring.vs, p, p + 1)
+            if self.minq is not None:
+                self._min_push(p, v)
+            if self.maxq is not None:
+                self._max_push(p, v)
 
     # -- windows ----------------------------------------------------------
-    def push(self, t, v, p=None):
-        # p: where the pipeline wrote (t, v) in the shared ring
+    @micropython.native
+    def push(self, t0, vs, ts, i, p):
+        # One sample, vs[i] at t0 + ts[i], written to the shared ring at p
+        # (None: a private ring, written here once the window made room).
+        a = self.agg
         if self.time:
-            if self.next_b is None:
-                self.next_b = (t // self.every + 1) * self.every
-            elif t >= self.next_b:
-                self.advance(t)
-            # samples older than the next window's start are never needed again
-            self._evict_before(self.next_b - self.size)
-            self._append(t, v, p)
-            return
-        if self.agg.n == self.size:
+            nb = self.next_b
+            if nb is not None:  # (None: before the first sample; run() sets it)
+                if t0 + ts[i] >= nb:
+                    self.advance(t0 + ts[i])
+                    nb = self.next_b
+                # samples older than the next window's start are never
+                # needed again (checked here: most samples evict nothing)
+                if a.n:
+                    r = self.ring
+                    if r.ts[self.head] < nb - self.size - r.t0:
+                        self._evict_before(nb - self.size)
+        elif a.n == self.size:
             self._evict()
-        self._append(t, v, p)
-        self.phase += 1
-        if self.seen < self.size:
-            self.seen += 1
-        if self.phase >= self.every:
+        if a.n == self.cap:
+            if self.elastic:
+                self._grow()
+                p = None
+            else:
+                self.overwritten += 1
+                self._evict()
+        if p is None:
+            p = self.ring.put(t0, vs, ts, i, i + 1)
+        self.run(t0, vs, ts, i, i + 1, p)
+        if not self.time and self.phase >= self.every:
             self.phase = 0
             if self.seen >= self.size:
                 r = self.ring
-                self._close(r.t0 + r.ts[self.head], t)  # the oldest sample's t
+                self._close(r.t0 + r.ts[self.head], t0 + ts[i])  # the oldest sample's t
 
+    @micropython.native
+    def limit(self, t, out):
+        # Samples from t on close nothing (nor overwrite) while before out[0]
+        # and no more than out[1] of them: lowers both to this window's.
+        if self.time:
+            nb = self.next_b
+            if nb is None:
+                nb = (t // self.every + 1) * self.every
+            elif t < nb - self.size:
+                # older than any window still to come (the clock went past
+                # it): push() keeps it only until the next sample evicts it
+                out[1] = 0
+                return
+            if nb < out[0]:
+                out[0] = nb
+            q = self.cap - self.agg.n
+        else:
+            q = self.every - self.phase - 1
+        if q < out[1]:
+            out[1] = q
+
+    @micropython.native
+    def room(self, k):
+        # Before the shared ring takes k more samples (a quiet run): the
+        # evictions push() would make for them, made now, while the ring
+        # still holds the evicted values.
+        a = self.agg
+        if self.time:
+            if a.n and self.next_b is not None:
+                self._evict_before(self.next_b - self.size)
+            return
+        x = a.n + k - self.size
+        if x > 0:
+            self._evict(x)
+
+    @micropython.native
+    def run(self, t0, vs, ts, i, k, p):
+        # Block samples i..k-1 (vs[x] at t0 + ts[x]), written to the ring at
+        # p, p + 1, ... (wrapping), none of which closes the window (see
+        # limit; room() made the evictions). push() adds its sample here too.
+        a = self.agg
+        if self.time and self.next_b is None:
+            t = t0 + ts[i]
+            self.next_b = (t // self.every + 1) * self.every
+        if not a.n:
+            self.head = p
+        if self.minq is not None or self.maxq is not None:
+            c = self.ring.cap
+            q = p
+            for x in range(i, k):
+                if self.minq is not None:
+                    self._min_push(q, vs[x])
+                if self.maxq is not None:
+                    self._max_push(q, vs[x])
+                q += 1
+                if q == c:
+                    q = 0
+        a.add(vs, i, k)
+        if not self.time:
+            n = k - i
+            self.phase += n
+            n += self.seen
+            self.seen = n if n < self.size else self.size
+
+    @micropython.native
     def advance(self, t):
         # Emit every time window whose boundary b <= t.
         if not self.time or self.next_b is None:
@@ -281,11 +371,25 @@ class RingWindow:
     def pending(self):
         return self.agg.n
 
+    @micropython.native
     def _evict_before(self, lo):
+        # Drop the samples older than lo (in one _evict: their count first).
         r = self.ring
-        while self.agg.n and r.t0 + r.ts[self.head] < lo:
-            self._evict()
+        lo -= r.t0  # as a time offset in the ring
+        ts = r.ts
+        rc = r.cap
+        n = self.agg.n
+        h = self.head
+        k = 0
+        while k < n and ts[h] < lo:
+            k += 1
+            h += 1
+            if h == rc:
+                h = 0
+        if k:
+            self._evict(k)
 
+    @micropython.native
     def _close(self, start, end):
         a = self.agg
         vs = self.ring.vs

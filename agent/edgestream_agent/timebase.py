@@ -5,6 +5,8 @@
 #
 #   ticks_ms(), ticks_add(t, ms), ticks_diff(a, b)   wrap-safe ms ticks
 #   const(x)                                         micropython.const
+#   micropython                                      the module (CPython: a stand-in
+#                                                    whose @micropython.native does nothing)
 #   EPOCH_MIN                                        2000-01-01 in epoch ms
 #
 # On MicroPython these are the port's own (time.ticks_*: they wrap, so
@@ -29,10 +31,15 @@ except ImportError:  # CPython
         return a - b
 
 try:
+    import micropython
     from micropython import const
 except ImportError:  # CPython
     def const(x):
         return x
+
+    class micropython:  # the module's code emitter decorator: a no-op here
+        def native(f):  # (called on the class: a plain function)
+            return f
 
 # Results and time references at or after this are epoch ms (the clock was
 # synced); below it, ms since the agent started. A long int on a 32-bit

@@ -63,8 +63,9 @@ def _run(args: argparse.Namespace) -> int:
     from edgestream_hub.errors import ConfigError, EdgeStreamError, StartError
     from edgestream_hub.service import HubService
 
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.INFO)
     sets = list(args.set) + ([f"hub.log_level={args.log_level}"] if args.log_level else [])
     svc = HubService(args.config, sets=sets)
 
@@ -91,6 +92,16 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     print(f"edgestream hub: running {args.config} (SIGHUP reloads, SIGTERM stops)", file=sys.stderr, flush=True)
     return 0 if svc.run() else 1
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines quote user text (topics, file names, payload excerpts): control and bidirectional-control
+    characters in them are escaped, so a line cannot hide or reorder what a terminal shows."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from edgestream_hub.errors import printable
+
+        return printable(super().format(record))
 
 
 def _docs(args: argparse.Namespace) -> int:

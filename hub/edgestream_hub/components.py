@@ -32,14 +32,16 @@ class ComponentContext:
     registry, metrics and where its rejected and late records go.
 
     ``dead_letter_target`` is True for a sink that receives dead letters (the file sink then
-    bounds itself by default)."""
+    bounds itself by default). ``devices`` is the engine's ``DeviceFeed`` (the device registry's
+    way in: ``Ingest`` reports every wire message to it; a serial source attaches its port so
+    the hub can write to it), or None."""
 
     def __init__(self, kind: str, name: str, label: str, *, pipeline: str | None = None, base_dir: str = ".",
                  connections: dict[str, dict[str, Any]] | None = None, registry: Any = None,
                  metrics: Any = None, resume_state: Any = None,
                  dead_letter: Callable[[str, str | None, Any, str], None] | None = None,
                  late: Callable[[str, str | None, Record], None] | None = None, state_dir: str | None = None,
-                 dead_letter_target: bool = False) -> None:
+                 dead_letter_target: bool = False, devices: Any = None) -> None:
         self.kind = kind
         self.name = name
         self.label = label
@@ -53,6 +55,7 @@ class ComponentContext:
         self._late = late
         self.state_dir = state_dir
         self.dead_letter_target = dead_letter_target
+        self.devices = devices
         self.log = logging.getLogger(f"edgestream.hub.{kind}.{label}")
 
     def dead_letter(self, record: Any, reason: str) -> None:

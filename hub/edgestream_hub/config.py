@@ -7,6 +7,12 @@ inside the YAML) < ``--set path=value``. ``load_config`` returns a
 with its path and YAML line (``pipelines.cold_room.processors[0].sql: line 12: ...``).
 
 Validation does not import any connector library: checking a config is cheap.
+
+A config file is refused before it is parsed, with its line (and column), when
+it is larger than ``MAX_CONFIG_BYTES`` or not UTF-8; while it is composed, when
+it nests deeper than ``MAX_DEPTH`` levels or its aliases expand it to more than
+``MAX_NODES`` nodes (a "billion laughs" file is a few hundred bytes). Values
+from the environment and ``--set`` are held to the same limits.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from edgestream_hub.errors import ConfigError, ConfigIssue
 from edgestream_hub.registry import Registry
 from edgestream_hub.spec import Checker, Field, Spec
 
-SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics")
+SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics", "devices")
+MAX_CONFIG_BYTES = 1 << 20  # a config file's largest size
+MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
+MAX_NODES = 100_000  # YAML nodes, aliases expanded
 
 HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("shutdown_timeout", "duration", "How long a stop may take to drain in-flight records and flush sinks.",
@@ -72,7 +81,8 @@ MQTT_CONNECTION_SPEC = Spec("connection", "An MQTT broker connection, shared by 
     Field("tls", "object", "TLS settings; none means plain TCP.", default=None, spec=TLS_SPEC),
     Field("protocol", "str", "MQTT protocol version (`5` is needed for shared subscriptions).", default="3.1.1",
           choices=("3.1.1", "5")),
-    Field("keepalive", "duration", "Keep-alive interval.", default="30s", min=1000),
+    Field("keepalive", "duration", "Keep-alive interval (MQTT sends it in 16-bit seconds).", default="30s",
+          min=1000, max=65_535_000),
     Field("connect_timeout", "duration", "Timeout of one connection attempt.", default="5s"),
     Field("reconnect_min", "duration", "First wait before reconnecting; doubles up to `reconnect_max`.",
           default="100ms"),
@@ -174,11 +184,113 @@ STATE_SPEC = Spec("state", "Where stateful processors keep their snapshots.", [
 METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
     Field("listen", "hostport", "`host:port` of the HTTP endpoint serving `/metrics` (none: no endpoint; port 0: "
           "any free port). Use 127.0.0.1 unless the gateway's network is trusted.", default=None),
-    Field("read_timeout", "duration", "How long a scraper may take to send each line of its request; a stalled "
-          "connection is closed after it.", default="10s", min=1),
+    Field("read_timeout", "duration", "How long a scraper may take to send its whole request head, however "
+          "slowly the bytes trickle in; a connection still sending is answered 408 and closed after it.",
+          default="10s", min=1),
     Field("max_connections", "int", "Connections served at once; more are answered 503 and closed at once.",
           default=16, min=1),
 ])
+
+
+
+def wire_sources(sources: dict[str, "ComponentConfig"]) -> dict[str, "ComponentConfig"]:
+    """The sources that decode wire messages (and so can feed the device registry), by name."""
+    return {n: c for n, c in sources.items() if c.type == "serial" or (c.type == "mqtt" and c.config.get("decode") ==
+            "wire") or (c.type == "http" and c.config.get("format") == "wire")}
+
+
+def _check_devices(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_shared.errors import WireError
+    from edgestream_shared.topics import check_prefix
+
+    try:
+        check_prefix(cfg["prefix"])
+        prefix_ok = True
+    except WireError as e:
+        chk.issue(f"{path}.prefix", str(e))
+        prefix_ok = False
+    sources: dict[str, ComponentConfig] = chk.sections.get("sources", {})
+    wire = wire_sources(sources)
+    for i, name in enumerate(cfg["sources"]):
+        c = sources.get(name)
+        if c is not None and name not in wire:
+            chk.issue(f"{path}.sources[{i}]", f"source {name!r} does not decode wire messages (a serial source, an "
+                                              "mqtt source with decode: wire or an http source with format: wire "
+                                              "can feed the device registry)")
+    tracked = [wire[n] for n in (cfg["sources"] or wire) if n in wire]
+    from edgestream_hub.devices import CONTROL
+
+    for c in sources.values():
+        if cfg["connection"] is not None and c.label == CONTROL:
+            chk.issue(f"{c.path.rsplit('.', 1)[0]}.label", f"{CONTROL!r} is the label of the hub's device link "
+                                                            "(devices.connection): choose another")
+    for c in tracked:
+        if prefix_ok and c.type == "mqtt" and c.config.get("prefix") != cfg["prefix"]:
+            chk.issue(f"{path}.prefix", f"{cfg['prefix']!r} is not the prefix of mqtt source {c.name!r} "
+                                        f"({c.config.get('prefix')!r}): both must name the same topic layout")
+    if cfg["connection"] is None and not any(c.type == "serial" for c in tracked):
+        chk.issue(path, "no way to reach devices: set devices.connection (an MQTT connection) or track a serial "
+                        "source")
+    if cfg["homeassistant"] and cfg["connection"] is None:
+        chk.issue(f"{path}.homeassistant", "Home Assistant discovery is published over MQTT: set devices.connection")
+    if cfg["homeassistant"]:
+        try:
+            check_prefix(cfg["homeassistant_prefix"])
+        except WireError as e:
+            chk.issue(f"{path}.homeassistant_prefix", str(e))
+    from edgestream_hub.desired import DesiredConfigError, check_config
+
+    for dev, c in (cfg["desired"] or {}).items():
+        try:
+            check_config(dev, c, "")
+        except DesiredConfigError as e:
+            chk.issue(f"{path}.desired.{dev}", str(e).removeprefix(": "))
+    if cfg["desired_dir"]:
+        folder = Path(chk_output(chk, cfg["desired_dir"], f"{path}.desired_dir", folder=True))
+        if folder.is_dir():
+            from edgestream_hub.desired import DesiredConfigs
+
+            store = DesiredConfigs(folder)
+            store.scan()
+            for _, why in sorted(store.errors.items()):
+                chk.issue(f"{path}.desired_dir", why)
+
+
+DEVICES_SPEC = Spec("devices", "The device registry: which devices are online, their health, and their config "
+                    "reconciled with a desired one (docs/hub.md, Devices). Present: on.", [
+    Field("connection", "str", "MQTT connection on which the hub follows every device's `status`, `metrics` and "
+          "`config/ack` and sends `config` (retained) and `time`; none: no MQTT.", default=None, ref="connections"),
+    Field("sources", "list[str]", "Sources whose devices are tracked (their results count, serial ones also carry "
+          "config and time back); empty: every source that decodes wire messages.", default=[], ref="sources"),
+    Field("prefix", "str", "Topic prefix of the wire layout (`<prefix>/<device>/<kind>`).", default="edgestream"),
+    Field("client_id", "str", "Client id of the hub's device link (default `edgestream-hub-devices.mqtt`).",
+          default=None),
+    Field("desired_dir", "str", "Folder of desired configs, one `<device>.json` (an agent.json with `version`) "
+          "each, watched while the hub runs; none: `desired/` beside the registry file.", default=None),
+    Field("desired", "map[any]", "Desired configs inline, by device id (each an agent.json with `version`); "
+          "where the folder also has one, the higher version wins.", default={}),
+    Field("time", "bool", "Send the hub's clock to devices (for boards without RTC or NTP): when a device comes "
+          "online and every `time_sync`.", default=True),
+    Field("time_sync", "duration", "Period of the time messages to every online device; 0ms: only when a device "
+          "comes online.", default="10m"),
+    Field("max_devices", "int", "Devices tracked at most (and so per-device metric series); more are counted in "
+          "`edgestream_devices_overflow_total`.", default=1000, min=1, max=100000),
+    Field("offline_after", "duration", "A device with no status topic (serial, HTTP) is offline after this long "
+          "without a message.", default="1m", min=100),
+    Field("config_retry", "duration", "A config sent to an online device that did not answer is sent again after "
+          "this long.", default="1m", min=100),
+    Field("missing_after", "duration", "How long after a health message the hub must have received every result "
+          "it says the device delivered (else they count as missing).", default="30s", min=100),
+    Field("homeassistant", "bool", "Publish Home Assistant MQTT discovery entries for each device.", default=False),
+    Field("homeassistant_prefix", "str", "Home Assistant's discovery prefix.", default="homeassistant"),
+], check=_check_devices, example="""
+broker: {host: 127.0.0.1, port: 1883}
+devices:
+  connection: default
+  desired_dir: desired/          # desired/<device>.json
+  time_sync: 10m
+  max_devices: 200
+""")
 
 TOP_SPECS: dict[str, Spec] = {"hub": HUB_SPEC, "state": STATE_SPEC, "metrics": METRICS_SPEC}
 
@@ -231,6 +343,7 @@ class HubConfig:
     pipelines: dict[str, PipelineConfig]
     state: dict[str, Any]
     metrics: dict[str, Any]
+    devices: dict[str, Any] | None = None  # the `devices` section, None without one
     path: str | None = None
     base_dir: str = "."
     text: str = ""
@@ -315,7 +428,7 @@ def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict
 
     lines: dict[str, int] = {}
     issues: list[ConfigIssue] = []
-    loader = yaml.SafeLoader(text)
+    loader = bounded_loader()(text, source)
     try:
         try:
             node = loader.get_single_node()
@@ -374,14 +487,76 @@ def load_yaml(text: str, source: str, env: Mapping[str, str]) -> tuple[Any, dict
         loader.dispose()
 
 
-def _scalar_text(text: str) -> Any:
-    """An env or --set value, typed like a YAML scalar or flow collection would be."""
+def _scalar_text(text: str, origin: str) -> Any:
+    """An env or --set value, typed like a YAML scalar or flow collection would be (held to the file's limits:
+    ConfigError naming ``origin`` past them)."""
     import yaml
 
+    if not text.strip():
+        return ""
+    loader = bounded_loader()(text, origin)
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return loader.get_single_data()
     except yaml.YAMLError:
         return text
+    finally:
+        loader.dispose()
+
+
+_LOADER: Any = None
+
+
+def bounded_loader() -> Any:
+    """PyYAML's ``SafeLoader`` held to ``MAX_DEPTH`` and ``MAX_NODES`` while it composes (made on first use:
+    ``yaml`` is imported only then). ``loader(text, source)``; the limits raise ConfigError with the line.
+
+    Each node's size and depth are computed with aliases expanded, as the constructor would expand them,
+    so a few hundred bytes of aliases to aliases are refused before anything is built.
+    """
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, text: str, source: str) -> None:
+            super().__init__(text)
+            self.source = source
+            self._depth = 0  # levels being composed now
+            self._shape: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth), aliases expanded
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            mark = self.peek_event().start_mark
+            if self.check_event(yaml.AliasEvent):
+                return super().compose_node(parent, index)  # the anchored node: its shape is known
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                self._refuse(f"nested deeper than {MAX_DEPTH} levels (a config's limit)", mark)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+            if isinstance(node, yaml.SequenceNode):
+                children = [self._shape.get(id(c), (1, 1)) for c in node.value]
+            elif isinstance(node, yaml.MappingNode):
+                children = [self._shape.get(id(c), (1, 1)) for kv in node.value for c in kv]
+            else:
+                children = []
+            size = 1 + sum(n for n, _ in children)
+            depth = 1 + max((d for _, d in children), default=0)
+            if depth > MAX_DEPTH:
+                self._refuse(f"nested deeper than {MAX_DEPTH} levels through aliases (a config's limit)", mark)
+            if size > MAX_NODES:
+                self._refuse(f"expands to more than {MAX_NODES} YAML nodes through aliases (a config's limit)",
+                             mark)
+            self._shape[id(node)] = (size, depth)
+            return node
+
+        def _refuse(self, message: str, mark: Any) -> None:
+            raise ConfigError(ConfigIssue("", message, mark.line + 1), self.source)
+
+    _LOADER = BoundedLoader
+    return _LOADER
 
 
 _SEG = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -463,10 +638,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
     if text is None:
         if path is None:
             raise ConfigError("no config file given")
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(ConfigIssue("", f"cannot read the config file: {e.strerror or e}"), source) from e
+        text = read_config_text(path, source)
     if base_dir is None:
         base_dir = str(Path(path).resolve().parent) if path is not None else os.getcwd()
     data, lines, issues = load_yaml(text, source, env)
@@ -478,10 +650,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
     overrides = env_overrides(env) + [(*_split_set(s), "--set") for s in sets]
     for p, v, origin in overrides:
         try:
-            norm = set_path(data, p, _scalar_text(v))
+            norm = set_path(data, p, _scalar_text(v, origin))
             origins[norm] = origin
         except ValueError as e:
             issues.append(ConfigIssue(p, str(e), None, origin))
+        except ConfigError as e:  # past the YAML limits
+            issues.extend(ConfigIssue(p, i.message, None, origin) for i in e.issues)
     chk = Checker(lines, origins, base_dir=base_dir, registry=registry)
     chk.add_reported(issues)
     cfg = parse_config(data, chk, registry)
@@ -491,6 +665,27 @@ def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None 
     cfg.base_dir = base_dir
     cfg.text = text
     return cfg
+
+
+def read_config_text(path: str | os.PathLike[str], source: str) -> str:
+    """The config file as text: refused (ConfigError, with the line and column) if it cannot be read, is over
+    ``MAX_CONFIG_BYTES`` or is not UTF-8. A leading byte-order mark is dropped."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(ConfigIssue("", f"cannot read the config file: {e.strerror or e}"), source) from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(ConfigIssue("", f"the file is larger than {MAX_CONFIG_BYTES} bytes (a config's limit)"),
+                          source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        column = len(data[start:e.start].decode("utf-8")) + 1
+        raise ConfigError(ConfigIssue("", f"byte 0x{data[e.start]:02x} at column {column} is not UTF-8 (save the "
+                                          "file as UTF-8)", data.count(b"\n", 0, e.start) + 1), source) from None
+    return text[1:] if text[:1] == "\ufeff" else text
 
 
 def _split_set(s: str) -> tuple[str, str]:
@@ -549,7 +744,11 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
     # references, all at once
     have: dict[str, Mapping[str, Any]] = {"sources": sources, "sinks": sinks, "connections": connections}
     for path, section, name in chk.refs:
-        if name not in have[section]:
+        if section == "connections" and name == "default" and "default" not in connections:
+            kind = {"sources": "source", "sinks": "sink"}.get(path.split(".")[0], "component")
+            chk.issue(path, f"an mqtt {kind} needs a `broker:` section or a named connection (`connection: <name>`, "
+                            "defined under `connections:`)")
+        elif name not in have[section]:
             known = ", ".join(sorted(have[section]))
             chk.issue(path, f"{name!r} is not defined in {section} "
                             + (f"(defined: {known})" if known else f"(no {section} are defined)"))
@@ -562,7 +761,17 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
     for name, c in sources.items():
         if name not in used:
             chk.issue(c.path, f"source {name!r} feeds no pipeline (add it to a pipeline's `from`)")
-    return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"], data=data)
+    devices = None
+    if data.get("devices") is not None:
+        chk.sections["sources"] = sources
+        n_refs = len(chk.refs)
+        devices = chk.parse(DEVICES_SPEC, data["devices"], "devices")
+        for path, section, name in chk.refs[n_refs:]:
+            if name not in have[section]:
+                known = ", ".join(sorted(have[section])) or "none defined"
+                chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
+    return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"],
+                     devices=devices, data=data)
 
 
 def _components(data: dict[str, Any], section: str, kind: str, common: Spec, chk: Checker,

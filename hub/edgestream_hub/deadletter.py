@@ -5,7 +5,10 @@ of something large: a raw payload (an MQTT message, an HTTP body, a serial
 line, a file line) is kept as its first ``PREFIX_BYTES`` bytes as text, its
 length and a hash of all of it; a rejected record is kept as it is when its JSON
 text fits in ``PREFIX_BYTES``, else in the same bounded form; a reason (which may
-quote what it refused) is cut at ``REASON_CHARS``.
+quote what it refused) is cut at ``REASON_CHARS``. No dead letter is lost for its
+encoding: a string no UTF-8 writer can encode (one holding a lone surrogate) is
+kept with that character backslash-escaped (``\\ud800``), in the record and the
+reason alike.
 
 >>> summary(b"[" * 5000)["bytes"], len(summary(b"[" * 5000)["payload"])
 (5000, 1024)
@@ -20,7 +23,7 @@ from typing import Any
 
 from edgestream_hub import jsonio
 
-__all__ = ["PREFIX_BYTES", "REASON_CHARS", "RawInput", "summary", "bounded", "clip", "targets",
+__all__ = ["PREFIX_BYTES", "REASON_CHARS", "RawInput", "summary", "bounded", "clip", "encodable", "targets",
            "DEFAULT_ROTATE_SIZE", "DEFAULT_KEEP"]
 
 #: bytes of a raw payload (or of a large record's JSON text) a dead letter keeps
@@ -49,14 +52,25 @@ def summary(data: bytes | bytearray | memoryview | str) -> dict[str, Any]:
             "sha256": hashlib.sha256(raw).hexdigest()[:16]}
 
 
+def encodable(s: str) -> str:
+    """``s`` if UTF-8 can encode it, else with each character it cannot (a lone surrogate) escaped."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _jsonable(v: Any) -> Any:
+    if isinstance(v, str):
+        return encodable(v)
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).decode("utf-8", "backslashreplace")
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {encodable(str(k)): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
+    if isinstance(v, (int, float, bool)) or v is None:
         return v
     return repr(v)
 
@@ -79,10 +93,10 @@ def bounded(record: Any) -> Any:
 
 
 def clip(reason: str) -> str:
-    """A reason of at most ~REASON_CHARS characters, saying how long it was if it was cut."""
+    """A reason of at most ~REASON_CHARS characters, saying how long it was if it was cut; encodable."""
     if len(reason) <= REASON_CHARS:
-        return reason
-    return f"{reason[:REASON_CHARS]}... (reason cut: {len(reason)} characters)"
+        return encodable(reason)
+    return f"{encodable(reason[:REASON_CHARS])}... (reason cut: {len(reason)} characters)"
 
 
 def targets(config: Any) -> set[str]:

@@ -11,7 +11,8 @@ Generated from the component specs by `edgestream hub docs -o docs/config-refere
 hand (a test fails when this file is stale). How the config works (layers, `${VAR:default}`,
 `--set`, hot reload) is in [hub.md](hub.md).
 
-Durations are strings: a number and `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`). Sizes are bytes or a
+Durations are strings: a number and `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`), at most 30 days
+(`"30d"`) unless a key states its own maximum. Sizes are bytes or a
 number with `B`, `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB`. A `host` is a DNS name or an IP address (no scheme,
 port or path; `hub check` does not resolve it); a `hostport` is `host:port` (`"127.0.0.1:9108"`,
 `"[::1]:9108"`, port 0-65535). Relative file names are relative to the config file's folder.
@@ -32,8 +33,9 @@ def reference(registry: Registry | None = None) -> str:
             "| `pipelines` | pipelines by name: `from`, `processors`, `to` |",
             "| `sinks` | sinks by name: `name: {type: {...}, queue, policy, batch, retry, label}` |",
             "| `state` | processor snapshots |",
-            "| `metrics` | the Prometheus endpoint |", ""]
-    for spec in (c.HUB_SPEC, c.MQTT_CONNECTION_SPEC, c.PIPELINE_SPEC, c.STATE_SPEC, c.METRICS_SPEC):
+            "| `metrics` | the Prometheus endpoint |",
+            "| `devices` | the device registry, config reconciliation and time sync |", ""]
+    for spec in (c.HUB_SPEC, c.MQTT_CONNECTION_SPEC, c.PIPELINE_SPEC, c.STATE_SPEC, c.METRICS_SPEC, c.DEVICES_SPEC):
         out.append(spec.markdown("###"))
     out += ["## Common keys", ""]
     for spec in (c.SOURCE_COMMON_SPEC, c.PROCESSOR_COMMON_SPEC, c.SINK_COMMON_SPEC):

@@ -33,11 +33,13 @@ from typing import Any, Callable
 
 from edgestream_hub import deadletter
 from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
-from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig
+from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig, wire_sources
+from edgestream_hub.devices import DeviceFeed
 from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
+from edgestream_hub.supervise import supervise
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
@@ -65,6 +67,7 @@ class SinkRunner:
         self.opened = False
         self.failing = False
         self.gone = False  # the destination went away for good (OutputGoneError)
+        self.abandoned = 0  # records of a failing write given up when a stop ran out of time
 
     def _dropped(self, n: int, final: bool = False) -> None:
         """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
@@ -88,7 +91,10 @@ class SinkRunner:
         self.opened = True
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.label}", daemon=True)
+        self._thread = threading.Thread(
+            target=supervise, args=(f"sink {self.label}", self._run, self.ctx.log),
+            kwargs={"wait": self._abort.wait, "backoff_max_s": self.retry["max"] / 1000}, name=f"sink-{self.label}",
+            daemon=True)
         self._thread.start()
 
     def put(self, records: list[Record]) -> None:
@@ -138,6 +144,7 @@ class SinkRunner:
                         self.ctx.dead_letter(r, f"sink {self.label} failed {attempt} times: {type(e).__name__}: {e}")
                     return
                 if self._abort.is_set():
+                    self.abandoned += len(batch)
                     self.engine.metrics.inc("edgestream_sink_dropped_records_total", self.label, len(batch))
                     self.ctx.log.error("stop timed out: abandoned %d records after: %s", len(batch), e)
                     return
@@ -215,17 +222,14 @@ class PipelineRunner:
         self.input.put(records, self.engine.abort)
 
     def _supervise(self) -> None:
-        backoff = 0.1
-        for _ in range(1_000_000):
-            try:
-                self._run()
-                return
-            except Exception as e:  # a bug outside the processors: restart the loop
-                self.engine.metrics.inc("edgestream_pipeline_errors_total", self.name)
-                log.exception("pipeline %s crashed, restarting in %.1fs: %s", self.name, backoff, e)
-                if self._stopping.wait(backoff):
-                    backoff = 0.0
-                backoff = min(max(backoff * 2, 0.1), self.engine.backoff_max_s)
+        """Run the loop; a bug outside the processors restarts it (at once when stopping: it must drain)."""
+        supervise(f"pipeline {self.name}", self._run, log, wait=self._restart_wait,
+                  backoff_max_s=self.engine.backoff_max_s,
+                  on_crash=lambda e: self.engine.metrics.inc("edgestream_pipeline_errors_total", self.name))
+
+    def _restart_wait(self, s: float) -> bool:
+        self._stopping.wait(s)
+        return False
 
     def _run(self) -> None:
         tick_s = self.pc.tick_ms / 1000
@@ -405,6 +409,8 @@ class Engine:
         self._dl_log_at: dict[str, float] = {}
         self._watch: threading.Thread | None = None
         self._running = False
+        self.devices = DeviceFeed()  # the device registry's way in (stable across reloads)
+        self.device_service: Any = None
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:
@@ -482,7 +488,39 @@ class Engine:
                                 connections=self.config.connections, registry=self.registry, metrics=self.metrics,
                                 resume_state=resume, dead_letter=dl, late=self._late,
                                 state_dir=str(self.state_dir) if self.state_dir else None,
-                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config))
+                                dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config),
+                                devices=self.devices if kind == "source" and self._tracked(cc.name) else None)
+
+    def _tracked(self, source: str) -> bool:
+        """Does this source feed the device registry (``devices.sources``, or every wire source)?"""
+        dev = self.config.devices
+        if dev is None:
+            return False
+        return source in (dev["sources"] or wire_sources(self.config.sources))
+
+    def _build_devices(self, config: HubConfig) -> Any:
+        """The device service of ``config`` (None without a ``devices`` section), built, not started."""
+        if config.devices is None:
+            return None
+        from edgestream_hub.reconcile import DeviceService
+
+        def dl(component: str, pl: str | None, record: Any, reason: str) -> None:
+            self.dead_letter(component, pl, record, reason)
+
+        return DeviceService(config.devices, config, self.devices, self.metrics, dl)
+
+    def _start_devices(self, service: Any) -> None:
+        if service is not None:
+            self.metrics.add_devices(self.devices)
+            self.device_service = service.start()
+
+    def _stop_devices(self) -> None:
+        svc, self.device_service = self.device_service, None
+        if svc is not None:
+            try:
+                svc.stop()
+            except Exception as e:
+                log.error("device service: stop failed: %s: %s", type(e).__name__, e)
 
     def _build(self, cc: ComponentConfig, ctx: ComponentContext) -> Any:
         t = self.registry.get(cc.kind, cc.type)
@@ -561,6 +599,7 @@ class Engine:
                     s.open()
                 for src in self.sources.values():
                     src.open()
+                devices = self._build_devices(cfg)
                 if cfg.metrics.get("listen"):
                     try:
                         self._metrics_server = self.metrics.serve(
@@ -580,6 +619,7 @@ class Engine:
                 s.start()
             for p in self.pipelines.values():
                 p.start()
+            self._start_devices(devices)  # before the sources: it sees their first message
             for src in self.sources.values():
                 src.start()
             self._running = True
@@ -641,6 +681,7 @@ class Engine:
             try:
                 for src in self.sources.values():
                     src.stop()
+                self._stop_devices()
                 left = 0
                 for p in self.pipelines.values():  # all drain at once, then each is waited for
                     p.close()
@@ -651,6 +692,7 @@ class Engine:
                     if rest:
                         self.metrics.inc("edgestream_sink_dropped_records_total", s.label, len(rest))
                         left += len(rest)
+                    left += s.abandoned  # the batch a failing write was retrying
                 if self._metrics_server is not None:
                     self._metrics_server.stop()  # bounded: a stalled scraper does not hold the stop
                     self._metrics_server = None
@@ -685,16 +727,26 @@ class Engine:
             gone_srcs = set(old.sources) - set(new.sources)
             gone_pls = set(old.pipelines) - set(new.pipelines)
             hub_changed = new.hub != old.hub or new.state != old.state or new.metrics != old.metrics
+            dev_changed = new.devices != old.devices or new.state != old.state or new.base_dir != old.base_dir or (
+                new.devices is not None and new.devices["connection"] in conn_changed) or (
+                {n: c.label for n, c in new.sources.items()} != {n: c.label for n, c in old.sources.items()})
+            was_tracked = {n for n in old.sources if self._tracked(n)}
             self.config = new  # contexts built below see the new connections/base_dir
+            # a source that starts or stops feeding the device registry is rebuilt
+            srcs |= {n for n in new.sources if n in old.sources and (n in was_tracked) != self._tracked(n)}
             try:
                 b_sinks = {n: self.build_sink(new.sinks[n]) for n in sorted(sinks)}
                 b_pls = {n: self.build_pipeline(new.pipelines[n], resume=False) for n in sorted(pls)}
                 b_srcs = {n: self.build_source(new.sources[n]) for n in sorted(srcs)}
+                b_devices = self._build_devices(new) if dev_changed else None
             except BaseException:
                 self.config = old
                 raise
             self._apply_hub(new)
             self._declare(b_sinks.values(), b_pls.values(), b_srcs.values())
+            if dev_changed:
+                self._stop_devices()
+                self._start_devices(b_devices)
             deadline = time.monotonic() + new.hub["shutdown_timeout"] / 1000
             # sinks first, so pipelines always have somewhere to write
             for n, runner in b_sinks.items():
@@ -735,6 +787,8 @@ class Engine:
                     "removed": sorted(gone_sinks | gone_srcs | gone_pls)}
             if hub_changed:
                 done["hub"] = ["settings"]
+            if dev_changed:
+                done["devices"] = ["service"]
             log.info("config reloaded: restarted %s", {k: v for k, v in done.items() if v} or "nothing")
             return done
 

@@ -9,7 +9,20 @@ consumed) and ``ComponentError`` (a runtime failure of one component; its
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# C0 and C1 control characters and the bidirectional controls (a U+202E in a name reverses what follows)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, keep: str = "\t\n") -> str:
+    """``text`` with control and bidirectional-control characters escaped (``\\x00``, ``\\u202e``), so a
+    message quoting user text cannot hide, rewrite or reorder what a terminal shows. Characters in
+    ``keep`` (by default tab and newline: a message's own layout) stay."""
+    if text.isprintable():
+        return text
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else ascii(m.group())[1:-1], text)
 
 
 class EdgeStreamError(Exception):
@@ -26,12 +39,13 @@ class ConfigIssue:
     origin: str | None = None  # "env EDGESTREAM_X" / "--set" when not from the YAML file
 
     def __str__(self) -> str:
-        where = self.path or "<root>"
+        where = printable(self.path, keep="") or "<root>"
+        message = printable(self.message)
         if self.line is not None:
-            return f"{where}: line {self.line}: {self.message}"
+            return f"{where}: line {self.line}: {message}"
         if self.origin:
-            return f"{where}: ({self.origin}) {self.message}"
-        return f"{where}: {self.message}"
+            return f"{where}: ({self.origin}) {message}"
+        return f"{where}: {message}"
 
 
 class ConfigError(EdgeStreamError):
@@ -44,7 +58,7 @@ class ConfigError(EdgeStreamError):
             issues = [issues]
         self.issues = list(issues)
         self.source = source
-        head = f"{source}: " if source else ""
+        head = f"{printable(source, keep='')}: " if source else ""
         n = len(self.issues)
         lines = [f"{head}{n} config error{'s' if n != 1 else ''}:"] + [f"  {i}" for i in self.issues]
         super().__init__("\n".join(lines) if n != 1 else f"{head}{self.issues[0]}")

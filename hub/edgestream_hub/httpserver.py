@@ -1,26 +1,32 @@
 """A threading HTTP server that slow or stalled clients cannot pin: the HTTP source and ``/metrics`` use it.
 
 Guarantees: at most ``max_connections`` connections are served at once (one
-more is answered 503 and closed at once, without reading it); each read of a
-request has ``read_timeout`` (handlers set it as their ``timeout``); ``stop()``
-returns within about ``read_timeout``, whatever the clients do: connections
-still reading a request are shut down, requests being answered get up to
-``read_timeout`` to finish.
+more is answered 503 and closed at once, without reading it); a request's
+whole head (request line and headers) must arrive within ``read_timeout`` of
+its first wait, and so must a whole body (``DeadlineHandler``: the deadline
+covers every read, so a client sending a byte at a time is cut like a silent
+one: 408 if it sent part of a request, a plain close if it sent nothing, an
+idle keep-alive connection); ``stop()`` returns within about ``read_timeout``,
+whatever the clients do: connections still reading a request are shut down,
+requests being answered get up to ``read_timeout`` to finish.
 
 Where it parts from ``http.server.ThreadingHTTPServer``: its ``server_close()``
 joins every handler thread (one stalled client blocks it forever); this one
-keeps its threads as daemons and joins them with a bound. It also picks the
-address family from the host, so an IPv6 address listens as such.
+keeps its threads as daemons and joins them with a bound. Its handlers' socket
+timeout applies to each read, so a trickle holds a connection for ever; here a
+deadline applies to the whole head. It also picks the address family from the
+host, so an IPv6 address listens as such.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 _REFUSAL_LOG_EVERY_S = 10.0
@@ -33,7 +39,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     block_on_close = False  # stop() joins, with a bound
 
     def __init__(self, addr: tuple[str, int], handler: type, *, max_connections: int, read_timeout_s: float,
-                 log: logging.Logger, name: str, on_refused: Callable[[], None] | None = None) -> None:
+                 log: logging.Logger, name: str, on_refused: Callable[[int], None] | None = None) -> None:
         self.max_connections = max_connections
         self.read_timeout_s = read_timeout_s
         self.log = log
@@ -94,19 +100,13 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def refuse(self, sock: socket.socket) -> None:
         """Over ``max_connections``: answer 503 without reading (on the accept thread, so never blocking)."""
         if self.on_refused is not None:
-            self.on_refused()
+            self.on_refused(503)
         now = time.monotonic()
         if now - self._full_logged_at >= _REFUSAL_LOG_EVERY_S:
             self._full_logged_at = now
             self.log.warning("%d connections open (max_connections): refusing more with 503", self.max_connections)
-        body = json.dumps({"error": f"too many connections (max {self.max_connections}); retry later"}).encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
-        try:
-            sock.setblocking(False)
-            sock.send(head + body)
-        except OSError:
-            pass
+        send_at_once(sock, 503, "Service Unavailable",
+                     f"too many connections (max {self.max_connections}); retry later", {"Retry-After": "1"})
 
     def reading(self, sock: socket.socket, flag: bool) -> bool:
         """Mark a connection as reading a request (cut at stop) or answering one; False once stopping."""
@@ -138,3 +138,121 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
         e = sys.exc_info()[1]
         self.log.error("http: request from %s failed: %s: %s", client_address[0], type(e).__name__, e)
+
+
+def send_at_once(sock: socket.socket, code: int, reason: str, error: str, extra: dict[str, str] | None = None) -> None:
+    """Answer ``code`` with ``{"error": ...}`` and ``Connection: close`` in one non-blocking send (a client that
+    does not read gets nothing, never a wait)."""
+    body = json.dumps({"error": error}).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
+    data = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{head}Connection: close\r\n\r\n").encode() + body
+    try:
+        sock.setblocking(False)
+        sock.send(data)
+    except OSError:
+        pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads under one deadline (``start``/``stop``): each read waits only what is left of it."""
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        self.sock = sock
+        self.timeout_s = timeout_s  # the socket's timeout between deadlines (writes, idle)
+        self.deadline: float | None = None
+        self.got = 0  # bytes read since the deadline started
+        self.timed_out = False
+
+    def start(self) -> None:
+        self.deadline = time.monotonic() + self.timeout_s
+        self.got = 0
+        self.timed_out = False
+
+    def stop(self) -> None:
+        self.deadline = None
+        self.sock.settimeout(self.timeout_s)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.timed_out = True
+                raise TimeoutError(f"not complete within {self.timeout_s:g}s")
+            self.sock.settimeout(left)
+        try:
+            n = self.sock.recv_into(b)
+        except TimeoutError:
+            self.timed_out = self.deadline is not None
+            raise
+        self.got += n
+        return n
+
+
+class DeadlineHandler(BaseHTTPRequestHandler):
+    """A request handler whose request head, and body (``read_body``), must each arrive whole within the
+    server's ``read_timeout``. Mix it in before the handler class (``class H(DeadlineHandler, Other)``).
+
+    Refusals it or ``BaseHTTPRequestHandler`` makes (408 here; 400, 414, 431 and friends through
+    ``send_error``) are reported to the server's ``on_refused(code)``.
+    """
+
+    server: BoundedHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket file setup() made: reads go through the deadline reader instead
+        self._reader = _DeadlineReader(self.connection, self.server.read_timeout_s)
+        self._reader.stop()  # the socket's timeout (for writes) until a request is read
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self.server.reading(self.connection, True):
+            self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        r = self._reader
+        self._in_head = True  # until parse_request has read the headers
+        r.start()
+        try:
+            super().handle_one_request()  # a TimeoutError is caught there: it closes the connection
+        finally:
+            head_cut = r.timed_out and self._in_head and r.got > 0  # part of a head came, not all of it
+            r.stop()
+        if head_cut:
+            self.close_connection = True
+            self.count_refusal(408)
+            send_at_once(self.connection, 408, "Request Timeout",
+                         f"the request head did not arrive within {self.server.read_timeout_s:g}s")
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._in_head = False
+        self._reader.stop()  # the head is in: the body (read_body) gets a deadline of its own
+        return ok
+
+    def read_body(self, n: int) -> bytes | None:
+        """``n`` bytes of body, all within ``read_timeout`` (raises TimeoutError after it); None if the
+        connection ended first."""
+        r = self._reader
+        r.start()
+        try:
+            data = self.rfile.read(n)
+        finally:
+            r.stop()
+        return data if len(data) == n else None
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code >= 400:
+            self.count_refusal(code)
+        super().send_error(code, message, explain)
+
+    def count_refusal(self, code: int) -> None:
+        """Count a refusal (the server's ``on_refused``)."""
+        if self.server.on_refused is not None:
+            self.server.on_refused(code)

@@ -10,10 +10,15 @@ refusals to ``Ingest.reject``. So every source:
   letter (bounded: ``edgestream_hub.deadletter``) and one count in
   ``edgestream_source_decode_errors_total``; ``payload`` never raises;
 - exports the sequence counters of the wire protocol (gaps, missing records,
-  duplicates, reboots, gap fills) under its label;
-- logs data loss: a gap in a device's sequence numbers is a WARNING naming the
-  device and how many records are missing, the first at once, later ones
-  summarised at most once per ``loss_log_interval_s`` (10 s) per source.
+  duplicates, reboots, gap fills, forgotten gaps, unchecked records) under its label;
+- logs what sequence tracking finds, not only counts it: a gap in a device's
+  sequence numbers (data loss), duplicates dropped, and gaps forgotten past the
+  tracker's bound are each a WARNING naming the devices, the first at once,
+  later ones summarised at most once per ``loss_log_interval_s`` (10 s) per
+  source and kind of line;
+- feeds the device registry (``ctx.devices``, when the hub has a ``devices``
+  section): every wire message it decoded, with how many items it kept and
+  what the sequence tracking counted for it.
 
 Formats: ``wire`` (EdgeStream wire messages, flattened and sequence-tracked),
 ``json`` (an object or an array of objects: each item that is not an object is
@@ -29,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext
 from edgestream_hub.deadletter import RawInput, clip
+from edgestream_hub.wire import MAX_GAPS, WireDecoder
 
 Record = dict[str, Any]
 DECODE_ERRORS = "edgestream_source_decode_errors_total"
@@ -56,13 +62,14 @@ class Ingest:
         self.max_payload = max_payload
         self.clock = clock
         self.loss_log_interval_s = 10.0
-        self._next_loss_log = 0.0
+        self._next_log = dict.fromkeys(_SEQ_LINES, 0.0)  # when each kind of line may be logged again
         self._wire: Any = None
         self._lock = threading.Lock()  # the sequence tracker is shared by an HTTP source's request threads
+        self.devices = getattr(ctx, "devices", None)
         if fmt == "wire":
-            from edgestream_hub.wire import WireDecoder
-
             self._wire = WireDecoder(prefix=prefix)
+            if self.devices is not None:
+                self.devices.ingests[ctx.label] = self  # the registry may claim seqs it found lost
 
     def payload(self, data: bytes | bytearray | memoryview | str, where: str, topic: str | None = None) -> Decoded:
         """Decode one payload into records; a refused payload is dead-lettered and counted. Never raises."""
@@ -70,11 +77,16 @@ class Ingest:
             if self.max_payload is not None and len(data) > self.max_payload:
                 raise ValueError(f"payload: {len(data)} bytes is over the {self.max_payload} byte limit")
             if self._wire is not None:
+                feed = self.devices
                 with self._lock:
-                    records = self._wire.decode(data, topic)
-                    self._wire.count_into(self.ctx)
-                    if self._wire.tracker.lost:
-                        self._log_losses(False)
+                    if feed is None:
+                        records = self._wire.decode(data, topic)
+                    else:
+                        stats = self._wire.tracker.stats
+                        before = stats.copy()
+                        records = self._wire.decode(data, topic)
+                        feed.observe(self.ctx.label, self._wire.last, len(records), stats.since(before))
+                    self._report()
                 return Decoded(records, 0, None)
             if self.format == "raw":
                 text = bytes(data).decode("utf-8", "backslashreplace") if not isinstance(data, str) else data
@@ -125,28 +137,69 @@ class Ingest:
         self.ctx.dead_letter(RawInput(raw, topic) if isinstance(raw, (bytes, bytearray, memoryview, str)) else raw,
                              reason)
 
-    def close(self) -> None:
-        """Log the data loss not yet reported (a source calls this when it stops)."""
-        if self._wire is not None and self._wire.tracker.lost:
-            with self._lock:
-                self._log_losses(True)
+    def _report(self) -> None:
+        """Count and log what the tracker found; a failure here is logged, never the payload's."""
+        try:
+            self._wire.count_into(self.ctx)
+            tr = self._wire.tracker
+            if tr is not None and (tr.lost or tr.duplicated or tr.forgot):
+                self._log_seq(False)
+        except Exception as e:
+            self.ctx.log.error("sequence counters not updated: %s: %s", type(e).__name__, e)
 
-    def _log_losses(self, force: bool) -> None:
-        now = self.clock()
-        if not force and now < self._next_loss_log:
-            return
+    def claim(self, device: str, boot: int, upto: int) -> None:
+        """The device registry found ``device``'s results up to seq ``upto`` delivered and lost where no gap
+        shows (and counted them): the sequence tracking takes them as seen (``SeqTracker.claim``)."""
+        if self._wire is not None and self._wire.tracker is not None:
+            with self._lock:
+                self._wire.tracker.claim(device, "results", boot, upto)
+
+    def close(self) -> None:
+        """Log what sequence tracking found and did not report yet (a source calls this when it stops)."""
+        if self._wire is not None:
+            with self._lock:
+                self._log_seq(True)
+
+    def _log_seq(self, force: bool) -> None:
+        """Log each kind of sequence event the tracker holds, at most once per interval (all if ``force``)."""
         tracker = self._wire.tracker
-        lost, tracker.lost = tracker.lost, {}
-        self._next_loss_log = now + self.loss_log_interval_s
-        worst = sorted(lost.items(), key=lambda kv: (-kv[1].missing, kv[0]))
-        parts = [f"device {dev}: {x.missing} record{'s' if x.missing != 1 else ''} missing in {x.gaps} "
-                 f"gap{'s' if x.gaps != 1 else ''} (last: boot {x.boot}, seq {x.after} -> {x.to})"
-                 for dev, x in worst[:_LOSS_DEVICES]]
-        rest = worst[_LOSS_DEVICES:]
-        if rest:
-            parts.append(f"and {len(rest)} more devices: {sum(x.missing for _, x in rest)} records missing")
-        self.ctx.log.warning("data loss: %s (summarised at most every %gs)", "; ".join(parts),
-                             self.loss_log_interval_s)
+        if tracker is None:
+            return
+        now = self.clock()
+        for attr, (head, line, size, unit) in _SEQ_LINES.items():
+            held = getattr(tracker, attr)
+            if not held or (not force and now < self._next_log[attr]):
+                continue
+            setattr(tracker, attr, {})
+            self._next_log[attr] = now + self.loss_log_interval_s
+            worst = sorted(held.items(), key=lambda kv: (-size(kv[1]), kv[0]))
+            parts = [f"device {dev}: {line(x)}" for dev, x in worst[:_LOSS_DEVICES]]
+            rest = worst[_LOSS_DEVICES:]
+            if rest:
+                parts.append(f"and {len(rest)} more devices: {_n(sum(size(x) for _, x in rest), unit)}")
+            self.ctx.log.warning("%s: %s (summarised at most every %gs)", head(held), "; ".join(parts),
+                                 self.loss_log_interval_s)
+
+
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+# tracker attribute -> (head of the line, one device's part, its size for ordering, the size's unit)
+_SEQ_LINES: dict[str, tuple[Callable[[dict[str, Any]], str], Callable[[Any], str], Callable[[Any], int], str]] = {
+    "lost": (lambda held: "data loss",
+             lambda x: f"{_n(x.missing, 'record')} missing in {_n(x.gaps, 'gap')} (last: boot {x.boot}, "
+                       f"seq {x.after} -> {x.to})",
+             lambda x: x.missing, "record"),
+    "duplicated": (lambda held: "duplicates dropped",
+                   lambda x: f"{_n(x.records, 'record')} (last: boot {x.boot}, seq {x.seq})",
+                   lambda x: x.records, "record"),
+    "forgot": (lambda held: f"forgot {_n(sum(x.gaps for x in held.values()), 'sequence gap')} (more than "
+                            f"{MAX_GAPS} open at once in a stream; a record that arrives below a forgotten gap "
+                            "is kept unchecked)",
+               lambda x: f"{_n(x.gaps, 'gap')} (last: boot {x.boot}, seqs {x.first}..{x.last})",
+               lambda x: x.gaps, "gap"),
+}
 
 
 def why(e: BaseException) -> str:

@@ -5,6 +5,12 @@ Names follow ``edgestream_<subsystem>_<name>_<unit>``; the only label is
 ``result`` on config reloads and ``component`` + ``code`` on HTTP refusals.
 Imported only by ``hub run``: ``hub check`` never pays for prometheus_client.
 
+Per-device metrics (``DEVICE_METRICS``, label ``device``) come from the device
+registry when hub.yaml has a ``devices`` section, read at scrape time by
+``DeviceCollector``: one series per tracked device, so their number is bounded
+by ``devices.max_devices``; devices beyond it are only counted
+(``edgestream_devices_overflow_total``).
+
 Every series exists from the start: ``declare(kind, component)`` creates, at
 0, each metric a component of that kind reports (chosen from ``METRICS`` by
 the subsystem in the name, see ``scope``), so ``increase()`` and ``rate()``
@@ -26,6 +32,10 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_source_duplicates_total", "Records dropped as duplicates (seq seen again in the same boot).",
      "counter"),
     ("edgestream_source_reboots_total", "Device reboots seen (a new boot id).", "counter"),
+    ("edgestream_source_forgotten_gaps_total", "Sequence gaps forgotten because a device had more open at once "
+     "than the tracker remembers.", "counter"),
+    ("edgestream_source_unchecked_records_total", "Records kept without a duplicate check (their seq fell below a "
+     "forgotten gap).", "counter"),
     ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
     ("edgestream_source_http_refusals_total", "Requests or connections an HTTP source refused, by status code.",
      "counter"),
@@ -49,6 +59,49 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_processor_state_bytes", "Approximate bytes of state a stateful processor holds (refreshed "
      "every second).", "gauge"),
 ]
+#: Per-device metrics: (name, help, kind, DeviceState field, scale). Counters the agent keeps restart at 0
+#: when it reboots (Prometheus' ``rate()`` and ``increase()`` handle that); the hub's own go on.
+DEVICE_METRICS: list[tuple[str, str, str, str, float]] = [
+    ("edgestream_device_online", "1 while the device is online (status topic, or heard within offline_after).",
+     "gauge", "online", 1),
+    ("edgestream_device_last_seen_timestamp_seconds", "When the hub last heard from the device (Unix time).",
+     "gauge", "last_seen", 0.001),
+    ("edgestream_device_reboots_total", "Reboots the hub saw (a new boot id).", "counter", "reboots", 1),
+    ("edgestream_device_heap_free_bytes", "Free heap the device reported.", "gauge", "heap_free", 1),
+    ("edgestream_device_loop_lag_seconds", "Largest scheduler loop lag the device reported (health lag_max_ms).",
+     "gauge", "loop_lag_ms", 0.001),
+    ("edgestream_device_link_failures_total", "Failed connection attempts and dropped links, as the device counts "
+     "them (this boot).", "counter", "link_failures", 1),
+    ("edgestream_device_results_sent_total", "Results the device delivered (confirmed by the broker, or written to "
+     "the port), as it counts them (this boot).", "counter", "results_sent", 1),
+    ("edgestream_device_results_dropped_total", "Results the device dropped unsent (buffer full), as it counts them "
+     "(this boot).", "counter", "results_dropped", 1),
+    ("edgestream_device_results_resent_total", "Results the device sent again after a reconnect (this boot).",
+     "counter", "results_resent", 1),
+    ("edgestream_device_results_received_total", "Results the hub received from the device (duplicates not "
+     "counted).", "counter", "results_received", 1),
+    ("edgestream_device_gaps_total", "Sequence gaps the hub saw in what the device sent.", "counter", "gaps", 1),
+    ("edgestream_device_duplicates_total", "Records of the device the hub dropped as duplicates.", "counter",
+     "duplicates", 1),
+    ("edgestream_device_missing_records_total", "Records of the device that never arrived: missing in gaps, and "
+     "delivered results the hub never received.", "counter", "missing", 1),
+    ("edgestream_device_config_desired_version", "Version of the device's desired config.", "gauge",
+     "config_desired", 1),
+    ("edgestream_device_config_reported_version", "Config version the device reported running.", "gauge",
+     "config_reported", 1),
+]
+#: Device-service metrics without labels: (name, help, kind).
+DEVICES_METRICS: list[tuple[str, str, str]] = [
+    ("edgestream_devices_tracked", "Devices in the registry.", "gauge"),
+    ("edgestream_devices_overflow_total", "Devices not tracked because the registry holds devices.max_devices "
+     "(each counted once).", "counter"),
+    ("edgestream_devices_config_sends_total", "Desired configs the hub sent to devices.", "counter"),
+    ("edgestream_devices_time_sends_total", "Time messages the hub sent to devices.", "counter"),
+    ("edgestream_devices_config_refusals_total", "Configs devices refused (nacks), or the hub could not send.",
+     "counter"),
+    ("edgestream_devices_desired_invalid", "Desired-config files not used now (the log says why).", "gauge"),
+]
+
 #: label names of the metrics not labelled by ``component`` alone
 LABELS: dict[str, list[str]] = {"edgestream_hub_config_reloads_total": ["result"],
                                 "edgestream_source_http_refusals_total": ["component", "code"]}
@@ -109,6 +162,7 @@ class HubMetrics:
             for k in scope(name):
                 self._by_kind.setdefault(k, []).append(name)
         self._children: dict[tuple[str, ...], Any] = {}
+        self._devices = False
         for result in RELOAD_RESULTS:
             self.child("edgestream_hub_config_reloads_total", result)
         ProcessCollector(registry=self.registry)
@@ -145,28 +199,76 @@ class HubMetrics:
         v = self.registry.get_sample_value(name, labels)
         return v or 0.0
 
+    def add_devices(self, feed: Any) -> None:
+        """Export the device registry behind ``feed`` (a ``DeviceFeed``) at every scrape."""
+        if not self._devices:
+            self.registry.register(DeviceCollector(feed))
+            self._devices = True
+
     def serve(self, listen: str, *, read_timeout_s: float = 10.0, max_connections: int = 16) -> Any:
         """Start the /metrics HTTP endpoint on ``host:port``; returns the running server (``stop()``).
 
-        Served by the HTTP source's ``BoundedHTTPServer``: a stalled client is cut after
-        ``read_timeout_s``, more than ``max_connections`` at once are answered 503, and a stop never
-        waits for a client. Answers as prometheus_client does (text or OpenMetrics, gzip if asked).
+        Served by the HTTP source's ``BoundedHTTPServer`` and ``DeadlineHandler``: a request whose head
+        has not all arrived after ``read_timeout_s`` is cut (however slowly it trickles in), more than
+        ``max_connections`` at once are answered 503, and a stop never waits for a client. Answers as
+        prometheus_client does (text or OpenMetrics, gzip if asked).
         """
         import logging
 
         from prometheus_client.exposition import MetricsHandler
 
-        from edgestream_hub.httpserver import BoundedHTTPServer
+        from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler
         from edgestream_hub.spec import parse_hostport
 
         host, port = parse_hostport(listen)  # the config check already refused what this would
 
-        class Handler(MetricsHandler):
+        class Handler(DeadlineHandler, MetricsHandler):
             registry = self.registry
-            timeout = read_timeout_s  # each read of the request line and headers
 
         server = BoundedHTTPServer((host, port), Handler, max_connections=max_connections,
                                    read_timeout_s=read_timeout_s, log=logging.getLogger("edgestream.hub.metrics"),
                                    name="metrics")
         server.serve()
         return server
+
+
+class DeviceCollector:
+    """Reads the device registry at scrape time: ``DEVICE_METRICS`` per device, ``DEVICES_METRICS`` once.
+    Yields nothing while no device service runs."""
+
+    def __init__(self, feed: Any) -> None:
+        self.feed = feed
+
+    def describe(self) -> list[Any]:
+        return []  # names are fixed and disjoint from the engine's; nothing to check at registration
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        svc = self.feed.service
+        if svc is None:
+            return
+        reg = svc.registry
+        with reg.lock:
+            rows = [(d.device, d) for d in reg.devices.values()]
+            fams = []
+            for name, doc, kind, attr, scale in DEVICE_METRICS:
+                fam: Any = (CounterMetricFamily(name[: -len("_total")], doc, labels=["device"]) if kind == "counter"
+                            else GaugeMetricFamily(name, doc, labels=["device"]))
+                for dev, d in rows:
+                    v = getattr(d, attr)
+                    if v is not None:
+                        fam.add_metric([dev], float(v) * scale)
+                fams.append(fam)
+            tracked, overflow = len(rows), reg.overflow
+        values = {"edgestream_devices_tracked": tracked, "edgestream_devices_overflow_total": overflow,
+                  "edgestream_devices_config_sends_total": svc.config_sends,
+                  "edgestream_devices_time_sends_total": svc.time_sends,
+                  "edgestream_devices_config_refusals_total": svc.config_refusals,
+                  "edgestream_devices_desired_invalid": len(svc.desired.errors)}
+        for name, doc, kind in DEVICES_METRICS:
+            f: Any = (CounterMetricFamily(name[: -len("_total")], doc) if kind == "counter"
+                      else GaugeMetricFamily(name, doc))
+            f.add_metric([], float(values[name]))
+            fams.append(f)
+        yield from fams

@@ -14,6 +14,7 @@ from typing import Any
 from edgestream_hub.api import Context, Record
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
+from edgestream_hub.sql.keys import equal
 
 
 class Passthrough:
@@ -38,14 +39,20 @@ def passthrough(config: dict[str, Any], ctx: Context) -> Passthrough:
     return Passthrough()
 
 
-_OPS = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
-        "le": operator.le}
+def _ne(a: Any, b: Any) -> bool:
+    return not equal(a, b)
+
+
+#: eq, ne and in compare as SQL's = does (``keys.equal``): a boolean is not a number, so ``eq: 1`` keeps 1
+#: and 1.0 but not true; arrays and objects are equal when their contents are
+_OPS = {"eq": equal, "ne": _ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 _NUMERIC = ("gt", "ge", "lt", "le")
 
 
 class Filter(Passthrough):
     """Keeps records whose ``field`` compares true; a missing field or a value that cannot be
-    compared (a string against a number) sends the record to the dead-letter sink."""
+    compared (a string against a number) sends the record to the dead-letter sink. Equality is the SQL
+    engine's: ``eq: 1`` keeps 1 and 1.0, never ``true``."""
 
     def __init__(self, field: str, op: str, value: Any, ctx: Context, missing: str = "dead_letter") -> None:
         self.field, self.op, self.value, self.ctx, self.missing = field, op, value, ctx, missing
@@ -62,7 +69,7 @@ class Filter(Passthrough):
                     self.ctx.dead_letter(r, f"filter: field {f!r} is missing")
                 continue
             if fn is None:  # in, exists: the ops without a comparison function
-                if self.op == "exists" or x in v:
+                if self.op == "exists" or any(equal(x, y) for y in v):
                     out.append(r)
                 continue
             if self._numeric and (type(x) not in (int, float) or x != x):

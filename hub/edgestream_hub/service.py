@@ -1,10 +1,12 @@
 """The hub service: an ``Engine`` plus its config file, hot reload and signals.
 
-``HubService.reload()`` validates the file first: a bad config is refused,
-its errors are logged and counted (``edgestream_hub_config_reloads_total
-{result="refused"}``) and the running config keeps going; a good one is
+``HubService.reload()`` validates the file first: a bad config (or anything
+loading it raises) is refused, its errors are logged and counted
+(``edgestream_hub_config_reloads_total{result="refused"}``) and the running
+config keeps going; a good one is
 applied with ``Engine.reload`` (only what changed restarts). Reloads happen
-on SIGHUP and, with ``hub.watch``, when the file's content changes.
+on SIGHUP and, with ``hub.watch``, when the file's content changes (the watching
+thread is supervised: a crash is logged and it starts again).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import os
 import threading
 from typing import Any, Mapping, Sequence
 
-from edgestream_hub.config import HubConfig, load_config
+from edgestream_hub.config import MAX_CONFIG_BYTES, HubConfig, load_config
 from edgestream_hub.engine import Engine
 from edgestream_hub.errors import ConfigError, EdgeStreamError
 from edgestream_hub.registry import Registry
+from edgestream_hub.supervise import supervise
 
 log = logging.getLogger("edgestream.hub")
 
@@ -38,6 +41,7 @@ class HubService:
         self.stop_requested = threading.Event()
         self._digest = ""
         self._watcher: threading.Thread | None = None
+        self._last_stat: tuple[int, int] | None = None
         self.reloads = {"ok": 0, "refused": 0, "failed": 0}
 
     def load(self) -> HubConfig:
@@ -46,13 +50,17 @@ class HubService:
     def start(self) -> "HubService":
         cfg = self.load()
         self._digest = _digest(cfg.text)
+        self._last_stat = _stat(self.path)
         self.engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry).start()
-        self._watcher = threading.Thread(target=self._watch, name="config-watch", daemon=True)
+        self._watcher = threading.Thread(
+            target=supervise, args=("config watch", self._watch, log),
+            kwargs={"wait": self.stop_requested.wait, "backoff_max_s": 5.0}, name="config-watch", daemon=True)
         self._watcher.start()
         return self
 
     def _watch(self) -> None:
-        last = _stat(self.path)
+        """Request a reload when the file's content changes. ``_last_stat`` (set at start) is kept across
+        restarts of this loop: a change made while it was restarting after a crash is still seen."""
         while not self.stop_requested.is_set():
             eng = self.engine
             interval = eng.config.hub["watch_interval"] / 1000 if eng else 1.0
@@ -61,11 +69,11 @@ class HubService:
             if eng is None or not eng.config.hub["watch"]:
                 continue
             st = _stat(self.path)
-            if st != last:
-                last = st
+            if st != self._last_stat:
+                self._last_stat = st
                 try:
-                    with open(self.path, "rb") as f:
-                        changed = _digest(f.read().decode("utf-8", "replace")) != self._digest
+                    with open(self.path, "rb") as f:  # bounded: a huge file is refused by the reload
+                        changed = _digest(f.read(MAX_CONFIG_BYTES + 1).decode("utf-8", "replace")) != self._digest
                 except OSError:
                     changed = False
                 if changed:
@@ -78,18 +86,24 @@ class HubService:
         m = self.engine.metrics
         try:
             cfg = self.load()
-        except ConfigError as e:
+        except Exception as e:  # whatever loading raises refuses the reload; the hub goes on
             self.reloads["refused"] += 1
             m.child("edgestream_hub_config_reloads_total", "refused").inc()
-            log.error("config reload refused, the running config keeps going:\n%s", e)
+            if isinstance(e, ConfigError):
+                log.error("config reload refused, the running config keeps going:\n%s", e)
+            else:
+                log.error("config reload refused, the running config keeps going: %s: %s", type(e).__name__, e,
+                          exc_info=True)
             return False
         self._digest = _digest(cfg.text)
         try:
             self.engine.reload(cfg)
-        except EdgeStreamError as e:
+        except Exception as e:  # building the new components failed: the running ones were not touched
             self.reloads["failed"] += 1
             m.child("edgestream_hub_config_reloads_total", "failed").inc()
-            log.error("config reload failed, the running config keeps going: %s", e)
+            why = str(e) if isinstance(e, EdgeStreamError) else f"{type(e).__name__}: {e}"
+            log.error("config reload failed, the running config keeps going: %s", why,
+                      exc_info=not isinstance(e, EdgeStreamError))
             return False
         self.reloads["ok"] += 1
         m.child("edgestream_hub_config_reloads_total", "ok").inc()

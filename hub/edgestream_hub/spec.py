@@ -8,7 +8,9 @@ renders the reference that ``docs/config-reference.md`` is generated from.
 
 A spec's ``check`` runs after its fields parsed cleanly; it refuses every value
 the component's factory would refuse (``hub check`` and ``hub run`` share it,
-so ``check`` passes exactly what ``run`` can build). It may look at the rest of
+so ``check`` passes exactly what ``run`` can build). An exception other than a
+``ConfigError`` escaping a check (a value it did not foresee) is recorded as an
+issue at the spec's path, so no config can crash ``check`` or a reload. It may look at the rest of
 the config through the ``Checker``: ``base_dir``, ``registry`` and the
 ``sections`` parsed before it (``connections``). It never opens a socket and
 never creates a file.
@@ -37,6 +39,9 @@ REQUIRED: Any = _Required()
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+#: the longest duration a key takes unless its ``Field.max`` says otherwise: every timer, wait and
+#: socket timeout the hub sets works up to it (a "1000000d" overflows them)
+MAX_DURATION_MS = 30 * 86_400_000
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
 _SIZE_B = {None: 1, "B": 1, "KB": 1000, "MB": 10**6, "GB": 10**9, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -51,6 +56,14 @@ def parse_duration(text: Any) -> int:
     if not m:
         raise ValueError(f"bad duration {text!r} (use a number and ms, s, m, h or d: \"500ms\", \"10s\")")
     return int(round(float(m.group(1)) * _DURATION_MS[m.group(2)]))
+
+
+def format_duration(ms: float) -> str:
+    """The shortest exact duration string: ``format_duration(2_592_000_000) == "30d"``."""
+    for unit in ("d", "h", "m", "s"):
+        if ms and ms % _DURATION_MS[unit] == 0:
+            return f"{int(ms // _DURATION_MS[unit])}{unit}"
+    return f"{ms:g}ms"
 
 
 def parse_size(text: Any) -> int:
@@ -205,6 +218,8 @@ def _rows(spec: Spec, prefix: str, rows: list[str]) -> None:
         doc = f.doc.replace("|", "\\|").replace("\n", " ")
         if f.min is not None:
             doc += f" Minimum {f.min:g}{' ms' if f.type == 'duration' else ''}."
+        if f.max is not None and f.type == "duration":
+            doc += f" Maximum {format_duration(f.max)}."
         rows.append(f"| `{prefix}{f.name}` | {t} | {_fmt_default(f)} | {doc} |")
         if f.spec is not None and f.type in ("object", "map[object]", "list[object]"):
             sub = prefix + f.name + ("." if f.type == "object" else "[]." if f.type.startswith("list") else ".<name>.")
@@ -294,7 +309,12 @@ class Checker:
                 else:
                     out[f.name] = self.value(f, f.default, _join(path, f.name), default=True)
         if spec.check is not None and not any(i.path.startswith(path) for i in self.issues):
-            spec.check(out, self, path)
+            try:
+                spec.check(out, self, path)
+            except ConfigError:
+                raise
+            except Exception as e:  # a check that fails on a value it did not foresee: still a located refusal
+                self.issue(path, f"cannot be checked: {type(e).__name__}: {e}")
         return out
 
     def value(self, f: Field, v: Any, path: str, default: bool = False) -> Any:
@@ -332,7 +352,11 @@ class Checker:
             self.issue(path, f"{r!r} is not one of {', '.join(map(repr, f.choices))}")
         if f.min is not None and isinstance(r, (int, float)) and r < f.min:
             self.issue(path, f"{v!r} is below the minimum {f.min:g}")
-        if f.max is not None and isinstance(r, (int, float)) and r > f.max:
+        if t == "duration":
+            longest = f.max if f.max is not None else MAX_DURATION_MS
+            if r > longest:
+                self.issue(path, f"{v!r} is longer than the maximum {format_duration(longest)}")
+        elif f.max is not None and isinstance(r, (int, float)) and r > f.max:
             self.issue(path, f"{v!r} is above the maximum {f.max:g}")
         if f.name_like and isinstance(r, str) and not _NAME.match(r):
             self.issue(path, f"{r!r} must be 1-64 characters of [A-Za-z0-9_.-]")

@@ -1,4 +1,11 @@
-# Device-side message encoder: writes a JSON message straight into one
+# The protocol's reference encoder. The hub sends config and time with
+# encode_config / encode_time (edgestream_hub.sender). The agent->hub writers
+# (Encoder, encode_status, encode_metrics, encode_ack) are the reference the
+# agent's own small writer (edgestream_agent.wire_out) is tested against, and what
+# tests and benchmarks generate agent traffic with; no production code sends
+# agent messages with them.
+#
+# Encoder writes a JSON message straight into one
 # preallocated bytearray, so encoding a batch builds no dicts and no big
 # strings. Integers are written digit by digit (no allocation for small ints);
 # floats go through repr (they are heap objects on boards anyway). Names

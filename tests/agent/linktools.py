@@ -105,6 +105,8 @@ class Subscriber:
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
+        # paho closes its sockets when the client is deleted: no callback cycle keeps it for the collector
+        self.c.on_message = self.c.on_connect = self.c.on_subscribe = None
 
 
 class MqttProxy:

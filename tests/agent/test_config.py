@@ -18,7 +18,7 @@ def test_defaults_and_normal_form():
         {"name": "w", "size_ms": 10000}, {"size": 5, "every": 2, "aggregates": ["avg"]}],
         "filters": [{"ema": 0.3}, {"type": "range", "min": 0}, {"clamp": {"max": 5}}]}]})
     s = cfg["sensors"][0]
-    assert s["source"]["type"] == "sim" and s["period_ms"] == 1000 and s["decimals"] == 3
+    assert s["source"]["type"] == "sim" and s["period_ms"] == 1000 and s["decimals"] == 3 and s["block"] == 1
     assert s["filters"] == [{"type": "ema", "alpha": 0.3}, {"type": "range", "min": 0, "max": None},
                             {"type": "clamp", "min": None, "max": 5}]
     w0, w1 = s["windows"]
@@ -77,6 +77,10 @@ def test_errors_name_the_path():
          "sensors[0].windows[1].name: duplicate window name 'w'"),
         ({"sensors": [{"name": "a"}, {"name": "a"}]}, "sensors[1].name: duplicate sensor name 'a'"),
         (one({"name": "a", "source": {"type": "adc"}}), "sensors[0].source.pin: required"),
+        (one({"name": "a", "block": 0}), "sensors[0].block: must be > 0"),
+        (one({"name": "a", "block": 257}), "sensors[0].block: must be <= 256"),
+        (one({"name": "a", "block": 4, "source": {"type": "i2c", "addr": 72, "reg": 0}}),
+         "sensors[0].block: source 'i2c' reads one sample at a time (a block needs sim or adc)"),
         (one({"name": "a", "source": "thermometer"}), "sensors[0].source.type: expected one of"),
         (one({"name": "a", "source": {"type": "sim", "wave": "square"}}), "sensors[0].source.wave: expected one of"),
         (one({"name": "a", "source": {"type": "i2c", "addr": 64, "reg": 0, "nbytes": 3}}),

@@ -6,7 +6,7 @@ esp32 heap (100 KB): its module code and interned names live on the heap too
 (frozen firmware keeps them in flash), the tighter of the two ways to run it.
 The remote-config test too: validating a config loads the validator next to
 the running agent for a moment (see the README, "Memory"). A paho subscriber
-plays the hub; ``hubcheck`` (beside this file) checks the sequence numbers.
+plays the hub; ``seqcheck`` (tests/seqcheck.py) checks the sequence numbers.
 """
 
 import copy
@@ -18,7 +18,7 @@ from linktools import MqttProxy, Subscriber, finish, start_micropython, wait_unt
 
 from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import encode_config
-from hubcheck import SeqCheck
+from seqcheck import SeqCheck
 
 HOST_ONLY = True
 BOARD = "esp32"

@@ -81,7 +81,7 @@ def start_agent(tmp_path, cfg, duration_ms):
     return subprocess.Popen(
         [mp.find_micropython("host"), "-X", "heapsize=400k", str(tmp_path / "run.py"), str(tmp_path / "agent.json"),
          str(duration_ms)],
-        env=mp.environment([mp.mpy_bundle()], "host"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=mp.environment([mp.mpy_bundle("host")], "host"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 class Rogue:

@@ -15,7 +15,7 @@ from linktools import HubEnd, PtyBridge, finish, start_micropython, wait_until
 
 from edgestream_shared.encoder import encode_config, encode_time
 from edgestream_shared.frame import encode_frame
-from hubcheck import SeqCheck
+from seqcheck import SeqCheck
 
 HOST_ONLY = True
 RUN = "import sys\nfrom edgestream_agent.main import _cli\n_cli()\n"

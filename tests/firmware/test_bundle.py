@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgestream_tools import bundle
+from edgestream_tools import boardbuild, bundle
 
 SMOKE = r"""
 import sys
@@ -28,10 +28,46 @@ def module_names():
     return [str(rel.with_suffix("")).replace("/", ".").removesuffix(".__init__") for _, rel in bundle.sources()]
 
 
-@pytest.mark.parametrize("arch", ["armv6m", "xtensawin", None])
-def test_bundle_compiles_and_runs_under_micropython(tmp_path, micropython, arch):
+#: .mpy header byte 2: the arch of its machine code << 2 | 3, or 0 for bytecode only (mpy v6)
+MPY_ARCH = {"x86": 1, "x64": 2, "armv6m": 4, "xtensawin": 10}
+NATIVE = ("edgestream_agent/chain.mpy", "edgestream_agent/pipeline.mpy", "edgestream_agent/ring_window.mpy")
+
+
+def mpy_arch(path):
+    flags = path.read_bytes()[2]
+    return flags >> 2 if flags else None
+
+
+@pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])
+def test_board_bundles_carry_machine_code_for_their_arch(tmp_path, arch):
     files = bundle.build(tmp_path / "lib", arch)
     assert len(files) == len(bundle.sources()) >= 7
+    for rel in NATIVE:
+        assert mpy_arch(tmp_path / "lib" / rel) == MPY_ARCH[arch], rel
+    assert mpy_arch(tmp_path / "lib" / "edgestream_agent/config.mpy") is None  # bytecode: no machine code in it
+
+
+def test_a_bundle_of_another_arch_is_refused_at_import(tmp_path, micropython):
+    bundle.build(tmp_path / "lib", "armv6m")
+    script = tmp_path / "s.py"
+    script.write_text("import edgestream_agent.chain\n")
+    proc = micropython.run_file(script, board="rp2040", extra_paths=[str(tmp_path / "lib")], profile="mpy", check=False)
+    assert proc.returncode != 0 and b"incompatible .mpy arch" in proc.stdout + proc.stderr
+
+
+def test_a_bytecode_bundle_leaves_the_native_lines_out_and_keeps_line_numbers():
+    src = "import micropython\n\n\n@micropython.native  # fast\ndef f(x):\n    return x\n"
+    out = bundle.bytecode_source(src)
+    assert "@micropython.native" not in out and out.count("\n") == src.count("\n")
+    assert "def f(x):" in out.splitlines()[4]
+
+
+@pytest.mark.parametrize("arch", [boardbuild.native_arch(), None])
+def test_bundle_compiles_and_runs_under_micropython(tmp_path, micropython, arch):
+    # the board build's own arch (machine code it runs), and bytecode for any port
+    files = bundle.build(tmp_path / "lib", arch)
+    assert len(files) == len(bundle.sources()) >= 7
+    assert mpy_arch(tmp_path / "lib" / NATIVE[0]) == (MPY_ARCH[arch] if arch else None)
     script = tmp_path / "smoke.py"
     script.write_text(SMOKE)
     names = module_names()

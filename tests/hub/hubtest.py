@@ -1,6 +1,8 @@
 """Hub test helpers (put on sys.path by tests/hub/conftest.py): a fresh registry with a scriptable source and
 an in-memory sink.
 
+``check_entry`` checks a Home Assistant discovery entry against the keys MQTT discovery documents.
+
 ``script`` (source) emits the records a test put in ``hub.scripts[name]``; the
 markers ``PAUSE`` (wait until ``hub.resume[name]`` is set) and ``CRASH``
 (raise once) script recovery tests exactly. ``memory`` (sink) keeps what it
@@ -10,6 +12,7 @@ reject records carrying ``"reject"``.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -49,6 +52,7 @@ HOSTILE_JSON = {
     "a string": b'"text"',
     "null": b"null",
     "cut": b'{"a": 1',
+    "unpaired surrogate": b'{"a": "\\ud800"}',
 }
 _R = b'{"v":1,"kind":"readings","dev":"d1","boot":1,"items":[{"seq":0,"sensor":"temp","t":1,"value":%s}]}'
 HOSTILE_WIRE = {
@@ -62,7 +66,58 @@ HOSTILE_WIRE = {
     "seq of the wrong type": _R.replace(b'"seq":0', b'"seq":"0"') % b"1",
     "boot of the wrong type": _R.replace(b'"boot":1', b'"boot":1.5') % b"1",
     "an array": b"[1, 2]",
+    "unpaired surrogate": b'{"v":1,"kind":"metrics","dev":"d1","boot":1,"metrics":{"fw":"1.\\udfff"}}',
 }
+
+
+def deep_yaml(n: int) -> bytes:
+    """A config whose section `x` nests ``n`` lists deep."""
+    return ("sources: {s: {file: {path: in.jsonl}}}\nsinks: {o: {stdout: {}}}\npipelines: {p: {from: s, to: o}}\n"
+            "x: " + "[" * n + "]" * n + "\n").encode()
+
+
+# nine lists of nine aliases of the one before: a few hundred bytes that expand to 9**9 strings
+ALIAS_BOMB = (b'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+         + b"".join(b"%c: &%c [%s]\n" % (c, c, b",".join([b"*%c" % p] * 9)) for p, c in zip(b"abcdefgh", b"bcdefghi"))
+         + b"sources: {d: {mqtt: {topics: [a/b]}}}\nsinks: {o: {stdout: {}}}\npipelines: {p: {from: d, to: o}}\n")
+
+def closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Whether the server closed the connection within ``seconds``, and what it sent before."""
+    s.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except TimeoutError:
+        return False, data
+    except ConnectionResetError:
+        pass
+    return True, data
+
+
+def trickle(port: int, head: bytes, every_s: float, seconds: float) -> tuple[float, bytes]:
+    """Send ``head`` a byte every ``every_s`` (each read well within the timeout) for at most ``seconds``;
+    returns when the server closed the connection (seconds after the first byte) and what it sent."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        for b in head[: int(seconds / every_s)]:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                break
+            s.settimeout(every_s)
+            try:
+                if not s.recv(4096, socket.MSG_PEEK):
+                    break  # closed
+                break  # answered
+            except TimeoutError:
+                pass
+        closed, data = closed_within(s, 5)
+        assert closed
+        return time.monotonic() - t0, data
+    finally:
+        s.close()
 
 
 def wait_for(cond, timeout: float = 10.0, step: float = 0.01) -> bool:
@@ -73,6 +128,20 @@ def wait_for(cond, timeout: float = 10.0, step: float = 0.01) -> bool:
             return True
         time.sleep(step)
     return bool(cond())
+
+
+def read_once(hub: "Harness", name: str, text: str) -> tuple[list[Any], list[Any]]:
+    """Run a hub whose file source reads ``name`` (holding ``text``) once: (records, dead letters)."""
+    (hub.tmp / name).write_text(text)
+    e = hub.engine(f"""
+hub: {{dead_letter: dlq}}
+sources: {{f: {{file: {{path: {name}}}}}}}
+sinks: {{out: {{memory: {{}}}}, dlq: {{memory: {{}}}}}}
+pipelines: {{p: {{from: f, to: out}}}}
+""")
+    assert e.finished.wait(10)
+    assert e.stop()
+    return hub.out.get("out", []), hub.out.get("dlq", [])
 
 
 class ScriptSource(PollingSource):
@@ -190,3 +259,48 @@ class Harness:
             r.set()
         for e in self.engines:
             e.stop(5)
+
+
+# The configuration variables Home Assistant documents for MQTT discovery of these platforms
+# (home-assistant.io/integrations/sensor.mqtt, binary_sensor.mqtt, and mqtt/#discovery-messages).
+COMMON = {"availability", "availability_mode", "availability_template", "availability_topic", "device",
+          "device_class", "enabled_by_default", "encoding", "entity_category", "entity_picture", "expire_after",
+          "force_update", "icon", "json_attributes_template", "json_attributes_topic", "name", "object_id",
+          "default_entity_id", "payload_available", "payload_not_available", "platform", "qos", "state_topic",
+          "unique_id", "value_template", "origin"}
+KEYS = {"sensor": COMMON | {"last_reset_value_template", "options", "suggested_display_precision", "state_class",
+                            "unit_of_measurement"},
+        "binary_sensor": COMMON | {"off_delay", "payload_off", "payload_on"}}
+DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model", "model_id",
+               "name", "serial_number", "suggested_area", "sw_version", "via_device"}
+ORIGIN_KEYS = {"name", "sw_version", "support_url"}
+SENSOR_DEVICE_CLASSES = {"data_size", "duration"}  # the ones used, both documented sensor device classes
+STATE_CLASSES = {"measurement", "total", "total_increasing"}
+
+
+def check_entry(topic: str, payload: bytes, prefix: str = "edgestream", ha: str = "homeassistant") -> dict[str, Any]:
+    """One discovery entry, checked against the documented schema; returns its body."""
+    import json
+
+    from edgestream_hub.homeassistant import slug
+
+    parts = topic.split("/")
+    assert len(parts) == 4 and parts[0] == ha and parts[3] == "config", topic
+    component, object_id = parts[1], parts[2]
+    body = json.loads(payload)
+    assert set(body) <= KEYS[component], set(body) - KEYS[component]
+    assert body["unique_id"] == object_id and slug(object_id) == object_id
+    assert body["state_topic"].startswith(prefix + "/") and body["name"]
+    dev = body["device"]
+    assert set(dev) <= DEVICE_KEYS and dev["identifiers"] and dev["name"]
+    assert set(body["origin"]) <= ORIGIN_KEYS and body["origin"]["name"]
+    status = body["availability_topic"]
+    assert status.endswith("/status") and body["payload_available"] == "online"
+    assert body.get("state_class", "measurement") in STATE_CLASSES
+    if component == "sensor":
+        assert body.get("device_class", "data_size") in SENSOR_DEVICE_CLASSES
+    else:
+        assert body["device_class"] == "connectivity" and (body["payload_on"], body["payload_off"]) == \
+            ("online", "offline")
+    assert body["value_template"].count("{{") == body["value_template"].count("}}") == 1
+    return body

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from hubtest import ALIAS_BOMB, deep_yaml
 from hypothesis import given, strategies as st
 
 from edgestream_hub.config import InterpolationError, interpolate, set_path, split_path
@@ -227,3 +228,121 @@ def test_hub_check_imports_no_connector_library(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+# -- a config file no user meant: refused with a located message, never a crash or a runaway --
+
+HOSTILE_CONFIGS = {
+    # name: (file content, what the message must say)
+    "latin-1 comment": (GOOD.encode() + b"# temperature in \xb0C\n",
+                        "<root>: line 17: byte 0xb0 at column 18 is not UTF-8"),
+    "binary": (b"sources: {d: \xff\xfe}\n", "<root>: line 1: byte 0xff at column 14 is not UTF-8"),
+    "3000 levels deep": (deep_yaml(3000), "<root>: line 4: nested deeper than 64 levels"),
+    "alias bomb": (ALIAS_BOMB, "<root>: line 6: expands to more than 100000 YAML nodes"),
+    "alias chain": (b"a0: &a0 [1]\n" + b"".join(b"a%d: &a%d [*a%d]\n" % (i, i, i - 1) for i in range(1, 80)),
+                    "<root>: line 64: nested deeper than 64 levels through aliases"),
+    "over 1 MiB": (GOOD.encode() + b"#" * (1 << 20) + b"\n", "<root>: the file is larger than 1048576 bytes"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_CONFIGS)
+def test_a_hostile_config_file_is_refused_by_check_and_run(tmp_path, name):
+    content, says = HOSTILE_CONFIGS[name]
+    (tmp_path / "hub.yaml").write_bytes(content)
+    for action in ("check", "run"):
+        r = _cli(action, "-c", "hub.yaml", cwd=tmp_path)
+        assert r.returncode == 2, (action, r.stderr)
+        assert r.stderr.startswith(f"edgestream hub {action}: hub.yaml: {says}"), r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_limits_hold_for_text_and_overrides_too(hub):
+    with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
+        hub.config(deep_yaml(100).decode())
+    assert errors(hub, GOOD, sets=["broker.host=" + "[" * 5000]) == [
+        "broker.host: (--set) nested deeper than 64 levels (a config's limit)"]
+    assert not [e for e in errors(hub, deep_yaml(60).decode()) if "nested" in e]  # at the limit: fine
+
+
+def _duration_fields():
+    """(spec, field) of every duration key of every built-in spec."""
+    from edgestream_hub import config as c
+    from edgestream_hub.registry import KINDS, Registry
+
+    r = Registry()
+    r.load_entry_points(paths=[])
+    specs = [c.HUB_SPEC, c.MQTT_CONNECTION_SPEC, c.PIPELINE_SPEC, c.STATE_SPEC, c.METRICS_SPEC,
+             c.SOURCE_COMMON_SPEC, c.SINK_COMMON_SPEC, *(t.spec for kind in KINDS for t in r.types(kind))]
+    out, seen = [], set()
+    while specs:
+        spec = specs.pop()
+        if id(spec) in seen:
+            continue
+        seen.add(id(spec))
+        for f in spec.fields:
+            if f.spec is not None:
+                specs.append(f.spec)
+            if f.type == "duration":
+                out.append((spec, f))
+    return out
+
+
+def test_every_duration_is_bounded():
+    from edgestream_hub.spec import MAX_DURATION_MS, Checker, format_duration
+
+    fields = _duration_fields()
+    assert len(fields) > 20
+    for spec, f in fields:
+        chk = Checker()
+        chk.value(f, "1000000d", f"x.{f.name}")
+        assert [i.message for i in chk.issues] == ["'1000000d' is longer than the maximum " + (
+            "30d" if f.max is None else format_duration(f.max))], (spec.name, f.name)
+        limit = f.max if f.max is not None else MAX_DURATION_MS
+        assert limit <= MAX_DURATION_MS * 13  # nothing a timer cannot wait for (threading.TIMEOUT_MAX is ~292 y)
+        chk = Checker()
+        assert chk.value(f, f"{int(limit)}ms", "x") == limit and not chk.issues
+
+
+def test_the_longest_durations_run(hub):
+    """At the bound, timers, waits and socket timeouts work: a pipeline ticking every 30 days, a sink
+    lingering 30 days, a 30-day shutdown timeout and read timeout start, pass records and stop."""
+    hub.scripts["s"] = [{"i": 1}]
+    e = hub.engine("""
+hub: {shutdown_timeout: 30d, watch_interval: 30d, restart_backoff_max: 30d}
+sources: {s: {script: {name: s}}, web: {http: {port: 0, read_timeout: 30d}}}
+sinks: {out: {memory: {}, batch: {size: 1, linger: 30d}, retry: {initial: 30d, max: 30d}}}
+pipelines: {p: {from: [s, web], to: out, tick: 30d, batch: {size: 1, linger: 30d}}}
+""")
+    from hubtest import wait_for
+
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 1)
+    assert e.stop()
+
+
+def test_check_escapes_control_and_bidi_characters_of_user_text(tmp_path):
+    (tmp_path / "hub.yaml").write_text('sources: {"d\\u00e9": {mqtt: {topics: ["a/b"]}}}\n'
+                                       'sinks: {"o\\u0000": {stdout: {}}}\n'
+                                       'pipelines: {"p\\u202e": {from: "d\\u00e9", to: "o\\u0000"}}\n')
+    r = _cli("check", "-c", "hub.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "\x00" not in r.stderr and "\u202e" not in r.stderr, repr(r.stderr)
+    assert "sinks.o\\x00: line 2:" in r.stderr and "pipelines.p\\u202e" in r.stderr
+    assert "d\u00e9" in r.stderr  # printable text stays as it is
+
+
+def test_printable_escapes_only_what_would_mislead_a_terminal():
+    from edgestream_hub.errors import printable
+
+    assert printable("a\x00b\x1b[31mc\u202ed\u2066e\u200ff") == "a\\x00b\\x1b[31mc\\u202ed\\u2066e\\u200ff"
+    assert printable("line 1\n    SELECT é\tx") == "line 1\n    SELECT é\tx"  # layout and letters kept
+    assert printable("a\nb", keep="") == "a\\nb"
+
+
+def test_hub_run_log_lines_escape_control_characters():
+    import logging
+
+    from edgestream_hub.cli import PrintableFormatter
+
+    rec = logging.LogRecord("edgestream.hub", logging.WARNING, __file__, 1, "waiting for %s to appear",
+                            ("in\x1b[2J\u202e.jsonl",), None)
+    assert PrintableFormatter("%(message)s").format(rec) == "waiting for in\\x1b[2J\\u202e.jsonl to appear"

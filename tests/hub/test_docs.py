@@ -27,6 +27,18 @@ def test_every_metric_is_documented():
     assert not missing, f"metrics missing from docs/hub.md: {missing}"
 
 
+def test_every_device_metric_and_listed_key_is_documented():
+    from edgestream_hub.devices import PUBLIC_KEYS
+    from edgestream_hub.metrics import DEVICE_METRICS, DEVICES_METRICS
+
+    devices = (DOCS / "hub.md").read_text().split("## Devices", 1)[1].split("\n## ", 1)[0]
+    names = [m[0] for m in DEVICE_METRICS] + [m[0] for m in DEVICES_METRICS]
+    assert not [n for n in names if f"`{n}`" not in devices]
+    assert not [k for k in PUBLIC_KEYS if f"`{k}`" not in devices]
+    listed = devices.split("prints one JSON object per line with the keys of the table above, in that order:", 1)[1]
+    order = [listed.index(f"`{k}`") for k in PUBLIC_KEYS]
+    assert order == sorted(order), "the --json keys are listed in their order"
+
 
 @pytest.mark.parametrize("args", [["-o", "missing/config-reference.md"], ["-o", "."], ["-o", ".", "--check"]])
 def test_docs_output_that_cannot_be_written_is_a_located_error(args, tmp_path):

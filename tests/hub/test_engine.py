@@ -257,3 +257,24 @@ pipelines:
     assert len(said) == 1 and said[0].startswith("pipeline busy did not drain before the stop deadline"), said
     m = re.search(r": (\d+) records still held \((\d+) queued, (\d+) in its processors\)", said[0])
     assert m and int(m.group(3)) == 10 and int(m.group(1)) == int(m.group(2)) + 10 and int(m.group(2)) >= 90, said
+
+
+def test_a_sink_thread_that_crashes_is_restarted_and_says_so(hub, caplog):
+    hub.scripts["s"] = [{"i": 0}, PAUSE, {"i": 1}]
+    e = hub.engine(BASE)
+    q = e.sinks["out"].queue
+    real_get, crashes = q.get, [1]
+
+    def flaky(*a, **kw):
+        if crashes[0]:
+            crashes[0] -= 1
+            raise OverflowError("timestamp out of range for platform time_t")
+        return real_get(*a, **kw)
+
+    q.get = flaky
+    assert wait_for(lambda: not crashes[0])
+    hub.resume["s"].set()
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 2)
+    assert e.stop()
+    (line,) = [r for r in caplog.records if "sink out crashed" in r.getMessage()]
+    assert line.levelname == "ERROR" and "OverflowError" in line.getMessage()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from hubtest import wait_for
+from hubtest import read_once, wait_for
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.components import ComponentContext
@@ -18,18 +18,10 @@ def jl(path):
 
 
 def test_csv_once_converts_numbers_and_dead_letters_bad_rows(hub):
-    (hub.tmp / "in.csv").write_text("device,temp,note\nd1,21.5,ok\nd2,22,\nd3,oops\nd4,-1,\"a,b\"\n")
-    e = hub.engine("""
-hub: {dead_letter: dlq}
-sources: {f: {file: {path: in.csv}}}
-sinks: {out: {memory: {}}, dlq: {memory: {}}}
-pipelines: {p: {from: f, to: out}}
-""")
-    assert e.finished.wait(10)
-    assert e.stop()
-    assert hub.out["out"] == [{"device": "d1", "temp": 21.5, "note": "ok"}, {"device": "d2", "temp": 22, "note": None},
-                              {"device": "d4", "temp": -1, "note": "a,b"}]
-    assert "in.csv: line 4: 2 columns, the header has 3" in hub.out["dlq"][0]["reason"]
+    out, dlq = read_once(hub, "in.csv", "device,temp,note\nd1,21.5,ok\nd2,22,\nd3,oops\nd4,-1,\"a,b\"\n")
+    assert out == [{"device": "d1", "temp": 21.5, "note": "ok"}, {"device": "d2", "temp": 22, "note": None},
+                   {"device": "d4", "temp": -1, "note": "a,b"}]
+    assert "in.csv: line 4: 2 columns, the header has 3" in dlq[0]["reason"]
 
 
 def test_jsonl_follow_tails_rotation_and_truncation(hub):
@@ -134,7 +126,7 @@ pipelines: {pj: {from: j, to: out}, pc: {from: c, to: out}}
     reasons = [d["reason"] for d in hub.out["dlq"]]
     assert len(reasons) == len(HOSTILE_JSON) + 2
     csv_reasons = [r for r in reasons if "in.csv" in r]  # the two sources race: only each one's order is fixed
-    assert "in.csv: line 3: Error: field larger than field limit (131072)" in csv_reasons[0]  # header is line 1
+    assert "in.csv: line 3: not CSV: field larger than field limit (131072)" in csv_reasons[0]  # header: line 1
     assert "in.csv: line 4: not UTF-8" in csv_reasons[1]
     assert e.metrics.value("edgestream_source_decode_errors_total", component="j") == len(HOSTILE_JSON)
     assert e.metrics.value("edgestream_source_decode_errors_total", component="c") == 2
@@ -142,12 +134,79 @@ pipelines: {pj: {from: j, to: out}, pc: {from: c, to: out}}
     assert big["bytes"] == 200_002 and len(big["payload"]) == 1024  # the start of the line, not all of it
 
 
+def _source(tmp_path, name, dead, **kw):
+    from edgestream_hub.connectors.files import FileSource
+
+    cfg = dict(path=str(tmp_path / name), format="auto", mode="follow", start="beginning", poll_interval=10,
+               convert=True, batch=1000, max_line=1 << 20)
+    cfg.update(kw)
+    ctx = ComponentContext("source", "f", "f", base_dir=str(tmp_path),
+                           dead_letter=lambda comp, pl, rec, reason: dead.append((rec, reason)))
+    src = FileSource(cfg, ctx)
+    src.open()
+    return src
+
+
+def _poll_all(src, rounds=5):
+    out = []
+    for _ in range(rounds):
+        records, wait = src.poll()
+        out += records
+        if wait is None:
+            break
+    return out
+
+
+def test_follow_holds_a_quoted_multi_line_record_until_it_is_complete(tmp_path):
+    f = tmp_path / "in.csv"
+    f.write_bytes(b'\xef\xbb\xbfid,v\n1,a\n2,"multi')  # a BOM, and a record cut in its quoted cell
+    dead: list = []
+    src = _source(tmp_path, "in.csv", dead)
+    assert _poll_all(src) == [{"id": 1, "v": "a"}]
+    with open(f, "ab") as w:
+        w.write(b'\nline')
+    assert _poll_all(src) == []  # the record's quoted cell goes on: held
+    with open(f, "ab") as w:
+        w.write(b'"\n3,"x\ny')
+    assert _poll_all(src) == [{"id": 2, "v": "multi\nline"}]
+    with open(f, "ab") as w:
+        w.write(b'"\n4,1_000\n')
+    assert _poll_all(src) == [{"id": 3, "v": "x\ny"}, {"id": 4, "v": "1_000"}]
+    with open(f, "ab") as w:
+        w.write(b"5\n6,6\n")
+    assert _poll_all(src) == [{"id": 6, "v": 6}]
+    assert [why.split(": ", 1)[1] for _, why in dead] == ["line 8: 1 columns, the header has 2"]
+    src.close()
+
+
+def test_a_line_over_max_line_is_one_dead_letter_and_line_numbers_stay_right(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(b'{"i": 0}\n{"pad": "' + b"x" * 200_000 + b'"}\n{"i": 2}\n{"i": 3}\nnot json\n')
+    dead: list = []
+    src = _source(tmp_path, "in.jsonl", dead, mode="once", max_line=1024)
+    assert [r["i"] for r in _poll_all(src, 10)] == [0, 2, 3]
+    assert [why.split(": ", 1)[1] for _, why in dead] == ["line 2: longer than 1024 bytes",
+                                                         "line 5: not JSON (Expecting value: line 1 column 1 (char 0))"]
+    src.close()
+
+
+def test_once_refuses_a_quoted_cell_left_open_at_the_end(tmp_path):
+    (tmp_path / "in.csv").write_text('id,v\n1,a\n2,"never closed\n')
+    dead: list = []
+    src = _source(tmp_path, "in.csv", dead, mode="once")
+    assert _poll_all(src) == [{"id": 1, "v": "a"}]
+    assert [why.split(": ", 1)[1] for _, why in dead] == ["line 3: a quoted cell is not closed at the end of the input"]
+    src.close()
+
+
 def test_keep_deletes_only_the_files_its_rotation_made(tmp_path):
     mine_before = tmp_path / "r-20250101T000000-1.jsonl"  # an earlier run's rotation: the sink's own
     mine_before.write_text("{}\n")
     os.utime(mine_before, (1, 1))
     others = ["r-important.jsonl", "r-2025.jsonl", "r-20250101T000000-1.jsonl.bak", "r-20250101T000000-x.jsonl",
-              "rr-20250101T000000-1.jsonl", "r-20250101T000000-1.json", "r-20250101T0000001-1.jsonl"]
+              "rr-20250101T000000-1.jsonl", "r-20250101T000000-1.json", "r-20250101T0000001-1.jsonl",
+              "r-\u0662\u0660\u0662\u0665\u0660\u0661\u0660\u0661T000000-1.jsonl",  # Arabic-Indic digits
+              "r-20250101T000000-\uff11.jsonl"]  # a full-width 1
     for name in others:
         (tmp_path / name).write_text("precious\n")
         os.utime(tmp_path / name, (1, 1))  # older than anything the sink writes
@@ -159,6 +218,89 @@ def test_keep_deletes_only_the_files_its_rotation_made(tmp_path):
         assert (tmp_path / name).read_text() == "precious\n", name
     rotated = s.rotated()
     assert len(rotated) == 1 and not mine_before.exists()
+
+
+def _records_in(paths):
+    return [r["i"] for p in paths for r in jl(p)]
+
+
+def test_keep_follows_the_order_of_rotation_not_the_clock(tmp_path, monkeypatch):
+    """A rotation stamped in the future (a gateway whose clock went back since) is still the oldest:
+    each new rotation survives, and what is kept is the newest records."""
+    future = tmp_path / "out-20991231T000000-1.jsonl"
+    future.write_text('{"i": -1}\n')
+    s = _sink(tmp_path, rotate_size=2000, keep=2)
+    for b in range(30):
+        s.write([{"i": 10 * b + k, "pad": "x" * 50} for k in range(10)])
+    s.close()
+    rotated = s.rotated()
+    assert len(rotated) == 2 and future not in rotated and not future.exists()
+    got = _records_in([*rotated, tmp_path / "out.jsonl"])
+    assert got == list(range(300 - len(got), 300)) and len(got) > 40  # the newest, in order, nothing between lost
+
+
+def test_keep_is_exact_across_a_restart_with_the_clock_set_back(tmp_path, monkeypatch):
+    import time as _time
+
+    from edgestream_hub.connectors import files
+
+    def run(year: int, first: int) -> FileSink:
+        monkeypatch.setattr(files.time, "gmtime", lambda *a: _time.struct_time((year, 1, 1, 0, 0, 0, 0, 1, 0)))
+        s = _sink(tmp_path, rotate_size=500, keep=3)
+        for i in range(first, first + 40):
+            s.write([{"i": i, "pad": "x" * 100}])
+        s.close()
+        return s
+
+    run(2030, 0)
+    s = run(2001, 40)  # restarted after the clock went back 29 years
+    got = _records_in([*s.rotated(), tmp_path / "out.jsonl"])
+    assert got == list(range(80 - len(got), 80)) and len(s.rotated()) == 3
+
+
+def test_a_failed_delete_is_logged_once_and_writing_goes_on(tmp_path, caplog, monkeypatch):
+    """Something in the way of pruning (a folder named like a rotation, a file that cannot be deleted) is
+    never a reason to stop writing."""
+    from pathlib import Path
+
+    (tmp_path / "out-20000101T000000-1.jsonl").mkdir()  # a folder: not a rotation of the sink's
+    (tmp_path / "out-20000101T000000-1.jsonl" / "inner").write_text("x")
+    stuck = tmp_path / "out-20000101T000000-2.jsonl"
+    stuck.write_text("{}\n")
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == stuck:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    s = _sink(tmp_path, rotate_size=2000, keep=1)
+    for b in range(30):
+        assert s.write([{"i": 10 * b + k, "pad": "x" * 50} for k in range(10)]) == []
+    s.close()
+    assert (tmp_path / "out-20000101T000000-1.jsonl" / "inner").read_text() == "x"
+    kept = [p for p in s.rotated() if p != stuck]
+    assert len(kept) == 1 and stuck.exists()
+    got = _records_in([*kept, tmp_path / "out.jsonl"])
+    assert got == list(range(300 - len(got), 300))
+    said = [r for r in caplog.records if "cannot delete" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "ERROR" and str(stuck) in said[0].getMessage()
+
+
+def test_a_stop_out_of_time_counts_the_batch_a_failing_sink_abandoned(hub, caplog):
+    hub.scripts["s"] = [{"i": i} for i in range(300)]
+    e = hub.engine("""
+sources: {s: {script: {name: s, batch: 300, finite: true}}}
+sinks: {out: {memory: {fail_first: 1000000}, batch: {size: 1000}, retry: {initial: 10ms, max: 10ms}}}
+pipelines: {p: {from: s, to: out, batch: {size: 1000}}}
+""")
+    assert wait_for(lambda: e.sinks["out"].failing)
+    with caplog.at_level("ERROR", logger="edgestream.hub"):
+        assert not e.stop(0.3)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stop: ")]
+    assert said == ["stop: 300 records were not drained within 0.3s"]
+    assert e.metrics.value("edgestream_sink_dropped_records_total", component="out") == 300
 
 
 def test_a_file_sink_that_takes_dead_letters_is_bounded_by_default(hub):
@@ -190,6 +332,25 @@ pipelines: {p: {from: s, to: out}}
     (d,) = jl(hub.tmp / "dead.jsonl")
     assert d["record"] == {"v": None, "reject": True} and "asked to be rejected" in d["reason"]
     assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="dlq") == 1
+
+
+def test_a_dead_letter_is_never_lost_for_its_encoding(hub, caplog):
+    """A record holding a lone surrogate (no UTF-8 writer can encode it) made by a plugin: its sink rejects
+    it, and the dead-letter file sink writes it, escaped, instead of losing it."""
+    hub.scripts["s"] = [{"s": "a\ud800b", "\udfff": 1}, {"v": 1}]
+    e = hub.engine("""
+hub: {dead_letter: dlq}
+sources: {s: {script: {name: s, finite: true}}}
+sinks: {out: {file: {path: out.jsonl}}, dlq: {file: {path: dead.jsonl}}}
+pipelines: {p: {from: s, to: out}}
+""")
+    assert e.finished.wait(10)
+    assert e.stop()
+    assert jl(hub.tmp / "out.jsonl") == [{"v": 1}]
+    (d,) = jl(hub.tmp / "dead.jsonl")
+    assert d["record"] == {"s": "a\\ud800b", "\\udfff": 1} and "surrogate" in d["reason"]
+    assert "\\ud800" in d["reason"]  # the reason quotes it escaped too
+    assert not [r for r in caplog.records if "rejected a record" in r.getMessage()]
 
 
 # -- the file sink's batch encoder must write exactly what json.dumps writes --

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from hubtest import wait_for
 
 from edgestream_shared.encoder import Encoder
@@ -366,3 +367,69 @@ pipelines: {p: {from: web, to: out}}
     reason = hub.out["dlq"][0]["reason"]
     assert reason.startswith("http: message: unknown key 'kkkk") and reason.endswith("(reason cut: 60029 characters)")
     assert len(reason) < 1100 and len(answer_["error"]) < 1100
+
+
+def test_trickling_clients_cannot_hold_every_slot(hub):
+    """Clients sending a request head one byte at a time (each within the read timeout) are cut once the
+    head has taken read_timeout, so a good request gets a slot instead of a 503."""
+    from hubtest import trickle
+
+    e = hub.engine("""
+sources: {web: {http: {port: 0, read_timeout: 1s, max_connections: 2}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    head = b"POST /ingest HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    took: list = []
+    slow = [threading.Thread(target=lambda: took.append(trickle(port, head, 0.2, 8))) for _ in range(2)]
+    for t in slow:
+        t.start()
+    assert wait_for(lambda: e.sources["web"].source.connections() == 2)
+    assert wait_for(lambda: e.sources["web"].source.connections() < 2, timeout=3)  # cut after ~1 s
+    assert post(port, b'{"a": 1}') == (200, {"accepted": 1, "rejected": 0})
+    for t in slow:
+        t.join(10)
+    assert [d[:12] for _, d in took] == [b"HTTP/1.1 408"] * 2 and all(s < 3 for s, _ in took)
+    assert e.stop()
+    assert refusals(e, 408) == 2 and refusals(e, 503) == 0
+
+
+def raw(port, request: bytes) -> tuple[int | None, bytes]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return (int(data.split()[1]) if data.startswith(b"HTTP/1.1 ") else None), data
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("headers,code,says", [
+    (b"Content-Length: -1\r\n", 400, b"Content-Length"),
+    (b"Content-Length: +2\r\n", 400, b"Content-Length"),
+    (b"Content-Length: \xd9\xa2\r\n", 400, b"Content-Length"),  # an Arabic-Indic 2
+    (b"Content-Length: 2\r\nContent-Length: 2\r\n", 400, b"more than one Content-Length"),
+    (b"Content-Length: 2\r\nContent-Length: 20\r\n", 400, b"more than one Content-Length"),
+    (b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", 400, b"Transfer-Encoding"),
+    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", 400, b"Transfer-Encoding"),
+    (b"Transfer-Encoding: chunked\r\n", 411, b"Content-Length"),
+    (b"", 411, b"Content-Length"),
+    (b"X: " + b"a" * 70000 + b"\r\nContent-Length: 2\r\n", 431, b""),
+    (b"".join(b"X%d: y\r\n" % i for i in range(150)) + b"Content-Length: 2\r\n", 431, b""),
+])
+def test_bad_framing_is_refused_and_counted(hub, headers, code, says):
+    e = hub.engine("""
+sources: {web: {http: {port: 0}}}
+sinks: {out: {memory: {}}}
+pipelines: {p: {from: web, to: out}}
+""")
+    port = e.sources["web"].source.port
+    got, data = raw(port, b"POST /ingest HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}")
+    assert got == code, data
+    assert says in data
+    assert post(port, b'{"a": 1}')[0] == 200  # and the next request is served
+    assert e.stop()
+    assert refusals(e, code) == 1 and hub.out["out"] == [{"a": 1}]

@@ -131,7 +131,7 @@ def test_wire_sequence_counters_and_a_data_loss_warning(caplog):
 def test_a_loss_line_names_the_worst_devices_and_sums_up_the_rest(caplog):
     ctx = Ctx()
     ing = Ingest(ctx, "wire", clock=lambda: 0.0)
-    ing._next_loss_log = 1.0  # hold everything back until close()
+    ing._next_log["lost"] = 1.0  # hold everything back until close()
     for i in range(15):
         ing.payload(wire(f"d{i:02}", 1, [0]), "t")
         ing.payload(wire(f"d{i:02}", 1, [2 + i]), "t")
@@ -140,7 +140,7 @@ def test_a_loss_line_names_the_worst_devices_and_sums_up_the_rest(caplog):
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("data loss: device d14: 15 records missing")
     assert "device d05: 6 records missing" in line and "device d04" not in line
-    assert "and 5 more devices: 15 records missing" in line  # 1 + 2 + 3 + 4 + 5
+    assert "and 5 more devices: 15 records" in line  # 1 + 2 + 3 + 4 + 5
 
 
 def test_dead_letters_are_bounded_whatever_was_refused():
@@ -158,3 +158,51 @@ def test_dead_letters_are_bounded_whatever_was_refused():
     cyclic: dict = {}
     cyclic["self"] = cyclic
     assert bounded(cyclic)["error"].startswith("a dict that JSON cannot hold")
+
+
+def test_a_seq_or_boot_out_of_the_protocol_range_is_that_payloads_dead_letter():
+    ctx = Ctx()
+    ing = Ingest(ctx, "wire")
+    item = '{"seq":%d,"sensor":"temp","window":"w","start":0,"end":1,"aggs":{"a":1}}'
+    msg = '{"v":1,"dev":"d1","boot":%d,"kind":"results","items":[%s]}'
+    for boot, seqs in ((1, [99999999999999999999999999999]), (1, [0, 2**31]), (2**31, [0])):
+        d = ing.payload((msg % (boot, ",".join(item % s for s in seqs))).encode(), "mqtt t")
+        assert d.records == [] and d.rejected == 1
+    assert [reason for _, reason in ctx.dead] == [
+        "mqtt t: items[0].seq: 99999999999999999999999999999 is out of range (0..2147483647)",
+        "mqtt t: items[1].seq: 2147483648 is out of range (0..2147483647)",
+        "mqtt t: boot: 2147483648 is out of range (0..2147483647)"]
+    ok = (msg % (2**31 - 1, item % (2**31 - 1))).encode()
+    assert len(ing.payload(ok, "t").records) == 1
+    assert ctx.value("edgestream_source_missing_records_total") == 0
+
+
+def test_duplicates_and_forgotten_gaps_are_logged_not_only_counted(caplog):
+    from edgestream_hub.wire import MAX_GAPS
+
+    now = [100.0]
+    ctx = Ctx()
+    ing = Ingest(ctx, "wire", clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, "edgestream.hub.source.src")
+    ing.payload(wire("d1", 7, [0, 1, 2]), "t")
+    ing.payload(wire("d1", 7, [1, 2]), "t")  # a resend: logged at once
+    assert [r.getMessage() for r in caplog.records] == [
+        "duplicates dropped: device d1: 2 records (last: boot 7, seq 2) (summarised at most every 10s)"]
+    caplog.clear()
+    ing.payload(wire("d1", 7, [0]), "t")  # within 10 s: held back
+    assert not caplog.records
+    for i in range(MAX_GAPS + 2):  # 0, 2, 4, ...: one more gap than the tracker remembers
+        ing.payload(wire("d2", 1, [2 * i]), "t")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs[0].startswith("data loss: device d2: 1 record missing")
+    assert msgs[1] == (f"forgot 1 sequence gap (more than {MAX_GAPS} open at once in a stream; a record that "
+                       "arrives below a forgotten gap is kept unchecked): device d2: 1 gap (last: boot 1, seqs 1..1) "
+                       "(summarised at most every 10s)")
+    caplog.clear()
+    ing.payload(wire("d2", 1, [1]), "t")
+    ing.close()
+    assert [r.getMessage() for r in caplog.records if "duplicates" in r.getMessage()] == [
+        "duplicates dropped: device d1: 1 record (last: boot 7, seq 0) (summarised at most every 10s)"]
+    v = ctx.value
+    assert (v("edgestream_source_duplicates_total"), v("edgestream_source_forgotten_gaps_total"),
+            v("edgestream_source_unchecked_records_total")) == (3, 1, 1)

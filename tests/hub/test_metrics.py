@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from hubtest import PAUSE, wait_for
+from hubtest import PAUSE, closed_within, trickle, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgestream_hub.metrics import LABELS, METRICS, RELOAD_RESULTS, scope
@@ -147,20 +147,6 @@ metrics: {{listen: "127.0.0.1:0"{extra}}}
     return e, urlsplit(e.metrics_url).port
 
 
-def closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
-    """Whether the server closed the connection within ``seconds``, and what it sent before."""
-    s.settimeout(seconds)
-    data = b""
-    try:
-        while chunk := s.recv(4096):
-            data += chunk
-    except TimeoutError:
-        return False, data
-    except ConnectionResetError:
-        pass
-    return True, data
-
-
 def test_a_stalled_scraper_is_cut_after_the_read_timeout_and_others_are_served(hub):
     e, port = serving(hub, ", read_timeout: 300ms")
     silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # connects, sends nothing
@@ -216,3 +202,29 @@ def test_a_stalled_scraper_does_not_hold_the_hub_stop(hub):
             c.close()
     with socket.socket() as s:  # and the port is free again
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_whole_request_head_must_arrive_within_the_read_timeout(hub):
+    """A scraper that sends its request line a byte at a time, each byte well within the timeout, is cut
+    once the whole head has taken read_timeout: the timeout is per request head, not per read."""
+    e, port = serving(hub, ", read_timeout: 1s")
+    took, data = trickle(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, 0.2, 8)
+    assert took < 3, took
+    assert data.startswith(b"HTTP/1.1 408")
+    assert scrape(e.metrics_url)
+    assert e.stop(2.0)
+
+
+def test_a_keep_alive_scrape_is_answered_and_closed_like_prometheus_client_does(hub):
+    """prometheus_client answers without a Content-Length: the endpoint must speak HTTP/1.0 (the answer
+    ends with the connection), or a keep-alive scraper would wait for the read timeout."""
+    e, port = serving(hub, ", read_timeout: 5s")
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        t0 = time.monotonic()
+        closed, data = closed_within(s, 4)
+        assert closed and time.monotonic() - t0 < 2 and b"edgestream_source_records_total" in data
+    finally:
+        s.close()
+    assert e.stop(2.0)

@@ -125,6 +125,28 @@ def test_gaps_duplicates_and_reboots_are_counted(hub, mosquitto):
     assert (v("gaps"), v("missing_records"), v("gap_fills"), v("duplicates"), v("reboots")) == (1, 2, 1, 2, 1)
 
 
+def test_records_late_into_a_large_gap_are_kept_and_a_hostile_seq_is_refused(hub, mosquitto):
+    e = hub.engine(config(mosquitto))
+    assert e.sources["devices"].source.subscribed.wait(5)
+    pub = publisher(mosquitto)
+    hostile = results("d5", 1, [0]).replace(b'"seq":0', b'"seq":99999999999999999999999999999')
+    try:
+        for s in (0, 1, 2, 5000, 3, 4, 5):
+            publish(pub, "edgestream/d4/results", results("d4", 1, [s]))
+        publish(pub, "edgestream/d5/results", hostile)
+        publish(pub, "edgestream/d5/results", results("d5", 1, [0]))
+        assert wait_for(lambda: len(lines(hub.tmp / "out.jsonl")) == 8), lines(hub.tmp / "out.jsonl")
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    assert e.stop()
+    got = [(r["device"], r["seq"]) for r in lines(hub.tmp / "out.jsonl")]
+    assert got == [("d4", s) for s in (0, 1, 2, 5000, 3, 4, 5)] + [("d5", 0)]
+    (dl,) = hub.out["dlq"]
+    assert "items[0].seq: 99999999999999999999999999999 is out of range" in dl["reason"]
+    assert e.metrics.value("edgestream_source_missing_records_total", component="devices") == 4997
+
+
 def test_a_persistent_session_delivers_what_was_published_while_the_hub_was_down(hub, mosquitto):
     e = hub.engine(config(mosquitto))
     assert e.sources["devices"].source.subscribed.wait(5)

@@ -124,3 +124,85 @@ def test_adding_and_removing_components(hub):
     assert set(e.pipelines) == {"p", "r"} and set(e.sources) == {"s", "u"}
     assert wait_for(lambda: hub.out.get("other") == [{"k": 1}])
     assert svc.stop()
+
+
+def _hostile_reloads():
+    from hubtest import ALIAS_BOMB, deep_yaml
+
+    sql = "filter: {field: j, ge: 0}"
+    ors = " OR ".join(f"j = {i}" for i in range(300))
+    return {
+        "latin-1 comment": lambda text: text.encode() + b"# temperature in \xb0C\n",
+        "3000 levels deep": lambda text: text.encode() + deep_yaml(3000).split(b"\n")[-2] + b"\n",
+        "alias bomb": lambda text: ALIAS_BOMB.split(b"sources:")[0] + text.encode(),
+        "over 1 MiB": lambda text: text.encode() + b"#" * (1 << 20),
+        "an empty WINDOW clause": lambda text: text.replace(sql, 'sql: "SELECT j FROM s WINDOW w AS ()"').encode(),
+        "a number cut short": lambda text: text.replace(sql, 'sql: "SELECT j FROM s WHERE j = 1e"').encode(),
+        "300 ORs": lambda text: text.replace(sql, f'sql: "SELECT j FROM s WHERE {ors}"').encode(),
+    }
+
+
+def test_no_bad_file_ends_the_running_hub(hub, caplog):
+    hub.scripts["s"] = [{"i": 0}]
+    hub.scripts["t"] = []
+    svc = service(hub, CONFIG)
+    e = engine(svc)
+    good = (hub.tmp / "hub.yaml").read_text()
+    cases = _hostile_reloads()
+    for name, make in cases.items():
+        (hub.tmp / "hub.yaml").write_bytes(make(good))
+        assert not svc.reload(), name
+        assert "config reload refused" in caplog.text, name
+        caplog.clear()
+    assert svc.reloads == {"ok": 0, "refused": len(cases), "failed": 0}
+    assert e.metrics.value("edgestream_hub_config_reloads_total", result="refused") == len(cases)
+    hub.scripts["s"].append({"i": 1})
+    assert wait_for(lambda: len(hub.out.get("out", [])) == 2)  # still running
+    assert svc.stop()
+
+
+def test_any_exception_while_loading_a_reload_refuses_it(hub, caplog):
+    hub.scripts["s"] = []
+    hub.scripts["t"] = []
+    svc = service(hub, CONFIG)
+
+    def broken():
+        raise RuntimeError("a bug in a plugin's check")
+
+    svc.load = broken  # type: ignore[method-assign]
+    assert not svc.reload()
+    assert "config reload refused, the running config keeps going" in caplog.text
+    assert "RuntimeError: a bug in a plugin's check" in caplog.text
+    assert svc.reloads["refused"] == 1
+    assert svc.stop()
+
+
+def test_the_config_watcher_survives_a_crash_and_says_so(hub, caplog, monkeypatch):
+    import threading
+
+    from edgestream_hub import service as service_module
+
+    hub.scripts["s"] = []
+    hub.scripts["t"] = []
+    real = service_module._stat
+    crashes = [2]
+
+    def flaky(path):
+        if crashes[0] and threading.current_thread().name == "config-watch":
+            crashes[0] -= 1
+            raise RuntimeError("stat exploded")
+        return real(path)
+
+    monkeypatch.setattr(service_module, "_stat", flaky)
+    svc = service(hub, CONFIG, watch=True)
+    runner = threading.Thread(target=svc.run, daemon=True)
+    runner.start()
+    assert wait_for(lambda: not crashes[0])
+    rewrite(hub, svc, "other: {memory: {}}", "other: {memory: {}, label: other2}")
+    assert wait_for(lambda: svc.reloads["ok"] == 1)  # still watching
+    svc.stop_requested.set()
+    runner.join(10)
+    assert not runner.is_alive()
+    crashed = [r for r in caplog.records if "config watch crashed" in r.getMessage()]
+    assert crashed and crashed[0].levelname == "ERROR" and crashed[0].exc_info is not None
+    assert "RuntimeError: stat exploded" in crashed[0].getMessage()

@@ -237,3 +237,78 @@ def test_flattened_records_keep_their_key_order_and_share_names():
     assert recs[0] == {"device": "d1", "boot": 7, "seq": 0, "sensor": "temp", "window": "w", "start": 0, "end": 10,
                        "avg": 1.5, "ts": 10}
     assert recs[0]["sensor"] is recs[1]["sensor"]  # one str per name, not one per record
+
+
+# -- sequence tracking: exact for late fills whatever the gap, bounded in memory --
+
+def test_a_record_late_into_a_large_gap_is_kept():
+    t = SeqTracker()
+    kept = [s for s in (0, 1, 2, 5000, 3, 4, 5) if t.accept("d4", "results", 1, s)]
+    assert kept == [0, 1, 2, 5000, 3, 4, 5]
+    assert (t.stats.gaps, t.stats.missing, t.stats.late_fills, t.stats.duplicates) == (1, 4997, 3, 0)
+    assert not t.accept("d4", "results", 1, 4)  # a seq really seen is still a duplicate
+    assert t.stats.duplicates == 1
+
+
+def test_a_huge_jump_does_not_silence_the_device():
+    t = SeqTracker()
+    assert t.accept("d", "results", 1, 0) and t.accept("d", "results", 1, 2**31 - 1)
+    assert all(t.accept("d", "results", 1, s) for s in range(1, 100))
+    assert t.stats.duplicates == 0 and t.stats.late_fills == 99
+
+
+def test_records_before_the_first_one_seen_are_kept_once():
+    t = SeqTracker()
+    kept = [s for s in (7, 3, 9, 3, 0, 8, 7) if t.accept("d", "results", 1, s)]
+    assert kept == [7, 3, 9, 0, 8]
+    # what came before the first record seen was never counted missing, so it fills no gap
+    assert (t.stats.gaps, t.stats.missing, t.stats.late_fills, t.stats.duplicates) == (1, 1, 1, 2)
+
+
+def test_past_the_bound_the_oldest_gap_is_forgotten_and_said_so():
+    from edgestream_hub.wire import MAX_GAPS
+
+    t = SeqTracker()
+    seq = 0
+    t.accept("d", "results", 1, 0)
+    for _ in range(MAX_GAPS + 1):  # each jump opens one more gap
+        seq += 2
+        t.accept("d", "results", 1, seq)
+    assert t.stats.forgotten_gaps == 1
+    assert t.forgot["d"].gaps == 1 and (t.forgot["d"].first, t.forgot["d"].last) == (1, 1)
+    # below the forgotten gap nothing can be checked: kept (never silently dropped), and counted
+    assert t.accept("d", "results", 1, 1) and t.accept("d", "results", 1, 0)
+    assert t.stats.unchecked == 2 and t.stats.duplicates == 0
+    # the gaps still remembered are exact
+    assert t.accept("d", "results", 1, 3) and not t.accept("d", "results", 1, 3) and not t.accept("d", "results", 1, 4)
+    assert len(t._streams["d", "results"].gaps or ()) <= 2 * MAX_GAPS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=120).flatmap(
+    lambda xs: st.tuples(st.just(xs), st.permutations(xs))), st.integers(0, 3))
+def test_any_order_of_any_seqs_delivers_each_distinct_seq_once(pair, base):
+    """Permuted and duplicated seqs (spread out by ``base``, so gaps are large): each distinct seq
+    is kept exactly once and every other arrival is counted as a duplicate."""
+    _, order = pair
+    order = [s * 10**base for s in order]
+    t = SeqTracker()
+    kept = [s for s in order if t.accept("d", "results", 1, s)]
+    assert sorted(kept) == sorted(set(order))
+    assert t.stats.duplicates == len(order) - len(set(order))
+    assert t.stats.unchecked == 0  # fewer gaps than the bound: every check was exact
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 400), min_size=1, max_size=300))
+def test_past_the_gap_bound_no_record_is_lost(order):
+    """Many gaps at once: some are forgotten, yet every distinct seq is still kept (at least once),
+    and a record is only dropped as a duplicate if its seq was really seen."""
+    t = SeqTracker()
+    seen: set[int] = set()
+    for s in order:
+        if not t.accept("d", "results", 1, s):
+            assert s in seen
+        seen.add(s)
+    st_ = t.stats
+    assert st_.duplicates + st_.unchecked >= len(order) - len(seen)

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from edgestream_tools.deploy import add_board_commands
 
     add_board_commands(sub)  # deploy, test, logs, check
+    from edgestream_tools import agent_bench
+
+    agent_bench.add_parser(sub)
 
 
 def _check_config(path: str) -> None:
@@ -67,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.agent_cmd in deploy.COMMANDS:
         return deploy.run(args)
+    if args.agent_cmd == "bench":
+        from edgestream_tools import agent_bench
+
+        return agent_bench.run(args)
     if args.agent_cmd != "replay":  # pragma: no cover - argparse enforces it
         raise ReplayError(f"unknown agent command {args.agent_cmd!r}")
     _check_config(args.config)

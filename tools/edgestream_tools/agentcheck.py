@@ -414,7 +414,7 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
             work = Path(tmp)
             write_boot(work)
             if lib is None and profile != "frozen":
-                lib = mp.mpy_bundle()  # the checkout's .mpy -O3 bundle, in the board's /lib
+                lib = mp.mpy_bundle(profile)  # the checkout's .mpy -O3 bundle for the profile's arch, in /lib
             # (the board's filesystem is its folder: a serial port is reached through a link in it)
             cfg, rep.notes = _for_check(raw, "tty", free_port())
             kind = (cfg.get("transport") or {}).get("type", "none")

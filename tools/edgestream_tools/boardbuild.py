@@ -99,6 +99,26 @@ def cross_flags() -> list[str]:
     )
 
 
+#: ``mpy-cross -march`` of the code a 32-bit unix port runs natively, by host machine (see native_arch).
+NATIVE_ARCHS: dict[str, str] = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86",
+                                "armv7l": "armv7m", "armv6l": "armv6"}
+
+
+def native_arch() -> str:
+    """The ``mpy-cross -march`` of the board build's machine code: frozen and ``.mpy`` native code must match it.
+
+    ``x86`` on x86 hosts (the ``-m32`` build); ARM hosts build natively. An
+    ``.mpy`` of another arch is refused at import (``incompatible .mpy arch``).
+    """
+    machine = platform.machine().lower()
+    try:
+        return NATIVE_ARCHS[machine]
+    except KeyError:
+        raise BoardBuildError(
+            f"no native code arch known for a {machine} host: set EDGESTREAM_MICROPYTHON to a unix-port build"
+        ) from None
+
+
 def _digest(paths: list[Path], extra: str) -> str:
     h = hashlib.sha256(extra.encode())
     for p in sorted(set(paths)):
@@ -123,7 +143,7 @@ def inputs(variant: str) -> list[Path]:
 
 def stamp_value(variant: str) -> str:
     """The sha256 the variant's stamp must hold for its binary to be current."""
-    return _digest(inputs(variant), " ".join((variant, *MAKE_OPTIONS, *cross_flags())))
+    return _digest(inputs(variant), " ".join((variant, *MAKE_OPTIONS, *cross_flags(), native_arch())))
 
 
 def _stamp(variant: str) -> Path:
@@ -248,6 +268,8 @@ def build(variant: str = "frozen", log: Log = None) -> Path:
             f"FROZEN_MANIFEST={VARIANTS[variant]}",
             f"MPY_LIB_DIR={lib}",
             f"MICROPY_MANIFEST_PORT_DIR={PORT_DIR}",
+            # frozen @micropython.native code is machine code: the build's own arch
+            f"MPY_CROSS_FLAGS=-march={native_arch()}",
         ],
         port,
         f"the {variant} unix port",

@@ -2,8 +2,17 @@
 
 ``edgestream firmware bundle --board rp2040 --out build/mpy/rp2040`` writes
 ``edgestream_shared/*.mpy`` and ``edgestream_agent/*.mpy`` ready for
-``mpremote cp -r`` into a board's ``/lib``. Plain bytecode is architecture
-neutral; ``--arch`` matters once modules use ``@micropython.native``/``viper``.
+``mpremote cp -r`` into a board's ``/lib``.
+
+A bundle is per architecture: the agent's hot path (``@micropython.native``
+functions: ``chain``, ``pipeline``, the windows, ``aggregate``, ``sim``) is
+compiled to machine code for ``--arch`` (``--board`` picks it: ``armv6m``
+for RP2040, ``xtensawin`` for ESP32), and a port refuses an ``.mpy`` whose
+machine code is for another arch (``ValueError: incompatible .mpy arch``).
+Without ``--arch`` the bundle is plain bytecode for any port: the
+``@micropython.native`` lines are left out before compiling, so the same
+functions run interpreted (the same results, slower).
+
 Bundles are ``-O3`` unless asked otherwise: no asserts, no line numbers, less
 heap (the agent's documented heap figures assume it); ``-O0`` keeps line
 numbers in tracebacks.
@@ -16,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 from edgestream_hub.errors import EdgeStreamError
@@ -27,8 +38,21 @@ ARCHS: dict[str, str] = {"rp2040": "armv6m", "esp32": "xtensawin"}
 #: Every ``-march`` mpy-cross accepts.
 MPY_CROSS_ARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
                    "xtensa", "xtensawin", "rv32imc", "rv64imc", "host", "debug")
+#: The ``-march`` of each native arch number a port reports (``sys.implementation._mpy >> 10``; 0: none).
+NATIVE_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+                "xtensa", "xtensawin", "rv32imc", "rv64imc")
+
+
+def arch_of(mpy: int | None) -> str | None:
+    """The ``-march`` whose machine code a port runs, from its ``sys.implementation._mpy`` (None: bytecode only)."""
+    if mpy is None:
+        return None
+    n = (mpy >> 10) & 0xF
+    return NATIVE_ARCHS[n] if n < len(NATIVE_ARCHS) else None
 DEVICE_PACKAGES = ("edgestream_shared", "edgestream_agent")
 DEFAULT_OPT = 3
+#: A decorator line that asks for machine code; a bytecode bundle leaves it out.
+NATIVE_LINE = re.compile(r"^[ \t]*@micropython\.native[ \t]*(#.*)?$", re.M)
 
 
 class BundleError(EdgeStreamError):
@@ -77,30 +101,46 @@ def mpy_cross_version() -> str:
     return subprocess.run([mpy_cross(), "--version"], capture_output=True, text=True).stdout.strip()
 
 
+def bytecode_source(text: str) -> str:
+    """A module's source without its ``@micropython.native`` lines: the same functions, interpreted.
+
+    The lines become blank ones, so line numbers stay those of the source.
+    """
+    return NATIVE_LINE.sub("", text)
+
+
 def build(out_dir: Path, arch: str | None = None, opt: int = DEFAULT_OPT) -> list[Path]:
-    """Compile every device module into ``out_dir``; returns the .mpy paths."""
+    """Compile every device module into ``out_dir`` (machine code for ``arch``, or bytecode); returns the .mpy paths."""
     check_arch(arch)
     check_opt(opt)
     exe = mpy_cross()
     written = []
-    for src, rel in sources():
-        dest = Path(out_dir) / rel.with_suffix(".mpy")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [exe, f"-O{opt}", "-s", str(rel), "-o", str(dest)]
-        if arch:
-            cmd.append(f"-march={arch}")
-        proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            why = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
-            raise BundleError(f"{rel}: mpy-cross -march={arch or 'bytecode'} -O{opt} failed:\n{why}")
-        written.append(dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        for src, rel in sources():
+            dest = Path(out_dir) / rel.with_suffix(".mpy")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [exe, f"-O{opt}", "-s", str(rel), "-o", str(dest)]
+            if arch:
+                cmd.append(f"-march={arch}")
+            else:
+                text = src.read_text()
+                if NATIVE_LINE.search(text):
+                    src = Path(tmp) / rel
+                    src.parent.mkdir(parents=True, exist_ok=True)
+                    src.write_text(bytecode_source(text))
+            proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                why = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
+                raise BundleError(f"{rel}: mpy-cross -march={arch or 'bytecode'} -O{opt} failed:\n{why}")
+            written.append(dest)
     return written
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="firmware_cmd", required=True)
     b = sub.add_parser("bundle", help="compile the agent and shared packages to .mpy")
-    b.add_argument("--arch", help="mpy-cross -march (armv6m for RP2040, xtensawin for ESP32)")
+    b.add_argument("--arch", help="mpy-cross -march of the machine code (armv6m for RP2040, xtensawin for ESP32; "
+                                  "default: bytecode for any port, without machine code)")
     b.add_argument("--board", choices=sorted(ARCHS), help="shorthand for the board's --arch")
     b.add_argument("--out", default="build/mpy", help="output folder (default: build/mpy)")
     b.add_argument("-O", dest="opt", type=int, default=DEFAULT_OPT,
@@ -120,5 +160,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     arch = args.arch or (ARCHS[args.board] if args.board else None)
     files = build(Path(args.out), arch, args.opt)
-    print(f"wrote {len(files)} .mpy files for {arch or 'any arch'} (-O{args.opt}) to {args.out}")
+    what = f"{arch} (machine code for the hot path)" if arch else "any arch (bytecode only)"
+    print(f"wrote {len(files)} .mpy files for {what} (-O{args.opt}) to {args.out}")
     return 0

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("edgestream_tools.demo", "run the end-to-end demo on an embedded default"),
     "firmware": ("edgestream_tools.bundle", "build .mpy bundles of the device packages"),
-    "agent": ("edgestream_tools.agent_cli", "replay recorded samples through an agent config"),
+    "agent": ("edgestream_tools.agent_cli", "work with agents: replay, check, bench, deploy, test, logs"),
     "vboard": ("edgestream_tools.vboard", "run a virtual board on a pty for mpremote: edgestream vboard --board esp32"),
     "hub": ("edgestream_hub.cli", "run or check the hub: edgestream hub run|check -c hub.yaml"),
+    "devices": ("edgestream_tools.devices_cli", "list devices, push a config, sync their clocks (hub.yaml devices)"),
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
 }
 

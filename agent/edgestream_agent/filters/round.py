@@ -1,8 +1,6 @@
 # round{digits}: round half to even to `digits` decimals (a no-op when the
 # sensor's own decimals are not more than digits).
 
-from edgestream_agent.fixed import div_round
-
 
 class Round:
     def __init__(self, p, f):
@@ -11,12 +9,6 @@ class Round:
             d += 1
         # one step of the sensor's fixed point below the wanted digits
         self.q = 10 ** (d - p["digits"]) if p["digits"] < d else 1
-
-    def push(self, t, v):
-        q = self.q
-        if q == 1:
-            return v
-        return div_round(v, q) * q
 
 
 FILTER = Round

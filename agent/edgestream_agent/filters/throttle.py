@@ -7,11 +7,5 @@ class Throttle:
         self.interval = p["interval_ms"]
         self.last_t = None
 
-    def push(self, t, v):
-        if self.last_t is not None and t - self.last_t < self.interval:
-            return None
-        self.last_t = t
-        return v
-
 
 FILTER = Throttle

@@ -2,6 +2,9 @@
 # unix port. Each type is one small module with one class:
 #   __init__(cfg, factor)  cfg: validated source config; factor: 10**decimals
 #   read(t_ms) -> fixed-point int (value * factor), or None for "no reading"
+#   read_block(t_ms, period_ms, buf, n) -> t0   (sim, adc: a sensor's `block`):
+#       n readings period_ms apart into buf, buf[i] at t0 + i * period_ms
+#       (sim: the block that ends at t; adc: a burst from t on)
 #   deinit()
 # Hardware sources scale raw readings with scale.py. Adding a type = one
 # module here + a line in _TYPES + its parameter spec in config.SOURCES

@@ -10,6 +10,8 @@
 import math
 from array import array
 
+from edgestream_agent.timebase import micropython
+
 _N = 64  # sine table resolution (per period)
 _TABLES = {}  # amplitude -> sine table
 
@@ -50,6 +52,15 @@ class Sim:
             self.x = (self.x * 75 + 74) % 65537  # ZX81 LCG: x < 2**17
             v += (self.x - 32768) * self.noise // 32768
         return v
+
+    @micropython.native
+    def read_block(self, t, period_ms, buf, n):
+        # The n samples of the block that ends at t, period_ms apart, into
+        # buf -> the first one's time
+        t0 = t - (n - 1) * period_ms
+        for i in range(n):
+            buf[i] = self.read(t0 + i * period_ms)
+        return t0
 
     def deinit(self):
         pass

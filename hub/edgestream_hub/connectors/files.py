@@ -1,7 +1,8 @@
 """File source (CSV or JSON lines; read once or follow) and file sink (JSON lines or CSV, rotation).
 
-The source emits one record per line (CSV: per row, values that look like
-numbers become numbers); a bad line (not UTF-8, not strict JSON, anything its
+The source emits one record per line (CSV: per record, read by the hub's one
+CSV rule in ``edgestream_hub.cells``: quoted cells may span lines, JSON numbers
+become numbers); a bad line (not UTF-8, not strict JSON, anything its
 decoding raises) goes to the dead-letter sink with its line number, through
 ``Ingest`` like every source's refusals, and reading goes on. In ``follow``
 mode it tails the file like ``tail -F``: it waits for new lines, and starts
@@ -9,9 +10,13 @@ over when the file is truncated or replaced (rotation). A half-written last
 line is held back until its newline arrives.
 
 The sink appends one line per record and rotates by size or age: the current
-file is renamed to ``<stem>-<UTC time>-<n><suffix>`` and a new one is started;
-``keep`` bounds how many rotated files are kept, and only files named exactly
-so are ever deleted. A sink that receives dead letters and sets no rotation
+file is renamed to ``<stem>-<UTC time>-<n><suffix>`` and a new one is started.
+``n`` counts rotations: each is one more than the largest ``n`` already in the
+folder, so it goes on across restarts, and ``keep`` keeps the ``keep`` files
+with the largest ``n`` (the UTC time only informs: a gateway's clock may jump
+back). Only regular files named exactly so (ASCII digits) are ever deleted, never
+the file just rotated; a file that cannot be deleted is logged once and writing
+goes on. A sink that receives dead letters and sets no rotation
 rotates at 10 MiB and keeps 5. JSON lines are encoded by one encoder made at
 construction and written with one ``write`` per batch; a batch holding a record
 that needs more (a non-finite number, written as null and counted; a type JSON
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgestream_hub import deadletter, jsonio
-from edgestream_hub.cells import convert_cell
+from edgestream_hub.cells import CsvRows
 from edgestream_hub.components import ComponentContext, PollingSource, Sink
 from edgestream_hub.errors import StartError
 from edgestream_hub.ingest import Ingest, why
@@ -108,8 +113,9 @@ class FileSource(PollingSource):
         self._f: Any = None
         self._ino: int | None = None
         self._buf = b""
+        self._skipping = False  # dropping the rest of a line already refused as too long
         self._lineno = 0
-        self._header: list[str] | None = None
+        self._csv = CsvRows(self.convert, self.max_line)
         self._missing_logged = False
 
     def open(self) -> None:
@@ -131,22 +137,22 @@ class FileSource(PollingSource):
         self._missing_logged = False
         if self._f is not None:
             self._f.close()
+            if self._csv.holding:
+                start = self._csv.start
+                self._reject(self._csv.abandon(), f"line {start}: the file was replaced while the record's quoted "
+                                                  "cell was open")
         self._f = f
         self._ino = os.fstat(f.fileno()).st_ino
         self._buf = b""
+        self._skipping = False
         self._lineno = 0
-        self._header = None
+        self._csv = CsvRows(self.convert, self.max_line)
         if self.start_at_end:
             self.start_at_end = False  # only the first open skips what is there
             if self.format == "csv":
-                self._header_from(f.readline())
+                self._lines([f.readline().rstrip(b"\n")])  # the header
             f.seek(0, os.SEEK_END)
         return True
-
-    def _header_from(self, line: bytes) -> None:
-        self._lineno += 1
-        row = next(csv.reader([line.decode("utf-8", "replace")]), [])
-        self._header = [c.strip() for c in row]
 
     def _rotated(self) -> bool:
         try:
@@ -161,64 +167,77 @@ class FileSource(PollingSource):
         chunk = self._f.read(1 << 16)
         if not chunk:
             if not self.follow:
-                if self._buf:  # a last line without newline
-                    out = self._lines([self._buf])
-                    self._buf = b""
-                    return out, 0
-                return [], None
+                out = self._lines([self._buf]) if self._buf and not self._skipping else []  # a last line
+                self._buf = b""
+                if self.format == "csv":
+                    try:
+                        self._csv.finish()
+                    except ValueError as e:
+                        self._reject(self._csv.refused, f"line {self._csv.start}: {e}")
+                return out, (0 if out else None)
             if self._rotated():
                 self.ctx.log.info("%s was rotated or truncated: reading it from the start", self.path)
                 self._open()
                 return [], 0
             return [], self.poll_s
         data = self._buf + chunk
+        if self._skipping:  # the rest of a line refused as too long: not a line of its own
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._buf = b""
+                return [], 0
+            data = data[nl + 1:]
+            self._skipping = False
         lines = data.split(b"\n")
         self._buf = lines.pop()
-        if len(self._buf) > self.max_line:
+        out = self._lines(lines)
+        if len(self._buf) > self.max_line:  # a line too long, its newline not here yet
             self._lineno += 1
             self._reject(self._buf, f"line {self._lineno}: longer than {self.max_line} bytes")
             self._buf = b""
-        return self._lines(lines), 0
+            self._skipping = True
+        return out, 0
 
     def _reject(self, raw: Any, reason: str) -> None:
         self.ingest.reject(raw, f"{self.path}: {reason}")
 
     def _lines(self, lines: list[bytes]) -> list[Record]:
         out: list[Record] = []
+        csv_rows = self._csv if self.format == "csv" else None
         for raw in lines:
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if self.format == "csv" and self._header is None:
-                self._header_from(raw)
-                continue
             self._lineno += 1
-            if not raw.strip():
-                continue
             if len(raw) > self.max_line:
                 self._reject(raw, f"line {self._lineno}: longer than {self.max_line} bytes")
                 continue
-            try:
-                r = self._record(raw)
-            except Exception as e:  # one line's failure is that line's, never the source's
-                self._reject(raw, f"line {self._lineno}: {why(e)}")
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if csv_rows is not None:
+                r = self._csv_line(csv_rows, raw)
+            elif not raw.strip():
                 continue
+            else:
+                r = self.ingest.json_object(raw, f"{self.path}: line {self._lineno}")
             if r is not None:
                 out.append(r)
         return out
 
-    def _record(self, raw: bytes) -> Record | None:
-        """One line -> a record; None if it was refused (and dead-lettered); raises on bad input."""
-        if self.format == "jsonl":
-            return self.ingest.json_object(raw, f"{self.path}: line {self._lineno}")
+    def _csv_line(self, rows: CsvRows, raw: bytes) -> Record | None:
+        """One CSV line -> the record it completes, if any; a refused record is dead-lettered."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
-        row = next(csv.reader([text]), [])
-        hdr = self._header or []
-        if len(row) != len(hdr):
-            raise ValueError(f"{len(row)} columns, the header has {len(hdr)}")
-        return {k: (convert_cell(v) if self.convert else v) for k, v in zip(hdr, row)}
+            reason = f"line {self._lineno}: not UTF-8 ({e.reason} at byte {e.start})"
+            if rows.holding:  # the record this line belonged to cannot be read either
+                start = rows.start
+                self._reject(rows.abandon().encode() + b"\n" + raw, f"{reason}, in the record from line {start}")
+            else:
+                self._reject(raw, reason)
+            return None
+        try:
+            return rows.feed(text, self._lineno)
+        except Exception as e:  # one record's failure is that record's, never the source's
+            self._reject(rows.refused, f"line {rows.start}: {why(e)}")
+            return None
 
     def close(self) -> None:
         if self._f is not None:
@@ -241,9 +260,8 @@ def _check_file_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("start", "str", "Where `follow` starts in an existing file.", default="beginning",
           choices=("beginning", "end")),
     Field("poll_interval", "duration", "How often `follow` checks for new lines.", default="200ms", min=1),
-    Field("convert", "bool", "CSV: turn values that look like numbers into numbers, true/false into booleans, "
-          "empty into null.",
-          default=True),
+    Field("convert", "bool", "CSV: turn cells that are JSON numbers into numbers, true/false into booleans, "
+          "empty into null (the rest stays text).", default=True),
     Field("batch", "int", "Most records emitted per read.", default=1000, min=1),
     Field("max_line", "size", "Longest accepted line.", default="1MiB"),
 ], check=_check_file_source, example="sources:\n  replay: {file: {path: readings.jsonl, mode: once}}"))
@@ -265,9 +283,10 @@ class FileSink(Sink):
             # dead letters come from outside: bound them unless the config chose its own rotation
             self.rotate_size, self.keep = deadletter.DEFAULT_ROTATE_SIZE, self.keep or deadletter.DEFAULT_KEEP
         self.fsync = config["fsync"]
-        # exactly the names _rotate() gives: <stem>-<UTC time>-<n><suffix>
-        self._rotated_name = re.compile(re.escape(self.path.stem) + r"-(\d{8}T\d{6})-(\d+)"
+        # exactly the names _rotate() gives: <stem>-<UTC time>-<n><suffix> (ASCII digits: \d takes any script's)
+        self._rotated_name = re.compile(re.escape(self.path.stem) + r"-([0-9]{8}T[0-9]{6})-([0-9]+)"
                                         + re.escape(self.path.suffix) + r"\Z")
+        self._undeletable: set[Path] = set()  # rotations a prune could not delete (logged once each)
         self.columns: list[str] | None = config["columns"]
         self._cols: list[str] | None = None
         self._f: Any = None
@@ -293,27 +312,48 @@ class FileSink(Sink):
                 self._cols = next(csv.reader(f), None)
 
     def _rotate(self) -> None:
-        self._f.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        for _ in range(1_000_000):  # never replace an earlier rotation (a restart in the same second)
-            self._seq += 1
-            target = self.path.with_name(f"{self.path.stem}-{stamp}-{self._seq}{self.path.suffix}")
-            if not target.exists():
-                break
-        os.replace(self.path, target)
-        if self.keep:
-            for p in self.rotated()[:-self.keep]:
-                p.unlink(missing_ok=True)
-        self._open()
+        """Rename the current file to the next rotation and start a new one, then prune to ``keep``.
 
-    def rotated(self) -> list[Path]:
-        """The files this sink's rotation made (and only those), oldest first."""
+        The new file is opened whatever happens to the rename; a prune failure is logged, never raised."""
+        self._f.close()
+        mine = self._mine()
+        try:
+            self._seq = max(self._seq, max((n for n, _, _ in mine), default=0))
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            for _ in range(1_000_000):  # never replace an earlier rotation
+                self._seq += 1
+                target = self.path.with_name(f"{self.path.stem}-{stamp}-{self._seq}{self.path.suffix}")
+                if not target.exists():
+                    break
+            os.replace(self.path, target)
+        finally:
+            self._open()
+        if self.keep:
+            older = [p for _, _, p in sorted(mine) if p != target]
+            self._prune(older[:max(0, len(older) - (self.keep - 1))])
+
+    def _prune(self, paths: list[Path]) -> None:
+        for p in paths:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as e:
+                if p not in self._undeletable:
+                    self._undeletable.add(p)
+                    self.ctx.log.error("cannot delete the old rotation %s (keep: %d): %s; writing goes on", p,
+                                       self.keep, e.strerror or e)
+
+    def _mine(self) -> list[tuple[int, str, Path]]:
+        """``(n, UTC time, path)`` of the files this sink's rotation made: regular files named like one."""
         mine = []
         for p in self.path.parent.iterdir():
             m = self._rotated_name.match(p.name)
-            if m:
-                mine.append((m.group(1), int(m.group(2)), p))
-        return [p for _, _, p in sorted(mine)]
+            if m and p.is_file():
+                mine.append((int(m.group(2)), m.group(1), p))
+        return mine
+
+    def rotated(self) -> list[Path]:
+        """The files this sink's rotation made (and only those), oldest first (in the order they were made)."""
+        return [p for _, _, p in sorted(self._mine())]
 
     def write(self, records: list[Record]) -> list[tuple[Any, str]]:
         if self._f is None:
@@ -426,9 +466,10 @@ def _check_file_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("columns", "list[str]", "CSV columns (default: the first record's fields).", default=None),
     Field("rotate_size", "size", "Rotate when the file reaches this size. A sink that receives dead letters and "
           "sets no rotation rotates at 10MiB and keeps 5.", default=None),
-    Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None),
-    Field("keep", "int", "Rotated files to keep (0: all); only files named like its rotations "
-          "(`<stem>-<UTC time>-<n><suffix>`) are ever deleted.", default=0, min=0),
+    Field("rotate_interval", "duration", "Rotate when the file is this old.", default=None, max=366 * 86_400_000),
+    Field("keep", "int", "Rotated files to keep (0: all): the newest by rotation count `n`, whatever their UTC "
+          "time says; only regular files named like its rotations (`<stem>-<UTC time>-<n><suffix>`) are ever "
+          "deleted.", default=0, min=0),
     Field("fsync", "bool", "fsync after every batch (slower, survives power loss).", default=False),
 ], check=_check_file_sink, example="sinks:\n  archive: {file: {path: out/results.jsonl, rotate_size: 10MB, keep: 5}}"))
 def file_sink(config: dict[str, Any], ctx: ComponentContext) -> FileSink:

@@ -7,15 +7,20 @@ object, an array of objects, or (``format: wire``) one wire message, decoded by
 "rejected": m}`` once the records are queued (a full pipeline delays the
 answer: HTTP clients feel the backpressure), 400 with the reason for a body it
 cannot decode (the body goes to the dead-letter sink: JSON nested too deep,
-``NaN``, not UTF-8, ...), 413 for a body over ``max_body``. Every refusal is
-counted in ``edgestream_source_http_refusals_total{component, code}``.
+``NaN``, not UTF-8, ...), 413 for a body over ``max_body``. Every refusal (the
+431 and 400 of a malformed head included) is counted in
+``edgestream_source_http_refusals_total{component, code}``.
 
-Slow or stalled clients cannot pin it (``BoundedHTTPServer``, shared with
-``/metrics``): each connection has ``read_timeout`` to send a request
-(headers, and the whole body: 408 after that), at most ``max_connections``
-are served at once (more are answered 503 and closed at once), and ``stop()``
-returns without waiting for a client: connections still reading are shut
-down, requests being answered finish.
+Slow or stalled clients cannot pin it (``BoundedHTTPServer`` and
+``DeadlineHandler``, shared with ``/metrics``): each request has
+``read_timeout`` to send its whole head (request line and headers), and then
+its whole body, however slowly it trickles (408 after that), at most
+``max_connections`` are served at once (more are answered 503 and closed at
+once), and ``stop()`` returns without waiting for a client: connections still
+reading are shut down, requests being answered finish. Framing two servers
+could read two ways is refused with 400 (two ``Content-Length`` headers, one
+that is not ASCII digits, ``Transfer-Encoding`` beside it); a chunked body
+gets 411.
 
 The sink POSTs each batch as a JSON array (or JSON lines), non-finite numbers
 written as null. A 2xx answer is success; 408, 429, 5xx, timeouts and
@@ -28,21 +33,19 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import time
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import ComponentError, StartError
-from edgestream_hub.httpserver import BoundedHTTPServer
+from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
 
 Record = dict[str, Any]
 REFUSALS = "edgestream_source_http_refusals_total"
-_CODES = ("400", "401", "408", "413", "503")  # refusal counters that exist (at 0) from the start
+_CODES = ("400", "401", "408", "413", "431", "503")  # refusal counters that exist (at 0) from the start
 
 
 class HttpSource(Source):
@@ -64,12 +67,11 @@ class HttpSource(Source):
 
         class Handler(_Handler):
             source = src
-            timeout = src.read_timeout_s  # each read of a request line or header
 
         try:
             self.server = BoundedHTTPServer((self.host, self.port), Handler, max_connections=self.max_connections,
                                             read_timeout_s=self.read_timeout_s, log=self.ctx.log,
-                                            name=f"source-{self.ctx.label}", on_refused=lambda: self.refused(503))
+                                            name=f"source-{self.ctx.label}", on_refused=self.refused)
         except OSError as e:
             raise StartError(self.ctx.label, f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from e
         self.port = self.server.server_address[1]
@@ -113,23 +115,16 @@ class HttpSource(Source):
         return 200, {"accepted": len(d.records), "rejected": d.rejected}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(DeadlineHandler):
     source: HttpSource
-    server: BoundedHTTPServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt: str, *args: Any) -> None:
         self.source.ctx.log.debug("http: " + fmt, *args)
 
-    def handle(self) -> None:
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection and self.server.reading(self.connection, True):
-            self.handle_one_request()
-
     def _reply(self, code: int, body: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         if code >= 400:
-            self.source.refused(code)
+            self.count_refusal(code)
         if self.server.stopping:
             self.close_connection = True
         data = json.dumps(body).encode()
@@ -157,18 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the body is not read
                 self._reply(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
                 return
-        try:
-            n = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self.close_connection = True
-            self._reply(411, {"error": "Content-Length required"})
+        n = self._length()
+        if n is None:
             return
-        if n > src.max_body or n < 0:
+        if n > src.max_body:
             self.close_connection = True
             self._reply(413, {"error": f"body of {n} bytes is over the {src.max_body} byte limit"})
             return
         try:
-            body = self._read_body(n)
+            body = self.read_body(n)
         except TimeoutError:
             self.close_connection = True
             self._reply(408, {"error": f"the body did not arrive within {src.read_timeout_s:g}s"})
@@ -183,25 +175,31 @@ class _Handler(BaseHTTPRequestHandler):
         code, reply = src.ingest_body(body)
         self._reply(code, reply)
 
-    def _read_body(self, n: int) -> bytes | None:
-        """The body, read within ``read_timeout`` in all (not per read: a trickle cannot hold the
-        connection); None if the connection ended first."""
-        limit = self.source.read_timeout_s
-        deadline = time.monotonic() + limit
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            self.connection.settimeout(left)
-            chunk = self.rfile.read1(min(n - got, 1 << 16))
-            if not chunk:
-                return None
-            parts.append(chunk)
-            got += len(chunk)
-        self.connection.settimeout(limit)
-        return b"".join(parts)
+    def _length(self) -> int | None:
+        """The body's length from its one ``Content-Length``; None once refused (the body is not read).
+
+        Framing that two servers could read two ways is refused (400: the request smuggling class): more
+        than one ``Content-Length``, one that is not plain ASCII digits, ``Transfer-Encoding`` next to it
+        or given twice. A chunked body alone gets 411: this endpoint reads only a ``Content-Length``."""
+        asked_close = self.close_connection  # what the request's Connection header and version say
+        self.close_connection = True  # a refusal closes: the body is not read
+        lengths = self.headers.get_all("Content-Length") or []
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        if len(lengths) > 1:
+            self._reply(400, {"error": "more than one Content-Length header"})
+        elif codings and (lengths or len(codings) > 1):
+            self._reply(400, {"error": "Transfer-Encoding with Content-Length, or given twice: refused "
+                                       "(send one Content-Length)"})
+        elif codings:
+            self._reply(411, {"error": "Content-Length required (Transfer-Encoding is not supported)"})
+        elif not lengths:
+            self._reply(411, {"error": "Content-Length required"})
+        elif not (lengths[0].isascii() and lengths[0].strip().isdigit()):
+            self._reply(400, {"error": f"Content-Length {lengths[0][:20]!r} is not a number of bytes"})
+        else:
+            self.close_connection = asked_close
+            return int(lengths[0])
+        return None
 
 
 def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
@@ -217,9 +215,9 @@ def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("format", "str", "`json`: objects; `wire`: EdgeStream wire messages, flattened like MQTT's.",
           default="json", choices=("json", "wire")),
     Field("max_body", "size", "Largest accepted body.", default="1MiB"),
-    Field("read_timeout", "duration", "How long a connection may take to send a request line or header, and "
-          "to send a whole body (408 after that); an idle keep-alive connection is closed after it.",
-          default="10s", min=1),
+    Field("read_timeout", "duration", "How long a connection may take to send a whole request head (request "
+          "line and headers), and then a whole body, however slowly the bytes trickle in (408 after that); an "
+          "idle keep-alive connection is closed after it.", default="10s", min=1),
     Field("max_connections", "int", "Connections served at once; more are answered 503 and closed at once.",
           default=64, min=1),
 ], check=_check_source, example="sources:\n  ingest: {http: {port: 8088, token: \"${INGEST_TOKEN}\"}}"))

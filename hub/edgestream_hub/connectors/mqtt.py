@@ -64,7 +64,7 @@ class _TlsContext(ssl.SSLContext):
             sock.close()
 
 
-def _client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> tuple[Any, _TlsContext | None]:
+def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> tuple[Any, _TlsContext | None]:
     """A paho client for ``conn`` and its TLS context (None without TLS)."""
     import paho.mqtt.client as mqtt
 
@@ -95,7 +95,7 @@ def _client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> tu
     return c, context
 
 
-def _connect_async(c: Any, conn: dict[str, Any], clean: bool) -> None:
+def mqtt_connect(c: Any, conn: dict[str, Any], clean: bool) -> None:
     kw: dict[str, Any] = {}
     if conn["protocol"] == "5":
         from paho.mqtt.packettypes import PacketTypes
@@ -145,7 +145,7 @@ def connect_error(e: BaseException | None, timeout_s: float) -> str:
     return f"{type(e).__name__}: {e}" if e is not None else "unknown reason"
 
 
-def _attempt_failed(tls: _TlsContext | None, conn: dict[str, Any]) -> str:
+def attempt_failed(tls: _TlsContext | None, conn: dict[str, Any]) -> str:
     """Why the connection attempt paho is handling failed; closes the socket of a failed TLS handshake.
     Called from ``on_connect_fail``, which paho calls inside its ``except OSError:`` block, so the
     exception is still at hand."""
@@ -183,7 +183,7 @@ class MqttSource(Source):
         self._stopping = False
 
     def open(self) -> None:
-        self._client, self._tls = _client(self.conn, self.client_id, self.clean, self.ctx.label)
+        self._client, self._tls = mqtt_client(self.conn, self.client_id, self.clean, self.ctx.label)
         c = self._client
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -193,7 +193,7 @@ class MqttSource(Source):
 
     def start(self, emit: Emit) -> None:
         self._emit = emit
-        _connect_async(self._client, self.conn, self.clean)
+        mqtt_connect(self._client, self.conn, self.clean)
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -281,7 +281,7 @@ class MqttSource(Source):
             self.ctx.log.warning("lost the broker (%s); reconnecting with backoff", reason)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        why = _attempt_failed(self._tls, self.conn)
+        why = attempt_failed(self._tls, self.conn)
         self.ctx.count("edgestream_source_reconnects_total")
         now = time.monotonic()
         last, at = self._last_fail
@@ -379,12 +379,12 @@ class MqttSink(Sink):
         self._encode, self._reset = json_line_encoder(ensure_ascii=True)  # one encoder, not one per record
 
     def open(self) -> None:
-        self._client, self._tls = _client(self.conn, self.client_id, True, self.ctx.label)
+        self._client, self._tls = mqtt_client(self.conn, self.client_id, True, self.ctx.label)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = lambda c, u, f, rc, p=None: self.connected.clear()
         self._client.max_queued_messages_set(0)
-        _connect_async(self._client, self.conn, True)
+        mqtt_connect(self._client, self.conn, True)
         self._client.loop_start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
@@ -396,7 +396,7 @@ class MqttSink(Sink):
         self.connected.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self.why = _attempt_failed(self._tls, self.conn)  # a write that waits in vain says it
+        self.why = attempt_failed(self._tls, self.conn)  # a write that waits in vain says it
 
     def _topic(self, r: Record) -> str:
         if not self.fields:

@@ -1,4 +1,4 @@
-"""Serial source (pyserial): reads the agent's serial framing from a port.
+"""Serial source (pyserial): reads the agent's serial framing from a port, and writes back to it.
 
 Frames (``$<payload>*<crc>\\n``, see docs/wire.md) are read with the shared
 ``FrameReader``: garbage, a bad checksum or a cut frame is counted and sent
@@ -7,10 +7,15 @@ resynchronises at the next newline. Payloads go through ``Ingest`` like the
 MQTT source's (``decode: wire``). When the port
 goes away (unplugged, EIO) it is closed and reopened with backoff until it
 comes back; a port missing at start is waited for the same way.
+
+The port is two-way: ``send(payload)`` frames one wire message with the same
+shared framing and writes it (the device registry sends ``config`` and
+``time`` this way; the source attaches itself to ``ctx.devices`` when it opens).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from edgestream_hub.components import ComponentContext, PollingSource
@@ -37,18 +42,46 @@ class SerialSource(PollingSource):
         self._ser: Any = None
         self._wait_s = self.backoff_min_s
         self._missing_logged = False
+        self._wlock = threading.Lock()  # the port is written from another thread and reopened from this one
         self.opens = 0
+        self.frames_out = 0
+
+    def open(self) -> None:
+        if self.ctx.devices is not None:
+            self.ctx.devices.attach(self.ctx.label, self.send)
+
+    def send(self, payload: bytes) -> bool:
+        """Frame one wire message and write it to the port. False when the port is not open or the write
+        failed (logged); raises ``WireError`` for a payload over the frame limit."""
+        import serial
+
+        from edgestream_shared.frame import encode_frame
+
+        frame = encode_frame(payload)
+        with self._wlock:
+            ser = self._ser
+            if ser is None:
+                return False
+            try:
+                ser.write(frame)
+            except (serial.SerialException, OSError) as e:
+                self.ctx.log.warning("cannot write to %s: %s", self.port, e)
+                return False
+            self.frames_out += 1
+        return True
 
     def _open(self) -> bool:
         import serial
 
         try:
-            self._ser = serial.Serial(self.port, self.baudrate, timeout=0)
+            ser = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=2)
         except (serial.SerialException, OSError) as e:
             if not self._missing_logged:
                 self.ctx.log.warning("cannot open %s (%s); retrying with backoff", self.port, e)
                 self._missing_logged = True
             return False
+        with self._wlock:
+            self._ser = ser
         self._missing_logged = False
         self._wait_s = self.backoff_min_s
         self.opens += 1
@@ -93,14 +126,17 @@ class SerialSource(PollingSource):
         return out
 
     def _close_port(self) -> None:
-        if self._ser is not None:
+        with self._wlock:
+            ser, self._ser = self._ser, None
+        if ser is not None:
             try:
-                self._ser.close()
+                ser.close()
             except Exception:
                 pass
-            self._ser = None
 
     def close(self) -> None:
+        if self.ctx.devices is not None:
+            self.ctx.devices.detach(self.ctx.label, self.send)
         self._close_port()
         self.ingest.close()
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import ir
+from .errors import SqlRuntimeError
+from .functions import kind, show
 
 NUMERIC = {"sum", "avg", "stddev", "stddevs", "var", "vars", "median", "percentile"}
 
@@ -39,26 +41,24 @@ def agg_code(a: ir.Agg, v: str, s: str, o: int, const: Callable[[Any], str]) -> 
         if a.star:
             return AggCode(["0"], [f"{S(0)} += 1"], S(0))
         if a.distinct:
-            return AggCode(["set()"], [f"if {v} is not None: {S(0)}.add({v})"], f"len({S(0)})",
-                           [f"if {v} is not None: {v} in {S(0)}"])  # hashes v: raises if unhashable
+            d = f"_d{o}"  # the value as a key (keys.key): TRUE and 1 are two values, 1 and 1.0 one
+            return AggCode(["set()"], [f"if {d} is not None: {S(0)}.add({d})"], f"len({S(0)})",
+                           [f"{d} = {v} if {v}.__class__ is str or {v}.__class__ is int else _keyof({v})",
+                            f"if {d} is not None: {d} in {S(0)}"])  # hashes it: a plugin's value may not hash
         return AggCode(["0"], [f"if {v} is not None: {S(0)} += 1"], S(0))
     if name in ("sum", "avg"):
-        # ints summed exactly; floats by plain addition while the sum stays finite (the usual case costs
-        # one check), then exactly (see ``sum_overflow``); non-finite values counted apart
-        t = f"_f{o}"
-        return AggCode(SUM_INITS, [f"if {v} is not None:", f"    {S(0)} += 1",
-                                   f"    if {v}.__class__ is int: {S(1)} += {v}",
-                                   "    else:", f"        {t} = {S(2)} + {v}",
-                                   f"        if {t} - {t} == 0: {S(2)} = {t}",
-                                   f"        else: {const(sum_overflow)}({s}, {o}, {v})"],
-                       f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+        return AggCode(list(SUM_INITS), sum_add_code(v, s, o, const), f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
     if name in ("min", "max"):
-        # NaN (only a computed value can be one) is skipped like NULL: it compares false, so only the
-        # first value needs the v == v test
-        better = f"_b{o}"
+        # a value of the class of the group's current one compares inline (that one was checked, so this
+        # one is of a kind min/max take); so does a group's first number, string or boolean (NaN, which
+        # only a computation makes, is skipped like NULL); anything else goes to ``better``, which fails
+        # a value of another kind than the group's
+        b = f"_b{o}"
         op = "<" if name == "min" else ">"
-        return AggCode(["None"], [f"if {better}: {S(0)} = {v}"], S(0),
-                       [f"{better} = {v} is not None and ({v} {op} {S(0)} if {S(0)} is not None else {v} == {v})"])
+        return AggCode(["None"], [f"if {b}: {S(0)} = {v}"], S(0),
+                       [f"{b} = {v} is not None and ({v} {op} {S(0)} if {v}.__class__ is {S(0)}.__class__ "
+                        f"else {v} == {v} if {S(0)} is None and {v}.__class__ in _PLAIN "
+                        f"else {const(better)}({S(0)}, {v}, {op!r}, {name + '()'!r}))"])
     if name in ("var", "vars", "stddev", "stddevs"):
         return AggCode(["0"] * VAR_SLOTS, [f"if {v} is not None: {const(var_add)}({s}, {o}, {v})"],
                        f"{const(var_value)}({s}, {o}, {name.endswith('s')}, {name.startswith('stddev')})")
@@ -72,6 +72,19 @@ def agg_code(a: ir.Agg, v: str, s: str, o: int, const: Callable[[Any], str]) -> 
         p = 0.5 if name == "median" else float(a.args[1].value)  # validated constant
         return AggCode(["[]"], [f"if {v} is not None: {S(0)}.append({v})"], f"{const(percentile)}({S(0)}, {p!r})")
     raise ValueError(name)
+
+
+def better(cur: Any, v: Any, op: str, what: str) -> bool:
+    """Whether ``v`` replaces ``cur`` as the min (``op`` "<") or max (">") of a group, when they are not of one
+    class. ``min``/``max`` take numbers, strings or booleans, one kind per group; NaN is skipped like NULL."""
+    k = kind(v)
+    if k not in ("number", "string", "boolean"):
+        raise SqlRuntimeError(f"{what} takes numbers, strings or booleans, got {k} {show(v)}")
+    if cur is None:
+        return v == v
+    if kind(cur) != k:
+        raise SqlRuntimeError(f"{what} cannot compare {k} {show(v)} with the group's earlier {kind(cur)} values")
+    return v < cur if op == "<" else v > cur
 
 
 # -- variance: exact over ints and floats -----------------------------------------------------------
@@ -148,16 +161,34 @@ def _sqrt_ratio(num: int, den: int) -> float:
             return INF
 
 
-# -- sum and avg: the same answer in every window kind --------------------------------------------------
-# slots: 0 non-NULL count, 1 int sum (exact), 2 float sum, 3 its compensation (sliding and count windows:
-# Neumaier, so adding and evicting does not drift), 4 the float sum in exact units of 2**-1074 once the
-# float sum overflowed (else None), 5 floats held (sliding and count windows), 6 +inf, 7 -inf, 8 NaN held.
-# Tumbling, hopping and session windows pay one plain addition and a finiteness check per float; on
-# overflow the state turns exact, so in every window kind a sum is infinite only when the true sum is,
-# and a mean of finite values comes from the exact sum (avg of [1e308, 1e308] is 1e308). Sliding windows
-# turn exact the same way, and back to floats when the range holds no float.
-SUM_INITS = ["0", "0", "0", "0.0", "None", "0", "0", "0", "0"]
+# -- sum and avg: the correctly rounded sum, the same in every window kind -----------------------------------
+# A float sum is kept exactly, as an integer count of units of 2**-E, with E the finest binary place any of
+# the values needs (0.1 needs 2**-55): a float times 2.0**E is then an integer-valued float, converted to an
+# int without rounding. Adding and evicting are exact, so the answer is the correctly rounded sum of the
+# values (as math.fsum gives it), whatever the window kind, the arrival order or the values evicted before;
+# the mean is that exact sum divided by the count, rounded once. The usual value costs one multiplication, a
+# test and an integer addition (``sum_add_code``); a value that needs a finer E, or is huge or not finite,
+# goes through ``sum_slow``.
+# E starts at 52, where every float of magnitude 1 or more is a whole number of units and v * 2.0**52 stays
+# below 2**63 (a fast int) up to v = 2048: typical readings never take the slow path after the first.
+# slots: 0 ints held, 1 their exact sum, 2 2.0**E (NaN when E is beyond the float range: always slow), 3 the
+#        floats' exact sum in units of 2**-E, 4 finite floats held, 5 E, 6 +inf held, 7 -inf held, 8 NaN held
+E0 = 52
+SUM_INITS = ["0", "0", repr(2.0**E0), "0", "0", str(E0), "0", "0", "0"]
 INF = math.inf
+NAN = math.nan
+
+
+def sum_add_code(v: str, s: str, o: int, const: Callable[[Any], str]) -> list[str]:
+    """Statements adding the value in ``v`` to the sum state from slot ``o`` of ``s`` (every window kind)."""
+    x = f"_x{o}"
+    # math.floor of an integer-valued float is that integer, exactly, and cheaper to call than int()
+    return [f"if {v}.__class__ is float:",
+            f"    {x} = {v} * {s}[{o + 2}]",
+            f"    if {x}.is_integer():", f"        {s}[{o + 3}] += _floor({x})", f"        {s}[{o + 4}] += 1",
+            f"    else: {const(sum_slow)}({s}, {o}, {v}, 1)",
+            f"elif {v}.__class__ is int:", f"    {s}[{o}] += 1", f"    {s}[{o + 1}] += {v}",
+            f"elif {v} is not None: {const(sum_slow)}({s}, {o}, {v}, 1)"]
 
 
 def _ratio(a: int, b: int) -> float:
@@ -168,98 +199,75 @@ def _ratio(a: int, b: int) -> float:
         return INF if a > 0 else -INF
 
 
-def _non_finite(s: list, o: int, v: float, d: int) -> None:
-    s[o + (6 if v > 0 else 7 if v < 0 else 8)] += d
-
-
-def _to_exact(s: list, o: int) -> int:
-    """Switch the float sum to exact units (it overflowed); later floats come to the exact sum."""
-    u = s[o + 4] = _units(s[o + 2]) + _units(s[o + 3])
-    s[o + 2], s[o + 3] = INF, 0.0  # a plain addition to INF is never finite: the fast path hands over
-    return u
-
-
-def sum_overflow(s: list, o: int, v: float) -> None:
-    """Tumbling, hopping, session: the plain float sum went non-finite on ``v``."""
-    if v - v != 0:
-        _non_finite(s, o, v, 1)
-        return
-    u = s[o + 4]
-    s[o + 4] = (_to_exact(s, o) if u is None else u) + _units(v)
-
-
-def sum_add(s: list, o: int, v: float) -> None:
-    """Sliding and count windows: add a float (compensated, or exact after an overflow)."""
-    if v - v != 0:
-        _non_finite(s, o, v, 1)
-        return
-    s[o + 5] += 1
-    u = s[o + 4]
-    if u is None:
-        a = s[o + 2]
-        t = a + v
-        if t - t == 0:  # Neumaier: the rounding error of each addition goes to the compensation
-            s[o + 3] += (a - t) + v if abs(a) >= abs(v) else (v - t) + a
-            s[o + 2] = t
+def sum_slow(s: list, o: int, v: Any, d: int) -> None:
+    """Add (``d`` 1) or evict (-1) a float the fast path could not take: a non-finite one is counted apart;
+    a finite one needing a finer unit refines the state's unit first."""
+    if v.__class__ is not float:  # a plugin's number (an int subclass, a Decimal): as the float it is nearest
+        if isinstance(v, int):
+            s[o] += d
+            s[o + 1] += d * int(v)
             return
-        u = _to_exact(s, o)
-    s[o + 4] = u + _units(v)
-
-
-def sum_sub(s: list, o: int, v: float) -> None:
-    """Sliding and count windows: evict a float added by ``sum_add``."""
+        v = float(v)
     if v - v != 0:
-        _non_finite(s, o, v, -1)
+        s[o + (6 if v > 0 else 7 if v < 0 else 8)] += d
         return
-    s[o + 5] -= 1
-    if not s[o + 5]:  # no float left: start the float sum afresh, leaving no rounding behind
-        s[o + 2], s[o + 3], s[o + 4] = 0, 0.0, None
-        return
-    u = s[o + 4]
-    if u is None:
-        a = s[o + 2]
-        t = a - v
-        if t - t == 0:
-            s[o + 3] += (a - t) - v if abs(a) >= abs(v) else (-v - t) + a
-            s[o + 2] = t
-            return
-        u = _to_exact(s, o)
-    s[o + 4] = u - _units(v)
+    num, den = v.as_integer_ratio()
+    e = den.bit_length() - 1  # v = num * 2**-e exactly
+    if e > s[o + 5]:
+        s[o + 3] <<= e - s[o + 5]
+        s[o + 5] = e
+        s[o + 2] = 2.0**e if e < 1000 else NAN  # NaN: no float scales these values exactly, take this path
+    s[o + 3] += d * (num << (s[o + 5] - e))
+    s[o + 4] += d
+
+
+def sum_sub(s: list, o: int, v: Any) -> None:
+    """Sliding and count windows: evict a float added by ``sum_add_code``. The state returns to its first
+    unit when no float is left, so the integers it holds stay small."""
+    x = v * s[o + 2] if v.__class__ is float else NAN
+    if x.is_integer():
+        s[o + 3] -= int(x)
+        s[o + 4] -= 1
+    else:
+        sum_slow(s, o, v, -1)
+    if not s[o + 4]:
+        s[o + 2], s[o + 3], s[o + 5] = 2.0**E0, 0, E0
 
 
 def sum_value(s: list, o: int, mean: bool) -> Any:
     """sum (an int while only ints are held) or avg; NaN with a NaN or both infinities, else ±inf if held."""
-    n = s[o]
+    n = s[o] + s[o + 4] + s[o + 6] + s[o + 7] + s[o + 8]
     if not n:
         return None
     if s[o + 8] or (s[o + 6] and s[o + 7]):
-        return math.nan
+        return NAN
     if s[o + 6] or s[o + 7]:
         return INF if s[o + 6] else -INF
-    isum, f, u = s[o + 1], s[o + 2], s[o + 4]
-    if not s[o + 5] and f.__class__ is not float:  # ints only
-        return _ratio(isum, n) if mean else isum
-    if u is None:
-        try:
-            total = isum + (f + s[o + 3])
-        except OverflowError:  # an int beyond the float range
-            total = INF
-        if total - total == 0:
-            return total / n if mean else total
-        u = _units(f) + _units(s[o + 3])
-    exact = (isum << _F) + u
-    return _ratio(exact, n << _F) if mean else _ratio(exact, 1 << _F)
+    if not s[o + 4]:  # ints only
+        return _ratio(s[o + 1], n) if mean else s[o + 1]
+    e = s[o + 5]
+    exact = (s[o + 1] << e) + s[o + 3]
+    return _ratio(exact, n << e) if mean else _ratio(exact, 1 << e)
 
 
 def percentile(values: list, p: float) -> Any:
     """Exact percentile by linear interpolation between closest ranks (median = p 0.5)."""
-    if not values:
+    return percentile_sorted(sorted(values), p)
+
+
+def percentile_sorted(xs: list, p: float) -> Any:
+    """``percentile`` of values already sorted. Between two equal values it is that value (so the median of
+    [inf, inf] is inf), and the interpolation never overflows between finite values."""
+    if not xs:
         return None
-    xs = sorted(values)
     pos = p * (len(xs) - 1)
     lo = int(pos)
     hi = min(lo + 1, len(xs) - 1)
     frac = pos - lo
-    if frac == 0:
-        return xs[lo]
-    return xs[lo] + (xs[hi] - xs[lo]) * frac
+    a, b = xs[lo], xs[hi]
+    if frac == 0 or a == b:
+        return a
+    step = b - a
+    if step - step != 0:  # an infinite value, or finite ones whose distance overflows
+        return a * (1 - frac) + b * frac
+    return a + step * frac

@@ -4,14 +4,17 @@
 partition; ``latest(x [, default])`` the last non-NULL x seen (this record
 included); ``changed_col(ignore_null, x)`` x when it differs from the
 previous value, else NULL; ``had_changed(ignore_null, x, ...)`` whether any
-argument differs from its previous value. With ``ignore_null`` TRUE, NULLs
-neither count as changes nor replace the remembered value.
+argument differs from its previous value (by ``=``: TRUE after 1 is a change,
+1.0 after 1 is not; see ``keys``). With ``ignore_null`` TRUE, NULLs neither
+count as changes nor replace the remembered value.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
+
+from .keys import key as as_key
 
 _UNSET = object()
 
@@ -49,8 +52,9 @@ class ChangedCol:
         if v is None and ignore_null:
             return None
         prev = self.state.get(key, _UNSET)
-        self.state[key] = v
-        return v if prev is _UNSET or prev != v else None
+        k = as_key(v)  # changes are seen as = sees them: TRUE after 1 is a change, 1.0 after 1 is not
+        self.state[key] = k
+        return v if prev is _UNSET or prev != k else None
 
 
 class HadChanged:
@@ -66,9 +70,10 @@ class HadChanged:
         for i, v in enumerate(vs):
             if v is None and ignore_null:
                 continue
-            if prev[i] is _UNSET or prev[i] != v:
+            k = as_key(v)
+            if prev[i] is _UNSET or prev[i] != k:
                 changed = True
-            new[i] = v
+            new[i] = k
         self.state[key] = new
         return changed
 

@@ -3,9 +3,21 @@
 ``Gen.expr(node)`` returns a Python expression string. Columns read
 ``<var>.get(name)`` from the record variable of their source; NULL-strict
 operators test their operands once through walrus temporaries, so no
-helper call is paid on the hot path for ``a + b`` or ``x > 3``. Values that
-are not simple literals (IN lists, UDFs, analytic state) live in the
-constants list ``_C`` the generated module is given.
+helper call is paid on the hot path for ``a + b`` or ``x > 3``: an inline
+guard checks the operands' kinds (numbers for arithmetic, as comparisons
+check theirs) and only a value of another kind goes to the helper, which
+fails the record. Values that are not simple literals (IN lists, UDFs,
+analytic state) live in the constants list ``_C`` the generated module is
+given.
+
+Chains stay flat: ``a + b + c`` is one Python expression ``t1 + t2 + t3``
+under one NULL test, ``a AND b AND c`` one call ``_and(a, b, c)``, a CASE
+one run of conditional expressions, so the code nests no deeper than the
+query's own nesting (``lower.MAX_DEPTH``) however long a chain is.
+
+>>> from edgestream_hub.sql import ir
+>>> Gen("").expr(ir.Arith(("+", "-"), (ir.Lit(1), ir.Lit(2), ir.Lit(3))))
+'(1 + 2 - 3)'
 """
 
 from __future__ import annotations
@@ -16,9 +28,12 @@ from typing import Any, Callable, Optional
 from . import ir
 from .errors import SqlError
 from .functions import SCALARS, helpers, kind
+from .ir import sql_text
+from .kinds import static_kind
 
 _CMP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_ARITH = {"+": "+", "-": "-", "*": "*"}
+#: operators Python computes as SQL does on two numbers (``/`` and ``%`` differ: helpers)
+_INLINE = frozenset(("+", "-", "*"))
 _MATCH = {"like": "_like", "ilike": "_ilike", "regexp": "_regexp"}
 
 
@@ -83,30 +98,15 @@ class Gen:
             if n.op == "not":
                 return f"_not({a})"
             t = self.tmp()
-            return f"(None if ({t} := {a}) is None else -{t})"
+            if static_kind(n.arg) == "number":
+                return f"(None if ({t} := {a}) is None else -{t})"
+            return f"(None if ({t} := {a}) is None else -{t} if {t}.__class__ in _NUM else _neg({t}))"
+        if isinstance(n, ir.Arith):
+            return self.arith(n)
+        if isinstance(n, ir.Logic):
+            return f"{'_and' if n.op == 'and' else '_or'}({', '.join(self.expr(a) for a in n.args)})"
         if isinstance(n, ir.Bin):
-            a, b = self.expr(n.left), self.expr(n.right)
-            if n.op == "and":
-                return f"_and({a}, {b})"
-            if n.op == "or":
-                return f"_or({a}, {b})"
-            if n.op == "/":
-                return f"_div({a}, {b})"
-            if n.op == "%":
-                return f"_mod({a}, {b})"
-            if n.op == "||":
-                return f"_cat({a}, {b})"
-            if n.op in _CMP:
-                return self.compare(n.op, a, b, n.left, n.right)
-            op = _ARITH[n.op]
-            if isinstance(n.right, ir.Lit) and n.right.value is not None:
-                ta = self.tmp()
-                return f"(None if ({ta} := {a}) is None else {ta} {op} {b})"
-            if isinstance(n.left, ir.Lit) and n.left.value is not None:
-                tb = self.tmp()
-                return f"(None if ({tb} := {b}) is None else {a} {op} {tb})"
-            ta, tb = self.tmp(), self.tmp()
-            return f"(None if ({ta} := {a}) is None or ({tb} := {b}) is None else {ta} {op} {tb})"
+            return self.compare(n.op, self.expr(n.left), self.expr(n.right), n.left, n.right)
         if isinstance(n, ir.IsNull):
             return f"({self.expr(n.arg)} is {'not ' if n.negate else ''}None)"
         if isinstance(n, ir.In):
@@ -126,30 +126,29 @@ class Gen:
             code = f"{_MATCH[n.op]}({self.expr(n.arg)}, {self.expr(n.pattern)})"
             return f"_not({code})" if n.negate else code
         if isinstance(n, ir.IsBool):
-            # IS TRUE: a true value; IS FALSE: a false one, not NULL; the NOT forms are their complements
-            t = self.tmp()
-            holds = f"bool({t})" if n.value else f"not {t}"
-            if n.negate:
-                return f"(({t} := {self.expr(n.arg)}) is None or not {holds})"
-            return f"(({t} := {self.expr(n.arg)}) is not None and {holds})"
+            # IS TRUE: TRUE; IS FALSE: FALSE, not NULL; the NOT forms are their complements (never NULL)
+            if static_kind(n.arg) == "boolean":
+                return f"({self.expr(n.arg)} is {'not ' if n.negate else ''}{n.value})"
+            return f"_is({self.expr(n.arg)}, {n.value}, {n.negate})"
         if isinstance(n, ir.IsDistinct):
             code = f"_distinct({self.expr(n.left)}, {self.expr(n.right)})"
             return f"(not {code})" if n.negate else code
         if isinstance(n, ir.Case):
-            out = self.expr(n.default) if n.default is not None else "None"
+            # one run of conditional expressions, ``v1 if c1 else v2 if c2 else d``: flat however many WHENs
+            default = self.expr(n.default) if n.default is not None else "None"
             if n.operand is not None:
                 t = self.tmp()
                 op = self.expr(n.operand)
-                for cond, val in reversed(n.whens):
+                parts = []
+                for when, val in n.whens:
                     tc = self.tmp()
-                    out = (f"({self.expr(val)} if ({tc} := {self.expr(cond)}) is not None and {t} is not None "
-                           f"and _cmp({t}, '=', {tc}) else {out})")
-                return f"(({t} := {op}), {out})[1]"
-            for cond, val in reversed(n.whens):
-                out = f"({self.expr(val)} if {self.expr(cond)} else {out})"
-            return out
+                    parts.append(f"{self.expr(val)} if ({tc} := {self.expr(when)}) is not None and {t} is not None "
+                                 f"and _cmp({t}, '=', {tc}) else ")
+                return f"(({t} := {op}), ({''.join(parts)}{default}))[1]"
+            parts = [f"{self.expr(val)} if {self.cond(when)} else " for when, val in n.whens]
+            return f"({''.join(parts)}{default})"
         if isinstance(n, ir.Cast):
-            return f"_cast({self.expr(n.arg)}, {n.to!r})"
+            return f"{'_trycast' if n.safe else '_cast'}({self.expr(n.arg)}, {n.to!r})"
         if isinstance(n, ir.Call):
             args = ", ".join(self.expr(a) for a in n.args)
             if n.name == "now":
@@ -169,6 +168,60 @@ class Gen:
             var = self.env.get(n.source) if n.source else next(iter(self.env.values()))
             return f"dict({var})"
         raise SqlError(f"cannot compile {type(n).__name__}", self.text, getattr(n, "pos", 0))
+
+    def arith(self, n: ir.Arith) -> str:
+        """A chain of + - (or * / %, or ||) as one flat expression.
+
+        ``||`` is one call. Otherwise the operands are computed left to right into temporaries, the
+        first NULL gives NULL; when every operand is a number (an inline guard, left out for operands
+        known to be numbers) Python computes ``t1 + t2 - t3`` itself, else (or with ``/``, ``%``) the
+        helper computes or fails the record naming the operator.
+        """
+        if n.ops[0] == "||":
+            return f"_cat({', '.join(self.expr(a) for a in n.args)})"
+        names, nulls, guards = [], [], []
+        for a in n.args:
+            if _known(a) and a.value.__class__ in (int, float):  # a number literal: no temporary, no test
+                names.append(self.lit(a.value))
+                continue
+            t = self.tmp()
+            names.append(t)
+            nulls.append(f"({t} := {self.expr(a)}) is None")
+            if static_kind(a) != "number":
+                guards.append(f"{t}.__class__ in _NUM")
+        if all(op in _INLINE for op in n.ops):
+            inline = names[0] + "".join(f" {op} {x}" for op, x in zip(n.ops, names[1:]))
+            helper = f"_arith({n.ops!r}, {', '.join(names)})"
+            code = f"{inline} if {' and '.join(guards)} else {helper}" if guards else inline
+        elif len(n.ops) == 1:
+            code = f"{'_div' if n.ops[0] == '/' else '_mod'}({names[0]}, {names[1]})"
+        else:
+            code = f"_arith({n.ops!r}, {', '.join(names)})"
+        return f"(None if {' or '.join(nulls)} else {code})" if nulls else f"({code})"
+
+    def conds(self, ns: list) -> str:
+        """Conditions that must all be TRUE, in order (a later one is not computed once one is not)."""
+        return " and ".join(self.cond(n) for n in ns)
+
+    def key(self, ns: list) -> str:
+        """A key of the values of ``ns`` (one value, or a tuple for several): equal exactly where ``=`` says so
+        (``keys.key``); strings and integers, the usual keys, are their own keys without a call."""
+        parts = []
+        for n in ns:
+            t = self.tmp()
+            parts.append(f"({t} if ({t} := {self.expr(n)}).__class__ is str or {t}.__class__ is int else _keyof({t}))")
+        return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ",)"
+
+    def cond(self, n: ir.Node, text: Optional[str] = None) -> str:
+        """A condition (WHERE, HAVING, ON, CASE WHEN) as a Python value that is true exactly when the SQL value
+        is TRUE: FALSE and NULL are false; any other value fails the record (it is not a boolean). ``text``
+        names the condition in that message (default: the node as SQL)."""
+        code = self.expr(n)
+        if static_kind(n) == "boolean":
+            return code
+        t = self.tmp()
+        return (f"(({t} := {code}) is True or {t} is not False and {t} is not None and "
+                f"_badcond({t}, {text or sql_text(n)!r}))")
 
     def compare(self, op: str, a: str, b: str, left: ir.Node, right: ir.Node) -> str:
         """``a op b`` with SQL's rules: NULL when a side is NULL; values of two kinds fail the record.

@@ -87,12 +87,52 @@ def _not_command_fallback(record: logging.LogRecord) -> bool:
 logging.getLogger("sqlglot").addFilter(_not_command_fallback)
 
 
-def _plain(message: str) -> str:
-    """sqlglot's error description in plain words, without its token or class representations."""
+#: the operators whose missing operand sqlglot reports as a missing keyword of the operator's class
+_OPERATORS = {
+    "And": "AND", "Or": "OR", "Not": "NOT", "Xor": "XOR", "Add": "+", "Sub": "-", "Mul": "*", "Div": "/",
+    "Mod": "%", "Neg": "-", "DPipe": "||", "EQ": "=", "NEQ": "<>", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<=",
+    "NullSafeEQ": "<=>", "NullSafeNEQ": "IS DISTINCT FROM", "Like": "LIKE", "ILike": "ILIKE", "RegexpLike": "REGEXP",
+    "Is": "IS", "In": "IN", "Alias": "AS", "Dot": ".", "JSONExtract": "->", "JSONExtractScalar": "->>",
+    "BitwiseAnd": "&", "BitwiseOr": "|", "BitwiseXor": "^", "BitwiseNot": "~", "BitwiseLeftShift": "<<",
+    "BitwiseRightShift": ">>", "IntDiv": "DIV", "Pow": "**", "Distance": "<->", "Escape": "ESCAPE",
+    "Any": "ANY", "All": "ALL", "Exists": "EXISTS",
+}
+#: the operators above that take their operand after them
+_PREFIX = {"Not", "Neg", "BitwiseNot", "Any", "All", "Exists"}
+
+
+#: tokens that can end an operand: after one of them a binary operator has its left side
+_ENDS = {TokenType.VAR, TokenType.NUMBER, TokenType.STRING, TokenType.IDENTIFIER, TokenType.R_PAREN,
+         TokenType.R_BRACKET, TokenType.NULL, TokenType.TRUE, TokenType.FALSE, TokenType.STAR, TokenType.END}
+
+
+def _plain(message: str, highlight: str = "", after_operand: bool = True) -> str:
+    """sqlglot's error description in plain words, without its token or class representations.
+
+    ``highlight`` is the text of the token sqlglot stopped at ("" at the end of the query);
+    ``after_operand`` whether the token before it ends an operand (so a binary operator there has its
+    left side, and lacks its right one).
+    """
     message = message.split("\n")[0]
+    got = repr(highlight) if highlight else "the end of the query"
     missing = _MISSING.search(message)
     if missing:
-        return _INCOMPLETE.get(missing.group(2), "incomplete expression")
+        cls = missing.group(2)
+        op = _OPERATORS.get(cls)
+        if op is not None:
+            # sqlglot names one missing side, either when both are: the token before the operator tells
+            side = "before" if not after_operand and highlight.upper() == op.upper() and cls not in _PREFIX \
+                else "after"
+            text = f"expected an expression {side} {op!r}"
+            return text if highlight.upper() == op.upper() else f"{text}, got {got}"
+        if cls in _INCOMPLETE:
+            return _INCOMPLETE[cls]
+        return f"expected an expression around {got}" if highlight else "the query ends too early"
+    if message.startswith("Invalid expression / Unexpected token"):
+        return f"unexpected {got} here" if highlight else "the query ends too early"
+    if message.startswith("Expecting ") or message.startswith("Expected ") and len(message.split()) == 2:
+        what = message.split(None, 1)[1]
+        return f"expected {what!r} before {got}" if highlight else f"expected {what!r} at the end of the query"
     message = _TOKEN.sub(lambda m: "the end of the query" if m.group(1) == "SENTINEL" else repr(m.group(2).strip("'")),
                          message)
     message = _CLASS.sub(lambda m: m.group(1).upper(), message)
@@ -117,6 +157,40 @@ def _unreadable(e: TokenError, text: str) -> SqlError:
     return SqlError("syntax error: the query text cannot be read here", text, off)
 
 
+def _check_numbers(found: list, text: str) -> None:
+    """A number must be a number, and end where a name could not go on: ``0x10`` would be read as ``0 AS
+    x10``, ``1e`` is no number at all."""
+    for token in found:
+        if token.token_type != TokenType.NUMBER:
+            continue
+        end = token.end + 1
+        if end < len(text) and (text[end].isalnum() or text[end] in "_.\"'`$"):
+            stop = end
+            while stop < len(text) and (text[stop].isalnum() or text[stop] in "_.$"):
+                stop += 1
+            raise SqlError(f"syntax error: a number followed by letters: {text[token.start:stop]!r} (hexadecimal "
+                           "and other notations are not supported; put a space or AS before an alias)", text,
+                           token.start)
+        try:
+            float(token.text)
+        except ValueError:
+            raise SqlError(f"syntax error: bad number {token.text!r}", text, token.start) from None
+
+
+def _deepest(found: list) -> int:
+    """Where the query nests deepest in parentheses (for a query too deep to parse)."""
+    depth = best = 0
+    at = 0
+    for token in found:
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+            if depth > best:
+                best, at = depth, token.start
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+    return at
+
+
 def parse(text: str) -> tuple[exp.Select, bool]:
     """Parse one statement; returns (tree, is_explain). Raises SqlError with the location."""
     body = text
@@ -134,6 +208,7 @@ def parse(text: str) -> tuple[exp.Select, bool]:
         for token in found:
             if token.token_type == TokenType.UNKNOWN:  # sqlglot would read a stray character as a name
                 raise SqlError(f"syntax error: unexpected character {token.text!r}", text, token.start)
+        _check_numbers(found, text)
         trees = dialect.parser().parse(found, body)
     except ParseError as e:
         err = e.errors[0] if e.errors else {}
@@ -141,7 +216,11 @@ def parse(text: str) -> tuple[exp.Select, bool]:
         # sqlglot points at the end of the offending token; point at its start
         highlight = err.get("highlight") or ""
         off = _offset(text, line, col) - max(0, len(highlight) - 1)
-        msg = _plain(err.get("description") or str(e))
+        description = err.get("description") or str(e)
+        if description.startswith("Expecting ") and found and off >= found[-1].start:
+            highlight, off = "", len(text.rstrip())  # the query ended early: sqlglot shows its last token
+        before = [t for t in found if t.end < off]
+        msg = _plain(description, highlight, bool(before) and before[-1].token_type in _ENDS)
         near = f" near {highlight!r}" if highlight and repr(highlight) not in msg else ""
         raise SqlError(f"syntax error: {msg}{near}", text, off) from e
     except TokenError as e:
@@ -149,12 +228,15 @@ def parse(text: str) -> tuple[exp.Select, bool]:
     except SqlglotError as e:
         raise SqlError(f"syntax error: {_plain(str(e))}", text, len(text.rstrip())) from e
     except RecursionError:
-        raise SqlError("the query nests too deeply", text, 0) from None
+        raise SqlError("expression too deep: it nests more levels of parentheses or operators than can be read",
+                       text, _deepest(found)) from None
     stmts = [t for t in trees if t is not None]
     if len(stmts) != 1:
         raise SqlError("expected exactly one statement", text, 0)
     tree = stmts[0]
     if not isinstance(tree, exp.Select):
-        what = tree.name if isinstance(tree, exp.Command) else tree.key  # sqlglot's fallback for unknown statements
-        raise SqlError(f"only SELECT queries run here, not {what.upper() or 'this statement'}", text, 0)
+        if isinstance(tree, (exp.Command, exp.DDL, exp.DML, exp.Query)):
+            what = tree.name if isinstance(tree, exp.Command) else tree.key  # sqlglot's fallback for unknown ones
+            raise SqlError(f"only SELECT queries run here, not {what.upper() or 'this statement'}", text, 0)
+        raise SqlError("a query starts with SELECT (or EXPLAIN SELECT)", text, len(text) - len(text.lstrip()))
     return tree, explain

@@ -1,9 +1,10 @@
 """Pass 4, fold: compute constant sub-expressions once, at compile time.
 
-``10 * 1000`` becomes ``10000``; ``TRUE AND x`` becomes ``x``; a WHERE that
-folds to TRUE disappears. A constant that cannot be computed (``1 / 0``)
-is a compile error at its position. Functions marked impure (``now()``)
-and user functions are never folded.
+``10 * 1000`` becomes ``10000``; ``TRUE AND x`` becomes ``x`` when ``x`` is
+known to be a boolean (else the TRUE goes and ``x`` stays checked as one);
+a WHERE that folds to TRUE disappears. A constant that cannot be computed
+(``1 / 0``) is a compile error at its position. Functions marked impure
+(``now()``) and user functions are never folded.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from .catalog import Catalog
 from .codegen import eval_const
 from .errors import SqlError, SqlRuntimeError
 from .functions import SCALARS
+from .kinds import static_kind
 
-_FOLDABLE = (ir.Unary, ir.Bin, *ir.NEGATABLE, ir.Case, ir.Cast, ir.Call)
+_FOLDABLE = (ir.Unary, ir.Bin, ir.Arith, ir.Logic, *ir.NEGATABLE, ir.Case, ir.Cast, ir.Call)
 
 
 def _constant(n: ir.Node) -> bool:
@@ -29,12 +31,8 @@ def _constant(n: ir.Node) -> bool:
 
 def fold_node(node: ir.Node, text: str) -> ir.Node:
     def f(n: ir.Node) -> ir.Node | None:
-        if isinstance(n, ir.Bin) and n.op in ("and", "or"):
-            for a, b in ((n.left, n.right), (n.right, n.left)):
-                if isinstance(a, ir.Lit) and a.value is not None and isinstance(a.value, bool):
-                    if n.op == "and":
-                        return b if a.value else ir.Lit(False, n.pos)
-                    return ir.Lit(True, n.pos) if a.value else b
+        if isinstance(n, ir.Logic) and not _constant(n):
+            return _logic(n)
         if _constant(n):
             try:
                 return ir.Lit(eval_const(n, text), n.pos)
@@ -45,6 +43,24 @@ def fold_node(node: ir.Node, text: str) -> ir.Node:
         return None
 
     return ir.transform(node, f)
+
+
+def _logic(n: ir.Logic) -> ir.Node | None:
+    """``TRUE AND x`` is x, ``FALSE AND x`` is FALSE (OR alike), but only for an ``x`` known to be a boolean:
+    any other x is still computed, so that a value that is not a boolean fails the record as it would
+    without the constant."""
+    unit = n.op == "and"  # TRUE for AND, FALSE for OR: leaves the answer alone
+    rest = [a for a in n.args if not (isinstance(a, ir.Lit) and a.value is unit)]
+    typed = all(static_kind(a) == "boolean" for a in rest)
+    if typed and any(isinstance(a, ir.Lit) and a.value is (not unit) for a in rest):
+        return ir.Lit(not unit, n.pos)
+    if not rest:
+        return ir.Lit(unit, n.pos)
+    if len(rest) == 1 and typed:
+        return rest[0]
+    if len(rest) == len(n.args):
+        return None
+    return ir.Logic(n.op, tuple(rest), n.pos)  # a single argument is still checked to be a boolean
 
 
 def fold(q: ir.Query, cat: Catalog) -> ir.Query:

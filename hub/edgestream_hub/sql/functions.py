@@ -19,17 +19,21 @@ import re
 from typing import Any, Callable
 
 from .errors import SqlRuntimeError
+from .keys import Key, equal, key, unkey
 
 Fn = Callable[..., Any]
 
 
 class Func:
-    """A scalar function: its callable, its arity and whether compile-time folding may call it."""
+    """A scalar function: its callable, its arity, whether compile-time folding may call it, the kind of
+    its result when always the same (``number``, ``string``, ``boolean``; None when it varies) and whether
+    every argument must be a number."""
 
-    __slots__ = ("fn", "lo", "hi", "pure")
+    __slots__ = ("fn", "lo", "hi", "pure", "kind", "numeric")
 
-    def __init__(self, fn: Fn, lo: int, hi: int, pure: bool = True) -> None:
-        self.fn, self.lo, self.hi, self.pure = fn, lo, hi, pure
+    def __init__(self, fn: Fn, lo: int, hi: int, pure: bool = True, kind: str | None = None,
+                 numeric: bool = False) -> None:
+        self.fn, self.lo, self.hi, self.pure, self.kind, self.numeric = fn, lo, hi, pure, kind, numeric
 
 
 def _strict(fn: Fn) -> Fn:
@@ -43,63 +47,174 @@ def _strict(fn: Fn) -> Fn:
     return wrapper
 
 
+def is_number(v: Any) -> bool:
+    """A number in SQL's sense: an int or a float (or a plugin's numeric type), never a boolean."""
+    return v.__class__ in NUMBERS or kind(v) == "number"
+
+
 def _num(v: Any, what: str = "value") -> Any:
-    if v.__class__ is int or v.__class__ is float:
+    """``v`` when it is a number (a boolean is not); else the record fails naming ``what``."""
+    if v.__class__ is int or v.__class__ is float or is_number(v):
         return v
-    if isinstance(v, bool):
+    raise SqlRuntimeError(f"{what} must be a number, got {kind(v)} {show(v)}")
+
+
+def agg_num(v: Any, what: str) -> Any:
+    """An aggregate's numeric argument: a number, or a boolean counted as 0/1 (docs/sql.md)."""
+    if v is True or v is False:
         return int(v)
-    if isinstance(v, (int, float)):
-        return v
-    raise SqlRuntimeError(f"{what} must be a number, got {type(v).__name__} {v!r:.40}")
+    return _num(v, what)
+
+
+def _numeric(name: str, fn: Fn, strict: bool = True) -> Fn:
+    """A math function: NULL in, NULL out (when ``strict``); any other non-number fails the record naming
+    the function; an overflow or a domain error too."""
+
+    def wrapper(*args: Any) -> Any:
+        for a in args:
+            if a is None:
+                if strict:
+                    return None
+            elif a.__class__ is not int and a.__class__ is not float and not is_number(a):
+                raise SqlRuntimeError(f"{name}() takes numbers, got {kind(a)} {show(a)}")
+        try:
+            return fn(*args)
+        except (ArithmeticError, ValueError) as e:
+            raise SqlRuntimeError(f"{name}(): {e}") from None
+
+    wrapper.__name__ = name
+    return wrapper
 
 
 # -- operators (called from generated code) --------------------------------
-def op_div(a: Any, b: Any) -> Any:
-    if a is None or b is None:
-        return None
+def arith_error(op: str, *vals: Any) -> SqlRuntimeError:
+    """The record error for an arithmetic operator given something else than numbers."""
+    text = " and ".join(f"{kind(v)} {show(v)}" for v in vals)
+    hint = " (CAST the string, or join text with || or concat)" if any(v.__class__ is str for v in vals) else ""
+    return SqlRuntimeError(f"cannot apply {op} to {text}: arithmetic takes numbers{hint}")
+
+
+def _div(a: Any, b: Any) -> Any:
     if b == 0:
         raise SqlRuntimeError("division by zero")
     if a.__class__ is int and b.__class__ is int:
         q = abs(a) // abs(b)
         return q if (a >= 0) == (b >= 0) else -q
-    return _num(a) / _num(b)
+    return a / b
 
 
-def op_mod(a: Any, b: Any) -> Any:
-    if a is None or b is None:
-        return None
+def _mod(a: Any, b: Any) -> Any:
     if b == 0:
         raise SqlRuntimeError("division by zero")
     if a.__class__ is int and b.__class__ is int:
         r = abs(a) % abs(b)
         return r if a >= 0 else -r
-    return math.fmod(_num(a), _num(b))
+    return math.fmod(a, b)
 
 
-def op_concat(a: Any, b: Any) -> Any:
+_ARITH: dict[str, Fn] = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": _div, "%": _mod}
+
+
+def op_arith(ops: tuple, *vals: Any) -> Any:
+    """``vals[0] ops[0] vals[1] ...`` left to right, over non-NULL values: numbers only (a boolean is not
+    one, a string is never converted); anything else fails the record naming the operator and the kinds."""
+    acc = vals[0]
+    for op, v in zip(ops, vals[1:]):
+        if not (is_number(acc) and is_number(v)):
+            raise arith_error(op, acc, v)
+        try:
+            acc = _ARITH[op](acc, v)
+        except (ArithmeticError, ValueError) as e:
+            raise SqlRuntimeError(f"{op}: {e}") from None
+    return acc
+
+
+def op_div(a: Any, b: Any) -> Any:
+    """``a / b`` (NULL-aware): ``int / int`` truncates toward zero; by zero fails the record."""
     if a is None or b is None:
         return None
-    return to_str(a) + to_str(b)
+    return op_arith(("/",), a, b)
+
+
+def op_mod(a: Any, b: Any) -> Any:
+    """``a % b`` (NULL-aware), with the dividend's sign; by zero fails the record."""
+    if a is None or b is None:
+        return None
+    return op_arith(("%",), a, b)
+
+
+def op_neg(a: Any) -> Any:
+    """Unary minus of a non-NULL value that is not a plain int or float."""
+    if is_number(a):
+        return -a
+    raise arith_error("-", a)
+
+
+def op_concat(*vals: Any) -> Any:
+    """``a || b || ...``: text of every value (booleans as true/false, arrays and objects as JSON); NULL if any
+    value is NULL."""
+    for v in vals:
+        if v is None:
+            return None
+    return "".join(v if v.__class__ is str else to_str(v) for v in vals)
+
+
+def logic_error(op: str, a: Any) -> SqlRuntimeError:
+    return SqlRuntimeError(f"{op} takes a boolean, got {kind(a)} {show(a)}")
 
 
 def op_not(a: Any) -> Any:
-    return None if a is None else not a
-
-
-def op_and(a: Any, b: Any) -> Any:
     if a is None:
-        return False if (b is not None and not b) else None
-    if not a:
+        return None
+    if a is True:
         return False
-    return None if b is None else bool(b)
-
-
-def op_or(a: Any, b: Any) -> Any:
-    if a is None:
-        return True if (b is not None and b) else None
-    if a:
+    if a is False:
         return True
-    return None if b is None else bool(b)
+    raise logic_error("NOT", a)
+
+
+def _logic(word: str, absorbing: bool, args: tuple) -> Any:
+    """Three-valued AND (``absorbing`` FALSE) or OR (TRUE) of booleans and NULLs: the absorbing value if any
+    argument is it, else NULL if any is NULL, else the other value. Every argument is checked, whatever
+    comes first: one that is not a boolean or NULL fails the record."""
+    out: Any = not absorbing
+    for a in args:
+        if a is absorbing:
+            out = absorbing
+        elif a is None:
+            if out is not absorbing:
+                out = None
+        elif a is not (not absorbing):
+            raise logic_error(word, a)
+    return out
+
+
+def op_and(*args: Any) -> Any:
+    """``a AND b AND ...``"""
+    return _logic("AND", False, args)
+
+
+def op_or(*args: Any) -> Any:
+    """``a OR b OR ...``"""
+    return _logic("OR", True, args)
+
+
+def op_is(a: Any, value: bool, negate: bool) -> bool:
+    """``a IS [NOT] TRUE|FALSE``: never NULL; ``a`` must be a boolean or NULL."""
+    if a is None:
+        return negate
+    if a is True or a is False:
+        return (a is value) != negate
+    raise logic_error(f"IS {'NOT ' if negate else ''}{'TRUE' if value else 'FALSE'}", a)
+
+
+def bad_condition(v: Any, text: str) -> bool:
+    """A WHERE, HAVING, ON or CASE WHEN condition that is neither TRUE, FALSE nor NULL: the record fails."""
+    raise SqlRuntimeError(f"condition {text} is {a_or_an(kind(v))} {show(v)}, not a boolean (TRUE, FALSE or NULL)")
+
+
+def a_or_an(word: str) -> str:
+    return ("an " if word[:1] in ("a", "e", "i", "o", "u") else "a ") + word
 
 
 # -- comparisons: values of one kind only ------------------------------------------------------------
@@ -161,10 +276,12 @@ def op_cmp(a: Any, op: str, b: Any) -> bool:
     if ka != kb:
         raise mismatch(a, op, b)
     f = _EQUALS.get(op)
+    if ka in ("array", "object"):
+        if f is None:
+            raise SqlRuntimeError(f"cannot order {ka}s ({op}): only = and <> compare them")
+        return equal(a, b) == (op == "=")  # by content, with the kinds: [1] = [TRUE] is false
     if f is not None:
         return bool(f(a, b))
-    if ka in ("array", "object"):
-        raise SqlRuntimeError(f"cannot order {ka}s ({op}): only = and <> compare them")
     try:
         return bool(_ORDERS[op](a, b))
     except TypeError:  # values of a plugin's own type
@@ -193,7 +310,7 @@ def key_kinds(keys: Any, arity: int) -> list[frozenset]:
     for k in keys:
         for i, x in enumerate(k):
             if x is not None:
-                sets[i].add(kind(x))
+                sets[i].add(kind(unkey(x)))
     return [frozenset(s) for s in sets]
 
 
@@ -203,6 +320,7 @@ def check_key(probe: Any, kinds: list[frozenset], texts: list[str]) -> None:
     for i, x in enumerate(probe):
         if x is None or not kinds[i]:
             continue
+        x = unkey(x)
         k = kind(x)
         if k not in kinds[i]:
             raise SqlRuntimeError(f"cannot compare {k} {show(x)} with the {' or '.join(sorted(kinds[i]))} values "
@@ -308,34 +426,58 @@ def cast(v: Any, to: str) -> Any:
     raise SqlRuntimeError(f"unknown cast target {to}")
 
 
+def try_cast(v: Any, to: str) -> Any:
+    """``TRY_CAST``: the cast, or NULL where ``CAST`` would fail the record."""
+    try:
+        return cast(v, to)
+    except SqlRuntimeError:
+        return None
+
+
 #: the dead-letter reason of a record without its time field
 MISSING_TIMESTAMP = "missing timestamp"
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MS = _dt.timedelta(milliseconds=1)
+
+
 def ts_ms(v: Any) -> int:
-    """An event timestamp as integer epoch milliseconds, or a SqlRuntimeError."""
+    """An event timestamp as integer epoch milliseconds, or a SqlRuntimeError.
+
+    One rule: a number (epoch ms; a float is truncated) or an ISO-8601 time (UTC when it names no
+    zone). A string holding a number is not one (strings are never converted), nor is a boolean.
+
+    >>> ts_ms(1500.7), ts_ms("1970-01-01T00:00:01.5Z")
+    (1500, 1500)
+    """
     if v.__class__ is int:
         return v
-    if v.__class__ is float and math.isfinite(v):
+    if v.__class__ is float and v - v == 0:
         return int(v)
     if v is None:
         raise SqlRuntimeError(MISSING_TIMESTAMP)
-    if isinstance(v, str):
+    if v.__class__ is str:
         try:
-            return int(v)
+            float(v)
         except ValueError:
-            try:
-                return int(_dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * 1000)
-            except ValueError:
-                pass
+            pass
+        else:
+            raise SqlRuntimeError(f"bad timestamp {show(v)}: a number in a string; give epoch milliseconds as a "
+                                  "number or an ISO-8601 time")
+        try:
+            t = _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=_dt.timezone.utc)
+            return (t - _EPOCH) // _MS
     raise SqlRuntimeError(f"bad timestamp {v!r:.40}: expected epoch milliseconds")
 
 
 # -- math ------------------------------------------------------------------
 def _round(x: Any, d: Any = 0) -> Any:
-    if x is None or d is None:
-        return None
-    x = _num(x)
     if d.__class__ is not int:
         raise SqlRuntimeError("round(x, d): d must be an integer")
     # half away from zero, as SQL engines round
@@ -346,53 +488,44 @@ def _round(x: Any, d: Any = 0) -> Any:
 
 
 def _log(a: Any, b: Any = None) -> Any:
-    if a is None:
-        return None
     if b is None:
-        x = _num(a)
-        if x <= 0:
+        if a <= 0:
             raise SqlRuntimeError("log of a non-positive number")
-        return math.log10(x)
-    base, x = _num(a), _num(b)
-    if x <= 0 or base <= 0 or base == 1:
+        return math.log10(a)
+    if b <= 0 or a <= 0 or a == 1:
         raise SqlRuntimeError("log with a non-positive number or base 1")
-    return math.log(x) / math.log(base)
+    return math.log(b) / math.log(a)
 
 
 def _ln(x: Any) -> Any:
-    x = _num(x)
     if x <= 0:
         raise SqlRuntimeError("ln of a non-positive number")
     return math.log(x)
 
 
 def _sqrt(x: Any) -> Any:
-    x = _num(x)
     if x < 0:
         raise SqlRuntimeError("sqrt of a negative number")
     return math.sqrt(x)
 
 
+#: an integer power is computed exactly while its result has at most this many bits, else in floats
+POWER_BITS = 4096
+
+
 def _power(a: Any, b: Any) -> Any:
+    if a.__class__ is int and b.__class__ is int and b > 0 and (a.bit_length() - 1) * b > POWER_BITS:
+        a = float(a)  # 10 ** 10**9 exactly would take gigabytes: in floats it overflows, and fails the record
     try:
-        r = _num(a) ** _num(b)
-    except (OverflowError, ZeroDivisionError) as e:
-        raise SqlRuntimeError(f"power: {e}") from None
+        r = a**b
+    except OverflowError:
+        raise SqlRuntimeError("power(): result too large for a number") from None
     if isinstance(r, complex):
         raise SqlRuntimeError("power of a negative number to a fractional exponent")
     return r
 
 
-def _floor(x: Any) -> Any:
-    return math.floor(_num(x))
-
-
-def _ceil(x: Any) -> Any:
-    return math.ceil(_num(x))
-
-
 def _sign(x: Any) -> Any:
-    x = _num(x)
     return (x > 0) - (x < 0)
 
 
@@ -406,12 +539,6 @@ def _substring(s: Any, start: Any, end: Any = None) -> Any:
     if start < 0 or (end is not None and end < start):
         raise SqlRuntimeError(f"substring: bad range [{start}, {end})")
     return s[start:] if end is None else s[start:end]
-
-
-def _concat(*args: Any) -> Any:
-    if any(a is None for a in args):
-        return None
-    return "".join(to_str(a) for a in args)
 
 
 _rx_cache: dict = {}
@@ -629,42 +756,56 @@ def _isnull(v: Any) -> bool:
     return v is None
 
 
-def _strict_fns(table: dict) -> dict:
-    return {k: (_strict(f), lo, hi) for k, (f, lo, hi) in table.items()}
+def _math(table: dict) -> dict:
+    return {k: Func(_numeric(k, f, strict=k not in ("round", "log")), lo, hi, kind="number", numeric=True)
+            for k, (f, lo, hi) in table.items()}
 
 
-_STRICT = _strict_fns({
-    "abs": (lambda x: abs(_num(x)), 1, 1), "floor": (_floor, 1, 1), "ceil": (_ceil, 1, 1),
-    "sqrt": (_sqrt, 1, 1), "power": (_power, 2, 2), "ln": (_ln, 1, 1),
-    "exp": (lambda x: math.exp(_num(x)), 1, 1), "sign": (_sign, 1, 1), "mod": (op_mod, 2, 2),
-    "sin": (lambda x: math.sin(_num(x)), 1, 1), "cos": (lambda x: math.cos(_num(x)), 1, 1),
-    "tan": (lambda x: math.tan(_num(x)), 1, 1), "atan": (lambda x: math.atan(_num(x)), 1, 1),
-    "atan2": (lambda y, x: math.atan2(_num(y), _num(x)), 2, 2),
+_MATH = _math({
+    "abs": (abs, 1, 1), "floor": (math.floor, 1, 1), "ceil": (math.ceil, 1, 1), "sqrt": (_sqrt, 1, 1),
+    "power": (_power, 2, 2), "ln": (_ln, 1, 1), "exp": (math.exp, 1, 1), "sign": (_sign, 1, 1),
+    "mod": (lambda a, b: op_arith(("%",), a, b), 2, 2), "sin": (math.sin, 1, 1), "cos": (math.cos, 1, 1),
+    "tan": (math.tan, 1, 1), "atan": (math.atan, 1, 1), "atan2": (math.atan2, 2, 2),
+})
+# NULL-aware by hand: round(x) and log(x) take an optional second argument, which may be NULL too
+_MATH.update(_math({"round": (lambda x, *d: None if x is None or None in d else _round(x, *d), 1, 2),
+                    "log": (lambda a, *b: None if a is None or None in b else _log(a, *b), 1, 2)}))
+
+
+def _strict_fns(kind_: str | None, table: dict) -> dict:
+    return {k: Func(_strict(f), lo, hi, kind=kind_) for k, (f, lo, hi) in table.items()}
+
+
+#: name -> Func. ``now`` is bound per call to the processing time; see codegen.
+SCALARS: dict[str, Func] = dict(_MATH)
+SCALARS.update(_strict_fns("string", {
     "lower": (lambda s: to_str(s).lower(), 1, 1), "upper": (lambda s: to_str(s).upper(), 1, 1),
     "trim": (lambda s: to_str(s).strip(), 1, 1), "ltrim": (lambda s: to_str(s).lstrip(), 1, 1),
-    "rtrim": (lambda s: to_str(s).rstrip(), 1, 1), "length": (lambda s: len(to_str(s)), 1, 1),
-    "reverse": (lambda s: to_str(s)[::-1], 1, 1), "numbytes": (lambda s: len(to_str(s).encode()), 1, 1),
-    "startswith": (lambda s, p: to_str(s).startswith(to_str(p)), 2, 2),
-    "endswith": (lambda s, p: to_str(s).endswith(to_str(p)), 2, 2),
-    "indexof": (lambda s, p: to_str(s).find(to_str(p)), 2, 2),
-    "regexp_matches": (lambda s, p: _rx(p).search(to_str(s)) is not None, 2, 2),
+    "rtrim": (lambda s: to_str(s).rstrip(), 1, 1), "reverse": (lambda s: to_str(s)[::-1], 1, 1),
     "regexp_replace": (_regexp_replace, 3, 3),
     "regexp_substr": (lambda s, p: (lambda m: m.group(0) if m else None)(_rx(p).search(to_str(s))), 2, 2),
     "split_value": (_split_value, 3, 3), "format_time": (_format_time, 2, 2),
-    "from_unix_time": (_from_unix_time, 1, 1), "date_diff": (_date_diff, 3, 3), "date_add": (_date_add, 3, 3),
+    "from_unix_time": (_from_unix_time, 1, 1),
     "md5": (_hash("md5"), 1, 1), "sha1": (_hash("sha1"), 1, 1), "sha256": (_hash("sha256"), 1, 1),
-    "sha512": (_hash("sha512"), 1, 1), "parse_json": (_parse_json, 1, 1),
-    "json_path_query": (_json_path_query, 2, 2), "json_path_exists": (_json_path_exists, 2, 2),
-    "cardinality": (_cardinality, 1, 1),
-})
-
-#: name -> Func. ``now`` is bound per call to the processing time; see codegen.
-SCALARS: dict[str, Func] = {k: Func(f, lo, hi) for k, (f, lo, hi) in _STRICT.items()}
+    "sha512": (_hash("sha512"), 1, 1),
+}))
+SCALARS.update(_strict_fns("number", {
+    "length": (lambda s: len(to_str(s)), 1, 1), "numbytes": (lambda s: len(to_str(s).encode()), 1, 1),
+    "indexof": (lambda s, p: to_str(s).find(to_str(p)), 2, 2), "date_diff": (_date_diff, 3, 3),
+    "date_add": (_date_add, 3, 3), "cardinality": (_cardinality, 1, 1),
+}))
+SCALARS.update(_strict_fns("boolean", {
+    "startswith": (lambda s, p: to_str(s).startswith(to_str(p)), 2, 2),
+    "endswith": (lambda s, p: to_str(s).endswith(to_str(p)), 2, 2),
+    "regexp_matches": (lambda s, p: _rx(p).search(to_str(s)) is not None, 2, 2),
+    "json_path_exists": (_json_path_exists, 2, 2),
+}))
+SCALARS.update(_strict_fns(None, {"parse_json": (_parse_json, 1, 1), "json_path_query": (_json_path_query, 2, 2)}))
 SCALARS.update({
-    "round": Func(_round, 1, 2), "log": Func(_log, 1, 2), "substring": Func(_substring, 2, 3),
-    "concat": Func(_concat, 1, 64), "lpad": Func(_pad(True), 2, 3), "rpad": Func(_pad(False), 2, 3),
-    "coalesce": Func(_coalesce, 1, 64), "nullif": Func(_nullif, 2, 2), "isnull": Func(_isnull, 1, 1),
-    "to_json": Func(_to_json, 1, 1), "now": Func(lambda: 0, 0, 0, pure=False),
+    "substring": Func(_substring, 2, 3, kind="string"), "concat": Func(op_concat, 1, 64, kind="string"),
+    "lpad": Func(_pad(True), 2, 3, kind="string"), "rpad": Func(_pad(False), 2, 3, kind="string"),
+    "coalesce": Func(_coalesce, 1, 64), "nullif": Func(_nullif, 2, 2), "isnull": Func(_isnull, 1, 1, kind="boolean"),
+    "to_json": Func(_to_json, 1, 1, kind="string"), "now": Func(lambda: 0, 0, 0, pure=False, kind="number"),
     "__item": Func(item, 2, 2),
 })
 
@@ -673,13 +814,14 @@ def helpers() -> dict[str, Any]:
     """The globals generated code runs with: operators and conversions, nothing else."""
     return {
         "__builtins__": {},
-        "_div": op_div, "_mod": op_mod, "_cat": op_concat, "_not": op_not, "_and": op_and, "_or": op_or,
+        "_arith": op_arith, "_div": op_div, "_mod": op_mod, "_neg": op_neg, "_cat": op_concat, "_not": op_not,
+        "_and": op_and, "_or": op_or, "_is": op_is, "_badcond": bad_condition,
         "_in": op_in, "_cmp": op_cmp, "_PLAIN": PLAIN, "_NUM": NUMBERS, "_like": op_like, "_ilike": op_ilike,
-        "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_ts": ts_ms, "_num": _num,
-        "_Err": SqlRuntimeError, "_str": to_str,
+        "_regexp": op_regexp, "_distinct": op_distinct, "_item": item, "_cast": cast, "_trycast": try_cast,
+        "_ts": ts_ms, "_aggnum": agg_num, "_keyof": key, "_Key": Key, "_Err": SqlRuntimeError, "_str": to_str,
         "len": len, "sorted": sorted, "set": set, "list": list, "tuple": tuple, "min": min, "max": max,
         "abs": abs, "bool": bool, "float": float, "int": int, "str": str, "isinstance": isinstance, "range": range,
-        "sum": sum,
+        "sum": sum, "hash": hash,
         "TypeError": TypeError, "KeyError": KeyError, "ValueError": ValueError, "Exception": Exception,
         "_sqrt": math.sqrt, "_floor": math.floor,
     }

@@ -105,10 +105,45 @@ class Unary(Node):
 
 @dataclass(frozen=True)
 class Bin(Node):
-    op: str  # + - * / % || = != < <= > >= and or
+    """A comparison: ``op`` is one of = != < <= > >=."""
+
+    op: str
     left: Node
     right: Node
     pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Arith(Node):
+    """``args[0] ops[0] args[1] ops[1] args[2] ...``, left to right: a chain of operators of one precedence
+    (``+ -``, ``* / %`` or ``||``) as one node, so a chain of 1000 terms nests no deeper than one.
+
+    ``a + b`` is ``Arith(("+",), (a, b))``; ``a - b + c`` is ``Arith(("-", "+"), (a, b, c))``.
+    """
+
+    ops: tuple
+    args: tuple
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Logic(Node):
+    """``args[0] AND args[1] AND ...`` (``op`` "and") or the same with OR: every argument is computed."""
+
+    op: str
+    args: tuple
+    pos: int = _pos()
+
+
+def logic(op: str, args: list, pos: int = 0) -> Node:
+    """A Logic node with nested Logic nodes of the same ``op`` spliced in (``a AND (b AND c)``: three terms)."""
+    flat: list = []
+    for a in args:
+        if isinstance(a, Logic) and a.op == op:
+            flat.extend(a.args)
+        else:
+            flat.append(a)
+    return Logic(op, tuple(flat), pos)
 
 
 @dataclass(frozen=True)
@@ -180,9 +215,12 @@ class Case(Node):
 
 @dataclass(frozen=True)
 class Cast(Node):
+    """``CAST(arg AS to)``; with ``safe`` (``TRY_CAST``) a value that cannot be converted gives NULL."""
+
     arg: Node
     to: str  # int | float | string | bool
     pos: int = _pos()
+    safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -348,3 +386,54 @@ class Query:
         for s in self.sources:
             if s.on is not None:
                 yield s.on
+
+
+def sql_text(n: Node) -> str:
+    """A compact, readable rendering of a node for EXPLAIN."""
+    if isinstance(n, Lit):
+        return repr(n.value) if not isinstance(n.value, bool) and n.value is not None else str(n.value).upper()
+    if isinstance(n, Field):
+        return n.source + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in n.path)
+    if isinstance(n, Bin):
+        return f"({sql_text(n.left)} {n.op} {sql_text(n.right)})"
+    if isinstance(n, Arith):
+        return "(" + sql_text(n.args[0]) + "".join(f" {op} {sql_text(a)}" for op, a in zip(n.ops, n.args[1:])) + ")"
+    if isinstance(n, Logic):
+        return "(" + f" {n.op.upper()} ".join(sql_text(a) for a in n.args) + ")"
+    if isinstance(n, Unary):
+        return f"-{sql_text(n.arg)}" if n.op == "neg" else f"NOT {sql_text(n.arg)}"
+    if isinstance(n, (Call, Analytic)):
+        return f"{n.name}({', '.join(sql_text(a) for a in n.args)})"
+    if isinstance(n, Agg):
+        inner = "*" if n.star else ", ".join(sql_text(a) for a in n.args)
+        return f"{n.name}({'DISTINCT ' if n.distinct else ''}{inner})"
+    if isinstance(n, KeyRef):
+        return f"key[{n.index}]"
+    if isinstance(n, AggRef):
+        return f"agg[{n.index}]"
+    if isinstance(n, OutRef):
+        return f"out[{n.index}]"
+    if isinstance(n, WinFn):
+        return f"window_{n.which}()"
+    if isinstance(n, IsNull):
+        return f"({sql_text(n.arg)} IS {'NOT ' if n.negate else ''}NULL)"
+    if isinstance(n, In):
+        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}IN ({', '.join(sql_text(x) for x in n.items)}))"
+    if isinstance(n, Between):
+        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}BETWEEN {sql_text(n.low)} AND {sql_text(n.high)})"
+    if isinstance(n, Like):
+        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}{n.op.upper()} {sql_text(n.pattern)})"
+    if isinstance(n, IsBool):
+        return f"({sql_text(n.arg)} IS {'NOT ' if n.negate else ''}{str(n.value).upper()})"
+    if isinstance(n, IsDistinct):
+        return f"({sql_text(n.left)} IS {'NOT ' if n.negate else ''}DISTINCT FROM {sql_text(n.right)})"
+    if isinstance(n, Cast):
+        return f"CAST({sql_text(n.arg)} AS {n.to.upper()})"
+    if isinstance(n, Case):
+        parts = " ".join(f"WHEN {sql_text(c)} THEN {sql_text(v)}" for c, v in n.whens)
+        op = f" {sql_text(n.operand)}" if n.operand is not None else ""
+        dflt = f" ELSE {sql_text(n.default)}" if n.default is not None else ""
+        return f"CASE{op} {parts}{dflt} END"
+    if isinstance(n, Star):
+        return f"{n.source}.*" if n.source else "*"
+    return type(n).__name__

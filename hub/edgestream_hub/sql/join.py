@@ -52,8 +52,7 @@ class JoinProgram(Program):
         for i, s in enumerate(streams):
             var = envs[i]
             fl = q.filters.get(s.alias) or []
-            src.append(f"def _filter{i}({var}, now):\n    return "
-                       + (" and ".join(f"({g.expr(c)})" for c in fl) or "True") + "\n")
+            src.append(f"def _filter{i}({var}, now):\n    return " + (g.conds(fl) or "True") + "\n")
             used = q.used_fields.get(s.alias)
             if used is None:
                 src.append(f"def _prune{i}({var}):\n    return {var}\n")
@@ -63,20 +62,18 @@ class JoinProgram(Program):
             keys = q.join_keys.get(s.alias) or []
             prev = ", ".join(envs[:i]) or "_"
             if i and keys:
-                probe = [g.expr(a) for a, _ in keys]
-                build = [g.expr(b) for _, b in keys]
-                src.append(f"def _probe{i}({prev}):\n    return ({', '.join(probe)},)\n")
-                src.append(f"def _build{i}({var}):\n    return ({', '.join(build)},)\n")
+                probe, build = g.key([a for a, _ in keys]), g.key([b for _, b in keys])
+                if len(keys) == 1:  # the probe and build keys are tuples, whatever their length
+                    probe, build = f"({probe},)", f"({build},)"
+                src.append(f"def _probe{i}({prev}):\n    return {probe}\n")
+                src.append(f"def _build{i}({var}):\n    return {build}\n")
             res = q.join_residual.get(s.alias) or []
             if i and res:
-                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return "
-                           + " and ".join(f"({g.expr(c)})" for c in res) + "\n")
+                src.append(f"def _res{i}({', '.join(envs[:i + 1])}, now):\n    return {g.conds(res)}\n")
         allenv = ", ".join(envs)
         post = q.post_filters
-        src.append(f"def _post({allenv}, now):\n    return "
-                   + (" and ".join(f"({g.expr(c)})" for c in post) or "True") + "\n")
-        keys = [g.expr(k) for k in p.keys]
-        kcode = "()" if not keys else keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ",)"
+        src.append(f"def _post({allenv}, now):\n    return " + (g.conds(post) or "True") + "\n")
+        kcode = g.key(p.keys) if p.keys else "()"
         src.append(f"def _key({allenv}, now):\n    return {kcode}\n")
         vals = self._vals()
         src.append(f"def _vals({allenv}, now):\n" + "".join(f"    {v}\n" for v in vals)

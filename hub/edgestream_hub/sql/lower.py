@@ -4,13 +4,22 @@
 becomes a lower-case ``Call``, ``Agg`` or ``Analytic``; ``TUMBLE``/``HOP``/
 ``SESSION`` become the window they alias; the window leaves GROUP BY for
 ``Query.window``. A window anywhere but GROUP BY is an error here.
+
+Chains of one operator family (``a + b - c``, ``a AND b AND c``, ``a || b``),
+which sqlglot nests one level per operator, become one ``Arith`` or
+``Logic`` node, so a chain of ``MAX_TERMS`` terms compiles as flat code; an
+expression may nest ``MAX_DEPTH`` levels. Anything sqlglot parsed that the
+lowering does not read (an argument of a node outside ``_ARGS``, such as a
+TABLESAMPLE on a table or a PIVOT) is refused where it is written, never
+dropped.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from sqlglot import exp
 
@@ -38,11 +47,16 @@ CAST_TYPES = {
     "VARCHAR": "string", "TEXT": "string", "CHAR": "string", "NVARCHAR": "string",
     "BOOLEAN": "bool", "BOOL": "bool",
 }
-_BINARY: dict[type, str] = {
-    exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%", exp.DPipe: "||",
-    exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
-    exp.And: "and", exp.Or: "or",
+_BINARY: dict[type, str] = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+#: operators that chain: the node class -> (its family, its symbol); a chain is one family down the left operands
+_CHAINS: dict[type, tuple[str, str]] = {
+    exp.Add: ("arith+", "+"), exp.Sub: ("arith+", "-"), exp.Mul: ("arith*", "*"), exp.Div: ("arith*", "/"),
+    exp.Mod: ("arith*", "%"), exp.DPipe: ("concat", "||"), exp.And: ("and", "and"), exp.Or: ("or", "or"),
 }
+#: the most terms in one chain of operators (a + b + ..., a OR b OR ...) or WHEN branches in one CASE
+MAX_TERMS = 1000
+#: the most levels an expression may nest (parentheses, function calls, operators of different families)
+MAX_DEPTH = 32
 
 
 def position(node: exp.Expression) -> int:
@@ -57,19 +71,58 @@ def position(node: exp.Expression) -> int:
     return best or 0
 
 
+#: quoted text and comments, blanked out of the query text before searching it for a keyword
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|--[^\n]*|/\*.*?\*/", re.S)
+
+
 class Lowerer:
     def __init__(self, text: str) -> None:
         self.text = text
+        self._bare = _QUOTED.sub(lambda m: " " * len(m.group()), text)
+        self.depth = 0
+        self.cursor = 0  # the furthest position lowered so far: where a keyword literal is looked for
 
     def error(self, msg: str, node: Any) -> SqlError:
+        if isinstance(node, list):
+            node = node[0] if node else 0
         off = node if isinstance(node, int) else position(node)
         return SqlError(msg, self.text, off)
 
+    def keyword(self, pattern: str, start: int = 0) -> Optional[re.Match]:
+        """Where the query text has the keyword ``pattern`` (a regex), at or after ``start``, outside quotes."""
+        return re.compile(rf"\b(?:{pattern})\b", re.I).search(self._bare, start)
+
+    def refuse_unread(self, e: exp.Expression, start: int = 0) -> None:
+        """Refuse any argument of ``e`` that its lowering does not read: it would be dropped, and the query
+        would run as something else than what was written."""
+        if type(e) not in _READS_NEGATION and any(e.args.get(k) for k in _NEGATION_FLAGS):
+            # sqlglot marks some NOT forms with a flag instead of a Not parent: one left unread would be
+            # computed as its positive form
+            raise self.error(f"unsupported negated expression: {_sql(e)}", e)
+        reads = _ARGS.get(type(e))
+        if reads is None:
+            return
+        for k, v in e.args.items():
+            if k in reads or k in _HARMLESS or v is None or v is False or (isinstance(v, list) and not v):
+                continue
+            label, pattern = _UNREAD.get(k, (k.strip("_").replace("_", " ").upper(), ""))
+            found = self.keyword(pattern, start) if pattern else None
+            if found is not None and "{}" in label:
+                label = label.format(" ".join(found.group().upper().split()))
+            at: Any = found.start() if found is not None else v if isinstance(v, (exp.Expression, list)) else e
+            if isinstance(at, list) and not at:
+                at = e
+            raise self.error(f"{label} is not supported", at)
+
     # -- query ------------------------------------------------------------
     def query(self, tree: exp.Select, explain: bool) -> ir.Query:
-        for key in ("with_", "with", "distinct", "qualify", "windows"):
+        for key, word in (("with_", "WITH"), ("with", "WITH"), ("distinct", "DISTINCT"), ("qualify", "QUALIFY"),
+                          ("windows", "WINDOW")):
             if tree.args.get(key):
-                raise self.error(f"{key.rstrip('_').upper()} is not supported in streaming queries", tree.args[key])
+                found = self.keyword(word)
+                raise self.error(f"{word} is not supported in streaming queries",
+                                 found.start() if found else tree.args[key])
+        self.refuse_unread(tree)
         frm = tree.args.get("from_") or tree.args.get("from")
         if frm is None:
             raise self.error("a query needs FROM <stream>", tree)
@@ -77,10 +130,11 @@ class Lowerer:
         for j in tree.args.get("joins") or []:
             side = (j.side or "").upper()
             kind = (j.kind or "").upper()
-            if side in ("RIGHT", "FULL") or kind in ("OUTER", "CROSS", "SEMI", "ANTI") and side != "LEFT":
+            if side in ("RIGHT", "FULL") or kind not in ("", "INNER", "OUTER") or kind == "OUTER" and side != "LEFT":
                 raise self.error(f"{(side or kind)} JOIN is not supported (use JOIN or LEFT JOIN)", j)
             if j.args.get("using"):
                 raise self.error("JOIN ... USING is not supported: write JOIN ... ON a.x = b.x", j)
+            self.refuse_unread(j)
             on = j.args.get("on")
             sources.append(self.source(j.this, "left" if side == "LEFT" else "inner", on))
         seen = set()
@@ -115,10 +169,19 @@ class Lowerer:
             q.having = self.expr(having.this)
         order = tree.args.get("order")
         if order is not None:
+            self.refuse_unread(order)
             for o in order.expressions:
-                q.order.append((self.expr(o.this), bool(o.args.get("desc"))))
+                desc = bool(o.args.get("desc"))
+                self.refuse_unread(o, position(o.this))
+                if o.args.get("nulls_first") is not None and bool(o.args["nulls_first"]) == desc:
+                    found = self.keyword(r"NULLS\s+(?:FIRST|LAST)", position(o.this))
+                    raise self.error(f"{' '.join(found.group().upper().split()) if found else 'NULLS FIRST/LAST'} "
+                                     "is not supported: NULLs sort first in ascending order and last in descending "
+                                     "order", found.start() if found else o)
+                q.order.append((self.expr(o.this), desc))
         limit = tree.args.get("limit")
         if limit is not None:
+            self.refuse_unread(limit)
             n = limit.expression
             if not (isinstance(n, exp.Literal) and not n.is_string and n.this.isdigit()):
                 raise self.error("LIMIT takes a non-negative integer", limit)
@@ -130,6 +193,13 @@ class Lowerer:
     def source(self, node: exp.Expression, join: str, on: Any) -> ir.Source:
         if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
             raise self.error("FROM and JOIN take a stream or table name", node)
+        if node.args.get("db") or node.args.get("catalog"):
+            raise self.error(f"a source is one name, without a schema or catalog: {_sql(node)}", node)
+        alias_node = node.args.get("alias")
+        if isinstance(alias_node, exp.TableAlias) and alias_node.args.get("columns"):
+            raise self.error("column aliases on a source are not supported: name the columns in SELECT",
+                             alias_node.args["columns"])
+        self.refuse_unread(node, position(node))
         name = node.this.this
         alias = node.alias or name
         return ir.Source(name=name, alias=alias, join=join, on=self.expr(on) if on is not None else None,
@@ -138,8 +208,10 @@ class Lowerer:
     def select_item(self, e: exp.Expression) -> ir.SelectItem:
         pos = position(e)
         if isinstance(e, exp.Star):
+            self.refuse_unread(e, pos)
             return ir.SelectItem("*", ir.Star(pos=pos), pos, star=True)
         if isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
+            self.refuse_unread(e.this, pos)
             return ir.SelectItem("*", ir.Star(e.table, pos=pos), pos, star=True)
         if isinstance(e, exp.Alias):
             return ir.SelectItem(e.alias, self.expr(e.this), pos)
@@ -151,7 +223,7 @@ class Lowerer:
         elif isinstance(node, ir.WinFn):
             name = "window_" + node.which
         else:
-            name = e.sql(dialect=EdgeSQL)
+            name = _sql(e)
         return ir.SelectItem(name, node, pos)
 
     # -- windows ----------------------------------------------------------
@@ -249,20 +321,54 @@ class Lowerer:
 
     # -- expressions ------------------------------------------------------
     def expr(self, e: exp.Expression) -> ir.Node:
+        """``e`` lowered; an expression nesting deeper than MAX_DEPTH is refused at the level that crosses it."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise self.error(f"expression too deep: more than {MAX_DEPTH} levels of nesting (parentheses, "
+                                 "function calls, operators): split it into simpler expressions", e)
+            return self._expr(e)
+        finally:
+            self.depth -= 1
+
+    def chain(self, e: exp.Expression) -> ir.Node:
+        """A chain of one operator family (``a + b - c``, ``a OR b OR c``) as one node, lowered without
+        recursing down the chain: each term is one level deeper than the chain, whatever its length."""
+        family = _CHAINS[type(e)][0]
+        links = []
+        node = e
+        while _CHAINS.get(type(node), ("",))[0] == family:
+            self.refuse_unread(node)
+            links.append(node)
+            node = node.this
+        terms = [node] + [link.expression for link in reversed(links)]
+        if len(terms) > MAX_TERMS:
+            raise self.error(f"expression too large: more than {MAX_TERMS} terms in one chain of "
+                             f"{_CHAINS[type(e)][1].upper()} (split it, or use IN for a list of values)",
+                             terms[MAX_TERMS])
+        args = tuple(self.expr(t) for t in terms)
+        pos = min((a.pos for a in args if a.pos), default=position(e))
+        if family in ("and", "or"):
+            return ir.logic(family, list(args), pos)
+        return ir.Arith(tuple(_CHAINS[type(link)][1] for link in reversed(links)), args, pos)
+
+    def _expr(self, e: exp.Expression) -> ir.Node:
+        if type(e) in _CHAINS:
+            return self.chain(e)
         pos = position(e)
-        if type(e) not in _READS_NEGATION and any(e.args.get(k) for k in _NEGATION_FLAGS):
-            # sqlglot marks some NOT forms with a flag instead of a Not parent: one left unread would be
-            # computed as its positive form
-            raise self.error(f"unsupported negated expression: {e.sql(dialect=EdgeSQL)}", e)
+        if pos:
+            self.cursor = max(self.cursor, pos)
+        elif isinstance(e, (exp.Boolean, exp.Null)):  # sqlglot keeps no position for TRUE, FALSE and NULL
+            found = self.keyword("NULL" if isinstance(e, exp.Null) else "TRUE" if e.this else "FALSE", self.cursor)
+            if found is not None:
+                pos, self.cursor = found.start(), found.end()
+        self.refuse_unread(e, pos)
         if isinstance(e, exp.Paren):
             return self.expr(e.this)
         if isinstance(e, exp.Literal):
             if e.is_string:
                 return ir.Lit(e.this, pos)
-            try:
-                return ir.Lit(int(e.this), pos)
-            except ValueError:
-                return ir.Lit(float(e.this), pos)
+            return ir.Lit(self.number(e.this, pos), pos)
         if isinstance(e, exp.Boolean):
             return ir.Lit(bool(e.this), pos)
         if isinstance(e, exp.Null):
@@ -327,7 +433,13 @@ class Lowerer:
             raise self.error(unsupported, e)
         if isinstance(e, exp.Case):
             operand = self.expr(e.this) if e.this is not None else None
-            whens = tuple((self.expr(i.this), self.expr(i.args["true"])) for i in e.args.get("ifs") or [])
+            ifs = e.args.get("ifs") or []
+            if len(ifs) > MAX_TERMS:
+                raise self.error(f"expression too large: more than {MAX_TERMS} WHEN branches in one CASE",
+                                 ifs[MAX_TERMS])
+            for i in ifs:
+                self.refuse_unread(i)
+            whens = tuple((self.expr(i.this), self.expr(i.args["true"])) for i in ifs)
             default = e.args.get("default")
             return ir.Case(operand, whens, self.expr(default) if default is not None else None, pos)
         if isinstance(e, (exp.Cast, exp.TryCast)):
@@ -335,7 +447,7 @@ class Lowerer:
             kind = CAST_TYPES.get(str(to).upper())
             if kind is None:
                 raise self.error(f"CAST to {to} is not supported (use INT, FLOAT, STRING, VARCHAR or BOOLEAN)", e.to)
-            return ir.Cast(self.expr(e.this), kind, pos)
+            return ir.Cast(self.expr(e.this), kind, pos, safe=bool(e.args.get("safe")))
         if isinstance(e, exp.Count):
             arg = e.this
             if isinstance(arg, exp.Star) or arg is None:
@@ -351,7 +463,7 @@ class Lowerer:
             inner = self.expr(e.this)
             if not isinstance(inner, ir.Analytic):
                 raise self.error("OVER (PARTITION BY ...) applies to lag, latest, changed_col and had_changed", e)
-            if e.args.get("order") or e.args.get("spec"):
+            if e.args.get("order") or e.args.get("spec") or e.args.get("alias"):
                 raise self.error("OVER takes only PARTITION BY", e)
             part = tuple(self.expr(p) for p in e.args.get("partition_by") or [])
             return ir.Analytic(inner.name, inner.args, part, inner.pos)
@@ -360,7 +472,7 @@ class Lowerer:
         if isinstance(e, exp.Anonymous):
             return self.call(str(e.this).lower(), list(e.expressions), e, pos)
         if isinstance(e, (exp.Binary, exp.Unary)):  # an operator the tables above do not map (a ? b, a ^ b)
-            raise self.error(f"unsupported operator: {e.sql(dialect=EdgeSQL)}", e)
+            raise self.error(f"unsupported operator: {_sql(e)}", e)
         if isinstance(e, exp.Func):
             # the few typed functions sqlglot still builds (kept minimal in the dialect)
             args = [v for k in e.arg_types for v in (e.args[k] if isinstance(e.args.get(k), list) else [e.args.get(k)])
@@ -372,7 +484,21 @@ class Lowerer:
             raise self.error("INTERVAL is only allowed in TUMBLE, HOP and SESSION", e)
         if isinstance(e, (exp.Subquery, exp.Select, exp.Exists)):
             raise self.error("subqueries are not supported", e)
-        raise self.error(f"unsupported expression: {e.sql(dialect=EdgeSQL)}", e)
+        raise self.error(f"unsupported expression: {_sql(e)}", e)
+
+    def number(self, text: str, pos: int) -> Any:
+        """A numeric literal: an int when it is one, else a float, which must be finite."""
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            v = float(text)
+        except ValueError:
+            raise self.error(f"bad number {text!r}", pos) from None
+        if not math.isfinite(v):
+            raise self.error(f"number out of range: {text[:40]}", pos)
+        return v
 
     def call(self, name: str, args: list, e: exp.Expression, pos: int) -> ir.Node:
         name = FUNCTION_ALIASES.get(name, name)
@@ -468,6 +594,99 @@ _PREDICATES: dict[type, Callable[[Lowerer, exp.Expression, int], ir.Node]] = {
 #: the nodes whose lowering reads sqlglot's negation flag; any other node carrying one is refused
 _READS_NEGATION = (exp.Like, exp.ILike, exp.Is)
 _NEGATION_FLAGS = ("negate", "not", "negated")
+#: per node class the lowering reads selectively, the arguments it reads (or refuses by name itself); any
+#: other argument set on such a node is refused (``Lowerer.refuse_unread``)
+_ARGS: dict[type, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
+    exp.Select: "expressions from_ from joins where group having order limit offset with_ with distinct qualify "
+                "windows",
+    exp.Table: "this alias db catalog",
+    exp.Join: "this on side kind using",
+    exp.Order: "expressions",
+    exp.Ordered: "this desc nulls_first",
+    exp.Limit: "expression",
+    exp.Star: "",
+    exp.Alias: "this alias",
+    exp.Column: "this table db catalog",
+    exp.Literal: "this is_string",
+    exp.Cast: "this to",
+    exp.TryCast: "this to safe",
+    exp.Case: "this ifs default",
+    exp.If: "this true",
+    exp.Window: "this partition_by order spec alias over",
+    exp.Count: "this expressions big_int",
+    exp.In: "this expressions query unnest field",
+    exp.Between: "this low high symmetric",
+    exp.Is: "this expression negate",
+    exp.Like: "this expression negate escape",
+    exp.ILike: "this expression negate escape",
+    exp.RegexpLike: "this expression flag full_match",
+    exp.Bracket: "this expressions",
+    exp.Dot: "this expression",
+    exp.Paren: "this",
+    exp.Neg: "this",
+    exp.Not: "this",
+    exp.Anonymous: "this expressions",
+    exp.NullSafeEQ: "this expression",
+    exp.NullSafeNEQ: "this expression",
+    exp.DPipe: "this expression safe",
+    **{c: "this expression" for c in (*_BINARY, *_CHAINS) if c is not exp.DPipe},
+}.items()}
+#: set by sqlglot on nodes it parsed, read by nobody: never a change of meaning
+_HARMLESS = frozenset(("_type",))
+#: an unread argument: how to name it, and the keyword to point at (a regex; "{}" in the name takes its text)
+_UNREAD: dict[str, tuple[str, str]] = {
+    "sample": ("{}", r"TABLESAMPLE|USING\s+SAMPLE"),
+    "pivots": ("{}", r"UNPIVOT|PIVOT"),
+    "laterals": ("LATERAL", r"LATERAL"),
+    "joins": ("a join inside a source", r"JOIN"),
+    "locks": ("FOR UPDATE/SHARE", r"FOR"),
+    "into": ("SELECT INTO", r"INTO"),
+    "hint": ("a query hint", ""),
+    "hints": ("a table hint", r"WITH"),
+    "except_": ("SELECT * {}", r"EXCEPT|EXCLUDE"),
+    "replace": ("SELECT * {}", r"REPLACE"),
+    "rename": ("SELECT * {}", r"RENAME"),
+    "ilike": ("SELECT * {}", r"ILIKE"),
+    "connect": ("CONNECT BY", r"CONNECT|START"),
+    "prewhere": ("PREWHERE", r"PREWHERE"),
+    "distribute": ("DISTRIBUTE BY", r"DISTRIBUTE"),
+    "sort": ("SORT BY", r"SORT"),
+    "cluster": ("CLUSTER BY", r"CLUSTER"),
+    "settings": ("SETTINGS", r"SETTINGS"),
+    "format": ("FORMAT", r"FORMAT"),
+    "method": ("{} JOIN", r"NATURAL|ASOF|POSITIONAL|LATERAL"),
+    "expressions": ("LIMIT ... BY", r"LIMIT"),
+    "offset": ("OFFSET", r"OFFSET|LIMIT"),
+    "limit_options": ("LIMIT ... WITH TIES/PERCENT", r"LIMIT"),
+    "with_fill": ("ORDER BY ... WITH FILL", r"WITH"),
+    "siblings": ("ORDER SIBLINGS BY", r"ORDER"),
+    "kind": ("SELECT AS STRUCT/VALUE", r"AS"),
+    "match": ("MATCH_RECOGNIZE", r"MATCH_RECOGNIZE"),
+    "match_condition": ("ASOF JOIN ... MATCH_CONDITION", r"MATCH_CONDITION"),
+    "global_": ("GLOBAL", r"GLOBAL"),
+    "is_global": ("GLOBAL IN", r"GLOBAL"),
+    "version": ("a time-travel clause", r"FOR|AT|BEFORE"),
+    "system_time": ("FOR SYSTEM_TIME", r"FOR"),
+    "partition": ("PARTITION", r"PARTITION"),
+    "ordinality": ("WITH ORDINALITY", r"WITH"),
+    "only": ("ONLY", r"ONLY"),
+    "format_": ("FORMAT", r"FORMAT"),
+    "safe": ("SAFE", ""),
+    "action": ("a CAST action", ""),
+    "default": ("CAST ... DEFAULT ... ON CONVERSION ERROR", r"DEFAULT"),
+    "first": ("FIRST", ""),
+}
+
+
+def _sql(e: exp.Expression) -> str:
+    """``e`` as SQL text for a message (clipped; a tree too deep to print is shown as '...')."""
+    try:
+        text = e.sql(dialect=EdgeSQL)
+    except RecursionError:
+        return "..."
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 _UNSUPPORTED: dict[type, str] = {
     exp.SimilarTo: "SIMILAR TO is not supported (use LIKE or REGEXP)",
     exp.Glob: "GLOB is not supported (use LIKE or REGEXP)",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import ir
+from .ir import sql_text
 from .validate import has_aggregates, is_aggregated
 
 #: holistic aggregates keep their values; every other one keeps O(1) state
@@ -100,51 +101,7 @@ def build(q: ir.Query) -> Plan:
                 star=any(it.star for it in q.select))
 
 
-def sql_text(n: ir.Node) -> str:
-    """A compact, readable rendering of a node for EXPLAIN."""
-    if isinstance(n, ir.Lit):
-        return repr(n.value) if not isinstance(n.value, bool) and n.value is not None else str(n.value).upper()
-    if isinstance(n, ir.Field):
-        return n.source + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in n.path)
-    if isinstance(n, ir.Bin):
-        return f"({sql_text(n.left)} {n.op.upper() if n.op.isalpha() else n.op} {sql_text(n.right)})"
-    if isinstance(n, ir.Unary):
-        return f"-{sql_text(n.arg)}" if n.op == "neg" else f"NOT {sql_text(n.arg)}"
-    if isinstance(n, (ir.Call, ir.Analytic)):
-        return f"{n.name}({', '.join(sql_text(a) for a in n.args)})"
-    if isinstance(n, ir.Agg):
-        inner = "*" if n.star else ", ".join(sql_text(a) for a in n.args)
-        return f"{n.name}({'DISTINCT ' if n.distinct else ''}{inner})"
-    if isinstance(n, ir.KeyRef):
-        return f"key[{n.index}]"
-    if isinstance(n, ir.AggRef):
-        return f"agg[{n.index}]"
-    if isinstance(n, ir.OutRef):
-        return f"out[{n.index}]"
-    if isinstance(n, ir.WinFn):
-        return f"window_{n.which}()"
-    if isinstance(n, ir.IsNull):
-        return f"({sql_text(n.arg)} IS {'NOT ' if n.negate else ''}NULL)"
-    if isinstance(n, ir.In):
-        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}IN ({', '.join(sql_text(x) for x in n.items)}))"
-    if isinstance(n, ir.Between):
-        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}BETWEEN {sql_text(n.low)} AND {sql_text(n.high)})"
-    if isinstance(n, ir.Like):
-        return f"({sql_text(n.arg)} {'NOT ' if n.negate else ''}{n.op.upper()} {sql_text(n.pattern)})"
-    if isinstance(n, ir.IsBool):
-        return f"({sql_text(n.arg)} IS {'NOT ' if n.negate else ''}{str(n.value).upper()})"
-    if isinstance(n, ir.IsDistinct):
-        return f"({sql_text(n.left)} IS {'NOT ' if n.negate else ''}DISTINCT FROM {sql_text(n.right)})"
-    if isinstance(n, ir.Cast):
-        return f"CAST({sql_text(n.arg)} AS {n.to.upper()})"
-    if isinstance(n, ir.Case):
-        parts = " ".join(f"WHEN {sql_text(c)} THEN {sql_text(v)}" for c, v in n.whens)
-        op = f" {sql_text(n.operand)}" if n.operand is not None else ""
-        dflt = f" ELSE {sql_text(n.default)}" if n.default is not None else ""
-        return f"CASE{op} {parts}{dflt} END"
-    if isinstance(n, ir.Star):
-        return f"{n.source}.*" if n.source else "*"
-    return type(n).__name__
+__all__ = ["Plan", "build", "explain", "sql_text"]
 
 
 def explain(p: Plan, time_field: str = "ts", lateness_ms: int = 0) -> str:

@@ -36,8 +36,9 @@ def _columns(src: Any) -> Optional[set]:
     return None
 
 
-#: the layout of snapshots; 2: exact float sums for sum/avg, arrival numbers in sliding first/last/collect
-STATE_VERSION = 2
+#: the layout of snapshots; 2: arrival numbers in sliding first/last/collect; 3: sum/avg as exact sums in a
+#: unit of 2**-E, keys as keys.Key
+STATE_VERSION = 3
 
 
 class SqlProcessor:

@@ -148,14 +148,12 @@ class Program:
         saved = dict(g.env)
         g.env = {s.alias: "t"}
         filters = q.filters.get(s.alias) or []
-        row_filter = self._fn("t, now=0", " and ".join(f"({g.expr(c)})" for c in filters), "_tf") if filters else None
+        row_filter = self._fn("t, now=0", g.conds(filters), "_tf") if filters else None
         keys = q.join_keys.get(s.alias) or []
         build_key = None
         key_texts = []
         if keys:
-            build = [g.expr(b) for _, b in keys]
-            body = build[0] if len(build) == 1 else "(" + ", ".join(build) + ",)"
-            build_key = self._fn("t, now=0", body, "_tk")
+            build_key = self._fn("t, now=0", g.key([b for _, b in keys]), "_tk")
             key_texts = [f"{sql_text(a)} = {sql_text(b)}" for a, b in keys]
         residual = None
         res = q.join_residual.get(s.alias) or []
@@ -165,22 +163,16 @@ class Program:
                 if others:
                     raise SqlError("a join condition may use the stream and this table only", q.text, c.pos)
             g.env = {q.sources[0].alias: "r", s.alias: "t"}
-            residual = self._fn("r, t, now=0", " and ".join(f"({g.expr(c)})" for c in res), "_tr")
+            residual = self._fn("r, t, now=0", g.conds(res), "_tr")
         g.env = saved
         return TableJoin(s.alias, s.join == "left", loader, build_key, row_filter, residual, key_texts)
 
     def _probe_key(self, i: int, s: ir.Source) -> str:
         keys = self.q.join_keys.get(s.alias) or []
-        if not keys:
-            return "None"
-        probe = [self.gen.expr(a) for a, _ in keys]
-        return probe[0] if len(probe) == 1 else "(" + ", ".join(probe) + ",)"
+        return self.gen.key([a for a, _ in keys]) if keys else "None"
 
     def _key_code(self) -> str:
-        keys = [self.gen.expr(k) for k in self.plan.keys]
-        if not keys:
-            return "()"
-        return keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ",)"
+        return self.gen.key(self.plan.keys) if self.plan.keys else "()"
 
     def _vals(self) -> list[str]:
         """Statements computing v0..vN, the aggregate arguments, before any state changes."""
@@ -199,7 +191,7 @@ class Program:
             out.append(f"v{i} = {code}")
             if numeric:
                 out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: "
-                           f"v{i} = _num(v{i}, {a.name + ' argument'!r})")
+                           f"v{i} = _aggnum(v{i}, {a.name + ' argument'!r})")
         return out
 
     def _agg_layout(self) -> tuple[list[str], list[str]]:
@@ -283,12 +275,11 @@ class Program:
                 emit(ind + "        out.extend(S.close(wm, now))")
                 emit(ind + "        nxt = S.nxt")
         for i, a in enumerate(p.analytics):
-            part = [g.expr(x) for x in a.partition]
-            pk = "None" if not part else part[0] if len(part) == 1 else "(" + ", ".join(part) + ",)"
+            pk = g.key(list(a.partition)) if a.partition else "None"
             args = ", ".join(g.expr(x) for x in a.args)
             emit(ind + f"_z{i} = {g.const(self.analytics[i])}({pk}, {args})")
         for c in q.filters.get(first) or []:
-            emit(ind + f"if not ({g.expr(c)}): continue")
+            emit(ind + f"if not {g.cond(c)}: continue")
         w = p.window
         if p.mode == "fast" and w is not None:
             if w.kind == "tumbling":
@@ -304,7 +295,7 @@ class Program:
             emit(ind + f"for {self.tvars[i]} in {g.const(self.tables[i])}.probe(r, {self._probe_key(i, s)}):")
             ind += "    "
         for c in q.post_filters:
-            emit(ind + f"if not ({g.expr(c)}): continue")
+            emit(ind + f"if not {g.cond(c)}: continue")
         if p.mode == "rows":
             emit(ind + f"out.append({self._row_dict()})")
         elif p.mode == "fast":
@@ -411,7 +402,7 @@ class Program:
                     g.analytic_code[id(a)] = f"_zs[{i}]"
             lines = [f"\ndef _project(ws, we, now, {envs}):"]
             for c in self.q.post_filters if p.mode == "join" else []:
-                lines.append(f"    if not ({g.expr(c)}): return None")
+                lines.append(f"    if not {g.cond(c)}: return None")
             row = self._row_dict()
             if p.order:
                 ok = ", ".join(g.expr(e) for e, _ in p.order)
@@ -419,12 +410,15 @@ class Program:
             else:
                 lines.append(f"    return ({row}, None)")
             return "\n".join(lines) + "\n"
-        g.key_code = (lambda i: "k") if len(p.keys) == 1 else (lambda i: f"k[{i}]")
+        # a group key is kept as a key (keys.key): its value comes back, kind and all, where it is read
+        g.key_code = (lambda i: "(k.value if k.__class__ is _Key else k)") if len(p.keys) == 1 else \
+            (lambda i: f"(k[{i}].value if k[{i}].__class__ is _Key else k[{i}])")
         lines = ["\ndef _emit(ws, we, k, s, now):"]
         for i, (_, code) in enumerate(self.slots):
             lines.append(f"    a{i} = {code.final}")
         if p.having is not None:
-            lines.append(f"    if not ({g.expr(p.having)}): return None")
+            lines.append(f"    if not {g.cond(p.having, sql_text(self.q.having) if self.q.having else None)}: "
+                         "return None")
         outs = [g.expr(e) for _, e in p.select]
         lines.append("    o = (" + "".join(f"{x}, " for x in outs) + ")")
         if p.order:

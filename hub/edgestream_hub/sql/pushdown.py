@@ -18,8 +18,8 @@ from .catalog import Catalog
 def conjuncts(n: ir.Node | None) -> list:
     if n is None:
         return []
-    if isinstance(n, ir.Bin) and n.op == "and":
-        return conjuncts(n.left) + conjuncts(n.right)
+    if isinstance(n, ir.Logic) and n.op == "and":
+        return [c for a in n.args for c in conjuncts(a)]
     return [n]
 
 

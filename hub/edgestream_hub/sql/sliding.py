@@ -5,16 +5,15 @@ trigger being emitted) and, per aggregate, state that is updated when a
 record enters and when it is evicted, so one output row costs O(1)
 amortised whatever the window holds:
 
-- ``count``: a counter; ``sum``/``avg``: exact integer sum plus a
-  compensated (Neumaier) float sum, reset whenever the window holds no
-  float, so adding and evicting floats does not drift, and exact (in units
-  of 2**-1074) from an overflow until then; ``var``/``stddev``
+- ``count``: a counter; ``sum``/``avg``: the exact sums every window kind
+  keeps (``aggregates.sum_add_code``), so evicting leaves no rounding
+  behind and a row is the correctly rounded sum of its range; ``var``/``stddev``
   and the sample forms: exact integer sums of x and x², floats counted
   exactly in units of 2**-1074, so eviction never leaves rounding behind;
 - ``min``/``max``: a monotonic deque of (index, value), amortised O(1);
 - ``first_value``/``last_value``: a monotonic deque on the arrival number
   (records enter and leave the range in ts order; these read arrival order);
-- ``count(DISTINCT x)``: a value -> multiplicity map (O(1) per update);
+- ``count(DISTINCT x)``: a key (``keys.key``) -> multiplicity map (O(1) per update);
 - ``median``/``percentile``: a sorted list (binary search to insert and
   to remove); ``collect``: the queue of (arrival number, value), read in
   arrival order. Only these holistic aggregates read the buffered values
@@ -23,8 +22,8 @@ amortised whatever the window holds:
 ``slide_code`` gives the generated-code template of each aggregate;
 ``SlideCode.check`` statements run when a record arrives, so a value
 that could not be aggregated (``min`` of an object, a string after
-numbers, an unhashable DISTINCT value) fails that record there, never
-later when the window is emitted.
+numbers) fails that record there, never later when the window is
+emitted.
 """
 
 from __future__ import annotations
@@ -35,10 +34,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import ir
-from .aggregates import SUM_INITS, VAR_SLOTS, sum_add, sum_sub, sum_value, var_add, var_sub, var_value
-from .errors import SqlRuntimeError
-
-_SCALAR = (int, float, str, bool)
+from .aggregates import (
+    SUM_INITS,
+    VAR_SLOTS,
+    better,
+    percentile_sorted,
+    sum_add_code,
+    sum_sub,
+    sum_value,
+    var_add,
+    var_sub,
+    var_value,
+)
+from .keys import key
 
 
 @dataclass
@@ -63,18 +71,6 @@ def sorted_remove(xs: list, v: Any) -> None:
             return
 
 
-def percentile_sorted(xs: list, p: float) -> Any:
-    if not xs:
-        return None
-    pos = p * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    frac = pos - lo
-    if frac == 0:
-        return xs[lo]
-    return xs[lo] + (xs[hi] - xs[lo]) * frac
-
-
 def arrival_values(q: Any) -> list:
     """The values of a queue of (arrival number, value), in arrival order."""
     return [x[1] for x in sorted(q, key=_first)]
@@ -85,21 +81,8 @@ def _first(x: tuple) -> Any:
 
 
 def minmax_check(ref: Any, v: Any, what: str) -> None:
-    if not isinstance(v, _SCALAR):
-        raise SqlRuntimeError(f"{what} in a sliding window takes numbers or strings, got {type(v).__name__}")
-    if ref is not None:
-        try:
-            ref < v  # noqa: B015 - only to see that the two compare
-        except TypeError:
-            raise SqlRuntimeError(f"{what} cannot compare {type(v).__name__} {v!r:.40} with the group's "
-                                  f"earlier {type(ref).__name__} values") from None
-
-
-def hashable(v: Any) -> None:
-    try:
-        hash(v)
-    except TypeError:
-        raise SqlRuntimeError(f"count(DISTINCT x) takes scalar values, got {type(v).__name__}") from None
+    """A value ``min``/``max`` could not order with the group's values (``ref``, the last one) fails on arrival."""
+    better(ref, v, "<", what)
 
 
 def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any], str]) -> SlideCode:
@@ -114,19 +97,19 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
         if a.star:
             return SlideCode(["0"], [f"{S(0)} += 1"], [f"{S(0)} -= 1"], S(0))
         if a.distinct:
+            k = f"{const(key)}({v})"  # the value as a key: TRUE and 1 are two values, 1 and 1.0 one
             return SlideCode(
-                ["{}"], [nn + f"{S(0)}[{v}] = {S(0)}.get({v}, 0) + 1"],
-                [f"if {v} is not None:", f"    _c = {S(0)}[{v}] - 1", "    if _c:", f"        {S(0)}[{v}] = _c",
-                 "    else:", f"        del {S(0)}[{v}]"],
-                f"len({S(0)})", [nn + f"{const(hashable)}({v})"])
+                ["{}"], [nn + f"{S(0)}[_k] = {S(0)}.get(_k := {k}, 0) + 1"],
+                [f"if {v} is not None:", f"    _k = {k}", f"    _c = {S(0)}[_k] - 1", "    if _c:",
+                 f"        {S(0)}[_k] = _c", "    else:", f"        del {S(0)}[_k]"],
+                f"len({S(0)})", [nn + f"hash({k})"])
         return SlideCode(["0"], [nn + f"{S(0)} += 1"], [nn + f"{S(0)} -= 1"], S(0))
     if name in ("sum", "avg"):
-        # the slots of aggregates.SUM_INITS, with a compensated float sum (see ``sum_add``)
-        add = [f"if {v} is not None:", f"    {S(0)} += 1", f"    if {v}.__class__ is int: {S(1)} += {v}",
-               f"    else: {const(sum_add)}({s}, {o}, {v})"]
-        rem = [f"if {v} is not None:", f"    {S(0)} -= 1", f"    if {v}.__class__ is int: {S(1)} -= {v}",
-               f"    else: {const(sum_sub)}({s}, {o}, {v})"]
-        return SlideCode(list(SUM_INITS), add, rem, f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+        # the exact state of every window kind (aggregates.SUM_INITS); eviction subtracts exactly
+        rem = [f"if {v}.__class__ is int:", f"    {S(0)} -= 1", f"    {S(1)} -= {v}",
+               f"elif {v} is not None: {const(sum_sub)}({s}, {o}, {v})"]
+        return SlideCode(list(SUM_INITS), sum_add_code(v, s, o, const), rem,
+                         f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
     if name in ("var", "vars", "stddev", "stddevs"):
         sample = name.endswith("s")
         return SlideCode(["0"] * VAR_SLOTS,

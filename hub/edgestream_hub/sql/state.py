@@ -1,5 +1,5 @@
-"""Snapshot encoding: window state (dicts with tuple keys, sets, deques, non-finite floats) to strict JSON
-values and back."""
+"""Snapshot encoding: window state (dicts with tuple keys, sets, deques, non-finite floats, ``keys.Key``
+keys) to strict JSON values and back."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 from .analytic import _UNSET
+from .keys import Key, key
 
 
 def encode(v: Any) -> Any:
@@ -26,6 +27,8 @@ def encode(v: Any) -> Any:
         return {"__d": [encode(x) for x in v], "n": v.maxlen}
     if v is _UNSET:
         return {"__u": 1}
+    if isinstance(v, Key):
+        return {"__k": encode(v.value)}
     raise TypeError(f"cannot snapshot {type(v).__name__}")
 
 
@@ -43,6 +46,8 @@ def decode(v: Any) -> Any:
             return deque((decode(x) for x in v["__d"]), maxlen=v["n"])
         if "__u" in v:
             return _UNSET
+        if "__k" in v:
+            return key(decode(v["__k"]))
         if "__f" in v:
             return float(v["__f"])
         return {k: decode(x) for k, x in v.items()}

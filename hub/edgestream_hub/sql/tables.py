@@ -3,7 +3,7 @@
 A table is anything with ``rows() -> list[dict]`` (and ``columns``), a
 list of dicts, or a callable returning one. ``load_table(spec)`` opens:
 
-- ``devices.csv`` (header row; numbers become numbers, empty cells NULL),
+- ``devices.csv`` (header row; read by the hub's one CSV rule, ``edgestream_hub.cells``),
 - ``devices.jsonl`` / ``devices.json`` (one JSON object per line),
 - ``sqlite:///path/to.db?table=devices`` or ``path/to.db#devices`` (a SQLite table).
 
@@ -13,7 +13,6 @@ or, with ``auto_refresh=True``, whenever the file's mtime changes.
 
 from __future__ import annotations
 
-import csv
 import os
 import select
 import sqlite3
@@ -22,7 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
-from edgestream_hub.cells import convert_cell
+from edgestream_hub.cells import CsvRows
 from edgestream_hub.jsonio import loads
 from edgestream_hub.progress import byte_position, byte_size
 
@@ -128,13 +127,22 @@ class RecordReader:
             self.close()
 
     def _csv(self) -> Iterator[dict]:
-        reader = csv.DictReader(line + "\n" for line in self._lines())
-        for row in reader:
-            if None in row:
+        """Records by the hub's one CSV rule (``edgestream_hub.cells``); a refused one goes to ``bad``."""
+        rows = CsvRows()
+        for n, line in enumerate(self._lines(), 1):
+            try:
+                rec = rows.feed(line, n)
+            except ValueError as e:
                 if self.bad is not None:
-                    self.bad(row, f"{self.name}:{reader.line_num}: more cells than header columns")
+                    self.bad(rows.refused, f"{self.name}:{rows.start}: {e}")
                 continue
-            yield {k: convert_cell(v) if v is not None else None for k, v in row.items()}
+            if rec is not None:
+                yield rec
+        try:
+            rows.finish()
+        except ValueError as e:
+            if self.bad is not None:
+                self.bad(rows.refused, f"{self.name}:{rows.start}: {e}")
 
     def _jsonl(self) -> Iterator[dict]:
         bad, name = self.bad, self.name

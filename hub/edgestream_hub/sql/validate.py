@@ -7,15 +7,64 @@ unknown columns of tables whose columns are known; stream-stream joins
 outside a time window; ORDER BY or LIMIT with nothing to order per window;
 analytic functions where no per-record value exists (outside aggregates
 in SELECT, HAVING or ORDER BY of an aggregate query; in ON; in
-stream-stream joins); a literal regular expression that does not compile.
+stream-stream joins); a literal regular expression that does not compile;
+an operand known to be of the wrong kind (``v + 'a'``, ``NOT 1``, ``WHERE
+v * 2``: see ``kinds``); an expression larger than ``MAX_SIZE``.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from . import ir
 from .catalog import Catalog
 from .errors import SqlError, SqlRuntimeError
 from .functions import REGEX_ARGS, SCALARS, check_regex
+from .ir import sql_text
+from .kinds import a_or_an, static_kind
+
+#: the most terms of chains and CASE branches along one path down an expression: each term of a chain (or
+#: branch of a CASE) is one level of the generated code, which Python compiles up to about 3000 levels
+MAX_SIZE = 2000
+
+
+def _kinds(n: ir.Node, err: Callable[[str, object], SqlError]) -> None:
+    """Refuse an operand whose kind is known at compile time and is not what its operator takes."""
+
+    def need(arg: ir.Node, want: str, who: str) -> None:
+        k = static_kind(arg)
+        if k is not None and k != want:
+            takes = "numbers" if want == "number" else "a boolean"
+            raise err(f"{who} takes {takes}: {sql_text(arg)} is {a_or_an(k)}", arg)
+
+    if isinstance(n, ir.Arith) and n.ops[0] != "||":
+        for i, a in enumerate(n.args):
+            need(a, "number", n.ops[max(0, i - 1)])
+    elif isinstance(n, ir.Unary):
+        need(n.arg, "number" if n.op == "neg" else "boolean", "-" if n.op == "neg" else "NOT")
+    elif isinstance(n, ir.Logic):
+        for a in n.args:
+            need(a, "boolean", n.op.upper())
+    elif isinstance(n, ir.IsBool):
+        need(n.arg, "boolean", f"IS {'NOT ' if n.negate else ''}{'TRUE' if n.value else 'FALSE'}")
+    elif isinstance(n, ir.Case) and n.operand is None:
+        for when, _ in n.whens:
+            need(when, "boolean", "CASE WHEN")
+    elif isinstance(n, ir.Call):
+        f = SCALARS.get(n.name)
+        if f is not None and f.numeric:
+            for a in n.args:
+                need(a, "number", f"{n.name}()")
+
+
+def _size(n: ir.Node, err: Callable[[str, object], SqlError]) -> int:
+    """Terms along the longest path down ``n`` (see MAX_SIZE); refuses the smallest expression beyond it."""
+    own = len(n.args) if isinstance(n, ir.Arith) else len(n.whens) if isinstance(n, ir.Case) else 1
+    size = own + max((_size(c, err) for c in n.children()), default=0)
+    if size > MAX_SIZE:
+        raise err(f"expression too large: it nests {size} terms of operator chains and CASE branches "
+                  f"inside each other (at most {MAX_SIZE}): split it", n)
+    return size
 
 
 def is_aggregated(q: ir.Query) -> bool:
@@ -51,7 +100,13 @@ def validate(q: ir.Query, cat: Catalog) -> ir.Query:
                 raise err(str(e), replacement) from None
 
     def check(node: ir.Node, where: str, agg_ok: bool, analytic_ok: bool) -> None:
+        _size(node, err)
+        if where in ("WHERE", "HAVING", "ON"):
+            k = static_kind(node)
+            if k is not None and k != "boolean":
+                raise err(f"{where} takes a boolean: {sql_text(node)} is {a_or_an(k)}", node)
         for n in node.walk():
+            _kinds(n, err)
             if isinstance(n, ir.Call):
                 f = SCALARS.get(n.name)
                 if f is None:

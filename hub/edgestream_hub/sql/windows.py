@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from . import ir
 from .errors import SqlError, SqlRuntimeError
+from .keys import key_value
 from .program import BIG, Program, compiled
 from .sizes import CONTAINERS, approx_bytes, scaled_sum
 
@@ -124,7 +125,7 @@ class Executor:
             try:
                 x = emit(ws, we, k, s, now)
             except Exception as e:  # one group's failure (e.g. a division by zero in SELECT)
-                self.bad({"window_start": ws, "window_end": we, "key": k if not isinstance(k, tuple) else list(k)}, e)
+                self.bad({"window_start": ws, "window_end": we, "key": key_value(k)}, e)
                 continue
             if x is not None:
                 res.append(x)
@@ -402,7 +403,7 @@ class SlidingExecutor(Executor):
                     try:
                         add(s, vals, i, seq)
                     except Exception as e:  # checked on arrival; kept so that no value can stop the query
-                        self.bad({"key": k if not isinstance(k, tuple) else list(k), "ts": ts}, e)
+                        self.bad({"key": key_value(k), "ts": ts}, e)
                     i += 1
                     self.touched += 1
                 if ph == n:
@@ -424,8 +425,7 @@ class SlidingExecutor(Executor):
                 try:
                     x = emit(lo, T, k, s, now)
                 except Exception as e:  # one row's failure (e.g. a division by zero in SELECT)
-                    key = k if not isinstance(k, tuple) else list(k)
-                    self.bad({"window_start": lo, "window_end": T, "key": key}, e)
+                    self.bad({"window_start": lo, "window_end": T, "key": key_value(k)}, e)
                     x = None
                 if x is not None:
                     out.append(dict(zip(names, x[0])))

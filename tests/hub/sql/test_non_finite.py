@@ -99,3 +99,19 @@ def test_state_holding_non_finite_values_snapshots_as_strict_json(window):
     second = SqlProcessor(query, SimpleContext(), resume_state=snap)
     got += second.process(recs[3:], 0) + second.flush()
     assert len(got) == len(want) and all(_same(a[k], b[k]) for a, b in zip(got, want) for k in a)
+
+
+@pytest.mark.parametrize("window", ["TUMBLINGWINDOW(ss, 10)", "SLIDINGWINDOW(ss, 10)", "COUNTWINDOW(2)"])
+@pytest.mark.parametrize("values,median,p25", [
+    ((INF_, INF_), math.inf, math.inf),
+    ((NINF, NINF), -math.inf, -math.inf),
+    ((_x(1.0), INF_), math.inf, math.inf),
+    ((_x(-BIG), _x(BIG)), 0.0, -BIG / 2),
+    ((_x(BIG), _x(BIG)), BIG, BIG),
+])
+def test_median_and_percentile_between_infinite_or_huge_values(window, values, median, p25):
+    recs = [{"ts": 1000 * i, "v": v, "w": w, "m": m} for i, (v, w, m) in enumerate(values)]
+    p = SqlProcessor(f"SELECT median(v * m + w * m) AS md, percentile(v * m + w * m, 0.25) AS p, count(*) AS n "
+                     f"FROM s GROUP BY {window}", SimpleContext())
+    rows = [r for r in p.process(recs, 0) + p.flush() if r["n"] == 2]
+    assert rows and all(r["md"] == median and r["p"] == p25 for r in rows), rows

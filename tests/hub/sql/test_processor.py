@@ -268,5 +268,5 @@ def test_a_file_of_mixed_records_runs_through_edgestream_sql(tmp_path, capsys):
 def test_a_snapshot_of_an_older_state_format_is_refused_with_the_reason():
     snap = SqlProcessor(TUMBLE, SimpleContext()).snapshot()
     snap["version"] = 1
-    with pytest.raises(SqlError, match="holds window state of format 1, this version keeps format 2"):
+    with pytest.raises(SqlError, match="holds window state of format 1, this version keeps format 3"):
         SqlProcessor(TUMBLE, SimpleContext(), resume_state=snap)

@@ -1,4 +1,7 @@
-"""Hub-side sequence check: gaps, duplicates and reboots in what agents sent.
+"""Test-side sequence check: every gap, duplicate and reboot in what agents sent, listed.
+
+The hub counts these as it ingests (``edgestream_hub.wire.SeqTracker``, bounded and
+counting only); tests and benchmarks need the exact seqs, so they use this.
 
 Every result an agent sends carries its boot id and a per-boot sequence
 number (see docs/wire.md). Fed the decoded messages in arrival order,
