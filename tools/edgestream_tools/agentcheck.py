@@ -295,7 +295,8 @@ def _last_line(text: str) -> str:
 
 
 def _doing(traceback: str) -> str:
-    mods = re.findall(r'File "(?:[^"]*/)?edgestream_agent/([a-z_]+)', traceback)
+    # frozen modules name their file (edgestream_agent/link.py), a bundle's their module (edgestream_agent.link)
+    mods = re.findall(r'File "(?:[^"]*/)?edgestream_agent[./]([a-z_]+)', traceback)
     for mod in reversed(mods):
         for key, phrase in _DOING:
             if mod == key:
