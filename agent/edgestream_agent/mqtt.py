@@ -30,7 +30,9 @@
 #   session is clean, so the broker forgets them).
 # - Incoming packets larger than rx_size are skipped without buffering them;
 #   on_oversize(topic, size) is called (topic None if it did not fit either)
-#   and a QoS 1 one is still acknowledged.
+#   and a QoS 1 one is still acknowledged. So is one that fits but finds no
+#   heap for its copy (size <= rx_size then): a board short of heap drops
+#   the message, never the link.
 # - DNS: getaddrinfo() blocks on boards; it runs once per server and the
 #   address is cached. Use an IP address to avoid it entirely.
 #
@@ -516,13 +518,36 @@ class MQTTClient:
                 p = i + 2 + tl
                 if rem < 2 + tl + (2 if qos else 0) or qos == 3:
                     raise MQTTException("malformed PUBLISH")
-                topic = bytes(buf[i + 2:p])
                 if qos:
-                    if self._room(4):
-                        self._put((b"\x40\x02" if qos == 1 else b"\x50\x02") + buf[p:p + 2])
+                    if self._room(4):  # PUBACK / PUBREC, written in place (no heap needed)
+                        n = self._tx_n
+                        tx = self._tx
+                        tx[n] = 0x40 if qos == 1 else 0x50
+                        tx[n + 1] = 2
+                        tx[n + 2] = buf[p]
+                        tx[n + 3] = buf[p + 1]
+                        self._tx_n = n + 4
                     p += 2
-                msg = bytes(buf[p:i + rem])
-                if self.cb:
+                try:
+                    topic = bytes(buf[i + 2:i + 2 + tl])
+                    msg = bytes(buf[p:i + rem])
+                except MemoryError:
+                    # no heap for its copy: skipped like an oversize packet
+                    # (never left in the buffer to fail at every poll), and
+                    # on_oversize told which subscription it came by
+                    topic = msg = None
+                    self.rx_oversize += 1
+                    for t, _ in self._subs:
+                        if len(t) == tl:
+                            n = 0
+                            while n < tl and t[n] == buf[i + 2 + n]:
+                                n += 1
+                            if n == tl:
+                                topic = t
+                                break
+                    if self.on_oversize:
+                        self.on_oversize(topic, total)
+                if msg is not None and self.cb:
                     self.cb(topic, msg)
             if self._sock is None:
                 return  # the packet closed the link (CONNACK refused)
