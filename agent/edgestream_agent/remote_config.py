@@ -72,9 +72,11 @@ def commit(cfg, text, path, apply):
         if apply is not None:
             apply(cfg)
     except MemoryError as e:
-        # Agent._build names the sensor it was building
-        cfg = text = None
-        return False, no_heap("build " + e.args[0] if e.args and isinstance(e.args[0], str) else "apply the config")
+        # Agent._build names the sensor it was building ("sensors[2] (x)");
+        # elsewhere (loading reconfig, a source) the port's own text says nothing
+        w = e.args[0] if e.args else None
+        cfg = text = e = None
+        return False, no_heap("build " + w if isinstance(w, str) and w.startswith("sensors[") else "apply the config")
     except Exception as e:
         return False, "apply: %s: %s" % (e.__class__.__name__, e)
     cfg = None
