@@ -410,7 +410,7 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
     serial_master, serial_slave = os.openpty()  # a serial transport's port: nobody on the other end
     try:
         with tempfile.TemporaryDirectory(prefix="edgestream-check-") as tmp:
-            from edgestream_tools.vboard import write_boot
+            from edgestream_tools.vboard import write_boot, write_module
 
             work = Path(tmp)
             write_boot(work)
@@ -429,7 +429,9 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
                 d = work / name
                 d.mkdir()
                 (d / "agent.json").write_text(json.dumps(cfg))
-                (d / "main.py").write_text(code)
+                # the run's code as a compiled module: it interns only the names it uses
+                write_module(d, "_check", code)
+                (d / "main.py").write_text("import _check\n")
                 (d / "tty").symlink_to(os.ttyname(serial_slave))
                 if lib is not None:
                     (d / "lib").symlink_to(Path(lib).resolve())
