@@ -7,12 +7,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgestream-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install mosquitto board multilib clean
+.PHONY: demo test bench install mosquitto browser board multilib clean
 
 demo: $(STAMP) mosquitto board
 	$(VENV)/bin/edgestream demo
 
-test: $(STAMP) mosquitto board
+test: $(STAMP) mosquitto browser board
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) mosquitto board
@@ -34,6 +34,13 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	  else echo "mosquitto is missing: run  sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
+
+# Debian's chromium and its driver for the console tests (tests/hub/test_console.py drives them with selenium;
+# without them those tests skip and say why). Not fatal: the rest of the suite runs without a browser.
+browser:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "chromium is missing (the console tests will skip): run  sudo apt-get install -y chromium chromium-driver" >&2; fi; }
 
 # The board-faithful MicroPython the device tests, the demo and the benchmarks run on: a 32-bit
 # unix port with the agent frozen in (build/board/; ~1 min from clean, rebuilt only when stale).

@@ -205,15 +205,19 @@ def must_succeed(block: Block, cmd: str | list[str], r: subprocess.CompletedProc
 
 
 def hub_run_as_check(cmd: str) -> list[str] | None:
-    """``edgestream hub run -c X [--set ...]`` as the ``hub check`` of the same config; else None."""
+    """``edgestream hub run -c X [--set ...]`` as the ``hub check`` of the same config; else None.
+
+    >>> hub_run_as_check("edgestream hub run -c h.yaml --log-format json --log-level=debug --set a=1")
+    ['edgestream', 'hub', 'check', '-c', 'h.yaml', '--set', 'a=1']
+    """
     argv = shlex.split(cmd, comments=True)
     if argv[:3] != ["edgestream", "hub", "run"]:
         return None
     out, rest = ["edgestream", "hub", "check"], iter(argv[3:])
-    for arg in rest:
-        if arg == "--log-level":
+    for arg in rest:  # the options only `run` takes
+        if arg in ("--log-level", "--log-format"):
             next(rest, None)
-        elif not arg.startswith("--log-level="):
+        elif not arg.startswith(("--log-level=", "--log-format=")):
             out.append(arg)
     return out
 

@@ -1,9 +1,14 @@
 """``edgestream hub``: run, check and document a hub config.
 
-    edgestream hub run   -c hub.yaml [--set path=value ...]   # serve until SIGTERM/SIGINT; SIGHUP reloads
-    edgestream hub check -c hub.yaml [--set path=value ...]   # validate only: exit 0, or 2 with every error
+    edgestream hub run   [-c hub.yaml] [--set path=value ...] [--log-format text|json]
+                                                # serve until SIGTERM/SIGINT; SIGHUP reloads
+    edgestream hub check [-c hub.yaml] [--set path=value ...]   # validate only: exit 0, or 2 with every error
     edgestream hub docs  [-o docs/config-reference.md] [--check]
-    edgestream hub plugins                                    # registered components and where they come from
+    edgestream hub plugins                                      # registered components and their origin
+    edgestream hub install-service [--user] [-c hub.yaml] [--dry-run]   # a systemd unit that starts at boot
+
+Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``
+(``config.DEFAULT_CONFIGS``); when neither exists the error names both.
 
 Exit codes: 0 ok (run: stopped and drained), 1 could not start or did not
 drain in time, 2 bad config or usage. ``check`` and ``run`` validate the same
@@ -21,31 +26,44 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", metavar="{run,check,docs,plugins}")
+    from edgestream_hub.config import DEFAULT_CONFIGS
+    from edgestream_hub.logs import FORMATS
+
+    where = " or ".join(DEFAULT_CONFIGS)
+    sub = p.add_subparsers(dest="action", metavar="{run,check,docs,plugins,install-service}")
     sub.required = True
     for name, help in (("run", "run the hub on a config file"), ("check", "validate a config file without running")):
         s = sub.add_parser(name, help=help)
-        s.add_argument("-c", "--config", required=True, help="the hub.yaml to use")
+        s.add_argument("-c", "--config", default=None, help=f"the hub.yaml to use (default: {where})")
         s.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                        help="override a config value (highest precedence), e.g. --set broker.port=1884")
         if name == "run":
             s.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"),
                            help="overrides hub.log_level")
+            s.add_argument("--log-format", default="text", choices=FORMATS,
+                           help="text (default) or json: one JSON object per line, for journald and log shippers")
     d = sub.add_parser("docs", help="write the config reference generated from the component specs")
     d.add_argument("-o", "--output", default=None, help="file to write (default: print)")
     d.add_argument("--check", action="store_true", help="exit 1 if --output is not up to date")
     sub.add_parser("plugins", help="list sources, processors, sinks and functions with their origin")
+    i = sub.add_parser("install-service", help="write a systemd unit that runs the hub at boot (Type=notify)")
+    i.add_argument("-c", "--config", default=None, help=f"the hub.yaml the service runs (default: {where})")
+    i.add_argument("--user", action="store_true",
+                   help="a user unit (~/.config/systemd/user) instead of a system one (/etc/systemd/system)")
+    i.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"run": _run, "check": _check, "docs": _docs, "plugins": _plugins}[args.action](args)
+    return {"run": _run, "check": _check, "docs": _docs, "plugins": _plugins,
+            "install-service": _install_service}[args.action](args)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edgestream_hub.config import load_config
+    from edgestream_hub.config import find_config, load_config
     from edgestream_hub.errors import ConfigError, EdgeStreamError
 
     try:
+        args.config = find_config(args.config)
         cfg = load_config(args.config, sets=args.set)
     except ConfigError as e:
         print(f"edgestream hub check: {e}", file=sys.stderr)
@@ -60,12 +78,17 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    from edgestream_hub import logs
+    from edgestream_hub.config import find_config
     from edgestream_hub.errors import ConfigError, EdgeStreamError, StartError
     from edgestream_hub.service import HubService
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(handlers=[handler], level=logging.INFO)
+    logs.setup(args.log_format, logging.INFO)
+    try:
+        args.config = find_config(args.config)
+    except ConfigError as e:
+        print(f"edgestream hub run: {e}", file=sys.stderr)
+        return 2
     sets = list(args.set) + ([f"hub.log_level={args.log_level}"] if args.log_level else [])
     svc = HubService(args.config, sets=sets)
 
@@ -90,18 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     except EdgeStreamError as e:
         print(f"edgestream hub run: {e}", file=sys.stderr)
         return 2
-    print(f"edgestream hub: running {args.config} (SIGHUP reloads, SIGTERM stops)", file=sys.stderr, flush=True)
+    logging.getLogger("edgestream.hub").info("running %s (SIGHUP reloads, SIGTERM stops)%s", args.config,
+                                             f"; console at {svc.api.url}/" if svc.api is not None and
+                                             svc.api.api["console"] else "")
     return 0 if svc.run() else 1
-
-
-class PrintableFormatter(logging.Formatter):
-    """Log lines quote user text (topics, file names, payload excerpts): control and bidirectional-control
-    characters in them are escaped, so a line cannot hide or reorder what a terminal shows."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        from edgestream_hub.errors import printable
-
-        return printable(super().format(record))
 
 
 def _docs(args: argparse.Namespace) -> int:
@@ -137,4 +152,54 @@ def _plugins(args: argparse.Namespace) -> int:
             print(f"{kind:<10} {t.name:<12} {t.origin}")
     for name in sorted(r.functions):
         print(f"{'function':<10} {name:<12} {r._function_origins[name]}")
+    return 0
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from edgestream_hub import systemd
+    from edgestream_hub.config import DEFAULT_CONFIGS, find_config, load_config
+    from edgestream_hub.errors import ConfigError, EdgeStreamError
+
+    try:
+        config = find_config(args.config)
+    except ConfigError:
+        config = DEFAULT_CONFIGS[0]
+        print(f"edgestream hub install-service: {config} does not exist yet: the service starts once it does "
+              "(write it, check it with `edgestream hub check`)", file=sys.stderr)
+    config = str(Path(config).expanduser().resolve())
+    stop_s = 10.0
+    if Path(config).is_file():
+        try:
+            stop_s = load_config(config).hub["shutdown_timeout"] / 1000
+        except EdgeStreamError as e:
+            print(f"edgestream hub install-service: warning: the config does not pass `hub check` yet:\n{e}",
+                  file=sys.stderr)
+    text = systemd.unit(sys.executable, config, user=args.user, stop_timeout_s=stop_s)
+    if args.dry_run:
+        sys.stdout.write(text)
+        return 0
+    path = systemd.unit_path(args.user)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        hint = "" if args.user else " (a system unit needs root: sudo, or --user)"
+        print(f"edgestream hub install-service: cannot write {path}: {e.strerror or e}{hint}", file=sys.stderr)
+        return 1
+    ctl = "systemctl --user" if args.user else "sudo systemctl"
+    name = systemd.UNIT_NAME.removesuffix(".service")
+    print(f"wrote {path}:\n")
+    print(text)
+    print("enable it (starts now and at every boot):")
+    print(f"  {ctl} daemon-reload")
+    print(f"  {ctl} enable --now {name}")
+    if args.user:
+        print("  sudo loginctl enable-linger $USER    # start the user's services at boot, before a login")
+    print(f"reload after editing {config}:  {ctl} reload {name}")
+    print(f"logs:  journalctl {'--user-unit' if args.user else '-u'} {name} -f")
     return 0

@@ -27,7 +27,7 @@ from edgestream_hub.errors import ConfigError, ConfigIssue
 from edgestream_hub.registry import Registry
 from edgestream_hub.spec import Checker, Field, Spec
 
-SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics", "devices")
+SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics", "devices", "api")
 MAX_CONFIG_BYTES = 1 << 20  # a config file's largest size
 MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
 MAX_NODES = 100_000  # YAML nodes, aliases expanded
@@ -193,6 +193,74 @@ METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [
 
 
 
+API_TLS_SPEC = Spec("tls", "HTTPS for the REST API and the console.", [
+    Field("cert_file", "str", "Server certificate (PEM, the chain after it)."),
+    Field("key_file", "str", "Its private key (PEM)."),
+])
+API_TLS_SPEC.check = _check_files
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (an IP address or a name, not resolved) only reachable from this machine?
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_api(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    from edgestream_hub.spec import parse_hostport
+
+    host, _ = parse_hostport(cfg["listen"])
+    if not is_loopback(host) and not cfg["token"]:
+        chk.issue(f"{path}.listen", f"api.listen {cfg['listen']!r} is reachable from other machines: set a token "
+                                    "(Authorization: Bearer) or listen on 127.0.0.1")
+
+
+API_SPEC = Spec("api", "The REST API and the web console (docs/console.md), served by the hub. Present: on.", [
+    Field("listen", "hostport", "`host:port` of the API and the console (port 0: any free port). A listen that is "
+          "not loopback needs a `token`.", default="127.0.0.1:8710"),
+    Field("token", "str", "Bearer token every API request must carry (`Authorization: Bearer <token>`); the "
+          "console asks for it. None: no token (loopback only).", default=None, secret=True),
+    Field("tls", "object", "HTTPS with this certificate and key; none: plain HTTP.", default=None, spec=API_TLS_SPEC),
+    Field("console", "bool", "Serve the web console at `/`.", default=True),
+    Field("read_timeout", "duration", "How long a client may take to send each line of its request and its whole "
+          "body; a stalled connection is closed after it (also the bound of a write to a stalled event stream).",
+          default="10s", min=1),
+    Field("max_connections", "int", "Connections served at once (event streams included); more are answered 503 "
+          "and closed at once.", default=32, min=1),
+    Field("max_body", "size", "Largest request body.", default="1MiB"),
+    Field("results", "int", "Latest results kept per pipeline (`/api/pipelines/{name}/results`).", default=100,
+          min=0, max=10000),
+    Field("dead_letters", "int", "Latest dead letters kept, with their reasons.", default=100, min=0, max=10000),
+    Field("recent_records", "int", "Latest records kept per source, for SQL test runs and the console's device "
+          "plots; 0: none.", default=200, min=0, max=10000),
+    Field("history", "int", "Points of health and of window results kept per device for the console's plots.",
+          default=240, min=0, max=10000),
+    Field("sql_max_records", "int", "Most input records of one SQL test run.", default=10000, min=1),
+    Field("sql_max_rows", "int", "Most result rows of one SQL test run (the rest are counted, not returned).",
+          default=1000, min=1),
+    Field("sql_timeout", "duration", "Longest SQL test run; it stops there and answers with what it has.",
+          default="5s", min=10),
+    Field("event_queue", "int", "Events queued per event-stream client; a client that falls this far behind is "
+          "dropped with a final event.", default=256, min=1),
+    Field("heartbeat", "duration", "Idle time after which an event stream gets a heartbeat comment.",
+          default="15s", min=10),
+], check=_check_api, example="""
+api:
+  listen: "0.0.0.0:8710"           # reachable from the network: needs a token
+  token: "${EDGESTREAM_API_TOKEN}"
+""")
+
+
 def wire_sources(sources: dict[str, "ComponentConfig"]) -> dict[str, "ComponentConfig"]:
     """The sources that decode wire messages (and so can feed the device registry), by name."""
     return {n: c for n, c in sources.items() if c.type == "serial" or (c.type == "mqtt" and c.config.get("decode") ==
@@ -293,6 +361,7 @@ devices:
 """)
 
 TOP_SPECS: dict[str, Spec] = {"hub": HUB_SPEC, "state": STATE_SPEC, "metrics": METRICS_SPEC}
+OPTIONAL_SPECS: dict[str, Spec] = {"api": API_SPEC}  # sections that are off unless present
 
 
 @dataclass
@@ -344,6 +413,7 @@ class HubConfig:
     state: dict[str, Any]
     metrics: dict[str, Any]
     devices: dict[str, Any] | None = None  # the `devices` section, None without one
+    api: dict[str, Any] | None = None  # the `api` section, None without one
     path: str | None = None
     base_dir: str = "."
     text: str = ""
@@ -628,6 +698,30 @@ def env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
 
 # ---------------------------------------------------------------- parsing
 
+#: Where ``hub run``, ``hub check`` and ``edgestream devices`` look for the config when ``-c`` is not given.
+DEFAULT_CONFIGS = ("/etc/edgestream/hub.yaml", "./hub.yaml")
+
+
+class ConfigNotFoundError(ConfigError):
+    """No ``-c`` and none of the default config files exists: the message names each place looked at."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.args = (message,)  # about no file at all: no "<root>:" in front
+
+
+def find_config(given: str | None, defaults: Sequence[str] = DEFAULT_CONFIGS) -> str:
+    """``given`` (``-c PATH``) as it is, else the first of ``defaults`` that exists; ConfigError naming each
+    place looked at when none does."""
+    if given is not None:
+        return given
+    for candidate in defaults:
+        if Path(candidate).is_file():
+            return candidate
+    raise ConfigNotFoundError(f"no config file given and none found at {' or '.join(defaults)}: give one with "
+                              "-c PATH")
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, text: str | None = None,
                 env: Mapping[str, str] | None = None, sets: Sequence[str] = (),
                 registry: Registry | None = None, base_dir: str | None = None) -> HubConfig:
@@ -770,8 +864,10 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
             if name not in have[section]:
                 known = ", ".join(sorted(have[section])) or "none defined"
                 chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
+    optional = {name: chk.parse(spec, data[name], name) or {} for name, spec in OPTIONAL_SPECS.items()
+                if data.get(name) is not None or name in data}
     return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"],
-                     devices=devices, data=data)
+                     devices=devices, data=data, api=optional.get("api"))
 
 
 def _components(data: dict[str, Any], section: str, kind: str, common: Spec, chk: Checker,

@@ -42,6 +42,10 @@ class Desired:
     origin: str
 
 
+class DesiredVersionError(DesiredConfigError):
+    """A version that cannot be made desired: older than the desired one, or the same for another config."""
+
+
 def check_version(v: Any, where: str) -> int:
     if v is None:
         raise DesiredConfigError(f"{where}: version: missing (a desired config needs \"version\": 1..{MAX_VERSION}; "
@@ -211,3 +215,26 @@ class DesiredConfigs:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return path
+
+
+def assign_version(store: DesiredConfigs, dev: str, cfg: dict[str, Any], reported: Any, where: str) -> int:
+    """The version ``cfg`` (checked) becomes desired with, set in ``cfg``: its own, or without one the
+    desired (or reported, if higher) version + 1. Call under ``store.lock()``, then ``store.write``.
+    Raises ``DesiredVersionError`` for a version older than the desired one, or the desired one with
+    another config."""
+    current = store.get(dev)
+    desired = current.version if current is not None else 0
+    if "version" in cfg:
+        version: int = cfg["version"]
+        if version < desired:
+            raise DesiredVersionError(f"{where}: version: {version} is older than the desired version {desired} of "
+                                      f"{dev} (leave the version out to get {desired + 1})")
+        if current is not None and version == desired and current.config != cfg:
+            raise DesiredVersionError(f"{where}: version: {version} is already desired for {dev} with another "
+                                      f"config (raise it, or leave it out to get {desired + 1})")
+        return version
+    version = max(desired, reported if type(reported) is int else 0) + 1
+    if version > MAX_VERSION:
+        raise DesiredVersionError(f"{where}: version: the next version {version} does not fit 31 bits")
+    cfg["version"] = version
+    return version

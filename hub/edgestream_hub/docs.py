@@ -34,8 +34,10 @@ def reference(registry: Registry | None = None) -> str:
             "| `sinks` | sinks by name: `name: {type: {...}, queue, policy, batch, retry, label}` |",
             "| `state` | processor snapshots |",
             "| `metrics` | the Prometheus endpoint |",
-            "| `devices` | the device registry, config reconciliation and time sync |", ""]
-    for spec in (c.HUB_SPEC, c.MQTT_CONNECTION_SPEC, c.PIPELINE_SPEC, c.STATE_SPEC, c.METRICS_SPEC, c.DEVICES_SPEC):
+            "| `devices` | the device registry, config reconciliation and time sync |",
+            "| `api` | the REST API and the web console |", ""]
+    for spec in (c.HUB_SPEC, c.MQTT_CONNECTION_SPEC, c.PIPELINE_SPEC, c.STATE_SPEC, c.METRICS_SPEC, c.DEVICES_SPEC,
+                 c.API_SPEC):
         out.append(spec.markdown("###"))
     out += ["## Common keys", ""]
     for spec in (c.SOURCE_COMMON_SPEC, c.PROCESSOR_COMMON_SPEC, c.SINK_COMMON_SPEC):

@@ -324,6 +324,9 @@ class PipelineRunner:
 
     def _emit(self, records: list[Record]) -> None:
         self._out.inc(len(records))
+        taps = self.engine.taps
+        if taps is not None:
+            taps.emitted(self.name, records)
         for name in self.pc.sinks:
             self.engine.put_sink(name, records)
 
@@ -366,6 +369,9 @@ class SourceRunner:
         if not records:
             return
         self._count.inc(len(records))
+        taps = self.engine.taps
+        if taps is not None:
+            taps.source(self.name, records)
         for p in self.engine.targets.get(self.name, ()):
             self.engine.put_pipeline(p, records)
 
@@ -411,6 +417,7 @@ class Engine:
         self._running = False
         self.devices = DeviceFeed()  # the device registry's way in (stable across reloads)
         self.device_service: Any = None
+        self.taps: Any = None  # a ``taps.Taps`` when the REST API runs: the latest records it may show
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:
@@ -460,14 +467,20 @@ class Engine:
         reason = deadletter.clip(reason)
         sink = sink or self.config.hub.get("dead_letter")
         runner = self.sinks.get(sink) if sink else None
+        entry: dict[str, Any] | None = None
+        if self.taps is not None:
+            entry = {"reason": reason, "component": component, "pipeline": pipeline, "at_ms": now_ms(),
+                     "record": deadletter.bounded(record)}
+            self.taps.dead_letter(entry)
         if runner is None or runner.label == component:
             t = time.monotonic()
             if t - self._dl_log_at.get(component, 0.0) >= 1.0:
                 self._dl_log_at[component] = t
                 log.warning("%s rejected a record (no dead-letter sink): %s", component, reason)
             return
-        entry = {"reason": reason, "component": component, "pipeline": pipeline, "at_ms": now_ms(),
-                 "record": deadletter.bounded(record)}
+        if entry is None:
+            entry = {"reason": reason, "component": component, "pipeline": pipeline, "at_ms": now_ms(),
+                     "record": deadletter.bounded(record)}
         try:
             runner.queue.put([entry], _ALWAYS)  # over capacity rather than block the rejecting stage
         except QueueClosed:

@@ -192,6 +192,15 @@ class _DeadlineReader(io.RawIOBase):
         return n
 
 
+class FramingError(Exception):
+    """A request body's framing that is refused: the status ``code`` to answer and why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class DeadlineHandler(BaseHTTPRequestHandler):
     """A request handler whose request head, and body (``read_body``), must each arrive whole within the
     server's ``read_timeout``. Mix it in before the handler class (``class H(DeadlineHandler, Other)``).
@@ -246,6 +255,31 @@ class DeadlineHandler(BaseHTTPRequestHandler):
         finally:
             r.stop()
         return data if len(data) == n else None
+
+    def body_length(self) -> int:
+        """The body's length from its one ``Content-Length``; ``FramingError`` when refused (then the
+        connection is to be closed: the body is not read).
+
+        Framing that two servers could read two ways is refused (400: the request smuggling class): more
+        than one ``Content-Length``, one that is not plain ASCII digits, ``Transfer-Encoding`` next to it
+        or given twice. A chunked body alone gets 411: these endpoints read only a ``Content-Length``."""
+        asked_close = self.close_connection  # what the request's Connection header and version say
+        self.close_connection = True  # a refusal closes: the body is not read
+        lengths = self.headers.get_all("Content-Length") or []
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        if len(lengths) > 1:
+            raise FramingError(400, "more than one Content-Length header")
+        if codings and (lengths or len(codings) > 1):
+            raise FramingError(400, "Transfer-Encoding with Content-Length, or given twice: refused (send one "
+                                    "Content-Length)")
+        if codings:
+            raise FramingError(411, "Content-Length required (Transfer-Encoding is not supported)")
+        if not lengths:
+            raise FramingError(411, "Content-Length required")
+        if not (lengths[0].isascii() and lengths[0].strip().isdigit()):
+            raise FramingError(400, f"Content-Length {lengths[0][:20]!r} is not a number of bytes")
+        self.close_connection = asked_close
+        return int(lengths[0])
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         if code >= 400:

@@ -54,6 +54,8 @@ METRICS: list[tuple[str, str, str]] = [
      "counter"),
     ("edgestream_hub_late_records_total", "Late event-time records reported by a processor.", "counter"),
     ("edgestream_hub_config_reloads_total", "Config reloads by result (ok, refused, failed).", "counter"),
+    ("edgestream_api_requests_total", "REST API and console answers by status code (refusals included).",
+     "counter"),
     ("edgestream_processor_live_states", "Windows and groups a stateful processor holds (refreshed every second).",
      "gauge"),
     ("edgestream_processor_state_bytes", "Approximate bytes of state a stateful processor holds (refreshed "
@@ -104,6 +106,7 @@ DEVICES_METRICS: list[tuple[str, str, str]] = [
 
 #: label names of the metrics not labelled by ``component`` alone
 LABELS: dict[str, list[str]] = {"edgestream_hub_config_reloads_total": ["result"],
+                                "edgestream_api_requests_total": ["code"],
                                 "edgestream_source_http_refusals_total": ["component", "code"]}
 
 #: The reload results, each a series from the start.

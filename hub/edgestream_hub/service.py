@@ -5,8 +5,15 @@ loading it raises) is refused, its errors are logged and counted
 (``edgestream_hub_config_reloads_total{result="refused"}``) and the running
 config keeps going; a good one is
 applied with ``Engine.reload`` (only what changed restarts). Reloads happen
-on SIGHUP and, with ``hub.watch``, when the file's content changes (the watching
-thread is supervised: a crash is logged and it starts again).
+on SIGHUP, on ``POST /api/reload`` and, with ``hub.watch``, when the file's content changes (the
+watching thread is supervised: a crash is logged and it starts again).
+
+With an ``api`` section it also serves the REST API and the console
+(``edgestream_hub.rest``), started after the engine and stopped before it
+(every event stream gets its final event first); a reload that changes the
+section restarts them. Under systemd (``$NOTIFY_SOCKET``) it reports
+``READY=1`` once everything runs, ``RELOADING=1``/``READY=1`` around each
+reload and ``STOPPING=1`` when it stops (``edgestream_hub.systemd``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from edgestream_hub.engine import Engine
 from edgestream_hub.errors import ConfigError, EdgeStreamError
 from edgestream_hub.registry import Registry
 from edgestream_hub.supervise import supervise
+from edgestream_hub.systemd import notify, reloading
 
 log = logging.getLogger("edgestream.hub")
 
@@ -43,6 +51,8 @@ class HubService:
         self._watcher: threading.Thread | None = None
         self._last_stat: tuple[int, int] | None = None
         self.reloads = {"ok": 0, "refused": 0, "failed": 0}
+        self.api: Any = None  # the running rest.ApiServer
+        self._reload_lock = threading.Lock()
 
     def load(self) -> HubConfig:
         return load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
@@ -51,12 +61,50 @@ class HubService:
         cfg = self.load()
         self._digest = _digest(cfg.text)
         self._last_stat = _stat(self.path)
-        self.engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry).start()
+        engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry)
+        if cfg.api is not None:
+            from edgestream_hub.taps import Taps
+
+            engine.taps = Taps.from_config(cfg.api)
+        self.engine = engine.start()
+        try:
+            self._start_api(cfg.api)
+        except BaseException:
+            engine.stop()
+            raise
         self._watcher = threading.Thread(
             target=supervise, args=("config watch", self._watch, log),
             kwargs={"wait": self.stop_requested.wait, "backoff_max_s": 5.0}, name="config-watch", daemon=True)
         self._watcher.start()
+        notify("READY=1", f"STATUS=running {self.path}")
         return self
+    def _start_api(self, api: dict[str, Any] | None) -> None:
+        """Serve the REST API and the console of ``api`` (None: none); raises StartError if it cannot bind."""
+        if api is None:
+            return
+        from edgestream_hub.rest import ApiServer
+
+        self.api = ApiServer(self.engine, api, reload=self.reload_result, config_path=self.path).start()
+
+    def _swap_api(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """After a reload changed the ``api`` section: new taps, and the server restarted on a thread of its
+        own (the reload may have come through the server being replaced)."""
+        from edgestream_hub.taps import Taps
+
+        assert self.engine is not None
+        self.engine.taps = Taps.from_config(new) if new is not None else None
+        before, self.api = self.api, None
+
+        def swap() -> None:
+            if before is not None:
+                before.stop()
+            try:
+                self._start_api(new)
+            except EdgeStreamError as e:
+                log.error("api: not restarted after the reload: %s", e)
+
+        threading.Thread(target=swap, name="api-restart", daemon=True).start()
+
 
     def _watch(self) -> None:
         """Request a reload when the file's content changes. ``_last_stat`` (set at start) is kept across
@@ -82,6 +130,22 @@ class HubService:
 
     def reload(self) -> bool:
         """Validate and apply the config file now. False if it was refused or failed."""
+        return self.reload_result()["result"] == "ok"
+
+    def reload_result(self) -> dict[str, Any]:
+        """Validate and apply the config file now: ``{"result": "ok"|"refused"|"failed", "error": ...,
+        "restarted": ...}``. One reload at a time (SIGHUP, the file watcher and the API may ask at once)."""
+        with self._reload_lock:
+            reloading(f"reloading {self.path}")
+            try:
+                out = self._reload()
+            finally:
+                notify("READY=1", f"STATUS=running {self.path}")
+        if self.api is not None:
+            self.api.reloaded(out)
+        return out
+
+    def _reload(self) -> dict[str, Any]:
         assert self.engine is not None
         m = self.engine.metrics
         try:
@@ -91,23 +155,31 @@ class HubService:
             m.child("edgestream_hub_config_reloads_total", "refused").inc()
             if isinstance(e, ConfigError):
                 log.error("config reload refused, the running config keeps going:\n%s", e)
-            else:
-                log.error("config reload refused, the running config keeps going: %s: %s", type(e).__name__, e,
-                          exc_info=True)
-            return False
+                return {"result": "refused", "error": str(e)}
+            log.error("config reload refused, the running config keeps going: %s: %s", type(e).__name__, e,
+                      exc_info=True)
+            return {"result": "refused", "error": f"{type(e).__name__}: {e}"}
         self._digest = _digest(cfg.text)
+        old_api = self.engine.config.api
         try:
-            self.engine.reload(cfg)
+            done = self.engine.reload(cfg)
         except Exception as e:  # building the new components failed: the running ones were not touched
             self.reloads["failed"] += 1
             m.child("edgestream_hub_config_reloads_total", "failed").inc()
             why = str(e) if isinstance(e, EdgeStreamError) else f"{type(e).__name__}: {e}"
             log.error("config reload failed, the running config keeps going: %s", why,
                       exc_info=not isinstance(e, EdgeStreamError))
-            return False
+            return {"result": "failed", "error": why}
         self.reloads["ok"] += 1
         m.child("edgestream_hub_config_reloads_total", "ok").inc()
-        return True
+        taps = self.engine.taps
+        if cfg.api != old_api:
+            self._swap_api(old_api, cfg.api)
+            done["api"] = ["server"]
+        elif taps is not None:
+            taps.forget("source", set(cfg.sources))
+            taps.forget("emitted", set(cfg.pipelines))
+        return {"result": "ok", "error": None, "restarted": {k: v for k, v in done.items() if v}}
 
     def run(self) -> bool:
         """Serve until a stop is requested or every (finite) source is done; then stop. True if drained."""
@@ -122,9 +194,13 @@ class HubService:
         return self.stop()
 
     def stop(self) -> bool:
+        notify("STOPPING=1", f"STATUS=stopping {self.path}")
         self.stop_requested.set()
         if self._watcher is not None:
             self._watcher.join(5)
+        api, self.api = self.api, None
+        if api is not None:
+            api.stop()
         return self.engine.stop() if self.engine is not None else True
 
 

@@ -341,7 +341,7 @@ def test_printable_escapes_only_what_would_mislead_a_terminal():
 def test_hub_run_log_lines_escape_control_characters():
     import logging
 
-    from edgestream_hub.cli import PrintableFormatter
+    from edgestream_hub.logs import PrintableFormatter
 
     rec = logging.LogRecord("edgestream.hub", logging.WARNING, __file__, 1, "waiting for %s to appear",
                             ("in\x1b[2J\u202e.jsonl",), None)

@@ -130,7 +130,7 @@ def _hostile_reloads():
     from hubtest import ALIAS_BOMB, deep_yaml
 
     sql = "filter: {field: j, ge: 0}"
-    ors = " OR ".join(f"j = {i}" for i in range(300))
+    ors = " OR ".join(f"j = {i}" for i in range(2500))  # past the documented bound on chained terms
     return {
         "latin-1 comment": lambda text: text.encode() + b"# temperature in \xb0C\n",
         "3000 levels deep": lambda text: text.encode() + deep_yaml(3000).split(b"\n")[-2] + b"\n",
@@ -138,7 +138,7 @@ def _hostile_reloads():
         "over 1 MiB": lambda text: text.encode() + b"#" * (1 << 20),
         "an empty WINDOW clause": lambda text: text.replace(sql, 'sql: "SELECT j FROM s WINDOW w AS ()"').encode(),
         "a number cut short": lambda text: text.replace(sql, 'sql: "SELECT j FROM s WHERE j = 1e"').encode(),
-        "300 ORs": lambda text: text.replace(sql, f'sql: "SELECT j FROM s WHERE {ors}"').encode(),
+        "2500 ORs": lambda text: text.replace(sql, f'sql: "SELECT j FROM s WHERE {ors}"').encode(),
     }
 
 

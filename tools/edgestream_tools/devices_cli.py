@@ -1,8 +1,11 @@
 """``edgestream devices``: the fleet as the hub sees it, and the configs and time it sends.
 
-    edgestream devices list        -c hub.yaml [--json]
-    edgestream devices push-config DEVICE FILE -c hub.yaml [--timeout S]
-    edgestream devices sync-time   -c hub.yaml [DEVICE]
+    edgestream devices list        [-c hub.yaml] [--json]
+    edgestream devices push-config DEVICE FILE [-c hub.yaml] [--timeout S]
+    edgestream devices sync-time   [-c hub.yaml] [DEVICE]
+
+Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``.
+The REST API (``PUT /api/devices/{id}/config``) does what ``push-config`` does, through a running hub.
 
 ``list`` reads the registry the hub keeps (``state.dir``/devices.json, or
 ``.edgestream/devices.json`` beside hub.yaml), so it works while the hub runs
@@ -36,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="devices_cmd", metavar="{list,push-config,sync-time}")
 
     def common(s: argparse.ArgumentParser) -> None:
-        s.add_argument("-c", "--config", required=True, help="the hub.yaml (its devices section)")
+        s.add_argument("-c", "--config", default=None,
+                       help="the hub.yaml (its devices section; default: /etc/edgestream/hub.yaml or ./hub.yaml)")
         s.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                        help="override a config value, as for `edgestream hub run`")
 
@@ -63,11 +67,12 @@ class _Fleet:
     """The hub config's devices section and where its files are."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from edgestream_hub.config import load_config
+        from edgestream_hub.config import find_config, load_config
         from edgestream_hub.desired import DesiredConfigs, desired_dir
         from edgestream_hub.devices import registry_path
         from edgestream_hub.errors import ConfigError
 
+        args.config = find_config(args.config)
         self.hub = load_config(args.config, sets=args.set)
         if self.hub.devices is None:
             raise ConfigError(f"{args.config}: no `devices` section: the device registry is off (docs/hub.md, Devices)")
@@ -171,7 +176,7 @@ def _list(args: argparse.Namespace) -> int:
 
 # -- push-config --
 def _push(args: argparse.Namespace) -> int:
-    from edgestream_hub.desired import MAX_VERSION, DesiredConfigError, check_config
+    from edgestream_hub.desired import DesiredConfigError, assign_version, check_config
     from edgestream_hub.sender import config_message
     from edgestream_shared.decoder import decode
     from edgestream_shared.errors import WireError
@@ -209,22 +214,7 @@ def _push(args: argparse.Namespace) -> int:
             link = None
         started = int(time.time() * 1000)
         with fleet.store.lock():
-            current = fleet.store.get(dev)
-            desired = current.version if current is not None else 0
-            if "version" in cfg:
-                version = cfg["version"]
-                if version < desired:
-                    raise DesiredConfigError(f"{args.file}: version: {version} is older than the desired version "
-                                             f"{desired} of {dev} (leave the version out to get {desired + 1})")
-                if current is not None and version == desired and current.config != cfg:
-                    raise DesiredConfigError(f"{args.file}: version: {version} is already desired for {dev} with "
-                                             f"another config (raise it, or leave it out to get {desired + 1})")
-            else:
-                reported = known.get("config_reported")
-                version = max(desired, reported if type(reported) is int else 0) + 1
-                if version > MAX_VERSION:
-                    raise DesiredConfigError(f"{args.file}: version: the next version {version} does not fit 31 bits")
-                cfg["version"] = version
+            version = assign_version(fleet.store, dev, cfg, known.get("config_reported"), args.file)
             where = fleet.store.write(dev, cfg)
             if link is not None:
                 err = link.publish(f"{fleet.prefix}/{dev}/config", config_message(dev, version, cfg), qos=1,

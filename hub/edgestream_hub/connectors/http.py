@@ -38,7 +38,7 @@ from typing import Any
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import ComponentError, StartError
-from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler
+from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler, FramingError
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
@@ -176,30 +176,12 @@ class _Handler(DeadlineHandler):
         self._reply(code, reply)
 
     def _length(self) -> int | None:
-        """The body's length from its one ``Content-Length``; None once refused (the body is not read).
-
-        Framing that two servers could read two ways is refused (400: the request smuggling class): more
-        than one ``Content-Length``, one that is not plain ASCII digits, ``Transfer-Encoding`` next to it
-        or given twice. A chunked body alone gets 411: this endpoint reads only a ``Content-Length``."""
-        asked_close = self.close_connection  # what the request's Connection header and version say
-        self.close_connection = True  # a refusal closes: the body is not read
-        lengths = self.headers.get_all("Content-Length") or []
-        codings = self.headers.get_all("Transfer-Encoding") or []
-        if len(lengths) > 1:
-            self._reply(400, {"error": "more than one Content-Length header"})
-        elif codings and (lengths or len(codings) > 1):
-            self._reply(400, {"error": "Transfer-Encoding with Content-Length, or given twice: refused "
-                                       "(send one Content-Length)"})
-        elif codings:
-            self._reply(411, {"error": "Content-Length required (Transfer-Encoding is not supported)"})
-        elif not lengths:
-            self._reply(411, {"error": "Content-Length required"})
-        elif not (lengths[0].isascii() and lengths[0].strip().isdigit()):
-            self._reply(400, {"error": f"Content-Length {lengths[0][:20]!r} is not a number of bytes"})
-        else:
-            self.close_connection = asked_close
-            return int(lengths[0])
-        return None
+        """The body's length (``DeadlineHandler.body_length``); None once refused (the body is not read)."""
+        try:
+            return self.body_length()
+        except FramingError as e:
+            self._reply(e.code, {"error": e.message})
+            return None
 
 
 def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
