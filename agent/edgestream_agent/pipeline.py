@@ -36,12 +36,15 @@ from binascii import crc32
 from json import dumps
 
 from edgestream_agent import need
-from edgestream_agent.chain import run
 from edgestream_agent.fixed import I32_MAX, I32_MIN, to_fixed
 from edgestream_agent.timebase import const, micropython
 
 _SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 _CHUNK = const(16)          # samples a pushed run holds (and push_block's chunks, at least)
+# chain.run (every filter's per-sample code: several KB of machine code from
+# a bundle), set by the first pipeline built with filters: an agent whose
+# sensors have none never loads it
+run = None
 
 
 class Pipeline:
@@ -101,6 +104,8 @@ class Pipeline:
         self._rejected = 0    # values that do not fit the fixed-point range
         self.read_errors = 0  # source reads that raised
         self.results = 0
+        if self.filters and run is None:
+            _chain()  # once the pipeline is built: a refused one leaves chain to be unloaded
         # last: its garbage comes after the long-lived buffers above
         self.digest = None if elastic else digest(cfg)  # (replay never applies a new config)
 
@@ -399,6 +404,11 @@ class Pipeline:
         if self.source is not None:
             self.source.deinit()
             self.source = None
+
+
+def _chain():
+    global run
+    run = need("chain", "run")
 
 
 def _room(n):

@@ -47,3 +47,23 @@ def test_a_sensor_whose_ring_cannot_fit_is_refused_before_its_code_is_loaded():
     # one that fits is built as before
     p = Pipeline(_sensor(100))
     assert p.ring.cap == 101 and len(p.filters) == 2
+
+
+def test_the_filter_chain_is_loaded_with_the_first_sensor_that_has_filters():
+    # chain.run is every filter's per-sample code (several KB of machine code from a board's bundle): an
+    # agent whose sensors have no filters never loads it
+    if not MICROPYTHON:
+        return  # CPython keeps its modules
+    unload("pipeline", "chain")
+    from edgestream_agent.config import validate
+    from edgestream_agent.pipeline import Pipeline
+    cfg = validate({"device": "d", "sensors": [{"name": "a", "windows": [{"size_ms": 1000}]},
+                                               {"name": "b", "filters": [{"median": 3}],
+                                                "windows": [{"size_ms": 1000}]}]})["sensors"]
+    p = Pipeline(cfg[0])
+    assert "edgestream_agent.chain" not in sys.modules
+    p.push(0, 5)
+    p = Pipeline(cfg[1])
+    assert "edgestream_agent.chain" in sys.modules
+    p.push(0, 5)
+    assert p.samples == 1
