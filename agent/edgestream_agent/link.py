@@ -339,6 +339,7 @@ class Link:
             if not ok and before is not None:
                 # a refused config may have loaded modules that nothing uses
                 unload(*[k for k in sys.modules if k.startswith("edgestream_agent.") and k not in before])
+            before = None
         if nomem:
             self._config_refused(version, no_heap(what))
 
