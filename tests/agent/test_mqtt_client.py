@@ -130,6 +130,8 @@ def test_graceful_disconnect_sends_no_will(mosquitto, probe):
 def test_username_and_password(tmp_path, probe):
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "dev", "s3cret"], check=True, capture_output=True)
+    # the broker keeps the account that started it (recommended_config's `user`), so it reads the
+    # test's private files; the later allow_anonymous overrides the recommended one
     broker = Mosquitto(tmp_path, extra_conf=f"allow_anonymous false\npassword_file {pw}\n").start()
     try:
         ok = probe(broker, user="dev", password="s3cret", n=3, run_ms=500)
