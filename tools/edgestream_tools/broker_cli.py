@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the recommended mosquitto.conf and exit")
     p.add_argument("--embedded", action="store_true",
                    help="run: the pure-Python broker (amqtt, pip install 'edgestream[embedded-broker]') instead of "
-                        "mosquitto, for a machine without it (sessions kept across restarts in D; ~15x the CPU)")
+                        "mosquitto, for a machine without it (sessions kept across restarts in D; ~16x the CPU "
+                        "per message)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="N",
                    help=f"loopback port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--dir", default=DEFAULT_DIR, metavar="D",

@@ -323,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     if gone:
         raise BrokenPipeError  # after the cleanup: `edgestream` exits 141, quietly
     if interrupted and args.duration is not None:
-        return 130
+        return 130  # stopped before its time; without --duration, Ctrl-C is how the demo ends
     return 0 if ok else 1
 
 
@@ -490,7 +490,8 @@ def _lines(path: Path) -> int:
 
 
 def _summary(procs: Procs, state: Run) -> bool:
-    """Print where the outputs are and one line of totals; True when nothing was lost or repeated."""
+    """Print where the outputs are and one line of totals; True when results came, none lost or repeated,
+    and a config push that was made was applied."""
     out = state.folder / "out"
     devices = _registry(state) if (state.folder / "state" / "devices.json").exists() else []
 
@@ -511,5 +512,6 @@ def _summary(procs: Procs, state: Run) -> bool:
     line = (f"summary: {records} records from {len(devices)} devices, {averages + running + alerts} windows, "
             f"gaps {gaps}, missing {missing}, duplicates {dups}; config push: {pushed}; {restart}")
     _say(line)
-    return bool(records) and gaps == 0 and dups == 0 and missing == 0 and pushed.endswith(" applied")
+    refused = state.pushed is not None and not state.pushed.endswith(" applied")
+    return bool(records) and gaps == 0 and dups == 0 and missing == 0 and not refused
 
