@@ -251,10 +251,12 @@ class Run:
     restarts: int = 0
     broker_down_s: float = 0.0
     broker_up: bool = True
+    screen: bool = False           # the view redraws a terminal: events show there, not as stderr lines
 
     def event(self, text: str) -> None:
         self.events.append(f"{self.elapsed():5.0f}s  {text}")
-        _say(text)
+        if not self.screen:
+            _say(text)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -328,13 +330,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _start_broker(procs: Procs, state: Run) -> None:
+    """``edgestream broker run`` on the run's port and folder (again after a stop: the same sessions)."""
     argv = ["broker", "run", "--port", str(state.broker_port), "--dir", str(state.folder / "broker")]
     if state.broker_kind == "embedded":
         argv.append("--embedded")
     p = procs.start("broker", argv)
     _wait("the broker", lambda: _listening(state.broker_port), 20, p, procs.tail("broker"))
     what = "mosquitto, the project's config" if state.broker_kind == "mosquitto" else "embedded amqtt"
-    _say(f"broker: {what}, on 127.0.0.1:{state.broker_port} (edgestream broker run; log {procs.log('broker')})")
+    if not state.screen:
+        _say(f"broker: {what}, on 127.0.0.1:{state.broker_port} (edgestream broker run; log {procs.log('broker')})")
 
 
 def _start_hub(procs: Procs, state: Run, api_port: int) -> Any:
@@ -400,6 +404,7 @@ def _live(procs: Procs, state: Run, configs: dict[str, Path]) -> None:
     from edgestream_tools.demo_view import View
 
     view = View(state, sys.stdout)
+    state.screen = view.tty and os.isatty(2)
     events_at = state.duration / 2 if state.duration is not None else EVENTS_AT_S
     push: subprocess.Popen[bytes] | None = None
     restart_at: float | None = None
