@@ -6,11 +6,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgestream-installed
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: demo test bench install mosquitto browser board multilib clean
+.PHONY: demo test bench install mosquitto demo-broker browser board multilib clean
 
-demo: $(STAMP) mosquitto board
-	$(VENV)/bin/edgestream demo
+demo: $(STAMP) demo-broker board
+	$(VENV)/bin/edgestream demo $(DEMO_ARGS)
 
 test: $(STAMP) mosquitto browser board
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -34,6 +35,14 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	  else echo "mosquitto is missing: run  sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
+
+# The demo's broker: mosquitto (installed as root, as above); without it and without root, the embedded
+# pure-Python broker from PyPI (edgestream broker run --embedded), so the demo never needs a system package.
+demo-broker: $(STAMP)
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
+	  else $(PY) -c 'import amqtt' 2>/dev/null || { echo "mosquitto is missing and this is not root: installing the embedded broker (amqtt) into $(VENV)" >&2; \
+	    $(PY) -m pip install -q -e '.[test,embedded-broker]'; }; fi
 
 # Debian's chromium and its driver for the console tests (tests/hub/test_console.py drives them with selenium;
 # without them those tests skip and say why). Not fatal: the rest of the suite runs without a browser.

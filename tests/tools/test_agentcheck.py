@@ -190,8 +190,3 @@ def test_tiny_runs_a_serial_agent_with_a_margin(vboard, tmp_path):
     finally:
         os.close(master)
         os.close(slave)
-
-
-def test_the_demo_does_not_offer_tiny():
-    p = edgestream("demo", "--board", "tiny")
-    assert p.returncode == 2 and "invalid choice: 'tiny'" in p.stderr

@@ -2,6 +2,7 @@
 
     edgestream broker --print-config [--port N] [--dir D]   # the commented mosquitto.conf, on stdout
     edgestream broker run            [--port N] [--dir D]   # mosquitto on it, in the foreground
+    edgestream broker run --embedded [--port N] [--dir D]   # no mosquitto here: amqtt, pure Python
 
 ``D`` (default ``.edgestream/broker`` in the current folder) holds the config
 and mosquitto's persistence database. ``run`` writes the config into D, starts
@@ -9,7 +10,9 @@ mosquitto, relays its log to stderr and prints one line once it listens:
 ``broker: mosquitto on 127.0.0.1:PORT (config D/mosquitto.conf)``. SIGTERM or
 SIGINT stop it cleanly (mosquitto saves its database) and exit 0; when
 mosquitto cannot start (the port is in use) the command exits 2 with
-mosquitto's message; when mosquitto dies by itself, 1.
+mosquitto's message; when mosquitto dies by itself, 1. ``--embedded`` runs
+the pure-Python amqtt instead (``edgestream_tools.embedded_broker``: where
+mosquitto cannot be installed), with its persistent sessions saved in D.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=("run",), metavar="run",
                    help="start mosquitto with the recommended config in the foreground")
     p.add_argument("--print-config", action="store_true", help="print the recommended mosquitto.conf and exit")
+    p.add_argument("--embedded", action="store_true",
+                   help="run: the pure-Python broker (amqtt, pip install 'edgestream[embedded-broker]') instead of "
+                        "mosquitto, for a machine without it (sessions kept across restarts in D; ~16x the CPU "
+                        "per message)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="N",
                    help=f"loopback port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--dir", default=DEFAULT_DIR, metavar="D",
@@ -60,11 +67,18 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config == (args.action == "run"):
         print("edgestream broker: choose one: --print-config or run", file=sys.stderr)
         return 2
+    if args.embedded and args.print_config:
+        print("edgestream broker: --embedded goes with run (--print-config prints mosquitto's config)", file=sys.stderr)
+        return 2
     if args.print_config:
         from edgestream_tools.broker import recommended_config
 
         sys.stdout.write(recommended_config(args.port, Path(args.dir)))
         return 0
+    if args.embedded:
+        from edgestream_tools import embedded_broker
+
+        return embedded_broker.serve(args.port, Path(args.dir))
     return serve(args.port, Path(args.dir))
 
 
