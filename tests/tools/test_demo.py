@@ -50,8 +50,8 @@ def gone_within(folder: Path, seconds: float) -> list[str]:
 
 def test_the_demo_runs_the_plant_and_its_summary_is_measured(tmp_path):
     """A scripted run: three boards deployed, results in every output, the config push acked, the broker
-    restarted; the summary's gaps and duplicates (from the hub's registry) agree with the archive of every
-    result as received, and nothing is left running."""
+    restarted; the summary's gaps (from the hub's registry) and duplicates (in the outputs) agree with the
+    archive of every result as received and the tables' result ids, and nothing is left running."""
     work = tmp_path / "demo"
     t0 = time.monotonic()
     demo = subprocess.run(EDGESTREAM + ["demo", "--duration", "24", "--dir", str(work)], stdin=subprocess.DEVNULL,
@@ -84,6 +84,8 @@ def test_the_demo_runs_the_plant_and_its_summary_is_measured(tmp_path):
     assert {k[0] for k in keys} == {"press-1", "conveyor-2", "cooler-3"}
     with sqlite3.connect(work / "out" / "plant.db") as con:
         machines = {row[0] for row in con.execute("SELECT machine FROM averages")}
+        ids = [row[0] for row in con.execute("SELECT _id FROM averages")]
+    assert len(ids) == len(set(ids)) and all(ids)  # each window once, by its result id
     assert machines == {"Hydraulic press", "Conveyor drive", "Cold store"}  # joined with the fleet table
     registry = json.loads((work / "state" / "devices.json").read_text())["devices"]
     assert registry["press-1"]["config_reported"] >= 1

@@ -16,8 +16,9 @@
    restarted once;
 5. at Ctrl-C or after ``--duration``: everything it started is stopped
    (also when the reader of stdout goes away: exit 141), and the outputs
-   and a one-line summary are printed, its gaps and duplicates read from
-   the hub's device registry.
+   and a one-line summary are printed: records, gaps and missing from the
+   hub's device registry, duplicates counted in the outputs (the copies a
+   broker restart redelivers are dropped by sequence number, and said).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -486,6 +488,37 @@ def _rows(db: Path, table: str) -> int:
         return 0
 
 
+def _repeated(counts: Counter[Any]) -> int:
+    return sum(n - 1 for n in counts.values() if n > 1)
+
+
+def _output_duplicates(out: Path) -> int:
+    """Results the outputs hold more than once: the archive by (device, boot, seq), the SQLite tables by the
+    window's result id (a redelivered message the hub dropped by its sequence number is not one of them)."""
+    archive: Counter[Any] = Counter()
+    try:
+        with (out / "results.jsonl").open("rb") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                archive[(r.get("device"), r.get("boot"), r.get("seq"))] += 1
+    except OSError:
+        pass
+    repeated = _repeated(archive)
+    db = out / "plant.db"
+    if db.exists():
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                for table in ("averages", "running"):
+                    ids = Counter(row[0] for row in con.execute(f'SELECT "_id" FROM {table}'))
+                    repeated += _repeated(ids)
+        except sqlite3.Error:
+            pass
+    return repeated
+
+
 def _lines(path: Path) -> int:
     try:
         with path.open("rb") as f:
@@ -503,7 +536,8 @@ def _summary(procs: Procs, state: Run) -> bool:
     def total(key: str) -> int:
         return sum(int(d.get(key) or 0) for d in devices)
 
-    records, gaps, dups, missing = (total(k) for k in ("results_received", "gaps", "duplicates", "missing"))
+    records, gaps, dropped, missing = (total(k) for k in ("results_received", "gaps", "duplicates", "missing"))
+    dups = _output_duplicates(out)
     averages, running = _rows(out / "plant.db", "averages"), _rows(out / "plant.db", "running")
     alerts = _lines(out / "alerts.jsonl")
     _say(f"outputs in {out}: plant.db (tables averages: {averages} rows, running: {running}), "
@@ -516,6 +550,9 @@ def _summary(procs: Procs, state: Run) -> bool:
                else "broker not restarted")
     line = (f"summary: {records} records from {len(devices)} devices, {averages + running + alerts} windows, "
             f"gaps {gaps}, missing {missing}, duplicates {dups}; config push: {pushed}; {restart}")
+    if dropped:
+        _say(f"redelivered: {dropped} copies of results the hub already had (the broker and the boards resend "
+             "what was not acknowledged when the connection went), dropped by their sequence numbers")
     _say(line)
     refused = state.pushed is not None and not state.pushed.endswith(" applied")
     return bool(records) and gaps == 0 and dups == 0 and missing == 0 and not refused
