@@ -251,9 +251,12 @@ class Program:
         emit("def _process(batch, now, S):")
         emit("    out = []")
         emit("    wm = S.wm")
+        if p.mode == "session":
+            emit("    _cur = S.cur")
+        if p.mode != "rows":
+            emit("    nxt = S.nxt")
         if p.mode == "fast":
             emit("    W = S.W")
-            emit("    nxt = S.nxt")
             emit("    cw = g = None")
         emit("    for r in batch:")
         emit("        try:")
@@ -269,9 +272,7 @@ class Program:
             lt = f"ts - {self.lateness}" if self.lateness else "ts"
             emit(ind + f"if {lt} > wm:")
             emit(ind + f"    wm = {lt}")
-            if p.mode != "fast":
-                emit(ind + "    S.wm = wm")
-            elif p.window is not None:
+            if p.mode == "fast" and p.window is not None:
                 emit(ind + "    if wm >= nxt:")
                 emit(ind + "        S.nxt = nxt")
                 emit(ind + "        out.extend(S.close(wm, now))")
@@ -350,22 +351,25 @@ class Program:
                     envs[0] = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
                 if p.analytics:  # their per-record values travel with the record to the window's end
                     envs.append("(" + "".join(f"_z{i}, " for i in range(len(p.analytics))) + ")")
-                emit(ind + f"_o = S.add(ts, None, ({', '.join(envs)},), r)")
-                emit(ind + "if _o: out.extend(_o)")
+                self._add_call(emit, ind, f"ts, None, ({', '.join(envs)},), r")
             else:
                 raise AssertionError("join mode uses StreamJoin")
         else:
             emit(ind + f"k = {self._key_code()}")
             for line in self._vals():
                 emit(ind + line)
-            emit(ind + "_o = S.add(ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r)")
-            emit(ind + "if _o: out.extend(_o)")
+            if p.mode == "session":
+                self._session_join(emit, ind, updates)
+                ind += "    "
+            self._add_call(emit, ind, "ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r")
         emit("        except Exception as e:")
         emit("            S.bad(r, e)")
         if p.mode not in ("rows", "fast"):
+            emit("            nxt = S.nxt")  # ``add`` may have moved it before it failed
             emit("        finally:")
-            emit("            if wm >= S.nxt:")
+            emit("            if wm >= nxt:")
             emit("                out.extend(S.close(wm, now))")
+            emit("                nxt = S.nxt")
         emit("    S.wm = wm")
         if p.mode == "fast":
             emit("    S.nxt = nxt")
@@ -409,6 +413,33 @@ class Program:
             emit(ind + u)
         if not admitted:
             self._make_room(emit, ind)
+
+    def _add_call(self, emit: Callable[[str], None], ind: str, args: str) -> None:
+        """Hand the record to the executor's ``add``, which reads the watermark and may move the next
+        window end: both are kept in locals between calls."""
+        emit(ind + "S.wm = wm")
+        emit(ind + f"_o = S.add({args})")
+        emit(ind + "nxt = S.nxt")
+        emit(ind + "if _o: out.extend(_o)")
+
+    def _session_join(self, emit: Callable[[str], None], ind: str, updates: list) -> None:
+        """Session windows: a record that joins its group's last session in event-time order (the usual
+        case) updates it inline, as ``SessionExecutor.add`` would; everything else goes to ``add``, under the
+        ``else:`` this leaves open."""
+        w = self.plan.window
+        if w is None:
+            raise AssertionError("session mode without a window")
+        cond = f"_c is not None and ts >= _c[0] and ts - _c[1] < {w.timeout} and ts - _c[0] < {w.size}"
+        lim = self.limits
+        if lim.max_state_bytes is not None and lim.on_limit == "dead_letter":
+            cond += " and not S.full"  # over its bytes: ``add`` refuses the record
+        emit(ind + "_c = _cur.get(k)")
+        emit(ind + f"if {cond}:")
+        emit(ind + "    s = _c[3]")
+        for u in updates:
+            emit(ind + "    " + u)
+        emit(ind + "    if ts > _c[1]: _c[1] = ts")
+        emit(ind + "else:")
 
     def _make_room(self, emit: Callable[[str], None], ind: str) -> None:
         lim = self.limits
