@@ -22,6 +22,7 @@ from .aggregates import NUMERIC, agg_code
 from .codegen import Gen
 from .errors import SqlError, SqlRuntimeError
 from .functions import check_key, key_kinds
+from .keys import key_value
 from .limits import NO_LIMITS, Limits
 from .plan import Plan, sql_text
 from .sliding import slide_code
@@ -227,18 +228,81 @@ class Program:
             self.slide_refs += code.refs
         return inits, adds
 
+    def _slide_checks(self) -> list[str]:
+        """Statements checking v0..vN on arrival against the group's refs ``c``, then updating the refs."""
+        lines = list(self.slide_check)
+        ref = 0
+        for i, a in enumerate(self.plan.aggs):
+            if a.name in ("min", "max"):
+                lines.append(f"if v{i} is not None: c[{ref}] = v{i}")
+                ref += 1
+        return lines
+
     def _slide_src(self) -> str:
         n = len(self.plan.aggs)
         unpack = ("    " + "".join(f"v{i}, " for i in range(n)) + "= vals\n") if n else ""
         src = ("\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove)
                + "    return s\n")
-        src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_check)
-        ref = 0
-        for i, a in enumerate(self.plan.aggs):
-            if a.name in ("min", "max"):
-                src += f"    if v{i} is not None: c[{ref}] = v{i}\n"
-                ref += 1
+        src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self._slide_checks())
         return src + "    return c\n"
+
+    def _slide_now(self, emit: Callable[[str], None], ind: str, updates: list) -> None:
+        """Sliding windows: a record whose row is due at once (its ts is the watermark) while no other row
+        waits, for a group that exists, is added, evicts and is emitted inline, exactly as
+        ``SlidingExecutor.add`` then ``close`` would do it (one close: the same count towards the sweep);
+        everything else goes to ``add``, under the ``else:`` this leaves open. Without state limits only
+        (``add`` keeps the groups in order of use for them)."""
+        p, g = self.plan, self.gen
+        w = p.window
+        if w is None:
+            raise AssertionError("sliding mode without a window")
+        vals = "(" + "".join(f"v{i}, " for i in range(len(p.aggs))) + ")"
+        kv = g.const(key_value)
+        emit(ind + "_g = _G.get(k)")
+        emit(ind + "if ts == wm and not _T and _g is not None:")
+        i2, i3 = ind + "    ", ind + "        "
+        emit(i2 + "c = _g[4]")
+        for u in self._slide_checks():
+            emit(i2 + u)
+        emit(i2 + "S.seq = _n = S.seq + 1")
+        emit(i2 + "_a = _g[1]")
+        emit(i2 + "s = _g[3]")
+        emit(i2 + "_i = _g[2] + len(_a)")
+        emit(i2 + f"_a.append((ts, {vals}))")
+        emit(i2 + "try:")
+        for u in updates:
+            emit(i3 + u)
+        emit(i2 + "except Exception as e:  # checked above; kept so that no value can stop the query")
+        emit(i3 + f"S.bad({{'key': {kv}(k), 'ts': ts}}, e)")
+        emit(i2 + f"_lo = ts - {w.size}")
+        emit(i2 + "if _a[0][0] < _lo:")  # the record itself stays: the loop never empties the range
+        emit(i3 + "_i = _g[2]")
+        emit(i3 + "while _a[0][0] < _lo:")
+        emit(i3 + "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= _a.popleft()[1]")
+        for u in self.slide_remove:
+            emit(i3 + "    " + u)
+        emit(i3 + "    _i += 1")
+        emit(i3 + "    _tch += 1")
+        emit(i3 + "_g[2] = _i")
+        emit(i2 + "_tch += 1")
+        if p.order or p.limit is not None:
+            emit(i2 + "out.extend(S.rows_of(_lo, ts, [(k, s)], now))")
+        else:
+            emit(i2 + "try:")
+            emit(i3 + "_x = _emit(_lo, ts, k, s, now)")
+            emit(i2 + "except Exception as e:  # one row's failure (e.g. a division by zero in SELECT)")
+            emit(i3 + f"S.bad({{'window_start': _lo, 'window_end': ts, 'key': {kv}(k)}}, e)")
+            emit(i3 + "_x = None")
+            emit(i2 + "if _x is not None:")
+            emit(i3 + "_o = _x[0]")
+            emit(i3 + "out.append({" + ", ".join(f"{n!r}: _o[{j}]" for j, n in enumerate(p.names)) + "})")
+            emit(i3 + "_em += 1")
+        emit(i2 + "if S._closes + 1 >= S._sweep_at:")
+        emit(i3 + "S._closes = 0")
+        emit(i3 + f"S.sweep(wm - {w.size})")
+        emit(i2 + "else:")
+        emit(i3 + "S._closes += 1")
+        emit(ind + "else:")
 
     # -- generation ---------------------------------------------------------
     def _build(self) -> None:
@@ -253,6 +317,9 @@ class Program:
         emit("    wm = S.wm")
         if p.mode == "session":
             emit("    _cur = S.cur")
+        if p.mode == "sliding" and not self.limits.active:
+            emit("    _G, _T = S.groups, S.trig")
+            emit("    _tch = _em = 0")
         if p.mode != "rows":
             emit("    nxt = S.nxt")
         if p.mode == "fast":
@@ -361,6 +428,9 @@ class Program:
             if p.mode == "session":
                 self._session_join(emit, ind, updates)
                 ind += "    "
+            elif p.mode == "sliding" and not lim.active:
+                self._slide_now(emit, ind, updates)
+                ind += "    "
             self._add_call(emit, ind, "ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r")
         emit("        except Exception as e:")
         emit("            S.bad(r, e)")
@@ -373,6 +443,9 @@ class Program:
         emit("    S.wm = wm")
         if p.mode == "fast":
             emit("    S.nxt = nxt")
+        if p.mode == "sliding" and not self.limits.active:
+            emit("    S.touched += _tch")
+            emit("    S.emitted += _em")
         emit("    return out")
         src = "\n".join(L) + "\n"
         # aggregate state helpers for the executors that update outside _process

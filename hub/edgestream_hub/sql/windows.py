@@ -527,15 +527,21 @@ class SlidingExecutor(Executor):
                 if g[5] == len(g[0]) and g[1][-1][0] < lo:  # nothing pending, every record out of range
                     del groups[k]
             self._closes += 1
-            if self._closes >= self._sweep_at:  # amortised sweep of groups that went quiet
+            if self._closes >= self._sweep_at:
                 self._closes = 0
-                for k in list(groups):
-                    self._drop_if_idle(k, lo)
-                self._sweep_at = 64 + 2 * len(groups)
+                self.sweep(lo)
         self.nxt = trig[0][0] if trig else BIG
         if self.full:
             self.recheck_full()
         return out
+
+    def sweep(self, lo: Any) -> None:
+        """Drop the groups that went quiet (nothing pending, every record before ``lo``): run every
+        ``_sweep_at`` closes, which the generated code's in-order path counts as ``close`` does."""
+        groups = self.groups
+        for k in list(groups):
+            self._drop_if_idle(k, lo)
+        self._sweep_at = 64 + 2 * len(groups)
 
     def _enter(self, k: Any, g: list, T: Any) -> None:
         """Move the group's pending records with ts <= T into its range and its aggregate state
