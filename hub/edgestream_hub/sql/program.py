@@ -264,7 +264,7 @@ class Program:
         emit(i2 + "c = _g[4]")
         for u in self._slide_checks():
             emit(i2 + u)
-        emit(i2 + "S.seq = _n = S.seq + 1")
+        emit(i2 + "_n = _seq = _seq + 1")
         emit(i2 + "_a = _g[1]")
         emit(i2 + "s = _g[3]")
         emit(i2 + "_i = _g[2] + len(_a)")
@@ -288,15 +288,20 @@ class Program:
         if p.order or p.limit is not None:
             emit(i2 + "out.extend(S.rows_of(_lo, ts, [(k, s)], now))")
         else:
+            # _emit, inline: one row's failure (e.g. a division by zero in SELECT) dead-letters that row
+            aggs, having, outs = self._emit_parts()
             emit(i2 + "try:")
-            emit(i3 + "_x = _emit(_lo, ts, k, s, now)")
-            emit(i2 + "except Exception as e:  # one row's failure (e.g. a division by zero in SELECT)")
+            emit(i3 + "ws, we = _lo, ts")
+            for x in aggs:
+                emit(i3 + x)
+            i4 = i3
+            if having is not None:
+                emit(i3 + f"if {having}:")
+                i4 = i3 + "    "
+            emit(i4 + "out.append({" + ", ".join(f"{n!r}: {x}" for n, x in zip(p.names, outs)) + "})")
+            emit(i4 + "_em += 1")
+            emit(i2 + "except Exception as e:")
             emit(i3 + f"S.bad({{'window_start': _lo, 'window_end': ts, 'key': {kv}(k)}}, e)")
-            emit(i3 + "_x = None")
-            emit(i2 + "if _x is not None:")
-            emit(i3 + "_o = _x[0]")
-            emit(i3 + "out.append({" + ", ".join(f"{n!r}: _o[{j}]" for j, n in enumerate(p.names)) + "})")
-            emit(i3 + "_em += 1")
         emit(i2 + "if S._closes + 1 >= S._sweep_at:")
         emit(i3 + "S._closes = 0")
         emit(i3 + f"S.sweep(wm - {w.size})")
@@ -318,7 +323,7 @@ class Program:
         if p.mode == "session":
             emit("    _cur = S.cur")
         if p.mode == "sliding" and not self.limits.active:
-            emit("    _G, _T = S.groups, S.trig")
+            emit("    _G, _T, _seq = S.groups, S.trig, S.seq")
             emit("    _tch = _em = 0")
         if p.mode != "rows":
             emit("    nxt = S.nxt")
@@ -436,6 +441,8 @@ class Program:
         emit("            S.bad(r, e)")
         if p.mode not in ("rows", "fast"):
             emit("            nxt = S.nxt")  # ``add`` may have moved it before it failed
+            if p.mode == "sliding" and not lim.active:
+                emit("            _seq = max(_seq, S.seq)")  # (and counted the record)
             emit("        finally:")
             emit("            if wm >= nxt:")
             emit("                out.extend(S.close(wm, now))")
@@ -444,6 +451,7 @@ class Program:
         if p.mode == "fast":
             emit("    S.nxt = nxt")
         if p.mode == "sliding" and not self.limits.active:
+            emit("    S.seq = _seq")
             emit("    S.touched += _tch")
             emit("    S.emitted += _em")
         emit("    return out")
@@ -491,8 +499,13 @@ class Program:
         """Hand the record to the executor's ``add``, which reads the watermark and may move the next
         window end: both are kept in locals between calls."""
         emit(ind + "S.wm = wm")
+        seq = self.plan.mode == "sliding" and not self.limits.active  # the arrival number too
+        if seq:
+            emit(ind + "S.seq = _seq")
         emit(ind + f"_o = S.add({args})")
         emit(ind + "nxt = S.nxt")
+        if seq:
+            emit(ind + "_seq = S.seq")
         emit(ind + "if _o: out.extend(_o)")
 
     def _session_join(self, emit: Callable[[str], None], ind: str, updates: list) -> None:
@@ -528,6 +541,19 @@ class Program:
                 parts.append(f"{name!r}: {self.gen.expr(e)}")
         return "{" + ", ".join(parts) + "}"
 
+    def _emit_parts(self) -> tuple[list[str], Optional[str], list[str]]:
+        """What ``_emit(ws, we, k, s, now)`` computes: statements setting a0..aN from the state, the HAVING
+        condition (None: none), the output expressions."""
+        p, g = self.plan, self.gen
+        # a group key is kept as a key (keys.key): its value comes back, kind and all, where it is read
+        g.key_code = (lambda i: "(k.value if k.__class__ is _Key else k)") if len(p.keys) == 1 else \
+            (lambda i: f"(k[{i}].value if k[{i}].__class__ is _Key else k[{i}])")
+        aggs = [f"a{i} = {code.final}" for i, (_, code) in enumerate(self.slots)]
+        having = None
+        if p.having is not None:
+            having = g.cond(p.having, sql_text(self.q.having) if self.q.having else None)
+        return aggs, having, [g.expr(e) for _, e in p.select]
+
     def _emit_src(self) -> str:
         p, g = self.plan, self.gen
         if p.mode in ("rows",):
@@ -549,16 +575,10 @@ class Program:
             else:
                 lines.append(f"    return ({row}, None)")
             return "\n".join(lines) + "\n"
-        # a group key is kept as a key (keys.key): its value comes back, kind and all, where it is read
-        g.key_code = (lambda i: "(k.value if k.__class__ is _Key else k)") if len(p.keys) == 1 else \
-            (lambda i: f"(k[{i}].value if k[{i}].__class__ is _Key else k[{i}])")
-        lines = ["\ndef _emit(ws, we, k, s, now):"]
-        for i, (_, code) in enumerate(self.slots):
-            lines.append(f"    a{i} = {code.final}")
-        if p.having is not None:
-            lines.append(f"    if not {g.cond(p.having, sql_text(self.q.having) if self.q.having else None)}: "
-                         "return None")
-        outs = [g.expr(e) for _, e in p.select]
+        aggs, having, outs = self._emit_parts()
+        lines = ["\ndef _emit(ws, we, k, s, now):"] + [f"    {x}" for x in aggs]
+        if having is not None:
+            lines.append(f"    if not {having}: return None")
         lines.append("    o = (" + "".join(f"{x}, " for x in outs) + ")")
         if p.order:
             ok = ", ".join(g.expr(e) for e, _ in p.order)
