@@ -249,9 +249,9 @@ class Program:
     def _slide_now(self, emit: Callable[[str], None], ind: str, updates: list) -> None:
         """Sliding windows: a record whose row is due at once (its ts is the watermark) while no other row
         waits, for a group that exists, is added, evicts and is emitted inline, exactly as
-        ``SlidingExecutor.add`` then ``close`` would do it (one close: the same count towards the sweep);
-        everything else goes to ``add``, under the ``else:`` this leaves open. Without state limits only
-        (``add`` keeps the groups in order of use for them)."""
+        ``SlidingExecutor.add`` then ``close`` would do it (and counted as one close towards the sweep of
+        idle groups); everything else goes to ``add``, under the ``else:`` this leaves open. Without state
+        limits only (``add`` keeps the groups in order of use for them)."""
         p, g = self.plan, self.gen
         w = p.window
         if w is None:
@@ -302,11 +302,11 @@ class Program:
             emit(i4 + "_em += 1")
             emit(i2 + "except Exception as e:")
             emit(i3 + f"S.bad({{'window_start': _lo, 'window_end': ts, 'key': {kv}(k)}}, e)")
-        emit(i2 + "if S._closes + 1 >= S._sweep_at:")
-        emit(i3 + "S._closes = 0")
+        emit(i2 + "_cl += 1")
+        emit(i2 + "if _cl >= _swa:")
+        emit(i3 + "_cl = 0")
         emit(i3 + f"S.sweep(wm - {w.size})")
-        emit(i2 + "else:")
-        emit(i3 + "S._closes += 1")
+        emit(i3 + "_swa = S._sweep_at")
         emit(ind + "else:")
 
     # -- generation ---------------------------------------------------------
@@ -323,7 +323,9 @@ class Program:
         if p.mode == "session":
             emit("    _cur = S.cur")
         if p.mode == "sliding" and not self.limits.active:
-            emit("    _G, _T, _seq = S.groups, S.trig, S.seq")
+            # the arrival number and the closes counted towards the next sweep of idle groups, in locals
+            # between calls to add and close
+            emit("    _G, _T, _seq, _cl, _swa = S.groups, S.trig, S.seq, S._closes, S._sweep_at")
             emit("    _tch = _em = 0")
         if p.mode != "rows":
             emit("    nxt = S.nxt")
@@ -445,13 +447,17 @@ class Program:
                 emit("            _seq = max(_seq, S.seq)")  # (and counted the record)
             emit("        finally:")
             emit("            if wm >= nxt:")
+            if p.mode == "sliding" and not lim.active:
+                emit("                S._closes = _cl")
             emit("                out.extend(S.close(wm, now))")
             emit("                nxt = S.nxt")
+            if p.mode == "sliding" and not lim.active:
+                emit("                _cl, _swa = S._closes, S._sweep_at")
         emit("    S.wm = wm")
         if p.mode == "fast":
             emit("    S.nxt = nxt")
         if p.mode == "sliding" and not self.limits.active:
-            emit("    S.seq = _seq")
+            emit("    S.seq, S._closes = _seq, _cl")
             emit("    S.touched += _tch")
             emit("    S.emitted += _em")
         emit("    return out")
