@@ -178,20 +178,30 @@ class Program:
         return self.gen.key(self.plan.keys) if self.plan.keys else "()"
 
     def _vals(self) -> list[str]:
-        """Statements computing v0..vN, the aggregate arguments, before any state changes."""
+        """Statements computing v0..vN, the aggregate arguments, before any state changes. An argument
+        computed by the same code as an earlier one is that one's value (``max(x)`` beside ``avg(x)``:
+        one read of ``x``, copied before the numeric one is made a number)."""
         out = []
         seen: dict = {}
-        for i, a in enumerate(self.plan.aggs):
-            if a.star:
+        aggs = self.plan.aggs
+        codes = [None if a.star else self.gen.expr(a.args[0]) for a in aggs]
+        for i, a in enumerate(aggs):
+            code = codes[i]
+            if code is None:
                 out.append(f"v{i} = r" if a.name == "collect" else f"v{i} = 1")
                 continue
-            code = self.gen.expr(a.args[0])
             numeric = a.name in NUMERIC
-            if (code, numeric) in seen:
+            if seen.get((code, numeric)) not in (None, f"v{i}"):
                 out.append(f"v{i} = {seen[code, numeric]}")
                 continue
-            seen[code, numeric] = f"v{i}"
-            out.append(f"v{i} = {code}")
+            if (code, numeric) not in seen:  # (else copied already, below)
+                seen[code, numeric] = f"v{i}"
+                out.append(f"v{i} = {code}")
+                j = next((j for j in range(i + 1, len(aggs))
+                          if codes[j] == code and (aggs[j].name in NUMERIC) != numeric), None)
+                if j is not None and (code, not numeric) not in seen:
+                    seen[code, not numeric] = f"v{j}"
+                    out.append(f"v{j} = v{i}")
             if numeric:
                 out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: "
                            f"v{i} = _aggnum(v{i}, {a.name + ' argument'!r})")
