@@ -7,7 +7,10 @@ with the query as the filename. The source is kept in ``Program.source``
 - ``_process(batch, now, S)``: the whole per-record path for the ``rows``
   and ``fast`` modes (filter, joins, window assignment and inline
   aggregate updates), or for the other modes the part up to the group key
-  and the aggregate arguments, handed to ``S.add``.
+  and the aggregate arguments, handed to ``S.add``. The usual case of two
+  of those is inline too, doing exactly what the executor would: a record
+  that joins its group's last session in event-time order, and a sliding
+  row that is due as its record arrives (added, evicted and emitted).
 - ``_init()``, ``_update(s, vals)``: aggregate state for the other modes.
 - ``_emit(ws, we, k, s, now)``: final values, HAVING, output row and
   ORDER BY key of one group of one window.
