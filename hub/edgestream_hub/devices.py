@@ -442,8 +442,8 @@ class DeviceRegistry:
     def to_json(self, **extra: Any) -> str:
         with self.lock:
             devices = {k: asdict(d) for k, d in self.devices.items()}
-            data = {"format": FORMAT, "saved_ms": self.now_ms(), "overflow": self.overflow, **extra,
-                    "devices": devices}
+            data = {"format": FORMAT, "saved_ms": self.now_ms(), "overflow": self.overflow,
+                    "refused": sorted(self._refused), **extra, "devices": devices}
         return json.dumps(data, separators=(",", ":"))
 
     def save(self, path: Path, **extra: Any) -> None:
@@ -469,6 +469,9 @@ class DeviceRegistry:
             return 0
         with self.lock:
             self.overflow = data.get("overflow", 0) if type(data.get("overflow")) is int else 0
+            refused = data.get("refused")  # counted once: not again when they are heard after the restart
+            if isinstance(refused, list):
+                self._refused = {r for r in refused[:10 * self.max_devices] if isinstance(r, str)}
             for dev, raw in data["devices"].items():
                 d = state_from(dev, raw)
                 if d is None:
@@ -493,7 +496,7 @@ def state_from(dev: str, raw: Any) -> DeviceState | None:
 
 
 def read_registry(path: Path) -> dict[str, Any]:
-    """The registry file as saved: ``{"format", "saved_ms", "pid", "overflow", "devices": {...}}``.
+    """The registry file as saved: ``{"format", "saved_ms", "pid", "overflow", "refused", "devices": {...}}``.
     Raises OSError, or ValueError naming what is wrong."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)

@@ -292,3 +292,17 @@ def test_health_values_out_of_range_are_ignored_and_counted(caplog):
     assert reg.due_missing() == [] and d.missing == 0  # the bogus results_sent made up no loss
     feed("board", health("d1", 3, results_sent=2**31, config_version=2**31 - 1, heap_free=0))  # the edges are fine
     assert (d.results_sent, d.config_reported, d.heap_free, reg.invalid_health) == (2**31, 2**31 - 1, 0, 8)
+
+
+def test_devices_over_the_bound_are_counted_once_across_a_restart(tmp_path):
+    # after a restart the broker delivers every retained status again: a device already counted is not again
+    reg, clock, feed = make(max_devices=2)
+    for name in ("a", "b", "c", "d"):
+        feed("board", results(name, 1, [0]))
+    path = tmp_path / "devices.json"
+    reg.save(path)
+    again, clock, feed = make(max_devices=2)
+    assert again.load(path) == 2 and again.overflow == 2
+    for name in ("a", "b", "c", "d", "e"):
+        feed("board", results(name, 1, [1]))
+    assert sorted(again.devices) == ["a", "b"] and again.overflow == 3
