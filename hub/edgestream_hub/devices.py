@@ -288,7 +288,7 @@ class DeviceRegistry:
     def _health(self, d: DeviceState, m: dict[str, Any], now: int) -> None:
         if m.get("heap_free") == -1:  # CPython agents report -1: no heap to speak of
             d.heap_free = None
-        sent = None
+        sent: int | None = None
         for key, name in _HEALTH_KEYS:
             v = m.get(key)
             if v is None or (key == "heap_free" and v == -1):
@@ -297,7 +297,7 @@ class DeviceRegistry:
             if ok is not None:
                 setattr(d, name, ok)
                 if key == "results_sent":
-                    sent = ok
+                    sent = int(ok)
         for key, name in (("fw", "agent_version"), ("mpy", "firmware"), ("platform", "platform"),
                           ("clock_source", "clock_source")):
             text = _str(m.get(key))
