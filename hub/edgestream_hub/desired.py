@@ -257,13 +257,13 @@ def assign_version(store: DesiredConfigs, dev: str, cfg: dict[str, Any], reporte
         if current is not None and version == desired and not again:
             raise DesiredVersionError(f"{where}: version: {version} is already desired for {dev} with another "
                                       f"config (raise it, or leave it out to get {nxt})")
-        if version == running and not again:
-            raise DesiredVersionError(f"{where}: version: {dev} runs version {version} already: it would acknowledge "
-                                      f"this config without applying it (raise it, or leave it out to get {nxt})")
         if not force and version < max(desired, running) and not again:
             what = f"the desired version {desired}" if desired >= running else f"the version {running} it runs"
             raise DesiredVersionError(f"{where}: version: {version} is older than {what} of {dev}: the device refuses "
                                       f"it (leave the version out to get {nxt}, or force it to go back)")
+        if version == running and not again:
+            raise DesiredVersionError(f"{where}: version: {dev} runs version {version} already: it would acknowledge "
+                                      f"this config without applying it (raise it, or leave it out to get {nxt})")
         return version
     if nxt > MAX_VERSION:
         raise DesiredVersionError(f"{where}: version: the next version {nxt} does not fit 31 bits (force a lower "
