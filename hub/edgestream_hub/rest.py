@@ -243,11 +243,13 @@ def query_params(op: dict[str, Any], raw: str) -> dict[str, Any]:
         try:
             if schema.get("type") == "integer":
                 v = int(text)
+            elif schema.get("type") == "boolean":
+                v = {"true": True, "false": False}[text]
             elif schema.get("type") == "number":
                 v = float(text)
                 if v != v or v in (float("inf"), float("-inf")):
                     raise ValueError(text)
-        except ValueError:
+        except (ValueError, KeyError):
             raise ApiError(400, f"query: {name}: expected {_KIND_NAMES[schema['type']]}, got {text!r}") from None
         check(schema, v, f"query: {name}")
         out[name] = v
@@ -528,8 +530,10 @@ class _Handler(DeadlineHandler):
             cfg = check_config(dev, body, where, need_version=False)  # the agent's validator: the board's messages
             known = svc.registry.get(dev)
             with svc.desired.lock():
-                version = assign_version(svc.desired, dev, cfg, known.config_reported if known else None, where)
-                path = svc.desired.write(dev, cfg)
+                force = bool(query.get("force", False))
+                version = assign_version(svc.desired, dev, cfg, known.config_reported if known else None, where,
+                                         force)
+                path = svc.desired.write(dev, cfg, force)
         except DesiredVersionError as e:
             raise ApiError(409, str(e)) from None
         except DesiredConfigError as e:

@@ -174,6 +174,14 @@ def test_a_config_push_is_answered_by_the_device(fleet):
     r = fleet.request("PUT", "/api/devices/dev1/config", agent_config("dev1", fleet.broker_port, window_ms=400))
     assert r.status == 202 and r.json()["config_state"] == "pending" and r.json()["version"] == 4, r
     assert wait_for(lambda: fleet.devices()["dev1"]["config_reported"] == 4, 30)
+    # back to an older version: only forced
+    r = fleet.request("PUT", "/api/devices/dev1/config", {**new, "version": 2})
+    assert r.status == 409 and "or force it to go back" in r.json()["error"], r
+    r = fleet.request("PUT", "/api/devices/dev1/config?force=yes", {**new, "version": 2})
+    assert r.status == 400 and r.json()["error"] == "query: force: expected true or false, got 'yes'", r
+    r = fleet.request("PUT", "/api/devices/dev1/config?force=true&wait=30", {**new, "version": 2})
+    assert r.status == 200 and r.json()["config_state"] == "applied", r
+    assert fleet.saved_agent_config("dev1")["version"] == 2
 
 
 def test_time_is_sent_on_request(fleet):

@@ -1,7 +1,7 @@
 """``edgestream devices``: the fleet as the hub sees it, and the configs and time it sends.
 
     edgestream devices list        [-c hub.yaml] [--json]
-    edgestream devices push-config DEVICE FILE [-c hub.yaml] [--timeout S]
+    edgestream devices push-config DEVICE FILE [-c hub.yaml] [--timeout S] [--force]
     edgestream devices sync-time   [-c hub.yaml] [DEVICE]
 
 Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``.
@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pc.add_argument("device", metavar="DEVICE")
     pc.add_argument("file", metavar="FILE", help="an agent.json; without a version it gets the desired one + 1")
     common(pc)
+    pc.add_argument("--force", action="store_true",
+                    help="send it with \"force\": true: applied even when the device runs a newer version (the way "
+                    "back from a version set too high)")
     pc.add_argument("--timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for the device's answer (default 30)")
     st = sub.add_parser("sync-time", help="send the hub's clock to a device (or to every known one)")
@@ -214,11 +217,11 @@ def _push(args: argparse.Namespace) -> int:
             link = None
         started = int(time.time() * 1000)
         with fleet.store.lock():
-            version = assign_version(fleet.store, dev, cfg, known.get("config_reported"), args.file)
-            where = fleet.store.write(dev, cfg)
+            version = assign_version(fleet.store, dev, cfg, known.get("config_reported"), args.file, args.force)
+            where = fleet.store.write(dev, cfg, args.force)
             if link is not None:
-                err = link.publish(f"{fleet.prefix}/{dev}/config", config_message(dev, version, cfg), qos=1,
-                                   retain=True)
+                err = link.publish(f"{fleet.prefix}/{dev}/config", config_message(dev, version, cfg, args.force),
+                                   qos=1, retain=True)
                 if err:
                     print(f"edgestream devices: config not published: {err}", file=sys.stderr)
         print(f"{dev}: config version {version} is desired ({where}); waiting for the device "
