@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".md": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8",
           ".svg": "image/svg+xml"}
+# An event stream's kernel send buffer: small, so a client that stops reading fills it in a few events and
+# then its queue (api.event_queue), instead of the kernel soaking up megabytes per client unseen.
+_EVENT_SNDBUF = 32 * 1024
+
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -593,6 +598,7 @@ class _Handler(DeadlineHandler):
             raise ApiError(503, "the hub is stopping; retry later")
         self.close_connection = True
         try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _EVENT_SNDBUF)
             self.send_response(200)
             for k, v in {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "Connection": "close",
                          "X-Accel-Buffering": "no", **_SECURITY_HEADERS}.items():

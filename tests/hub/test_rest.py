@@ -526,9 +526,9 @@ def test_a_client_that_stops_reading_is_dropped_with_a_final_event(small):
     c.connect(("127.0.0.1", h.port))
     c.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert wait_for(lambda: len(h.svc.api.bus) == 1, 5)
-    big = [{"v": 1, "pad": "x" * 45_000} for _ in range(20)]  # ~0.9 MB per results event
+    big = [{"v": 1, "pad": "x" * 2_000} for _ in range(20)]  # ~40 KB per results event
     web = h.web_port()
-    for _ in range(12):  # the client reads nothing meanwhile: the server's buffers fill, then the queue
+    for _ in range(40):  # the client reads nothing meanwhile: the server's small buffer fills, then the queue
         with socket.create_connection(("127.0.0.1", web), 10) as w:
             body = json.dumps(big).encode()
             w.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
