@@ -66,6 +66,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- shared --
+def hub_alive(pid: int) -> bool:
+    """Is ``pid`` a live EdgeStream process? A hub killed with SIGKILL may linger as a zombie, and its pid may
+    be reused by another program: where /proc tells (Linux), neither counts as the hub."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return True  # no /proc to ask: the pid is alive, take it as the hub
+    return state not in ("Z", "X") and b"edgestream" in cmdline
+
+
 class _Fleet:
     """The hub config's devices section and where its files are."""
 
@@ -106,15 +124,7 @@ class _Fleet:
         """Is the hub that writes this registry alive (same machine)?"""
         reg = self.registry()
         pid = (reg or {}).get("pid")
-        if type(pid) is not int or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return type(pid) is int and pid > 0 and hub_alive(pid)
 
     def link(self, filters: list[str], on_payload: Any) -> Any:
         from edgestream_hub.sender import MqttLink
