@@ -543,23 +543,24 @@ class _Handler(DeadlineHandler):
             raise ApiError(409, str(e)) from None
         except DesiredConfigError as e:
             raise ApiError(422, str(e)) from None
+        pushed_ms = svc.registry.now_ms()  # a nack of this version from before this push is not its answer
         svc.registry.set_desired(dev, version)  # the service sends it at its next scan of the folder (<= 1 s)
         log.info("api: device %s: config version %d is desired (%s)", dev, version, path)
         wait = min(float(query.get("wait", 0.0)), MAX_WAIT_S)
         deadline = time.monotonic() + wait
-        state = self._config_state(svc, dev, version, str(path))
+        state = self._config_state(svc, dev, version, str(path), pushed_ms)
         while state["config_state"] == "pending" and time.monotonic() < deadline \
                 and not self.server_api.stopping.is_set():
             self.server_api.stopping.wait(0.05)
-            state = self._config_state(svc, dev, version, str(path))
+            state = self._config_state(svc, dev, version, str(path), pushed_ms)
         self._json(202 if state["config_state"] == "pending" else 200, state)
 
     @staticmethod
-    def _config_state(svc: Any, dev: str, version: int, path: str) -> dict[str, Any]:
+    def _config_state(svc: Any, dev: str, version: int, path: str, since_ms: int) -> dict[str, Any]:
         with svc.registry.lock:
             d = svc.registry.get(dev)
             reported = d.config_reported if d else None
-            nacked = d is not None and d.last_nack_version == version
+            nacked = d is not None and d.last_nack_version == version and (d.last_nack_at or 0) >= since_ms
             state = "applied" if reported == version else "refused" if nacked else "pending"
             return {"device": dev, "version": version, "config_state": state,
                     "config_desired": d.config_desired if d else version, "config_reported": reported,

@@ -170,6 +170,9 @@ def test_a_config_push_is_answered_by_the_device(fleet):
     assert r.status == 200, r
     body = r.json()
     assert body["config_state"] == "refused" and body["version"] == 3 and "byte limit" in body["last_nack"]
+    # pushed again: the answer is the device's answer to this push, not the refusal from before
+    r = fleet.request("PUT", "/api/devices/dev1/config", {**big, "version": 3})
+    assert r.status == 202 and r.json()["config_state"] == "pending" and r.json()["last_nack"] is None, r
     # without wait: 202 and pending, then applied
     r = fleet.request("PUT", "/api/devices/dev1/config", agent_config("dev1", fleet.broker_port, window_ms=400))
     assert r.status == 202 and r.json()["config_state"] == "pending" and r.json()["version"] == 4, r
