@@ -39,8 +39,12 @@ console = True
 
 
 def say(text):
+    # never raises: a heap too full to print the line costs only the line
     if console:
-        print("edgestream:", text)
+        try:
+            print("edgestream:", text)
+        except MemoryError:
+            pass
 
 
 class ConfigError(ValueError):
@@ -102,13 +106,16 @@ def need(name, attr, package="edgestream_agent."):
         raise
 
 
-def no_heap(what):
+def no_heap(what, free=None):
     # The reason of a nack for a MemoryError: "memory: not enough heap to
     # <what> (<n> bytes free)", the free heap measured after the failed
-    # attempt's garbage is collected (MicroPython; CPython has no such cap).
+    # attempt's garbage is collected (MicroPython; CPython has no such cap),
+    # or `free` when the caller measured it before it made room for the nack.
     import gc
-    gc.collect()
-    try:
-        return "memory: not enough heap to %s (%d bytes free)" % (what, gc.mem_free())
-    except AttributeError:
-        return "memory: not enough heap to " + what
+    if free is None:
+        gc.collect()
+        try:
+            free = gc.mem_free()
+        except AttributeError:
+            return "memory: not enough heap to " + what
+    return "memory: not enough heap to %s (%d bytes free)" % (what, free)
