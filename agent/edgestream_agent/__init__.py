@@ -106,16 +106,13 @@ def need(name, attr, package="edgestream_agent."):
         raise
 
 
-def no_heap(what, free=None):
+def no_heap(what):
     # The reason of a nack for a MemoryError: "memory: not enough heap to
     # <what> (<n> bytes free)", the free heap measured after the failed
-    # attempt's garbage is collected (MicroPython; CPython has no such cap),
-    # or `free` when the caller measured it before it made room for the nack.
+    # attempt's garbage is collected (MicroPython; CPython has no such cap).
     import gc
-    if free is None:
-        gc.collect()
-        try:
-            free = gc.mem_free()
-        except AttributeError:
-            return "memory: not enough heap to " + what
-    return "memory: not enough heap to %s (%d bytes free)" % (what, free)
+    gc.collect()
+    try:
+        return "memory: not enough heap to %s (%d bytes free)" % (what, gc.mem_free())
+    except AttributeError:
+        return "memory: not enough heap to " + what

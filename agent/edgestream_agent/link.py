@@ -47,7 +47,6 @@ from edgestream_agent.timebase import ticks_diff, ticks_ms
 from edgestream_agent.wire_out import begin, item, message
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
-_SPARE = 1024  # bytes held for the ack of a message the full heap cannot hold
 _BUSY = "busy: %d messages are waiting" % _CTRL
 _ITEMS = 255  # results in one message, at most (an offline buffer record counts them in a byte)
 # modules only a message from the hub needs (and the packages that build
@@ -119,8 +118,6 @@ class Link:
             self.tx = tx(t["serial"], on_message=self.inbox)
         else:
             self.tx = None
-        # held while the agent runs, given up when an ack finds no heap (_give)
-        self._spare = bytearray(_SPARE) if tx is not None else None
 
     # -- wiring ----------------------------------------------------------------
     def attach(self, scheduler, agent=None):
@@ -264,16 +261,12 @@ class Link:
                 self.cfg_refused += 1
                 self._answer(version if kind == "refused" else _version(payload), None, _BUSY)
             return
-        for _ in range(2):
-            try:
-                self._inbox.append((payload, kind, version))
-                return
-            except MemoryError:
-                if not self._give():
-                    break
-        self.rx_refused += 1  # not even the spare block holds it: counted, not nacked
-        if kind != "time":
-            self.cfg_refused += 1
+        try:
+            self._inbox.append((payload, kind, version))
+        except MemoryError:
+            self.rx_refused += 1  # a heap too full even for that: counted, not nacked
+            if kind != "time":
+                self.cfg_refused += 1
 
     def _rx(self, payload, kind=None, version=0):
         # One message from the hub. kind: "config" or "time" from the MQTT
@@ -282,20 +275,7 @@ class Link:
         # version: a refused one's, read by the transport. Never raises, and
         # leaves the heap as it found it: the code loaded for the message is
         # unloaded after it, and what a refused config loaded (filter,
-        # window, source modules) too. The spare block's room is the
-        # message's while it is handled (a refused attempt gives back what
-        # it took, so the nack has at least that room), taken again after.
-        self._give()
-        try:
-            self._handle(payload, kind, version)
-        finally:
-            if self._spare is None and self.tx is not None:
-                try:
-                    self._spare = bytearray(_SPARE)
-                except MemoryError:
-                    pass  # the heap stays full: the next message tries again
-
-    def _handle(self, payload, kind, version):
+        # window, source modules) too.
         if kind == "refused":
             self.cfg_refused += 1
             self._answer(version, None, payload, None if payload else "read the message")
@@ -383,39 +363,16 @@ class Link:
         # The ack of a config message, queued for the link, and its console
         # line: done "applied" / "already running", or None for a nack whose
         # reason is err, or with `what` the step the heap could not hold.
-        # Never raises: when the heap cannot hold the ack, the spare block
-        # makes room for it (the free heap it reports is measured before).
-        free = None
-        if what is not None:
-            gc.collect()
-            try:
-                free = gc.mem_free()
-            except AttributeError:  # CPython
-                pass
-        for _ in range(2):
-            try:
-                if what is not None:
-                    err = no_heap(what, free)
-                self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", done is not None,
-                                           "error", err))
-                break
-            except MemoryError:
-                if not self._give():
-                    return  # the hub sees no ack; configs_refused counts it
+        # Never raises: a heap too full even for the ack costs the ack (the
+        # refusal is counted in configs_refused), never the link.
         try:
+            if what is not None:
+                err = no_heap(what)
+            self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", done is not None,
+                                       "error", err))
             say("config %d %s" % (version, done if done is not None else "refused: " + err))
         except MemoryError:
             pass
-
-    def _give(self):
-        # Give up the spare block (room for a message from the hub and its
-        # ack when the heap is full) -> False when it is gone already. _rx
-        # takes it again.
-        if self._spare is None:
-            return False
-        self._spare = None
-        gc.collect()
-        return True
 
     def _time_message(self, m):
         from edgestream_agent.wire_in import time_reference

@@ -140,7 +140,13 @@ def step(self):
     tx.send = lambda payload, dup=False: None
     n = [0]
     def trial(size):
-        # the ballast takes `size` bytes in the largest blocks it finds
+        # the message, as a transport holds it (its bytes are part of the
+        # need; the file's read buffer is gone), then a ballast that takes
+        # `size` bytes in the largest blocks it finds
+        gc.collect()
+        with open('m%%d' %% n[0], 'rb') as f:
+            msg = f.read()
+        n[0] += 1
         gc.collect()
         ballast = []
         chunk = left = size
@@ -152,9 +158,6 @@ def step(self):
                 chunk //= 2
         if left > 0:
             return False
-        with open('m%%d' %% n[0], 'rb') as f:
-            msg = f.read()
-        n[0] += 1
         applied = lk.cfg_applied
         lk.inbox(msg, 'config')
         msg = None
