@@ -48,6 +48,7 @@ from edgestream_agent.wire_out import begin, item, message
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
 _BUSY = "busy: %d messages are waiting" % _CTRL
+_NEXT = 0  # _rx's kind for "the next message in the inbox"
 _ITEMS = 255  # results in one message, at most (an offline buffer record counts them in a byte)
 # modules only a message from the hub needs (and the packages that build
 # filter chains and sources, which a new config imports again)
@@ -195,10 +196,9 @@ class Link:
         if self._inbox:
             # one message from the hub per poll, outside the transport's
             # receive path (whose frames and buffers are gone by now)
-            # (unpacked first: a call with *args takes heap)
-            payload, kind, version = self._inbox.pop(0)
-            self._rx(payload, kind, version)
-            payload = None
+            # (taken off the inbox by _rx itself, so that no frame here
+            # holds the message's bytes while it is handled)
+            self._rx(None, _NEXT)
         if not tx.up():
             return
         while self._ctrl:
@@ -275,7 +275,9 @@ class Link:
         # version: a refused one's, read by the transport. Never raises, and
         # leaves the heap as it found it: the code loaded for the message is
         # unloaded after it, and what a refused config loaded (filter,
-        # window, source modules) too.
+        # window, source modules) too. kind _NEXT: the inbox's next message.
+        if kind is _NEXT:
+            payload, kind, version = self._inbox.pop(0)
         if kind == "refused":
             self.cfg_refused += 1
             self._answer(version, None, payload, None if payload else "read the message")
