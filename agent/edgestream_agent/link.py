@@ -37,7 +37,6 @@
 
 from array import array
 
-import gc
 import sys
 
 from edgestream_agent import need, no_heap, say, unload
