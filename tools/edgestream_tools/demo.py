@@ -46,6 +46,8 @@ EXAMPLE = ROOT / "examples" / "demo"
 DEFAULT_DIR = ".edgestream/demo"
 #: a demo folder holds this file, so the next run may clear it (and no other folder)
 MARK = ".edgestream-demo"
+#: held (flock) by the demo running in the folder, so a second one refuses instead of clearing it
+LOCK = ".edgestream-demo.lock"
 #: seconds after the start when the config push and the broker restart come, without --duration
 EVENTS_AT_S = 30.0
 #: how long the broker stays down at its restart
@@ -212,14 +214,44 @@ def _port_free(port: int) -> bool:
 
 
 # -- the run folder -------------------------------------------------------------------------
+def claim(folder: Path) -> int:
+    """Make ``folder`` this run's: refuse a file, a folder of something else, or one another demo runs in (it
+    holds the lock); returns the lock's descriptor, held until the process ends."""
+    import fcntl
+
+    if folder.exists() and not folder.is_dir():
+        raise DemoError(f"--dir {folder}: is not a folder: choose an empty or new folder")
+    try:
+        if folder.exists() and any(p.name != LOCK for p in folder.iterdir()) and not (folder / MARK).exists():
+            raise DemoError(f"--dir {folder}: not empty and not a demo folder: choose an empty or new folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DemoError(f"--dir {folder}: cannot use it: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise DemoError(f"--dir {folder}: in use by another demo (pid {holder}): stop it, or give this one another "
+                        "--dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def prepare(folder: Path, broker_port: int) -> dict[str, Path]:
-    """Clear the demo folder and lay it out: hub.yaml and its table, the agents' configs (with the port)."""
+    """Clear the demo folder (``claim`` made it this run's) and lay it out: hub.yaml and its table, the agents'
+    configs (with the port)."""
     if not EXAMPLE.is_dir():
         raise DemoError(f"the demo's configs are not at {EXAMPLE}: run the demo from a clone of the repository")
-    if folder.exists() and any(folder.iterdir()):
-        if not (folder / MARK).exists():
-            raise DemoError(f"--dir {folder}: not empty and not a demo folder: choose an empty or new folder")
-        shutil.rmtree(folder)
+    for old in folder.iterdir():
+        if old.name == LOCK:
+            continue
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
     for sub in ("configs", "boards", "logs", "out"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / MARK).write_text("a folder of `edgestream demo`: the next run clears it\n")
@@ -291,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.dir).resolve()
     kind = _broker_kind(args.broker)
     port = free_port()
+    claim(folder)  # the descriptor stays open (the lock held) until the process ends
     configs = prepare(folder, port)
     procs = Procs(folder / "logs")
     api_port = CONSOLE_PORT if _port_free(CONSOLE_PORT) else free_port()
