@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -123,22 +122,13 @@ def _say(text: str) -> None:
 
 
 # -- processes --------------------------------------------------------------------------
-_libc: Any = None
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the demo dies, however it dies (Linux)."""
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 class Procs:
     """The processes the demo started, each with its log file; stopped in reverse order."""
 
     def __init__(self, logs: Path) -> None:
-        global _libc
-        if _libc is None and sys.platform.startswith("linux"):
-            _libc = ctypes.CDLL(None, use_errno=True)
+        from edgestream_tools.parent_death import die_with_parent
+
+        self._die_with_demo = die_with_parent(signal.SIGTERM)  # each stops itself when the demo dies, however
         self.logs = logs
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -148,7 +138,7 @@ class Procs:
         with open(log, "ab") as out:
             p = subprocess.Popen([sys.executable, "-m", "edgestream_tools.cli", *argv], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=_die_with_parent, env=dict(os.environ if env is None else env,
+                                 preexec_fn=self._die_with_demo, env=dict(os.environ if env is None else env,
                                                                        PYTHONUNBUFFERED="1"))
         self.running[name] = p
         return p
