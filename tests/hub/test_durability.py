@@ -424,3 +424,46 @@ def test_a_full_disk_at_the_start_is_no_reason_not_to_start(hub, monkeypatch, ca
     assert "checkpoint failed: cannot write a checkpoint" in caplog.text
     assert wait_for(lambda: len(hub.out.get("out", [])) == 1)  # the records flow on
     assert e.stop()
+
+
+def test_state_no_pipeline_takes_is_dropped_with_a_warning_not_silently(hub, caplog):
+    """A renamed or removed pipeline (or processor) leaves state with open windows that nothing resumes: the
+    next checkpoint drops it and its records are lost, so a start says so, naming what."""
+    hub.scripts["s"] = recs(0, 100)
+    e = hub.engine(SCRIPTED)
+    assert wait_for(lambda: hub.sources["s"].pos == 2)
+    time.sleep(0.1)
+    assert e.stop()
+    hub.scripts["s"] = []
+    with caplog.at_level(logging.WARNING, logger="edgestream.hub"):
+        e2 = hub.engine(SCRIPTED.replace("  p:\n", "  renamed:\n"))
+    assert e2.stop()
+    said = [r.getMessage() for r in caplog.records if "no pipeline of the config takes" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("state: checkpoint ") and "holds the state of pipeline p (processor p.sql)" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgestream.hub"):
+        e3 = hub.engine(SCRIPTED.replace("  p:\n", "  renamed:\n"))  # dropped by now: nothing more to say
+    assert e3.stop()
+    assert not [r for r in caplog.records if "no pipeline of the config takes" in r.getMessage()]
+
+
+def test_resuming_from_an_older_checkpoint_says_what_it_costs(hub, caplog):
+    """The broker dropped what the hub acknowledged after the damaged checkpoint: the fallback is not free."""
+    hub.scripts["s"] = recs(0, 100)
+    e = hub.engine(SCRIPTED)
+    assert wait_for(lambda: hub.sources["s"].pos == 2)
+    time.sleep(1.2)
+    hub.scripts["s"].extend(recs(200))
+    assert wait_for(lambda: hub.sources["s"].pos == 3)
+    assert e.stop()
+    ckpts = sorted((hub.tmp / ".edgestream" / "state").glob("checkpoint-*.ckpt"))
+    assert len(ckpts) >= 2
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:-5])
+    hub.scripts["s"] = []
+    with caplog.at_level(logging.WARNING, logger="edgestream.hub"):
+        e2 = hub.engine(SCRIPTED)
+    assert e2.stop()
+    said = " / ".join(r.getMessage() for r in caplog.records)
+    assert "skipped a checkpoint" in said
+    assert "acknowledged after its cut" in said and "may be missing" in said, said
