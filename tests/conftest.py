@@ -184,3 +184,21 @@ def mosquitto(tmp_path):
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(params=["std", "orjson"])
+def json_engine(request, monkeypatch):
+    """Run the test with each JSON engine of ``edgestream_hub.jsonio`` (also in the subprocesses it starts):
+    a test module that says ``pytestmark = pytest.mark.usefixtures("json_engine")`` checks that both give
+    the same results."""
+    from edgestream_hub import jsonio
+
+    if request.param == "orjson":
+        pytest.importorskip("orjson")
+    before = jsonio.backend()
+    monkeypatch.setenv("EDGESTREAM_JSON", request.param)
+    jsonio.use(request.param)
+    try:
+        yield request.param
+    finally:
+        jsonio.use(before)
