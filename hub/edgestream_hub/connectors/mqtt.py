@@ -35,7 +35,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
@@ -64,15 +64,84 @@ class _TlsContext(ssl.SSLContext):
             sock.close()
 
 
-def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str) -> tuple[Any, _TlsContext | None]:
-    """A paho client for ``conn`` and its TLS context (None without TLS)."""
+_READ_CHUNK = 1 << 16  # bytes a receiving client asks of its socket at a time
+_reader_class: Any = None
+
+
+def _reader() -> Any:
+    """paho's ``Client``, reading its socket a chunk at a time (made on first use: paho is imported lazily).
+
+    paho reads every packet with three or more ``recv`` calls (its type byte, each byte of its length, its
+    body) and goes back to ``select`` after each packet: a subscriber of small messages spends more time in
+    those system calls than in the messages. This client serves paho's reads from one ``recv`` of up to
+    ``_READ_CHUNK`` bytes, handles every packet that chunk holds before paho selects again (the one cut
+    off at its end is finished with paho's own exact reads, so the chunk never holds bytes ``select``
+    cannot see, and paho still gets back to its keepalive and writes after every chunk), and then calls
+    its ``after_read`` (so a source can hand on what one read brought in one batch, before paho
+    writes the acknowledgements of those messages). A paho without the read hook this relies on
+    (``Client._sock_recv``) gets its own client back, unchanged.
+    """
+    global _reader_class
+    if _reader_class is not None:
+        return _reader_class
+    import paho.mqtt.client as mqtt
+
+    if not callable(getattr(mqtt.Client, "_sock_recv", None)):
+        _reader_class = mqtt.Client
+        return _reader_class
+
+    class ChunkedClient(mqtt.Client):  # type: ignore[misc]  # paho ships no complete types
+        after_read: Callable[[], None] | None = None
+        _rsock: Any = None  # the socket the buffer was read from: a new connection starts empty
+        _rbuf = b""
+        _rpos = 0
+        _chunk = False  # whether this read may still take a chunk (one per loop_read)
+
+        def _sock_recv(self, bufsize: int) -> bytes:
+            buf, pos = self._rbuf, self._rpos
+            if pos >= len(buf) or self._sock is not self._rsock:
+                self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+                if not self._chunk:  # the chunk is used up: finish the packet with exact reads
+                    return super()._sock_recv(bufsize)  # type: ignore[no-any-return]
+                self._chunk = False
+                buf, pos = super()._sock_recv(_READ_CHUNK), 0  # BlockingIOError when nothing is there
+                if not buf:
+                    return buf  # the connection closed
+                self._rbuf = buf
+            end = pos + bufsize
+            self._rpos = end
+            return buf[pos:end] if pos or end < len(buf) else buf
+
+        def loop_read(self, max_packets: int = 1) -> Any:
+            """Every packet one chunk holds (the last one finished with exact reads, so nothing is left
+            behind that ``select`` cannot see), then ``after_read``."""
+            self._chunk = True
+            try:
+                rc = super().loop_read(max_packets)
+                while not rc and self._rpos < len(self._rbuf) and self._sock is not None \
+                        and self._sock is self._rsock:
+                    rc = super().loop_read(max_packets)  # packets already read: no select in between
+                return rc
+            finally:
+                self._chunk = False
+                if self.after_read is not None:
+                    self.after_read()
+
+    _reader_class = ChunkedClient
+    return _reader_class
+
+
+def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str,
+                chunked: bool = False) -> tuple[Any, _TlsContext | None]:
+    """A paho client for ``conn`` and its TLS context (None without TLS); ``chunked``: one that reads its
+    socket a chunk at a time and calls ``after_read`` after each (``_reader``)."""
     import paho.mqtt.client as mqtt
 
     v5 = conn["protocol"] == "5"
     kw: dict[str, Any] = {"client_id": client_id, "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311}
     if not v5:
         kw["clean_session"] = clean
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
+    c = (_reader() if chunked else mqtt.Client)(mqtt.CallbackAPIVersion.VERSION2, **kw)
     if conn.get("username") is not None:
         c.username_pw_set(conn["username"], conn.get("password"))
     tls = conn.get("tls")
@@ -175,6 +244,7 @@ class MqttSource(Source):
         self._tls: _TlsContext | None = None
         self._sub_mid: int | None = None
         self._wanted: dict[str, bool] = {}  # topic -> matches one of our filters (bounded cache)
+        self._held: list[tuple[Any, str]] | None = None  # messages of the read under way (a chunked client)
         self._last_fail: tuple[str, float] = ("", 0.0)
         self._unwanted_logged_at = -1e9
         self.connected = threading.Event()
@@ -183,8 +253,11 @@ class MqttSource(Source):
         self._stopping = False
 
     def open(self) -> None:
-        self._client, self._tls = mqtt_client(self.conn, self.client_id, self.clean, self.ctx.label)
+        self._client, self._tls = mqtt_client(self.conn, self.client_id, self.clean, self.ctx.label, chunked=True)
         c = self._client
+        if hasattr(c, "after_read"):  # messages are handed on once per read, not one by one
+            self._held = []
+            c.after_read = self._after_read
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
@@ -296,13 +369,35 @@ class MqttSource(Source):
             wanted = self._wanted.get(topic)
             if not (wanted or (wanted is None and self._matches(topic))):
                 return
-            records = self.ingest.payload(msg.payload, f"mqtt {topic}", topic).records
-            if records:
-                if self._emit is None:  # the client connects in start(), after _emit is set
-                    raise ComponentError(self.ctx.label, "a message arrived before the source started")
-                self._emit(records)  # blocks while the pipelines are full
+            if self._held is not None:
+                self._held.append((msg.payload, topic))  # handed on by _after_read, with the rest of this read
+            else:
+                self._deliver([(msg.payload, topic)])
         except Exception as e:  # an exception here would end paho's network thread for good
             self.ctx.log.error("a message could not be handled: %s: %s", type(e).__name__, e)
+
+    def _after_read(self) -> None:
+        """paho handled every message one read brought: decode them and hand their records on at once
+        (their acknowledgements go out after this returns)."""
+        held = self._held
+        if held:
+            self._held = []
+            try:
+                self._deliver(held)
+            except Exception as e:  # as in _on_message: paho's network thread must go on
+                self.ctx.log.error("%d messages could not be handled: %s: %s", len(held), type(e).__name__, e)
+
+    def _deliver(self, messages: list[tuple[Any, str]]) -> None:
+        """Decode messages (payload, topic) and emit their records in one batch; blocks while the pipelines
+        are full (so paho reads no more and the broker keeps the rest)."""
+        payload = self.ingest.payload
+        records: list[Record] = []
+        for data, topic in messages:
+            records += payload(data, f"mqtt {topic}", topic).records
+        if records:
+            if self._emit is None:  # the client connects in start(), after _emit is set
+                raise ComponentError(self.ctx.label, "a message arrived before the source started")
+            self._emit(records)
 
 
 def _topic_problem(topic: str, wildcards: bool) -> str | None:
