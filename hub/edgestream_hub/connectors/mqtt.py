@@ -90,7 +90,7 @@ def _reader() -> Any:
         _reader_class = mqtt.Client
         return _reader_class
 
-    class ChunkedClient(mqtt.Client):  # type: ignore[misc]  # paho ships no complete types
+    class ChunkedClient(mqtt.Client):
         after_read: Callable[[], None] | None = None
         _rsock: Any = None  # the socket the buffer was read from: a new connection starts empty
         _rbuf = b""
@@ -102,7 +102,7 @@ def _reader() -> Any:
             if pos >= len(buf) or self._sock is not self._rsock:
                 self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
                 if not self._chunk:  # the chunk is used up: finish the packet with exact reads
-                    return super()._sock_recv(bufsize)  # type: ignore[no-any-return]
+                    return super()._sock_recv(bufsize)
                 self._chunk = False
                 buf, pos = super()._sock_recv(_READ_CHUNK), 0  # BlockingIOError when nothing is there
                 if not buf:
