@@ -86,7 +86,9 @@ class Ingest:
                         before = stats.copy()
                         records = self._wire.decode(data, topic)
                         feed.observe(self.ctx.label, self._wire.last, len(records), stats.since(before))
-                    self._report()
+                    tr = self._wire.tracker  # something counted, or loss lines held back for the log
+                    if self._wire.counted or (tr is not None and (tr.lost or tr.duplicated or tr.forgot)):
+                        self._report()
                 return Decoded(records, 0, None)
             if self.format == "raw":
                 text = bytes(data).decode("utf-8", "backslashreplace") if not isinstance(data, str) else data

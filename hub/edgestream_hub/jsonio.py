@@ -145,20 +145,15 @@ def loads(data: str | bytes | bytearray | memoryview, check_range: bool = True) 
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
         if raw[:3] == _BOM:
             raw = raw[3:]
-        if _fits(raw):
+        # orjson reads it exactly as the reference does unless it holds a run of 19 digits (an integer
+        # orjson reads as a float) or enough brackets to nest _DEEP levels
+        if _LONG_DIGITS not in bytes(raw).translate(_DIGITS) and (
+                len(raw) < 2 * _DEEP or raw.count(b"[") + raw.count(b"{") < _DEEP):
             try:
                 return oj.loads(raw)
             except oj.JSONDecodeError:
                 pass  # the reference says why (or reads what orjson refused)
     return _loads(data, check_range)
-
-
-def _fits(raw: Any) -> bool:
-    """Whether orjson reads ``raw`` exactly as the reference does: no run of 19 digits (an integer orjson would
-    read as a float) and too few brackets to nest ``_DEEP`` levels."""
-    if len(raw) >= 19 and _LONG_DIGITS in bytes(raw).translate(_DIGITS):
-        return False
-    return len(raw) < 2 * _DEEP or raw.count(b"[") + raw.count(b"{") < _DEEP
 
 
 def _loads(data: str | bytes | bytearray | memoryview, check_range: bool) -> Any:

@@ -290,9 +290,13 @@ class WireDecoder:
         self._names: dict[str, str] = {}
         self._topics: dict[str, str] = {}  # topic -> its device, for topics that parsed (bounded)
         self.last: dict[str, Any] | None = None
+        # the tracker may have counted something since count_into last ran (a batch that did not simply
+        # continue its stream in order): the common case skips count_into and the log checks
+        self.counted = False
 
     def count_into(self, ctx: Any) -> None:
         """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
+        self.counted = False
         if self.tracker is None:
             return
         st, old = self.tracker.stats, self._reported
@@ -325,6 +329,7 @@ class WireDecoder:
             items = m["items"]
             seqs = _seqs(items)
             if tr is not None and not self._in_order(tr, dev, kind, boot, seqs):
+                self.counted = True
                 items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
             names = self._names
             if len(names) > _MAX_NAMES:
@@ -348,6 +353,7 @@ class WireDecoder:
             items = m["items"]
             seqs = _seqs(items)
             if tr is not None and not self._in_order(tr, dev, kind, boot, seqs):
+                self.counted = True
                 items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
             names = self._names
             if len(names) > _MAX_NAMES:
