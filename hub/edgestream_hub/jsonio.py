@@ -142,12 +142,13 @@ def loads(data: str | bytes | bytearray | memoryview, check_range: bool = True) 
     """
     oj = _orjson if _chosen else _engine()
     if oj is not None:
-        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        raw = data if data.__class__ is bytes else \
+            data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
         if raw[:3] == _BOM:
             raw = raw[3:]
         # orjson reads it exactly as the reference does unless it holds a run of 19 digits (an integer
         # orjson reads as a float) or enough brackets to nest _DEEP levels
-        if _LONG_DIGITS not in bytes(raw).translate(_DIGITS) and (
+        if _LONG_DIGITS not in raw.translate(_DIGITS) and (
                 len(raw) < 2 * _DEEP or raw.count(b"[") + raw.count(b"{") < _DEEP):
             try:
                 return oj.loads(raw)

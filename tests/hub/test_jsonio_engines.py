@@ -100,6 +100,7 @@ def test_a_text_reads_the_same_with_both_engines(data):
     for check_range in (True, False):
         _same_reading(data, check_range)
         _same_reading(bytearray(data), check_range)
+        _same_reading(memoryview(data), check_range)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -111,6 +112,7 @@ def test_a_text_reads_the_same_with_both_engines(data):
 def test_deep_nesting_reads_the_same(depth):
     for open_, close in ((b"[", b"]"), (b'{"a":', b"}")):
         _same_reading(open_ * depth + b"1" + close * depth)
+        _same_reading(memoryview(open_ * depth + b"1" + close * depth))
     line = b"[" * depth + b"]" * depth
     for engine in ("std", "orjson"):
         jsonio.use(engine)
