@@ -71,6 +71,7 @@ def lines(path):
         return []
 
 
+@pytest.mark.usefixtures("json_engine")  # the decode path with each JSON engine
 def test_wire_messages_become_flat_records_and_bad_payloads_are_dead_lettered(hub, mosquitto):
     e = hub.engine(config(mosquitto))
     assert e.sources["devices"].source.subscribed.wait(5)
@@ -298,6 +299,7 @@ pipelines:
 
 # -- no payload stops the source (one ingest path for every source) --
 
+@pytest.mark.usefixtures("json_engine")  # the decode path with each JSON engine
 def test_hostile_payloads_between_good_ones_are_dead_lettered_and_the_source_goes_on(hub, mosquitto):
     from hubtest import HOSTILE_JSON, HOSTILE_WIRE, readings as wire
 

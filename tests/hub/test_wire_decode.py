@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.wire import SeqTracker, WireDecoder
 from edgestream_shared import decoder as _dec
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.errors import WireError
+
+# with each JSON engine (tests/conftest.py): the results must not depend on it
+pytestmark = pytest.mark.usefixtures("json_engine")
 
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=1, max_size=8)
 nums = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False, width=32), st.none())
