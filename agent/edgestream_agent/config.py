@@ -22,9 +22,16 @@
 #
 # A spec line is "name key=kind=default ..." (space separated):
 #   kind  n finite number, n0 number >= 0, i integer, u integer >= 0,
-#         p integer > 0, port 0..65535, b true/false, s non-empty string
-#         (<= 256 chars), pin pin number >= 0 or name, a|b|c one of these
-#         (numbers where they are digits), @x the object spec _SUB[x]
+#         p integer > 0, t a duration in ms 1..86400000 (one day),
+#         t0 one in 0..86400000 (0: off), v a version 0..2**31-1,
+#         port 0..65535, b true/false,
+#         s non-empty string (<= 256 chars), pin pin number >= 0 or name,
+#         a|b|c one of these (numbers where they are digits), @x the object
+#         spec _SUB[x]
+#   Every integer is <= 2**30 - 1: a small int on a 32-bit board, where a
+#   larger one is a heap object; a duration is at most a day, well inside
+#   what time.ticks_add takes (< 2**29 ms, 6.2 days; beyond it raises
+#   OverflowError, so such a config could never start).
 #   default  none (key=kind): required; empty: null (a null value then means "not set"),
 #         JSON for numbers and true/false, else the string itself
 # A leading "*" marks the parameter a bare value stands for ({"ema": 0.3}).
@@ -47,21 +54,21 @@ range min=n= max=n=
 clamp min=n= max=n=
 calibrate slope=n=1 offset=n=0
 delta *min=n0
-throttle *interval_ms=p
+throttle *interval_ms=t
 median *size=p
 ema *alpha=n
 round *digits=u
-heartbeat *interval_ms=p
-sim wave=sine|noise|steps|constant=sine amplitude=n=1 offset=n=0 wave_ms=p=60000 levels=p=4 noise=n0=0 seed=u=1
+heartbeat *interval_ms=t
+sim wave=sine|noise|steps|constant=sine amplitude=n=1 offset=n=0 wave_ms=t=60000 levels=p=4 noise=n0=0 seed=u=1
 adc pin=pin scale=n=1 offset=n=0 atten=u=
 pin pin=pin mode=level|count=level pull=none|up|down=none edge=rising|falling|both=rising scale=n=1
 i2c bus=u=0 scl=pin= sda=pin= freq=p=400000 addr=u reg=u nbytes=1|2=2 signed=b=false byteorder=big|little=big scale=n=1 offset=n=0
 internal_temp
-transport type=mqtt|serial|none prefix=s=edgestream poll_ms=p=10 health_ms=u=10000 buffer_bytes=p=4096 max_message=p=1024 spill_path=s= spill_bytes=u=0 mqtt=@mqtt= serial=@serial= wifi=@wifi= ntp=@ntp=
-mqtt host=s port=port=0 client_id=s= user=s= password=s= tls=b=false ca_file=s= tls_verify=b=true server_hostname=s= keepalive_s=u=30 qos=0|1=1 backoff_min_ms=p=250 backoff_max_ms=p=3000 connect_timeout_ms=p=5000 max_inflight=p=8 rx_bytes=p=2048 tx_bytes=p=2048
+transport type=mqtt|serial|none prefix=s=edgestream poll_ms=t=10 health_ms=t0=10000 buffer_bytes=p=4096 max_message=p=1024 spill_path=s= spill_bytes=u=0 mqtt=@mqtt= serial=@serial= wifi=@wifi= ntp=@ntp=
+mqtt host=s port=port=0 client_id=s= user=s= password=s= tls=b=false ca_file=s= tls_verify=b=true server_hostname=s= keepalive_s=u=30 qos=0|1=1 backoff_min_ms=t=250 backoff_max_ms=t=3000 connect_timeout_ms=t=5000 max_inflight=p=8 rx_bytes=p=2048 tx_bytes=p=2048
 serial port=s=stdio uart=u=0 baud=p=115200 tx=pin= rx=pin=
-wifi ssid=s password=s= retry_ms=p=10000
-ntp host=s=pool.ntp.org port=port=123 every_ms=p=3600000 timeout_ms=p=2000
+wifi ssid=s password=s= retry_ms=t=10000
+ntp host=s=pool.ntp.org port=port=123 every_ms=t=3600000 timeout_ms=t=2000
 sensor name source period_ms decimals block filters windows
 window name type size_ms every_ms size every aggregates capacity
 agent device device_id version sensors transport watchdog_ms"""
@@ -121,7 +128,8 @@ w%d
 %s[%d]
 required when tls is true: the CA certificate (PEM or DER file on the board) that signed the broker's; or tls_verify: false to skip the check (then anyone on the network path can pose as the broker and read the password)
 needs tls: true
-source %r reads one sample at a time (a block needs sim or adc)"""
+source %r reads one sample at a time (a block needs sim or adc)
+must be <= 86400000 (one day)"""
 
 
 def _nth(text, n):
@@ -224,10 +232,16 @@ def _value(kind, v, path):
         _fail(path, 9)
     if kind == "port" and not 0 <= v <= 65535:
         _fail(path, 10)
-    if kind in ("u", "n0") and v < 0:
+    if kind in ("u", "n0", "t0", "v") and v < 0:
         _fail(path, 11)
-    if kind == "p" and v <= 0:
+    if kind in ("p", "t") and v <= 0:
         _fail(path, 12)
+    if kind[0] == "t" and v > 86400000:
+        _fail(path, 55)
+    if kind == "v" and v > 2147483647:
+        _fail(path, 19, 2147483647)
+    if kind[0] != "n" and kind != "v" and v > 1073741823:
+        _fail(path, 19, 1073741823)
     return v
 
 
@@ -302,8 +316,8 @@ def _window(v, i, path, period_ms):
         _fail(path + "." + "every_ms", 23)
     sk = "size_ms" if timed else "size"
     ek = "every_ms" if timed else "every"
-    size = _value("p", v[sk], path + "." + sk)
-    every = _value("p", v[ek], path + "." + ek) if ek in v else None
+    size = _value("t" if timed else "p", v[sk], path + "." + sk)
+    every = _value("t" if timed else "p", v[ek], path + "." + ek) if ek in v else None
     kind = v.get("type")
     if kind is not None and kind not in ("tumbling", "sliding"):
         _fail(path + "." + "type", 24)
@@ -367,7 +381,7 @@ def _sensor(v, path):
         _fail(path + "." + "source" + "." + "type", 4, ", ".join(names))
     s["source"] = _params(t, src, path + "." + "source", True)
     s["source"]["type"] = t
-    s["period_ms"] = _value("p", v.get("period_ms", 1000), path + "." + "period_ms")
+    s["period_ms"] = _value("t", v.get("period_ms", 1000), path + "." + "period_ms")
     d = _value("u", v.get("decimals", 3), path + "." + "decimals")
     if d > MAX_DECIMALS:
         _fail(path + "." + "decimals", 19, MAX_DECIMALS)
@@ -415,6 +429,8 @@ def validate_transport(v, path="transport"):
             _fail(mp + "." + "ca_file", 53)
         if m["max_inflight"] > 64:
             _fail(mp + "." + "max_inflight", 19, 64)
+        if m["keepalive_s"] > 65535:  # (MQTT's 16-bit field)
+            _fail(mp + "." + "keepalive_s", 19, 65535)
         for k in ("rx_bytes", "tx_bytes"):
             if m[k] < 256:
                 _fail(mp + "." + k, 37)
@@ -447,10 +463,9 @@ def validate(cfg):
         _fail("device_id", 44)
     dev = cfg.get("device", cfg.get("device_id", "edgestream"))
     out = {"device": _name(dev, "device" if "device_id" not in cfg else "device_id")}
-    for k in ("version", "watchdog_ms"):
-        out[k] = _value("u", cfg.get(k, 0), k)
-    if out["version"] > 2147483647:  # (a remote config's version is 1..2**31-1)
-        _fail("version", 19, 2147483647)
+    # (kind v: a remote config's version is 1..2**31-1, compared, never in ticks arithmetic)
+    out["version"] = _value("v", cfg.get("version", 0), "version")
+    out["watchdog_ms"] = _value("t0", cfg.get("watchdog_ms", 0), "watchdog_ms")
     t = cfg.get("transport")
     out["transport"] = None if t is None else validate_transport(t)  # None: results stay on the board
     sl = cfg.get("sensors")

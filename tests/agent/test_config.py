@@ -119,6 +119,65 @@ def test_transport_is_validated_with_the_config():
         assert got.startswith(want), (got, want)
 
 
+def test_durations_and_sizes_are_bounded_to_what_a_32_bit_board_holds():
+    # a duration beyond a day (ticks_add refuses >= 2**29 ms), an integer beyond a small int (2**30 - 1)
+    day = "must be <= 86400000 (one day)"
+    big = "must be <= 1073741823"
+    mqtt = {"type": "mqtt", "mqtt": {"host": "h"}}
+    cases = [
+        (one({"name": "a", "period_ms": 2 ** 29}), "sensors[0].period_ms: " + day),
+        (one({"name": "a", "period_ms": 86400001}), "sensors[0].period_ms: " + day),
+        (one({"name": "a", "windows": [{"size_ms": 2 ** 31}]}), "sensors[0].windows[0].size_ms: " + day),
+        (one({"name": "a", "windows": [{"size_ms": 1000, "every_ms": 2 ** 40}]}),
+         "sensors[0].windows[0].every_ms: " + day),
+        (one({"name": "a", "windows": [{"size": 2 ** 30}]}), "sensors[0].windows[0].size: " + big),
+        (one({"name": "a", "windows": [{"size_ms": 1000, "every_ms": 500, "capacity": 2 ** 30}]}),
+         "sensors[0].windows[0].capacity: " + big),
+        (one({"name": "a", "filters": [{"throttle": 10 ** 10}]}), "sensors[0].filters[0].throttle.interval_ms: " + day),
+        (one({"name": "a", "filters": [{"heartbeat": 2 ** 29}]}),
+         "sensors[0].filters[0].heartbeat.interval_ms: " + day),
+        (one({"name": "a", "filters": [{"median": 2 ** 30}]}), "sensors[0].filters[0].median.size: " + big),
+        (one({"name": "a", "source": {"type": "sim", "wave_ms": 2 ** 29}}), "sensors[0].source.wave_ms: " + day),
+        (one({"name": "a", "source": {"type": "sim", "seed": 2 ** 32}}), "sensors[0].source.seed: " + big),
+        ({"sensors": [{"name": "a"}], "watchdog_ms": 2 ** 29}, "watchdog_ms: " + day),
+        ({"sensors": [{"name": "a"}], "version": 2 ** 31}, "version: must be <= 2147483647"),
+        ({"sensors": [{"name": "a"}], "transport": {"type": "none", "health_ms": 2 ** 31}},
+         "transport.health_ms: " + day),
+        ({"sensors": [{"name": "a"}], "transport": {"type": "none", "poll_ms": 2 ** 29}}, "transport.poll_ms: " + day),
+        ({"sensors": [{"name": "a"}], "transport": {"type": "none", "buffer_bytes": 2 ** 30}},
+         "transport.buffer_bytes: " + big),
+        ({"sensors": [{"name": "a"}], "transport": {"type": "none", "spill_path": "s", "spill_bytes": 2 ** 40}},
+         "transport.spill_bytes: " + big),
+        ({"sensors": [{"name": "a"}], "transport": dict(mqtt, mqtt={"host": "h", "backoff_max_ms": 2 ** 29})},
+         "transport.mqtt.backoff_max_ms: " + day),
+        ({"sensors": [{"name": "a"}], "transport": dict(mqtt, mqtt={"host": "h", "keepalive_s": 65536})},
+         "transport.mqtt.keepalive_s: must be <= 65535"),
+        ({"sensors": [{"name": "a"}], "transport": dict(mqtt, wifi={"ssid": "x", "retry_ms": 2 ** 29})},
+         "transport.wifi.retry_ms: " + day),
+        ({"sensors": [{"name": "a"}], "transport": dict(mqtt, ntp={"every_ms": 2 ** 29})},
+         "transport.ntp.every_ms: " + day),
+    ]
+    for cfg, want in cases:
+        got = err(cfg)
+        assert got.startswith(want), (got, want)
+    # the largest values are taken
+    cfg = validate({"sensors": [{"name": "a", "period_ms": 86400000, "windows": [{"size_ms": 86400000}]}],
+                    "version": 2147483647, "watchdog_ms": 86400000,
+                    "transport": {"type": "none", "health_ms": 86400000, "buffer_bytes": 1073741823}})
+    assert cfg["sensors"][0]["period_ms"] == 86400000 and cfg["version"] == 2147483647
+    assert cfg["transport"]["buffer_bytes"] == 1073741823
+
+
+def test_every_duration_in_the_specs_has_a_duration_kind():
+    from edgestream_agent.config import _SPECS
+
+    for line in _SPECS.strip().split("\n"):
+        for tok in line.split()[1:]:
+            w = tok.lstrip("*").split("=")
+            if len(w) > 1 and w[0].endswith("_ms"):
+                assert w[1] in ("t", "t0"), (line.split()[0], w[0], w[1])
+
+
 def test_device_id_is_an_alias():
     assert validate({"device_id": "d9", "sensors": [{"name": "a"}]})["device"] == "d9"
 

@@ -105,3 +105,40 @@ def test_board_bundles_are_O3_unless_asked(tmp_path):
     assert size(tmp_path / "o3") < size(tmp_path / "o0")  # no line numbers, no asserts
     with pytest.raises(bundle.BundleError, match="unknown optimisation level -O4"):
         bundle.build(tmp_path / "o4", None, 4)
+
+
+def _bundle_cli(capsys, *args):
+    from edgestream_tools.cli import main
+
+    try:
+        rc: object = main(["firmware", "bundle", *args])
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def test_out_must_be_a_new_or_empty_folder_or_an_earlier_bundle(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc, err = _bundle_cli(capsys, "--out", str(afile))
+    assert rc == 2 and f"--out {afile}: is a file, not a folder" in err and "Traceback" not in err
+    rc, err = _bundle_cli(capsys, "--out", "/proc/nope")
+    assert rc == 2 and "--out /proc/nope: cannot write the bundle there" in err
+    busy = tmp_path / "project"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    rc, err = _bundle_cli(capsys, "--out", str(busy))
+    assert rc == 2 and "the folder holds other files (notes.txt) and no bundle was written there before" in err
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]  # nothing written
+    out = tmp_path / "mpy"
+    assert _bundle_cli(capsys, "--out", str(out))[0] == 0
+    stale = out / "edgestream_agent" / "gone.mpy"
+    stale.write_bytes(b"M")
+    assert _bundle_cli(capsys, "--out", str(out))[0] == 0  # an earlier bundle's folder: replaced
+    assert not stale.exists() and (out / "edgestream_agent" / "main.mpy").exists()
+
+
+def test_arch_and_board_together_are_refused(tmp_path, capsys):
+    rc, err = _bundle_cli(capsys, "--arch", "x64", "--board", "esp32", "--out", str(tmp_path / "o"))
+    assert rc == 2 and "argument --board: not allowed with argument --arch" in err
+    assert not (tmp_path / "o").exists()

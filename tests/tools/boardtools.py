@@ -103,6 +103,7 @@ class Follower:
         self.proc = subprocess.Popen([sys.executable, "-m", "edgestream_tools.cli", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
+        self.err = ""
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
 
@@ -121,18 +122,25 @@ class Follower:
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not seen within {timeout} s: {self.lines}")
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 10) -> int:
+        """SIGINT (Ctrl-C) if it still runs; its exit status once it ended (its stderr in ``err``)."""
         import signal
 
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
         self._t.join(5)
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.err = self.proc.stderr.read()
         for f in (self.proc.stdout, self.proc.stderr):
             if f is not None:
                 f.close()
         return self.proc.returncode
+
+    @property
+    def out(self) -> str:
+        return "\n".join(self.lines)

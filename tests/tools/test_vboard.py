@@ -1,6 +1,7 @@
 """``edgestream vboard``: the real mpremote drives the real micropython on a pty, as a board."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,3 +180,118 @@ def test_bad_fs_size_is_refused(text):
 def test_unknown_board_is_refused():
     with pytest.raises(mp.MicroPythonError, match="unknown board"):
         Supervisor("esp8266")
+
+
+# -- the interpreter's life: tied to the supervisor, failures said and bounded ----------------------------
+def _vboard_cli(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "edgestream_tools.cli", "vboard", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _child_of(pid):
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith("Z")  # a zombie is dead, waiting for its reaper
+    except FileNotFoundError:
+        return True
+
+
+def test_the_interpreter_dies_with_a_killed_supervisor(vboard, tmp_path):
+    for main in (None, LOOP_MAIN):  # at the REPL, and running main.py
+        folder = tmp_path / f"b{main is None}"
+        folder.mkdir()
+        if main:
+            (folder / "main.py").write_text(main)
+        vb = vboard("esp32", folder=folder)
+        child = _child_of(vb.proc.pid)
+        time.sleep(1)  # past the boot: at the REPL, or in main.py's loop
+        vb.proc.kill()
+        vb.proc.wait(10)
+        deadline = time.monotonic() + 3
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(child), f"the interpreter {child} outlived its supervisor"
+
+
+def test_an_interpreter_that_cannot_start_is_an_error_at_once(tmp_path):
+    p = _vboard_cli("--dir", str(tmp_path / "b"), env=dict(os.environ, EDGESTREAM_MICROPYTHON="/bin/false"))
+    assert p.returncode == 2 and "vboard:" not in p.stdout
+    assert "the interpreter /bin/false exited with status 1 before the board booted" in p.stderr
+    assert "EDGESTREAM_MICROPYTHON" in p.stderr and "Traceback" not in p.stderr
+    missing = str(tmp_path / "no-micropython")
+    p = _vboard_cli("--dir", str(tmp_path / "b"), env=dict(os.environ, EDGESTREAM_MICROPYTHON=missing))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"cannot start the interpreter {missing}: No such file or directory" in p.stderr
+
+
+def test_a_killed_interpreter_is_said_on_the_console_and_restarted(vboard, console):
+    vb = vboard("esp32")
+    c = console(vb.port)
+    c.write(b"\r\x02")
+    c.until(b">>> ")
+    os.kill(_child_of(vb.proc.pid), signal.SIGKILL)
+    got = c.until(b">>> ")
+    assert b"vboard: the interpreter died (signal 9); restarting" in got
+    assert got.index(b"died (signal 9)") < got.index(b"MPY: soft reboot")
+    assert vb.mpremote("exec", "print('alive')").stdout.decode().strip() == "alive"
+
+
+def test_restarts_that_keep_failing_end_the_board_with_a_message(tmp_path):
+    binary = tmp_path / "micropython"
+    shutil.copy(mp.find_micropython("mpy"), binary)
+    p = subprocess.Popen([sys.executable, "-m", "edgestream_tools.cli", "vboard", "--dir", str(tmp_path / "b")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, EDGESTREAM_MICROPYTHON=str(binary)))
+    try:
+        assert p.stdout is not None and p.stdout.readline().startswith("vboard: esp32 on /dev/pts/")
+        binary.unlink()  # removed while the board runs: the next start fails
+        os.kill(_child_of(p.pid), signal.SIGKILL)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate(timeout=10)
+    assert p.returncode == 2 and "Traceback" not in err
+    assert "vboard: the interpreter died (signal 9); restarting in 0.2 s" in err
+    assert f"vboard: cannot start the interpreter {binary}: No such file or directory; restarting in 0.4 s" in err
+    assert "5 failed starts or crashes within 30 s: the virtual board stops" in err
+
+
+def test_a_board_that_resets_itself_at_every_start_is_slowed_down(vboard, console, tmp_path):
+    folder = tmp_path / "board"
+    folder.mkdir()
+    (folder / "boot.py").write_text("import sys\nprint('boot runs')\nsys.exit()\n")
+    vb = vboard("esp32", folder=folder)
+    c = console(vb.port)
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        c.seen += c.s.read(4096)
+    # without a delay it restarts ~5 times a second; with it: 0, 0.2, 0.4, 0.8, 1.6 s apart
+    assert 1 <= c.seen.count(b"boot runs") <= 6, c.seen
+    vb.proc.terminate()
+    _, err = vb.proc.communicate(timeout=15)
+    assert "vboard: the board resets itself right after each start" in err.decode()
+
+
+def test_a_flash_image_of_another_size_is_kept_and_refused(vboard, tmp_path):
+    folder = tmp_path / "board"
+    vb = vboard("esp32", "--fs-size", "64k", folder=folder)
+    vb.mpremote("exec", "f = open('keep.txt', 'w')\nf.write('data')\nf.close()")
+    vb.stop()
+    before = (folder / "flash.img").read_bytes()
+    p = _vboard_cli("--dir", str(folder), "--fs-size", "128k")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{folder / 'flash.img'} holds a 64k filesystem, not --fs-size 128k: run with --fs-size 64k" in p.stderr
+    assert "remove" in p.stderr and (folder / "flash.img").read_bytes() == before
+    vb = vboard("esp32", "--fs-size", "64k", folder=folder)
+    assert vb.mpremote("exec", "print(open('keep.txt').read())").stdout.decode().strip() == "data"
+
+
+@pytest.mark.parametrize("value", ["1000", "-1", "x"])
+def test_report_mpy_out_of_range_is_a_usage_error(value):
+    p = _vboard_cli("--report-mpy", value)
+    assert p.returncode == 2 and "argument --report-mpy" in p.stderr and "Traceback" not in p.stderr

@@ -381,10 +381,13 @@ def _marked(out: bytes) -> dict[str, Any] | None:
 
 
 def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remote_config: bool = True,
-            lib: str | Path | None = None) -> Report:
-    """Start the agent of ``config`` under the board's profile; see the module docstring."""
+            lib: str | Path | None = None, heap: str | None = None) -> Report:
+    """Start the agent of ``config`` under the board's profile; see the module docstring.
+
+    ``heap`` ("64k") replaces the profile's heap: a board's own, when it is smaller.
+    """
     raw = load_config(config)
-    heap = mp.heap_for(board)
+    heap = heap or mp.heap_for(board)
     heap_bytes = int(heap[:-1]) * 1024 if heap.endswith("k") else int(heap)
     rep = Report(board=board, profile=profile, heap=heap_bytes)
     from edgestream_tools.broker import free_port
@@ -417,7 +420,7 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
                 if name == "remote":
                     mqtt = (cfg.get("transport") or {}).get("mqtt") or {}
                     rep.notes += _messages(cfg, d, mqtt.get("rx_bytes", 2048) if mqtt else None)
-                runs[name] = _popen(work, d, board, larger if name == "breakdown" else None, profile)
+                runs[name] = _popen(work, d, board, larger if name == "breakdown" else heap, profile)
             outs = {name: _collect(p) for name, p in runs.items()}
             if _marked(outs["breakdown"]) is None and b"MemoryError" in outs["breakdown"]:
                 # a config far too large for the board: measured in a much larger heap

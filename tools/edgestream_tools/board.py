@@ -4,19 +4,22 @@
 (Ctrl-C, as ``mpremote`` does, a few times if need be) and soft-resets it
 into the raw REPL (a clean heap; ``main.py`` does not run there); ``info()`` asks the board what it is in one round
 trip; ``listing()`` gives the size and hash of every file under some folders
-in one round trip; ``put()``, ``remove()``, ``mkdir()`` change its
-filesystem; ``restart()`` soft-resets it into ``main.py``; ``console()``
-passes on its console lines up to one that ends the wait. Errors are ``BoardError`` with a
-message that says what to do.
+in one round trip; ``write()``, ``rename()``, ``remove()``, ``mkdir()`` change its
+filesystem (a failure names the path and what to do); ``restart()`` soft-resets it into
+``main.py``; ``console()`` passes on its console lines up to one that ends the wait. Errors are
+``BoardError`` with a message that says what to do; a board that goes away (unplugged, reset, a
+virtual board stopped) is ``BoardGone``, whichever call meets it.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -32,6 +35,23 @@ class BoardError(EdgeStreamError):
 
 class FilesystemFull(BoardError):
     """The board's filesystem has no room for a file (ENOSPC)."""
+
+
+class BoardGone(BoardError):
+    """The serial port failed under a command: the board was unplugged, reset or stopped."""
+
+
+#: What a board's OSError numbers mean for a path, and what to do (MicroPython prints only the number).
+_ERRNO = {
+    2: ("ENOENT", "it (or a folder above it) does not exist"),
+    13: ("EACCES", "the board refuses access to it"),
+    17: ("EEXIST", "it exists, as a file where a folder is needed: remove it (mpremote fs rm :{p}) and run "
+                   "this again"),
+    20: ("ENOTDIR", "a folder above it is a file: remove that file (mpremote fs ls, fs rm) and run this again"),
+    21: ("EISDIR", "it is a folder: remove the folder (mpremote fs rm -r :{p}) and run this again"),
+    28: ("ENOSPC", "the filesystem is full"),
+    30: ("EROFS", "the filesystem is read-only"),
+}
 
 
 @dataclass
@@ -107,13 +127,13 @@ _i()
 del _i
 """
 
-# Size and hash of every file under some folders and of some files, in one
-# round trip; read in 256-byte pieces into one buffer (the agent is stopped,
-# but a small heap is small).
+# Size and hash of every file under some folders and of some paths (a folder
+# among them has size -1), one line per path as it is found (no list of them
+# all on the board); read in 256-byte pieces into one buffer (the agent is
+# stopped, but a small heap is small).
 _LIST = r"""
 import os
 def _l(roots, files, how):
-    out = []
     buf = bytearray(256)
     mv = memoryview(buf)
     def h(p):
@@ -146,25 +166,32 @@ def _l(roots, files, how):
         for e in entries:
             p = d + '/' + e[0]
             if e[1] & 0x4000:
-                out.append((p, -1, ''))
+                print(repr((p, -1, '')))
                 walk(p)
             else:
-                out.append((p,) + h(p))
+                print(repr((p,) + h(p)))
     for r in roots:
         walk(r)
     for f in files:
         try:
-            out.append((f,) + h(f))
+            print(repr((f, -1, '') if os.stat(f)[0] & 0x4000 else (f,) + h(f)))
         except OSError:
             pass
-    print(repr(out))
 _l(%r, %r, %r)
 del _l
 """
+#: Paths per round trip where a command names many (their list is source code the board compiles).
+BATCH = 12
 
 
 def _size(n: int) -> str:
     return f"{n / 1024:.0f} KB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:.0f} MB"
+
+
+def os_errno(text: str) -> int | None:
+    """The errno of a board's traceback that ends in an OSError ("OSError: 20", "OSError: [Errno 2] ENOENT")."""
+    m = re.search(r"OSError: (?:\[Errno )?(\d+)", text.strip().splitlines()[-1] if text.strip() else "")
+    return int(m.group(1)) if m else None
 
 
 def digest(data: bytes, how: str) -> str:
@@ -203,6 +230,15 @@ class Board:
         except OSError:  # the board went away meanwhile
             self.t.serial.close()
 
+    @contextmanager
+    def _io(self) -> Iterator[None]:
+        """Turn the serial port failing under a command into BoardGone (pyserial's errors are OSErrors)."""
+        try:
+            yield
+        except OSError as e:
+            raise BoardGone(f"the board on {self.port} went away ({e}): was it unplugged or reset? Connect it "
+                            "and run this again") from None
+
     def __enter__(self) -> Board:
         return self
 
@@ -228,6 +264,10 @@ class Board:
 
     def connect(self) -> None:
         """Stop a running program (Ctrl-C), then soft-reset into the raw REPL: a clean heap, main.py not running."""
+        with self._io():
+            self._connect()
+
+    def _connect(self) -> None:
         s = self.t.serial
         seen = b""
         for attempt in range(3):
@@ -254,7 +294,8 @@ class Board:
         from mpremote.transport import TransportError
 
         try:
-            self.t.enter_raw_repl(soft_reset=True, timeout_overall=self.timeout)
+            with self._io():
+                self.t.enter_raw_repl(soft_reset=True, timeout_overall=self.timeout)
         except TransportError as e:
             raise BoardError(f"the board on {self.port} did not come back from a soft reset: {e}") from None
 
@@ -263,8 +304,9 @@ class Board:
         from mpremote.transport import TransportError
 
         try:
-            self.t.exec_raw_no_follow(code)
-            out, err = self.t.follow(timeout, consumer)
+            with self._io():
+                self.t.exec_raw_no_follow(code)
+                out, err = self.t.follow(timeout, consumer)
         except TransportError as e:
             raise BoardError(f"the board on {self.port} stopped answering: {e}") from None
         if err:
@@ -284,13 +326,34 @@ class Board:
 
     def listing(self, roots: list[str], files: list[str], how: str) -> dict[str, tuple[int, str]]:
         """{path: (size, hash)} of the files under roots and of files; folders have size -1."""
-        rows = self.eval(_LIST % (roots, files, how), timeout=120)
-        return {p: (n, d) for p, n, d in rows}
+        out: dict[str, tuple[int, str]] = {}
+        for i in range(0, max(len(files), 1), BATCH):
+            text = self.exec(_LIST % (roots if i == 0 else [], files[i:i + BATCH], how), timeout=120).decode()
+            for line in text.splitlines():
+                if line.strip():
+                    p, n, d = ast.literal_eval(line)
+                    out[p] = (n, d)
+        return out
 
     # -- files -------------------------------------------------------------------------------
-    def put(self, path: str, data: bytes) -> None:
+    def _fs(self, path: str, doing: str, code: str) -> None:
+        """Run a filesystem operation on path; an OSError on the board becomes a message naming path."""
         try:
-            self.exec(f"f=open({path!r},'wb')\nw=f.write")
+            self.exec(code)
+        except BoardGone:
+            raise
+        except BoardError as e:
+            n = os_errno(str(e))
+            if n is None or n == 28:
+                raise
+            name, what = _ERRNO.get(n, (f"errno {n}", ""))
+            raise BoardError(f"the board could not {doing} {path} (OSError {n}, {name})"
+                             + (f": {what.format(p=path.lstrip('/'))}" if what else "")) from None
+
+    def write(self, path: str, data: bytes) -> None:
+        """Write a file in place (512-byte pieces); on ENOSPC what was written is removed again."""
+        try:
+            self._fs(path, "write", f"f=open({path!r},'wb')\nw=f.write")
             for i in range(0, len(data), 512):
                 self.exec(f"w({bytes(data[i:i + 512])!r})")
             self.exec("f.close()\ndel f, w")
@@ -301,11 +364,25 @@ class Board:
                 pass
             raise
 
+    def rename(self, moves: list[tuple[str, str]]) -> None:
+        """Rename (old, new) pairs in order, a few per round trip; a file at new is replaced (as POSIX rename)."""
+        for i in range(0, len(moves), BATCH):
+            part = moves[i:i + BATCH]
+            self._fs(", ".join(n for _, n in part), "move into place",
+                     f"import os\nfor a, b in {part!r}:\n os.rename(a, b)")
+
+    def discard(self, paths: list[str]) -> None:
+        """Remove files that may not exist, a few per round trip (what a command cut short left)."""
+        for i in range(0, len(paths), BATCH):
+            self.exec(f"import os\nfor p in {paths[i:i + BATCH]!r}:\n try:\n  os.remove(p)\n except OSError:\n  pass")
+
     def mkdir(self, path: str) -> None:
-        self.exec(f"import os\ntry:\n os.mkdir({path!r})\nexcept OSError as e:\n if e.args[0] != 17: raise")
+        """Make a folder; one that exists is fine, a file of that name is not (EEXIST names it)."""
+        self._fs(path, "make the folder", f"import os\ntry:\n os.mkdir({path!r})\nexcept OSError as e:\n"
+                                          f" if e.args[0] != 17 or not os.stat({path!r})[0] & 0x4000: raise")
 
     def remove(self, path: str, folder: bool = False) -> None:
-        self.exec(f"import os\nos.{'rmdir' if folder else 'remove'}({path!r})")
+        self._fs(path, "remove", f"import os\nos.{'rmdir' if folder else 'remove'}({path!r})")
 
     # -- restarting ---------------------------------------------------------------------------
     def restart(self, done: Callable[[str], bool], timeout: float, on_line: Callable[[str], None]) -> str | None:
@@ -313,13 +390,18 @@ class Board:
 
         Returns the line that ended the wait, or None after timeout seconds.
         """
-        self.t.exit_raw_repl()
-        self._read_for(5, b">>> ")
-        self.t.serial.write(b"\x04")
+        with self._io():
+            self.t.exit_raw_repl()
+            self._read_for(5, b">>> ")
+            self.t.serial.write(b"\x04")
         return self.console(done, timeout, on_line)
 
     def console(self, done: Callable[[str], bool], timeout: float, on_line: Callable[[str], None]) -> str | None:
         """Pass each console line to on_line until done(line) (returned) or timeout seconds (None)."""
+        with self._io():
+            return self._console(done, timeout, on_line)
+
+    def _console(self, done: Callable[[str], bool], timeout: float, on_line: Callable[[str], None]) -> str | None:
         s = self.t.serial
         buf = b""
         end = time.monotonic() + timeout

@@ -12,6 +12,10 @@ machine code is for another arch (``ValueError: incompatible .mpy arch``).
 Without ``--arch`` the bundle is plain bytecode for any port: the
 ``@micropython.native`` lines are left out before compiling, so the same
 functions run interpreted (the same results, slower).
+``--arch`` and ``--board`` are not given together. ``--out`` must be a new or
+empty folder, or one a bundle made before (it holds ``.edgestream-bundle``):
+the packages an earlier bundle wrote there are replaced, nothing else is
+touched.
 
 Bundles are ``-O3`` unless asked otherwise: no asserts, no line numbers, less
 heap (the agent's documented heap figures assume it); ``-O0`` keeps line
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -53,6 +58,8 @@ DEVICE_PACKAGES = ("edgestream_shared", "edgestream_agent")
 DEFAULT_OPT = 3
 #: A decorator line that asks for machine code; a bytecode bundle leaves it out.
 NATIVE_LINE = re.compile(r"^[ \t]*@micropython\.native[ \t]*(#.*)?$", re.M)
+#: The file that marks a folder ``firmware bundle`` wrote (and may write again).
+MARKER = ".edgestream-bundle"
 
 
 class BundleError(EdgeStreamError):
@@ -136,13 +143,44 @@ def build(out_dir: Path, arch: str | None = None, opt: int = DEFAULT_OPT) -> lis
     return written
 
 
+def prepare_out(out: Path) -> None:
+    """Make ``out`` ready for a bundle, or BundleError: a new or empty folder, or one a bundle made.
+
+    A bundle made before (``MARKER``, or only the package folders) loses its packages, so that no
+    stale module stays beside the new ones; any other folder is refused, never written into.
+    """
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {out}: is a file, not a folder: choose a new or empty folder")
+    if out.is_dir():
+        try:
+            names = sorted(p.name for p in out.iterdir())
+        except OSError as e:
+            raise BundleError(f"--out {out}: cannot read the folder: {e.strerror or e}") from None
+        others = [n for n in names if n not in (MARKER, *DEVICE_PACKAGES)]
+        if others and MARKER not in names:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise BundleError(f"--out {out}: the folder holds other files ({shown}) and no bundle was written "
+                              f"there before (no {MARKER}): choose a new or empty folder for the bundle")
+    try:
+        for pkg in DEVICE_PACKAGES:
+            if (out / pkg).is_dir():
+                shutil.rmtree(out / pkg)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("Written by `edgestream firmware bundle`: the next bundle into this folder "
+                                  f"replaces its {' and '.join(DEVICE_PACKAGES)}.\n")
+    except OSError as e:
+        raise BundleError(f"--out {out}: cannot write the bundle there: {e.strerror or e}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="firmware_cmd", required=True)
     b = sub.add_parser("bundle", help="compile the agent and shared packages to .mpy")
-    b.add_argument("--arch", help="mpy-cross -march of the machine code (armv6m for RP2040, xtensawin for ESP32; "
-                                  "default: bytecode for any port, without machine code)")
-    b.add_argument("--board", choices=sorted(ARCHS), help="shorthand for the board's --arch")
-    b.add_argument("--out", default="build/mpy", help="output folder (default: build/mpy)")
+    target = b.add_mutually_exclusive_group()
+    target.add_argument("--arch", help="mpy-cross -march of the machine code (armv6m for RP2040, xtensawin for "
+                                       "ESP32; default: bytecode for any port, without machine code)")
+    target.add_argument("--board", choices=sorted(ARCHS), help="shorthand for the board's --arch")
+    b.add_argument("--out", default="build/mpy",
+                   help="output folder: new, empty, or an earlier bundle's (default: build/mpy)")
     b.add_argument("-O", dest="opt", type=int, default=DEFAULT_OPT,
                    help=f"mpy-cross optimisation level 0-3 (default {DEFAULT_OPT}: no asserts or line numbers)")
     u = sub.add_parser("unix", help="build the 32-bit unix-port MicroPython with the agent frozen in (build/board)")
@@ -159,7 +197,14 @@ def run(args: argparse.Namespace) -> int:
             print(boardbuild.ensure(v, log=lambda m: print(m, flush=True), force=args.force))
         return 0
     arch = args.arch or (ARCHS[args.board] if args.board else None)
-    files = build(Path(args.out), arch, args.opt)
+    check_arch(arch)
+    check_opt(args.opt)
+    out = Path(args.out)
+    prepare_out(out)
+    try:
+        files = build(out, arch, args.opt)
+    except OSError as e:
+        raise BundleError(f"--out {out}: cannot write the bundle there: {e}") from None
     what = f"{arch} (machine code for the hot path)" if arch else "any arch (bytecode only)"
     print(f"wrote {len(files)} .mpy files for {what} (-O{args.opt}) to {args.out}")
     return 0

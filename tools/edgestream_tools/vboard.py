@@ -14,7 +14,9 @@ What makes the unix port behave like a board on a serial console:
   as on ESP32 and RP2040. ``--fs-size`` makes it a littlefs filesystem of that
   size instead (``os.VfsLfs2`` on a block device backed by ``flash.img`` in the
   folder): a full filesystem refuses writes with ``OSError: [Errno 28] ENOSPC``
-  as a board's flash does.
+  as a board's flash does; the host's ``/dev/pts`` is then mounted at
+  ``/dev/pts``, so a pty's path is a serial port for the agent (on the folder
+  filesystem a symlink in the folder to the pty is).
 - Soft reset: the unix port has none; a Ctrl-D at the REPL (friendly or raw),
   ``machine.soft_reset()`` or ``sys.exit()`` end its process. The supervisor
   (this process, CPython) then starts it again on the same pty, prints
@@ -32,6 +34,15 @@ What makes the unix port behave like a board on a serial console:
 - The console: bytes are passed through unchanged. While no program has the
   pty open, the board's output is dropped (as a USB console nobody reads);
   while one has, a slow reader slows the board down.
+- The interpreter dies with the supervisor (``PR_SET_PDEATHSIG`` on Linux, and
+  the console pty is its controlling terminal: when the supervisor goes, the
+  pty hangs up and the interpreter gets SIGHUP). An interpreter that cannot
+  start or boot is an error at the first start; later, a restart that fails
+  or an interpreter killed by a signal is said on the console and retried
+  with a growing delay (0.2 s doubling to 5 s), and after five within 30 s
+  the supervisor gives up with a message. A board that resets itself right
+  after every start (``sys.exit()`` in ``boot.py``) restarts with the same
+  growing delay, so it does not spin.
 
 ``--report-mpy 5`` makes ``sys.implementation._mpy`` report another ``.mpy``
 version (that of an older firmware) to try ``agent deploy``'s firmware check.
@@ -43,6 +54,7 @@ SIGTERM; it then stops the interpreter and removes the folder if it made it.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import fcntl
 import os
@@ -51,7 +63,9 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import termios
 import time
 import tty
 from collections.abc import Callable
@@ -67,10 +81,15 @@ class VBoardError(EdgeStreamError):
 
 # In-band markers the boot script prints for the supervisor (never passed on).
 _MARK = b"\x1b]vb:"
-UP, REPL, RESET = b"up", b"repl", b"reset"
+UP, RUN, REPL, RESET = b"up", b"run", b"repl", b"reset"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 _BLOCK = 4096
+#: Restarts: the first delay after a failure, its cap, how many failures within how long end the board,
+#: and how soon after its start a reset counts as the board resetting itself (a loop).
+_DELAY, _MAX_DELAY, _FAILURES, _WINDOW, _QUICK = 0.2, 5.0, 5, 30.0, 1.0
+#: Seconds the first interpreter has to boot (mount the filesystem) before the board is an error.
+_FIRST_BOOT = 30.0
 
 # The boot, in three parts so that only a few hundred bytes of it stay on the
 # heap while main.py runs (about what a board's own boot leaves): _vbsetup
@@ -114,6 +133,13 @@ def setup(root, lfs, report_mpy):
         vfs = os.VfsPosix(root)
     os.umount('/')
     os.mount(vfs, '/')
+    if lfs:
+        # the host's ptys, by their paths: serial ports for the agent (on the
+        # folder filesystem a symlink to one does, for no heap)
+        try:
+            os.mount(os.VfsPosix('/dev/pts'), '/dev/pts')
+        except OSError:
+            pass
     os.chdir('/')
     sys.path[:] = ['', '.frozen', '/lib']
     if report_mpy is not None:
@@ -146,6 +172,7 @@ def run(g, names):
         except OSError:
             continue
         try:
+            sys.stdout.write('\x1b]vb:run\x07')
             execfile(name, g)
         except SystemExit:
             sys.stdout.write('\x1b]vb:reset\x07')
@@ -207,6 +234,42 @@ def _sigint_caught(pid: int) -> bool:
     return False
 
 
+_libc: ctypes.CDLL | None = None
+_supervisor_pid = 0
+
+
+def _tie_to_console() -> None:
+    """Run in the interpreter's process before exec: make it die with the supervisor.
+
+    The console pty becomes its controlling terminal (the process leads a new
+    session), so the pty's hang-up when the supervisor's end closes is a
+    SIGHUP; on Linux the parent's death is also a SIGKILL (PR_SET_PDEATHSIG).
+    """
+    try:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    except OSError:
+        pass
+    if _libc is not None:
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != _supervisor_pid:  # the supervisor died before that took effect
+            os._exit(1)
+
+
+def _load_libc() -> None:
+    """libc for prctl, loaded before fork (loading it in the child is not safe)."""
+    global _libc, _supervisor_pid
+    _supervisor_pid = os.getpid()
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            pass
+
+
+def _size_text(n: int) -> str:
+    return f"{n // 1048576}m" if n % 1048576 == 0 else f"{n // 1024}k"
+
+
 def _parse_size(text: str) -> int:
     t = text.strip().lower()
     mult = 1
@@ -259,7 +322,15 @@ class Supervisor:
         self._last_sigint = 0.0
         self._announced = False
         self._booted = False       # this interpreter has mounted the filesystem
+        self._in_file = False      # it runs boot.py or main.py (else the boot's own code, or the REPL)
         self._ctrl_c_early = False  # a Ctrl-C that came before that
+        self._killed = False       # this interpreter was ended by the supervisor (a soft reset)
+        self._started_at = 0.0     # when it was started
+        self._typed = False        # the user sent it something since
+        self._said = b""           # the end of what it printed (for an error message)
+        self._restart_at: float | None = None  # after it ended: when to start the next
+        self._failures: list[float] = []       # times of recent failed starts and crashes
+        self._loops = 0            # resets in a row right after the start, without input
 
     # -- start / stop -------------------------------------------------------
     def open(self) -> str:
@@ -269,7 +340,12 @@ class Supervisor:
             raise VBoardError(f"--dir {self.folder}: cannot use it as the board's folder: {e}") from e
         if self.fs_size:
             img = self.folder / "flash.img"
-            if not img.exists() or img.stat().st_size != self.fs_size:
+            if img.exists() and img.stat().st_size != self.fs_size:
+                have = _size_text(img.stat().st_size)
+                raise VBoardError(f"{img} holds a {have} filesystem, not --fs-size {_size_text(self.fs_size)}: "
+                                  f"run with --fs-size {have} to keep its files, or copy them off (mpremote fs cp) "
+                                  f"and remove {img} to start with an empty filesystem of the new size")
+            if not img.exists():
                 # a fresh flash (erased), formatted by the board at its first boot
                 img.write_bytes(b"\xff" * self.fs_size)
         self._boot_dir = tempfile.mkdtemp(prefix="vboard-boot-")
@@ -287,17 +363,27 @@ class Supervisor:
         return self.port
 
     def _spawn(self) -> None:
+        """Start the interpreter; one that cannot be started is a failure (``_failed``)."""
         files = ("boot.py", "main.py") if self._run_main else ("boot.py",)
         argv, env = boot_args(self._boot_dir, self.folder, files, self.fs_size, self.report_mpy)
         self._state = "boot"
         self._hold = b""
-        self._booted = False
+        self._booted = self._in_file = False
         self._last_sigint = 0.0
-        self.proc = subprocess.Popen(
-            self.command + ["-i", *argv],
-            stdin=self._is, stdout=self._is, stderr=self._is,
-            cwd=self.folder, start_new_session=True, env=env,
-        )
+        self._killed = self._typed = False
+        self._said = b""
+        self._restart_at = None
+        self._started_at = time.monotonic()
+        _load_libc()
+        try:
+            self.proc = subprocess.Popen(
+                self.command + ["-i", *argv],
+                stdin=self._is, stdout=self._is, stderr=self._is,
+                cwd=self.folder, start_new_session=True, env=env, preexec_fn=_tie_to_console,
+            )
+        except OSError as e:
+            self.proc = None
+            self._failed(f"cannot start the interpreter {self.command[0]}: {e.strerror or e}")
 
     def stop(self) -> None:
         self._stopping = True
@@ -305,6 +391,7 @@ class Supervisor:
     def close(self) -> None:
         self._stopping = True
         if self.proc is not None and self.proc.poll() is None:
+            self._killed = True
             self.proc.kill()
             self.proc.wait(10)
         for fd in (self._um, self._im, self._is):
@@ -359,9 +446,16 @@ class Supervisor:
                     self._from_user()
                 if ev & select.POLLOUT and self._to_user:
                     self._to_user = self._to_user[self._write(self._um, self._to_user):]
-        if self.proc is not None and self.proc.poll() is not None and not self._stopping:
+        if self._stopping:
+            return
+        if self.proc is not None and self.proc.poll() is not None:
             self._drain_board(on_up)
+            self._ended()
+        elif self.proc is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
             self._soft_reset()
+        elif not self._announced and time.monotonic() - self._started_at > _FIRST_BOOT:
+            self._failed(f"the interpreter {self.command[0]} did not boot within {_FIRST_BOOT:g} s (it printed: "
+                         f"{self._printed()}): is it a MicroPython unix port?")
 
     def _user_connected(self) -> bool:
         q = select.poll()
@@ -421,10 +515,16 @@ class Supervisor:
                 self._announced = True
                 if on_up is not None:
                     on_up(self)
+        elif tag == RUN:
+            self._in_file = True
             if self._ctrl_c_early:
                 self._ctrl_c_early = False
                 self._ctrl_c()
         elif tag == REPL and self._state == "boot":
+            self._in_file = False
+            if self._ctrl_c_early:
+                self._ctrl_c_early = False
+                self._to_board += b"\x03"  # for the REPL, as a key
             if self._raw:
                 # into the raw REPL the board was in; its friendly banner is not shown
                 self._state = "raw-wait"
@@ -432,11 +532,13 @@ class Supervisor:
             else:
                 self._state = "run"
         elif tag == RESET and self.proc is not None:
+            self._killed = True
             self.proc.kill()  # sys.exit() / machine.soft_reset() in boot.py or main.py
 
     def _output(self, data: bytes) -> None:
         if not data:
             return
+        self._said = (self._said + data)[-300:]
         if self._state == "raw-wait":
             seen = self._tail + data
             k = seen.find(RAW_BANNER)
@@ -463,6 +565,7 @@ class Supervisor:
             data = os.read(self._um, 4096)
         except (BlockingIOError, OSError):
             return
+        self._typed = self._typed or bool(data)
         if self._state in ("boot", "raw-wait") and self._raw:
             self._queued += data  # after the raw REPL prompt, as a board's input buffer would
             return
@@ -476,8 +579,9 @@ class Supervisor:
             data = data[i + 1:]
 
     def _ctrl_c(self) -> None:
-        if not self._booted:
-            # the boot script is mounting the filesystem: interrupt what runs after it
+        if self._state == "boot" and not self._in_file:
+            # the boot's own code runs (mounting the filesystem, between files): a board's boot has
+            # none, so the Ctrl-C is for boot.py or main.py when it starts, else for the REPL
             self._ctrl_c_early = True
             return
         proc = self.proc
@@ -491,7 +595,63 @@ class Supervisor:
         else:
             self._to_board += b"\x03"
 
-    # -- soft reset ---------------------------------------------------------------
+    # -- soft reset, and an interpreter that ends otherwise ---------------------------
+    def _ended(self) -> None:
+        """The interpreter ended: a soft reset, a crash or a failed boot; plan the next start."""
+        proc, booted = self.proc, self._booted
+        if proc is None:
+            return
+        rc = proc.returncode
+        quick = time.monotonic() - self._started_at < _QUICK and not self._typed
+        self.proc = None
+        self._booted = False
+        if not self._killed and not booted:
+            how = f"died (signal {-rc})" if rc < 0 else f"exited with status {rc}"
+            self._failed(f"the interpreter {self.command[0]} {how} before the board booted; it printed: "
+                         f"{self._printed()}")
+        elif not self._killed and rc < 0:
+            self._failed(f"the interpreter died (signal {-rc})")
+        elif quick:
+            # the board resets itself right after it starts: a loop; slow it down
+            self._loops += 1
+            delay = 0.0 if self._loops < 2 else min(_DELAY * 2 ** (self._loops - 2), _MAX_DELAY)
+            if self._loops == 3:
+                self._notice("the board resets itself right after each start (sys.exit() or "
+                             "machine.soft_reset() in boot.py or main.py?): restarting it after a growing "
+                             f"delay, up to {_MAX_DELAY:g} s")
+            self._restart_at = time.monotonic() + delay
+        else:
+            self._loops = 0
+            self._restart_at = time.monotonic()
+
+    def _failed(self, what: str) -> None:
+        """A start that failed or a crash: say so and retry after a growing delay; give up after a few.
+
+        At the first start there is no board yet: that is an error at once.
+        """
+        hint = "EDGESTREAM_MICROPYTHON chooses the interpreter; `make board` builds the board build"
+        if not self._announced:
+            raise VBoardError(f"{what} ({hint})")
+        now = time.monotonic()
+        self._failures = [t for t in self._failures if now - t < _WINDOW] + [now]
+        n = len(self._failures)
+        if n >= _FAILURES:
+            raise VBoardError(f"{what}: {n} failed starts or crashes within {_WINDOW:g} s: the virtual board "
+                              f"stops ({hint})")
+        delay = min(_DELAY * 2 ** (n - 1), _MAX_DELAY)
+        self._notice(f"{what}; restarting in {delay:g} s")
+        self._restart_at = now + delay
+
+    def _notice(self, text: str) -> None:
+        """A line from the supervisor itself: on its stderr, and on the console when someone reads it."""
+        print(f"vboard: {text}", file=sys.stderr, flush=True)
+        if self._connected:
+            self._to_user += f"\r\nvboard: {text}\r\n".encode()
+
+    def _printed(self) -> str:
+        text = strip_marks(self._said).decode(errors="replace").strip()
+        return repr(text[-200:]) if text else "nothing"
+
     def _soft_reset(self) -> None:
         self.resets += 1
         self._run_main = not self._raw
@@ -515,8 +675,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frozen = the project's firmware, agent frozen in; host = the 64-bit PyPI build")
     p.add_argument("--dir", help="the board's filesystem: a folder (default: a temporary one, removed at exit)")
     p.add_argument("--fs-size", help="make the filesystem littlefs of this size (e.g. 256k) in DIR/flash.img")
-    p.add_argument("--report-mpy", type=int, metavar="VERSION",
-                   help="report this .mpy version in sys.implementation._mpy (e.g. 5: an older firmware)")
+    p.add_argument("--report-mpy", type=_mpy_version, metavar="VERSION",
+                   help="report this .mpy version (0-255) in sys.implementation._mpy (e.g. 5: an older firmware)")
+
+
+def _mpy_version(text: str) -> int:
+    """argparse type of --report-mpy: the version byte of sys.implementation._mpy."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a .mpy version number, got {text!r}") from None
+    if not 0 <= n <= 255:
+        raise argparse.ArgumentTypeError(f"{n}: a .mpy version is 0..255 (the low byte of "
+                                         "sys.implementation._mpy; MicroPython 1.19 and newer write 6)")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
