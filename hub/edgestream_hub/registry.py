@@ -18,7 +18,6 @@ carries its spec as ``factory.spec``; the ``component(spec)`` decorator sets it:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Callable, Iterable
 
 from edgestream_hub.errors import PluginError
@@ -147,12 +146,15 @@ class Registry:
             for group, table in BUILTINS.items():
                 for name, value in table.items():
                     found.append((group, name, value, "edgestream"))
+        from importlib import metadata
+
         dists = metadata.distributions(path=list(paths)) if paths is not None else metadata.distributions()
+        groups = set(GROUPS.values())
         for dist in dists:
-            dname = dist.metadata["Name"] or "?"
-            for ep in dist.entry_points:
-                if ep.group in GROUPS.values():
-                    found.append((ep.group, ep.name, ep.value, dname))
+            eps = [ep for ep in dist.entry_points if ep.group in groups]
+            if eps:  # only these have their metadata parsed for the name (an email parse per distribution)
+                dname = dist.metadata["Name"] or "?"
+                found.extend((ep.group, ep.name, ep.value, dname) for ep in eps)
         for group, name, value, dname in found:
             key = (group, name)
             if seen.get(key) == value:
@@ -168,6 +170,8 @@ class Registry:
             if have is not None and have.origin != origin:
                 raise PluginError(name, f"duplicate {kind} name: claimed by {have.origin} and by {origin}")
         try:
+            from importlib import metadata
+
             obj = metadata.EntryPoint(name, value, group).load()
         except Exception as e:
             raise PluginError(name, f"cannot load {origin}: {type(e).__name__}: {e}") from e

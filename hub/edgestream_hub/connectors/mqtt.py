@@ -26,13 +26,8 @@ non-finite number is written as null (``jsonio``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import socket
-import ssl
-import sys
 import threading
 import time
 from typing import Any, Callable
@@ -40,28 +35,36 @@ from typing import Any, Callable
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import ComponentError, StartError
-from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
 
 Record = dict[str, Any]
 _FIELD = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
+_TlsContext = Any  # a _tls_context(): ssl (with socket, ~5 ms) is imported when a client is made, not by `hub check`
+_tls_class: Any = None
 
 
-class _TlsContext(ssl.SSLContext):
+def _tls_context() -> Any:
     """paho's context, plus the socket of the last handshake: paho drops the socket of a handshake
     that failed without closing it; ``close_failed`` closes it."""
+    import ssl
 
-    last: ssl.SSLSocket | None = None
+    global _tls_class
+    if _tls_class is None:
+        class TlsContext(ssl.SSLContext):
+            last: ssl.SSLSocket | None = None
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        self.last = sock = super().wrap_socket(*args, **kwargs)
-        return sock
+            def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+                self.last = sock = super().wrap_socket(*args, **kwargs)
+                return sock
 
-    def close_failed(self) -> None:
-        sock, self.last = self.last, None
-        if sock is not None:
-            sock.close()
+            def close_failed(self) -> None:
+                sock, self.last = self.last, None
+                if sock is not None:
+                    sock.close()
+
+        _tls_class = TlsContext
+    return _tls_class(ssl.PROTOCOL_TLS_CLIENT)
 
 
 _READ_CHUNK = 1 << 16  # bytes a receiving client asks of its socket at a time
@@ -147,8 +150,10 @@ def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str,
     tls = conn.get("tls")
     context = None
     if tls is not None:
+        import ssl
+
         try:  # what paho's tls_set builds: verified certificates and host name
-            context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)
+            context = _tls_context()
             if tls.get("cert_file"):
                 context.load_cert_chain(tls["cert_file"], tls.get("key_file"))
             if tls.get("ca_file"):
@@ -198,6 +203,9 @@ _TLS_HINTS = {  # OpenSSL verify codes -> what to do about them
 
 def connect_error(e: BaseException | None, timeout_s: float) -> str:
     """Why a connection attempt failed, in words an operator can act on (TLS failures say which check)."""
+    import socket
+    import ssl
+
     if isinstance(e, ssl.SSLCertVerificationError):
         hint = _TLS_HINTS.get(e.verify_code)
         return f"TLS certificate verification failed: {e.verify_message or e.reason}" + (f" ({hint})" if hint else "")
@@ -220,6 +228,8 @@ def attempt_failed(tls: _TlsContext | None, conn: dict[str, Any]) -> str:
     exception is still at hand."""
     if tls is not None:
         tls.close_failed()
+    import sys
+
     return connect_error(sys.exc_info()[1], conn["connect_timeout"] / 1000)
 
 
@@ -234,6 +244,10 @@ class MqttSource(Source):
         group = config["shared_group"]
         self.filters = [f"$share/{group}/{t}" if group else t for t in self.topics]
         self.format = config["decode"]
+        import hashlib
+
+        from edgestream_hub.ingest import Ingest
+
         self.ingest = Ingest(ctx, self.format, prefix=config["prefix"], max_payload=config["max_payload"])
         key = f"{self.conn['host']}:{self.conn['port']}/{self.client_id}"
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.client_id)[:64]
@@ -280,6 +294,8 @@ class MqttSource(Source):
 
     # -- subscriptions: exactly the configured filters, also on a persistent session --
     def _remembered(self) -> set[str] | None:
+        import json
+
         try:
             with open(self.subscriptions_file, encoding="utf-8") as f:
                 data = json.load(f)
@@ -291,6 +307,8 @@ class MqttSource(Source):
             return None
 
     def _remember(self) -> None:
+        import json
+
         path = self.subscriptions_file
         tmp = f"{path}.tmp"
         try:
