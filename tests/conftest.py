@@ -28,6 +28,10 @@ from edgestream_tools import micropython as mp
 settings.register_profile("edgestream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("edgestream")
 
+# `hub check` remembers SQL queries that compiled (edgestream_hub.checkcache): tests compile every time and
+# write nothing to the user's cache (tests/hub/test_checkcache.py turns it on in a temporary folder)
+os.environ["EDGESTREAM_CACHE_DIR"] = "off"
+
 TESTS = Path(__file__).resolve().parent
 DEVICE_TEST_DIRS = (TESTS / "agent", TESTS / "shared")
 MARK = "@@edgestream-test@@"

@@ -21,8 +21,7 @@ import importlib
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from edgestream_hub.errors import PluginError
 from edgestream_hub.spec import Spec
@@ -72,8 +71,7 @@ def component(spec: Spec) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return wrap
 
 
-@dataclass(frozen=True)
-class ComponentType:
+class ComponentType(NamedTuple):
     """A registered factory: what ``{name: {...}}`` in a config builds."""
 
     kind: str
@@ -130,6 +128,10 @@ class Registry:
                                     f"and by {origin}")
         self.functions[name] = fn
         self._function_origins[name] = origin
+
+    def function_origin(self, name: str) -> str:
+        """Where the SQL function ``name`` was registered from (``module:attr (distribution)`` or ``code``)."""
+        return self._function_origins.get(name, "code")
 
     def get(self, kind: str, name: str) -> ComponentType | None:
         return self._types[kind].get(name)
