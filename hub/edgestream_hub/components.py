@@ -16,7 +16,6 @@ Processors follow ``edgestream_hub.api.Processor``. Sources and sinks:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any, Callable
@@ -24,7 +23,6 @@ from typing import Any, Callable
 from edgestream_hub.api import Record
 
 Emit = Callable[[list[Record]], None]
-log = logging.getLogger("edgestream.hub")
 
 
 class ComponentContext:
@@ -56,6 +54,8 @@ class ComponentContext:
         self.state_dir = state_dir
         self.dead_letter_target = dead_letter_target
         self.devices = devices
+        import logging  # here: `hub check` imports no logging
+
         self.log = logging.getLogger(f"edgestream.hub.{kind}.{label}")
 
     def dead_letter(self, record: Any, reason: str) -> None:
