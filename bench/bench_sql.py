@@ -3,7 +3,8 @@
 (a) filter + projection, (b) 1 s tumbling window per device with
 count/avg/min/max over 100 devices, (c) a hopping window (10 s every 1 s),
 (d) a session window per device, (e) a 10 s sliding window over one group
-of 100K records (incremental: the bound is two value updates per record).
+of 100K records (incremental: the bound is two value updates per record),
+(f) what ``max_keys``/``max_state_bytes`` cost below the bounds and at them.
 Every pair runs on the same in-memory
 records (dicts, in event-time order, batches of 1000). Also prints the
 p99 latency of a one-record batch and the peak RSS of the process.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import random
 import resource
 import time
+from typing import Any
 
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor
@@ -32,8 +34,8 @@ def make_records(n: int) -> list:
     return out
 
 
-def run_sql(query: str, recs: list, batch: int = 1000) -> tuple[float, int]:
-    p = SqlProcessor(query, SimpleContext())
+def run_sql(query: str, recs: list, batch: int = 1000, **options: Any) -> tuple[float, int]:
+    p = SqlProcessor(query, SimpleContext(), **options)
     n = 0
     t0 = time.perf_counter()
     for i in range(0, len(recs), batch):
@@ -217,6 +219,23 @@ def state_stats_cost() -> None:
           f"{dt * 1e3:.2f} ms (held_bytes ~{stats['held_bytes'] / 1e6:.1f} MB)")
 
 
+def limits_cost(recs: list) -> None:
+    """Records/s of three window kinds: no bounds, bounds never reached, bounds reached (both policies)."""
+    kinds = [("tumbling", "SELECT id, count(*) AS n, avg(temp) AS a FROM s GROUP BY id, TUMBLINGWINDOW(ss, 1)"),
+             ("session", "SELECT id, count(*) AS n FROM s GROUP BY id, SESSIONWINDOW(ms, 60000, 500)"),
+             ("count", "SELECT id, count(*) AS n, collect(temp) AS c FROM s GROUP BY id, COUNTWINDOW(100, 10)")]
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("none", {}), ("not reached", {"max_keys": 10**6, "max_state_bytes": 1 << 40}),
+        ("max_keys 50, emit_early", {"max_keys": 50}),
+        ("max_keys 50, dead_letter", {"max_keys": 50, "on_limit": "dead_letter"})]
+    for kind, query in kinds:
+        rates = []
+        for label, options in runs:
+            ss, _ = min((run_sql(query, recs, **options) for _ in range(2)), key=lambda x: x[0])
+            rates.append(f"{label} {len(recs) / ss:,.0f}")
+        print(f"(f) {kind} with bounds, rec/s: " + "; ".join(rates))
+
+
 def p99_latency_us(query: str, recs: list) -> float:
     p = SqlProcessor(query, SimpleContext())
     lat = []
@@ -250,6 +269,7 @@ def main() -> None:
               f"ratio {hs / ss:.2f} ({sn:,} rows)")
     sliding_single_group()
     state_stats_cost()
+    limits_cost(recs)
     q = cases[1][1]
     print(f"p99 latency of a one-record batch, query (b): {p99_latency_us(q, recs[:50_000]):.1f} us")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

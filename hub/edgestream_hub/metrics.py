@@ -60,6 +60,8 @@ METRICS: list[tuple[str, str, str]] = [
      "gauge"),
     ("edgestream_processor_state_bytes", "Approximate bytes of state a stateful processor holds (refreshed "
      "every second).", "gauge"),
+    ("edgestream_processor_limited_records_total", "Records a stateful processor dead-lettered, and window states "
+     "it emitted early, because its state reached max_keys or max_state_bytes.", "counter"),
 ]
 #: Per-device metrics: (name, help, kind, DeviceState field, scale). Counters the agent keeps restart at 0
 #: when it reboots (Prometheus' ``rate()`` and ``increase()`` handle that); the hub's own go on.
@@ -121,6 +123,7 @@ _SCOPES: dict[str, tuple[str, ...]] = {
     "edgestream_hub_dead_letters_total": ("source", "pipeline", "processor", "sink"),
     "edgestream_hub_late_records_total": ("processor",),
     **{name: ("stateful",) for name in STATE_GAUGES.values()},
+    "edgestream_processor_limited_records_total": ("stateful",),
 }
 
 

@@ -201,6 +201,15 @@ SQL_SPEC = Spec("sql", "Streaming SQL over the pipeline's records (see the SQL d
     Field("processing_time", "bool", "Window by arrival time instead of event time.", default=False),
     Field("tables", "map[object]", "Lookup tables by name, reloaded every `refresh` (on the pipeline's tick).",
           default={}, spec=TABLE_SPEC),
+    Field("max_keys", "int", "Most states held at once: groups per window (tumbling, hopping, GROUP BY without a "
+          "window), sessions, sliding or count-window groups, windows of rows or of a join. Unbounded when unset.",
+          default=None, min=1),
+    Field("max_state_bytes", "size", "Most bytes of held values (holistic aggregates such as collect, median, "
+          "count DISTINCT; buffered records of sliding and count windows, windows of rows and joins), as the "
+          "state gauge estimates them, read every 4096 records. Unbounded when unset.", default=None, min=1),
+    Field("on_limit", "str", "At a bound: `emit_early` closes the oldest states and emits their rows now, marked "
+          "`_early: true`; `dead_letter` sends the records that would grow the state to the dead-letter sink "
+          "until windows close.", default="emit_early", choices=("emit_early", "dead_letter")),
 ], shorthand="query", example="""
 processors:
   - sql:
@@ -295,6 +304,7 @@ def sql_processor(config: dict[str, Any], ctx: Any) -> Any:
     proc = SqlProcessor(config["query"], ctx, time_field=config["time_field"], lateness_ms=config["lateness"],
                         idle_timeout_ms=config["idle_timeout"], processing_time=config["processing_time"],
                         tables=tables or None, functions=functions or None,
-                        resume_state=getattr(ctx, "resume_state", None))
+                        resume_state=getattr(ctx, "resume_state", None), max_keys=config["max_keys"],
+                        max_state_bytes=config["max_state_bytes"], on_limit=config["on_limit"])
     refresh = min((t["refresh"] for t in config["tables"].values()), default=None)
     return RefreshingSql(proc, refresh, ctx) if refresh is not None else proc

@@ -130,9 +130,9 @@ def test_graceful_disconnect_sends_no_will(mosquitto, probe):
 def test_username_and_password(tmp_path, probe):
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "dev", "s3cret"], check=True, capture_output=True)
-    # "user root": as root, mosquitto would switch to its own user, which
-    # cannot read pytest's private temporary folders
-    broker = Mosquitto(tmp_path, extra_conf=f"user root\nallow_anonymous false\npassword_file {pw}\n").start()
+    # the broker keeps the account that started it (recommended_config's `user`), so it reads the
+    # test's private files; the later allow_anonymous overrides the recommended one
+    broker = Mosquitto(tmp_path, extra_conf=f"allow_anonymous false\npassword_file {pw}\n").start()
     try:
         ok = probe(broker, user="dev", password="s3cret", n=3, run_ms=500)
         assert ok["state"] == UP and ok["acks"] == 4
@@ -183,7 +183,7 @@ def test_tls(tmp_path, probe):
     key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                     "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
-    broker = Mosquitto(tmp_path, extra_conf=f"user root\ncertfile {crt}\nkeyfile {key}\n").start()
+    broker = Mosquitto(tmp_path, extra_conf=f"certfile {crt}\nkeyfile {key}\n").start()
     try:
         r = probe(broker, profile="host", tls=True, n=5, run_ms=3000)  # the board build has no ssl
         assert r["state"] == UP and r["acks"] == 6, r

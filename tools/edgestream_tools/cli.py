@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hub": ("edgestream_hub.cli", "run or check the hub: edgestream hub run|check -c hub.yaml"),
     "devices": ("edgestream_tools.devices_cli", "list devices, push a config, sync their clocks (hub.yaml devices)"),
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
+    "broker": ("edgestream_tools.broker_cli", "the recommended mosquitto config: edgestream broker --print-config|run"),
 }
 
 #: exit status after a write to a closed stdout: 128 + SIGPIPE, what a shell reports for a killed writer

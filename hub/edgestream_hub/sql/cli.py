@@ -44,6 +44,28 @@ def _pair(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {n}")
+    return n
+
+
+def _size(text: str) -> int:
+    from edgestream_hub.spec import parse_size
+
+    try:
+        n = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a size >= 1 byte, got {text!r}")
+    return n
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help='the query, e.g. "SELECT ... FROM s GROUP BY TUMBLINGWINDOW(ss, 10)"; '
                                       "prefix EXPLAIN for the plan")
@@ -56,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processing-time", action="store_true",
                         help="time records by the wall clock when they are read, for inputs without a time field")
     parser.add_argument("--lateness", type=int, default=0, metavar="MS", help="allowed lateness in ms (default 0)")
+    parser.add_argument("--max-keys", type=_positive, default=None, metavar="N",
+                        help="most window/group states held at once (default: unbounded)")
+    parser.add_argument("--max-state-bytes", type=_size, default=None, metavar="SIZE",
+                        help="most bytes of held values, e.g. 64MiB (default: unbounded)")
+    parser.add_argument("--on-limit", choices=("emit_early", "dead_letter"), default="emit_early",
+                        help="at a bound: emit the oldest states early (marked _early) or dead-letter the records "
+                             "that would grow the state (default emit_early)")
     parser.add_argument("--dead-letters", metavar="PATH", help="write dead-lettered records here as JSON lines")
     parser.add_argument("--late-records", metavar="PATH", help="write late records here as JSON lines")
 
@@ -271,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
     tables = {name: load_table(path) for name, path in args.table}
     out = _Outputs(args.dead_letters, args.late_records)
     proc = SqlProcessor(args.query, out, time_field=time_field, lateness_ms=args.lateness,
-                        processing_time=args.processing_time, tables=tables)
+                        processing_time=args.processing_time, tables=tables, max_keys=args.max_keys,
+                        max_state_bytes=args.max_state_bytes, on_limit=args.on_limit)
     if proc.plan.query.explain:
         print(proc.explain())
         return 0
@@ -325,6 +355,11 @@ def run(args: argparse.Namespace) -> int:
         out.close()
         for r in readers.values():
             r.close()
+    limited = proc.metrics["limited_records"]
+    if limited:
+        what = ("record(s) dead-lettered" if args.on_limit == "dead_letter"
+                else "window state(s) emitted early (rows marked _early)")
+        print(f"edgestream sql: the state limit was reached: {limited} {what}", file=sys.stderr)
     if out.dead or out.late_count:
         print(f"edgestream sql: {out.dead} record(s) dead-lettered, {out.late_count} late", file=sys.stderr)
         for rec, reason in out.first_dead:

@@ -17,20 +17,21 @@ from typing import Any, Optional
 from . import ir
 from .errors import SqlRuntimeError
 from .functions import check_key, key_kinds, ts_ms
+from .limits import NO_LIMITS, Limits
 from .plan import Plan, sql_text
 from .program import BIG, Fn, Program, compiled
 from .sizes import approx_bytes
-from .windows import Executor
+from .windows import WindowBuffers
 
 _NULLS: dict = {}  # the record of an unmatched LEFT JOIN side: every field reads NULL
 
 
 class JoinProgram(Program):
     def __init__(self, plan: Plan, *, time_field: str, lateness_ms: int, processing_time: bool,
-                 functions: Any, stream_field: str) -> None:
+                 functions: Any, stream_field: str, limits: Limits = NO_LIMITS) -> None:
         self.stream_field = stream_field
         super().__init__(plan, time_field=time_field, lateness_ms=lateness_ms, processing_time=processing_time,
-                         tables=None, functions=functions)
+                         tables=None, functions=functions, limits=limits)
 
     def _build(self) -> None:
         p, q, g = self.plan, self.q, self.gen
@@ -102,7 +103,7 @@ class JoinProgram(Program):
         self.process_fn = None
 
 
-class StreamJoinExecutor(Executor):
+class StreamJoinExecutor(WindowBuffers):
     prog: JoinProgram
 
     def __init__(self, prog: JoinProgram, ctx: Any) -> None:
@@ -118,6 +119,7 @@ class StreamJoinExecutor(Executor):
         out: list = []
         L, size, hop = prog.lateness, self.size, self.hop
         tf, sf = prog.time_field, prog.stream_field
+        limited = self.bounded
         for r in batch:
             try:
                 i = prog.by_name.get(r.get(sf))
@@ -129,19 +131,25 @@ class StreamJoinExecutor(Executor):
                 if not prog.filters[i](r, now):
                     continue
                 pr = prog.prunes[i](r)
-                placed = ts - ts % hop + size <= ts  # in a gap between windows: dropped, not late
-                for w in range(((ts - size) // hop + 1) * hop, ts + 1, hop):
-                    if w + size <= self.wm:
+                starts = [w for w in range(((ts - size) // hop + 1) * hop, ts + 1, hop) if w + size > self.wm]
+                if not starts:
+                    if ts - ts % hop + size > ts:  # not in a gap between windows (dropped there, not late)
+                        self.late_record(r)
+                    continue
+                new = 0
+                if limited:
+                    new = sum(w not in self.W for w in starts)
+                    if not self.admit(r, new):
                         continue
+                for w in starts:
                     bufs = self.W.get(w)
                     if bufs is None:
                         bufs = self.W[w] = [[] for _ in range(self.n)]
                     bufs[i].append(pr)
-                    placed = True
                     if w + size < self.nxt:
                         self.nxt = w + size
-                if not placed:
-                    self.late_record(r)
+                if new:
+                    out.extend(self.make_room(now))
             except Exception as e:
                 self.bad(r, e)
             finally:
@@ -199,46 +207,52 @@ class StreamJoinExecutor(Executor):
             envs = kept
         return envs
 
-    def close(self, wm: Any, now: int) -> list:
+    def _rows(self, w: int, bufs: list, now: int) -> list:
+        """Window ``w``'s rows: its buffers joined, then grouped and aggregated or projected."""
         prog = self.prog
+        envs = self._join(bufs, now)
+        if prog.grouping:
+            groups: dict = {}
+            for env in envs:
+                try:
+                    k = prog.key(*env, now)
+                    vals = prog.vals(*env, now)
+                except Exception as e:
+                    self.bad(env[0], e)
+                    continue
+                s = groups.get(k)
+                if s is None:
+                    s = groups[k] = prog.init()
+                prog.update(s, vals)
+            return self.rows_of(w, w + self.size, groups.items(), now)
+        project = compiled(prog.project, "_project")
+        res = []
+        for env in envs:
+            try:
+                x = project(w, w + self.size, now, *env)
+            except Exception as e:
+                self.bad(env[0], e)
+                continue
+            if x is not None:
+                res.append(x)
+        rows = [row for row, _ in self._finish(res)]
+        self.emitted += len(rows)
+        return rows
+
+    def close(self, wm: Any, now: int) -> list:
         out: list = []
         for w in sorted(self.W):
             if w + self.size > wm:
                 break
-            envs = self._join(self.W.pop(w), now)
-            if prog.grouping:
-                groups: dict = {}
-                for env in envs:
-                    try:
-                        k = prog.key(*env, now)
-                        vals = prog.vals(*env, now)
-                    except Exception as e:
-                        self.bad(env[0], e)
-                        continue
-                    s = groups.get(k)
-                    if s is None:
-                        s = groups[k] = prog.init()
-                    prog.update(s, vals)
-                out.extend(self.rows_of(w, w + self.size, groups.items(), now))
-            else:
-                project = compiled(prog.project, "_project")
-                res = []
-                for env in envs:
-                    try:
-                        x = project(w, w + self.size, now, *env)
-                    except Exception as e:
-                        self.bad(env[0], e)
-                        continue
-                    if x is not None:
-                        res.append(x)
-                rows = [row for row, _ in self._finish(res)]
-                self.emitted += len(rows)
-                out.extend(rows)
+            out.extend(self._rows(w, self.W.pop(w), now))
         self.nxt = min(self.W) + self.size if self.W else BIG
+        if self.full:
+            self.recheck_full()
         return out
 
     def live_states(self) -> int:
         return sum(len(b) for bufs in self.W.values() for b in bufs)
+
 
     def held_bytes(self) -> int:
         return sum(approx_bytes(b) for bufs in self.W.values() for b in bufs)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from .catalog import Catalog
 from .errors import SqlError
+from .limits import CHECK_EVERY, Limits
 from .optimizer import compile_query
 from .plan import Plan, explain
 from .program import Program
@@ -47,21 +48,28 @@ class SqlProcessor:
     Emits each window exactly once, when the watermark (max event time seen
     minus ``lateness_ms``) reaches its end, in order of window end; records
     that fail at run time go to ``ctx.dead_letter`` and late ones to
-    ``ctx.late``; neither stops the query.
+    ``ctx.late``; neither stops the query. ``max_keys`` and ``max_state_bytes``
+    bound the state; ``on_limit`` (``emit_early`` or ``dead_letter``) says what
+    gives at the bound (see ``limits``); below it results are exact.
     """
 
     def __init__(self, query: str, ctx: Any, *, time_field: str = "ts", lateness_ms: int = 0,
                  idle_timeout_ms: Optional[int] = None, processing_time: bool = False,
                  tables: Optional[dict] = None, functions: Optional[dict[str, Callable[..., Any]]] = None,
-                 resume_state: Any = None, stream_field: str = "_stream") -> None:
+                 resume_state: Any = None, stream_field: str = "_stream", max_keys: Optional[int] = None,
+                 max_state_bytes: Optional[int] = None, on_limit: str = "emit_early") -> None:
         if lateness_ms is None or int(lateness_ms) < 0:
             raise SqlError(f"lateness_ms must be >= 0, got {lateness_ms!r}")
+        self.limits = Limits(max_keys, max_state_bytes, on_limit)
         self.query = query
         self.ctx = ctx
         self.tables = dict(tables or {})
         catalog = Catalog(tables={n: _columns(t) for n, t in self.tables.items()},
                           functions=dict(functions or {}), time_field=time_field)
         self.plan: Plan = compile_query(query, catalog)
+        if self.limits.active and self.plan.mode == "rows":
+            raise SqlError("max_keys and max_state_bytes bound window and group state, and this query keeps none "
+                           "(no window, no GROUP BY, no aggregate): leave them out")
         self.time_field = time_field
         self.lateness_ms = int(lateness_ms)
         self.idle_timeout_ms = idle_timeout_ms
@@ -71,15 +79,17 @@ class SqlProcessor:
 
             self.program: Any = JoinProgram(self.plan, time_field=time_field, lateness_ms=self.lateness_ms,
                                             processing_time=processing_time, functions=functions,
-                                            stream_field=stream_field)
+                                            stream_field=stream_field, limits=self.limits)
             self.executor: Any = StreamJoinExecutor(self.program, ctx)
         else:
             self.program = Program(self.plan, time_field=time_field, lateness_ms=self.lateness_ms,
-                                   processing_time=processing_time, tables=self.tables, functions=functions)
+                                   processing_time=processing_time, tables=self.tables, functions=functions,
+                                   limits=self.limits)
             self.executor = EXECUTORS[self.plan.mode](self.program, ctx)
         self._last_arrival: Optional[int] = None
         self._wm_at_arrival: Any = None
         self._now = 0
+        self._unchecked = 0  # records since the state's bytes were last read (with max_state_bytes)
         if resume_state is not None:
             self._restore(resume_state)
 
@@ -89,9 +99,25 @@ class SqlProcessor:
         self._now = now_ms
         if not records:
             return []
-        out = self.executor.process(records, now_ms)
+        if self.limits.max_state_bytes is None:
+            out = self.executor.process(records, now_ms)
+        else:
+            out = self._process_checked(records, now_ms)
         self._last_arrival = now_ms
         self._wm_at_arrival = self.executor.wm
+        return out
+
+    def _process_checked(self, records: list, now_ms: int) -> list:
+        """``process`` with the state's bytes read every ``CHECK_EVERY`` records, whatever the batches."""
+        ex, out, i, n = self.executor, [], 0, len(records)
+        while i < n:
+            take = min(n - i, CHECK_EVERY - self._unchecked)
+            out.extend(ex.process(records[i:i + take] if take < n else records, now_ms))
+            i += take
+            self._unchecked += take
+            if self._unchecked >= CHECK_EVERY:
+                self._unchecked = 0
+                out.extend(ex.check_bytes(now_ms))
         return out
 
     def tick(self, now_ms: int) -> list:
@@ -127,7 +153,7 @@ class SqlProcessor:
             "version": STATE_VERSION,
             "query": self.query,
             "wm": ex.wm,
-            "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted},
+            "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted, "limited": ex.limited},
             "state": encode(ex.state()),
             "analytic": encode([a.state for a in self.program.analytics]) if self.plan.mode != "join" else [],
         }
@@ -144,6 +170,7 @@ class SqlProcessor:
         ex.wm = st["wm"]
         c = st.get("counters") or {}
         ex.dead, ex.late, ex.emitted = c.get("dead", 0), c.get("late", 0), c.get("emitted", 0)
+        ex.limited = c.get("limited", 0)
         ex.restore(decode(st["state"]))
         for a, s in zip(getattr(self.program, "analytics", []), decode(st.get("analytic") or [])):
             a.state = s
@@ -151,10 +178,11 @@ class SqlProcessor:
     # -- extras -------------------------------------------------------------------
     @property
     def metrics(self) -> dict:
-        """Counters: records dead-lettered, late records, rows emitted, window/group states held."""
+        """Counters: records dead-lettered, late records, rows emitted, records and states a state limit
+        dead-lettered or emitted early, window/group states held."""
         ex = self.executor
         return {"dead_letters": ex.dead, "late_records": ex.late, "rows_emitted": ex.emitted,
-                "live_states": self._live_states(), "watermark": ex.wm}
+                "limited_records": ex.limited, "live_states": self._live_states(), "watermark": ex.wm}
 
     def state_stats(self) -> dict[str, int]:
         """The size of the state held now, for the engine's gauges (read about once a second).

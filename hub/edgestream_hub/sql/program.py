@@ -22,6 +22,7 @@ from .aggregates import NUMERIC, agg_code
 from .codegen import Gen
 from .errors import SqlError, SqlRuntimeError
 from .functions import check_key, key_kinds
+from .limits import NO_LIMITS, Limits
 from .plan import Plan, sql_text
 from .sliding import slide_code
 
@@ -105,8 +106,9 @@ class Program:
     """The compiled form of one query."""
 
     def __init__(self, plan: Plan, *, time_field: str, lateness_ms: int, processing_time: bool,
-                 tables: Optional[dict], functions: Optional[dict]) -> None:
+                 tables: Optional[dict], functions: Optional[dict], limits: Limits = NO_LIMITS) -> None:
         self.plan = plan
+        self.limits = limits
         q = plan.query
         self.q = q
         self.text = q.text
@@ -291,6 +293,9 @@ class Program:
                 emit(ind + "if _e <= wm and _e > ts:")
             emit(ind + "    S.late_record(r)")
             emit(ind + "    continue")
+        lim = self.limits
+        if p.mode == "fast" and lim.max_state_bytes is not None and lim.on_limit == "dead_letter":
+            emit(ind + "if S.full and not S.admit(r, 0): continue")  # the state is over its bytes
         for i, s in enumerate(q.tables):
             emit(ind + f"for {self.tvars[i]} in {g.const(self.tables[i])}.probe(r, {self._probe_key(i, s)}):")
             ind += "    "
@@ -315,7 +320,19 @@ class Program:
                 emit(ind + f"        if w + {w.size} < nxt: nxt = w + {w.size}")
                 self._group_update(emit, ind, inits, updates)
             else:
-                emit(ind + f"for j in range((ts - {w.size}) // {w.hop} + 1, ts // {w.hop} + 1):")
+                windows = f"range((ts - {w.size}) // {w.hop} + 1, ts // {w.hop} + 1)"
+                if lim.max_keys is not None and lim.on_limit == "dead_letter":
+                    # the groups the record would create: all admitted, or the record refused; counted only
+                    # when the record's windows could pass the bound
+                    per = -(-w.size // w.hop)
+                    emit(ind + f"if S.nkeys + {per} > {lim.max_keys}:")
+                    emit(ind + "    _n = 0")
+                    emit(ind + f"    for j in {windows}:")
+                    emit(ind + f"        if j * {w.hop} + {w.size} > wm:")
+                    emit(ind + f"            _g = W.get(j * {w.hop})")
+                    emit(ind + "            if _g is None or k not in _g: _n += 1")
+                    emit(ind + f"    if S.nkeys + _n > {lim.max_keys} and not S.admit(r, _n): continue")
+                emit(ind + f"for j in {windows}:")
                 ind2 = ind + "    "
                 emit(ind2 + f"w = j * {w.hop}")
                 emit(ind2 + f"if w + {w.size} <= wm: continue")
@@ -323,7 +340,8 @@ class Program:
                 emit(ind2 + "if g is None:")
                 emit(ind2 + "    g = W[w] = {}")
                 emit(ind2 + f"    if w + {w.size} < nxt: nxt = w + {w.size}")
-                self._group_update(emit, ind2, inits, updates)
+                self._group_update(emit, ind2, inits, updates, admitted=True)
+                self._make_room(emit, ind)
         elif p.mode in ("window_rows", "join"):
             envs = ["r"] + self.tvars
             if p.mode == "window_rows":
@@ -332,7 +350,8 @@ class Program:
                     envs[0] = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
                 if p.analytics:  # their per-record values travel with the record to the window's end
                     envs.append("(" + "".join(f"_z{i}, " for i in range(len(p.analytics))) + ")")
-                emit(ind + f"S.add(ts, None, ({', '.join(envs)},), r)")
+                emit(ind + f"_o = S.add(ts, None, ({', '.join(envs)},), r)")
+                emit(ind + "if _o: out.extend(_o)")
             else:
                 raise AssertionError("join mode uses StreamJoin")
         else:
@@ -373,12 +392,28 @@ class Program:
         self.emit: Optional[Fn] = ns.get("_emit")
         self.project: Optional[Fn] = ns.get("_project")
 
-    def _group_update(self, emit: Callable[[str], None], ind: str, inits: list, updates: list) -> None:
+    def _group_update(self, emit: Callable[[str], None], ind: str, inits: list, updates: list,
+                      admitted: bool = False) -> None:
+        """Find or create the record's group ``k`` in ``g`` and update it. With limits, the groups are
+        counted in ``S.nkeys``; under ``dead_letter`` a new group is admitted first (unless the caller
+        did), under ``emit_early`` the oldest groups make room afterwards."""
+        lim = self.limits
         emit(ind + "s = g.get(k)")
         emit(ind + "if s is None:")
+        if lim.max_keys is not None and lim.on_limit == "dead_letter" and not admitted:
+            emit(ind + f"    if S.nkeys >= {lim.max_keys} and not S.admit(r, 1): continue")
         emit(ind + f"    s = g[k] = [{', '.join(inits)}]")
+        if lim.active:
+            emit(ind + "    S.nkeys += 1")
         for u in updates:
             emit(ind + u)
+        if not admitted:
+            self._make_room(emit, ind)
+
+    def _make_room(self, emit: Callable[[str], None], ind: str) -> None:
+        lim = self.limits
+        if lim.max_keys is not None and lim.on_limit == "emit_early":
+            emit(ind + f"if S.nkeys > {lim.max_keys}: out.extend(S.make_room(now))")
 
     def _row_dict(self) -> str:
         parts = []

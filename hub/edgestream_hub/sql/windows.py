@@ -5,7 +5,9 @@ timestamp seen minus the lateness; a window is emitted once, when the
 watermark reaches its end, and windows come out in order of window end
 (ties: in order of creation); a record whose windows were all emitted is
 late (counted, handed to ``ctx.late``); a window's state is dropped when
-it is emitted. Count windows emit as soon as they are complete.
+it is emitted. Count windows emit as soon as they are complete. With
+``max_keys`` or ``max_state_bytes`` (``limits``), each executor says what
+one state is (``keys``) and which is the oldest (``shed_oldest``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import math
 from bisect import insort
 from collections import deque
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
+from itertools import islice
 from typing import Any, Iterable
 
 from . import ir
 from .errors import SqlError, SqlRuntimeError
 from .keys import key_value
+from .limits import Bounded
 from .program import BIG, Program, compiled
 from .sizes import CONTAINERS, approx_bytes, scaled_sum
 
@@ -39,12 +43,16 @@ def _null_first(v: Any) -> tuple:
     return (v is not None, v)
 
 
-class Executor:
-    """Common part: counters, dead letters, late records, emitting one window's groups."""
+class Executor(Bounded):
+    """Common part: counters, dead letters, late records, emitting one window's groups, state limits."""
 
     def __init__(self, prog: Program, ctx: Any) -> None:
         self.prog = prog
         self.ctx = ctx
+        self.limits = prog.limits
+        self.bounded = self.limits.active  # read per record: a plain attribute, not the property
+        self.full = False
+        self.now = 0  # the batch's arrival time, for the executors that add records one at a time
         self.wm: Any = -BIG
         self.nxt: Any = BIG
         self.dead = 0
@@ -67,6 +75,7 @@ class Executor:
 
     # -- lifecycle -----------------------------------------------------------
     def process(self, batch: list, now: int) -> list:
+        self.now = now
         return compiled(self.prog.process_fn, "_process")(batch, now, self)
 
     def close(self, wm: Any, now: int) -> list:
@@ -157,6 +166,7 @@ class FastExecutor(Executor):
         self.W0: dict = {}  # the global window (no window in GROUP BY)
         w = prog.plan.window
         self.size = w.size if w is not None else None
+        self.nkeys = 0  # groups held, counted with limits only (the generated code adds, this class subtracts)
 
     def close(self, wm: Any, now: int) -> list:
         out: list = []
@@ -168,18 +178,45 @@ class FastExecutor(Executor):
         for w in sorted(W):
             if w + size > wm:
                 break
-            out.extend(self.rows_of(w, w + size, W.pop(w).items(), now))
+            groups = W.pop(w)
+            if self.bounded:
+                self.nkeys -= len(groups)
+            out.extend(self.rows_of(w, w + size, groups.items(), now))
         self.nxt = min(W) + size if W else BIG
+        if self.full:
+            self.recheck_full()
         return out
 
     def flush(self, now: int) -> list:
         if self.size is None:
             groups, self.W0 = self.W0, {}
+            if self.bounded:
+                self.nkeys -= len(groups)
             return self.rows_of(None, None, groups.items(), now)
         return self.close(INF, now)
 
     def live_states(self) -> int:
         return sum(len(g) for g in self.W.values()) + len(self.W0)
+
+    def keys(self) -> int:
+        return self.nkeys
+
+    def shed_oldest(self, now: int) -> tuple[list, int]:
+        # the groups of the window that ends first (all of them: it is the next to close anyway), or of
+        # the global window. Emptied in place: the generated code may hold the window's dict.
+        for w in sorted(self.W):
+            groups = self.W[w]
+            if groups:
+                return self._shed_groups(groups, w, w + self.size, now)
+        if self.W0:
+            return self._shed_groups(self.W0, None, None, now)
+        return [], 0
+
+    def _shed_groups(self, groups: dict, ws: Any, we: Any, now: int) -> tuple[list, int]:
+        items = list(groups.items())
+        groups.clear()
+        self.nkeys -= len(items)
+        return self.rows_of(ws, we, items, now), len(items)
 
     def held_bytes(self) -> int:
         if not self.holistic:
@@ -193,6 +230,7 @@ class FastExecutor(Executor):
         self.W = st["W"]
         self.W0 = st["W0"]
         self.nxt = min(self.W) + self.size if self.W and self.size else BIG
+        self.nkeys = self.live_states()
 
 
 class SessionExecutor(Executor):
@@ -227,7 +265,7 @@ class SessionExecutor(Executor):
     def _fits_before(self, sess: list, ts: int) -> bool:
         return sess[0] - ts < self.timeout and sess[1] - ts < self.max
 
-    def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
+    def add(self, ts: int, k: Any, vals: tuple, r: Any) -> Any:
         seqs = self.open.get(k)
         sessions = self.sessions
         target = None
@@ -236,6 +274,8 @@ class SessionExecutor(Executor):
             last = sessions[seqs[-1]]
             if ts >= last[0]:  # in order for this group (the usual case): the spec's rule
                 if ts - last[1] < self.timeout and ts - last[0] < self.max:
+                    if self.full and not self.admit(r, 0):
+                        return None
                     self.prog.update(last[3], vals)
                     if ts > last[1]:
                         last[1] = ts  # the end can only move later: the heap corrects it lazily
@@ -254,6 +294,8 @@ class SessionExecutor(Executor):
                 elif self._fits_before(nxt, ts):
                     target = nxt
         if target is not None:
+            if self.full and not self.admit(r, 0):
+                return None
             self.prog.update(target[3], vals)
             if ts > target[1]:
                 target[1] = ts
@@ -265,10 +307,12 @@ class SessionExecutor(Executor):
                     heappush(self.heap, (end, target[4]))
                     if end < self.nxt:
                         self.nxt = end
-            return
+            return None
         if ts < self.wm:
             self.late_record(r)
-            return
+            return None
+        if self.bounded and not self.admit(r, 1):
+            return None
         self.seq += 1
         sess = [ts, ts, k, self.prog.update(self.prog.init(), vals), self.seq]
         sessions[self.seq] = sess
@@ -279,10 +323,13 @@ class SessionExecutor(Executor):
         heappush(self.heap, (end, self.seq))
         if end < self.nxt:
             self.nxt = end
+        return self.make_room(self.now) if self.bounded else None
 
-    def close(self, wm: Any, now: int) -> list:
+    def close(self, wm: Any, now: int, most: Any = None) -> list:
+        """Emit the sessions that end by ``wm``, in order of end (at most ``most`` of them)."""
         out: list = []
         heap, sessions = self.heap, self.sessions
+        n = 0
         while heap and heap[0][0] <= wm:
             end, seq = heappop(heap)
             sess = sessions.get(seq)
@@ -299,11 +346,24 @@ class SessionExecutor(Executor):
             if not seqs:
                 del self.open[sess[2]]
             out.extend(self.rows_of(sess[0], end, [(sess[2], sess[3])], now))
+            n += 1
+            if n == most:
+                break
         self.nxt = heap[0][0] if heap else BIG
+        if self.full:
+            self.recheck_full()
         return out
 
     def live_states(self) -> int:
         return len(self.sessions)
+
+    def keys(self) -> int:
+        return len(self.sessions)
+
+    def shed_oldest(self, now: int) -> tuple[list, int]:
+        held = len(self.sessions)
+        rows = self.close(INF, now, 1)  # the session that would end first
+        return rows, held - len(self.sessions)
 
     def held_bytes(self) -> int:
         if not self.holistic:
@@ -350,17 +410,26 @@ class SlidingExecutor(Executor):
         self._closes = 0
         self._sweep_at = 64
 
-    def add(self, ts: int, k: Any, vals: tuple, r: Any) -> None:
+    def add(self, ts: int, k: Any, vals: tuple, r: Any) -> Any:
         if ts < self.wm:
             self.late_record(r)
-            return
-        g = self.groups.get(k)
+            return None
+        groups = self.groups
+        g = groups.get(k)
+        new = g is None
         if g is None:
             g = [[], deque(), 0, self.prog.init(), [None] * self.refs, 0]
             self._check(g[4], vals)  # raises for a value this group could not aggregate
-            self.groups[k] = g
+            if self.bounded and not self.admit(r, 1):
+                return None
+            groups[k] = g
         else:
             self._check(g[4], vals)
+            if self.bounded:
+                if self.full and not self.admit(r, 0):
+                    return None
+                del groups[k]  # the groups in order of last use: the least recently used is shed first
+                groups[k] = g
         self.seq += 1
         pend = g[0]
         item = (ts, self.seq, vals)
@@ -371,6 +440,7 @@ class SlidingExecutor(Executor):
         heappush(self.trig, (ts, self.seq, k))
         if ts < self.nxt:
             self.nxt = ts
+        return self.make_room(self.now) if new and self.bounded else None
 
     def _evict(self, g: list, lo: Any) -> None:
         act = g[1]
@@ -394,7 +464,7 @@ class SlidingExecutor(Executor):
             g = groups[k]
             pend, act, s = g[0], g[1], g[3]
             ph, n = g[5], len(pend)
-            if ph < n and pend[ph][0] <= T:
+            if ph < n and pend[ph][0] <= T:  # _enter, inline: this runs once per record
                 i = g[2] + len(act)
                 while ph < n and pend[ph][0] <= T:
                     ts, seq, vals = pend[ph]
@@ -449,7 +519,57 @@ class SlidingExecutor(Executor):
                     self._drop_if_idle(k, lo)
                 self._sweep_at = 64 + 2 * len(groups)
         self.nxt = trig[0][0] if trig else BIG
+        if self.full:
+            self.recheck_full()
         return out
+
+    def _enter(self, k: Any, g: list, T: Any) -> None:
+        """Move the group's pending records with ts <= T into its range and its aggregate state
+        (``close`` does the same inline)."""
+        pend, act, s, add = g[0], g[1], g[3], self.prog.update
+        ph, n = g[5], len(pend)
+        i = g[2] + len(act)
+        while ph < n and pend[ph][0] <= T:
+            ts, seq, vals = pend[ph]
+            ph += 1
+            act.append((ts, vals))
+            try:
+                add(s, vals, i, seq)
+            except Exception as e:  # checked on arrival; kept so that no value can stop the query
+                self.bad({"key": key_value(k), "ts": ts}, e)
+            i += 1
+            self.touched += 1
+        if ph == n:
+            pend.clear()
+            ph = 0
+        elif ph > 64 and ph * 2 > n:
+            del pend[:ph]
+            ph = 0
+        g[5] = ph
+
+    def keys(self) -> int:
+        return len(self.groups)
+
+    def shed_oldest(self, now: int) -> tuple[list, int]:
+        # The least recently used tenth of the groups (at least one), so that the triggers of the
+        # records they still wait for leave the heap in one rebuild: each such record's row is emitted
+        # now, over the records its group holds, and the group starts over if its key comes back.
+        groups = self.groups
+        if not groups:
+            return [], 0
+        shed = list(islice(groups, max(1, len(groups) // 10)))
+        out: list = []
+        for k in shed:
+            g = groups.pop(k)
+            for T, _, _ in g[0][g[5]:]:
+                self._enter(k, g, T)
+                self._evict(g, T - self.size)
+                out.extend(self.rows_of(T - self.size, T, [(k, g[3])], now))
+        gone = set(shed)
+        self.trig = [t for t in self.trig if t[2] not in gone]
+        heapify(self.trig)
+        self.nxt = self.trig[0][0] if self.trig else BIG
+        return out, len(shed)
 
     def _drop_if_idle(self, k: Any, lo: Any) -> None:
         g = self.groups[k]
@@ -495,14 +615,23 @@ class CountExecutor(Executor):
         self.now = 0
 
     def add(self, ts: Any, k: Any, vals: tuple, r: Any) -> list:
-        b = self.bufs.get(k)
+        bufs = self.bufs
+        b = bufs.get(k)
         prog = self.prog
+        new = b is None
         if b is None:
             b = [deque(), 0, 0, prog.init(), [None] * self.refs]
             self._check(b[4], vals)  # raises for a value this group could not aggregate
-            self.bufs[k] = b
+            if self.bounded and not self.admit(r, 1):
+                return []
+            bufs[k] = b
         else:
             self._check(b[4], vals)
+            if self.bounded:
+                if self.full and not self.admit(r, 0):
+                    return []
+                del bufs[k]  # the groups in order of last use: the least recently used is shed first
+                bufs[k] = b
         q, s = b[0], b[3]
         q.append((ts, vals))
         i = b[2] + len(q) - 1
@@ -511,19 +640,36 @@ class CountExecutor(Executor):
             self._remove(s, q.popleft()[1], b[2])
             b[2] += 1
         b[1] += 1
-        if b[1] >= self.n and b[1] % self.m == 0:
-            return self.rows_of(q[0][0], q[-1][0], [(k, s)], self.now)
-        return []
-
-    def process(self, batch: list, now: int) -> list:
-        self.now = now
-        return compiled(self.prog.process_fn, "_process")(batch, now, self)
+        out = self.rows_of(q[0][0], q[-1][0], [(k, s)], self.now) if b[1] >= self.n and b[1] % self.m == 0 else []
+        if new and self.bounded:
+            out.extend(self.make_room(self.now))
+        return out
 
     def flush(self, now: int) -> list:
         return []  # incomplete count windows are never emitted
 
     def live_states(self) -> int:
         return sum(len(b[0]) for b in self.bufs.values())
+
+    def keys(self) -> int:
+        return len(self.bufs)
+
+    def shed_oldest(self, now: int) -> tuple[list, int]:
+        # The least recently used group goes; what has arrived of its next window is emitted: that
+        # window ends at the first multiple of m that is >= n and past the records seen, and holds
+        # the n records before it, of which the seen ones are the last ``arrived`` in the queue.
+        if not self.bufs:
+            return [], 0
+        k = next(iter(self.bufs))
+        q, seen, _, s, _ = b = self.bufs.pop(k)
+        end = -(-max(self.n, seen + 1) // self.m) * self.m
+        arrived = seen - (end - self.n)
+        if arrived <= 0:
+            return [], 1
+        while len(q) > arrived:
+            self._remove(s, q.popleft()[1], b[2])
+            b[2] += 1
+        return self.rows_of(q[0][0], q[-1][0], [(k, s)], now), 1
 
     def held_bytes(self) -> int:
         return scaled_sum(self.bufs.values(), lambda b: approx_bytes(b[0]) + self._held_in(b[3]))
@@ -537,7 +683,27 @@ class CountExecutor(Executor):
         self.bufs = st["bufs"]
 
 
-class WindowRowsExecutor(Executor):
+class WindowBuffers(Executor):
+    """An executor that buffers records per window in ``W`` (start -> buffer) and turns a window's buffer
+    into its rows with ``_rows`` at its end: each window is one state for the limits."""
+
+    W: dict
+
+    def _rows(self, w: int, buffer: Any, now: int) -> list:
+        raise NotImplementedError
+
+    def keys(self) -> int:
+        return len(self.W)
+
+    def shed_oldest(self, now: int) -> tuple[list, int]:
+        # the oldest window, over what it holds now; its later records start a buffer of their own
+        if not self.W:
+            return [], 0
+        w = min(self.W)
+        return self._rows(w, self.W.pop(w), now), 1
+
+
+class WindowRowsExecutor(WindowBuffers):
     """A tumbling or hopping window without aggregates: emits the window's rows, pruned to used fields."""
 
     def __init__(self, prog: Program, ctx: Any) -> None:
@@ -551,18 +717,39 @@ class WindowRowsExecutor(Executor):
     def starts(self, ts: int) -> range:
         return range(((ts - self.size) // self.hop + 1) * self.hop, ts + 1, self.hop)
 
-    def add(self, ts: int, k: Any, env: tuple, r: Any) -> None:
-        size, wm = self.size, self.wm
-        placed = not self.starts(ts)  # a record in a gap between hopping windows is in no window, not late
-        for w in self.starts(ts):
-            if w + size <= wm:
-                continue
-            self.W.setdefault(w, []).append(env)
-            placed = True
+    def add(self, ts: int, k: Any, env: tuple, r: Any) -> Any:
+        size, wm, W = self.size, self.wm, self.W
+        starts = [w for w in self.starts(ts) if w + size > wm]
+        if not starts:
+            if not self.starts(ts):  # a record in a gap between hopping windows is in no window, not late
+                return None
+            self.late_record(r)
+            return None
+        new = 0
+        if self.bounded:
+            new = sum(w not in W for w in starts)
+            if not self.admit(r, new):
+                return None
+        for w in starts:
+            W.setdefault(w, []).append(env)
             if w + size < self.nxt:
                 self.nxt = w + size
-        if not placed:
-            self.late_record(r)
+        return self.make_room(self.now) if new else None
+
+    def _rows(self, w: int, envs: list, now: int) -> list:
+        """The rows of window ``w``, in the query's order."""
+        res = []
+        for env in envs:
+            try:
+                x = self._project(w, w + self.size, now, *env)
+            except Exception as e:
+                self.bad(env[0], e)
+                continue
+            if x is not None:
+                res.append((x[0], x[1]))
+        rows = [row for row, _ in self._finish(res)]
+        self.emitted += len(rows)
+        return rows
 
     def close(self, wm: Any, now: int) -> list:
         out: list = []
@@ -570,23 +757,15 @@ class WindowRowsExecutor(Executor):
         for w in sorted(W):
             if w + self.size > wm:
                 break
-            res = []
-            for env in W.pop(w):
-                try:
-                    x = self._project(w, w + self.size, now, *env)
-                except Exception as e:
-                    self.bad(env[0], e)
-                    continue
-                if x is not None:
-                    res.append((x[0], x[1]))
-            rows = [row for row, _ in self._finish(res)]
-            self.emitted += len(rows)
-            out.extend(rows)
+            out.extend(self._rows(w, W.pop(w), now))
         self.nxt = min(W) + self.size if W else BIG
+        if self.full:
+            self.recheck_full()
         return out
 
     def live_states(self) -> int:
         return sum(len(v) for v in self.W.values())
+
 
     def held_bytes(self) -> int:
         return sum(approx_bytes(rows) for rows in self.W.values())
