@@ -56,7 +56,7 @@ import json
 import math
 import os
 import re
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Callable
 
 __all__ = ["loads", "loads_lines", "dumps", "dump_lines", "finite", "use", "backend", "NONFINITE_METRIC"]
@@ -354,21 +354,25 @@ def dumps(v: Any, default: Callable[[Any], Any] | None = None) -> tuple[str, int
 def dump_lines(records: list[Any]) -> tuple[bytes, int] | None:
     """``(the records as JSON lines in UTF-8, non-finite floats written as null)`` when orjson can write them
     exactly as the reference would; None otherwise (the caller then writes them with the reference, record
-    by record where it must refuse one). One orjson call for the whole batch: the array it writes is split
-    into lines where records meet (``},{``, when that occurs exactly between records and nowhere else)."""
+    by record where it must refuse one). Each record is one orjson call ending in its newline, the calls
+    driven from C; the records' values are typed in one C pass, and only text that may hold a float (or a
+    value below the top level) is searched for the forms orjson writes otherwise."""
     oj = _orjson if _chosen else _engine()
     if oj is None or not records:
         return None
     try:
-        if not _plain(chain.from_iterable(map(dict.values, records))):
-            return None
+        types = set(map(type, chain.from_iterable(map(dict.values, records))))
     except TypeError:  # a record that is not a dict
         return None
+    flat = types <= _SCALARS
+    if not flat and not (types <= _PLAIN and _plain(chain.from_iterable(map(dict.values, records)))):
+        return None
     try:
-        out = oj.dumps(records)
+        out = b"".join(map(oj.dumps, records, repeat(None), repeat(oj.OPT_APPEND_NEWLINE)))
     except oj.JSONEncodeError:
         return None
-    if out.count(b"},{") != len(records) - 1 or _float_forms_differ(out):
+    if flat and float not in types:
+        return out, 0  # no float anywhere: nothing non-finite, no float form to compare
+    if _float_forms_differ(out):
         return None
-    lines = out[1:-1].replace(b"},{", b"}\n{") + b"\n"
-    return lines, _nonfinite(chain.from_iterable(map(dict.values, records))) if b"null" in out else 0
+    return out, _nonfinite(chain.from_iterable(map(dict.values, records))) if b"null" in out else 0

@@ -282,6 +282,21 @@ def test_json_lines_are_the_reference_lines_or_none(records):
         assert got == _reference_lines(records)
 
 
+_RECORD_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**66), max_value=2**66) | st.floats()
+    | st.text(max_size=6) | st.sampled_from([Color.RED, uuid.UUID(int=7), datetime.date(2024, 1, 2), b"x"]),
+    lambda x: st.lists(x, max_size=3) | st.tuples(x, x) | st.dictionaries(st.text(max_size=4), x, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.dictionaries(st.text(max_size=4), _RECORD_VALUES, max_size=5), min_size=1, max_size=6))
+def test_any_records_are_the_reference_lines_or_none(records):
+    got = _lines("orjson", records)
+    if got is not None:
+        assert got == _reference_lines(records)
+
+
 def test_plain_records_take_the_fast_path():
     records = [{"device": f"dev-{i}", "seq": i, "avg": i / 7, "n": None, "ok": i % 2 == 0} for i in range(500)]
     got = _lines("orjson", records)
