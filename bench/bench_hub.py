@@ -14,6 +14,9 @@ messages (100 items each, the payloads the shared ``Encoder`` writes):
    subscriber that ``json.loads`` each payload, and 1-item messages (what
    agents send today) against one that only counts them. Timed from the
    publishers' start until the child has every record (the hub: in the file).
+   Beside it, each side's CPU per record (its process, all threads, over the
+   run): on a machine whose cores the publishers and the broker share, this
+   ratio moves less with the load than the wall-clock one.
 2. Latency, publish -> record written by the file sink (``write`` returned),
    at a low message rate so queues are empty: p50/p99 per message (the time
    its last record was written), for 100-record and 1-record messages; the
@@ -122,11 +125,11 @@ def _child_hub(cfg_path: str, total: int, per: int, track: bool) -> None:
 
     sink.write = write  # type: ignore[method-assign]  # counts (and times) each write
     src.subscribed.wait(20)
-    _say(ready=time.monotonic(), mem=_mem_kb())
+    _say(ready=time.monotonic(), mem=_mem_kb(), cpu=time.process_time())
     finished.wait(CHILD_DEADLINE_S)
-    done = time.monotonic()
+    done, cpu = time.monotonic(), time.process_time()
     count = eng.metrics.value("edgestream_sink_records_total", component="out")
-    _say(done=done, count=count, mem=_mem_kb(), written=written)
+    _say(done=done, count=count, mem=_mem_kb(), written=written, cpu=cpu)
     svc.stop()
 
 
@@ -152,9 +155,9 @@ def _child_paho(port: int, total: int, per: int, parse: bool) -> None:
     c.connect("127.0.0.1", port)
     c.loop_start()
     subscribed.wait(20)
-    _say(ready=time.monotonic(), mem=_mem_kb())
+    _say(ready=time.monotonic(), mem=_mem_kb(), cpu=time.process_time())
     finished.wait(CHILD_DEADLINE_S)
-    _say(done=time.monotonic(), count=got[0], mem=_mem_kb(), written=arrived)
+    _say(done=time.monotonic(), count=got[0], mem=_mem_kb(), written=arrived, cpu=time.process_time())
     c.disconnect()
     c.loop_stop()
 
@@ -299,6 +302,7 @@ def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: 
     rep["start_s"] = ready["ready"] - t_spawn
     rep["mem_ready"] = ready["mem"]
     rep["rate"] = rep["count"] / (rep["done"] - t0)
+    rep["cpu_s"] = rep["cpu"] - ready["cpu"]  # the receiving process's CPU (all threads) over the run
     written = rep.pop("written")
     if sent:
         rep["by_message"] = {int(i): (t - sent[int(i)]) * 1000 for i, t in written.items()}
@@ -330,16 +334,20 @@ def bench_intake(rounds: int = 3) -> dict[str, dict[str, Any]]:
             for name, (messages, per, bare) in INTAKE.items():
                 data = payloads(messages, per, DEVICES)
                 rates: dict[str, list[float]] = {"hub": [], bare: []}
+                cpu: dict[str, list[float]] = {"hub": [], bare: []}
                 hub_runs = []
                 for _ in range(rounds):
                     for kind in rates:
                         r = run_child(kind, broker.port, d, data, per, publishers=PUBLISHERS)
                         rates[kind].append(r["rate"])
+                        cpu[kind].append(r["cpu_s"] / r["count"] * 1e6)
                         if kind == "hub":
                             hub_runs.append(r)
                 res[name] = {"bare": bare, "records": messages * per, "hub_runs": hub_runs,
                              "rates": {k: statistics.median(v) for k, v in rates.items()},
-                             "ratios": sorted(h / b for h, b in zip(rates["hub"], rates[bare]))}
+                             "ratios": sorted(h / b for h, b in zip(rates["hub"], rates[bare])),
+                             "cpu_us": {k: statistics.median(v) for k, v in cpu.items()},
+                             "cpu ratios": sorted(b / h for h, b in zip(cpu["hub"], cpu[bare]))}
         finally:
             broker.stop()
     return res
@@ -602,6 +610,9 @@ def main_intake() -> None:
         what = "+ json.loads each payload" if r["bare"] == "paho-json" else "counting messages"
         print(f"  {name}, {r['records']:,} records: hub {rates['hub']:,.0f} records/s, bare subscriber ({what}) "
               f"{rates[r['bare']]:,.0f} records/s: ratio {_spread(r['ratios'])}")
+        us = r["cpu_us"]
+        print(f"    CPU per record (the receiving process, all threads): hub {us['hub']:.2f} us, bare "
+              f"{us[r['bare']]:.2f} us: records per CPU second, hub / bare {_spread(r['cpu ratios'])}")
     runs = [x for r in res.values() for x in r["hub_runs"]]
     print(f"hub process memory: {statistics.median(x['mem_ready']['VmRSS'] for x in runs) / 1024:.1f} MiB RSS "
           f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the intake runs")
