@@ -123,25 +123,31 @@ def ratios(path: Path, n: int, rounds: int = 3) -> dict[str, list[float]]:
     cli = [sys.executable, "-m", "edgestream_tools.cli", "sql", QUERY, "--input", f"s={path}"]
     hand = [sys.executable, "-m", "bench.bench_sql_cli", "--hand"]
     root = Path(__file__).resolve().parent.parent
-    outs = {k: path.with_suffix(f".{k}.out") for k in ("cli", "file", "memory")}
-    rates: dict[str, list[float]] = {"cli": [], "file": [], "memory": []}
+    outs = {k: path.with_suffix(f".{k}.out") for k in ("cli", "std", "file", "memory")}
+    rates: dict[str, list[float]] = {"cli": [], "std": [], "file": [], "memory": []}
+    envs = {"cli": os.environ, "std": {**os.environ, "EDGESTREAM_JSON": "std"}}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        with open(outs["cli"], "wb") as o:
-            subprocess.run(cli, stdout=o, check=True, cwd=root)
-        rates["cli"].append(n / (time.perf_counter() - t0))
+        for k, env in envs.items():
+            t0 = time.perf_counter()
+            with open(outs[k], "wb") as o:
+                subprocess.run(cli, stdout=o, check=True, cwd=root, env=env)
+            rates[k].append(n / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         subprocess.run(hand + ["file", str(path), str(outs["file"])], check=True, cwd=root)
         rates["file"].append(n / (time.perf_counter() - t0))
         secs = float(subprocess.run(hand + ["memory", str(path), str(outs["memory"])], check=True, cwd=root,
                                     capture_output=True, text=True).stdout)
         rates["memory"].append(n / secs)
+    if outs["std"].read_bytes() != outs["cli"].read_bytes():
+        raise AssertionError("edgestream sql wrote other bytes with EDGESTREAM_JSON=std")
     want = _rows(outs["cli"])
     for k in ("file", "memory"):
         if _rows(outs[k]) != want:
             raise AssertionError(f"the hand loop ({k}) and edgestream sql disagree")
     return {"cli": rates["cli"], "vs file": [c / f for c, f in zip(rates["cli"], rates["file"])],
             "vs memory": [c / m for c, m in zip(rates["cli"], rates["memory"])],
+            "std vs file": [c / f for c, f in zip(rates["std"], rates["file"])],
+            "std vs memory": [c / m for c, m in zip(rates["std"], rates["memory"])],
             "file": rates["file"], "memory": rates["memory"]}
 
 
@@ -167,8 +173,10 @@ def main() -> None:
         print(f"{LARGE:,} lines, median of {len(r['cli'])} interleaved rounds: edgestream sql "
               f"{med(r['cli']):,.0f} rec/s (the whole command), hand loop {med(r['file']):,.0f} rec/s reading the "
               f"file (the whole process), {med(r['memory']):,.0f} rec/s over the records in memory (the loop alone)")
-        for k in ("vs file", "vs memory"):
-            print(f"  edgestream sql / hand loop {k:<9}: {med(r[k]):.2f} (spread {min(r[k]):.2f}-{max(r[k]):.2f})")
+        for k in ("vs file", "vs memory", "std vs file", "std vs memory"):
+            what = f"{k[4:]}, EDGESTREAM_JSON=std" if k.startswith("std") else k
+            print(f"  edgestream sql / hand loop {what:<29}: {med(r[k]):.2f} "
+                  f"(spread {min(r[k]):.2f}-{max(r[k]):.2f})")
 
 
 if __name__ == "__main__":
