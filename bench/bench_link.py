@@ -67,8 +67,10 @@ print(b - a, gc.mem_alloc() - b)
 """
 # Starts the agent (main.main) and, at its first scheduler step, holds a
 # ballast of argv[3] bytes and hands the config message in argv[2] to the
-# link, as the transport would; prints the free heap before, the ack, and
-# the free heap once the message is done.
+# link as a transport does (Link.inbox), for the link's own task
+# (Link.poll); the probe plays the network (the transport is up, the ack
+# is taken as sent). Prints the free heap before, whether it was applied,
+# and the free heap once the message is done.
 RC_PROBE = r"""
 import gc, sys
 import edgestream_agent.main
@@ -85,15 +87,21 @@ done = []
 def step(self):
     if not done:
         done.append(1)
+        lk = links[0]
+        lk.tx.up = lambda: True
+        lk.tx.control = lambda kind, payload: True
+        lk.tx.send = lambda payload, dup=False: None
         with open(sys.argv[2], "rb") as f:
             msg = f.read()
         gc.collect()
         free = gc.mem_free()
         ballast = bytearray(int(sys.argv[3])) if int(sys.argv[3]) else None
-        links[0]._rx(msg, "config")
-        msg = ballast = None
+        lk.inbox(msg, "config")
+        msg = None
+        lk.poll()
+        ballast = None
         gc.collect()
-        print("RC", free, gc.mem_free(), links[0]._ctrl[-1][1].decode())
+        print("RC", free, gc.mem_free(), lk.cfg_applied)
     return _step(self)
 Scheduler.step = step
 sys.modules["edgestream_agent.main"].main(sys.argv[1], 300)
@@ -132,8 +140,8 @@ def rc_need(work: Path, cfg: dict, profile: str) -> tuple[int, int, int] | None:
                    board="esp32", check=False, profile=profile)
         for line in p.stdout.decode().splitlines():
             if line.startswith("RC "):
-                _, free, after, ack = line.split(" ", 3)
-                return int(free), int(after), json.loads(ack)["ok"] is True
+                _, free, after, applied = line.split()
+                return int(free), int(after), applied == "1"
         return None
 
     first = probe(0)
@@ -254,8 +262,9 @@ def main() -> None:
                 print(f"[{profile}] remote config, {name}: applied on the esp32 heap; needs {need:,} B free for a "
                       f"moment (free after start {free:,} B, free again after it {after:,} B)")
         print(f"[{profile}] outage {outage_s:.1f} s of a 7 s run, 10 results/s, buffer 3000 bytes:")
-        print(f"  results produced {s['results']}, delivered {rep.unique if rep else 0}, dropped "
-              f"{s['results_dropped']} (missing at the hub {len(rep.missing) if rep else -1}), duplicates "
+        print(f"  results produced {s['results']}, confirmed by the broker {s['results_sent']}, delivered "
+              f"{rep.unique if rep else 0}, dropped {s['results_dropped']} (+ {s['results_dropped_unacked']} evicted "
+              f"unconfirmed; missing at the hub {len(rep.missing) if rep else -1}), duplicates "
               f"{len(rep.duplicates) if rep else -1}, resent {s['results_resent']}, reconnects {s['reconnects']}")
         print(f"  loop lag max {s['lag_max_ms']} ms, mean {s['lag_mean_ms']} ms; samples {s['samples']}")
         t = reconnect_times(pwork, profile)

@@ -5,8 +5,9 @@
 # agent imports only what a config needs and drops what it needed only
 # once: the validator (config) after start, and the
 # decoder and remote-config code after each message from the hub
-# (unload()). Submodules load lazily (name -> module map plus module
-# __getattr__), so importing the package costs almost nothing.
+# (need() loads, unload() drops). Submodules load lazily (name -> module
+# map plus module __getattr__), so importing the package costs almost
+# nothing.
 
 import sys
 
@@ -75,6 +76,30 @@ def unload(*names):
             except (AttributeError, TypeError):
                 pass
     gc.collect()
+
+
+def need(name, attr, package="edgestream_agent."):
+    # `from edgestream_agent.<name> import <attr>` for code loaded while the
+    # agent runs: what a config names (filters, sources, windows) and what a
+    # message from the hub needs. A module the heap cannot hold raises
+    # MemoryError like any import, and leaves nothing behind: MicroPython
+    # takes the half-loaded module out of sys.modules but leaves it in the
+    # table's slot (a removed entry keeps its value), where it holds the
+    # module's globals, code and names until the slot is used again. The
+    # slot is used again at once (the name put in and taken out: the first
+    # free slot on the name's probe chain is that one, as nothing changed
+    # the table since), which lets the module go.
+    full = package + name
+    try:
+        return getattr(__import__(full, None, None, (attr,)), attr)
+    except MemoryError:
+        m = sys.modules
+        while full:  # the packages on the way may have failed to load too
+            if full not in m:
+                m[full] = None
+                del m[full]
+            full = full[:max(full.rfind("."), 0)]
+        raise
 
 
 def no_heap(what):

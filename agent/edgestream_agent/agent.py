@@ -120,8 +120,8 @@ class Agent:
         try:
             for p in self.sensors:
                 if p.source is None:
-                    from edgestream_agent.sources import make
-                    sources[p.name] = make(p.src, p.factor)
+                    from edgestream_agent import need
+                    sources[p.name] = need("sources", "make")(p.src, p.factor)
         except Exception:
             for s in sources.values():
                 s.deinit()
@@ -140,8 +140,8 @@ class Agent:
         # Switch to a new config without a reboot (remote config): only the
         # sensors whose config changed are rebuilt. -> (rebuilt or added,
         # removed). The code is in reconfig.py, imported when it is needed.
-        from edgestream_agent.reconfig import apply
-        return apply(self, config, validated)
+        from edgestream_agent import need
+        return need("reconfig", "apply")(self, config, validated)
 
     def deinit(self):
         if self.scheduler is not None:

@@ -32,13 +32,14 @@
 # and read by the agent's own small wire modules (wire_out.py; wire_in.py for
 # messages from the hub), not the shared encoder/decoder. Messages from the
 # hub are rare: the code that handles them (wire_in, remote_config, the
-# validator, reconfig) is imported for each one and unloaded after it.
+# validator, reconfig) is imported for each one and unloaded after it, one
+# at a time where it can (see _rx).
 
 from array import array
 
 import sys
 
-from edgestream_agent import no_heap, say, unload
+from edgestream_agent import need, no_heap, say, unload
 from edgestream_agent.clock import Clock
 from edgestream_agent.offline_buffer import OfflineBuffer
 from edgestream_agent.timebase import ticks_diff, ticks_ms
@@ -269,11 +270,11 @@ class Link:
         # any reason, memory included, carries it
         version = 0 if kind == "time" else _version(payload)
         before = None
-        ok = False
+        ok = nomem = False
         what = "read the message"
         try:
             before = [k for k in sys.modules if k.startswith("edgestream_agent.")]
-            from edgestream_agent.wire_in import read
+            read = need("wire_in", "read")
             try:
                 m = read(payload, kind)
             except ValueError as e:  # ConfigError naming the field
@@ -288,37 +289,62 @@ class Link:
                 return
             unload("wire_in")
             what = "load the config code"
-            from edgestream_agent.remote_config import RemoteConfig
-            agent = self.agent
-            rc = RemoteConfig(self.dev, self.boot, self.version, self._path, validate=self._validate,
-                              apply=(lambda c: agent.apply(c, True)) if agent is not None else None)
-            what = "validate the config"
-            version, ok, err, ack = rc.handle(m)
-            rc = m = None
+            version, cfg, err = need("remote_config", "admit")(m, self.dev, self.version)
+            m = None
+            ok = err is None
+            # the validator comes next: remote_config leaves the heap first
+            unload("remote_config")
+            if cfg is not None:
+                what = "validate the config"
+                loaded = "edgestream_agent.config" in sys.modules
+                try:
+                    cfg2 = (self._validate or need("config", "validate"))(cfg)
+                except ValueError as e:  # ConfigError: the message starts with the field
+                    cfg2 = None
+                    ok, err = False, str(e)
+                # the validator's code leaves before the new sensors are
+                # built (unless it was loaded before the message came)
+                if not loaded:
+                    unload("config")
+                if ok:
+                    # the raw config waits for the file as JSON text (smaller)
+                    if self._path:
+                        from json import dumps
+                        cfg = dumps(cfg)
+                    else:
+                        cfg = None
+                    what = "apply the config"
+                    agent = self.agent
+                    ok, err = need("remote_config", "commit")(
+                        cfg2, cfg, self._path, (lambda c: agent.apply(c, True)) if agent is not None else None)
+                cfg = cfg2 = None
             if ok:
                 say("config %d %s" % (version, "already running" if version == self.version else "applied"))
                 self.version = version
                 self.cfg_applied += 1
-                self._queue("ack", ack)
             else:
                 say("config %d refused: %s" % (version, err))
                 self.rx_refused += 1
                 self.cfg_refused += 1
-                self._queue("ack", ack)
+            self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", ok, "error", err))
         except MemoryError:
-            # no heap for the code or the data: refuse, keep running
-            rc = m = None
+            # no heap for the code or the data: refuse (below, once the
+            # code is unloaded and the heap has room for the nack), keep running
+            m = cfg = cfg2 = None
+            ok = False
             self.rx_refused += 1
-            if kind != "time":
-                self._config_refused(version, no_heap(what))
+            nomem = kind != "time"
         finally:
             unload(*_RX_MODULES)
             if not ok and before is not None:
                 # a refused config may have loaded modules that nothing uses
                 unload(*[k for k in sys.modules if k.startswith("edgestream_agent.") and k not in before])
+            before = None
+        if nomem:
+            self._config_refused(version, no_heap(what))
 
     def _config_refused(self, version, reason):
-        # a config message refused before RemoteConfig could answer it
+        # a config message refused before its content was looked at
         # (unreadable, oversize, no heap): nack it with its version when known
         say("config %d refused: %s" % (version, reason))
         self.cfg_refused += 1
@@ -351,7 +377,7 @@ class Link:
     def collect(self):
         # -> the health metrics dict. health.py is imported for this and
         # unloaded again: it is needed once per health_ms.
-        from edgestream_agent.health import collect
+        collect = need("health", "collect")
         try:
             return collect(self._started, self.scheduler, self.agent, self, self.clock, self.version)
         finally:

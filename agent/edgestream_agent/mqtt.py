@@ -19,7 +19,10 @@
 #   flight (in order) and calls on_puback(pid) for each ack; on_disconnect()
 #   tells the owner that everything unacked must be resent (with dup=True)
 #   after the next on_connect(). The agent's offline buffer is that store, so
-#   no payload is ever held twice.
+#   no payload is ever held twice. A publish() whose packet the socket fails
+#   under still returns its packet id (it may have gone out): the link is
+#   closed, and on_disconnect() called, by the next poll(), never from
+#   inside publish(), so the owner's books see "sent, then lost".
 # - Reconnecting is built in: after a failure it waits between b/2 and b
 #   (random), b doubling from backoff_min_ms up to backoff_max_ms and back
 #   to the minimum after a CONNACK; so never longer than backoff_max_ms.
@@ -27,7 +30,9 @@
 #   session is clean, so the broker forgets them).
 # - Incoming packets larger than rx_size are skipped without buffering them;
 #   on_oversize(topic, size) is called (topic None if it did not fit either)
-#   and a QoS 1 one is still acknowledged.
+#   and a QoS 1 one is still acknowledged. So is one that fits but finds no
+#   heap for its copy (size <= rx_size then): a board short of heap drops
+#   the message, never the link.
 # - DNS: getaddrinfo() blocks on boards; it runs once per server and the
 #   address is cached. Use an IP address to avoid it entirely.
 #
@@ -129,6 +134,7 @@ class MQTTClient:
         self._t_rx = 0                      # last byte received
         self._t_tx = 0                      # last packet sent
         self._ping_out = False
+        self._dead = None                   # the error a publish() met: poll() closes the link
 
     # -- umqtt-like surface -------------------------------------------------
     def set_callback(self, f):
@@ -165,7 +171,7 @@ class MQTTClient:
 
     def can_publish(self, nbytes=0):
         # True when a QoS 1 publish of that size would be accepted now.
-        return self.state == UP and self._n_inflight < len(self._inflight) and \
+        return self.state == UP and self._dead is None and self._n_inflight < len(self._inflight) and \
             self._room(nbytes + 64)
 
     def subscribe(self, topic, qos=0):
@@ -191,7 +197,7 @@ class MQTTClient:
     def publish(self, topic, msg, retain=False, qos=0, dup=False):
         # -> packet id (QoS 1), 0 (QoS 0), or None: not connected, too many
         # in flight, or no room in the transmit buffer right now.
-        if self.state != UP or qos and self._n_inflight >= len(self._inflight):
+        if self.state != UP or self._dead is not None or qos and self._n_inflight >= len(self._inflight):
             return None
         topic = _b(topic)
         msg = _b(msg)
@@ -209,8 +215,10 @@ class MQTTClient:
         try:
             self._flush()
         except OSError as e:
-            # the packet is lost with the link; on_disconnect tells the owner
-            self._close(e, True)
+            # the link died under the packet, which may or may not have gone
+            # out: the owner takes it as sent (pid), the next poll() closes
+            # the link and on_disconnect() has it sent again
+            self._dead = e
         return pid
 
     # -- the state machine ---------------------------------------------------
@@ -219,6 +227,9 @@ class MQTTClient:
         # the state. Errors close the link and schedule a reconnect.
         st = self.state
         now = ticks_ms()
+        if self._dead is not None:
+            self._close(self._dead, True)
+            return self.state
         if st == DOWN:
             if self._want and ticks_diff(now, self._next_try) >= 0:
                 self._start(now)
@@ -322,6 +333,7 @@ class MQTTClient:
         if err is not None:
             self.error = err
             self.failures += 1
+        self._dead = None
         self._tx_n = self._tx_off = self._rx_n = self._skip = self._n_inflight = 0
         self.state = DOWN
         if retry:
@@ -506,13 +518,36 @@ class MQTTClient:
                 p = i + 2 + tl
                 if rem < 2 + tl + (2 if qos else 0) or qos == 3:
                     raise MQTTException("malformed PUBLISH")
-                topic = bytes(buf[i + 2:p])
                 if qos:
-                    if self._room(4):
-                        self._put((b"\x40\x02" if qos == 1 else b"\x50\x02") + buf[p:p + 2])
+                    if self._room(4):  # PUBACK / PUBREC, written in place (no heap needed)
+                        n = self._tx_n
+                        tx = self._tx
+                        tx[n] = 0x40 if qos == 1 else 0x50
+                        tx[n + 1] = 2
+                        tx[n + 2] = buf[p]
+                        tx[n + 3] = buf[p + 1]
+                        self._tx_n = n + 4
                     p += 2
-                msg = bytes(buf[p:i + rem])
-                if self.cb:
+                try:
+                    topic = bytes(buf[i + 2:i + 2 + tl])
+                    msg = bytes(buf[p:i + rem])
+                except MemoryError:
+                    # no heap for its copy: skipped like an oversize packet
+                    # (never left in the buffer to fail at every poll), and
+                    # on_oversize told which subscription it came by
+                    topic = msg = None
+                    self.rx_oversize += 1
+                    for t, _ in self._subs:
+                        if len(t) == tl:
+                            n = 0
+                            while n < tl and t[n] == buf[i + 2 + n]:
+                                n += 1
+                            if n == tl:
+                                topic = t
+                                break
+                    if self.on_oversize:
+                        self.on_oversize(topic, total)
+                if msg is not None and self.cb:
                     self.cb(topic, msg)
             if self._sock is None:
                 return  # the packet closed the link (CONNACK refused)

@@ -11,7 +11,7 @@
 # An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
 # refused (a config one is nacked with its size).
 
-from edgestream_agent import say
+from edgestream_agent import no_heap, say
 from edgestream_agent.mqtt import MQTTClient, MQTTException
 from edgestream_agent.timebase import ticks_diff, ticks_ms
 from edgestream_agent.wire_out import message
@@ -94,11 +94,14 @@ class MqttTransport:
             self._link.inbox(msg, "time")
 
     def _on_oversize(self, topic, size):
+        # a message the client skipped: larger than its buffer, or no heap
+        # for its copy (it fitted the buffer)
         self._link.rx_refused += 1
         if topic == self._config:
             # nacked in turn with the messages before it (Link.inbox)
-            self._link.inbox("payload: %d bytes is over the %d byte limit" % (size, len(self.client._rx)),
-                             "refused")
+            n = len(self.client._rx)
+            self._link.inbox("payload: %d bytes is over the %d byte limit" % (size, n) if size > n
+                             else no_heap("read the message"), "refused")
 
     def up(self):
         return self.client.state == 3

@@ -35,12 +35,16 @@
 from binascii import crc32
 from json import dumps
 
-from edgestream_agent.chain import run
+from edgestream_agent import need
 from edgestream_agent.fixed import I32_MAX, I32_MIN, to_fixed
 from edgestream_agent.timebase import const, micropython
 
 _SMALL = const(0x3FFFFFFF)  # the largest small int on a 32-bit board
 _CHUNK = const(16)          # samples a pushed run holds (and push_block's chunks, at least)
+# chain.run (every filter's per-sample code: several KB of machine code from
+# a bundle), set by the first pipeline built with filters: an agent whose
+# sensors have none never loads it
+run = None
 
 
 class Pipeline:
@@ -52,17 +56,6 @@ class Pipeline:
         self.factor = 10 ** cfg["decimals"]
         self.period_ms = cfg["period_ms"]
         self.block = cfg.get("block", 1)  # samples per source read
-        self.filters = []
-        self._hb = []
-        if cfg["filters"]:
-            from edgestream_agent.filters import build
-            fs = self.filters = build(cfg["filters"], self.factor)
-            # the heartbeat filters (the time-driven ones), each with the
-            # filters after it (a list made once: a re-send runs through them)
-            self._hb = [(fs[i], fs[i + 1:]) for i in range(len(fs)) if hasattr(fs[i], "beat")]
-        self._on_result = on_result
-        self.ring = None  # the sliding windows' shared ring (not in elastic mode)
-        ws = []
         cap = 0
         for w in cfg["windows"]:
             if w["type"] == "sliding":
@@ -70,15 +63,24 @@ class Pipeline:
                 if c > cap:
                     cap = c
         if cap and not elastic:
-            from edgestream_agent.ring_window import Ring
-            self.ring = Ring(cap + 1)  # one slot more: see ring_window.py
+            _room(8 * (cap + 1))  # the ring's two arrays, before any code is loaded
+        self.filters = []
+        self._hb = []
+        if cfg["filters"]:
+            fs = self.filters = need("filters", "build")(cfg["filters"], self.factor)
+            # the heartbeat filters (the time-driven ones), each with the
+            # filters after it (a list made once: a re-send runs through them)
+            self._hb = [(fs[i], fs[i + 1:]) for i in range(len(fs)) if hasattr(fs[i], "beat")]
+        self._on_result = on_result
+        self.ring = None  # the sliding windows' shared ring (not in elastic mode)
+        ws = []
+        if cap and not elastic:
+            self.ring = need("ring_window", "Ring")(cap + 1)  # one slot more: see ring_window.py
         for w in cfg["windows"]:
             if w["type"] == "tumbling":
-                from edgestream_agent.tumbling_window import TumblingWindow
-                ws.append(TumblingWindow(w, self.factor, self._emit))
+                ws.append(need("tumbling_window", "TumblingWindow")(w, self.factor, self._emit))
             else:
-                from edgestream_agent.ring_window import RingWindow
-                ws.append(RingWindow(w, self.factor, self._emit, self.ring))
+                ws.append(need("ring_window", "RingWindow")(w, self.factor, self._emit, self.ring))
         self._ws = ws
         self.elastic = elastic
         # a block of values and their time offsets, between the filters and
@@ -102,6 +104,8 @@ class Pipeline:
         self._rejected = 0    # values that do not fit the fixed-point range
         self.read_errors = 0  # source reads that raised
         self.results = 0
+        if self.filters and run is None:
+            _chain()  # once the pipeline is built: a refused one leaves chain to be unloaded
         # last: its garbage comes after the long-lived buffers above
         self.digest = None if elastic else digest(cfg)  # (replay never applies a new config)
 
@@ -400,6 +404,30 @@ class Pipeline:
         if self.source is not None:
             self.source.deinit()
             self.source = None
+
+
+def _chain():
+    global run
+    run = need("chain", "run")
+
+
+def _room(n):
+    # MemoryError when n bytes are more than the whole free heap: a sensor
+    # whose ring alone cannot fit is refused before its filter and window
+    # code is loaded (from .mpy a module loaded once keeps its names on the
+    # heap for good, so a config refused for its size should load none).
+    # A smaller one may still not fit (a fragmented heap): that MemoryError
+    # comes from the allocation itself. CPython has no such cap.
+    import gc
+    try:
+        if n <= gc.mem_free():
+            return
+        gc.collect()
+        if n <= gc.mem_free():
+            return
+    except AttributeError:
+        return
+    raise MemoryError("%d bytes for a ring" % n)
 
 
 def digest(cfg):

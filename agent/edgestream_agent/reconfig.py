@@ -18,7 +18,8 @@ def apply(self, config, validated=False):
         from edgestream_agent.config import validate
         cfg = validate(config)
         del validate
-    from edgestream_agent.sources import make
+    from edgestream_agent import need
+    make = need("sources", "make")
     new = self._build(cfg["sensors"], self.pipelines)
     order = [new[s["name"]] for s in cfg["sensors"]]
     changed = [p.name for p in order if self.pipelines.get(p.name) is not p]

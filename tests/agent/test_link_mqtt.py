@@ -291,3 +291,58 @@ def test_the_agent_is_back_within_the_backoff_cap_after_the_broker_returns(tmp_p
             sub.close()
     assert took < 3.0 + 1.5, took
     assert s["reconnects"] == 1 and s["link_failures"] >= 4, s
+
+
+def test_a_publish_the_link_dies_under_is_sent_again_and_the_acks_go_on(mosquitto):
+    # The socket fails inside publish() (the broker went away between two
+    # polls): the link must neither stall on a packet id the broker never
+    # saw nor lose the message. Under CPython, the same link code, a real
+    # mosquitto; the socket's send fails once, at that moment.
+    from edgestream_agent.config import validate
+    from edgestream_agent.link import Link
+
+    sub = Subscriber(mosquitto, ["edgestream/dev1/results"], client_id="hub", clean=False)
+    cfg = validate(agent_config(mosquitto.port, health_ms=0, mqtt={"keepalive_s": 60}))
+    lk = Link(cfg, 7)
+    c = lk.tx.client
+    made = [0]
+
+    def results(n):
+        for _ in range(n):
+            made[0] += 1
+            lk.result("temp", "w", made[0] * 100, made[0] * 100 + 100, (b"count",), [made[0]])
+
+    def pump(until, seconds=10.0):
+        deadline = time.monotonic() + seconds
+        while not until() and time.monotonic() < deadline:
+            lk.poll()
+            time.sleep(0.002)
+        return until()
+
+    try:
+        assert pump(lambda: c.state == 3)
+        results(5)
+        assert pump(lambda: lk.buf.acked == 5)
+        write = c._write
+        failed = []
+
+        def broken(data):
+            # the first write after this point: the broker is gone (the socket is cut too)
+            c._write = write
+            failed.append(len(data))
+            c._sock.close()
+            raise OSError(32)  # EPIPE
+
+        results(3)
+        lk._bt -= lk.poll_ms  # the open message closes at this poll
+        c._write = broken
+        lk.poll()
+        assert failed, "the socket did not fail inside publish"
+        results(20)
+        assert pump(lambda: lk.drained() and lk.buf.acked == made[0]), \
+            (lk.buf.acked, made[0], lk._n_rpids, list(lk._rpids), c.state)
+        assert wait_until(lambda: len(seqs(sub)) == made[0], 10), sorted(seqs(sub))
+        assert lk.buf.resent >= 1 and lk.buf.dropped == 0
+    finally:
+        lk.close()
+        sub.close()

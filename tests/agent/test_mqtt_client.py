@@ -215,3 +215,87 @@ def test_publish_refuses_when_down_or_full():
     assert not c.can_publish(10)
     # a reference to the thread module keeps paho's import honest under -W error
     assert threading.active_count() >= 1
+
+
+NOMEM = r"""
+import sys, json, time, gc
+from edgestream_agent.mqtt import MQTTClient, UP
+
+
+def main(port):
+    # in a function: module-level names would grow the globals dict on a full heap
+    got = []
+    over = []
+    errors = []
+    c = MQTTClient("nomem", "127.0.0.1", port, keepalive=0)
+    c.set_callback(lambda t, m: got.append(len(m)))
+    c.on_oversize = lambda t, n: over.append(t)
+    c.subscribe(b"t/nomem", 1)
+    c.connect()
+
+    def pump(ms):
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < ms:
+            try:
+                c.poll()
+            except MemoryError:
+                errors.append(1)
+            time.sleep_ms(5)
+
+    pump(1000)
+    # the heap filled but for a few scattered 16-byte pieces: none takes a copy of the hub's message
+    ballast = [None] * 4000
+    k = 0
+    for size in (4096, 1024, 256, 64, 16, 4096, 1024, 256, 64, 16):
+        try:
+            while k < len(ballast):
+                ballast[k] = bytearray(size)
+                k += 1
+        except MemoryError:
+            pass
+    n = 0
+    while n < 16 and k > 0:  # every 4th of the last 16-byte blocks: room for the small things a poll makes
+        k -= 4
+        b = ballast[k]
+        if b is not None and len(b) == 16:
+            ballast[k] = None
+            n += 1
+    b = None
+    c.publish(b"t/ready", b"1")  # the hub sends its 800-byte message now
+    pump(3000)
+    ballast = None
+    gc.collect()
+    c.publish(b"t/ready", b"2")  # and a small one
+    pump(2000)
+    print(json.dumps({"state": c.state, "got": got, "over": [t.decode() if t else None for t in over],
+                      "errors": len(errors), "skipped": c.rx_oversize, "inflight": c.inflight()}))
+
+
+main(int(sys.argv[1]))
+"""
+
+
+def test_a_message_the_heap_cannot_copy_is_skipped_and_the_link_goes_on(mosquitto, tmp_path):
+    # An incoming message that fits the receive buffer but not the free heap: skipped like an oversize one
+    # (on_oversize names its subscription, a config one is nacked), acknowledged, never left in the buffer
+    # where it failed again at every poll and the link stopped.
+    path = tmp_path / "nomem.py"
+    path.write_text(NOMEM)
+    sub = Subscriber(mosquitto, ["t/ready"])
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hub")
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    try:
+        proc = start_micropython(path, str(mosquitto.port))
+        assert wait_until(lambda: sub.on("t/ready") == [b"1"], 15)
+        pub.publish("t/nomem", b"x" * 800, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: sub.on("t/ready") == [b"1", b"2"], 15)
+        pub.publish("t/nomem", b"small", qos=1).wait_for_publish(5)
+        r = json.loads(finish(proc, 60).strip().splitlines()[-1])
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.close()
+    assert r["errors"] == 0 and r["state"] == UP, r
+    assert r["over"] == ["t/nomem"] and r["skipped"] == 1, r
+    assert r["got"] == [5] and r["inflight"] == 0, r

@@ -155,6 +155,18 @@ def test_apply_failure_is_a_nack_and_keeps_the_version():
     assert a["ok"] is False and a["error"].startswith("apply: OSError") and lk.version == 1
 
 
+def test_no_heap_outside_a_sensor_build_names_the_apply_step():
+    # MemoryError from the port (loading reconfig, a source module) carries its own text: the nack names
+    # the step, not "build memory allocation failed, ..."
+    lk = make(fail=MemoryError("memory allocation failed, allocating 640 bytes"))
+    a = send(lk, encode_config("d1", 2, cfg()))
+    assert a["ok"] is False and a["error"].startswith("memory: not enough heap to apply the config"), a
+    lk = make(fail=MemoryError("sensors[0] (t)"))
+    a = send(lk, encode_config("d1", 2, cfg()))
+    assert a["error"].startswith("memory: not enough heap to build sensors[0] (t)"), a
+    assert lk.version == 1
+
+
 def test_a_config_too_big_for_the_heap_is_refused_and_the_next_ones_are_handled():
     # On the board's heap a config whose buffers do not fit is refused with
     # the sensor that did not fit and its version; the heap is given back
@@ -204,6 +216,9 @@ def test_a_heap_too_full_to_validate_nacks_with_the_version_and_recovers():
     if MICROPYTHON:
         import gc
         gc.collect()
+        # a little room, in one piece: the nack itself (~150 bytes) must be
+        # written (the ballast's last small blocks are scattered holes)
+        room = bytearray(448)
         ballast = []
         for size in (4096, 1024, 256, 64):
             try:
@@ -211,8 +226,7 @@ def test_a_heap_too_full_to_validate_nacks_with_the_version_and_recovers():
                     ballast.append(bytearray(size))
             except MemoryError:
                 pass
-        for _ in range(4):  # a little room: the nack itself must be written
-            ballast.pop()
+        del room
         lk._ctrl = []
         lk._rx(payload, "config")
         ballast = None

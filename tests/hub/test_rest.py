@@ -435,7 +435,8 @@ def test_slow_bodies_time_out_and_connections_are_bounded(small):
     finally:
         for c in idle:
             c.close()
-    assert wait_for(lambda: h.get("/api/devices").status == 200, 5)
+    assert wait_for(lambda: h.svc.api.server.connections() == 0, 5)
+    assert h.get("/api/devices").status == 200
     assert h.svc.engine.metrics.value("edgestream_api_requests_total", code="503") == 1
     # a stop is bounded whatever a stalled client does
     stalled = socket.create_connection(("127.0.0.1", h.port), 10)

@@ -133,6 +133,23 @@ def test_replay_prints_the_heap_and_refuses_what_cannot_start(tmp_path):
     assert "does not fit: the agent does not fit tiny's 64 KB heap" in p.stderr
 
 
+def test_4_sensors_with_sliding_and_tumbling_windows_over_mqtt_start_on_tiny(tmp_path):
+    # ~40 KB once started (frozen): the start itself must not need more than the 64 KB heap has. The
+    # validated config's JSON text once needed one 2.9 KB piece of a heap the validator had left in pieces.
+    aggs = ["count", "sum", "avg", "min", "max", "stddev", "first", "last"]
+    sensors = [{"name": f"s{i}", "period_ms": 100, "source": {"type": "sim", "noise": 0.5, "seed": i + 1},
+                "filters": [{"median": 3}, {"ema": 0.5}],
+                "windows": [{"name": "c256", "size": 256, "every": 64, "aggregates": aggs},
+                            {"name": "t5s", "size_ms": 5000, "aggregates": aggs}]} for i in range(4)]
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(json.dumps({"device": "tiny-1", "sensors": sensors,
+                               "transport": {"type": "mqtt", "mqtt": {"host": "127.0.0.1"}}}))
+    c = check(cfg, "tiny", "frozen")
+    used, free = (float(x) for x in found(r"after start: ([\d.]+) KB used, ([\d.]+) KB free", c.stdout).groups())
+    assert 35 < used < 45 and free > 20, c.stdout
+    assert "does not fit: the agent does not fit" not in c.stderr
+
+
 def test_tiny_runs_a_serial_agent_with_a_margin(vboard, tmp_path):
     # the 64 KB profile is real for a serial agent on the stock build: check says it fits with room for a
     # remote config, and a tiny virtual board runs it: its results arrive as frames on the serial line

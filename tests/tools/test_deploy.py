@@ -110,10 +110,16 @@ def test_agent_test_runs_the_self_tests_on_the_board(vboard, mosquitto, tmp_path
 def test_a_failing_self_test_fails_the_command(vboard, mosquitto, tmp_path):
     vb = vboard("esp32")
     assert deploy(vb, write(tmp_path / "agent.json", agent_config(mosquitto)), "--no-check").returncode == 0
-    # the board's agent differs from what the tests expect: its wire module writes something else
-    wire = vb.folder / "lib" / "edgestream_agent" / "wire.mpy"
-    wire.unlink()
-    (wire.parent / "wire.py").write_text("def results(*a):\n    return 0\n\ndef message(*a):\n    return b'{}'\n")
+    # the board's agent differs from what the tests expect: the module that writes results (the one
+    # test_wire takes `item` from, found in the bundle's layout) writes nothing
+    import importlib
+
+    writer = sys.modules[importlib.import_module("test_wire").item.__module__]
+    rel = next(rel for src, rel in bundle.sources() if src.resolve() == Path(str(writer.__file__)).resolve())
+    mpy = vb.folder / "lib" / rel.with_suffix(".mpy")
+    mpy.unlink()
+    mpy.with_suffix(".py").write_text("".join(f"def {n}(*a):\n    return 0\n\n" for n, f in vars(writer).items()
+                                              if callable(f) and getattr(f, "__module__", None) == writer.__name__))
     p = edgestream("agent", "test", "--port", vb.port, timeout=300)
     assert p.returncode == 1
     assert "FAIL test_wire::test_a_result_is_the_message_the_shared_encoder_writes" in p.stdout

@@ -15,8 +15,11 @@ the config, the link the config names, its buffers), three times at once:
 3. **remote config**, in the board's heap: right after start, the same
    config comes back as a remote config message (a newer version, the same
    size; a config that grows the windows needs that much more), handed to
-   the link as the transport would; a ballast block of growing size, held
-   meanwhile, finds the free heap it needs for a moment (within 256 bytes).
+   the link as the transport hands one over (``Link.inbox``) and handled by
+   the link's own task (``Link.poll``), the path a board's messages take; a
+   ballast block of growing size, held meanwhile, finds the free heap it
+   needs for a moment (within 256 bytes). An agent without a transport
+   receives no remote config: none is measured.
 
 It fits when it starts and a remote config is applied with the heap it has
 left (the margin: free after start minus what the config message needs).
@@ -107,10 +110,12 @@ main('agent.json')
 """
 
 # Run 3: at the first scheduler step after start, the remote config
-# message (files m0, m1, ...: newer versions of the same config) is handed
-# to the link with a ballast held (binary search on its size); prints the
-# free heap after start and the largest ballast with which it was still
-# applied.
+# message (files m0, m1, ...: newer versions of the same config) reaches the
+# link the way a transport hands it over (Link.inbox) and is handled by the
+# link's own task (Link.poll), with a ballast held (binary search on its
+# size); prints the free heap after start and the largest ballast with which
+# it was still applied. The check plays the network: the transport is up,
+# what the link sends (the ack) is taken as sent, results stay buffered.
 _REMOTE = r"""
 TRIALS = %d
 import gc, json
@@ -127,6 +132,11 @@ def step(self):
     _sched.Scheduler.step = step0
     self.stop()
     lk = links[0]
+    sent = []
+    tx = lk.tx
+    tx.up = lambda: True
+    tx.control = lambda kind, payload: sent.append(payload) or True
+    tx.send = lambda payload, dup=False: None
     n = [0]
     def trial(size):
         # the ballast takes `size` bytes in the largest blocks it finds
@@ -144,11 +154,14 @@ def step(self):
         with open('m%%d' %% n[0], 'rb') as f:
             msg = f.read()
         n[0] += 1
-        lk._rx(msg, 'config')
-        msg = ballast = None
-        ack = lk._ctrl.pop()[1] if lk._ctrl else b'{}'
+        applied = lk.cfg_applied
+        lk.inbox(msg, 'config')
+        msg = None
+        lk.poll()
+        ballast = None
+        del sent[:]
         gc.collect()
-        return json.loads(ack).get('ok') is True
+        return lk.cfg_applied > applied
     gc.collect()
     free = gc.mem_free()
     best = 0 if trial(0) else None
@@ -200,6 +213,7 @@ class Report:
     config_need: int | None = None  # free heap a remote config needs for a moment
     config_applied: bool = False    # applied after start in the board's heap
     checked_config: bool = False    # the remote-config run ran
+    receives_configs: bool = True   # it has a transport a remote config can come by
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -208,7 +222,7 @@ class Report:
 
     @property
     def fits(self) -> bool:
-        return self.started and self.config_applied
+        return self.started and (self.config_applied or not self.receives_configs)
 
     def memory(self) -> str:
         """What takes the memory, largest first (from the breakdown run)."""
@@ -243,6 +257,8 @@ class Report:
         if not self.fits:
             return (f"the agent starts on {self.board} with {_kb(self.free)} free, but {self._config_text()}: "
                     f"the hub's configs would be refused (memory: nack); what takes the memory: {self.memory()}")
+        if not self.receives_configs:
+            return f"the agent starts on {self.board} with {_kb(self.free)} free (no transport: no remote config)"
         return f"the agent starts on {self.board} with room for a remote config ({_kb(self.margin or 0)} to spare)"
 
     def _config_text(self) -> str:
@@ -279,7 +295,8 @@ def _last_line(text: str) -> str:
 
 
 def _doing(traceback: str) -> str:
-    mods = re.findall(r'File "(?:[^"]*/)?edgestream_agent/([a-z_]+)', traceback)
+    # frozen modules name their file (edgestream_agent/link.py), a bundle's their module (edgestream_agent.link)
+    mods = re.findall(r'File "(?:[^"]*/)?edgestream_agent[./]([a-z_]+)', traceback)
     for mod in reversed(mods):
         for key, phrase in _DOING:
             if mod == key:
@@ -396,7 +413,7 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
     serial_master, serial_slave = os.openpty()  # a serial transport's port: nobody on the other end
     try:
         with tempfile.TemporaryDirectory(prefix="edgestream-check-") as tmp:
-            from edgestream_tools.vboard import write_boot
+            from edgestream_tools.vboard import write_boot, write_module
 
             work = Path(tmp)
             write_boot(work)
@@ -405,6 +422,8 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
             # (the board's filesystem is its folder: a serial port is reached through a link in it)
             cfg, rep.notes = _for_check(raw, "tty", free_port())
             kind = (cfg.get("transport") or {}).get("type", "none")
+            if kind == "none":
+                rep.receives_configs = remote_config = False
             runs = {}
             for name, code in (("start", _START), ("breakdown", _BREAKDOWN % (kind, )),
                                ("remote", _REMOTE % (_TRIALS, ))):
@@ -413,7 +432,9 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
                 d = work / name
                 d.mkdir()
                 (d / "agent.json").write_text(json.dumps(cfg))
-                (d / "main.py").write_text(code)
+                # the run's code as a compiled module: it interns only the names it uses
+                write_module(d, "_check", code)
+                (d / "main.py").write_text("import _check\n")
                 (d / "tty").symlink_to(os.ttyname(serial_slave))
                 if lib is not None:
                     (d / "lib").symlink_to(Path(lib).resolve())

@@ -19,7 +19,11 @@ touched.
 
 Bundles are ``-O3`` unless asked otherwise: no asserts, no line numbers, less
 heap (the agent's documented heap figures assume it); ``-O0`` keeps line
-numbers in tracebacks.
+numbers in tracebacks. Each module names itself in tracebacks by its import
+name (``File "edgestream_agent.link"``), not its file: a port interns the
+name a module is imported by anyway, and every other name a module brings
+is one more interned string, for good (names live in pools that double:
+crossing a pool's end takes one new pool of several KB).
 
 ``edgestream firmware unix`` builds the board-faithful unix port
 (``edgestream_tools.boardbuild``): 32-bit, the agent frozen in.
@@ -84,6 +88,14 @@ def sources() -> list[tuple[Path, Path]]:
     return out
 
 
+def module_name(rel: Path) -> str:
+    """The import name of the module at ``rel`` (a path from /lib): ``edgestream_agent.filters``."""
+    parts = list(rel.with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
 def check_arch(arch: str | None) -> None:
     """BundleError unless ``arch`` is None (bytecode) or an mpy-cross ``-march``."""
     if arch is not None and arch not in MPY_CROSS_ARCHS:
@@ -98,7 +110,7 @@ def check_opt(opt: int) -> None:
 
 def sources_digest(opt: int, arch: str | None = None) -> str:
     """sha256 of what a bundle is made from (sources, mpy-cross version, options): a cache key."""
-    h = hashlib.sha256(f"{opt} {arch} {mpy_cross_version()}".encode())
+    h = hashlib.sha256(f"{opt} {arch} {mpy_cross_version()} source-name=module".encode())
     for src, rel in sources():
         h.update(str(rel).encode() + b"\0" + hashlib.sha256(src.read_bytes()).digest())
     return h.hexdigest()
@@ -126,7 +138,7 @@ def build(out_dir: Path, arch: str | None = None, opt: int = DEFAULT_OPT) -> lis
         for src, rel in sources():
             dest = Path(out_dir) / rel.with_suffix(".mpy")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [exe, f"-O{opt}", "-s", str(rel), "-o", str(dest)]
+            cmd = [exe, f"-O{opt}", "-s", module_name(rel), "-o", str(dest)]
             if arch:
                 cmd.append(f"-march={arch}")
             else:

