@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from hubtest import wait_for
 
+from edgestream_shared.decoder import MAX_PAYLOAD
 from edgestream_shared.encoder import Encoder, encode_status
 
 
@@ -580,7 +581,8 @@ def test_the_chunked_client_delivers_every_message_whole_and_in_order(mosquitto,
     sub, got, batches = _chunked_subscriber(mosquitto, "chunked/#")
     pub = publisher(mosquitto)
     try:
-        sizes = [1, 2, 127, 128, 16383, 16384, 65535, 65536, 70000, 200_000, 0, 3] + [150] * 2000 + [5000] * 100
+        # up to the broker's message_size_limit (MAX_PAYLOAD, 64 KiB): a packet that large spans two chunks
+        sizes = [1, 2, 127, 128, 16383, 16384, 65000, 65535, MAX_PAYLOAD, 0, 3] + [150] * 2000 + [5000] * 100
         payloads = [(bytes([i % 251]) * n)[:n] for i, n in enumerate(sizes)]
         infos = [pub.publish(f"chunked/{i % 7}", p, qos=qos) for i, p in enumerate(payloads)]
         for info in infos:
