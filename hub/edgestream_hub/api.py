@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 Record = dict[str, Any]
+#: the field a window result carries its stable id in (the SQL processor's default ``id_field``); a sink with
+#: fixed columns that lack it leaves it out rather than refusing the record
+RESULT_ID = "_id"
 
 
 class Context(Protocol):

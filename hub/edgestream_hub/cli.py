@@ -1,7 +1,8 @@
 """``edgestream hub``: run, check and document a hub config.
 
     edgestream hub run   [-c hub.yaml] [--set path=value ...] [--log-format text|json]
-                                                # serve until SIGTERM/SIGINT; SIGHUP reloads
+                         [--fresh-state PIPELINE ...]   # serve until SIGTERM/SIGINT; SIGHUP reloads;
+                                                        # that pipeline starts with empty state
     edgestream hub check [-c hub.yaml] [--set path=value ...]   # validate only: exit 0, or 2 with every error
     edgestream hub docs  [-o docs/config-reference.md] [--check]
     edgestream hub plugins                                      # registered components and their origin
@@ -39,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if name == "run":
             s.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"),
                            help="overrides hub.log_level")
+            s.add_argument("--fresh-state", action="append", default=[], metavar="PIPELINE",
+                           help="start this pipeline with empty state, whatever the checkpoint holds for it "
+                                "(e.g. after its query changed); repeatable")
             s.add_argument("--log-format", default="text", choices=FORMATS,
                            help="text (default) or json: one JSON object per line, for journald and log shippers")
     d = sub.add_parser("docs", help="write the config reference generated from the component specs")
@@ -90,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"edgestream hub run: {e}", file=sys.stderr)
         return 2
     sets = list(args.set) + ([f"hub.log_level={args.log_level}"] if args.log_level else [])
-    svc = HubService(args.config, sets=sets)
+    svc = HubService(args.config, sets=sets, fresh_state=args.fresh_state)
 
     def on_stop(signum: int, frame: object) -> None:
         logging.getLogger("edgestream.hub").info("got %s: stopping", signal.Signals(signum).name)

@@ -5,9 +5,18 @@ Processors follow ``edgestream_hub.api.Processor``. Sources and sinks:
 - ``Source``: ``open()`` takes what it needs to work (binds a port, opens a
   file) and raises ``StartError`` if it cannot, before anything is consumed;
   ``start(emit)`` begins producing on the source's own threads (``emit``
-  blocks while the pipelines are full: that is the backpressure);
+  blocks while the pipelines are full: that is the backpressure, and returns
+  the unit's *ticket*, its number in the order of what the source emitted);
   ``stop()`` returns only when ``emit`` will not be called again.
   ``PollingSource`` turns a non-blocking ``poll()`` into that contract.
+  Durability hooks (all optional): a source decodes and emits each unit of
+  input under ``ctx.intake.lock`` (``Ingest.feed`` does), so a checkpoint
+  cut falls between two units; ``positions()`` returns its sequence positions
+  (JSON-able) at the cut and ``restore_positions(positions)`` continues from them; a
+  source that ``acknowledges`` (MQTT QoS 1) holds each unit unacknowledged
+  until ``acknowledge(ticket)`` says every unit up to that ticket is in a
+  checkpoint, reports ``unacked()`` and asks for a checkpoint early with
+  ``wants_checkpoint()``.
 - ``Sink``: ``open()`` fails fast; ``write(records)`` writes a batch and
   returns the records it rejects as ``(record, reason)`` (they go to the
   dead-letter sink), or raises to have the whole batch retried with backoff;
@@ -22,7 +31,17 @@ from typing import Any, Callable
 
 from edgestream_hub.api import Record
 
-Emit = Callable[[list[Record]], None]
+Emit = Callable[[list[Record]], Any]
+
+
+class Intake:
+    """The gate between a source and the engine: ``lock`` is held while the source decodes and emits one unit
+    of input (so a checkpoint, which takes it, sees whole units only); ``closed`` (set under the lock, at a
+    stop) tells a source that acknowledges to take nothing more: what it has not acknowledged comes again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.closed = False
 
 
 class ComponentContext:
@@ -32,14 +51,16 @@ class ComponentContext:
     ``dead_letter_target`` is True for a sink that receives dead letters (the file sink then
     bounds itself by default). ``devices`` is the engine's ``DeviceFeed`` (the device registry's
     way in: ``Ingest`` reports every wire message to it; a serial source attaches its port so
-    the hub can write to it), or None."""
+    the hub can write to it), or None. ``intake`` is a source's ``Intake``; ``durable`` is True when the hub
+    checkpoints (a source may then hold acknowledgements until ``acknowledge``)."""
 
     def __init__(self, kind: str, name: str, label: str, *, pipeline: str | None = None, base_dir: str = ".",
                  connections: dict[str, dict[str, Any]] | None = None, registry: Any = None,
                  metrics: Any = None, resume_state: Any = None,
                  dead_letter: Callable[[str, str | None, Any, str], None] | None = None,
                  late: Callable[[str, str | None, Record], None] | None = None, state_dir: str | None = None,
-                 dead_letter_target: bool = False, devices: Any = None) -> None:
+                 dead_letter_target: bool = False, devices: Any = None, intake: Intake | None = None,
+                 durable: bool = False) -> None:
         self.kind = kind
         self.name = name
         self.label = label
@@ -54,6 +75,8 @@ class ComponentContext:
         self.state_dir = state_dir
         self.dead_letter_target = dead_letter_target
         self.devices = devices
+        self.intake = intake if intake is not None else Intake()
+        self.durable = durable
         import logging  # here: `hub check` imports no logging
 
         self.log = logging.getLogger(f"edgestream.hub.{kind}.{label}")
@@ -110,6 +133,7 @@ class Source:
     """Base class of sources; see the module doc for the contract."""
 
     finite = False  # True when the source ends by itself (a file read once)
+    acknowledges = False  # True when it holds units unacknowledged until acknowledge() (MQTT QoS 1, durable)
 
     def open(self) -> None:
         pass
@@ -122,6 +146,26 @@ class Source:
 
     def done(self) -> bool:
         """A finite source that has emitted everything."""
+        return False
+
+    def positions(self) -> Any:
+        """Its sequence positions now (JSON-able, taken under ``ctx.intake.lock``), or None if it has none."""
+        return None
+
+    def restore_positions(self, positions: Any) -> None:
+        """Continue from ``positions()`` taken earlier (a checkpoint's). Raises ValueError if they are not
+        positions this source understands."""
+
+    def acknowledge(self, ticket: int) -> None:
+        """Every unit up to ``ticket`` is in a checkpoint: acknowledge them (in order)."""
+
+    def unacked(self) -> int:
+        """Units received and not acknowledged yet."""
+        return 0
+
+    def wants_checkpoint(self) -> bool:
+        """True when it needs a checkpoint before it can take more (its window of unacknowledged units is
+        half full, or the sender stopped sending while units wait)."""
         return False
 
 
@@ -158,9 +202,13 @@ class PollingSource(Source):
 
     def _run(self, emit: Emit) -> None:
         backoff = self.backoff_min_s
+        intake = self.ctx.intake
         while not self._stop.is_set():
             try:
-                records, wait = self.poll()
+                with intake.lock:  # one poll and its emit are one unit for a checkpoint
+                    records, wait = self.poll()
+                    if records:
+                        emit(records)
             except Exception as e:  # isolate: one source's failure never stops the hub
                 self.ctx.log.error("source failed: %s: %s (retrying in %.1fs)", type(e).__name__, e, backoff)
                 self.ctx.count("edgestream_source_reconnects_total")
@@ -173,8 +221,6 @@ class PollingSource(Source):
                     self.ctx.log.error("recovery failed: %s: %s", type(e2).__name__, e2)
                 continue
             backoff = self.backoff_min_s
-            if records:
-                emit(records)
             if wait is None:
                 self._done.set()
                 break

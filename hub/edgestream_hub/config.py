@@ -172,12 +172,27 @@ def chk_output(chk: Checker, value: str, path: str, folder: bool = False) -> str
 def _check_state(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     if cfg.get("dir"):
         chk_output(chk, cfg["dir"], f"{path}.dir", folder=True)
+    elif cfg.get("enabled"):
+        from edgestream_hub.checkpoint import DEFAULT_DIR
+
+        chk_output(chk, DEFAULT_DIR, f"{path}.dir", folder=True)
 
 
-STATE_SPEC = Spec("state", "Where stateful processors keep their snapshots.", [
-    Field("dir", "str", "Folder for snapshots (written to a temp file and renamed); none keeps state in memory "
-          "only.", default=None),
-    Field("interval", "duration", "How often snapshots are written (and always on stop).", default="30s", min=100),
+STATE_SPEC = Spec("state", "Durability (docs/hub.md, Durability): checkpoints of every pipeline's processor "
+                  "state and every source's sequence positions, taken at one consistent cut; an MQTT QoS 1 "
+                  "message is acknowledged to the broker only once what it produced is in a checkpoint or written "
+                  "by the sinks. On by default.", [
+    Field("enabled", "bool", "false: no checkpoints; state lives in memory, messages are acknowledged as they "
+          "are taken, and a crash loses open windows and what was in flight.", default=True),
+    Field("dir", "str", "Folder of the checkpoints, and of the small state files components keep (subscriptions, "
+          "the device registry); none: checkpoints go to `.edgestream/state` in the config file's folder (and "
+          "component files to `.edgestream/`).", default=None),
+    Field("interval", "duration", "How often a checkpoint is taken (and always at a stop); sooner when a source's "
+          "window of unacknowledged messages fills.", default="1s", min=100),
+    Field("full_every", "int", "Every this many checkpoints one holds everything; the ones between hold only the "
+          "pipelines and sources whose state changed.", default=10, min=1),
+    Field("retain", "int", "Checkpoints kept (with the ones they build on); older ones are deleted.", default=3,
+          min=1),
 ], check=_check_state)
 
 METRICS_SPEC = Spec("metrics", "Prometheus metrics.", [

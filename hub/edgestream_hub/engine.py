@@ -18,24 +18,33 @@ Guarantees:
   that raises is retried with exponential backoff. Other pipelines go on.
 - ``reload(config)`` restarts only the components whose config changed; the
   rest keep running with their state, and no queued record is lost.
+- With ``state`` enabled (the default) the hub is durable: ``start()``
+  resumes from the newest valid checkpoint (``checkpoint``), a
+  ``Checkpointer`` thread takes consistent checkpoints every
+  ``state.interval`` and a source's messages are acknowledged only once they
+  are safe (``checkpointer`` has the rule), and ``stop()`` writes a last one.
+  A stop flushes open windows only when every source is finite and done (the
+  input ended) or without ``state``; otherwise their state is kept.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
-import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from edgestream_hub import deadletter
-from edgestream_hub.components import ComponentContext, Sink, Source, now_ms
+from edgestream_hub.checkpoint import CheckpointError, CheckpointStore, Restored, state_dir
+from edgestream_hub.checkpointer import Checkpointer, dumps
+from edgestream_hub.components import ComponentContext, Intake, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig, wire_sources
 from edgestream_hub.devices import DeviceFeed
-from edgestream_hub.errors import EdgeStreamError, OutputGoneError, StartError
+from edgestream_hub.errors import ConfigError, ConfigIssue, EdgeStreamError, OutputGoneError, StartError
 from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
@@ -68,6 +77,7 @@ class SinkRunner:
         self.failing = False
         self.gone = False  # the destination went away for good (OutputGoneError)
         self.abandoned = 0  # records of a failing write given up when a stop ran out of time
+        self._done = 0  # records this thread finished with: written, dead-lettered, given up
 
     def _dropped(self, n: int, final: bool = False) -> None:
         """``drop_oldest`` lost ``n`` records: counted, and logged (at once, then at most every 10 s)."""
@@ -80,6 +90,12 @@ class SinkRunner:
                                  pending, "" if at < 0 else " since the last such line")
             pending, at = 0, now
         self._drops = (pending, at)
+
+    @property
+    def handled(self) -> int:
+        """Records handled since this runner started (written, sent to the dead-letter sink, dropped): when
+        it reaches a ``queue.total_in`` read earlier, everything queued before that read is handled."""
+        return self._done + self.queue.dropped
 
     def open(self) -> None:
         try:
@@ -116,6 +132,7 @@ class SinkRunner:
             self._depth.set(len(self.queue))
             if batch:
                 self._write(batch)
+                self._done += len(batch)
             elif self.queue.closed and not len(self.queue):
                 break
         for what, fn in (("flush", self.sink.flush), ("close", self.sink.close)):
@@ -209,6 +226,8 @@ class PipelineRunner:
         self._failures = 0
         self._stopping = threading.Event()
         self.in_flight = 0  # records taken from the input and not yet handed to the sinks
+        self.flush_at_end: bool | None = None  # True: flush when it ends (a reload replaces it); None: engine says
+        self.final: str | None = None  # its checkpoint section once it ended (None if the snapshot failed)
         # processors that report their state size, with their gauges, refreshed on this thread
         self._stateful = [(cc.label, p, [(key, m.child(name, cc.label)) for key, name in STATE_GAUGES.items()])
                           for cc, p, _ in procs if callable(getattr(p, "state_stats", None))]
@@ -236,33 +255,37 @@ class PipelineRunner:
         size = self.pc.batch.get("size", 500)
         linger_s = self.pc.batch.get("linger", 0) / 1000
         next_tick = time.monotonic() + tick_s
-        state_every = self.engine.state_interval_s
-        next_state = time.monotonic() + state_every if state_every else None
         next_stats = time.monotonic() if self._stateful else float("inf")
         self.in_flight = 0
+        inq = self.input
         while True:
-            batch = self.input.get(size, linger_s, max(0.0, min(next_tick, next_stats) - time.monotonic()))
-            self._depth.set(len(self.input))
+            batch = inq.get(size, linger_s, max(0.0, min(next_tick, next_stats) - time.monotonic()))
+            self._depth.set(len(inq))
             if batch:
                 self._in.inc(len(batch))
                 self.in_flight = len(batch)
                 self._guarded(batch, functools.partial(self._chain, 0, batch))
                 self.in_flight = 0
-            elif self.input.closed and not len(self.input):
+            marker = inq.take_marker() if inq.markers else None
+            if marker is not None:
+                marker.reached(self)  # a checkpoint's barrier: everything queued before it was processed
+            elif not batch and inq.closed and not len(inq) and not inq.markers:
                 break
             t = time.monotonic()
             if t >= next_tick:
                 self._guarded(None, self._tick)
                 next_tick = t + tick_s
-            if state_every and next_state is not None and t >= next_state:
-                self.engine.save_state(self)
-                next_state = t + state_every
             if t >= next_stats:
                 self._refresh_state_stats()
                 next_stats = t + _STATS_EVERY_S
-        if self.engine.state_dir is None:
+        flush = self.flush_at_end
+        if flush if flush is not None else (not self.engine.durable or self.engine.finished.is_set()):
             self._guarded(None, self._flush)
-        self.engine.save_state(self)
+        try:
+            self.final = dumps({"processors": self.snapshot()})
+        except Exception as e:
+            log.error("pipeline %s: cannot snapshot its processors at the end: %s: %s", self.name,
+                      type(e).__name__, e)
         self._refresh_state_stats()
 
     def _refresh_state_stats(self) -> None:
@@ -357,23 +380,59 @@ class PipelineRunner:
 
 
 class SourceRunner:
-    """A source and the pipelines it feeds."""
+    """A source and the pipelines it feeds. ``ticket`` counts the units it emitted (a checkpoint's cut
+    reads it under ``intake.lock``)."""
 
     def __init__(self, engine: "Engine", cc: ComponentConfig, source: Source, ctx: ComponentContext) -> None:
         self.engine, self.cc, self.source, self.ctx = engine, cc, source, ctx
         self.name = cc.name
+        self.intake: Intake = ctx.intake
+        self.ticket = 0
         self._count = engine.metrics.child("edgestream_source_records_total", cc.label)
         self.started = False
 
-    def emit(self, records: list[Record]) -> None:
-        if not records:
+    def emit(self, records: list[Record]) -> int:
+        """Queue one unit's records (maybe none) to the source's pipelines; returns the unit's ticket."""
+        with self.intake.lock:
+            self.ticket += 1
+            if records:
+                self._count.inc(len(records))
+                taps = self.engine.taps
+                if taps is not None:
+                    taps.source(self.name, records)
+                for p in self.engine.targets.get(self.name, ()):
+                    self.engine.put_pipeline(p, records)
+            return self.ticket
+
+    def positions(self) -> Any:
+        try:
+            return self.source.positions()
+        except Exception as e:  # a source whose positions fail is checkpointed without them
+            self.ctx.log.error("sequence positions not taken: %s: %s", type(e).__name__, e)
+            return None
+
+    def resume(self, positions: Any, where: str) -> None:
+        """Continue from ``positions`` (from ``where``); positions the source cannot read are logged and
+        left out (it then starts afresh: redelivered messages may count twice)."""
+        if positions is None:
             return
-        self._count.inc(len(records))
-        taps = self.engine.taps
-        if taps is not None:
-            taps.source(self.name, records)
-        for p in self.engine.targets.get(self.name, ()):
-            self.engine.put_pipeline(p, records)
+        try:
+            self.source.restore_positions(positions)
+        except Exception as e:
+            self.ctx.log.error("cannot resume the sequence positions from %s (%s: %s): starting without them, so "
+                               "messages delivered again may be counted twice", where, type(e).__name__, e)
+
+    def acknowledge(self, ticket: int) -> None:
+        try:
+            self.source.acknowledge(ticket)
+        except Exception as e:
+            self.ctx.log.error("acknowledging failed: %s: %s", type(e).__name__, e)
+
+    def wants_checkpoint(self) -> bool:
+        try:
+            return bool(self.started and self.source.wants_checkpoint())
+        except Exception:
+            return False
 
     def open(self) -> None:
         try:
@@ -397,10 +456,16 @@ class SourceRunner:
 
 
 class Engine:
-    """Runs one ``HubConfig``. ``registry=`` and ``metrics_registry=`` are injectable."""
+    """Runs one ``HubConfig``. ``registry=`` and ``metrics_registry=`` are injectable; ``fresh_state`` names
+    pipelines that start with empty state whatever the checkpoint holds for them."""
 
-    def __init__(self, config: HubConfig, *, registry: Registry | None = None, metrics_registry: Any = None) -> None:
+    def __init__(self, config: HubConfig, *, registry: Registry | None = None, metrics_registry: Any = None,
+                 fresh_state: Iterable[str] = ()) -> None:
         self.config = config
+        self.fresh_state = set(fresh_state)
+        self.store: CheckpointStore | None = None
+        self.restored = Restored()
+        self.checkpointer: Checkpointer | None = None
         self.registry = registry if registry is not None else Registry.default()
         self.metrics = HubMetrics(metrics_registry)
         self.abort = threading.Event()  # set when a stop runs out of time: puts stop blocking
@@ -409,7 +474,7 @@ class Engine:
         self.sources: dict[str, SourceRunner] = {}
         self.targets: dict[str, list[str]] = {}
         self.finished = threading.Event()  # every source is finite and done
-        self._lock = threading.RLock()  # one start/stop/reload at a time
+        self._lock = threading.RLock()  # one start/stop/reload (and checkpoint cut) at a time
         self._metrics_server: Any = None
         self.metrics_url: str | None = None  # where /metrics is served, once started
         self._dl_log_at: dict[str, float] = {}
@@ -417,6 +482,7 @@ class Engine:
         self._running = False
         self.devices = DeviceFeed()  # the device registry's way in (stable across reloads)
         self.device_service: Any = None
+        self.state_dir: Path | None = None
         self.taps: Any = None  # a ``taps.Taps`` when the REST API runs: the latest records it may show
         self._apply_hub(config)
 
@@ -424,8 +490,25 @@ class Engine:
         logging.getLogger("edgestream").setLevel(config.hub["log_level"].upper())
         self.backoff_max_s = config.hub["restart_backoff_max"] / 1000
         sd = config.state.get("dir")
-        self.state_dir = Path(sd if os.path.isabs(sd) else os.path.join(config.base_dir, sd)) if sd else None
-        self.state_interval_s = config.state["interval"] / 1000 if self.state_dir else None
+        # where components keep files of their own (ComponentContext.state_path): state.dir when set
+        self.component_state_dir = Path(sd if os.path.isabs(sd) else os.path.join(config.base_dir, sd)) if sd else None
+        self.state_interval_s = config.state["interval"] / 1000
+        where = state_dir(config.state, config.base_dir)
+        if not self._running:
+            self.state_dir = where  # the checkpoints' folder; None: not durable
+        elif where != self.state_dir:
+            log.warning("state.dir and state.enabled take effect at the next start; checkpoints still go to %s",
+                        self.state_dir or "nowhere (state.enabled: false)")
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by start, stop and reload; a checkpoint's cut takes it so that it never sees half a reload."""
+        return self._lock
+
+    @property
+    def durable(self) -> bool:
+        """Does this hub checkpoint (``state.enabled``, the default)?"""
+        return self.state_dir is not None
 
     # -- routing --
     def targets_of(self, config: HubConfig) -> dict[str, list[str]]:
@@ -500,9 +583,10 @@ class Engine:
         return ComponentContext(kind, cc.name, cc.label, pipeline=pipeline, base_dir=self.config.base_dir,
                                 connections=self.config.connections, registry=self.registry, metrics=self.metrics,
                                 resume_state=resume, dead_letter=dl, late=self._late,
-                                state_dir=str(self.state_dir) if self.state_dir else None,
+                                state_dir=str(self.component_state_dir) if self.component_state_dir else None,
                                 dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config),
-                                devices=self.devices if kind == "source" and self._tracked(cc.name) else None)
+                                devices=self.devices if kind == "source" and self._tracked(cc.name) else None,
+                                intake=Intake() if kind == "source" else None, durable=self.durable)
 
     def _tracked(self, source: str) -> bool:
         """Does this source feed the device registry (``devices.sources``, or every wire source)?"""
@@ -557,50 +641,113 @@ class Engine:
         return SourceRunner(self, cc, self._build(cc, ctx), ctx)
 
     def build_pipeline(self, pc: PipelineConfig, resume: bool = True) -> PipelineRunner:
-        state = self.load_state(pc.name) if resume else {}
+        """Build a pipeline's processors, each from its state in the checkpoint (``resume``) unless the
+        pipeline is in ``fresh_state``. State a processor refuses (a changed query) is a StartError that
+        says how to go on without it."""
+        state = self._pipeline_state(pc.name) if resume else {}
         procs = []
         for cc in pc.processors:
-            ctx = self._ctx("processor", cc, pc.name, pc.dead_letter, state.get(cc.label))
-            procs.append((cc, self._build(cc, ctx), ctx))
+            snap = state.get(cc.label)
+            ctx = self._ctx("processor", cc, pc.name, pc.dead_letter, snap)
+            try:
+                proc = self._build(cc, ctx)
+            except StartError as e:
+                if snap is None or not self._builds_fresh(cc, pc):
+                    raise
+                cfg = self.config.path or "hub.yaml"
+                why = str(e).removeprefix(cc.label + ": ")
+                raise StartError(f"pipeline {pc.name}", f"processor {cc.label} cannot resume from "
+                                 f"{self._restored_from()}: {why}. To start the pipeline with empty state, run "
+                                 f"`edgestream hub run -c {cfg} --fresh-state {pc.name}` (or drop its state from "
+                                 f"the checkpoint: `edgestream state reset -c {cfg} --pipeline {pc.name}`)") from e
+            procs.append((cc, proc, ctx))
         return PipelineRunner(self, pc, procs)
 
-    # -- state --
-    def load_state(self, pipeline: str) -> dict[str, Any]:
-        if self.state_dir is None:
-            return {}
-        f = self.state_dir / f"{pipeline}.json"
+    def _builds_fresh(self, cc: ComponentConfig, pc: PipelineConfig) -> bool:
         try:
-            return json.loads(f.read_text()).get("processors", {})
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            log.error("pipeline %s: ignoring unreadable state %s: %s", pipeline, f, e)
-            return {}
+            self._build(cc, self._ctx("processor", cc, pc.name, pc.dead_letter))
+            return True
+        except Exception:
+            return False
 
-    def save_state(self, runner: PipelineRunner) -> None:
-        """Write the pipeline's processor snapshots atomically (temp file + rename)."""
-        if self.state_dir is None:
-            return
+    def _pipeline_state(self, name: str) -> dict[str, Any]:
+        if name in self.fresh_state:
+            return {}
+        sec = self.restored.sections.get(f"pipeline/{name}")
+        procs = sec.get("processors") if isinstance(sec, dict) else None
+        return procs if isinstance(procs, dict) else {}
+
+    def _restored_from(self) -> str:
+        r = self.restored
+        if r.n is not None:
+            return f"checkpoint {r.n} in {self.state_dir}"
+        return f"the state files in {self.state_dir}"
+
+    def sink_marks(self, names: Iterable[str]) -> dict[str, tuple[SinkRunner, int]]:
+        """For each named sink, its runner and how many records had been queued to it until now."""
+        out = {}
+        for n in names:
+            s = self.sinks.get(n)
+            if s is not None:
+                out[n] = (s, s.queue.total_in)
+        return out
+
+    # -- state --
+    def _open_state(self) -> None:
+        """Lock the state folder, clear what a crash left half written, and read the newest checkpoint."""
+        assert self.state_dir is not None
+        st = self.config.state
+        store = CheckpointStore(self.state_dir, full_every=st["full_every"], retain=st["retain"])
         try:
-            snap = runner.snapshot()
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            f = self.state_dir / f"{runner.name}.json"
-            tmp = f.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"pipeline": runner.name, "at_ms": now_ms(), "processors": snap}))
-            os.replace(tmp, f)
-        except Exception as e:
-            log.error("pipeline %s: cannot write state: %s: %s", runner.name, type(e).__name__, e)
+            store.lock()
+        except CheckpointError as e:
+            raise StartError("state", str(e)) from e
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise StartError("state", f"cannot use state dir {self.state_dir}: {e.strerror or e}") from e
+            # a full disk is no reason not to start: checkpoints fail (and say so) until there is room
+            log.error("state: cannot lock %s (%s): starting anyway; checkpoints fail until there is room, and the "
+                      "broker keeps what is not acknowledged meanwhile", self.state_dir, e.strerror or e)
+        for name in store.remove_temp_files():
+            log.warning("state: removed %s, a checkpoint a crash left half written (the one before it is used)",
+                        name)
+        restored = store.restore()
+        for problem in restored.problems:
+            log.error("state: skipped a checkpoint: %s", problem)
+        if restored.n is not None:
+            log.info("state: resuming from checkpoint %d in %s (%s)", restored.n, self.state_dir,
+                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime((restored.at_ms or 0) / 1000)))
+        elif restored.legacy:
+            log.info("state: resuming from the per-pipeline state files in %s", self.state_dir)
+        elif restored.problems:
+            log.error("state: no usable checkpoint in %s: starting with empty state", self.state_dir)
+        for name in sorted(self.fresh_state):
+            log.warning("state: pipeline %s starts with empty state (--fresh-state)", name)
+        self.store, self.restored = store, restored
+
+    def _close_state(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            store.unlock()
+
+    def _resume_sources(self, sources: dict[str, SourceRunner]) -> None:
+        for name, src in sources.items():
+            sec = self.restored.sections.get(f"source/{name}")
+            if isinstance(sec, dict):
+                src.resume(sec.get("positions"), self._restored_from())
 
     # -- lifecycle --
     def start(self) -> "Engine":
         """Build and open everything, then start sinks, pipelines and sources (in that order)."""
         with self._lock:
             cfg = self.config
+            unknown = sorted(self.fresh_state - set(cfg.pipelines))
+            if unknown:
+                have = ", ".join(cfg.pipelines) or "none"
+                raise ConfigError(ConfigIssue("--fresh-state", f"no pipeline {', '.join(map(repr, unknown))} in "
+                                                               f"the config (pipelines: {have})"))
             if self.state_dir is not None:
-                try:
-                    self.state_dir.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise StartError("state", f"cannot create state dir {self.state_dir}: {e}") from e
+                self._open_state()
             try:
                 for name, cc in cfg.sinks.items():
                     self.sinks[name] = self.build_sink(cc)
@@ -608,6 +755,7 @@ class Engine:
                     self.pipelines[name] = self.build_pipeline(pc)
                 for name, cc in cfg.sources.items():
                     self.sources[name] = self.build_source(cc)
+                self._resume_sources(self.sources)
                 for s in self.sinks.values():
                     s.open()
                 for src in self.sources.values():
@@ -625,6 +773,7 @@ class Engine:
                     self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
             except BaseException:
                 self._close_unstarted()
+                self._close_state()
                 raise
             self._declare(self.sinks.values(), self.pipelines.values(), self.sources.values())
             self.targets = self.targets_of(cfg)
@@ -636,10 +785,16 @@ class Engine:
             for src in self.sources.values():
                 src.start()
             self._running = True
+            if self.store is not None:
+                self.checkpointer = Checkpointer(self, self.store, self.restored)
+                self.metrics.add_state(self.checkpointer)
+                self.checkpointer.start()
             self._watch = threading.Thread(target=self._watch_finite, name="engine-finite", daemon=True)
             self._watch.start()
-            log.info("hub started: %d sources, %d pipelines, %d sinks%s", len(self.sources), len(self.pipelines),
-                     len(self.sinks), f"; metrics at {self.metrics_url}" if self.metrics_url else "")
+            log.info("hub started: %d sources, %d pipelines, %d sinks%s%s", len(self.sources), len(self.pipelines),
+                     len(self.sinks), f"; checkpoints in {self.state_dir}" if self.durable else
+                     " (state.enabled: false: no checkpoints)", f"; metrics at {self.metrics_url}"
+                     if self.metrics_url else "")
             return self
 
     def _declare(self, sinks: Any, pipelines: Any, sources: Any) -> None:
@@ -692,6 +847,12 @@ class Engine:
             timer.daemon = True
             timer.start()
             try:
+                cp = self.checkpointer
+                if cp is not None:
+                    cp.stop()
+                    if not self.finished.is_set() and any(r.source.acknowledges for r in self.sources.values()):
+                        # the last round closes the intake: what comes after it is neither taken nor acknowledged
+                        cp.round(deadline=deadline, abort=self.abort, closing=True)
                 for src in self.sources.values():
                     src.stop()
                 self._stop_devices()
@@ -712,10 +873,31 @@ class Engine:
                 clean = left == 0 and not self.abort.is_set()
                 if not clean:
                     log.error("stop: %d records were not drained within %.1fs", left, timeout_s)
+                if cp is not None:
+                    self._final_checkpoint(cp, clean)
                 log.info("hub stopped%s", "" if clean else " (drain incomplete)")
                 return clean
             finally:
                 timer.cancel()
+                self.checkpointer = None
+                self._close_state()
+
+    def _final_checkpoint(self, cp: Checkpointer, clean: bool) -> None:
+        """The last checkpoint, of the drained hub; none if the drain was incomplete or a snapshot failed
+        (the last good one stays, and the broker delivers again what it did not see acknowledged). After
+        an input that ended (every source finite and done, its windows flushed) it holds nothing: the
+        next run starts afresh."""
+        finals = {f"pipeline/{n}": p.final for n, p in self.pipelines.items()}
+        if not clean or None in finals.values():
+            log.error("state: no checkpoint written at the stop (%s); the next start resumes from checkpoint %s",
+                      "the drain was incomplete" if not clean else "a pipeline's snapshot failed", cp.last_n)
+            return
+        positions = {n: pos for n, src in self.sources.items() if (pos := src.positions()) is not None}
+        if self.finished.is_set():  # the input ended and was flushed: a next run reads it again from the start
+            finals, positions = {}, {}
+        w = cp.write_final({k: v for k, v in finals.items() if v is not None}, positions)
+        if w is not None:
+            log.info("state: checkpoint %d written at the stop", w.n)
 
     # -- hot reload --
     def reload(self, new: HubConfig) -> dict[str, list[str]]:
@@ -755,6 +937,8 @@ class Engine:
             except BaseException:
                 self.config = old
                 raise
+            if self.checkpointer is not None:
+                self.checkpointer.cancel_round()  # it may wait for a pipeline or sink about to be replaced
             self._apply_hub(new)
             self._declare(b_sinks.values(), b_pls.values(), b_srcs.values())
             if dev_changed:
@@ -774,17 +958,21 @@ class Engine:
                 old_pipe = self.pipelines.get(n)
                 self.pipelines[n] = pipe
                 if old_pipe is not None:
+                    old_pipe.flush_at_end = True  # its state does not carry over: its open windows are emitted
                     rest = old_pipe.stop(deadline)
                     if rest:
                         pipe.input.put(rest, _ALWAYS)
                 pipe.start()
             self.targets = self.targets_of(new)
+            carried: dict[str, Any] = {}
             for n in sorted(gone_srcs | srcs):
                 old_src = self.sources.pop(n, None) if n in gone_srcs else self.sources.get(n)
                 if old_src is not None:
                     old_src.stop()
+                    carried[n] = old_src.positions()  # taken after its last unit: a redelivery is still known
             for n, src in b_srcs.items():
                 self.sources[n] = src
+                src.resume(carried.get(n), "the source it replaces")
                 try:
                     src.open()
                     src.start()
@@ -792,6 +980,7 @@ class Engine:
                     log.error("reload: source %s did not start: %s", n, e)
             for n in sorted(gone_pls):
                 p = self.pipelines.pop(n)
+                p.flush_at_end = True
                 p.stop(deadline)
             for n in sorted(gone_sinks):
                 s = self.sinks.pop(n)

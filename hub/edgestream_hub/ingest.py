@@ -20,6 +20,13 @@ refusals to ``Ingest.reject``. So every source:
   section): every wire message it decoded, with how many items it kept and
   what the sequence tracking counted for it.
 
+``Ingest.feed`` is how a source hands one unit of input to the engine
+(``feed_many`` several payloads, one read's, as one unit): the
+decode and the ``emit`` happen under the source's ``ctx.intake.lock``, so a
+checkpoint never falls between the sequence positions moving and the records
+reaching the pipelines; ``positions()``/``resume()`` are those positions in a
+checkpoint.
+
 Formats: ``wire`` (EdgeStream wire messages, flattened and sequence-tracked),
 ``json`` (an object or an array of objects: each item that is not an object is
 its own dead letter, the others are kept) and ``raw`` (``{topic, payload}``).
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext
@@ -98,6 +105,51 @@ class Ingest:
             reason = why(e)
             self.reject(data, f"{where}: {reason}", topic)
             return Decoded([], 1, clip(reason))
+
+    def feed(self, data: bytes | bytearray | memoryview | str | None, where: str, topic: str | None,
+             emit: Callable[[list[Record]], Any]) -> tuple[Decoded, Any]:
+        """Decode one payload and emit its records as one unit (under ``ctx.intake.lock``); returns what it
+        gave and ``emit``'s ticket. ``data`` None is a unit that gives no records (a message dropped unread,
+        still counted in order). With the intake closed (a stop under way) nothing is decoded or emitted:
+        the ticket is None."""
+        intake = self.ctx.intake
+        with intake.lock:
+            if intake.closed:
+                return Decoded([], 0, None), None
+            d = self.payload(data, where, topic) if data is not None else Decoded([], 0, None)
+            return d, emit(d.records)
+
+    def feed_many(self, units: Sequence[tuple[bytes | bytearray | memoryview | str, str, str | None]],
+                  emit: Callable[[list[Record]], Any]) -> Any:
+        """Decode payloads ``(data, where, topic)`` (what one read brought) and emit all their records as one
+        unit (under ``ctx.intake.lock``, maybe no records); returns ``emit``'s ticket, or None with the intake
+        closed (nothing decoded or emitted)."""
+        intake = self.ctx.intake
+        with intake.lock:
+            if intake.closed:
+                return None
+            payload = self.payload
+            records: list[Record] = []
+            for data, where, topic in units:
+                records += payload(data, where, topic).records
+            return emit(records)
+
+    def positions(self) -> Any:
+        """The sequence positions (``{"seq": SeqTracker.state()}``), or None without sequence tracking."""
+        if self._wire is None or self._wire.tracker is None:
+            return None
+        with self._lock:
+            return {"seq": self._wire.tracker.state()}
+
+    def resume(self, positions: Any) -> None:
+        """Continue from ``positions()`` taken earlier; None is a fresh start. Raises ValueError if they are
+        not positions (the tracker is unchanged then)."""
+        if positions is None or self._wire is None or self._wire.tracker is None:
+            return
+        if not isinstance(positions, dict) or "seq" not in positions:
+            raise ValueError("not the sequence positions of a wire source")
+        with self._lock:
+            self._wire.tracker.restore(positions["seq"])
 
     def _json(self, data: Any, where: str) -> Decoded:
         try:

@@ -37,6 +37,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("edgestream_source_unchecked_records_total", "Records kept without a duplicate check (their seq fell below a "
      "forgotten gap).", "counter"),
     ("edgestream_source_reconnects_total", "Reconnections or reopens of a source's link.", "counter"),
+    ("edgestream_source_unacked_messages", "Messages a source received and has not acknowledged yet (they wait "
+     "for a checkpoint; refreshed every 25 ms).", "gauge"),
     ("edgestream_source_http_refusals_total", "Requests or connections an HTTP source refused, by status code.",
      "counter"),
     ("edgestream_pipeline_records_in_total", "Records taken into a pipeline's processors.", "counter"),
@@ -104,6 +106,20 @@ DEVICES_METRICS: list[tuple[str, str, str]] = [
     ("edgestream_devices_config_refusals_total", "Configs devices refused (nacks), or the hub could not send.",
      "counter"),
     ("edgestream_devices_desired_invalid", "Desired-config files not used now (the log says why).", "gauge"),
+]
+
+#: Checkpoint metrics without labels, read from the engine's ``Checkpointer.stats()`` at scrape time:
+#: (name, help, kind, stats key). A gauge with nothing to say yet (no checkpoint) has no sample.
+STATE_METRICS: list[tuple[str, str, str, str]] = [
+    ("edgestream_state_checkpoints_total", "Checkpoints written.", "counter", "checkpoints"),
+    ("edgestream_state_checkpoint_errors_total", "Checkpoints that failed: a write error (a full disk), a snapshot "
+     "that failed, or a round abandoned after 60 s. Nothing is acknowledged for them.", "counter", "errors"),
+    ("edgestream_state_checkpoint_duration_seconds", "How long the last checkpoint took, from the cut to the "
+     "file renamed into place.", "gauge", "duration_s"),
+    ("edgestream_state_checkpoint_size_bytes", "Size of the last checkpoint file (a delta holds only what "
+     "changed).", "gauge", "size"),
+    ("edgestream_state_checkpoint_age_seconds", "Seconds since the newest good checkpoint was written (the one "
+     "resumed from, until the first one of this run).", "gauge", "last_good_ms"),
 ]
 
 #: label names of the metrics not labelled by ``component`` alone
@@ -211,6 +227,10 @@ class HubMetrics:
             self.registry.register(DeviceCollector(feed))
             self._devices = True
 
+    def add_state(self, checkpointer: Any) -> None:
+        """Export the checkpoint metrics (``STATE_METRICS``) of ``checkpointer`` at every scrape."""
+        self.registry.register(StateCollector(checkpointer))
+
     def serve(self, listen: str, *, read_timeout_s: float = 10.0, max_connections: int = 16) -> Any:
         """Start the /metrics HTTP endpoint on ``host:port``; returns the running server (``stop()``).
 
@@ -278,3 +298,31 @@ class DeviceCollector:
             f.add_metric([], float(values[name]))
             fams.append(f)
         yield from fams
+
+
+class StateCollector:
+    """Reads a ``Checkpointer``'s ``stats()`` at scrape time (``STATE_METRICS``)."""
+
+    def __init__(self, checkpointer: Any) -> None:
+        self.checkpointer = checkpointer
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        import time
+
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        st = self.checkpointer.stats()
+        for name, doc, kind, key in STATE_METRICS:
+            v = st.get(key)
+            if kind == "counter":
+                c = CounterMetricFamily(name[: -len("_total")], doc)
+                c.add_metric([], float(v or 0))
+                yield c
+                continue
+            g = GaugeMetricFamily(name, doc)
+            if v is not None:
+                g.add_metric([], max(0.0, time.time() - v / 1000) if key == "last_good_ms" else float(v))
+            yield g

@@ -201,6 +201,9 @@ SQL_SPEC = Spec("sql", "Streaming SQL over the pipeline's records (see the SQL d
     Field("processing_time", "bool", "Window by arrival time instead of event time.", default=False),
     Field("tables", "map[object]", "Lookup tables by name, reloaded every `refresh` (on the pipeline's tick).",
           default={}, spec=TABLE_SPEC),
+    Field("id_field", "str", "The field that carries each window result's stable id (16 hex digits from the "
+          "pipeline, processor, window start and end, and group key; docs/hub.md, Result ids), so a sink can "
+          "upsert on it; empty: no ids.", default="_id"),
     Field("max_keys", "int", "Most states held at once: groups per window (tumbling, hopping, GROUP BY without a "
           "window), sessions, sliding or count-window groups, windows of rows or of a join. Unbounded when unset.",
           default=None, min=1),
@@ -264,6 +267,8 @@ class RefreshingSql:
         self._last: int | None = None
         if hasattr(proc, "state_stats"):  # the engine exports it when the processor has it
             self.state_stats = proc.state_stats
+        if hasattr(proc, "state_summary"):
+            self.state_summary = proc.state_summary
 
     def process(self, records: list[Record], now_ms: int) -> list[Record]:
         return self.proc.process(records, now_ms)
@@ -304,7 +309,8 @@ def sql_processor(config: dict[str, Any], ctx: Any) -> Any:
     proc = SqlProcessor(config["query"], ctx, time_field=config["time_field"], lateness_ms=config["lateness"],
                         idle_timeout_ms=config["idle_timeout"], processing_time=config["processing_time"],
                         tables=tables or None, functions=functions or None,
-                        resume_state=getattr(ctx, "resume_state", None), max_keys=config["max_keys"],
+                        resume_state=getattr(ctx, "resume_state", None), id_field=config["id_field"],
+                        id_scope=f"{getattr(ctx, 'pipeline', None) or ''}/{ctx.label}", max_keys=config["max_keys"],
                         max_state_bytes=config["max_state_bytes"], on_limit=config["on_limit"])
     refresh = min((t["refresh"] for t in config["tables"].values()), default=None)
     return RefreshingSql(proc, refresh, ctx) if refresh is not None else proc

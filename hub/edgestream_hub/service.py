@@ -38,8 +38,10 @@ class HubService:
     """Runs a config file: start, reload on change or SIGHUP, stop."""
 
     def __init__(self, path: str, *, sets: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                 registry: Registry | None = None, metrics_registry: Any = None) -> None:
+                 registry: Registry | None = None, metrics_registry: Any = None,
+                 fresh_state: Sequence[str] = ()) -> None:
         self.path = path
+        self.fresh_state = list(fresh_state)
         self.sets = list(sets)
         self.env = env
         self.registry = registry if registry is not None else Registry.default()
@@ -61,7 +63,8 @@ class HubService:
         cfg = self.load()
         self._digest = _digest(cfg.text)
         self._last_stat = _stat(self.path)
-        engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry)
+        engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry,
+                        fresh_state=self.fresh_state)
         if cfg.api is not None:
             from edgestream_hub.taps import Taps
 

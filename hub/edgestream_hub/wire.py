@@ -268,6 +268,33 @@ class SeqTracker:
     def snapshot(self) -> dict[str, Any]:
         return {f"{d}/{k}": [s.boot, s.high] for (d, k), s in self._streams.items()}
 
+    def state(self) -> list[list[Any]]:
+        """Every stream's position, JSON-able, for a checkpoint: ``[device, kind, boot, high, first, floor,
+        [gap lo, gap hi, ...]]`` each. ``restore`` gives exactly this tracker back (counters aside)."""
+        return [[d, k, s.boot, s.high, s.first, s.floor, list(s.gaps) if s.gaps is not None else []]
+                for (d, k), s in self._streams.items()]
+
+    def restore(self, state: Any) -> None:
+        """Continue from ``state()`` taken earlier: a seq seen then is a duplicate now. Raises ValueError
+        naming the entry that is not a position (nothing is changed then)."""
+        if not isinstance(state, list):
+            raise ValueError(f"sequence positions: expected a list, got {type(state).__name__}")
+        streams: dict[tuple[str, str], _Stream] = {}
+        for i, e in enumerate(state):
+            ok = isinstance(e, list) and len(e) == 7 and isinstance(e[0], str) and isinstance(e[1], str) and all(
+                type(x) is int for x in e[2:6]) and isinstance(e[6], list) and len(e[6]) % 2 == 0 and all(
+                type(x) is int for x in e[6])
+            if not ok:
+                raise ValueError(f"sequence positions: entry {i} is not [device, kind, boot, high, first, floor, "
+                                 f"gaps]: {str(e)[:120]}")
+            s = _Stream(e[2], e[3])
+            s.first, s.floor = e[4], e[5]
+            s.gaps = array("q", e[6]) if e[6] else None
+            streams[(e[0], e[1])] = s
+        while len(streams) > self.max_streams:
+            streams.pop(next(iter(streams)))
+        self._streams = streams
+
 
 _COUNTERS = (("gaps", "edgestream_source_gaps_total"), ("missing", "edgestream_source_missing_records_total"),
              ("duplicates", "edgestream_source_duplicates_total"), ("reboots", "edgestream_source_reboots_total"),

@@ -249,8 +249,8 @@ class Harness:
         path.write_text(text)
         return load_config(path, env=env or {}, sets=sets, registry=self.registry)
 
-    def engine(self, text: str, **kw: Any) -> Engine:
-        e = Engine(self.config(text, **kw), registry=self.registry)
+    def engine(self, text: str, fresh_state: tuple[str, ...] = (), **kw: Any) -> Engine:
+        e = Engine(self.config(text, **kw), registry=self.registry, fresh_state=fresh_state)
         self.engines.append(e)
         return e.start()
 

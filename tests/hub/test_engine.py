@@ -205,19 +205,6 @@ def test_start_fails_before_consuming_anything(hub):
     assert not hub.sinks["out"].writes
 
 
-def test_state_is_snapshotted_atomically(hub, tmp_path):
-    import json
-
-    hub.scripts["s"] = [{"i": 1}]
-    e = hub.engine(BASE.replace("pipelines:", "state: {dir: st, interval: 100ms}\npipelines:").replace(
-        "to: out,", "processors: [passthrough: {}], to: out,"))
-    assert wait_for(lambda: (tmp_path / "st" / "p.json").exists())
-    assert e.stop()
-    snap = json.loads((tmp_path / "st" / "p.json").read_text())
-    assert snap["pipeline"] == "p" and snap["processors"] == {"p.passthrough": None}
-    assert not list((tmp_path / "st").glob("*.tmp"))
-
-
 def test_a_stop_out_of_time_names_only_the_pipelines_that_still_hold_records(hub, caplog):
     import re
     import threading

@@ -13,6 +13,7 @@ def test_mqtt_to_sql_to_file(hub, mosquitto):
     (hub.tmp / "rooms.csv").write_text("device,room\nd1,cold\nd2,warm\n")
     e = hub.engine(f"""
 broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}
+state: {{enabled: false}}
 sources:
   devices: {{mqtt: {{topics: "edgestream/+/results", client_id: hub-sql}}}}
 sinks:
@@ -43,8 +44,13 @@ pipelines:
         pub.disconnect()
     assert e.stop()
     rows = [json.loads(x) for x in (hub.tmp / "agg.jsonl").read_text().splitlines()]
+    from edgestream_hub.sql.processor import result_id
+
+    ident = result_id("cold_room/cold_room.sql")  # each window result names itself: pipeline, window, group
+    assert [r.pop("_id") for r in rows] == [ident(w, w + 10_000, r["room"]) for w, r in
+                                            zip((10_000, 10_000, 20_000), rows)]
     first = sorted(rows[:2], key=lambda r: r["room"])
     assert first == [{"room": "cold", "n": 3, "max_f": (20.0 + 2) * 9 / 5 + 32},
                      {"room": "warm", "n": 1, "max_f": 20.0 * 9 / 5 + 32}]
-    # the stop drained the open [20s, 30s) window through the sink (no state dir: processors flush)
+    # the stop drained the open [20s, 30s) window through the sink (no state: processors flush)
     assert rows[2:] == [{"room": "cold", "n": 1, "max_f": (20.0 + 3) * 9 / 5 + 32}]

@@ -109,3 +109,76 @@ pipelines: {p: {from: s, to: db}}
     assert "surrogate" in reasons[4] and "too large" in reasons[5]
     assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="db") == 5
     assert e.metrics.value("edgestream_sink_records_total", component="db") == 4
+
+
+KEYED = """
+hub: {dead_letter: dlq}
+sources: {s: {script: {name: s, finite: true}}}
+sinks:
+  db: {sqlite: {path: hub.db, table: r, key: [_id], columns: {_id: TEXT, n: INTEGER}}}
+  dlq: {memory: {}}
+pipelines: {p: {from: s, to: db}}
+"""
+
+
+def rows_of(hub, query="SELECT _id, n FROM r ORDER BY _id"):
+    con = sqlite3.connect(hub.tmp / "hub.db")
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_key_makes_the_sink_an_upsert_so_a_result_written_again_replaces_itself(hub):
+    hub.scripts["s"] = [{"_id": "a", "n": 1}, {"_id": "b", "n": 2}, {"_id": "a", "n": 3}, {"_id": None, "n": 4},
+                        {"n": 5}]
+    e = hub.engine(KEYED)
+    assert e.finished.wait(10) and e.stop()
+    hub.scripts["s"] = [{"_id": "b", "n": 20}]  # a replay after a restart
+    e = hub.engine(KEYED)
+    assert e.finished.wait(10) and e.stop()
+    assert rows_of(hub) == [("a", 3), ("b", 20)]
+    assert [d["reason"].split(": ", 1)[1] for d in hub.out["dlq"]] == \
+        ["key column '_id' is missing or null (an upsert needs the whole key)"] * 2
+    assert rows_of(hub, "SELECT name FROM sqlite_master WHERE type = 'index'") == [("edgestream_key_r__id",)]
+
+
+def test_a_key_on_every_column_keeps_the_first_row(hub):
+    hub.scripts["s"] = [{"n": 1}, {"n": 1, "x": 2}]
+    e = hub.engine("""
+sources: {s: {script: {name: s, finite: true}}}
+sinks: {db: {sqlite: {path: hub.db, table: r, key: [n], extra: ignore}}}
+pipelines: {p: {from: s, to: db}}
+""")
+    assert e.finished.wait(10) and e.stop()
+    assert rows_of(hub, "SELECT n FROM r") == [(1,)]
+
+
+def test_a_result_id_that_is_not_a_column_is_left_out_not_refused(hub):
+    hub.scripts["s"] = [{"_id": "a", "n": 1}]
+    e = hub.engine(KEYED.replace("key: [_id], columns: {_id: TEXT, n: INTEGER}", "columns: {n: INTEGER}"))
+    assert e.finished.wait(10) and e.stop()
+    assert rows_of(hub, "SELECT n FROM r") == [(1,)] and not hub.out.get("dlq")
+
+
+def test_a_key_cannot_be_made_unique_over_rows_that_repeat_it(hub):
+    con = sqlite3.connect(hub.tmp / "hub.db")
+    con.execute("CREATE TABLE r (_id TEXT, n INTEGER)")
+    con.execute("INSERT INTO r VALUES ('a', 1), ('a', 2)")
+    con.commit()
+    con.close()
+    with pytest.raises(StartError, match=r"cannot make key \['_id'\] unique in table 'r' .* rows already share a key"):
+        hub.engine(KEYED.replace("finite: true", "finite: false"))
+
+
+@pytest.mark.parametrize("sink, says", [
+    ("{path: x.db, table: r, key: [a], columns: {b: TEXT}}", "key column 'a' is not among `columns`"),
+    ("{path: x.db, table: r, key: [a, a]}", "a column is named twice"),
+    ("{path: x.db, table: r, key: [\"a b\"]}", "is not a plain identifier"),
+])
+def test_bad_keys_are_config_errors(hub, sink, says):
+    from edgestream_hub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        hub.config(f"sources: {{s: {{script: {{name: s}}}}}}\nsinks: {{db: {{sqlite: {sink}}}}}\n"
+                   "pipelines: {p: {from: s, to: db}}\n")

@@ -96,8 +96,10 @@ max_queued_bytes {MAX_QUEUED_BYTES}
 # crowd out the QoS 1 messages that count.
 queue_qos0_messages false
 # Messages sent to a client and not acknowledged yet. The hub acknowledges a
-# message once its records are queued, so this is how far the broker may run
-# ahead of it; well below paho's limit of 65,535 unacknowledged messages.
+# message once what it produced is safe (in a checkpoint or written by its
+# sinks), so this is how far the broker may run ahead of the hub's last
+# checkpoint; when it is reached the hub checkpoints early. Well below paho's
+# limit of 65,535 unacknowledged messages.
 max_inflight_messages {MAX_INFLIGHT_MESSAGES}
 # The same bound in bytes: a paho client keeps in-flight messages in memory.
 max_inflight_bytes {MAX_INFLIGHT_BYTES}

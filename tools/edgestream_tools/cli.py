@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vboard": ("edgestream_tools.vboard", "run a virtual board on a pty for mpremote: edgestream vboard --board esp32"),
     "hub": ("edgestream_hub.cli", "run or check the hub: edgestream hub run|check -c hub.yaml"),
     "devices": ("edgestream_tools.devices_cli", "list devices, push a config, sync their clocks (hub.yaml devices)"),
+    "state": ("edgestream_tools.state_cli", "list, inspect, verify or reset the hub's checkpoints (hub.yaml state)"),
     "sql": ("edgestream_hub.sql.cli", "run a streaming SQL query over files, or EXPLAIN it"),
     "broker": ("edgestream_tools.broker_cli", "the recommended mosquitto config: edgestream broker --print-config|run"),
 }

@@ -23,6 +23,12 @@ construction) and written with one ``write`` per batch; a batch holding a record
 that needs more (a non-finite number, written as null and counted; a type JSON
 lacks or a lone surrogate, rejected) is redone record by record, so only that
 record is rejected.
+
+On a replay (a restart after a crash) the sink appends what the hub emits
+again: results written after the last checkpoint may appear twice in the file
+(never missing), each time with the same result id ``_id``, so a reader that
+keeps the last line per ``_id`` reads every result exactly once. A CSV sink with
+fixed ``columns`` that lack ``_id`` leaves it out instead of refusing the record.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgestream_hub import deadletter, jsonio
+from edgestream_hub.api import RESULT_ID
 from edgestream_hub.cells import CsvRows
 from edgestream_hub.components import ComponentContext, PollingSource, Sink
 from edgestream_hub.errors import StartError
@@ -431,7 +438,7 @@ class FileSink(Sink):
             return text + "\n", n
         if self._cols is None:
             self._cols = list(r)
-        extra = [k for k in r if k not in self._cols]
+        extra = [k for k in r if k not in self._cols and k != RESULT_ID]
         if extra:
             raise ValueError(f"fields {extra} are not among the CSV columns {self._cols}")
         buf = io.StringIO()

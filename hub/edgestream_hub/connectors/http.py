@@ -97,6 +97,12 @@ class HttpSource(Source):
         self.server = None
         self.ingest.close()
 
+    def positions(self) -> Any:
+        return self.ingest.positions()
+
+    def restore_positions(self, positions: Any) -> None:
+        self.ingest.resume(positions)
+
     def connections(self) -> int:
         """Connections being served now."""
         return self.server.connections() if self.server is not None else 0
@@ -109,11 +115,10 @@ class HttpSource(Source):
 
     # called on the server's request threads
     def ingest_body(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        d = self.ingest.payload(body, "http")
-        if d.records:
-            if self._emit is None:  # requests are served only after start()
-                raise ComponentError(self.ctx.label, "a request arrived before the source started")
-            self._emit(d.records)
+        emit = self._emit
+        if emit is None:  # requests are served only after start()
+            raise ComponentError(self.ctx.label, "a request arrived before the source started")
+        d, _ = self.ingest.feed(body, "http", None, emit)
         if d.error is not None:
             return 400, {"error": d.error, "rejected": d.rejected}
         return 200, {"accepted": len(d.records), "rejected": d.rejected}

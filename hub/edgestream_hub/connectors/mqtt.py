@@ -3,9 +3,21 @@
 The source subscribes to topic filters (wildcards allowed) with QoS 0 or 1 on
 a persistent session (``clean_session: false`` with a stable client id, the
 default), so QoS 1 messages published while the hub is down are queued by
-the broker and delivered when it comes back. A message is acknowledged only
-after its records are queued in the hub; a full pipeline holds the message
-(and the broker's queue grows instead of the hub's memory). It reconnects
+the broker and delivered when it comes back. With durability on (``state``,
+the default) a QoS 1 message is acknowledged only when the engine says it is
+safe (``acknowledge``: its records are in a checkpoint or written by the
+sinks), in the order the messages came (MQTT 3.1.1, 4.6), only on the
+connection it came on (a message of a lost connection comes again and the
+restored sequence positions drop it); at most ``max_unacked`` wait (paho then
+blocks, so the broker keeps the rest) and half of that asks for a checkpoint,
+as does a broker that stops sending while messages wait (its in-flight limit,
+mosquitto's ``max_inflight_messages``). Without durability a message is
+acknowledged once its records are queued in the hub. The messages one read
+of the socket brings (``_reader``) are decoded and emitted as one unit under
+the source's intake lock, so each of them is safe, and acknowledged, only
+with the whole read; with the intake closed (a stop) none is taken or
+acknowledged. Either way a full pipeline holds the message (and the broker's
+queue grows instead of the hub's memory). It reconnects
 with exponential backoff (also when the broker is unreachable at start, and
 the log says why: refused, timed out, or which TLS check failed), supports
 TLS and user/password, and MQTT 5 shared subscriptions (``shared_group``).
@@ -21,7 +33,10 @@ queued before the unsubscribe).
 
 The sink publishes one JSON message per record (``topic`` may name record
 fields: ``hub/{device}/avg``) or one JSON array per batch and topic; a
-non-finite number is written as null (``jsonio``).
+non-finite number is written as null (``jsonio``). A record's result id
+(``_id``, docs/hub.md) is in its JSON, and on an MQTT 5 connection also in the
+user property ``_id`` of its message (``per: record``), so a subscriber can drop
+a result delivered twice without parsing it.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 from edgestream_hub import jsonio
@@ -134,14 +150,16 @@ def _reader() -> Any:
     return _reader_class
 
 
-def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str,
-                chunked: bool = False) -> tuple[Any, _TlsContext | None]:
+def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str, chunked: bool = False,
+                manual_ack: bool = False) -> tuple[Any, _TlsContext | None]:
     """A paho client for ``conn`` and its TLS context (None without TLS); ``chunked``: one that reads its
-    socket a chunk at a time and calls ``after_read`` after each (``_reader``)."""
+    socket a chunk at a time and calls ``after_read`` after each (``_reader``); ``manual_ack``: QoS 1
+    messages are acknowledged only by ``client.ack(mid, 1)``."""
     import paho.mqtt.client as mqtt
 
     v5 = conn["protocol"] == "5"
-    kw: dict[str, Any] = {"client_id": client_id, "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311}
+    kw: dict[str, Any] = {"client_id": client_id, "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                          "manual_ack": manual_ack}
     if not v5:
         kw["clean_session"] = clean
     c = (_reader() if chunked else mqtt.Client)(mqtt.CallbackAPIVersion.VERSION2, **kw)
@@ -169,7 +187,9 @@ def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str,
     return c, context
 
 
-def mqtt_connect(c: Any, conn: dict[str, Any], clean: bool) -> None:
+def mqtt_connect(c: Any, conn: dict[str, Any], clean: bool, receive_max: int | None = None) -> None:
+    """Connect asynchronously; on MQTT 5 ``receive_max`` tells the broker how many QoS 1 messages may wait
+    for our acknowledgement at once."""
     kw: dict[str, Any] = {}
     if conn["protocol"] == "5":
         from paho.mqtt.packettypes import PacketTypes
@@ -178,6 +198,8 @@ def mqtt_connect(c: Any, conn: dict[str, Any], clean: bool) -> None:
         props = Properties(PacketTypes.CONNECT)
         if not clean:
             props.SessionExpiryInterval = 0xFFFFFFFF  # keep the session (and queued messages) forever
+        if receive_max:
+            props.ReceiveMaximum = min(receive_max, 65535)
         kw = {"clean_start": clean, "properties": props}
     c.connect_async(conn["host"], conn["port"], keepalive=max(1, conn["keepalive"] // 1000), **kw)
 
@@ -249,6 +271,13 @@ class MqttSource(Source):
         from edgestream_hub.ingest import Ingest
 
         self.ingest = Ingest(ctx, self.format, prefix=config["prefix"], max_payload=config["max_payload"])
+        self.max_unacked = config["max_unacked"]
+        self.acknowledges = bool(getattr(ctx, "durable", False) and self.qos == 1)
+        self._acks = threading.Condition()
+        self._pending: deque[tuple[int, int, int]] = deque()  # (ticket, mid, connection number), in arrival order
+        self._conn_no = 0  # counts connections: a mid means something only on the connection it came on
+        self._last_msg = time.monotonic()
+        self._stall: tuple[float, int, int] = (0.0, 0, 0)  # (last message then, unacked then, times in a row)
         key = f"{self.conn['host']}:{self.conn['port']}/{self.client_id}"
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.client_id)[:64]
         self.subscriptions_file = ctx.state_path(
@@ -258,7 +287,8 @@ class MqttSource(Source):
         self._tls: _TlsContext | None = None
         self._sub_mid: int | None = None
         self._wanted: dict[str, bool] = {}  # topic -> matches one of our filters (bounded cache)
-        self._held: list[tuple[Any, str]] | None = None  # messages of the read under way (a chunked client)
+        self._held: list[tuple[Any, str, str]] | None = None  # messages of the read under way (a chunked client)
+        self._held_acks: list[tuple[int, int, int]] = []  # their QoS 1 (mid, connection number, units up to it)
         self._last_fail: tuple[str, float] = ("", 0.0)
         self._unwanted_logged_at = -1e9
         self.connected = threading.Event()
@@ -267,7 +297,8 @@ class MqttSource(Source):
         self._stopping = False
 
     def open(self) -> None:
-        self._client, self._tls = mqtt_client(self.conn, self.client_id, self.clean, self.ctx.label, chunked=True)
+        self._client, self._tls = mqtt_client(self.conn, self.client_id, self.clean, self.ctx.label,
+                                              chunked=True, manual_ack=self.acknowledges)
         c = self._client
         if hasattr(c, "after_read"):  # messages are handed on once per read, not one by one
             self._held = []
@@ -280,17 +311,85 @@ class MqttSource(Source):
 
     def start(self, emit: Emit) -> None:
         self._emit = emit
-        mqtt_connect(self._client, self.conn, self.clean)
+        mqtt_connect(self._client, self.conn, self.clean, self.max_unacked if self.acknowledges else None)
         self._client.loop_start()
 
     def stop(self) -> None:
         c = self._client
         if c is not None:
             self._stopping = True
+            with self._acks:
+                self._acks.notify_all()  # a message waiting for room gives up: it is not acknowledged
             c.disconnect()
             c.loop_stop()
             self._client = None
         self.ingest.close()
+
+    # -- durability: positions and acknowledgements --
+    def positions(self) -> Any:
+        return self.ingest.positions()
+
+    def restore_positions(self, positions: Any) -> None:
+        self.ingest.resume(positions)
+
+    def acknowledge(self, ticket: int) -> None:
+        """Acknowledge, in arrival order, every message up to ``ticket`` that came on the live connection."""
+        with self._acks:
+            c = self._client
+            pending, conn_no = self._pending, self._conn_no
+            while pending and pending[0][0] <= ticket:
+                _, mid, conn = pending.popleft()
+                if conn == conn_no and c is not None:
+                    c.ack(mid, 1)
+            self._acks.notify_all()
+
+    def unacked(self) -> int:
+        return len(self._pending)
+
+    def wants_checkpoint(self) -> bool:
+        n = len(self._pending)
+        if not n:
+            return False
+        if n * 2 >= self.max_unacked:
+            return True
+        last = self._last_msg
+        if n < 16 or time.monotonic() - last < 0.02:
+            return False
+        # messages wait and none came for 20 ms: the broker may be holding the rest back until we acknowledge
+        at, before, times = self._stall
+        if last != at:
+            times = times + 1 if n == before else 1
+            self._stall = (last, n, times)
+            if times == 20:
+                self.ctx.log.warning(
+                    "the broker sends at most ~%d unacknowledged messages at a time, so every %d wait for a "
+                    "checkpoint before more come (slow): raise its limit (mosquitto: max_inflight_messages %d; "
+                    "docs/hub.md, Durability)", n, n, self.max_unacked)
+        return True
+
+    def _connection_changed(self) -> None:
+        """The messages of the old connection can no longer be acknowledged: forget them (the broker delivers
+        them again on the new one; the sequence positions drop what was already taken)."""
+        with self._acks:
+            self._conn_no += 1
+            self._pending.clear()
+            self._acks.notify_all()
+
+    def _hold(self, ticket: int, acks: list[tuple[int, int, int]]) -> None:
+        """Keep messages (mid, connection number, _) of the unit ``ticket`` unacknowledged until
+        ``acknowledge``; those of a connection lost since they came are forgotten (they come again)."""
+        with self._acks:
+            conn_no = self._conn_no
+            self._pending.extend((ticket, mid, conn) for mid, conn, _ in acks if conn == conn_no)
+            self._last_msg = time.monotonic()
+
+    def _room(self) -> int:
+        """How many more messages may wait for their acknowledgement: waits while ``max_unacked`` do (paho
+        reads nothing meanwhile, so the broker keeps the rest); 0 once a stop ends the wait."""
+        with self._acks:
+            while len(self._pending) >= self.max_unacked and not self._stopping:
+                self._acks.wait(0.1)
+            return max(0, self.max_unacked - len(self._pending))
 
     # -- subscriptions: exactly the configured filters, also on a persistent session --
     def _remembered(self) -> set[str] | None:
@@ -343,6 +442,7 @@ class MqttSource(Source):
         if self._was_connected:
             self.ctx.count("edgestream_source_reconnects_total")
         self._was_connected = True
+        self._connection_changed()
         self._last_fail = ("", 0.0)
         if self._tls is not None:
             self._tls.last = None  # the live connection's: paho closes it
@@ -368,6 +468,7 @@ class MqttSource(Source):
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
         self.connected.clear()
+        self._connection_changed()
         if not self._stopping and reason.is_failure:
             self.ctx.log.warning("lost the broker (%s); reconnecting with backoff", reason)
 
@@ -385,37 +486,62 @@ class MqttSource(Source):
         try:
             topic = msg.topic
             wanted = self._wanted.get(topic)
-            if not (wanted or (wanted is None and self._matches(topic))):
+            wanted = wanted or (wanted is None and self._matches(topic))
+            acked = self.acknowledges and msg.qos == 1
+            if not (wanted or acked):
+                return  # nothing to take and nothing to acknowledge
+            unit = (msg.payload, f"mqtt {topic}", topic) if wanted else None
+            held = self._held
+            if held is None:  # paho's own client: each message is its own unit
+                self._deliver([unit] if unit is not None else [],
+                              [(msg.mid, self._conn_no, 1 if unit is not None else 0)] if acked else [])
                 return
-            if self._held is not None:
-                self._held.append((msg.payload, topic))  # handed on by _after_read, with the rest of this read
-            else:
-                self._deliver([(msg.payload, topic)])
+            if unit is not None:  # handed on by _after_read, with the rest of this read
+                held.append(unit)
+            if acked:  # an unwanted message too is acknowledged in its turn
+                self._held_acks.append((msg.mid, self._conn_no, len(held)))
         except Exception as e:  # an exception here would end paho's network thread for good
             self.ctx.log.error("a message could not be handled: %s: %s", type(e).__name__, e)
 
     def _after_read(self) -> None:
-        """paho handled every message one read brought: decode them and hand their records on at once
-        (their acknowledgements go out after this returns)."""
-        held = self._held
-        if held:
-            self._held = []
+        """paho handled every message one read brought: decode them and hand their records on at once (without
+        durability paho writes their acknowledgements after this returns; with it they wait for
+        ``acknowledge``)."""
+        held, acks = self._held, self._held_acks
+        if held is not None and (held or acks):
+            self._held, self._held_acks = [], []
             try:
-                self._deliver(held)
+                self._deliver(held, acks)
             except Exception as e:  # as in _on_message: paho's network thread must go on
                 self.ctx.log.error("%d messages could not be handled: %s: %s", len(held), type(e).__name__, e)
 
-    def _deliver(self, messages: list[tuple[Any, str]]) -> None:
-        """Decode messages (payload, topic) and emit their records in one batch; blocks while the pipelines
-        are full (so paho reads no more and the broker keeps the rest)."""
-        payload = self.ingest.payload
-        records: list[Record] = []
-        for data, topic in messages:
-            records += payload(data, f"mqtt {topic}", topic).records
-        if records:
-            if self._emit is None:  # the client connects in start(), after _emit is set
-                raise ComponentError(self.ctx.label, "a message arrived before the source started")
-            self._emit(records)
+    def _deliver(self, units: list[tuple[Any, str, str]], acks: list[tuple[int, int, int]]) -> None:
+        """Decode messages (payload, where, topic) and emit their records as one unit, whose ticket the QoS 1
+        messages ``acks`` (mid, connection number, how many of ``units`` came up to it) then wait for,
+        unacknowledged. More than there is room for (``max_unacked``) go as several units, each after the
+        room for it (paho reads no more meanwhile, so the broker keeps the rest); ``emit`` blocks while the
+        pipelines are full. With the intake closed or the source stopping nothing more is taken or held: the
+        broker delivers it again."""
+        emit = self._emit
+        if emit is None:  # the client connects in start(), after _emit is set
+            raise ComponentError(self.ctx.label, "a message arrived before the source started")
+        feed, lock = self.ingest.feed_many, self.ctx.intake.lock
+        if not acks:
+            feed(units, emit)
+            return
+        u = a = 0
+        while a < len(acks):
+            room = self._room()
+            if not room:
+                return  # stopping: the rest stays unacknowledged and comes again
+            end = a + room
+            u_end = acks[end - 1][2] if end < len(acks) else len(units)  # the last unit takes what is left
+            with lock:  # held by a checkpoint's cut too: it sees a unit and its acknowledgements together
+                ticket = feed(units[u:u_end], emit)
+                if ticket is None:
+                    return
+                self._hold(ticket, acks[a:end])
+            u, a = u_end, end
 
 
 def _topic_problem(topic: str, wildcards: bool) -> str | None:
@@ -463,6 +589,9 @@ def _check_source(cfg: dict[str, Any], chk: Checker, path: str) -> None:
           choices=("wire", "json", "raw")),
     Field("prefix", "str", "Topic prefix of the wire layout (`<prefix>/<device>/<kind>`).", default="edgestream"),
     Field("max_payload", "size", "Largest accepted payload.", default="64KiB"),
+    Field("max_unacked", "int", "With durability on, QoS 1 messages that may wait for their acknowledgement at "
+          "once (half of it asks for an early checkpoint; at the limit the source stops reading and the broker "
+          "keeps the rest). Also sent as Receive Maximum on MQTT 5.", default=20000, min=2, max=65535),
 ], check=_check_source, example="""
 broker: {host: 127.0.0.1, port: 1883}
 sources:
@@ -529,8 +658,9 @@ class MqttSink(Sink):
         from edgestream_hub.connectors.files import encode_finite
 
         rejected: list[tuple[Any, str]] = []
-        out: dict[str, list[str]] = {}
+        out: dict[str, list[tuple[str, Any]]] = {}
         nonfinite = 0
+        ids = self.conn["protocol"] == "5" and self.per == "record"
         for r in records:
             try:
                 topic = self._topic(r)
@@ -539,13 +669,18 @@ class MqttSink(Sink):
                 self._reset()
                 rejected.append((r, f"mqtt sink {self.ctx.label}: {e}"))
                 continue
-            out.setdefault(topic, []).append(text)
+            out.setdefault(topic, []).append((text, r.get("_id") if ids and isinstance(r, dict) else None))
             nonfinite += n
         infos = []
+        publish = self._client.publish
         for topic, items in out.items():
-            payloads = ["[" + ",".join(items) + "]"] if self.per == "batch" else items
-            for p in payloads:
-                infos.append(self._client.publish(topic, p, qos=self.qos, retain=self.retain))
+            if self.per == "batch":
+                infos.append(publish(topic, "[" + ",".join(t for t, _ in items) + "]", qos=self.qos,
+                                     retain=self.retain))
+                continue
+            for text, rid in items:
+                infos.append(publish(topic, text, qos=self.qos, retain=self.retain,
+                                     properties=_id_property(rid) if rid is not None else None))
         for info in infos:
             if info.rc != 0:
                 raise ComponentError(self.ctx.label, f"publish failed (rc {info.rc})")
@@ -561,6 +696,16 @@ class MqttSink(Sink):
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+
+def _id_property(rid: Any) -> Any:
+    """MQTT 5 PUBLISH properties carrying a result id as the user property ``_id``."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = ("_id", str(rid))
+    return props
 
 
 def _check_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:

@@ -126,6 +126,12 @@ class SerialSource(PollingSource):
             out.extend(self.ingest.payload(payload, where).records)
         return out
 
+    def positions(self) -> Any:
+        return self.ingest.positions()
+
+    def restore_positions(self, positions: Any) -> None:
+        self.ingest.resume(positions)
+
     def _close_port(self) -> None:
         with self._wlock:
             ser, self._ser = self._ser, None

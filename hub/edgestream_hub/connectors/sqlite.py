@@ -9,6 +9,14 @@ non-finite number (NaN, an infinity) is stored as NULL and counted in
 ``edgestream_sink_nonfinite_values_total``; JSON cells are written by
 ``jsonio`` (compact, non-finite numbers as null). The database's folder is
 created.
+
+With ``key`` (columns, e.g. ``[_id]``, the result id SQL window results carry)
+the sink is idempotent: a unique index on those columns is created and every
+row is an upsert (``INSERT ... ON CONFLICT (key) DO UPDATE``), so a result
+written again after a restart replaces itself instead of doubling. A record
+whose key column is missing or null goes to the dead-letter sink (NULLs are
+never equal in a unique index). A record's ``_id`` that is not a column is left
+out, not refused as an extra field.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import re
 from typing import Any
 
 from edgestream_hub import jsonio
+from edgestream_hub.api import RESULT_ID
 from edgestream_hub.components import ComponentContext, Sink
 from edgestream_hub.errors import StartError
 from edgestream_hub.registry import component
@@ -71,6 +80,7 @@ class SqliteSink(Sink):
         self.cols: dict[str, str] | None = {k: v.upper() for k, v in config["columns"].items()} \
             if config["columns"] else None
         self.extra = config["extra"]
+        self.key: list[str] = config["key"] or []
         self.con: Any = None
         self._insert = ""
 
@@ -95,6 +105,9 @@ class SqliteSink(Sink):
                 missing = [c for c in self.cols if c not in existing]
                 if missing:
                     raise StartError(self.ctx.label, f"table {self.table!r} in {self.path} has no columns {missing}")
+            missing = [c for c in self.key if c not in self.cols]
+            if missing:
+                raise StartError(self.ctx.label, f"table {self.table!r} in {self.path} has no key columns {missing}")
             self._prepare()
         elif self.cols is not None:
             self._create()
@@ -106,9 +119,24 @@ class SqliteSink(Sink):
         self._prepare()
 
     def _prepare(self) -> None:
+        import sqlite3
+
         assert self.cols is not None
         names = ", ".join(f'"{c}"' for c in self.cols)
         self._insert = f'INSERT INTO "{self.table}" ({names}) VALUES ({", ".join("?" * len(self.cols))})'
+        if not self.key:
+            return
+        keys = ", ".join(f'"{c}"' for c in self.key)
+        index = f"edgestream_key_{self.table}_{'_'.join(self.key)}"[:120]
+        try:
+            self.con.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{index}" ON "{self.table}" ({keys})')
+        except sqlite3.IntegrityError as e:
+            raise StartError(self.ctx.label, f"cannot make key {self.key} unique in table {self.table!r} of "
+                                             f"{self.path}: rows already share a key ({e}); remove the repeats or "
+                                             "write to a new table") from e
+        rest = [c for c in self.cols if c not in self.key]
+        update = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in rest) if rest else "DO NOTHING"
+        self._insert += f" ON CONFLICT ({keys}) {update}"
 
     def write(self, records: list[dict[str, Any]]) -> list[tuple[Any, str]]:
         if self.cols is None:
@@ -117,6 +145,8 @@ class SqliteSink(Sink):
                 return [(r, "sqlite sink: expected a record (mapping)") for r in records]
             bad = [k for k in first if not _IDENT.match(str(k))]
             self.cols = {k: _infer(v) for k, v in first.items() if k not in bad}
+            for k in self.key:  # a key column the first record lacks is still a column
+                self.cols.setdefault(k, "TEXT")
             self._create()
         cols = self.cols
         rows, sources, rejected = [], [], []
@@ -127,9 +157,12 @@ class SqliteSink(Sink):
                 continue
             try:
                 if self.extra == "reject":
-                    extra = [k for k in r if k not in cols]
+                    extra = [k for k in r if k not in cols and k != RESULT_ID]
                     if extra:
                         raise TypeError(f"fields {extra} are not columns of table {self.table!r}")
+                for k in self.key:
+                    if r.get(k) is None:
+                        raise ValueError(f"key column {k!r} is missing or null (an upsert needs the whole key)")
                 row = []
                 for c, t in cols.items():
                     v, n = _cell(c, t, r.get(c))
@@ -192,6 +225,14 @@ def _check(cfg: dict[str, Any], chk: Checker, path: str) -> None:
             chk.issue(f"{path}.columns.{c}", f"{c!r} is not a plain identifier")
         if str(t).upper() not in _TYPES:
             chk.issue(f"{path}.columns.{c}", f"type {t!r} is not one of {', '.join(_TYPES)}")
+    key = cfg.get("key") or []
+    for i, c in enumerate(key):
+        if not _IDENT.match(c):
+            chk.issue(f"{path}.key[{i}]", f"{c!r} is not a plain identifier")
+        elif cfg.get("columns") and c not in cfg["columns"]:
+            chk.issue(f"{path}.key[{i}]", f"key column {c!r} is not among `columns` (add it, e.g. {c}: TEXT)")
+    if len(set(key)) != len(key):
+        chk.issue(f"{path}.key", f"a column is named twice in {key}")
 
 
 @component(Spec("sqlite", "Inserts records into a SQLite table (created if missing), one transaction per batch.", [
@@ -200,11 +241,16 @@ def _check(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     Field("columns", "map[str]", "Column -> INTEGER, REAL, TEXT or JSON (default: the existing table's, or "
           "inferred from the first record).", default=None),
     Field("extra", "str", "A record field that is not a column: `reject` it to the dead-letter sink or `ignore` "
-          "the field.", default="reject", choices=("reject", "ignore")),
+          "the field (a result id `_id` that is not a column is always left out).", default="reject",
+          choices=("reject", "ignore")),
+    Field("key", "list[str]", "Columns that identify a row (e.g. `[_id]`, the result id of SQL window results): "
+          "a unique index is created on them and each row is an upsert, so a result written again after a "
+          "restart replaces itself. A record with a null key column goes to the dead-letter sink.", default=None,
+          one_or_list=True),
 ], check=_check, example="""
 sinks:
   db:
-    sqlite: {path: hub.db, table: results, columns: {device: TEXT, sensor: TEXT, avg: REAL, ts: INTEGER}, extra: ignore}
+    sqlite: {path: hub.db, table: results, key: [_id], columns: {_id: TEXT, device: TEXT, n: INTEGER, total: REAL}}
     batch: {size: 1000, linger: 1s}
 """))
 def sqlite_sink(config: dict[str, Any], ctx: ComponentContext) -> SqliteSink:

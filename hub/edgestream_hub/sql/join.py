@@ -260,6 +260,10 @@ class StreamJoinExecutor(WindowBuffers):
     def state(self) -> dict:
         return {"W": self.W}
 
+    def summary(self) -> dict:
+        return {"windows": [[w, w + self.size, sum(len(b) for b in self.W[w])] for w in sorted(self.W)],
+                "held": self.live_states()}
+
     def restore(self, st: dict) -> None:
         self.W = st["W"]
         self.nxt = min(self.W) + self.size if self.W else BIG

@@ -19,7 +19,9 @@ At the bound, ``on_limit`` says what gives:
   sliding or count group, the oldest window of rows or of a join) are closed
   and emitted now, each row marked ``_early: true``, until the state is
   within bounds. Records that arrive later for the same window and group
-  start over in a state of their own.
+  start over in a state of their own. With result ids (``id_field``), a
+  row emitted early gets an id of its own (``early_id``), so an upserting
+  sink keeps every part of a window; the last part keeps the window's id.
 - ``dead_letter``: a record that needs a new state while ``max_keys`` are
   held, or any record the state would take while it is over
   ``max_state_bytes``, goes to the dead-letter output with the reason;
@@ -32,6 +34,7 @@ metric). Below the bounds nothing changes: results are exact.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -70,6 +73,16 @@ class Limits:
 NO_LIMITS = Limits()
 
 
+def early_id(base: str, part: int) -> str:
+    """The id of a row emitted early: its window's result id with the processor's ``limited`` count
+    at the emission (kept in checkpoints), hashed to the same 16 hex digits.
+
+    >>> early_id("32539619c9a1e653", 0)
+    'b9f4fe88c469f824'
+    """
+    return hashlib.sha256(f"{base}/early/{part}".encode()).hexdigest()[:16]
+
+
 class Bounded:
     """The limit logic every executor shares; an executor provides ``keys()``, ``held_bytes()`` and
     ``shed_oldest(now)``.
@@ -87,6 +100,8 @@ class Bounded:
     limited = 0
     #: records dead-lettered for any reason (the executor's counter)
     dead = 0
+    #: the field of the result id, empty without ids (the executor's)
+    id_field = ""
     ctx: Any
 
     # -- what the executor provides ----------------------------------------------
@@ -151,8 +166,11 @@ class Bounded:
         rows, n = self.shed_oldest(now)
         if not n:
             return False
+        idf, part = self.id_field, self.limited
         for row in rows:
             row[EARLY] = True
+            if idf and idf in row:
+                row[idf] = early_id(row[idf], part)
         out.extend(rows)
         self._count(n)
         return True

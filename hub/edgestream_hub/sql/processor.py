@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any, Callable, Optional
 
 from .catalog import Catalog
 from .errors import SqlError
+from .keys import key_value
 from .limits import CHECK_EVERY, Limits
 from .optimizer import compile_query
 from .plan import Plan, explain
@@ -40,6 +43,27 @@ def _columns(src: Any) -> Optional[set]:
 #: the layout of snapshots; 2: arrival numbers in sliding first/last/collect; 3: sum/avg as exact sums in a
 #: unit of 2**-E, keys as keys.Key
 STATE_VERSION = 3
+#: the modes whose rows are one per window and group, so an id names each
+_IDENTIFIED = ("fast", "session", "sliding", "count", "join")
+
+
+def result_id(scope: str) -> Callable[[Any, Any, Any], str]:
+    """The result-id function of a processor: ``(window start, window end, group key) -> id``, the first
+    16 hex digits of the SHA-256 of the compact JSON ``[scope, start, end, key]`` (the key a list of the
+    GROUP BY values, or the one value). The same window of the same group always gets the same id, so a
+    result emitted again after a restart replaces itself at an idempotent sink.
+
+    >>> result_id("p/p.sql")(0, 1000, ("d1", "temp"))
+    '32539619c9a1e653'
+    """
+    head = "[" + json.dumps(scope) + ","
+
+    def ident(ws: Any, we: Any, k: Any) -> str:
+        group = json.dumps(key_value(k), separators=(",", ":"), default=repr)
+        text = f"{head}{json.dumps(ws)},{json.dumps(we)},{group}]"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    return ident
 
 
 class SqlProcessor:
@@ -48,7 +72,8 @@ class SqlProcessor:
     Emits each window exactly once, when the watermark (max event time seen
     minus ``lateness_ms``) reaches its end, in order of window end; records
     that fail at run time go to ``ctx.dead_letter`` and late ones to
-    ``ctx.late``; neither stops the query. ``max_keys`` and ``max_state_bytes``
+    ``ctx.late``; neither stops the query. With ``id_field``, every row of a window aggregate (one per
+    window and group) carries its ``result_id`` in that field. ``max_keys`` and ``max_state_bytes``
     bound the state; ``on_limit`` (``emit_early`` or ``dead_letter``) says what
     gives at the bound (see ``limits``); below it results are exact.
     """
@@ -56,7 +81,8 @@ class SqlProcessor:
     def __init__(self, query: str, ctx: Any, *, time_field: str = "ts", lateness_ms: int = 0,
                  idle_timeout_ms: Optional[int] = None, processing_time: bool = False,
                  tables: Optional[dict] = None, functions: Optional[dict[str, Callable[..., Any]]] = None,
-                 resume_state: Any = None, stream_field: str = "_stream", max_keys: Optional[int] = None,
+                 resume_state: Any = None, stream_field: str = "_stream", id_field: str = "",
+                 id_scope: str = "", max_keys: Optional[int] = None,
                  max_state_bytes: Optional[int] = None, on_limit: str = "emit_early") -> None:
         if lateness_ms is None or int(lateness_ms) < 0:
             raise SqlError(f"lateness_ms must be >= 0, got {lateness_ms!r}")
@@ -86,6 +112,12 @@ class SqlProcessor:
                                    processing_time=processing_time, tables=self.tables, functions=functions,
                                    limits=self.limits)
             self.executor = EXECUTORS[self.plan.mode](self.program, ctx)
+        if id_field and self.plan.mode in _IDENTIFIED and (self.plan.mode != "join" or self.program.grouping):
+            if id_field in self.plan.names:
+                raise SqlError(f"the query has an output column named {id_field!r}, the field that carries each "
+                               "result's id: rename the column, or set id_field to another name")
+            self.executor.ident = result_id(id_scope)
+            self.executor.id_field = id_field
         self._last_arrival: Optional[int] = None
         self._wm_at_arrival: Any = None
         self._now = 0
@@ -165,7 +197,9 @@ class SqlProcessor:
             raise SqlError(f"resume_state holds window state of format {st['version']}, this version keeps format "
                            f"{STATE_VERSION}: start without it")
         if st.get("query") != self.query:
-            raise SqlError("resume_state was taken from a different query")
+            saved = " ".join(str(st.get("query")).split())
+            cut = f"{saved[:120]}..." if len(saved) > 120 else saved
+            raise SqlError(f"its state was saved by a different query ({cut})")
         ex = self.executor
         ex.wm = st["wm"]
         c = st.get("counters") or {}
@@ -195,6 +229,14 @@ class SqlProcessor:
         """
         held = self.executor.held_bytes() + sum(approx_bytes(a.state) for a in self._analytics())
         return {"live_states": self._live_states(), "held_bytes": held}
+
+    def state_summary(self) -> dict[str, Any]:
+        """What its state holds, for ``edgestream state inspect``: the mode, the watermark, open windows
+        (``[start, end, groups]``), distinct keys, records or sessions held, and the counters."""
+        ex = self.executor
+        wm = ex.wm if isinstance(ex.wm, int) and abs(ex.wm) < (1 << 60) else None
+        return {"mode": self.plan.mode, "watermark": wm, **ex.summary(), "emitted": ex.emitted, "late": ex.late,
+                "dead_letters": ex.dead}
 
     def _analytics(self) -> list:
         return getattr(self.program, "analytics", [])

@@ -59,6 +59,8 @@ class Executor(Bounded):
         self.late = 0
         self.emitted = 0
         self.names = prog.plan.names
+        self.ident: Any = None  # (window start, end, group key) -> the row's result id (SqlProcessor sets it)
+        self.id_field = ""
         self.order = prog.plan.order
         self.limit = prog.plan.limit
         # the aggregate state slots that hold values (collect, count DISTINCT, median, sliding queues)
@@ -114,6 +116,12 @@ class Executor(Bounded):
     def restore(self, st: dict) -> None:
         pass
 
+    def summary(self) -> dict:
+        """What the state holds, for ``edgestream state inspect``: ``windows`` (open windows as
+        ``[start, end, groups]``, oldest first), ``keys`` (distinct group keys) and ``held`` (records
+        or sessions held), each where the mode has it."""
+        return {}
+
     # -- emitting --------------------------------------------------------------
     def _finish(self, res: list) -> list:
         if self.order:
@@ -137,9 +145,18 @@ class Executor(Bounded):
                 self.bad({"window_start": ws, "window_end": we, "key": key_value(k)}, e)
                 continue
             if x is not None:
-                res.append(x)
+                res.append((x[0], x[1], k))
         names = self.names
-        out = [dict(zip(names, o)) for o, _ in self._finish(res)]
+        ident = self.ident
+        if ident is None:
+            out = [dict(zip(names, o)) for o, _, _ in self._finish(res)]
+        else:
+            idf = self.id_field
+            out = []
+            for o, _, k in self._finish(res):
+                row = dict(zip(names, o))
+                row[idf] = ident(ws, we, k)
+                out.append(row)
         self.emitted += len(out)
         return out
 
@@ -225,6 +242,11 @@ class FastExecutor(Executor):
 
     def state(self) -> dict:
         return {"W": self.W, "W0": self.W0}
+
+    def summary(self) -> dict:
+        keys = {k for g in self.W.values() for k in g} | set(self.W0)
+        wins = [[w, w + self.size, len(self.W[w])] for w in sorted(self.W)] if self.size else []
+        return {"windows": wins + ([[None, None, len(self.W0)]] if self.W0 else []), "keys": len(keys)}
 
     def restore(self, st: dict) -> None:
         self.W = st["W"]
@@ -373,6 +395,10 @@ class SessionExecutor(Executor):
     def state(self) -> dict:
         return {"open": self.open, "sessions": self.sessions, "heap": self.heap, "seq": self.seq}
 
+    def summary(self) -> dict:
+        wins = sorted([s[0], self._end(s), 1] for s in self.sessions.values())
+        return {"windows": wins, "keys": len(self.open), "held": len(self.sessions)}
+
     def restore(self, st: dict) -> None:
         if any(not isinstance(v, list) for v in st["open"].values()):
             raise SqlError("resume_state holds session-window state of an older format: start without it")
@@ -498,7 +524,10 @@ class SlidingExecutor(Executor):
                     self.bad({"window_start": lo, "window_end": T, "key": key_value(k)}, e)
                     x = None
                 if x is not None:
-                    out.append(dict(zip(names, x[0])))
+                    row = dict(zip(names, x[0]))
+                    if self.ident is not None:
+                        row[self.id_field] = self.ident(lo, T, k)
+                    out.append(row)
                     self.emitted += 1
             else:
                 out.extend(self.rows_of(lo, T, [(k, s)], now))
@@ -588,6 +617,9 @@ class SlidingExecutor(Executor):
     def state(self) -> dict:
         return {"groups": self.groups, "trig": self.trig, "seq": self.seq}
 
+    def summary(self) -> dict:
+        return {"keys": len(self.groups), "held": self.live_states()}
+
     def restore(self, st: dict) -> None:
         if "groups" not in st:
             raise SqlError("resume_state holds sliding-window state of an older format: start without it")
@@ -676,6 +708,9 @@ class CountExecutor(Executor):
 
     def state(self) -> dict:
         return {"bufs": self.bufs}
+
+    def summary(self) -> dict:
+        return {"keys": len(self.bufs), "held": self.live_states()}
 
     def restore(self, st: dict) -> None:
         if any(len(b) != 5 for b in st["bufs"].values()):
@@ -772,6 +807,9 @@ class WindowRowsExecutor(WindowBuffers):
 
     def state(self) -> dict:
         return {"W": self.W}
+
+    def summary(self) -> dict:
+        return {"windows": [[w, w + self.size, len(self.W[w])] for w in sorted(self.W)], "held": self.live_states()}
 
     def restore(self, st: dict) -> None:
         self.W = st["W"]

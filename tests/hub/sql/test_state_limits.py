@@ -302,6 +302,7 @@ def test_the_hub_counts_what_a_limit_did_and_dead_letters_with_the_reason(hub):
     hub.scripts["s"] = [{"ts": i, "id": i % 4, "v": i} for i in range(40)]
     e = hub.engine("""
 hub: {dead_letter: dlq}
+state: {enabled: false}  # the stop flushes the open windows instead of checkpointing them
 sources: {s: {script: {name: s}}}
 sinks: {out: {memory: {}}, dlq: {memory: {}}}
 pipelines:
@@ -317,3 +318,17 @@ pipelines:
     assert e.stop()
     assert sorted((r["id"], r["n"]) for r in hub.out["out"]) == [(0, 10), (1, 10), (2, 10)]
     assert all("state limit: max_keys (3)" in str(d) for d in hub.out["dlq"])
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "session", "count", "join"])
+def test_rows_emitted_early_have_ids_of_their_own(kind):
+    # an upserting sink keyed on the result id must keep every part of a window a bound split, and a
+    # window that was never split keeps the id it has without bounds
+    recs = stream(kind, 120, keys=5)
+    out, _, _ = run(kind, recs, one_at_a_time=True, max_keys=1 if kind == "join" else 3, id_field="_id",
+                    id_scope="p/p.sql")
+    early = [r for r in out if r.get(EARLY)]
+    assert early and len({r["_id"] for r in out}) == len(out)
+    free, _, _ = run(kind, recs, id_field="_id", id_scope="p/p.sql")
+    unsplit = {r["_id"] for r in free}
+    assert all(r["_id"] not in unsplit for r in early)
