@@ -185,14 +185,15 @@ def test_the_window_of_unacknowledged_messages_is_bounded(hub, mosquitto):
     assert e.stop()
 
 
-def _one_read_later(runner, pub, seqs):
-    """Publish a QoS 1 message for each of ``seqs`` while the source's intake is held, so that what the
-    broker sends meanwhile waits in the socket and comes in one read when the intake is let go."""
+def _queued_first(runner, pub, seqs):
+    """Publish a QoS 1 message for each of ``seqs`` while the source's intake is held, so the broker has
+    them all when the intake is let go (what it sent meanwhile waits in the socket: one read)."""
     with runner.intake.lock:
         infos = [pub.publish("edgestream/d1/results", results("d1", 1, [s]), qos=1) for s in seqs]
         for info in infos:
-            info.wait_for_publish(5)
+            info.wait_for_publish(10)
         time.sleep(0.3)  # the broker passes them on to the source's socket
+    return infos
 
 
 def test_the_messages_of_one_read_are_one_unit_acknowledged_after_a_checkpoint(hub, mosquitto):
@@ -204,7 +205,7 @@ def test_the_messages_of_one_read_are_one_unit_acknowledged_after_a_checkpoint(h
     acked = acks_of(src)
     pub = publisher(mosquitto)
     try:
-        _one_read_later(runner, pub, range(200))
+        _queued_first(runner, pub, range(200))
         assert wait_for(lambda: len(lines(hub)) == 200)
         assert runner.ticket <= 20, f"{runner.ticket} units for 200 messages: a read's were not batched"
         time.sleep(0.2)
@@ -232,7 +233,7 @@ def test_a_read_that_comes_after_the_intake_closed_is_neither_taken_nor_acknowle
         with runner.intake.lock:
             runner.intake.closed = True  # what a stop's last round does
         ticket = runner.ticket
-        _one_read_later(runner, pub, range(1, 51))
+        _queued_first(runner, pub, range(1, 51))
         time.sleep(0.3)
         assert len(lines(hub)) == 1 and runner.ticket == ticket  # nothing taken
         assert e.stop()
@@ -423,9 +424,12 @@ def test_result_ids_name_the_window_and_group_and_only_window_aggregates_carry_t
 
 def test_a_broker_that_holds_messages_back_until_they_are_acknowledged_still_delivers_all(hub, mosquitto):
     # the recommended broker sends MAX_INFLIGHT_MESSAGES at a time before it wants acknowledgements: the
-    # source sees the stall and asks for a checkpoint (without it, the next periodic one would be 60 s away)
+    # source sees the stall and asks for a checkpoint (without it, the next periodic one would be 60 s away).
+    # The broker has every message first: a publisher still sending would make pauses of its own, and the few
+    # messages that came after a round it started would wait for the interval (as a trickle does).
     e = hub.engine(mqtt_config(mosquitto))
-    src = e.sources["devices"].source
+    runner = e.sources["devices"]
+    src = runner.source
     assert src.subscribed.wait(5)
     asked: list[int] = []
     real = src.wants_checkpoint
@@ -439,7 +443,7 @@ def test_a_broker_that_holds_messages_back_until_they_are_acknowledged_still_del
     src.wants_checkpoint = wants
     pub = publisher(mosquitto)
     try:
-        infos = [pub.publish("edgestream/d1/results", results("d1", 1, [s]), qos=1) for s in range(3000)]
+        infos = _queued_first(runner, pub, range(3000))
         assert wait_for(lambda: len(lines(hub)) == 3000, 30)
         assert wait_for(lambda: all(i.is_published() for i in infos) and src.unacked() == 0, 30)
         assert asked and asked[0] <= MAX_INFLIGHT_MESSAGES  # it asked by the time the broker stopped sending
