@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -251,6 +252,9 @@ def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: 
     if kind == "hub":
         out = Path(d) / "out.jsonl"
         out.unlink(missing_ok=True)
+        # each run starts afresh: the last run's checkpoint (state, on by default) holds the sequence
+        # positions of these same payloads, so a resumed hub would drop them all as duplicates
+        shutil.rmtree(Path(d) / ".edgestream", ignore_errors=True)
         cfg = Path(d) / "hub.yaml"
         cfg.write_text(HUB_YAML.format(port=port, out=out, linger=linger))
         args = ["hub", str(cfg), str(total), str(per), "1" if track else "0"]
