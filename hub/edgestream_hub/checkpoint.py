@@ -28,10 +28,11 @@ written as ``{"__keyed": "full", "head": ..., "set": {map: [[key, value], ...]}}
 (``head`` the section with each split map replaced by ``{"__split": map}``), and
 in a delta as ``{"__keyed": "delta", "head": ..., "set": ..., "del": {map:
 [key, ...]}, "gone": [map, ...]}``: only the entries added or changed since the
-checkpoint before, and the keys removed. Restoring applies them in order (a
-changed entry keeps its place, a new one goes last: exactly the order of the
-maps snapshotted, which the writer checks, writing the section whole when it
-does not hold) and gives the section exactly as a full snapshot would.
+checkpoint before, and the keys removed. Restoring applies them in order (the
+keys removed go first, a changed entry keeps its place, a new one goes last; an
+entry removed and added again since is written as both, so it goes last as in
+the map snapshotted) and gives the section exactly as a full snapshot would,
+its maps' order included.
 
 Writes are atomic: a temp file, fsync, rename, fsync of the folder, so a crash
 at any point leaves the previous checkpoint usable (a temp file left behind is
@@ -491,8 +492,8 @@ class Section:
                        {mid: {kt: vt for kt, (_, vt) in es.items()} for mid, es in self.maps.items()})
 
     def text(self, before: Digests | None, now: Digests) -> str | None:
-        """Its JSON in a checkpoint: whole (``before`` None, or a change the entries cannot say in order), only
-        what changed since ``before``, or None when nothing did."""
+        """Its JSON in a checkpoint: whole (``before`` None), only what changed since ``before``, or None when
+        nothing did."""
         if not self.maps:
             return None if before is not None and not before.maps and before.head == now.head else self.head
         if before is None or not before.maps:
@@ -504,15 +505,20 @@ class Section:
             if old is None:
                 sets[mid] = list(new)
                 continue
-            gone = [k for k in old if k not in new]
-            added = [k for k in new if k not in old]
-            if [k for k in old if k in new] + added != list(new):  # an order a delta cannot give: all of it
-                return self._keyed("full", {m: list(es) for m, es in self.maps.items()}, {}, [])
-            changed = [k for k in new if old.get(k) != new[k]]
+            order = list(new)
+            i, removed = 0, []
+            for k in old:  # keys kept in place are in the same order in both; the others moved to the end
+                if k not in new:
+                    removed.append(k)
+                elif i < len(order) and order[i] == k:
+                    i += 1
+                else:
+                    removed.append(k)  # removed and added again since: written as removed, then added last
+            changed = [k for k in order[:i] if old[k] != new[k]] + order[i:]
             if changed:
                 sets[mid] = changed
-            if gone:
-                dels[mid] = gone
+            if removed:
+                dels[mid] = removed
         vanished = [mid for mid in before.maps if mid not in now.maps]
         if not sets and not dels and not vanished and before.head == now.head:
             return None

@@ -143,3 +143,17 @@ def test_checkpoints_of_the_version_before_are_read(tmp_path):
     assert b'"version":2' in raw
     store.path(1).write_bytes(raw.replace(b'"version":2', b'"version":1', 1))  # whole sections, as version 1 wrote
     assert CheckpointStore(tmp_path).restore().sections == {"pipeline/p": {"processors": {"x": 1}}}
+
+
+def test_an_entry_removed_and_added_again_is_written_alone_and_goes_last(tmp_path):
+    store = CheckpointStore(tmp_path)
+    groups = {f"k{i}": i for i in range(1000)}
+    store.write({"pipeline/p": section(pipeline({"state": encode({"open": groups})}))})
+    del groups["k3"]
+    groups["k3"] = 3  # the same value, now last (a session closed and opened again for its key)
+    w = store.write({"pipeline/p": section(pipeline({"state": encode({"open": groups})}))})
+    part = store.read(w.n)[1]["pipeline/p"]
+    assert part["set"] == {'["processors","agg.sql","state"]|"open"': [["k3", 3]]}
+    assert part["del"] == {'["processors","agg.sql","state"]|"open"': ["k3"]}
+    got = store.restore().sections["pipeline/p"]["processors"]["agg.sql"]["state"]
+    assert got["__m"][0][1]["__m"][-1] == ["k3", 3] and text(got) == text(encode({"open": groups}))
