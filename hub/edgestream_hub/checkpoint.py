@@ -62,7 +62,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 from edgestream_hub.errors import EdgeStreamError
 
@@ -155,7 +155,7 @@ class CheckpointStore:
         self.dir = Path(folder)
         self.full_every = max(1, full_every)
         self.retain = max(1, retain)
-        self._hashes: dict[str, Digests] | None = None  # section -> digests of its parts, as last written
+        self._hashes: dict[str, Kept] | None = None  # section -> what it held, as last written
         self._base = 0
         self._since_full = 0
         self._next = 0
@@ -271,7 +271,13 @@ class CheckpointStore:
         missing = [s for s in last.names if s not in sections]
         if missing:
             raise CorruptCheckpoint(f"{file_name(n)}: sections {missing} are in no file of its chain")
-        return Restored(n, last.at_ms, {s: _whole(sections[s]) for s in last.names}, [h.n for h, _ in files])
+        whole = {}
+        for s in last.names:
+            try:
+                whole[s] = _whole(sections[s])
+            except CorruptCheckpoint as e:
+                raise CorruptCheckpoint(f"{file_name(n)}: section {s}: {e}") from None
+        return Restored(n, last.at_ms, whole, [h.n for h, _ in files])
 
     def restore(self) -> Restored:
         """The newest checkpoint whose chain is valid; ``problems`` says which newer files were skipped and why.
@@ -309,7 +315,7 @@ class CheckpointStore:
         return Restored(sections=sections, legacy=bool(sections))
 
     # -- writing --
-    def write(self, sections: dict[str, "str | Section"], *, at_ms: int | None = None, full: bool = False) -> Written:
+    def write(self, sections: Mapping[str, str | Section], *, at_ms: int | None = None, full: bool = False) -> Written:
         """Write the checkpoint of ``sections`` (name -> JSON text, or a ``Section`` kept by entry): a delta
         of what changed since the last write of this store, or a full one (``full``, the first write, every
         ``full_every``-th); nothing when nothing changed. Atomic; raises OSError (nothing changes then: the
@@ -319,7 +325,7 @@ class CheckpointStore:
             self._next = max(self.numbers(), default=0) + 1
         n = self._next
         secs = {name: s if isinstance(s, Section) else Section(s) for name, s in sections.items()}
-        hashes = {name: s.digests() for name, s in secs.items()}
+        hashes = {name: s.kept() for name, s in secs.items()}
         delta = not full and self._hashes is not None and self._since_full + 1 < self.full_every
         texts: dict[str, str] = {}
         if delta:
@@ -449,9 +455,10 @@ def _is_map(v: Any) -> bool:
 
 
 @dataclass
-class Digests:
-    """What a section held when last written: its head's digest, and per split map each key's value text,
-    in order (compared as they are: cheaper than hashing each, in about the same memory as digests)."""
+class Kept:
+    """What a section held when last written, to compare the next one with: its head's digest, and per split
+    map each key's value text, in order (compared as they are: cheaper than hashing each, and not much larger
+    than a digest object per entry)."""
 
     head: bytes
     maps: dict[str, dict[str, str]]
@@ -487,11 +494,11 @@ class Section:
         self.maps[mid] = out
         return {_SPLIT: mid}
 
-    def digests(self) -> Digests:
-        return Digests(hashlib.sha256(self.head.encode()).digest(),
+    def kept(self) -> Kept:
+        return Kept(hashlib.sha256(self.head.encode()).digest(),
                        {mid: {kt: vt for kt, (_, vt) in es.items()} for mid, es in self.maps.items()})
 
-    def text(self, before: Digests | None, now: Digests) -> str | None:
+    def text(self, before: Kept | None, now: Kept) -> str | None:
         """Its JSON in a checkpoint: whole (``before`` None), only what changed since ``before``, or None when
         nothing did."""
         if not self.maps:

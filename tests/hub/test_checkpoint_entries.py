@@ -3,6 +3,7 @@ its deltas restores exactly what a full snapshot holds (values and order)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -44,10 +45,10 @@ def test_every_checkpoint_of_a_chain_is_its_full_snapshot(tmp_path_factory, ops,
         expected[w.n] = text(snap)
 
     for op, w, g, v in ops:
-        groups = W.setdefault(w, {}) if op in ("set", "again", "clear") else W.get(w)
+        groups: dict = W.setdefault(w, {}) if op in ("set", "again", "clear") else W.get(w, {})
         if op == "set":
             groups[("d", g)] = [v, v * 0.5]
-        elif op == "del" and groups is not None:
+        elif op == "del":
             groups.pop(("d", g), None)
         elif op == "drop":
             W.pop(w, None)
@@ -119,21 +120,28 @@ def test_a_delta_holds_only_the_groups_that_changed(tmp_path):
     assert text(store.restore().sections["pipeline/p"]) == text(pipeline(p.snapshot()))
 
 
-def test_a_delta_of_entries_with_no_base_for_them_is_refused_and_the_one_before_used(tmp_path):
+def rewrite(store: CheckpointStore, n: int, body: bytes) -> None:
+    """Checkpoint ``n`` with another body, its header's size and checksum to match."""
+    with open(store.path(n), "rb") as f:
+        head = json.loads(f.readline())
+    head.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+    store.path(n).write_bytes(json.dumps(head).encode() + b"\n" + body)
+
+
+@pytest.mark.parametrize("base, usable, says", [
+    (b'{"pipeline/p":{"processors":{}}}', 1,
+     "checkpoint-000000000002.ckpt: section pipeline/p: a 'delta' part of entries with no whole section before it "
+     "to apply to"),
+    (b'{"pipeline/p":{"__keyed":"full","head":{"state":{"__split":"m"}},"set":{}}}', None,
+     "checkpoint-000000000001.ckpt: section pipeline/p: the entries of map m are in no file of its chain"),
+])
+def test_entries_that_do_not_add_up_are_refused_and_the_one_before_used(tmp_path, base, usable, says):
     store = CheckpointStore(tmp_path, full_every=10)
     store.write({"pipeline/p": section(pipeline({"state": encode({"W": {1: 2}})}))})
     store.write({"pipeline/p": section(pipeline({"state": encode({"W": {1: 3}})}))})
-    with open(store.path(1), "rb") as f:  # the base turned into a whole section: the delta has nothing to apply to
-        head = json.loads(f.readline())
-    body = b'{"pipeline/p":{"processors":{}}}'
-    import hashlib
-
-    head.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
-    store.path(1).write_bytes(json.dumps(head).encode() + b"\n" + body)
+    rewrite(store, 1, base)
     r = CheckpointStore(tmp_path).restore()
-    assert r.n == 1 and r.sections == {"pipeline/p": {"processors": {}}}
-    assert r.problems == ["checkpoint-000000000002.ckpt: section pipeline/p: a 'delta' part of entries with no "
-                          "whole section before it to apply to"]
+    assert r.n == usable and says in r.problems
 
 
 def test_checkpoints_of_the_version_before_are_read(tmp_path):
