@@ -9,10 +9,12 @@
    every message is acknowledged only after a checkpoint holds it.
 2. A checkpoint of 10,000 open windows (one per device, tumbling; and 10,000 open sessions): a
    whole round through the engine (cut, barrier, snapshot on the pipeline's thread, write with
-   fsync and rename), the file's size, and each part measured alone.
+   fsync and rename), the file's size, and each part measured alone; then a delta round after
+   records for 1% of the devices (a delta holds only the entries that changed).
 3. Restore: reading and verifying the checkpoint, and building the processor from it.
 
-``python -m bench.bench_durable`` prints everything; ``--child ...`` is the receiving side.
+``python -m bench.bench_durable`` prints everything (``--windows``: only parts 2 and 3); ``--child ...`` is the
+receiving side.
 """
 
 from __future__ import annotations
@@ -185,6 +187,22 @@ state: {{interval: 1h}}
             sizes.append(cp.last_size or 0)
         proc = e.pipelines["p"].procs[0][1]
         assert proc.state_summary()["held" if mode == "sessions" else "keys"] == n
+        deltas, delta_sizes = [], []
+        taken = n
+        for r in range(5):  # 1% of the devices have a record each time, all in their open window
+            changed = range(r, n, 100)
+            with open(d / "in.jsonl", "a") as f:
+                f.write("".join(json.dumps({"device": f"dev-{k}", "ts": 2000 + k, "value": 1.0}) + "\n"
+                                for k in changed))
+            taken += len(changed)
+            while e.metrics.value("edgestream_pipeline_records_in_total", component="p") < taken:
+                assert time.monotonic() < deadline + 60, "the hub did not take the records"
+                time.sleep(0.01)
+            t = time.perf_counter()
+            assert cp.round(deadline=time.monotonic() + 30, abort=threading.Event())
+            deltas.append(time.perf_counter() - t)
+            assert e.store.header(cp.last_n or 0).kind == "delta"
+            delta_sizes.append(cp.last_size or 0)
     finally:
         e.stop()
     t = time.perf_counter()
@@ -198,26 +216,32 @@ state: {{interval: 1h}}
     store.write({"pipeline/p": text})
     t_write = time.perf_counter() - t
     t = time.perf_counter()
-    restored = CheckpointStore(d / ".edgestream" / "state").restore()
+    restored = CheckpointStore(d / ".edgestream" / "state").restore()  # the last full one and its deltas
     t_read = time.perf_counter() - t
     t = time.perf_counter()
     again = SqlProcessor(query, SimpleContext(), resume_state=restored.sections["pipeline/p"]["processors"]["p.sql"],
                          id_field="_id", id_scope="p/p.sql")
     t_build = time.perf_counter() - t
     assert again.state_summary()["held" if mode == "sessions" else "keys"] == n
+    assert again.snapshot() == json.loads(json.dumps(proc.snapshot()))
     ms = 1000
     unit = "window" if mode == "tumbling" else "session"
     print(f"checkpoint of {n:,} open {'windows (tumbling, one per device)' if mode == 'tumbling' else 'sessions'}:")
     print(f"  a round through the engine: {statistics.median(rounds) * ms:.0f} ms (median of 5; file "
           f"{statistics.median(sizes) / 1024:.0f} KiB, {statistics.median(sizes) / n:.0f} B per {unit})")
+    print(f"  a delta round after 1% of the {unit}s changed: {statistics.median(deltas) * ms:.0f} ms (median of 5; "
+          f"file {statistics.median(delta_sizes) / 1024:.1f} KiB, "
+          f"{statistics.median(delta_sizes) / statistics.median(sizes) * 100:.1f}% of the full one)")
     print(f"  parts: snapshot {t_snap * ms:.0f} ms, JSON {t_json * ms:.0f} ms, write+fsync+rename "
           f"{t_write * ms:.0f} ms")
-    print(f"  restore: read and verify {t_read * ms:.0f} ms, rebuild the processor {t_build * ms:.0f} ms "
+    print(f"  restore (the full one and {len(restored.chain) - 1} deltas): read and verify {t_read * ms:.0f} ms, "
+          f"rebuild the processor {t_build * ms:.0f} ms "
           f"(total {(t_read + t_build) * ms:.0f} ms)")
 
 
 def main() -> None:
-    throughput()
+    if "--windows" not in sys.argv:
+        throughput()
     for mode in ("tumbling", "sessions"):
         with tempfile.TemporaryDirectory() as d:
             open_windows(Path(d), mode)

@@ -18,6 +18,22 @@ the first one after a start) is full. Checkpoint ``n`` is therefore restored
 from its base and every delta after it up to ``n``, each of which must be
 present and valid.
 
+Inside a section, state can be large (a SQL processor's 10,000 open windows),
+so a section given as a ``Section`` (``section(value)``) is kept by *entry*:
+each snapshot map (``{"__m": [[key, value], ...]}``, how ``sql.state.encode``
+writes a dict) reached through plain JSON objects is split into its entries,
+and maps among those values too, three maps deep (a SQL processor's state ->
+``W`` -> a window's groups, each group one entry). Such a section is
+written as ``{"__keyed": "full", "head": ..., "set": {map: [[key, value], ...]}}``
+(``head`` the section with each split map replaced by ``{"__split": map}``), and
+in a delta as ``{"__keyed": "delta", "head": ..., "set": ..., "del": {map:
+[key, ...]}, "gone": [map, ...]}``: only the entries added or changed since the
+checkpoint before, and the keys removed. Restoring applies them in order (the
+keys removed go first, a changed entry keeps its place, a new one goes last; an
+entry removed and added again since is written as both, so it goes last as in
+the map snapshotted) and gives the section exactly as a full snapshot would,
+its maps' order included.
+
 Writes are atomic: a temp file, fsync, rename, fsync of the folder, so a crash
 at any point leaves the previous checkpoint usable (a temp file left behind is
 removed at the next start). ``restore()`` takes the newest checkpoint whose
@@ -46,13 +62,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Mapping
 
 from edgestream_hub.errors import EdgeStreamError
 
 FORMAT = "edgestream-checkpoint"
-#: the layout of checkpoint files this hub writes and reads
-VERSION = 1
+#: the layout of checkpoint files this hub writes; 2: sections kept by entry (``__keyed``)
+VERSION = 2
+#: the layouts it reads (version 1 files hold only whole sections, which version 2 reads alike)
+READS = (1, 2)
 #: the state folder when ``state.dir`` is not set, relative to the config file's folder
 DEFAULT_DIR = ".edgestream/state"
 #: a test hook: milliseconds to sleep in the middle of writing a checkpoint (so a kill can land there)
@@ -137,7 +155,7 @@ class CheckpointStore:
         self.dir = Path(folder)
         self.full_every = max(1, full_every)
         self.retain = max(1, retain)
-        self._hashes: dict[str, str] | None = None  # section -> sha256 of its JSON, as last written
+        self._hashes: dict[str, Kept] | None = None  # section -> what it held, as last written
         self._base = 0
         self._since_full = 0
         self._next = 0
@@ -196,11 +214,12 @@ class CheckpointStore:
             raise CorruptCheckpoint(f"{where}: no readable header") from None
         if not isinstance(h, dict) or h.get("format") != FORMAT:
             raise CorruptCheckpoint(f"{where}: not an EdgeStream checkpoint")
-        if h.get("version") != VERSION:
-            raise CorruptCheckpoint(f"{where}: format version {h.get('version')!r}; this hub reads version {VERSION}")
+        if h.get("version") not in READS:
+            raise CorruptCheckpoint(f"{where}: format version {h.get('version')!r}; this hub reads versions "
+                                    f"{', '.join(map(str, READS))} (written by a newer hub?)")
         try:
             hd = Header(int(h["n"]), str(h["kind"]), int(h["base"]), int(h["at_ms"]), [str(x) for x in h["names"]],
-                        [str(x) for x in h["written"]], int(h["bytes"]), str(h["sha256"]))
+                        [str(x) for x in h["written"]], int(h["bytes"]), str(h["sha256"]), int(h["version"]))
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptCheckpoint(f"{where}: header lacks or garbles {e}") from None
         if hd.n != n or hd.kind not in ("full", "delta") or hd.base > n or (hd.kind == "full") != (hd.base == n):
@@ -242,13 +261,23 @@ class CheckpointStore:
         """Checkpoint ``n`` as a whole (its chain applied). Raises CorruptCheckpoint."""
         files = self.chain(n, cache)
         sections: dict[str, Any] = {}
-        for _, part in files:
-            sections.update(part)
+        for h, part in files:
+            for name, value in part.items():
+                try:
+                    sections[name] = _apply(sections.get(name), value)
+                except CorruptCheckpoint as e:
+                    raise CorruptCheckpoint(f"{file_name(h.n)}: section {name}: {e}") from None
         last = files[-1][0]
         missing = [s for s in last.names if s not in sections]
         if missing:
             raise CorruptCheckpoint(f"{file_name(n)}: sections {missing} are in no file of its chain")
-        return Restored(n, last.at_ms, {s: sections[s] for s in last.names}, [h.n for h, _ in files])
+        whole = {}
+        for s in last.names:
+            try:
+                whole[s] = _whole(sections[s])
+            except CorruptCheckpoint as e:
+                raise CorruptCheckpoint(f"{file_name(n)}: section {s}: {e}") from None
+        return Restored(n, last.at_ms, whole, [h.n for h, _ in files])
 
     def restore(self) -> Restored:
         """The newest checkpoint whose chain is valid; ``problems`` says which newer files were skipped and why.
@@ -286,27 +315,33 @@ class CheckpointStore:
         return Restored(sections=sections, legacy=bool(sections))
 
     # -- writing --
-    def write(self, sections: dict[str, str], *, at_ms: int | None = None, full: bool = False) -> Written:
-        """Write the checkpoint of ``sections`` (name -> JSON text): a delta of what changed since the last
-        write of this store, or a full one (``full``, the first write, every ``full_every``-th); nothing
-        when nothing changed. Atomic; raises OSError (nothing changes then: the next write retries from
-        the last good one)."""
+    def write(self, sections: Mapping[str, str | Section], *, at_ms: int | None = None, full: bool = False) -> Written:
+        """Write the checkpoint of ``sections`` (name -> JSON text, or a ``Section`` kept by entry): a delta
+        of what changed since the last write of this store, or a full one (``full``, the first write, every
+        ``full_every``-th); nothing when nothing changed. Atomic; raises OSError (nothing changes then: the
+        next write retries from the last good one)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self._next:
             self._next = max(self.numbers(), default=0) + 1
         n = self._next
-        hashes = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in sections.items()}
+        secs = {name: s if isinstance(s, Section) else Section(s) for name, s in sections.items()}
+        hashes = {name: s.kept() for name, s in secs.items()}
         delta = not full and self._hashes is not None and self._since_full + 1 < self.full_every
+        texts: dict[str, str] = {}
         if delta:
             assert self._hashes is not None
-            written = [s for s in sorted(sections) if self._hashes.get(s) != hashes[s]]
+            for name in sorted(secs):
+                text = secs[name].text(self._hashes.get(name), hashes[name])
+                if text is not None:
+                    texts[name] = text
             base = self._base
-            if not written and set(self._hashes) == set(hashes):  # the last one holds exactly this: no file
+            if not texts and set(self._hashes) == set(hashes):  # the last one holds exactly this: no file
                 return Written(n - 1, "unchanged", self.path(n - 1), 0,
                                int(time.time() * 1000) if at_ms is None else at_ms)
         else:
-            written, base = sorted(sections), n
-        body = ("{" + ",".join(f"{json.dumps(s)}:{sections[s]}" for s in written) + "}").encode()
+            texts, base = {name: secs[name].text(None, hashes[name]) or "" for name in sorted(secs)}, n
+        written = sorted(texts)
+        body = ("{" + ",".join(f"{json.dumps(s)}:{texts[s]}" for s in written) + "}").encode()
         at = int(time.time() * 1000) if at_ms is None else at_ms
         h = Header(n, "delta" if delta else "full", base, at, sorted(sections), written, len(body),
                    hashlib.sha256(body).hexdigest())
@@ -402,6 +437,174 @@ class CheckpointStore:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # closing releases the flock
+
+
+#: how deep plain JSON objects are searched for maps to keep by entry (pipeline/processors/<label>/state/<map>)
+_SPLIT_DEPTH = 6
+#: how many maps deep entries are kept apart (a SQL snapshot's state -> W -> window -> group)
+_MAP_LEVELS = 3
+_KEYED = "__keyed"
+_SPLIT = "__split"
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps with options builds one a call
+
+
+def _is_map(v: Any) -> bool:
+    return type(v) is dict and len(v) == 1 and type(v.get("__m")) is list
+
+
+@dataclass
+class Kept:
+    """What a section held when last written, to compare the next one with: its head's digest, and per split
+    map each key's value text, in order (compared as they are: cheaper than hashing each, and not much larger
+    than a digest object per entry)."""
+
+    head: bytes
+    maps: dict[str, dict[str, str]]
+
+
+class Section:
+    """A section to write, its snapshot maps kept by entry (see the module doc). Built on the thread that
+    owns the state (it reads the value once, into text); a text ``value`` is a section kept whole."""
+
+    def __init__(self, value: Any) -> None:
+        #: split map -> key text -> (key text, value text)
+        self.maps: dict[str, dict[str, tuple[str, str]]] = {}
+        self.head = value if isinstance(value, str) else _dumps(self._split(value, [], 0))
+
+    def _split(self, v: Any, path: list[str], depth: int) -> Any:
+        if _is_map(v):
+            return self._entries(v, _dumps(path), _MAP_LEVELS)
+        if type(v) is dict and depth < _SPLIT_DEPTH and _SPLIT not in v and _KEYED not in v \
+                and not any(isinstance(k, str) and k.startswith("__") for k in v):
+            return {k: self._split(x, [*path, k], depth + 1) for k, x in v.items()}
+        return v
+
+    def _entries(self, m: dict, mid: str, levels: int) -> dict:
+        out: dict[str, tuple[str, str]] = {}
+        for pair in m["__m"]:
+            k, x = pair
+            kt = _dumps(k)
+            if levels > 1 and _is_map(x):
+                x = self._entries(x, f"{mid}|{kt}", levels - 1)
+            out[kt] = (kt, _dumps(x))
+        if len(out) != len(m["__m"]):  # keys that repeat: not a dict's snapshot, keep it whole
+            return m
+        self.maps[mid] = out
+        return {_SPLIT: mid}
+
+    def kept(self) -> Kept:
+        return Kept(hashlib.sha256(self.head.encode()).digest(),
+                       {mid: {kt: vt for kt, (_, vt) in es.items()} for mid, es in self.maps.items()})
+
+    def text(self, before: Kept | None, now: Kept) -> str | None:
+        """Its JSON in a checkpoint: whole (``before`` None), only what changed since ``before``, or None when
+        nothing did."""
+        if not self.maps:
+            return None if before is not None and not before.maps and before.head == now.head else self.head
+        if before is None or not before.maps:
+            return self._keyed("full", {mid: list(es) for mid, es in self.maps.items()}, {}, [])
+        sets: dict[str, list[str]] = {}
+        dels: dict[str, list[str]] = {}
+        for mid, new in now.maps.items():
+            old = before.maps.get(mid)
+            if old is None:
+                sets[mid] = list(new)
+                continue
+            order = list(new)
+            i, removed = 0, []
+            for k in old:  # keys kept in place are in the same order in both; the others moved to the end
+                if k not in new:
+                    removed.append(k)
+                elif i < len(order) and order[i] == k:
+                    i += 1
+                else:
+                    removed.append(k)  # removed and added again since: written as removed, then added last
+            changed = [k for k in order[:i] if old[k] != new[k]] + order[i:]
+            if changed:
+                sets[mid] = changed
+            if removed:
+                dels[mid] = removed
+        vanished = [mid for mid in before.maps if mid not in now.maps]
+        if not sets and not dels and not vanished and before.head == now.head:
+            return None
+        return self._keyed("delta", sets, dels, vanished)
+
+    def _keyed(self, kind: str, sets: dict[str, list[str]], dels: dict[str, list[str]], gone: list[str]) -> str:
+        parts = [f'"{_KEYED}":"{kind}","head":{self.head}']
+        maps = self.maps
+        parts.append('"set":{' + ",".join(
+            _dumps(mid) + ":[" + ",".join(f"[{maps[mid][k][0]},{maps[mid][k][1]}]" for k in keys) + "]"
+            for mid, keys in sets.items()) + "}")
+        if kind == "delta":
+            parts.append('"del":{' + ",".join(_dumps(mid) + ":[" + ",".join(keys) + "]"
+                                             for mid, keys in dels.items()) + "}")
+            parts.append('"gone":' + _dumps(gone))
+        return "{" + ",".join(parts) + "}"
+
+
+@dataclass
+class _Keyed:
+    """A section kept by entry while a chain is applied: its head and each split map's entries, in order."""
+
+    head: Any
+    maps: dict[str, dict[str, list[Any]]]
+
+
+def section(value: Any) -> Section:
+    """``value`` (a JSON-able section, read now) ready to write by entry."""
+    return Section(value)
+
+
+def _apply(before: Any, part: Any) -> Any:
+    """A section after one file of a chain: ``part`` whole, or its entries applied to ``before``."""
+    if not (isinstance(part, dict) and _KEYED in part):
+        return part
+    kind = part[_KEYED]
+    try:
+        if kind == "full":
+            keyed = _Keyed(part["head"], {})
+        elif kind == "delta" and isinstance(before, _Keyed):  # owned by the chain being applied: changed in place
+            keyed = _Keyed(part["head"], before.maps)
+            for mid in part["gone"]:
+                keyed.maps.pop(mid, None)
+            for mid, keys in part["del"].items():
+                es = keyed.maps[mid]
+                for k in keys:
+                    del es[_dumps(k)]
+        else:
+            raise CorruptCheckpoint(f"a {kind!r} part of entries with no whole section before it to apply to")
+        for mid, pairs in part["set"].items():
+            es = keyed.maps.setdefault(mid, {})
+            for k, v in pairs:
+                es[_dumps(k)] = [k, v]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CorruptCheckpoint(f"garbled entries ({type(e).__name__}: {e})") from None
+    return keyed
+
+
+def _whole(value: Any) -> Any:
+    """A section as a full snapshot of it would be: entries put back into their maps."""
+    if not isinstance(value, _Keyed):
+        return value
+    maps = value.maps
+
+    def build(mid: str) -> dict:
+        if mid not in maps:
+            raise CorruptCheckpoint(f"the entries of map {mid} are in no file of its chain")
+        return {"__m": [[k, build(v[_SPLIT]) if _is_split(v) else v] for k, v in maps[mid].values()]}
+
+    def put(v: Any) -> Any:
+        if type(v) is dict:
+            return build(v[_SPLIT]) if _is_split(v) else {k: put(x) for k, x in v.items()}
+        return v
+
+    return put(value.head)
+
+
+def _is_split(v: Any) -> bool:
+    return type(v) is dict and len(v) == 1 and isinstance(v.get(_SPLIT), str)
 
 
 def _write_all(fd: int, data: bytes) -> None:

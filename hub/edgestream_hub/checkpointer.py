@@ -42,7 +42,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from edgestream_hub.checkpoint import CheckpointStore, Restored, Written
+from edgestream_hub.checkpoint import CheckpointStore, Restored, Section, Written, section
 
 if TYPE_CHECKING:
     from edgestream_hub.engine import Engine, PipelineRunner, SourceRunner
@@ -74,7 +74,7 @@ class Barrier:
     def __init__(self, rid: int, pipelines: Iterable[str]) -> None:
         self.id = rid
         self.waiting = set(pipelines)
-        self.parts: dict[str, tuple[str, dict[str, tuple[Any, int]]]] = {}
+        self.parts: dict[str, tuple[Section, dict[str, tuple[Any, int]]]] = {}
         self.errors: dict[str, str] = {}
         self.cancelled = False
         self._cond = threading.Condition()
@@ -85,10 +85,10 @@ class Barrier:
         if self.cancelled:
             return
         try:
-            text = dumps({"processors": runner.snapshot()})
+            text = section({"processors": runner.snapshot()})  # read here, while its state stands still
             err = None
         except Exception as e:  # a processor whose snapshot fails fails the round, never the pipeline
-            text, err = "", f"{type(e).__name__}: {e}"
+            text, err = Section(""), f"{type(e).__name__}: {e}"
         marks = runner.engine.sink_marks(runner.pc.sinks)
         with self._cond:
             if err is not None:
@@ -216,7 +216,8 @@ class Checkpointer:
                         if not self._sink_done(sink, runner, mark, deadline, abort, barrier):
                             return self._abandoned(barrier, deadline, abort,
                                                    f"sink {runner.label} did not write what pipeline {name} gave it")
-                sections = {f"pipeline/{name}": text for name, (text, _) in barrier.parts.items()}
+                sections: dict[str, str | Section] = {f"pipeline/{name}": text
+                                                     for name, (text, _) in barrier.parts.items()}
                 for name, pos in positions.items():
                     sections[f"source/{name}"] = dumps({"positions": pos})
                 try:
@@ -314,10 +315,10 @@ class Checkpointer:
         return False  # cancelled by a reload: the next round starts afresh
 
     # -- at a stop --
-    def write_final(self, pipelines: dict[str, str], positions: dict[str, Any]) -> Written | None:
+    def write_final(self, pipelines: dict[str, Section], positions: dict[str, Any]) -> Written | None:
         """The last checkpoint, after everything drained: the pipelines' final snapshots and the sources'
         positions (no acknowledgements: the sources have stopped)."""
-        sections = dict(pipelines)
+        sections: dict[str, str | Section] = dict(pipelines)
         for name, pos in positions.items():
             sections[f"source/{name}"] = dumps({"positions": pos})
         t0 = time.monotonic()

@@ -189,8 +189,8 @@ STATE_SPEC = Spec("state", "Durability (docs/hub.md, Durability): checkpoints of
           "component files to `.edgestream/`).", default=None),
     Field("interval", "duration", "How often a checkpoint is taken (and always at a stop); sooner when a source's "
           "window of unacknowledged messages fills.", default="1s", min=100),
-    Field("full_every", "int", "Every this many checkpoints one holds everything; the ones between hold only the "
-          "pipelines and sources whose state changed.", default=10, min=1),
+    Field("full_every", "int", "Every this many checkpoints one holds everything; the ones between hold only what "
+          "changed (a SQL processor's windows and groups entry by entry).", default=10, min=1),
     Field("retain", "int", "Checkpoints kept (with the ones they build on); older ones are deleted.", default=3,
           min=1),
 ], check=_check_state)

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from edgestream_hub import deadletter
-from edgestream_hub.checkpoint import CheckpointError, CheckpointStore, Restored, state_dir
-from edgestream_hub.checkpointer import Checkpointer, dumps
+from edgestream_hub.checkpoint import CheckpointError, CheckpointStore, Restored, Section, section, state_dir
+from edgestream_hub.checkpointer import Checkpointer
 from edgestream_hub.components import ComponentContext, Intake, Sink, Source, now_ms
 from edgestream_hub.config import ComponentConfig, HubConfig, PipelineConfig, wire_sources
 from edgestream_hub.devices import DeviceFeed
@@ -227,7 +227,7 @@ class PipelineRunner:
         self._stopping = threading.Event()
         self.in_flight = 0  # records taken from the input and not yet handed to the sinks
         self.flush_at_end: bool | None = None  # True: flush when it ends (a reload replaces it); None: engine says
-        self.final: str | None = None  # its checkpoint section once it ended (None if the snapshot failed)
+        self.final: Section | None = None  # its checkpoint section once it ended (None if the snapshot failed)
         # processors that report their state size, with their gauges, refreshed on this thread
         self._stateful = [(cc.label, p, [(key, m.child(name, cc.label)) for key, name in STATE_GAUGES.items()])
                           for cc, p, _ in procs if callable(getattr(p, "state_stats", None))]
@@ -282,7 +282,7 @@ class PipelineRunner:
         if flush if flush is not None else (not self.engine.durable or self.engine.finished.is_set()):
             self._guarded(None, self._flush)
         try:
-            self.final = dumps({"processors": self.snapshot()})
+            self.final = section({"processors": self.snapshot()})
         except Exception as e:
             log.error("pipeline %s: cannot snapshot its processors at the end: %s: %s", self.name,
                       type(e).__name__, e)

@@ -97,8 +97,8 @@ def test_a_damaged_base_spoils_its_deltas(tmp_path):
 @pytest.mark.parametrize("damage, says", [
     (lambda p: p.write_bytes(p.read_bytes()[:-5]), "cut short"),
     (lambda p: p.write_bytes(b"not json\n{}"), "no readable header"),
-    (lambda p: p.write_bytes(p.read_bytes().replace(b'"version":1', b'"version":9', 1)),
-     "format version 9; this hub reads version 1"),
+    (lambda p: p.write_bytes(p.read_bytes().replace(b'"version":2', b'"version":9', 1)),
+     "format version 9; this hub reads versions 1, 2 (written by a newer hub?)"),
     (lambda p: p.write_bytes(p.read_bytes().replace(b'"format":"edgestream-checkpoint"', b'"format":"x"', 1)),
      "not an EdgeStream checkpoint"),
     (lambda p: p.unlink(), None),
