@@ -146,3 +146,23 @@ def test_inspect_refuses_a_checkpoint_number_below_1(tmp_path):
     cfg = write_config(tmp_path)
     r = state("inspect", "-c", str(cfg), "--", "-1")
     assert r.returncode == 2 and "checkpoint: -1: expected a checkpoint number, 1 or more" in r.stderr, r.stderr
+
+
+def test_verify_applies_each_chain_so_entries_that_do_not_add_up_are_damage(tmp_path):
+    import hashlib
+
+    from edgestream_hub.checkpoint import CheckpointStore, section
+    from edgestream_hub.sql.state import encode
+
+    cfg = write_config(tmp_path, state="state: {dir: st}")
+    store = CheckpointStore(tmp_path / "st", full_every=10)
+    for v in (2, 3):
+        store.write({"pipeline/p": section({"processors": {"p.sql": {"state": encode({"W": {1: v}})}}})})
+    body = b'{"pipeline/p":{"processors":{}}}'  # a whole base whose delta has entries with nothing to apply to
+    with open(store.path(1), "rb") as f:
+        head = json.loads(f.readline())
+    head.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+    store.path(1).write_bytes(json.dumps(head).encode() + b"\n" + body)
+    r = state("verify", "-c", str(cfg))
+    assert "checkpoint 1: ok" in r.stdout, r.stdout
+    assert "checkpoint 2: DAMAGED: checkpoint-000000000002.ckpt: section pipeline/p:" in r.stdout, r.stdout
