@@ -68,7 +68,8 @@ def sql_runs(query: str, recs: list[dict[str, Any]]) -> tuple[list[float], list[
     from edgestream_hub.api import SimpleContext
     from edgestream_hub.sql.processor import SqlProcessor
 
-    secs, rows = [], []
+    secs: list[float] = []
+    rows: list[dict[str, Any]] = []
     for _ in range(RUNS):
         p = SqlProcessor(query, SimpleContext())
         rows = []
@@ -86,12 +87,9 @@ def same_rows(kind: str, sql: list[dict[str, Any]], bw: list[list[Any]]) -> bool
         return float(f"{x:.9g}")
 
     if kind == "tumbling":
-        a = sorted((r["id"], r["n"], r9(r["avg"]), r["min"], r["max"]) for r in sql)
-        b = sorted((k, n, r9(s / n), lo, hi) for k, n, s, lo, hi in bw)
-    else:
-        a = sorted((r["id"], r["n"], r["max"]) for r in sql)
-        b = sorted((k, n, hi) for k, n, hi in bw)
-    return a == b
+        return (sorted((r["id"], r["n"], r9(r["avg"]), r["min"], r["max"]) for r in sql)
+                == sorted((k, n, r9(s / n), lo, hi) for k, n, s, lo, hi in bw))
+    return sorted((r["id"], r["n"], r["max"]) for r in sql) == sorted((k, n, hi) for k, n, hi in bw)
 
 
 def main() -> None:
