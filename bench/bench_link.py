@@ -253,8 +253,8 @@ def main() -> None:
             broker.stop()
         print(f"[{profile}] link tests' config on the esp32 heap (100 KB): {_heap(health)}, broker outage included")
         if health:
-            figure(SECTION, f"{profile}: heap used after start, MQTT agent (esp32 board)", health[0]["heap_used"] / 1024,
-                   "KB")
+            figure(SECTION, f"{profile}: heap used after start, MQTT agent (esp32 board)",
+                   health[0]["heap_used"] / 1024, "KB")
             figure(SECTION, f"{profile}: lowest free heap over a run with a broker outage (esp32 board)",
                    min(m["heap_free"] for m in health) / 1024, "KB", target="> 0")
         print(f"[{profile}] demo config (2 sensors, 4 filters) on the esp32 heap: {_heap(demo_health)}")
