@@ -10,6 +10,11 @@ The hub and ``edgestream devices push-config`` share the folder. Both hold ``loc
 ``<folder>/.lock``) while they read a device's desired config and publish it, and the CLI while it
 writes one, so the retained config on the broker is always the newest desired one: a hub never
 publishes a config older than one the CLI published after it read.
+
+**Forced.** A config made desired with ``force`` (``push-config --force``, ``PUT ...?force=true``) goes
+to the device with ``"force": true``, which applies it even over a newer running version: the way back
+from a version set too high. The folder keeps that as ``<device>.force`` (``{"version": N}``) beside
+``<device>.json``; it holds while the desired config is that version.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Desired:
     version: int
     config: dict[str, Any]
     origin: str
+    force: bool = False  # sent with "force": true (applied over a newer running version)
 
 
 class DesiredVersionError(DesiredConfigError):
@@ -126,6 +132,17 @@ class DesiredConfigs:
     def path(self, dev: str) -> Path:
         return self.folder / f"{dev}.json"
 
+    def force_path(self, dev: str) -> Path:
+        return self.folder / f"{dev}.force"
+
+    def _forced(self, dev: str, version: int) -> bool:
+        """Was ``version`` made desired with force (``<device>.force`` names it)?"""
+        try:
+            mark = json.loads(self.force_path(dev).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(mark, dict) and mark.get("version") == version
+
     def _read(self, dev: str, path: Path) -> Desired:
         where = str(path)
         try:
@@ -137,7 +154,7 @@ class DesiredConfigs:
         except ValueError as e:
             raise DesiredConfigError(f"{where}: not JSON: {e}") from None
         c = check_config(dev, cfg, where)
-        return Desired(c["version"], c, where)
+        return Desired(c["version"], c, where, self._forced(dev, c["version"]))
 
     def scan(self) -> tuple[dict[str, Desired], set[str]]:
         """Every device's desired config now, and the devices whose file changed since the last scan. A file
@@ -202,14 +219,20 @@ class DesiredConfigs:
             return best
         return d if best is None or d.version >= best.version else best
 
-    def write(self, dev: str, cfg: dict[str, Any]) -> Path:
+    def write(self, dev: str, cfg: dict[str, Any], force: bool = False) -> Path:
         """Make ``cfg`` (checked, with its version) the device's desired config file, atomically (temp file in
-        the folder, then a rename). Call under ``lock()``."""
-        path = self.path(dev)
+        the folder, then a rename); ``force``: sent with ``"force": true``. Call under ``lock()``."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{dev}.json.tmp"
+        if force:  # the mark first: the config file's change is what a running hub reads both on
+            self._replace(self.force_path(dev), {"version": cfg["version"]})
+        else:
+            self.force_path(dev).unlink(missing_ok=True)
+        return self._replace(self.path(dev), cfg)
+
+    def _replace(self, path: Path, data: dict[str, Any]) -> Path:
+        tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(cfg, f, indent=1, sort_keys=True)
+            json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -217,24 +240,33 @@ class DesiredConfigs:
         return path
 
 
-def assign_version(store: DesiredConfigs, dev: str, cfg: dict[str, Any], reported: Any, where: str) -> int:
+def assign_version(store: DesiredConfigs, dev: str, cfg: dict[str, Any], reported: Any, where: str,
+                   force: bool = False) -> int:
     """The version ``cfg`` (checked) becomes desired with, set in ``cfg``: its own, or without one the
     desired (or reported, if higher) version + 1. Call under ``store.lock()``, then ``store.write``.
-    Raises ``DesiredVersionError`` for a version older than the desired one, or the desired one with
-    another config."""
+    Raises ``DesiredVersionError`` for a version the device would not apply: older than the desired one
+    or than the one it runs (unless ``force``), the desired one with another config, or the one it runs
+    (it would acknowledge it without applying it)."""
     current = store.get(dev)
     desired = current.version if current is not None else 0
+    running = reported if type(reported) is int else 0
+    nxt = max(desired, running) + 1
     if "version" in cfg:
         version: int = cfg["version"]
-        if version < desired:
-            raise DesiredVersionError(f"{where}: version: {version} is older than the desired version {desired} of "
-                                      f"{dev} (leave the version out to get {desired + 1})")
-        if current is not None and version == desired and current.config != cfg:
+        again = current is not None and version == desired and current.config == cfg  # the desired one again
+        if current is not None and version == desired and not again:
             raise DesiredVersionError(f"{where}: version: {version} is already desired for {dev} with another "
-                                      f"config (raise it, or leave it out to get {desired + 1})")
+                                      f"config (raise it, or leave it out to get {nxt})")
+        if not force and version < max(desired, running) and not again:
+            what = f"the desired version {desired}" if desired >= running else f"the version {running} it runs"
+            raise DesiredVersionError(f"{where}: version: {version} is older than {what} of {dev}: the device refuses "
+                                      f"it (leave the version out to get {nxt}, or force it to go back)")
+        if version == running and not again:
+            raise DesiredVersionError(f"{where}: version: {dev} runs version {version} already: it would acknowledge "
+                                      f"this config without applying it (raise it, or leave it out to get {nxt})")
         return version
-    version = max(desired, reported if type(reported) is int else 0) + 1
-    if version > MAX_VERSION:
-        raise DesiredVersionError(f"{where}: version: the next version {version} does not fit 31 bits")
-    cfg["version"] = version
+    if nxt > MAX_VERSION:
+        raise DesiredVersionError(f"{where}: version: the next version {nxt} does not fit 31 bits (force a lower "
+                                  "version to go back)")
+    cfg["version"] = version = nxt
     return version

@@ -74,6 +74,13 @@ FORMAT = 1  # of the registry file
 _CHECKS = 8  # pending loss checks kept per device (health messages within missing_after)
 _SERIES = 32  # (sensor, window) pairs remembered per device (Home Assistant discovery)
 CONTROL = "devices.mqtt"  # label of the hub's own MQTT link in logs and metrics
+#: The largest value of each health key an agent can report (its counters and versions are 31-bit small ints,
+#: a result count reaches at most 2^31 seqs); the smallest is 0.
+_HEALTH_KEYS = (("results_sent", "results_sent"), ("results_dropped", "results_dropped"),
+                ("results_resent", "results_resent"), ("link_failures", "link_failures"), ("heap_free", "heap_free"),
+                ("lag_max_ms", "loop_lag_ms"), ("config_version", "config_reported"), ("uptime_ms", "uptime_ms"))
+_HEALTH_RANGE = {"heap_free": 2**31, "lag_max_ms": 2**31, "link_failures": 2**31, "results_sent": 2**31,
+                 "results_dropped": 2**31, "results_resent": 2**31, "uptime_ms": 2**53, "config_version": 2**31 - 1}
 
 
 @dataclass
@@ -186,6 +193,8 @@ class DeviceRegistry:
         self.clock = clock
         self.devices: dict[str, DeviceState] = {}
         self.overflow = 0  # devices refused because of max_devices
+        self.invalid_health = 0  # health values out of range, ignored
+        self._invalid_logged_at = -60_000
         self._refused: set[str] = set()
         self.lock = threading.RLock()
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -277,25 +286,44 @@ class DeviceRegistry:
         return True
 
     def _health(self, d: DeviceState, m: dict[str, Any], now: int) -> None:
-        heap = _int(m.get("heap_free"))
-        d.heap_free = heap if heap is not None and heap >= 0 else None  # CPython agents report -1
-        lag = m.get("lag_max_ms")
-        d.loop_lag_ms = lag if type(lag) in (int, float) else d.loop_lag_ms
-        for key, name in (("link_failures", "link_failures"), ("results_sent", "results_sent"),
-                          ("results_dropped", "results_dropped"), ("results_resent", "results_resent"),
-                          ("uptime_ms", "uptime_ms"), ("config_version", "config_reported")):
-            v = _int(m.get(key))
-            if v is not None:
-                setattr(d, name, v)
+        if m.get("heap_free") == -1:  # CPython agents report -1: no heap to speak of
+            d.heap_free = None
+        sent: int | None = None
+        for key, name in _HEALTH_KEYS:
+            v = m.get(key)
+            if v is None or (key == "heap_free" and v == -1):
+                continue
+            ok = self._health_value(d, key, v)
+            if ok is not None:
+                setattr(d, name, ok)
+                if key == "results_sent":
+                    sent = int(ok)
         for key, name in (("fw", "agent_version"), ("mpy", "firmware"), ("platform", "platform"),
                           ("clock_source", "clock_source")):
             text = _str(m.get(key))
             if text is not None:
                 setattr(d, name, text)
         self._clear_nack(d)
-        sent = _int(m.get("results_sent"))
         if sent is not None and d.boot is not None and len(d.checks) < _CHECKS:
             d.checks.append([sent, now + self.missing_after_ms, d.boot])
+
+    def _health_value(self, d: DeviceState, key: str, v: Any) -> int | float | None:
+        """A health value within what an agent can report (``_HEALTH_RANGE``), else None: counted in
+        ``invalid_health`` and logged (at most once a minute), so a garbled message makes up no loss, version
+        or heap."""
+        hi = _HEALTH_RANGE[key]
+        if type(v) is float and key == "lag_max_ms" and 0 <= v <= hi:
+            return v
+        n = _int(v) if type(v) is int or (type(v) is float and v == int(v)) else None
+        if n is not None and 0 <= n <= hi:
+            return n
+        self.invalid_health += 1
+        now = self.now_ms()
+        if now - self._invalid_logged_at >= 60_000:
+            self._invalid_logged_at = now
+            log.warning("device %s: health %s: %r is out of range (0..%d): ignored (%d such values so far)",
+                        d.device, key, v, hi, self.invalid_health)
+        return None
 
     def _ack(self, d: DeviceState, msg: dict[str, Any]) -> None:
         version = msg.get("version")
@@ -414,8 +442,8 @@ class DeviceRegistry:
     def to_json(self, **extra: Any) -> str:
         with self.lock:
             devices = {k: asdict(d) for k, d in self.devices.items()}
-            data = {"format": FORMAT, "saved_ms": self.now_ms(), "overflow": self.overflow, **extra,
-                    "devices": devices}
+            data = {"format": FORMAT, "saved_ms": self.now_ms(), "overflow": self.overflow,
+                    "refused": sorted(self._refused), **extra, "devices": devices}
         return json.dumps(data, separators=(",", ":"))
 
     def save(self, path: Path, **extra: Any) -> None:
@@ -441,6 +469,9 @@ class DeviceRegistry:
             return 0
         with self.lock:
             self.overflow = data.get("overflow", 0) if type(data.get("overflow")) is int else 0
+            refused = data.get("refused")  # counted once: not again when they are heard after the restart
+            if isinstance(refused, list):
+                self._refused = {r for r in refused[:10 * self.max_devices] if isinstance(r, str)}
             for dev, raw in data["devices"].items():
                 d = state_from(dev, raw)
                 if d is None:
@@ -465,7 +496,7 @@ def state_from(dev: str, raw: Any) -> DeviceState | None:
 
 
 def read_registry(path: Path) -> dict[str, Any]:
-    """The registry file as saved: ``{"format", "saved_ms", "pid", "overflow", "devices": {...}}``.
+    """The registry file as saved: ``{"format", "saved_ms", "pid", "overflow", "refused", "devices": {...}}``.
     Raises OSError, or ValueError naming what is wrong."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)

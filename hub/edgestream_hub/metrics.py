@@ -106,6 +106,8 @@ DEVICES_METRICS: list[tuple[str, str, str]] = [
     ("edgestream_devices_config_refusals_total", "Configs devices refused (nacks), or the hub could not send.",
      "counter"),
     ("edgestream_devices_desired_invalid", "Desired-config files not used now (the log says why).", "gauge"),
+    ("edgestream_devices_invalid_health_values_total", "Health values out of the range an agent reports, ignored "
+     "(the log says which).", "counter"),
 ]
 
 #: Checkpoint metrics without labels, read from the engine's ``Checkpointer.stats()`` at scrape time:
@@ -286,12 +288,13 @@ class DeviceCollector:
                     if v is not None:
                         fam.add_metric([dev], float(v) * scale)
                 fams.append(fam)
-            tracked, overflow = len(rows), reg.overflow
+            tracked, overflow, invalid = len(rows), reg.overflow, reg.invalid_health
         values = {"edgestream_devices_tracked": tracked, "edgestream_devices_overflow_total": overflow,
                   "edgestream_devices_config_sends_total": svc.config_sends,
                   "edgestream_devices_time_sends_total": svc.time_sends,
                   "edgestream_devices_config_refusals_total": svc.config_refusals,
-                  "edgestream_devices_desired_invalid": len(svc.desired.errors)}
+                  "edgestream_devices_desired_invalid": len(svc.desired.errors),
+                  "edgestream_devices_invalid_health_values_total": invalid}
         for name, doc, kind in DEVICES_METRICS:
             f: Any = (CounterMetricFamily(name[: -len("_total")], doc) if kind == "counter"
                       else GaugeMetricFamily(name, doc))

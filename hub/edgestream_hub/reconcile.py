@@ -260,8 +260,8 @@ class DeviceService:
             des = self.desired.get(dev)
             if des is None:
                 return
-            err = self.link.publish(f"{self.prefix}/{dev}/config", config_message(dev, des.version, des.config),
-                                    qos=1, retain=True)
+            msg = config_message(dev, des.version, des.config, des.force)
+            err = self.link.publish(f"{self.prefix}/{dev}/config", msg, qos=1, retain=True)
         if err:
             log.warning("device %s: config version %d not published: %s (retrying)", dev, des.version, err)
             return
@@ -274,7 +274,7 @@ class DeviceService:
 
         des = self._wanted[dev]
         try:
-            ok = self.feed.senders[label](config_message(dev, des.version, des.config))
+            ok = self.feed.senders[label](config_message(dev, des.version, des.config, des.force))
         except WireError as e:
             ok = False
             d = self.registry.get(dev)

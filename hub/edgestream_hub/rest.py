@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".md": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8",
           ".svg": "image/svg+xml"}
+# An event stream's kernel send buffer: small, so a client that stops reading fills it in a few events and
+# then its queue (api.event_queue), instead of the kernel soaking up megabytes per client unseen.
+_EVENT_SNDBUF = 32 * 1024
+
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -243,11 +248,13 @@ def query_params(op: dict[str, Any], raw: str) -> dict[str, Any]:
         try:
             if schema.get("type") == "integer":
                 v = int(text)
+            elif schema.get("type") == "boolean":
+                v = {"true": True, "false": False}[text]
             elif schema.get("type") == "number":
                 v = float(text)
                 if v != v or v in (float("inf"), float("-inf")):
                     raise ValueError(text)
-        except ValueError:
+        except (ValueError, KeyError):
             raise ApiError(400, f"query: {name}: expected {_KIND_NAMES[schema['type']]}, got {text!r}") from None
         check(schema, v, f"query: {name}")
         out[name] = v
@@ -528,29 +535,32 @@ class _Handler(DeadlineHandler):
             cfg = check_config(dev, body, where, need_version=False)  # the agent's validator: the board's messages
             known = svc.registry.get(dev)
             with svc.desired.lock():
-                version = assign_version(svc.desired, dev, cfg, known.config_reported if known else None, where)
-                path = svc.desired.write(dev, cfg)
+                force = bool(query.get("force", False))
+                version = assign_version(svc.desired, dev, cfg, known.config_reported if known else None, where,
+                                         force)
+                path = svc.desired.write(dev, cfg, force)
         except DesiredVersionError as e:
             raise ApiError(409, str(e)) from None
         except DesiredConfigError as e:
             raise ApiError(422, str(e)) from None
+        pushed_ms = svc.registry.now_ms()  # a nack of this version from before this push is not its answer
         svc.registry.set_desired(dev, version)  # the service sends it at its next scan of the folder (<= 1 s)
         log.info("api: device %s: config version %d is desired (%s)", dev, version, path)
         wait = min(float(query.get("wait", 0.0)), MAX_WAIT_S)
         deadline = time.monotonic() + wait
-        state = self._config_state(svc, dev, version, str(path))
+        state = self._config_state(svc, dev, version, str(path), pushed_ms)
         while state["config_state"] == "pending" and time.monotonic() < deadline \
                 and not self.server_api.stopping.is_set():
             self.server_api.stopping.wait(0.05)
-            state = self._config_state(svc, dev, version, str(path))
+            state = self._config_state(svc, dev, version, str(path), pushed_ms)
         self._json(202 if state["config_state"] == "pending" else 200, state)
 
     @staticmethod
-    def _config_state(svc: Any, dev: str, version: int, path: str) -> dict[str, Any]:
+    def _config_state(svc: Any, dev: str, version: int, path: str, since_ms: int) -> dict[str, Any]:
         with svc.registry.lock:
             d = svc.registry.get(dev)
             reported = d.config_reported if d else None
-            nacked = d is not None and d.last_nack_version == version
+            nacked = d is not None and d.last_nack_version == version and (d.last_nack_at or 0) >= since_ms
             state = "applied" if reported == version else "refused" if nacked else "pending"
             return {"device": dev, "version": version, "config_state": state,
                     "config_desired": d.config_desired if d else version, "config_reported": reported,
@@ -589,6 +599,7 @@ class _Handler(DeadlineHandler):
             raise ApiError(503, "the hub is stopping; retry later")
         self.close_connection = True
         try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _EVENT_SNDBUF)
             self.send_response(200)
             for k, v in {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "Connection": "close",
                          "X-Accel-Buffering": "no", **_SECURITY_HEADERS}.items():

@@ -28,9 +28,10 @@ log = logging.getLogger("edgestream.hub.devices")
 __all__ = ["MqttLink", "config_message", "time_message", "epoch_ms"]
 
 
-def config_message(dev: str, version: int, config: dict[str, Any]) -> bytes:
-    """The wire ``config`` message carrying ``config`` as version ``version``."""
-    return bytes(encode_config(dev, version, config))
+def config_message(dev: str, version: int, config: dict[str, Any], force: bool = False) -> bytes:
+    """The wire ``config`` message carrying ``config`` as version ``version`` (``force``: applied even over a
+    newer running version)."""
+    return bytes(encode_config(dev, version, config, force))
 
 
 def epoch_ms() -> int:

@@ -146,6 +146,15 @@ def test_the_console_shows_devices_plots_config_pushes_and_sql_runs(live, browse
                    d.find_element(By.ID, "config-answer").text else None, 40, what="the device's answer")
     assert answer == "Config version 2 applied by dev1."
     assert live.saved_agent_config("dev1")["sensors"][0]["windows"][0]["size_ms"] == 300
+    # back to version 1, forced (unforced, the hub refuses an older version than the one desired)
+    browser.execute_script("arguments[0].value = arguments[1]", area,
+                           json.dumps({**agent_config("dev1", live.broker_port, window_ms=500), "version": 1}))
+    browser.find_element(By.ID, "config-force").click()
+    browser.find_element(By.CSS_SELECTOR, "#config-form button[type=submit]").click()
+    answer = until(browser, lambda d: d.find_element(By.ID, "config-answer").text if "version 1 " in
+                   d.find_element(By.ID, "config-answer").text else None, 40, what="the forced push's answer")
+    assert answer == "Config version 1 applied by dev1.", answer
+    assert live.saved_agent_config("dev1")["sensors"][0]["windows"][0]["size_ms"] == 500
     browser.save_screenshot(str(shots / "device-config.png"))
     urls += request_urls(browser)
 

@@ -273,3 +273,36 @@ def test_what_is_counted_missing_is_what_never_arrived(fates, seen_from_start, r
     if "dropped" not in fates and (received or seen_from_start):
         assert d.missing == counted.count("lost")
     assert d.results_received == len(received) + seen_from_start
+
+
+def test_health_values_out_of_range_are_ignored_and_counted(caplog):
+    # a garbled or hostile health message must not make up losses, versions or a heap
+    reg, clock, feed = make(missing_after_ms=1000)
+    feed("board", results("d1", 3, [0, 1]))
+    feed("board", health("d1", 3, heap_free=51234, results_sent=2, config_version=4, lag_max_ms=12, uptime_ms=900))
+    with caplog.at_level(logging.WARNING, "edgestream.hub.devices"):
+        feed("board", health("d1", 3, results_sent=10**12, results_dropped=-1, results_resent=2**40,
+                             link_failures=-3, heap_free=1e300, lag_max_ms=-5, config_version=-3, uptime_ms=-1))
+    d = dev(reg, "d1")
+    assert (d.results_sent, d.results_dropped, d.results_resent, d.link_failures, d.heap_free, d.loop_lag_ms,
+            d.config_reported, d.uptime_ms) == (2, None, None, None, 51234, 12, 4, 900)
+    assert reg.invalid_health == 8
+    assert "d1: health results_sent: 1000000000000 is out of range" in caplog.text
+    clock.t += 2
+    assert reg.due_missing() == [] and d.missing == 0  # the bogus results_sent made up no loss
+    feed("board", health("d1", 3, results_sent=2**31, config_version=2**31 - 1, heap_free=0))  # the edges are fine
+    assert (d.results_sent, d.config_reported, d.heap_free, reg.invalid_health) == (2**31, 2**31 - 1, 0, 8)
+
+
+def test_devices_over_the_bound_are_counted_once_across_a_restart(tmp_path):
+    # after a restart the broker delivers every retained status again: a device already counted is not again
+    reg, clock, feed = make(max_devices=2)
+    for name in ("a", "b", "c", "d"):
+        feed("board", results(name, 1, [0]))
+    path = tmp_path / "devices.json"
+    reg.save(path)
+    again, clock, feed = make(max_devices=2)
+    assert again.load(path) == 2 and again.overflow == 2
+    for name in ("a", "b", "c", "d", "e"):
+        feed("board", results(name, 1, [1]))
+    assert sorted(again.devices) == ["a", "b"] and again.overflow == 3

@@ -219,6 +219,35 @@ def test_push_config_applies_or_says_why_not(fleet, mosquitto):
     assert any(x["end"] - x["start"] == 300 for x in fleet.results()[-5:])  # still running version 2
 
 
+def test_push_config_refuses_what_the_device_would_not_apply_and_forces_a_lower_version(fleet, mosquitto):
+    fleet.engine(hub_yaml(mosquitto))
+    fleet.start_agent("dev1", fleet.agent_config("dev1", fleet.mqtt(mosquitto), version=9))
+    assert wait_for(lambda: fleet.devices().get("dev1", {}).get("config_reported") == 9, 30)
+    new = fleet.agent_config("dev1", fleet.mqtt(mosquitto), window_ms=300)
+    # the version it runs, with another config: it would ack it without applying it ("already running")
+    r = fleet.cli("push-config", "dev1", fleet.write("same.json", {**new, "version": 9}), "--timeout", "5")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "dev1 runs version 9 already: it would acknowledge this config without applying it" in r.stderr
+    # an older one: refused on the host, with the way back
+    r = fleet.cli("push-config", "dev1", fleet.write("old.json", {**new, "version": 3}), "--timeout", "5")
+    assert r.returncode == 2 and "3 is older than the version 9 it runs of dev1" in r.stderr, r.stderr
+    r = fleet.cli("push-config", "dev1", fleet.write("old.json", {**new, "version": 3}), "--force", "--timeout", "20")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.strip() == "dev1: config version 3 applied"
+    assert fleet.saved_agent_config("dev1")["version"] == 3
+    assert wait_for(lambda: any(x["end"] - x["start"] == 300 for x in fleet.results()), 10)  # the new windows
+    assert wait_for(lambda: fleet.devices()["dev1"]["config_state"] == "applied", 10)
+    assert fleet.devices()["dev1"]["config_reported"] == 3
+    # what the broker keeps for the device (and the hub sends) is the forced message
+    sub = Subscriber(mosquitto, ["edgestream/dev1/config"], client_id="retained")
+    try:
+        assert wait_for(lambda: sub.messages, 10)
+        m = decode(sub.messages[-1][1])
+        assert (m["version"], m.get("force")) == (3, True)
+    finally:
+        sub.close()
+
+
 def test_push_config_to_an_offline_device_waits_for_it(fleet, mosquitto):
     (fleet.tmp / "hub.yaml").write_text(hub_yaml(mosquitto))  # no hub runs: the CLI publishes itself
     new = fleet.agent_config("dev2", fleet.mqtt(mosquitto), window_ms=200)

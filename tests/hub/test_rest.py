@@ -170,10 +170,21 @@ def test_a_config_push_is_answered_by_the_device(fleet):
     assert r.status == 200, r
     body = r.json()
     assert body["config_state"] == "refused" and body["version"] == 3 and "byte limit" in body["last_nack"]
+    # pushed again: the answer is the device's answer to this push, not the refusal from before
+    r = fleet.request("PUT", "/api/devices/dev1/config", {**big, "version": 3})
+    assert r.status == 202 and r.json()["config_state"] == "pending" and r.json()["last_nack"] is None, r
     # without wait: 202 and pending, then applied
     r = fleet.request("PUT", "/api/devices/dev1/config", agent_config("dev1", fleet.broker_port, window_ms=400))
     assert r.status == 202 and r.json()["config_state"] == "pending" and r.json()["version"] == 4, r
     assert wait_for(lambda: fleet.devices()["dev1"]["config_reported"] == 4, 30)
+    # back to an older version: only forced
+    r = fleet.request("PUT", "/api/devices/dev1/config", {**new, "version": 2})
+    assert r.status == 409 and "or force it to go back" in r.json()["error"], r
+    r = fleet.request("PUT", "/api/devices/dev1/config?force=yes", {**new, "version": 2})
+    assert r.status == 400 and r.json()["error"] == "query: force: expected true or false, got 'yes'", r
+    r = fleet.request("PUT", "/api/devices/dev1/config?force=true&wait=30", {**new, "version": 2})
+    assert r.status == 200 and r.json()["config_state"] == "applied", r
+    assert fleet.saved_agent_config("dev1")["version"] == 2
 
 
 def test_time_is_sent_on_request(fleet):
@@ -518,9 +529,9 @@ def test_a_client_that_stops_reading_is_dropped_with_a_final_event(small):
     c.connect(("127.0.0.1", h.port))
     c.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert wait_for(lambda: len(h.svc.api.bus) == 1, 5)
-    big = [{"v": 1, "pad": "x" * 45_000} for _ in range(20)]  # ~0.9 MB per results event
+    big = [{"v": 1, "pad": "x" * 2_000} for _ in range(20)]  # ~40 KB per results event
     web = h.web_port()
-    for _ in range(12):  # the client reads nothing meanwhile: the server's buffers fill, then the queue
+    for _ in range(40):  # the client reads nothing meanwhile: the server's small buffer fills, then the queue
         with socket.create_connection(("127.0.0.1", web), 10) as w:
             body = json.dumps(big).encode()
             w.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "

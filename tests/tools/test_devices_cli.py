@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,26 @@ def test_sync_time_needs_a_way_to_the_device(tmp):
     registry(tmp)
     r = cli(tmp, "sync-time", "pico1")
     assert r.returncode == 1 and "pico1: time not sent: reached over serial:board and no hub is running" in r.stderr
+
+
+def test_a_killed_hub_left_as_a_zombie_or_a_reused_pid_is_not_taken_for_the_hub():
+    from edgestream_tools.devices_cli import hub_alive
+
+    def state(pid: int) -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    me = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "edgestream"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass", "edgestream"])  # never reaped: a zombie
+    other = subprocess.Popen(["sleep", "30"])  # a live program that is no hub, as a reused pid would be
+    try:
+        assert hub_alive(me.pid)
+        deadline = time.monotonic() + 10
+        while state(gone.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not hub_alive(gone.pid)
+        assert not hub_alive(other.pid)
+    finally:
+        for p in (me, other):
+            p.kill()
+        for p in (me, gone, other):
+            p.wait()

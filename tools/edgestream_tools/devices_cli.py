@@ -1,7 +1,7 @@
 """``edgestream devices``: the fleet as the hub sees it, and the configs and time it sends.
 
     edgestream devices list        [-c hub.yaml] [--json]
-    edgestream devices push-config DEVICE FILE [-c hub.yaml] [--timeout S]
+    edgestream devices push-config DEVICE FILE [-c hub.yaml] [--timeout S] [--force]
     edgestream devices sync-time   [-c hub.yaml] [DEVICE]
 
 Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``.
@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pc.add_argument("device", metavar="DEVICE")
     pc.add_argument("file", metavar="FILE", help="an agent.json; without a version it gets the desired one + 1")
     common(pc)
+    pc.add_argument("--force", action="store_true",
+                    help="send it with \"force\": true: applied even when the device runs a newer version (the way "
+                    "back from a version set too high)")
     pc.add_argument("--timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for the device's answer (default 30)")
     st = sub.add_parser("sync-time", help="send the hub's clock to a device (or to every known one)")
@@ -63,6 +66,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- shared --
+def hub_alive(pid: int) -> bool:
+    """Is ``pid`` a live EdgeStream process? A hub killed with SIGKILL may linger as a zombie, and its pid may
+    be reused by another program: where /proc tells (Linux), neither counts as the hub."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return True  # no /proc to ask: the pid is alive, take it as the hub
+    return state not in ("Z", "X") and b"edgestream" in cmdline
+
+
 class _Fleet:
     """The hub config's devices section and where its files are."""
 
@@ -103,15 +124,7 @@ class _Fleet:
         """Is the hub that writes this registry alive (same machine)?"""
         reg = self.registry()
         pid = (reg or {}).get("pid")
-        if type(pid) is not int or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return type(pid) is int and pid > 0 and hub_alive(pid)
 
     def link(self, filters: list[str], on_payload: Any) -> Any:
         from edgestream_hub.sender import MqttLink
@@ -214,11 +227,11 @@ def _push(args: argparse.Namespace) -> int:
             link = None
         started = int(time.time() * 1000)
         with fleet.store.lock():
-            version = assign_version(fleet.store, dev, cfg, known.get("config_reported"), args.file)
-            where = fleet.store.write(dev, cfg)
+            version = assign_version(fleet.store, dev, cfg, known.get("config_reported"), args.file, args.force)
+            where = fleet.store.write(dev, cfg, args.force)
             if link is not None:
-                err = link.publish(f"{fleet.prefix}/{dev}/config", config_message(dev, version, cfg), qos=1,
-                                   retain=True)
+                err = link.publish(f"{fleet.prefix}/{dev}/config", config_message(dev, version, cfg, args.force),
+                                   qos=1, retain=True)
                 if err:
                     print(f"edgestream devices: config not published: {err}", file=sys.stderr)
         print(f"{dev}: config version {version} is desired ({where}); waiting for the device "

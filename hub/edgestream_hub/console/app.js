@@ -266,7 +266,8 @@ async function viewDevice(dev, view) {
     const btn = form.querySelector("button"); btn.disabled = true;
     answer.className = "answer"; answer.textContent = "Sending; waiting for the device's answer…";
     try {
-      const {data: r} = await api("PUT", `/api/devices/${encodeURIComponent(dev)}/config?wait=30`, cfg);
+      const force = form.querySelector("#config-force").checked ? "&force=true" : "";
+      const {data: r} = await api("PUT", `/api/devices/${encodeURIComponent(dev)}/config?wait=30${force}`, cfg);
       answer.className = `answer ${r.config_state === "applied" ? "ok" : r.config_state === "refused" ? "bad" : "warn"}`;
       answer.textContent = r.config_state === "applied" ? `Config version ${r.version} applied by ${dev}.` :
         r.config_state === "refused" ? `${dev} refused config version ${r.version}: ${r.last_nack}` :
@@ -276,7 +277,11 @@ async function viewDevice(dev, view) {
     } finally { btn.disabled = false; }
   }}, el("label", {for: "config-json", text: "Desired config (agent.json)"}),
       el("p", {id: "config-help", class: "muted", text: "Checked with the agent's own validator first; without a version it gets the desired one + 1."}),
-      area, el("div", {class: "row"}, el("div", {}, el("button", {type: "submit", text: "Push config"})),
+      area,
+      el("label", {for: "config-force", class: "muted"},
+         el("input", {type: "checkbox", id: "config-force", name: "force"}),
+         " Force: the device applies it even when its version is not higher than the one it runs (to go back)"),
+      el("div", {class: "row"}, el("div", {}, el("button", {type: "submit", text: "Push config"})),
         el("div", {}, el("button", {type: "button", class: "secondary", id: "send-time", onclick: async () => {
           try { await api("POST", `/api/devices/${encodeURIComponent(dev)}/time`); answer.className = "answer ok"; answer.textContent = `Time sent to ${dev}.`; }
           catch (e) { answer.className = "answer bad"; answer.textContent = e.message; }

@@ -47,7 +47,7 @@ def agg_code(a: ir.Agg, v: str, s: str, o: int, const: Callable[[Any], str]) -> 
                             f"if {d} is not None: {d} in {S(0)}"])  # hashes it: a plugin's value may not hash
         return AggCode(["0"], [f"if {v} is not None: {S(0)} += 1"], S(0))
     if name in ("sum", "avg"):
-        return AggCode(list(SUM_INITS), sum_add_code(v, s, o, const), f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+        return AggCode(list(SUM_INITS), sum_add_code(v, s, o, const), sum_final_code(s, o, name == "avg", const))
     if name in ("min", "max"):
         # a value of the class of the group's current one compares inline (that one was checked, so this
         # one is of a kind min/max take); so does a group's first number, string or boolean (NaN, which
@@ -189,6 +189,17 @@ def sum_add_code(v: str, s: str, o: int, const: Callable[[Any], str]) -> list[st
             f"    else: {const(sum_slow)}({s}, {o}, {v}, 1)",
             f"elif {v}.__class__ is int:", f"    {s}[{o}] += 1", f"    {s}[{o + 1}] += {v}",
             f"elif {v} is not None: {const(sum_slow)}({s}, {o}, {v}, 1)"]
+
+
+def sum_final_code(s: str, o: int, mean: bool, const: Callable[[Any], str]) -> str:
+    """The expression of sum (``mean`` False) or avg from the state at slot ``o`` of ``s``: ``sum_value``, with
+    the usual avg (finite floats only) inline. That mean is a ratio of exact integers no larger than the
+    largest value held, so it cannot overflow."""
+    call = f"{const(sum_value)}({s}, {o}, {mean})"
+    if not mean:
+        return call
+    return (f"({s}[{o + 3}] / ({s}[{o + 4}] << {s}[{o + 5}]) if {s}[{o + 4}] and not ({s}[{o}] or {s}[{o + 6}] "
+            f"or {s}[{o + 7}] or {s}[{o + 8}]) else {call})")
 
 
 def _ratio(a: int, b: int) -> float:

@@ -7,7 +7,10 @@ with the query as the filename. The source is kept in ``Program.source``
 - ``_process(batch, now, S)``: the whole per-record path for the ``rows``
   and ``fast`` modes (filter, joins, window assignment and inline
   aggregate updates), or for the other modes the part up to the group key
-  and the aggregate arguments, handed to ``S.add``.
+  and the aggregate arguments, handed to ``S.add``. The usual case of two
+  of those is inline too, doing exactly what the executor would: a record
+  that joins its group's last session in event-time order, and a sliding
+  row that is due as its record arrives (added, evicted and emitted).
 - ``_init()``, ``_update(s, vals)``: aggregate state for the other modes.
 - ``_emit(ws, we, k, s, now)``: final values, HAVING, output row and
   ORDER BY key of one group of one window.
@@ -22,6 +25,7 @@ from .aggregates import NUMERIC, agg_code
 from .codegen import Gen
 from .errors import SqlError, SqlRuntimeError
 from .functions import check_key, key_kinds
+from .keys import key_value
 from .limits import NO_LIMITS, Limits
 from .plan import Plan, sql_text
 from .sliding import slide_code
@@ -177,20 +181,30 @@ class Program:
         return self.gen.key(self.plan.keys) if self.plan.keys else "()"
 
     def _vals(self) -> list[str]:
-        """Statements computing v0..vN, the aggregate arguments, before any state changes."""
+        """Statements computing v0..vN, the aggregate arguments, before any state changes. An argument
+        computed by the same code as an earlier one is that one's value (``max(x)`` beside ``avg(x)``:
+        one read of ``x``, copied before the numeric one is made a number)."""
         out = []
         seen: dict = {}
-        for i, a in enumerate(self.plan.aggs):
-            if a.star:
+        aggs = self.plan.aggs
+        codes = [None if a.star else self.gen.expr(a.args[0]) for a in aggs]
+        for i, a in enumerate(aggs):
+            code = codes[i]
+            if code is None:
                 out.append(f"v{i} = r" if a.name == "collect" else f"v{i} = 1")
                 continue
-            code = self.gen.expr(a.args[0])
             numeric = a.name in NUMERIC
-            if (code, numeric) in seen:
+            if seen.get((code, numeric)) not in (None, f"v{i}"):
                 out.append(f"v{i} = {seen[code, numeric]}")
                 continue
-            seen[code, numeric] = f"v{i}"
-            out.append(f"v{i} = {code}")
+            if (code, numeric) not in seen:  # (else copied already, below)
+                seen[code, numeric] = f"v{i}"
+                out.append(f"v{i} = {code}")
+                j = next((j for j in range(i + 1, len(aggs))
+                          if codes[j] == code and (aggs[j].name in NUMERIC) != numeric), None)
+                if j is not None and (code, not numeric) not in seen:
+                    seen[code, not numeric] = f"v{j}"
+                    out.append(f"v{j} = v{i}")
             if numeric:
                 out.append(f"if v{i} is not None and v{i}.__class__ is not int and v{i}.__class__ is not float: "
                            f"v{i} = _aggnum(v{i}, {a.name + ' argument'!r})")
@@ -227,18 +241,86 @@ class Program:
             self.slide_refs += code.refs
         return inits, adds
 
+    def _slide_checks(self) -> list[str]:
+        """Statements checking v0..vN on arrival against the group's refs ``c``, then updating the refs."""
+        lines = list(self.slide_check)
+        ref = 0
+        for i, a in enumerate(self.plan.aggs):
+            if a.name in ("min", "max"):
+                lines.append(f"if v{i} is not None: c[{ref}] = v{i}")
+                ref += 1
+        return lines
+
     def _slide_src(self) -> str:
         n = len(self.plan.aggs)
         unpack = ("    " + "".join(f"v{i}, " for i in range(n)) + "= vals\n") if n else ""
         src = ("\ndef _remove(s, vals, _i):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_remove)
                + "    return s\n")
-        src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self.slide_check)
-        ref = 0
-        for i, a in enumerate(self.plan.aggs):
-            if a.name in ("min", "max"):
-                src += f"    if v{i} is not None: c[{ref}] = v{i}\n"
-                ref += 1
+        src += "\ndef _check(c, vals):\n" + unpack + "".join(f"    {u}\n" for u in self._slide_checks())
         return src + "    return c\n"
+
+    def _slide_now(self, emit: Callable[[str], None], ind: str, updates: list) -> None:
+        """Sliding windows: a record whose row is due at once (its ts is the watermark) while no other row
+        waits, for a group that exists, is added, evicts and is emitted inline, exactly as
+        ``SlidingExecutor.add`` then ``close`` would do it (and counted as one close towards the sweep of
+        idle groups); everything else goes to ``add``, under the ``else:`` this leaves open. Without state
+        limits only (``add`` keeps the groups in order of use for them)."""
+        p, g = self.plan, self.gen
+        w = p.window
+        if w is None:
+            raise AssertionError("sliding mode without a window")
+        vals = "(" + "".join(f"v{i}, " for i in range(len(p.aggs))) + ")"
+        kv = g.const(key_value)
+        emit(ind + "_g = _G.get(k)")
+        emit(ind + "if ts == wm and not _T and _g is not None:")
+        i2, i3 = ind + "    ", ind + "        "
+        emit(i2 + "c = _g[4]")
+        for u in self._slide_checks():
+            emit(i2 + u)
+        emit(i2 + "_n = _seq = _seq + 1")
+        emit(i2 + "_a = _g[1]")
+        emit(i2 + "s = _g[3]")
+        emit(i2 + "_i = _g[2] + len(_a)")
+        emit(i2 + f"_a.append((ts, {vals}))")
+        emit(i2 + "try:")
+        for u in updates:
+            emit(i3 + u)
+        emit(i2 + "except Exception as e:  # checked above; kept so that no value can stop the query")
+        emit(i3 + f"S.bad({{'key': {kv}(k), 'ts': ts}}, e)")
+        emit(i2 + f"_lo = ts - {w.size}")
+        emit(i2 + "if _a[0][0] < _lo:")  # the record itself stays: the loop never empties the range
+        emit(i3 + "_i = _g[2]")
+        emit(i3 + "while _a[0][0] < _lo:")
+        emit(i3 + "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= _a.popleft()[1]")
+        for u in self.slide_remove:
+            emit(i3 + "    " + u)
+        emit(i3 + "    _i += 1")
+        emit(i3 + "    _tch += 1")
+        emit(i3 + "_g[2] = _i")
+        emit(i2 + "_tch += 1")
+        if p.order or p.limit is not None:
+            emit(i2 + "out.extend(S.rows_of(_lo, ts, [(k, s)], now))")
+        else:
+            # _emit, inline: one row's failure (e.g. a division by zero in SELECT) dead-letters that row
+            aggs, having, outs = self._emit_parts()
+            emit(i2 + "try:")
+            emit(i3 + "ws, we = _lo, ts")
+            for x in aggs:
+                emit(i3 + x)
+            i4 = i3
+            if having is not None:
+                emit(i3 + f"if {having}:")
+                i4 = i3 + "    "
+            emit(i4 + "out.append({" + ", ".join(f"{n!r}: {x}" for n, x in zip(p.names, outs)) + "})")
+            emit(i4 + "_em += 1")
+            emit(i2 + "except Exception as e:")
+            emit(i3 + f"S.bad({{'window_start': _lo, 'window_end': ts, 'key': {kv}(k)}}, e)")
+        emit(i2 + "_cl += 1")
+        emit(i2 + "if _cl >= _swa:")
+        emit(i3 + "_cl = 0")
+        emit(i3 + f"S.sweep(wm - {w.size})")
+        emit(i3 + "_swa = S._sweep_at")
+        emit(ind + "else:")
 
     # -- generation ---------------------------------------------------------
     def _build(self) -> None:
@@ -251,9 +333,17 @@ class Program:
         emit("def _process(batch, now, S):")
         emit("    out = []")
         emit("    wm = S.wm")
+        if p.mode == "session":
+            emit("    _cur = S.cur")
+        if p.mode == "sliding" and not self.limits.active:
+            # the arrival number and the closes counted towards the next sweep of idle groups, in locals
+            # between calls to add and close
+            emit("    _G, _T, _seq, _cl, _swa = S.groups, S.trig, S.seq, S._closes, S._sweep_at")
+            emit("    _tch = _em = 0")
+        if p.mode != "rows":
+            emit("    nxt = S.nxt")
         if p.mode == "fast":
             emit("    W = S.W")
-            emit("    nxt = S.nxt")
             emit("    cw = g = None")
         emit("    for r in batch:")
         emit("        try:")
@@ -269,9 +359,7 @@ class Program:
             lt = f"ts - {self.lateness}" if self.lateness else "ts"
             emit(ind + f"if {lt} > wm:")
             emit(ind + f"    wm = {lt}")
-            if p.mode != "fast":
-                emit(ind + "    S.wm = wm")
-            elif p.window is not None:
+            if p.mode == "fast" and p.window is not None:
                 emit(ind + "    if wm >= nxt:")
                 emit(ind + "        S.nxt = nxt")
                 emit(ind + "        out.extend(S.close(wm, now))")
@@ -350,25 +438,41 @@ class Program:
                     envs[0] = "{" + ", ".join(f"{f!r}: r.get({f!r})" for f in sorted(used, key=str)) + "}"
                 if p.analytics:  # their per-record values travel with the record to the window's end
                     envs.append("(" + "".join(f"_z{i}, " for i in range(len(p.analytics))) + ")")
-                emit(ind + f"_o = S.add(ts, None, ({', '.join(envs)},), r)")
-                emit(ind + "if _o: out.extend(_o)")
+                self._add_call(emit, ind, f"ts, None, ({', '.join(envs)},), r")
             else:
                 raise AssertionError("join mode uses StreamJoin")
         else:
             emit(ind + f"k = {self._key_code()}")
             for line in self._vals():
                 emit(ind + line)
-            emit(ind + "_o = S.add(ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r)")
-            emit(ind + "if _o: out.extend(_o)")
+            if p.mode == "session":
+                self._session_join(emit, ind, updates)
+                ind += "    "
+            elif p.mode == "sliding" and not lim.active:
+                self._slide_now(emit, ind, updates)
+                ind += "    "
+            self._add_call(emit, ind, "ts, k, (" + "".join(f"v{i}, " for i in range(len(p.aggs))) + "), r")
         emit("        except Exception as e:")
         emit("            S.bad(r, e)")
         if p.mode not in ("rows", "fast"):
+            emit("            nxt = S.nxt")  # ``add`` may have moved it before it failed
+            if p.mode == "sliding" and not lim.active:
+                emit("            _seq = max(_seq, S.seq)")  # (and counted the record)
             emit("        finally:")
-            emit("            if wm >= S.nxt:")
+            emit("            if wm >= nxt:")
+            if p.mode == "sliding" and not lim.active:
+                emit("                S._closes = _cl")
             emit("                out.extend(S.close(wm, now))")
+            emit("                nxt = S.nxt")
+            if p.mode == "sliding" and not lim.active:
+                emit("                _cl, _swa = S._closes, S._sweep_at")
         emit("    S.wm = wm")
         if p.mode == "fast":
             emit("    S.nxt = nxt")
+        if p.mode == "sliding" and not self.limits.active:
+            emit("    S.seq, S._closes = _seq, _cl")
+            emit("    S.touched += _tch")
+            emit("    S.emitted += _em")
         emit("    return out")
         src = "\n".join(L) + "\n"
         # aggregate state helpers for the executors that update outside _process
@@ -410,6 +514,38 @@ class Program:
         if not admitted:
             self._make_room(emit, ind)
 
+    def _add_call(self, emit: Callable[[str], None], ind: str, args: str) -> None:
+        """Hand the record to the executor's ``add``, which reads the watermark and may move the next
+        window end: both are kept in locals between calls."""
+        emit(ind + "S.wm = wm")
+        seq = self.plan.mode == "sliding" and not self.limits.active  # the arrival number too
+        if seq:
+            emit(ind + "S.seq = _seq")
+        emit(ind + f"_o = S.add({args})")
+        emit(ind + "nxt = S.nxt")
+        if seq:
+            emit(ind + "_seq = S.seq")
+        emit(ind + "if _o: out.extend(_o)")
+
+    def _session_join(self, emit: Callable[[str], None], ind: str, updates: list) -> None:
+        """Session windows: a record that joins its group's last session in event-time order (the usual
+        case) updates it inline, as ``SessionExecutor.add`` would; everything else goes to ``add``, under the
+        ``else:`` this leaves open."""
+        w = self.plan.window
+        if w is None:
+            raise AssertionError("session mode without a window")
+        cond = f"_c is not None and ts >= _c[0] and ts - _c[1] < {w.timeout} and ts - _c[0] < {w.size}"
+        lim = self.limits
+        if lim.max_state_bytes is not None and lim.on_limit == "dead_letter":
+            cond += " and not S.full"  # over its bytes: ``add`` refuses the record
+        emit(ind + "_c = _cur.get(k)")
+        emit(ind + f"if {cond}:")
+        emit(ind + "    s = _c[3]")
+        for u in updates:
+            emit(ind + "    " + u)
+        emit(ind + "    if ts > _c[1]: _c[1] = ts")
+        emit(ind + "else:")
+
     def _make_room(self, emit: Callable[[str], None], ind: str) -> None:
         lim = self.limits
         if lim.max_keys is not None and lim.on_limit == "emit_early":
@@ -423,6 +559,19 @@ class Program:
             else:
                 parts.append(f"{name!r}: {self.gen.expr(e)}")
         return "{" + ", ".join(parts) + "}"
+
+    def _emit_parts(self) -> tuple[list[str], Optional[str], list[str]]:
+        """What ``_emit(ws, we, k, s, now)`` computes: statements setting a0..aN from the state, the HAVING
+        condition (None: none), the output expressions."""
+        p, g = self.plan, self.gen
+        # a group key is kept as a key (keys.key): its value comes back, kind and all, where it is read
+        g.key_code = (lambda i: "(k.value if k.__class__ is _Key else k)") if len(p.keys) == 1 else \
+            (lambda i: f"(k[{i}].value if k[{i}].__class__ is _Key else k[{i}])")
+        aggs = [f"a{i} = {code.final}" for i, (_, code) in enumerate(self.slots)]
+        having = None
+        if p.having is not None:
+            having = g.cond(p.having, sql_text(self.q.having) if self.q.having else None)
+        return aggs, having, [g.expr(e) for _, e in p.select]
 
     def _emit_src(self) -> str:
         p, g = self.plan, self.gen
@@ -445,16 +594,10 @@ class Program:
             else:
                 lines.append(f"    return ({row}, None)")
             return "\n".join(lines) + "\n"
-        # a group key is kept as a key (keys.key): its value comes back, kind and all, where it is read
-        g.key_code = (lambda i: "(k.value if k.__class__ is _Key else k)") if len(p.keys) == 1 else \
-            (lambda i: f"(k[{i}].value if k[{i}].__class__ is _Key else k[{i}])")
-        lines = ["\ndef _emit(ws, we, k, s, now):"]
-        for i, (_, code) in enumerate(self.slots):
-            lines.append(f"    a{i} = {code.final}")
-        if p.having is not None:
-            lines.append(f"    if not {g.cond(p.having, sql_text(self.q.having) if self.q.having else None)}: "
-                         "return None")
-        outs = [g.expr(e) for _, e in p.select]
+        aggs, having, outs = self._emit_parts()
+        lines = ["\ndef _emit(ws, we, k, s, now):"] + [f"    {x}" for x in aggs]
+        if having is not None:
+            lines.append(f"    if not {having}: return None")
         lines.append("    o = (" + "".join(f"{x}, " for x in outs) + ")")
         if p.order:
             ok = ", ".join(g.expr(e) for e, _ in p.order)

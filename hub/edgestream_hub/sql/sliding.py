@@ -35,13 +35,14 @@ from typing import Any, Callable
 
 from . import ir
 from .aggregates import (
+    E0,
     SUM_INITS,
     VAR_SLOTS,
     better,
     percentile_sorted,
     sum_add_code,
+    sum_final_code,
     sum_sub,
-    sum_value,
     var_add,
     var_sub,
     var_value,
@@ -105,11 +106,15 @@ def slide_code(a: ir.Agg, v: str, s: str, o: int, ref: int, const: Callable[[Any
                 f"len({S(0)})", [nn + f"hash({k})"])
         return SlideCode(["0"], [nn + f"{S(0)} += 1"], [nn + f"{S(0)} -= 1"], S(0))
     if name in ("sum", "avg"):
-        # the exact state of every window kind (aggregates.SUM_INITS); eviction subtracts exactly
-        rem = [f"if {v}.__class__ is int:", f"    {S(0)} -= 1", f"    {S(1)} -= {v}",
+        # the exact state of every window kind (aggregates.SUM_INITS); eviction subtracts exactly. The usual
+        # float is ``sum_sub``'s first case, inline
+        x = f"_x{o}"
+        rem = [f"if {v}.__class__ is float and ({x} := {v} * {S(2)}).is_integer():", f"    {S(3)} -= _floor({x})",
+               f"    {S(4)} -= 1", f"    if not {S(4)}: {S(2)}, {S(3)}, {S(5)} = {SUM_INITS[2]}, 0, {E0}",
+               f"elif {v}.__class__ is int:", f"    {S(0)} -= 1", f"    {S(1)} -= {v}",
                f"elif {v} is not None: {const(sum_sub)}({s}, {o}, {v})"]
         return SlideCode(list(SUM_INITS), sum_add_code(v, s, o, const), rem,
-                         f"{const(sum_value)}({s}, {o}, {name == 'avg'})")
+                         sum_final_code(s, o, name == "avg", const))
     if name in ("var", "vars", "stddev", "stddevs"):
         sample = name.endswith("s")
         return SlideCode(["0"] * VAR_SLOTS,

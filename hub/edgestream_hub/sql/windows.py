@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from bisect import insort
 from collections import deque
-from heapq import heapify, heappop, heappush
+from heapq import heapify, heappop, heappush, heapreplace
 from itertools import islice
 from typing import Any, Iterable
 
@@ -274,7 +274,10 @@ class SessionExecutor(Executor):
         w = self._window()
         self.timeout, self.max = w.timeout, w.size
         self.open: dict = {}  # key -> seqs of its sessions not yet emitted, ordered by first ts
-        self.sessions: dict = {}  # seq -> [first, last, key, state]
+        self.sessions: dict = {}  # seq -> [first, last, key, state, seq]
+        # key -> its session that starts last (sessions[open[key][-1]]), the one an in-order record joins:
+        # the generated code joins it inline and calls ``add`` for everything else
+        self.cur: dict = {}
         self.heap: list = []  # (end when pushed, seq)
         self.seq = 0
 
@@ -293,7 +296,7 @@ class SessionExecutor(Executor):
         target = None
         at = 0  # where a new session goes in seqs
         if seqs:
-            last = sessions[seqs[-1]]
+            last = self.cur[k]
             if ts >= last[0]:  # in order for this group (the usual case): the spec's rule
                 if ts - last[1] < self.timeout and ts - last[0] < self.max:
                     if self.full and not self.admit(r, 0):
@@ -341,6 +344,8 @@ class SessionExecutor(Executor):
         if seqs is None:
             seqs = self.open[k] = []
         seqs.insert(at, self.seq)
+        if at == len(seqs) - 1:
+            self.cur[k] = sess
         end = self._end(sess)
         heappush(self.heap, (end, self.seq))
         if end < self.nxt:
@@ -350,24 +355,32 @@ class SessionExecutor(Executor):
     def close(self, wm: Any, now: int, most: Any = None) -> list:
         """Emit the sessions that end by ``wm``, in order of end (at most ``most`` of them)."""
         out: list = []
-        heap, sessions = self.heap, self.sessions
+        heap, sessions, timeout, most_ms = self.heap, self.sessions, self.timeout, self.max
         n = 0
         while heap and heap[0][0] <= wm:
-            end, seq = heappop(heap)
+            end, seq = heap[0]
             sess = sessions.get(seq)
             if sess is None:
+                heappop(heap)
                 continue  # already emitted through another entry
-            real = self._end(sess)
+            real = min(sess[1] + timeout, sess[0] + most_ms)
             if real != end:
                 if real > end:
-                    heappush(heap, (real, seq))  # it grew since it was pushed
-                continue  # (an entry with the smaller real end exists and comes first)
+                    heapreplace(heap, (real, seq))  # it grew since it was pushed
+                else:
+                    heappop(heap)  # (an entry with the smaller real end exists and comes first)
+                continue
+            heappop(heap)
             del sessions[seq]
-            seqs = self.open[sess[2]]
+            k = sess[2]
+            seqs = self.open[k]
             seqs.remove(seq)
-            if not seqs:
-                del self.open[sess[2]]
-            out.extend(self.rows_of(sess[0], end, [(sess[2], sess[3])], now))
+            if seqs:
+                self.cur[k] = sessions[seqs[-1]]
+            else:
+                del self.open[k]
+                del self.cur[k]
+            out.extend(self.rows_of(sess[0], end, [(k, sess[3])], now))
             n += 1
             if n == most:
                 break
@@ -403,6 +416,7 @@ class SessionExecutor(Executor):
         if any(not isinstance(v, list) for v in st["open"].values()):
             raise SqlError("resume_state holds session-window state of an older format: start without it")
         self.open, self.sessions, self.seq = st["open"], st["sessions"], st["seq"]
+        self.cur = {k: self.sessions[seqs[-1]] for k, seqs in self.open.items()}
         self.heap = [tuple(x) for x in st["heap"]]
         self.nxt = self.heap[0][0] if self.heap else BIG
 
@@ -542,15 +556,21 @@ class SlidingExecutor(Executor):
                 if g[5] == len(g[0]) and g[1][-1][0] < lo:  # nothing pending, every record out of range
                     del groups[k]
             self._closes += 1
-            if self._closes >= self._sweep_at:  # amortised sweep of groups that went quiet
+            if self._closes >= self._sweep_at:
                 self._closes = 0
-                for k in list(groups):
-                    self._drop_if_idle(k, lo)
-                self._sweep_at = 64 + 2 * len(groups)
+                self.sweep(lo)
         self.nxt = trig[0][0] if trig else BIG
         if self.full:
             self.recheck_full()
         return out
+
+    def sweep(self, lo: Any) -> None:
+        """Drop the groups that went quiet (nothing pending, every record before ``lo``): run every
+        ``_sweep_at`` closes, which the generated code's in-order path counts as ``close`` does."""
+        groups = self.groups
+        for k in list(groups):
+            self._drop_if_idle(k, lo)
+        self._sweep_at = 64 + 2 * len(groups)
 
     def _enter(self, k: Any, g: list, T: Any) -> None:
         """Move the group's pending records with ts <= T into its range and its aggregate state

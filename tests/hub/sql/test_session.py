@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgestream_hub.api import SimpleContext
@@ -59,3 +62,54 @@ def test_out_of_order_sessions_keep_their_bounds(rows, rnd, mx_to):
         assert r["we"] - r["ws"] <= mx
         keyed = sorted(ts for ts, g in rows if g == r["g"] and r["ws"] <= ts < r["we"])
         assert keyed and keyed[0] == r["ws"]
+
+
+values = st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(["a", "b", None]),
+                            st.one_of(st.none(), st.integers(-5, 5), st.floats(-1e6, 1e6))), max_size=60)
+AGGS = ("SELECT g, count(v) AS n, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi, first_value(v) AS f, "
+        "last_value(v) AS l, collect(v) AS c, count(DISTINCT v) AS d, window_start() AS ws FROM s "
+        "GROUP BY g, SESSIONWINDOW(ms, {mx}, {to})")
+
+
+@SETTINGS
+@given(values, st.sampled_from([(1000, 100), (300, 100), (50, 50)]), st.randoms(use_true_random=False),
+       st.sampled_from([1, 7, 100]))
+def test_every_aggregate_over_each_session_in_arrival_order_across_a_snapshot(rows, mx_to, rnd, batch):
+    """In event-time order (ties in arrival order), each session's aggregates are those of its records; a
+    snapshot taken anywhere and resumed changes nothing."""
+    mx, to = mx_to
+    rows = sorted(rows, key=lambda r: r[0])
+    recs = [{"ts": ts, "g": g, "v": v} for ts, g, v in rows]
+    q = AGGS.format(mx=mx, to=to)
+    cut = rnd.randint(0, len(recs))
+    p = SqlProcessor(q, SimpleContext())
+    got = [row for i in range(0, cut, batch) for row in p.process(recs[i: min(i + batch, cut)], 0)]
+    p = SqlProcessor(q, SimpleContext(), resume_state=json.loads(json.dumps(p.snapshot())))
+    got += [row for i in range(cut, len(recs), batch) for row in p.process(recs[i: i + batch], 0)] + p.flush()
+    open_: dict = {}
+    done, order = [], 0
+    for ts, g, v in rows:
+        s = open_.get(g)
+        if s is None or ts - s[1] >= to or ts - s[0] >= mx:
+            if s is not None:
+                done.append(s)
+            order += 1
+            s = open_[g] = [ts, ts, [], g, order]
+        s[1] = ts
+        s[2].append(v)
+    done += open_.values()
+    want = []
+    for first, _last, vs, g, _ in sorted(done, key=lambda s: (min(s[1] + to, s[0] + mx), s[4])):
+        xs = [v for v in vs if v is not None]
+        want.append({"g": g, "n": len(xs), "s": math.fsum(xs) if xs else None,
+                     "a": math.fsum(xs) / len(xs) if xs else None, "lo": min(xs, default=None),
+                     "hi": max(xs, default=None), "f": xs[0] if xs else None, "l": xs[-1] if xs else None,
+                     "c": xs, "d": len(set(xs)), "ws": first})
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert list(a) == list(b)
+        for k in a:
+            if isinstance(a[k], float) or isinstance(b[k], float):
+                assert math.isclose(a[k], b[k], rel_tol=1e-12, abs_tol=1e-9), (k, a, b)
+            else:
+                assert a[k] == b[k], (k, a, b)
