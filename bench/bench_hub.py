@@ -42,12 +42,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import figure
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = str(ROOT / "tests" / "hub" / "plugin_example")
 CHILD_DEADLINE_S = 90.0  # a child gives up (and reports what it got) after this long
 # Latency runs leave out their first messages: on a fresh connection the first ~6 take 5-40 ms
 # whatever the receiver is (a bare paho subscriber too): TCP/broker warm-up, not the hub.
 WARMUP_MESSAGES = 10
+LATENCY_ROUNDS = 3
+SECTION = "Hub end to end (MQTT, real mosquitto)"
 
 # The hub config every MQTT measurement runs: default queues (10000 records) and batch sizes
 # (500), batches handed on as soon as they are taken (linger 0: under load batches fill by
@@ -253,20 +257,22 @@ def bench_mqtt(rounds: int = 3, messages: int = 2000, per: int = 100) -> dict[st
                     if kind == "hub":
                         hub_runs.append(r)
             res["rates"] = {k: statistics.median(v) for k, v in rates.items()}
+            res["rate_runs"] = rates
             res["hub_runs"] = hub_runs
             res["linger50"] = run_child("hub", broker.port, d, data, per, linger="50ms")["rate"]
             one = payloads(400, 1, 1)
             hundred = payloads(300, per, 1)
-            res["lat"] = {
-                "hub, 100-record messages at 100 msg/s": run_child("hub", broker.port, d, hundred, per, rate=100,
-                                                                   track=True)["latency_ms"],
-                "hub, 1-record messages at 200 msg/s": run_child("hub", broker.port, d, one, 1, rate=200,
-                                                                 track=True)["latency_ms"],
-                "hub, 100-record messages, linger 50ms": run_child(
-                    "hub", broker.port, d, hundred[:100], per, rate=100, linger="50ms", track=True)["latency_ms"],
-                "bare paho + json.loads, 100-record messages": run_child(
-                    "paho-json", broker.port, d, hundred, per, rate=100)["latency_ms"],
-            }
+            res["lat"] = {}  # name -> one sorted list of latencies per round
+            for _ in range(LATENCY_ROUNDS):
+                for name, (kind, msgs, n, linger) in {
+                    "hub, 100-record messages at 100 msg/s": ("hub", hundred, per, "0ms"),
+                    "hub, 1-record messages at 200 msg/s": ("hub", one, 1, "0ms"),
+                    "hub, 100-record messages, linger 50ms": ("hub", hundred[:100], per, "50ms"),
+                    "bare paho + json.loads, 100-record messages": ("paho-json", hundred, per, "0ms"),
+                }.items():
+                    rate = 200 if n == 1 else 100
+                    res["lat"].setdefault(name, []).append(run_child(kind, broker.port, d, msgs, n, rate=rate,
+                                                                     linger=linger, track=True)["latency_ms"])
         finally:
             broker.stop()
     return res
@@ -353,7 +359,8 @@ def bench_device_feed(messages: int = 2000, runs: int = 9) -> dict[int, float]:
     return out
 
 
-def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
+def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, list[float]]:
+    """Records/s of each processor, one value per interleaved round."""
     from edgestream_hub.components import PollingSource, Sink
     from edgestream_hub.config import load_config
     from edgestream_hub.engine import Engine
@@ -429,10 +436,11 @@ pipelines: {{p: {{from: s, processors: [{proc}], to: out, batch: {{size: 1000, l
                 time.sleep(0.0005)
             times[name].append(time.perf_counter() - t0)
             e.stop()
-    return {k: n / statistics.median(v) for k, v in times.items()}
+    return {k: [n / t for t in v] for k, v in times.items()}
 
 
-def bench_cold_start() -> float:
+def bench_cold_start() -> dict[str, list[float]]:
+    """Seconds of ``edgestream hub check`` and of ``python -c pass``, 5 interleaved rounds."""
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "hub.yaml").write_text("""
 broker: {host: 127.0.0.1, port: 1883}
@@ -440,13 +448,15 @@ sources: {devices: {mqtt: {topics: "edgestream/+/results"}}}
 sinks: {out: {file: {path: out.jsonl}}}
 pipelines: {p: {from: devices, processors: [{filter: {field: avg, gt: 3}}], to: out}}
 """)
-        ts = []
+        cmds = {"check": [sys.executable, "-m", "edgestream_tools.cli", "hub", "check", "-c", f"{d}/hub.yaml"],
+                "pass": [sys.executable, "-c", "pass"]}
+        ts: dict[str, list[float]] = {k: [] for k in cmds}
         for _ in range(5):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "edgestream_tools.cli", "hub", "check", "-c", f"{d}/hub.yaml"],
-                           check=True, capture_output=True, timeout=60)
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
+            for k, argv in cmds.items():
+                t0 = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True, timeout=60)
+                ts[k].append(time.perf_counter() - t0)
+        return ts
 
 
 def main() -> None:
@@ -459,9 +469,20 @@ def main() -> None:
     print(f"  bare paho subscriber + json.loads       : {r['paho-json']:>9,.0f} records/s "
           f"(hub = {r['hub'] / r['paho-json'] * 100:.0f}%)")
     print(f"  hub with linger 50ms                    : {m['linger50']:>9,.0f} records/s (one run)")
+    runs = m["rate_runs"]
+    figure(SECTION, "hub records/s, 100-record messages (MQTT -> passthrough -> file)", runs["hub"], "records/s",
+           target=">= 100000", echo=False)
+    for bare, what in (("paho-json", "bare paho + json.loads"), ("paho-count", "bare paho counting messages")):
+        figure(SECTION, f"bare subscriber records/s, {what}", runs[bare], "records/s", echo=False)
+        figure(SECTION, f"hub intake, 100-record burst / {what} (same round)",
+               [h / b for h, b in zip(runs["hub"], runs[bare])], "ratio", echo=False)
     print("latency, publish -> last record of the message written (ms):")
-    for name, xs in m["lat"].items():
+    for name, rounds in m["lat"].items():
+        xs = sorted(x for r in rounds for x in r)
         print(f"  {name:<47}: p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  max {max(xs):6.2f}  (n={len(xs)})")
+        under = "< 1" if name.startswith("hub") and "linger" not in name else None
+        for p in (50, 99):
+            figure(SECTION, f"latency p{p}, {name}", [pct(r, p) for r in rounds], "ms", target=under, echo=False)
     st = bench_stages()
     print("CPU per record by stage (one thread, no MQTT, best of 5):")
     for name, us in st.items():
@@ -476,8 +497,17 @@ def main() -> None:
           f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the throughput runs")
     print(f"hub run start -> subscribed at the broker: {statistics.median(x['start_s'] for x in runs) * 1000:.0f} ms "
           f"(median of {len(runs)})")
-    print(f"edgestream hub check cold start: {bench_cold_start() * 1000:.0f} ms (median of 5)")
-    rates = bench_plugin()
+    cold = bench_cold_start()
+    print(f"edgestream hub check cold start: {statistics.median(cold['check']) * 1000:.0f} ms (median of 5)")
+    figure(SECTION, "cold start, edgestream hub check", [x * 1000 for x in cold["check"]], "ms", echo=False)
+    figure(SECTION, "cold start, python -c pass", [x * 1000 for x in cold["pass"]], "ms", echo=False)
+    figure(SECTION, "cold start, hub check / python -c pass (same round)",
+           [c / p for c, p in zip(cold["check"], cold["pass"])], "ratio", echo=False)
+    runs = bench_plugin()
+    figure("Costs: plugins on vs off", "plugin processor (entry point) vs the same class built in (same round)",
+           [100 * (b / p - 1) for b, p in zip(runs["same class built in"], runs["plugin threshold"])], "% of time",
+           target="< 5", echo=False)
+    rates = {k: statistics.median(v) for k, v in runs.items()}
     base = rates["same class built in"]
     for name, rt in rates.items():
         print(f"pipeline with {name:<20}: {rt:,.0f} records/s "

@@ -18,12 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import figure
+
 QUERY = ("SELECT id, count(*) AS n, avg(temp) AS avg, min(temp) AS min, max(temp) AS max FROM s "
          "GROUP BY id, TUMBLINGWINDOW(ss, 1)")
 DEVICES = 100
 SMALL, LARGE = 10_000, 1_000_000
 #: the most the 1M-line peak may exceed the 10K-line one and still count as flat
 FLAT_MB = 5.0
+SECTION = "edgestream sql on a JSON-lines file"
 
 
 def write_records(path: Path, n: int) -> int:
@@ -70,12 +73,16 @@ def main() -> None:
             size = write_records(path, n)
             rss, secs, rows = peak_rss(cli + ["--input", f"s={path}"])
             runs.append(rss)
+            figure(SECTION, f"peak RSS, {n:,} lines from a file", rss, "MB", echo=False)
             print(f"edgestream sql, {n:>9,} lines ({size / 1e6:5.1f} MB) from a file: peak RSS {rss:6.1f} MB, "
                   f"{secs:5.2f} s, {n / secs:,.0f} rec/s, {rows:,} rows")
         rss, secs, rows = peak_rss(cli + ["--input", "s=-"], stdin_path=path)
         print(f"edgestream sql, {LARGE:>9,} lines through stdin:          peak RSS {rss:6.1f} MB, "
               f"{secs:5.2f} s, {LARGE / secs:,.0f} rec/s, {rows:,} rows")
+        figure(SECTION, f"peak RSS, {LARGE:,} lines through stdin", rss, "MB", echo=False)
         grow = max(runs[1], rss) - runs[0]
+        figure(SECTION, f"peak RSS growth from {SMALL:,} to {LARGE:,} lines", grow, "MB", target=f"<= {FLAT_MB:g}",
+               echo=False)
         verdict = "flat" if grow <= FLAT_MB else f"NOT FLAT (more than {FLAT_MB:g} MB)"
         print(f"peak RSS growth from {SMALL:,} to {LARGE:,} lines: {grow:+.1f} MB: {verdict}")
 
