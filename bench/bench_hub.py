@@ -189,9 +189,9 @@ def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: 
 
     total = len(data) * per
     if kind == "hub":
-        out = Path(d) / "out.jsonl"
-        out.unlink(missing_ok=True)
-        cfg = Path(d) / "hub.yaml"
+        run = Path(tempfile.mkdtemp(dir=d))  # a folder per run: a hub keeps its state (result ids) beside its config
+        out = run / "out.jsonl"
+        cfg = run / "hub.yaml"
         cfg.write_text(HUB_YAML.format(port=port, out=out, linger=linger))
         args = ["hub", str(cfg), str(total), str(per), "1" if track else "0"]
     else:
