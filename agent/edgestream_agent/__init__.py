@@ -39,8 +39,12 @@ console = True
 
 
 def say(text):
+    # never raises: a heap too full to print the line costs only the line
     if console:
-        print("edgestream:", text)
+        try:
+            print("edgestream:", text)
+        except MemoryError:
+            pass
 
 
 class ConfigError(ValueError):

@@ -46,6 +46,8 @@ from edgestream_agent.timebase import ticks_diff, ticks_ms
 from edgestream_agent.wire_out import begin, item, message
 
 _CTRL = 4     # control messages (acks) waiting for the link, at most
+_BUSY = "busy: %d messages are waiting" % _CTRL
+_NEXT = 0  # _rx's kind for "the next message in the inbox"
 _ITEMS = 255  # results in one message, at most (an offline buffer record counts them in a byte)
 # modules only a message from the hub needs (and the packages that build
 # filter chains and sources, which a new config imports again)
@@ -92,7 +94,7 @@ class Link:
         self.cfg_applied = 0      # remote configs applied
         self.cfg_refused = 0      # remote configs nacked
         self._ctrl = []           # [(kind, payload)] waiting for the link
-        self._inbox = []          # [(payload, kind)] from the hub, handled by poll()
+        self._inbox = []          # [(payload, kind, version)] from the hub, handled by poll()
         # packet ids of results in flight, oldest first (at most max_inflight)
         m = t["mqtt"]
         self._rpids = array("H", bytes(2 * (m["max_inflight"] if m is not None else 1)))
@@ -193,7 +195,9 @@ class Link:
         if self._inbox:
             # one message from the hub per poll, outside the transport's
             # receive path (whose frames and buffers are gone by now)
-            self._rx(*self._inbox.pop(0))
+            # (taken off the inbox by _rx itself, so that no frame here
+            # holds the message's bytes while it is handled)
+            self._rx(None, _NEXT)
         if not tx.up():
             return
         while self._ctrl:
@@ -245,32 +249,45 @@ class Link:
             self._ctrl.pop(0)
         self._ctrl.append((kind, payload))
 
-    def inbox(self, payload, kind=None):
+    def inbox(self, payload, kind=None, version=0):
         # The transport got a message from the hub: poll() handles it soon,
         # in order. kind "refused": a config message the transport could not
-        # take (payload: the reason), nacked in its turn.
+        # take (payload: the reason, None for no heap to read it; version:
+        # read from the bytes that came), nacked in its turn. Never raises.
         if len(self._inbox) >= _CTRL:
             self.rx_refused += 1  # the hub floods: refuse, keep running
             if kind != "time":
-                self._config_refused("busy: %d messages are waiting" % _CTRL)
+                self.cfg_refused += 1
+                self._answer(version if kind == "refused" else _version(payload), None, _BUSY)
             return
-        self._inbox.append((payload, kind))
+        try:
+            self._inbox.append((payload, kind, version))
+        except MemoryError:
+            self.rx_refused += 1  # a heap too full even for that: counted, not nacked
+            if kind != "time":
+                self.cfg_refused += 1
 
-    def _rx(self, payload, kind=None):
+    def _rx(self, payload, kind=None, version=0):
         # One message from the hub. kind: "config" or "time" from the MQTT
         # topic; None over serial, where the message's own kind decides (a
         # payload that is no valid message at all is nacked as a config).
-        # Never raises, and leaves the heap as it found it: the code loaded
-        # for the message is unloaded after it, and what a refused config
-        # loaded (filter, window, source modules) too.
+        # version: a refused one's, read by the transport. Never raises, and
+        # leaves the heap as it found it: the code loaded for the message is
+        # unloaded after it, and what a refused config loaded (filter,
+        # window, source modules) too. kind _NEXT: the inbox's next message.
+        if kind is _NEXT:
+            payload, kind, version = self._inbox.pop(0)
         if kind == "refused":
-            self._config_refused(0, payload)
+            self.cfg_refused += 1
+            self._answer(version, None, payload, None if payload else "read the message")
             return
-        # the version first, from the bytes (allocates nothing): a nack for
-        # any reason, memory included, carries it
-        version = 0 if kind == "time" else _version(payload)
-        before = None
-        ok = nomem = False
+        if kind != "time":
+            # the version first, from the bytes (allocates nothing): a nack
+            # for any reason, memory included, carries it
+            version = _version(payload)
+        before = cfg = cfg2 = None
+        done = None  # "applied" / "already running" once the agent runs it: an ack, whatever comes after
+        err = None
         what = "read the message"
         try:
             before = [k for k in sys.modules if k.startswith("edgestream_agent.")]
@@ -278,22 +295,22 @@ class Link:
             try:
                 m = read(payload, kind)
             except ValueError as e:  # ConfigError naming the field
-                self.rx_refused += 1
-                if kind != "time":
-                    self._config_refused(version, str(e))
-                return
+                m = None
+                err = str(e)
             # the JSON text and the reader are gone before the validator loads
             payload = read = None
-            if m["kind"] == "time":
+            if m is not None and m["kind"] == "time":
                 self._time_message(m)
                 return
             unload("wire_in")
-            what = "load the config code"
-            version, cfg, err = need("remote_config", "admit")(m, self.dev, self.version)
-            m = None
-            ok = err is None
-            # the validator comes next: remote_config leaves the heap first
-            unload("remote_config")
+            if m is not None:
+                what = "load the config code"
+                version, cfg, err = need("remote_config", "admit")(m, self.dev, self.version)
+                m = None
+                if cfg is None and err is None:
+                    done = "already running"
+                # the validator comes next: remote_config leaves the heap first
+                unload("remote_config")
             if cfg is not None:
                 what = "validate the config"
                 loaded = "edgestream_agent.config" in sys.modules
@@ -301,12 +318,12 @@ class Link:
                     cfg2 = (self._validate or need("config", "validate"))(cfg)
                 except ValueError as e:  # ConfigError: the message starts with the field
                     cfg2 = None
-                    ok, err = False, str(e)
+                    err = str(e)
                 # the validator's code leaves before the new sensors are
                 # built (unless it was loaded before the message came)
                 if not loaded:
                     unload("config")
-                if ok:
+                if cfg2 is not None:
                     # the raw config waits for the file as JSON text (smaller)
                     if self._path:
                         from json import dumps
@@ -317,38 +334,46 @@ class Link:
                     agent = self.agent
                     ok, err = need("remote_config", "commit")(
                         cfg2, cfg, self._path, (lambda c: agent.apply(c, True)) if agent is not None else None)
+                    if ok:
+                        done = "applied"
                 cfg = cfg2 = None
-            if ok:
-                say("config %d %s" % (version, "already running" if version == self.version else "applied"))
-                self.version = version
-                self.cfg_applied += 1
-            else:
-                say("config %d refused: %s" % (version, err))
-                self.rx_refused += 1
-                self.cfg_refused += 1
-            self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", ok, "error", err))
         except MemoryError:
-            # no heap for the code or the data: refuse (below, once the
-            # code is unloaded and the heap has room for the nack), keep running
+            # no heap for the code or the data: refused (below, once the code
+            # is unloaded), unless the agent already runs the config
             m = cfg = cfg2 = None
-            ok = False
-            self.rx_refused += 1
-            nomem = kind != "time"
+            if done is None:
+                err = None
         finally:
             unload(*_RX_MODULES)
-            if not ok and before is not None:
+            if done is None and before is not None:
                 # a refused config may have loaded modules that nothing uses
                 unload(*[k for k in sys.modules if k.startswith("edgestream_agent.") and k not in before])
             before = None
-        if nomem:
-            self._config_refused(version, no_heap(what))
-
-    def _config_refused(self, version, reason):
-        # a config message refused before its content was looked at
-        # (unreadable, oversize, no heap): nack it with its version when known
-        say("config %d refused: %s" % (version, reason))
+        if done is not None:
+            self.version = version
+            self.cfg_applied += 1
+            self._answer(version, done, err)  # (err: a note when agent.json could not be written)
+            return
+        self.rx_refused += 1
+        if kind == "time":
+            return
         self.cfg_refused += 1
-        self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", False, "error", reason))
+        self._answer(version, None, err, None if err else what)
+
+    def _answer(self, version, done, err, what=None):
+        # The ack of a config message, queued for the link, and its console
+        # line: done "applied" / "already running", or None for a nack whose
+        # reason is err, or with `what` the step the heap could not hold.
+        # Never raises: a heap too full even for the ack costs the ack (the
+        # refusal is counted in configs_refused), never the link.
+        try:
+            if what is not None:
+                err = no_heap(what)
+            self._queue("ack", message("ack", self.dev, self.boot, "version", version, "ok", done is not None,
+                                       "error", err))
+            say("config %d %s" % (version, done if done is not None else "refused: " + err))
+        except MemoryError:
+            pass
 
     def _time_message(self, m):
         from edgestream_agent.wire_in import time_reference
@@ -394,19 +419,20 @@ class Link:
             self.tx.close()
 
 
-def _version(p):
-    # The "version" of a config message, read from its JSON bytes before
-    # anything that can run out of heap (nothing here allocates, for versions
-    # below 2**30): the key at the top level (not config.version), in
-    # 1..2**31-1 -> int, else 0.
-    try:
-        n = len(p)
-    except TypeError:
-        return 0
+def _version(p, i=0, n=-1, cut=False):
+    # The "version" of a config message, read from its JSON bytes p[i:n]
+    # (all of p by default) before anything that can run out of heap
+    # (nothing here allocates, for versions below 2**30): the key at the top
+    # level (not config.version), in 1..2**31-1 -> int, else 0. cut: the
+    # message goes on past n (a number that reaches n is not whole).
+    if n < 0:
+        try:
+            n = len(p)
+        except TypeError:
+            return 0
     key = b'"version"'
     d = 0
     s = False
-    i = 0
     while i < n:
         c = p[i]
         if s:
@@ -434,7 +460,7 @@ def _version(p):
                         while k < n and 48 <= p[k] <= 57 and v < 214748365:
                             v = v * 10 + p[k] - 48
                             k += 1
-                        return v if 0 < v < 2147483648 and (k >= n or not 48 <= p[k] <= 57) else 0
+                        return v if 0 < v < 2147483648 and (not cut if k >= n else not 48 <= p[k] <= 57) else 0
         elif c == 123 or c == 91:
             d += 1
         elif c == 125 or c == 93:

@@ -29,8 +29,9 @@
 # - Subscriptions are remembered and sent again after every CONNACK (the
 #   session is clean, so the broker forgets them).
 # - Incoming packets larger than rx_size are skipped without buffering them;
-#   on_oversize(topic, size) is called (topic None if it did not fit either)
-#   and a QoS 1 one is still acknowledged. So is one that fits but finds no
+#   on_oversize(topic, size, buf, start, end) is called (topic None if it
+#   did not fit either; buf[start:end] the payload's bytes at hand, the
+#   start of it when size > rx_size) and a QoS 1 one is still acknowledged. So is one that fits but finds no
 #   heap for its copy (size <= rx_size then): a board short of heap drops
 #   the message, never the link.
 # - DNS: getaddrinfo() blocks on boards; it runs once per server and the
@@ -466,16 +467,21 @@ class MQTTClient:
                 # too large to buffer: handle what we can see, skip the rest
                 self.rx_oversize += 1
                 topic = None
-                if kind == 3 and i + 2 <= self._rx_n:
+                seen = self._rx_n
+                end = 0
+                if kind == 3 and i + 2 <= seen:
                     end = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                    if end + 2 <= self._rx_n:
+                    if end + 2 <= seen:
                         topic = bytes(buf[i + 2:end])
-                        if (first >> 1) & 3 and self._room(4):  # QoS 1: still acknowledge it
-                            self._put(b"\x40\x02" + buf[end:end + 2])
-                self._skip = total - self._rx_n
+                        if (first >> 1) & 3:
+                            if self._room(4):  # QoS 1: still acknowledge it
+                                self._put(b"\x40\x02" + buf[end:end + 2])
+                            end += 2
+                self._skip = total - seen
                 self._rx_n = 0
                 if self.on_oversize:
-                    self.on_oversize(topic, total)
+                    # (the bytes stay in buf until the next read)
+                    self.on_oversize(topic, total, buf, min(end, seen), seen)
                 return
             if total > self._rx_n:
                 return
@@ -546,7 +552,7 @@ class MQTTClient:
                                 topic = t
                                 break
                     if self.on_oversize:
-                        self.on_oversize(topic, total)
+                        self.on_oversize(topic, total, buf, p, i + rem)
                 if msg is not None and self.cb:
                     self.cb(topic, msg)
             if self._sock is None:

@@ -11,7 +11,8 @@
 # An incoming message larger than mqtt.rx_bytes is skipped unbuffered and
 # refused (a config one is nacked with its size).
 
-from edgestream_agent import no_heap, say
+from edgestream_agent import say
+from edgestream_agent.link import _version
 from edgestream_agent.mqtt import MQTTClient, MQTTException
 from edgestream_agent.timebase import ticks_diff, ticks_ms
 from edgestream_agent.wire_out import message
@@ -93,15 +94,23 @@ class MqttTransport:
         elif topic == self._time:
             self._link.inbox(msg, "time")
 
-    def _on_oversize(self, topic, size):
-        # a message the client skipped: larger than its buffer, or no heap
-        # for its copy (it fitted the buffer)
+    def _on_oversize(self, topic, size, buf, start, end):
+        # a message the client skipped: larger than its buffer (buf[start:end]
+        # the start of its payload), or no heap for its copy (it fitted the
+        # buffer: buf[start:end] is all of it)
         self._link.rx_refused += 1
         if topic == self._config:
-            # nacked in turn with the messages before it (Link.inbox)
+            # nacked in turn with the messages before it (Link.inbox), with
+            # the version its bytes give (they stay in buf until the next read)
             n = len(self.client._rx)
-            self._link.inbox("payload: %d bytes is over the %d byte limit" % (size, n) if size > n
-                             else no_heap("read the message"), "refused")
+            version = _version(buf, start, end, size > n)
+            why = None  # no heap to read it: the link says so with the free heap
+            if size > n:
+                try:
+                    why = "payload: %d bytes is over the %d byte limit" % (size, n)
+                except MemoryError:
+                    why = "payload: over transport.mqtt.rx_bytes"
+            self._link.inbox(why, "refused", version)
 
     def up(self):
         return self.client.state == 3
@@ -115,16 +124,20 @@ class MqttTransport:
     def _tell(self, up):
         # Link up / down on the console: each change; while it stays down,
         # the first failure and then one line a minute.
+        # A heap too full for the line costs the line, never the link.
         c = self.client
         now = ticks_ms()
-        if up:
-            say("link up mqtt %s:%d" % (c.server, c.port))
-        elif self._up:
-            say("link down: %s" % _why(c.error))
-            self._t_said = now
-        elif not self._fails or ticks_diff(now, self._t_said) >= 60000:
-            say("link down: %s (%d attempts)" % (_why(c.error), c.failures))
-            self._t_said = now
+        try:
+            if up:
+                say("link up mqtt %s:%d" % (c.server, c.port))
+            elif self._up:
+                self._t_said = now
+                say("link down: %s" % _why(c.error))
+            elif not self._fails or ticks_diff(now, self._t_said) >= 60000:
+                self._t_said = now
+                say("link down: %s (%d attempts)" % (_why(c.error), c.failures))
+        except MemoryError:
+            pass
         self._up = up
         self._fails = c.failures
 

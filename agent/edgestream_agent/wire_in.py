@@ -60,6 +60,8 @@ def read(data, kind=None):
         if not isinstance(data, str):
             data = bytes(data).decode()
         m = json.loads(data)
+    except MemoryError:
+        raise  # no heap to read it: the link's memory nack, not "not valid JSON"
     except Exception as e:  # UnicodeError, ValueError, RecursionError...
         _fail("payload", 4, e.__class__.__name__)
     data = None  # the text can go before the caller builds anything

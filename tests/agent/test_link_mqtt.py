@@ -169,6 +169,7 @@ def test_remote_config_applies_without_reboot_and_refuses_bad_ones(tmp_path, mos
     assert a[1]["error"].startswith("sensors[0].windows[0].size_ms:"), a[1]
     assert a[2]["ok"] is False and a[2]["error"].startswith("payload: not valid"), a[2]
     assert a[3]["ok"] is False and "over the 2048 byte limit" in a[3]["error"], a[3]
+    assert a[3]["version"] == 4, a[3]  # read from the part of it that came
     assert a[4]["ok"] is False and a[4]["error"].startswith("dev:"), a[4]
     # no reboot: one boot id, seqs continue; windows became 300 ms and stayed
     rep = check(sub)
@@ -234,6 +235,76 @@ def test_a_refused_remote_config_never_locks_the_agent_out(tmp_path, mosquitto, 
     # what the refused attempt took came back (health messages after it vs before it)
     h = heap()
     assert max(h[n:n + 2]) >= h[0] - 1024, h
+
+
+# Fills the heap at the first scheduler step but for ~2.5 KB in whatever
+# pieces are left, and holds it until the link has sent a nack: then lets
+# it go.
+FULL_HEAP = """
+import gc
+import edgestream_agent.link as _link
+import edgestream_agent.scheduler as _sched
+links = []
+attach = _link.Link.attach
+def att(self, *a):
+    links.append(self)
+    return attach(self, *a)
+_link.Link.attach = att
+step0 = _sched.Scheduler.step
+ballast = [None] * 3000
+state = [0]
+def step(self):
+    if state[0] == 0:
+        state[0] = 1
+        gc.collect()
+        k = 0
+        for size in (4096, 1024, 256, 64, 16):
+            try:
+                while k < 3000 and gc.mem_free() - size > 2560:
+                    ballast[k] = bytearray(size)
+                    k += 1
+            except MemoryError:
+                pass
+    elif state[0] == 1 and links[0].cfg_refused and not links[0]._ctrl:
+        state[0] = 2
+        for k in range(3000):
+            ballast[k] = None
+        gc.collect()
+    return step0(self)
+_sched.Scheduler.step = step
+"""
+
+
+def test_a_config_that_finds_the_heap_full_is_nacked_with_its_version(tmp_path, mosquitto):
+    # The hub's config arrives while the heap is nearly full (too full for
+    # the transport to copy it, or for the code that reads it): a memory nack
+    # with the message's version, the link goes on, and once the heap is back
+    # the next config is applied.
+    sub = Subscriber(mosquitto, ["edgestream/dev1/#"])
+    cfg = agent_config(mosquitto.port, health_ms=0)
+    new = copy.deepcopy(cfg)
+    new["sensors"][0]["windows"][0]["size_ms"] = 300
+    del new["version"]
+    _push_config(mosquitto, encode_config("dev1", 7, new))  # retained: it comes right after the connect
+    (tmp_path / "agent.json").write_text(json.dumps(cfg))
+    (tmp_path / "run.py").write_text(FULL_HEAP + RUN)
+    agent = start_micropython(tmp_path / "run.py", tmp_path / "agent.json", 6000)
+    acks = lambda: [decode(p) for p in sub.on("edgestream/dev1/config/ack")]  # noqa: E731
+    try:
+        assert wait_until(lambda: len(acks()) == 1, 15), "no ack"
+        n = len(sub.on("edgestream/dev1/results"))
+        assert wait_until(lambda: len(sub.on("edgestream/dev1/results")) >= n + 2, 10)
+        _push_config(mosquitto, encode_config("dev1", 8, new))
+        assert wait_until(lambda: len(acks()) == 2, 10)
+        s = stats(finish(agent, 60))
+    finally:
+        agent.kill()
+        sub.close()
+    a = acks()
+    assert a[0]["ok"] is False and a[0]["version"] == 7, a[0]
+    assert a[0]["error"].startswith("memory: not enough heap to "), a[0]
+    assert a[1]["ok"] is True and a[1]["version"] == 8, a[1]
+    assert s["config_version"] == 8 and s["configs_refused"] == 1
 
 
 def test_batches_survive_an_outage_nothing_lost(tmp_path, mosquitto):

@@ -34,7 +34,7 @@ c = MQTTClient(a.get("id", "probe"), "127.0.0.1", a["port"], keepalive=a.get("ke
                backoff_max_ms=a.get("bmax", 1000), connect_timeout_ms=a.get("cto", 5000))
 c.set_last_will(b"t/probe/status", b"offline", True, 1)
 c.set_callback(lambda t, m: got.append([t.decode(), len(m), m[:40].decode()]))
-c.on_oversize = lambda t, n: over.append([t.decode() if t else None, n])
+c.on_oversize = lambda t, n, buf, start, end: over.append([t.decode() if t else None, n])
 c.on_puback = acks.append
 def online():
     c.publish(b"t/probe/status", b"online", retain=True, qos=1)
@@ -229,7 +229,7 @@ def main(port):
     errors = []
     c = MQTTClient("nomem", "127.0.0.1", port, keepalive=0)
     c.set_callback(lambda t, m: got.append(len(m)))
-    c.on_oversize = lambda t, n: over.append(t)
+    c.on_oversize = lambda t, n, buf, start, end: over.append(t)
     c.subscribe(b"t/nomem", 1)
     c.connect()
 

@@ -208,28 +208,29 @@ def test_a_config_too_big_for_the_heap_is_refused_and_the_next_ones_are_handled(
 
 
 def test_a_heap_too_full_to_validate_nacks_with_the_version_and_recovers():
-    # ballast leaves too little heap to read and validate the message: the
-    # nack still carries its version and says why; with the heap back, the
-    # same config is applied
+    # ballast leaves ~2 KB of the heap, in whatever pieces it finds: too
+    # little to read and validate the message. The nack still carries its
+    # version and says why; with the heap back, the same config is applied.
     lk = make()
-    payload = encode_config("d1", 12, cfg(900))
+    big = {"device": "d1", "sensors": [{"name": "t%d" % i, "period_ms": 100, "filters": [{"median": 3}],
+                                        "windows": [{"name": "w", "size_ms": 900}]} for i in range(8)]}
+    payload = encode_config("d1", 12, big)
     if MICROPYTHON:
         import gc
         gc.collect()
-        # a little room, in one piece: the nack itself (~150 bytes) must be
-        # written (the ballast's last small blocks are scattered holes)
-        room = bytearray(448)
-        ballast = []
+        ballast = [None] * 2000
+        k = 0
         for size in (4096, 1024, 256, 64):
             try:
-                while True:
-                    ballast.append(bytearray(size))
+                while k < len(ballast) and gc.mem_free() - size > 2048:
+                    ballast[k] = bytearray(size)
+                    k += 1
             except MemoryError:
                 pass
-        del room
         lk._ctrl = []
         lk._rx(payload, "config")
-        ballast = None
+        for k in range(len(ballast)):  # (a list the stack still points at frees nothing)
+            ballast[k] = None
         gc.collect()
         assert len(lk._ctrl) == 1
         a = decode(lk._ctrl[0][1])
@@ -237,3 +238,40 @@ def test_a_heap_too_full_to_validate_nacks_with_the_version_and_recovers():
         assert a["error"].startswith("memory: not enough heap to "), a
     a = send(lk, payload)
     assert a["ok"] is True and a["version"] == 12, a
+
+
+def test_a_fifth_waiting_message_is_refused_busy_with_its_version():
+    # the transport queues at most 4 messages from the hub; one more is nacked at once, with its version
+    lk = make()
+    lk._ctrl = []
+    for v in (2, 3, 4, 5):
+        lk.inbox(encode_config("d1", v, cfg()), "config")
+    lk.inbox(encode_config("d1", 6, cfg()), "config")
+    assert len(lk._inbox) == 4 and len(lk._ctrl) == 1
+    a = decode(lk._ctrl[0][1])
+    assert a["ok"] is False and a["version"] == 6 and a["error"].startswith("busy: 4 messages are waiting"), a
+    assert lk.rx_refused == 1 and lk.cfg_refused == 1
+
+
+def test_a_config_the_agent_runs_is_acked_even_when_the_heap_runs_out_after_it():
+    # applied and saved, then no heap for the console line: still an ack (ok), with the version
+    # now running; never a nack for a config the agent runs (the hub would send it again)
+    import edgestream_agent.link as link
+    path = _path("after")
+    lk = make(path)
+    say = link.say
+
+    def short(text):
+        if "applied" in text:
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        say(text)
+    link.say = short
+    try:
+        a = send(lk, encode_config("d1", 2, cfg(2000)))
+    finally:
+        link.say = say
+    assert a["ok"] is True and a["version"] == 2, a
+    assert lk.version == 2 and lk.cfg_applied == 1 and len(lk.agent.configs) == 1
+    with open(path) as f:
+        assert json.load(f)["version"] == 2
+    os.remove(path)

@@ -61,3 +61,14 @@ def test_a_bad_config_exits_2_with_the_validators_message(capsys, tmp_path):
     assert rc == 2 and "missing.json: cannot read" in err
     rc, _, err = bench(capsys, "--config", str(EXAMPLE), "--samples", "0")
     assert rc == 2 and "--samples: expected a count > 0" in err
+
+
+def test_a_config_the_board_cannot_start_exits_3_with_the_check_sentence(capsys, tmp_path):
+    # a sliding window of 3000 values in the tiny heap from .mpy: what takes the memory, as check and replay
+    # say it
+    big = tmp_path / "agent.json"
+    big.write_text(json.dumps({"sensors": [{"name": "t", "windows": [{"name": "w", "size": 3000, "every": 10}]}]}))
+    rc, _, err = bench(capsys, "--config", str(big), "--board", "tiny", "--profile", "mpy")
+    assert rc == 3, err
+    assert "does not fit: the agent does not fit tiny's 64 KB heap: it runs out of memory while building " \
+        "sensors[0] (t)" in err and "Traceback" not in err, err

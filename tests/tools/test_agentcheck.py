@@ -108,6 +108,33 @@ def test_check_agrees_with_a_board_that_cannot_start_it(vboard, tmp_path, board,
     assert "the agent did not start on the board" in d.stderr and "MemoryError" in d.stderr
 
 
+def test_a_config_at_the_highest_version_is_measured_like_any_other(tmp_path):
+    # the remote-config run sends the config back with newer versions: one already at 2**31 - 1 (or just
+    # below) has none newer, and its check must measure the memory, not refuse for the version bound
+    needs = []
+    for version in (1, 2**31 - 3, 2**31 - 1):
+        cfg = tmp_path / f"agent-{version}.json"
+        cfg.write_text(json.dumps({"device": "v", "version": version, "sensors": [{"name": "temp"}],
+                                   "transport": {"type": "mqtt", "mqtt": {"host": "127.0.0.1"}}}))
+        c = check(cfg, "esp32", "mpy")
+        assert c.returncode == 0 and "does not fit" not in c.stderr, c.stdout + c.stderr
+        needs.append(float(found(r"a remote config needs ([\d.]+) KB free", c.stdout).group(1)))
+    assert max(needs) - min(needs) <= 1.0, needs
+
+
+def test_a_sensor_too_big_to_build_is_named_as_what_runs_out(tmp_path):
+    # the agent's own MemoryError names the sensor it was building: the sentence says so, not "the
+    # validated config is held twice"
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(json.dumps({"device": "t1", "transport": {"type": "serial", "serial": {"port": "stdio"}},
+                               "sensors": [{"name": "temp", "windows": [{"name": "w", "size": 3000, "every": 10}]}]}))
+    c = check(cfg, "tiny", "mpy")
+    assert c.returncode == 3
+    assert "it runs out of memory while building sensors[0] (temp): its filters, windows and their buffers" \
+        in c.stderr, c.stderr
+    assert "held twice" not in c.stderr
+
+
 def test_check_names_an_invalid_config(tmp_path):
     cfg = tmp_path / "agent.json"
     cfg.write_text(json.dumps({"sensors": [{"name": "t", "windows": [{"size_ms": 0}]}]}))

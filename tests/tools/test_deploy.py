@@ -68,6 +68,22 @@ def test_deploy_copies_what_differs_and_the_agent_publishes_to_the_broker(vboard
         sub.close()
 
 
+def test_an_agent_that_fails_at_start_is_told_at_once_with_its_error(vboard, tmp_path):
+    # a hardware source the virtual board lacks: main.py raises and the board is back at its prompt. deploy
+    # says so at once (not after --wait) and quotes the error, not the REPL's banner that follows it
+    import time
+
+    vb = vboard("esp32")
+    cfg = {"device": "d", "sensors": [{"name": "t", "source": {"type": "adc", "pin": 34}}]}
+    t0 = time.monotonic()
+    d = deploy(vb, write(tmp_path / "agent.json", cfg), "--no-check", "--wait", "60")
+    assert d.returncode == 2, d.stdout + d.stderr
+    assert time.monotonic() - t0 < 30
+    assert "the agent did not start on the board: " in d.stderr
+    assert "OSError: source adc: this port has no machine.ADC" in d.stderr, d.stderr
+    assert "MicroPython " not in d.stderr and ">>>" not in d.stderr, d.stderr
+
+
 def test_a_stale_module_on_the_board_is_removed(vboard, mosquitto, tmp_path):
     vb = vboard("esp32")
     stale = vb.folder / "lib" / "edgestream_agent" / "old_module.py"

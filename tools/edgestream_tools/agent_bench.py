@@ -13,7 +13,8 @@ Keys: ``samples_per_s``, ``alloc_bytes_per_sample`` (steady state; 0 is the
 agent's budget), ``heap_used`` and ``heap_free`` (bytes), ``samples``,
 ``results``, ``elapsed_ms``, ``sensors``, ``native`` (whether the hot path ran
 as machine code), ``board``, ``profile``. An invalid config exits 2 with the
-validator's message.
+validator's message; one the board's heap cannot start exits 3 with the
+sentence of ``agent check``.
 """
 
 from __future__ import annotations
@@ -62,5 +63,20 @@ def measure(config: str, samples: int = 10000, board: str = "esp32", profile: st
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(measure(args.config, args.samples, args.board, args.profile)))
+    import sys
+
+    from edgestream_tools.agentcheck import DoesNotFit, check_start
+
+    try:
+        figures = measure(args.config, args.samples, args.board, args.profile)
+    except AgentBenchError as e:
+        if "MemoryError" not in str(e):
+            raise
+        try:  # out of heap: the sentence `agent check` (and replay) gives, when the agent cannot start either
+            check_start(args.config, args.board, args.profile)
+        except DoesNotFit as nofit:
+            print(f"edgestream agent bench: does not fit: {nofit}", file=sys.stderr)
+            return DoesNotFit.exit_code
+        raise
+    print(json.dumps(figures))
     return 0

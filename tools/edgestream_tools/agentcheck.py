@@ -61,6 +61,7 @@ HARDWARE_SOURCES = ("adc", "pin", "i2c", "internal_temp")
 BREAKDOWN_FACTOR = 4   # the breakdown's heap: this many times the board's (at least 1 MB) ...
 LARGEST = 16 << 20     # ... or this, for a config far too large
 _TIMEOUT = 120.0
+VERSION_MAX = 2**31 - 1  # a config's version, at most (the agent's validator)
 
 # Each run is a board folder booted as the virtual board boots one
 # (vboard.boot_args: the board's filesystem, sys.path, main.py), holding
@@ -139,7 +140,13 @@ def step(self):
     tx.send = lambda payload, dup=False: None
     n = [0]
     def trial(size):
-        # the ballast takes `size` bytes in the largest blocks it finds
+        # the message, as a transport holds it (its bytes are part of the
+        # need; the file's read buffer is gone), then a ballast that takes
+        # `size` bytes in the largest blocks it finds
+        gc.collect()
+        with open('m%%d' %% n[0], 'rb') as f:
+            msg = f.read()
+        n[0] += 1
         gc.collect()
         ballast = []
         chunk = left = size
@@ -151,9 +158,6 @@ def step(self):
                 chunk //= 2
         if left > 0:
             return False
-        with open('m%%d' %% n[0], 'rb') as f:
-            msg = f.read()
-        n[0] += 1
         applied = lk.cfg_applied
         lk.inbox(msg, 'config')
         msg = None
@@ -295,6 +299,10 @@ def _last_line(text: str) -> str:
 
 
 def _doing(traceback: str) -> str:
+    # the agent names the sensor it was building (Agent._build: "MemoryError: sensors[2] (x)")
+    m = re.search(r"MemoryError: (sensors\[\d+\] \([^)\n]*\))\s*$", traceback.strip())
+    if m:
+        return f"building {m.group(1)}: its filters, windows and their buffers"
     # frozen modules name their file (edgestream_agent/link.py), a bundle's their module (edgestream_agent.link)
     mods = re.findall(r'File "(?:[^"]*/)?edgestream_agent[./]([a-z_]+)', traceback)
     for mod in reversed(mods):
@@ -324,6 +332,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def _for_check(raw: dict[str, Any], serial_port: str, mqtt_port: int) -> tuple[dict[str, Any], list[str]]:
     """The config the check starts: the board's endpoints replaced by local ones (notes say which)."""
     cfg = json.loads(json.dumps(raw))
+    # the remote-config run sends newer versions: a version at the top of the range starts a little
+    # lower (the same number of digits, so the same size), or the newer ones would be refused for it
+    if int(cfg.get("version", 0)) > VERSION_MAX - _TRIALS - 1:
+        cfg["version"] = VERSION_MAX - _TRIALS - 1
     notes = []
     for s in cfg["sensors"]:
         src = s.get("source", "sim")
@@ -351,7 +363,10 @@ def _for_check(raw: dict[str, Any], serial_port: str, mqtt_port: int) -> tuple[d
 
 
 def _messages(cfg: dict[str, Any], folder: Path, rx_limit: int | None) -> list[str]:
-    """Write the remote config messages m0..mN (newer versions of cfg); notes on their size."""
+    """Write the remote config messages m0..mN (newer versions of cfg); notes on their size.
+
+    cfg's version leaves room for them (``_for_check``).
+    """
     from edgestream_shared.encoder import encode_config
 
     dev = cfg.get("device", cfg.get("device_id", "edgestream"))
@@ -448,7 +463,9 @@ def measure(config: str | Path, board: str = "esp32", profile: str = "mpy", remo
                 outs["breakdown"] = _collect(_popen(work, work / "breakdown", board, f"{LARGEST // 1024}k", profile))
             refused = (_marked(outs["remote"]) or {}).get("ballast") is None if "remote" in outs else False
             if refused and _READY.search(outs["start"]):
-                # refused in the board's heap: how much it would need, in the larger heap
+                # refused in the board's heap: how much it would need, in the larger heap, from the
+                # same start (a config the first run applied and saved would be "already running")
+                (work / "remote" / "agent.json").write_text(json.dumps(cfg))
                 outs["remote-larger"] = _collect(_popen(work, work / "remote", board, larger, profile))
     finally:
         os.close(serial_master)

@@ -417,6 +417,11 @@ class Board:
                 on_line(line)
                 if done(line):
                     return line
+            if buf.endswith(b">>> ") and done(buf.decode(errors="replace")):
+                # the REPL's prompt ends no line: it waits for input, nothing more comes
+                line = buf.decode(errors="replace")
+                on_line(line)
+                return line
         if buf:
             on_line(buf.decode(errors="replace").rstrip("\r"))
         return None

@@ -422,6 +422,12 @@ def _switch(b: Board, moves: list[tuple[str, str]], want: dict[str, bytes], how:
             moved.append(p)
 
 
+def _told(lines: list[str]) -> list[str]:
+    """The console lines that say something: without the REPL's banner and prompt that follow an error."""
+    banner = ("MicroPython ", 'Type "help()"', ">>>")
+    return [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(banner)]
+
+
 def _start(b: Board, raw: dict, wait: float) -> int:
     t = raw.get("transport") or {}
     quiet = t.get("type") == "serial" and (t.get("serial") or {}).get("port", "stdio") == "stdio"
@@ -438,11 +444,11 @@ def _start(b: Board, raw: dict, wait: float) -> int:
     end = b.restart(done, 3.0 if quiet else wait, shown)
     if quiet:
         if any("Traceback" in ln for ln in lines):
-            raise DeployError("the agent did not start on the board: " + " / ".join(lines[-4:]))
+            raise DeployError("the agent did not start on the board: " + " / ".join(_told(lines)[-3:]))
         _say("deploy: done")
         return 0
     if end is None or not end.startswith("edgestream: ready"):
-        why = " / ".join(ln for ln in lines[-5:] if ln.strip()) or f"nothing within {wait:g} s"
+        why = " / ".join(_told(lines)[-3:]) or f"nothing within {wait:g} s"
         raise DeployError(f"the agent did not start on the board: {why}")
     if t.get("type") == "mqtt":
         # the link's first line, if it comes soon
