@@ -33,6 +33,7 @@ receiving side (internal).
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -418,9 +419,10 @@ def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, list[float]]:
              "same class built in": "{threshold_builtin: {field: t, above: 20}}",
              "built-in filter": "{filter: {field: t, gt: 20}}"}
     times: dict[str, list[float]] = {k: [] for k in procs}
+    state_dir = tempfile.mkdtemp(prefix="bench-plugin-")  # the engines' checkpoints, not the working folder's
     for _ in range(runs):
         for name, proc in procs.items():
-            cfg = load_config(text=f"""
+            cfg = load_config(base_dir=state_dir, text=f"""
 sources: {{s: {{mem: {{}}}}}}
 sinks: {{out: {{discard: {{}}, batch: {{size: 1000, linger: 0ms}}}}}}
 pipelines: {{p: {{from: s, processors: [{proc}], to: out, batch: {{size: 1000, linger: 0ms}}}}}}
@@ -436,6 +438,7 @@ pipelines: {{p: {{from: s, processors: [{proc}], to: out, batch: {{size: 1000, l
                 time.sleep(0.0005)
             times[name].append(time.perf_counter() - t0)
             e.stop()
+    shutil.rmtree(state_dir, ignore_errors=True)
     return {k: [n / t for t in v] for k, v in times.items()}
 
 

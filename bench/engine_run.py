@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from typing import Any
@@ -82,7 +83,11 @@ class MemRun:
         self.repeat = repeat
         self.sinks.clear()
         self.go.clear()
-        e = Engine(load_config(text=config, env={}, registry=self.registry), registry=self.registry)
+        with tempfile.TemporaryDirectory(prefix="bench-engine-") as d:  # the engine's state (checkpoints) goes here
+            e = Engine(load_config(text=config, env={}, registry=self.registry, base_dir=d), registry=self.registry)
+            return self._time(e, expect, during, timeout_s)
+
+    def _time(self, e: Engine, expect: int, during: Any, timeout_s: float) -> float:
         e.start()
         stop = during(e) if during else None
         try:
