@@ -5,12 +5,18 @@ the publisher nor this harness shares its GIL or inflates its RSS) against a
 real mosquitto on a free loopback port, with agents' batched ``results``
 messages (100 items each, the payloads the shared ``Encoder`` writes):
 
-1. Throughput, records/s: the hub (``HubService`` on a config file, as
-   ``edgestream hub run`` runs it: MQTT source -> passthrough -> file sink)
-   against bare paho subscribers on the same broker and payloads, in
-   interleaved rounds: one that only counts messages (x100) and one that also
-   ``json.loads`` each payload. Timed from the first publish until the child
-   has every record (the hub: in the file).
+1. Intake, records/s, as ratios measured side by side in one run: the hub
+   (``HubService`` on a config file, as ``edgestream hub run`` runs it: MQTT
+   source -> passthrough -> file sink) against bare paho subscribers on the
+   same broker and payloads, in interleaved rounds (median of each), with
+   four publisher processes sending a burst (each device's messages from one
+   publisher, in order): 300K records in 100-item messages against a
+   subscriber that ``json.loads`` each payload, and 1-item messages (what
+   agents send today) against one that only counts them. Timed from the
+   publishers' start until the child has every record (the hub: in the file).
+   Beside it, each side's CPU per record (its process, all threads, over the
+   run): on a machine whose cores the publishers and the broker share, this
+   ratio moves less with the load than the wall-clock one.
 2. Latency, publish -> record written by the file sink (``write`` returned),
    at a low message rate so queues are empty: p50/p99 per message (the time
    its last record was written), for 100-record and 1-record messages; the
@@ -18,7 +24,9 @@ messages (100 items each, the payloads the shared ``Encoder`` writes):
    ``WARMUP_MESSAGES`` of each run are left out (connection warm-up).
 3. Memory: the hub child's VmRSS once started and its peak (VmHWM) over the
    throughput run, read from ``/proc/self/status`` in the child.
-4. Cold start: ``edgestream hub check`` (median of 5), and process start ->
+4. Cold start: ``edgestream hub check`` on a config with SQL against
+   ``python -c pass``, interleaved, the ratio of each pair (median of 11): with
+   the query's verdict remembered and with it compiled; and process start ->
    subscribed at the broker for the hub child.
 5. Plugin processor overhead: the example plugin's ``threshold`` processor
    loaded from its entry point, against the same class registered as a
@@ -26,13 +34,15 @@ messages (100 items each, the payloads the shared ``Encoder`` writes):
    engine (in-memory source -> processor -> null sink); medians of
    interleaved runs.
 
-``python -m bench.bench_hub`` prints everything; ``--child ...`` is the
-receiving side (internal).
+``python -m bench.bench_hub`` prints everything (``... intake cold`` only those
+parts: intake, latency, stages, cold, plugin); ``--child ...`` is a receiving
+side or a publisher (internal).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -99,30 +109,32 @@ def _child_hub(cfg_path: str, total: int, per: int, track: bool) -> None:
     assert eng is not None
     src = eng.sources["devices"].source
     assert isinstance(src, MqttSource)
-    written: dict[int, float] = {}  # message index -> when its last record was written
-    if track:
-        sink = eng.sinks["out"].sink
-        orig = sink.write
+    written: dict[int, float] = {}  # message index -> when its last record was written (track)
+    got = [0]
+    finished = threading.Event()
+    sink = eng.sinks["out"].sink
+    orig = sink.write
 
-        def write(records: list[dict[str, Any]]) -> Any:
-            rejected = orig(records)
+    # the run ends when the sink's write returns the last record, found as the bare subscriber finds its
+    # last message (an event, not polling the metrics: a scrape would take the hub's CPU)
+    def write(records: list[dict[str, Any]]) -> Any:
+        rejected = orig(records)
+        if track:
             t = time.monotonic()
             for r in records:
                 written[r["seq"] // per] = t
-            return rejected
+        got[0] += len(records) - len(rejected or ())
+        if got[0] >= total:
+            finished.set()
+        return rejected
 
-        sink.write = write  # type: ignore[method-assign]  # this run times each write
+    sink.write = write  # type: ignore[method-assign]  # counts (and times) each write
     src.subscribed.wait(20)
-    _say(ready=time.monotonic(), mem=_mem_kb())
-    deadline = time.monotonic() + CHILD_DEADLINE_S
-    got = 0.0
-    while time.monotonic() < deadline:
-        got = eng.metrics.value("edgestream_sink_records_total", component="out")
-        if got >= total:
-            break
-        time.sleep(0.002)
-    done = time.monotonic()
-    _say(done=done, count=got, mem=_mem_kb(), written=written)
+    _say(ready=time.monotonic(), mem=_mem_kb(), cpu=time.process_time())
+    finished.wait(CHILD_DEADLINE_S)
+    done, cpu = time.monotonic(), time.process_time()
+    count = eng.metrics.value("edgestream_sink_records_total", component="out")
+    _say(done=done, count=count, mem=_mem_kb(), written=written, cpu=cpu)
     svc.stop()
 
 
@@ -148,16 +160,45 @@ def _child_paho(port: int, total: int, per: int, parse: bool) -> None:
     c.connect("127.0.0.1", port)
     c.loop_start()
     subscribed.wait(20)
-    _say(ready=time.monotonic(), mem=_mem_kb())
+    _say(ready=time.monotonic(), mem=_mem_kb(), cpu=time.process_time())
     finished.wait(CHILD_DEADLINE_S)
-    _say(done=time.monotonic(), count=got[0], mem=_mem_kb(), written=arrived)
+    _say(done=time.monotonic(), count=got[0], mem=_mem_kb(), written=arrived, cpu=time.process_time())
+    c.disconnect()
+    c.loop_stop()
+
+
+def _child_publisher(port: int, path: str) -> None:
+    """Publish the messages pickled at ``path`` (QoS 0) when stdin says go; report when all are sent."""
+    import pickle
+
+    import paho.mqtt.client as mqtt
+
+    with open(path, "rb") as f:
+        data: list[tuple[str, bytes]] = pickle.load(f)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for _ in range(2000):  # publishing before the CONNACK would queue (and delay) the first messages
+        if c.is_connected():
+            break
+        time.sleep(0.005)
+    _say(ready=time.monotonic())
+    sys.stdin.readline()
+    info = None
+    for topic, p in data:
+        info = c.publish(topic, p, qos=0)
+    if info is not None:
+        info.wait_for_publish(CHILD_DEADLINE_S)
+    _say(sent=time.monotonic())
     c.disconnect()
     c.loop_stop()
 
 
 def child_main(argv: list[str]) -> None:
     kind = argv[0]
-    if kind == "hub":
+    if kind == "publisher":
+        _child_publisher(int(argv[1]), argv[2])
+    elif kind == "hub":
         _child_hub(argv[1], int(argv[2]), int(argv[3]), argv[4] == "1")
     else:
         _child_paho(int(argv[1]), int(argv[2]), int(argv[3]), kind == "paho-json")
@@ -183,16 +224,42 @@ def payloads(messages: int, per: int, devices: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def _publishers(port: int, d: str, data: list[tuple[str, bytes]], n: int) -> list[subprocess.Popen[str]]:
+    """``n`` publisher processes, connected and waiting for a line on stdin; each device's messages go to one
+    of them (in order), so sequence numbers arrive in order per device."""
+    import pickle
+
+    shares: list[list[tuple[str, bytes]]] = [[] for _ in range(n)]
+    for topic, p in data:
+        shares[int(topic.split("/")[1].rsplit("-", 1)[1]) % n].append((topic, p))
+    procs = []
+    for i, share in enumerate(shares):
+        path = Path(d) / f"pub{i}.pickle"
+        with open(path, "wb") as f:
+            pickle.dump(share, f)
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench.bench_hub", "--child", "publisher", str(port),
+                                       str(path)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True))
+    for pr in procs:
+        assert pr.stdout is not None
+        json.loads(pr.stdout.readline())
+    return procs
+
+
 def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: int, rate: float | None = None,
-              linger: str = "0ms", track: bool = False) -> dict[str, Any]:
-    """Start a receiving child, publish ``data`` (all at once, or ``rate`` messages/s), collect its report."""
+              linger: str = "0ms", track: bool = False, publishers: int = 0) -> dict[str, Any]:
+    """Start a receiving child, publish ``data`` (all at once, or ``rate`` messages/s; from ``publishers``
+    processes at once when given), collect its report."""
     import paho.mqtt.client as mqtt
 
     total = len(data) * per
     if kind == "hub":
-        run = Path(tempfile.mkdtemp(dir=d))  # a folder per run: a hub keeps its state (result ids) beside its config
-        out = run / "out.jsonl"
-        cfg = run / "hub.yaml"
+        out = Path(d) / "out.jsonl"
+        out.unlink(missing_ok=True)
+        # each run starts afresh: the last run's checkpoint (state, on by default) holds the sequence
+        # positions of these same payloads, so a resumed hub would drop them all as duplicates
+        shutil.rmtree(Path(d) / ".edgestream", ignore_errors=True)
+        cfg = Path(d) / "hub.yaml"
         cfg.write_text(HUB_YAML.format(port=port, out=out, linger=linger))
         args = ["hub", str(cfg), str(total), str(per), "1" if track else "0"]
     else:
@@ -201,37 +268,53 @@ def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: 
     proc = subprocess.Popen([sys.executable, "-m", "bench.bench_hub", "--child", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    pubs: list[subprocess.Popen[str]] = []
     try:
         ready = json.loads(proc.stdout.readline())
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        pub.connect("127.0.0.1", port)
-        pub.loop_start()
-        for _ in range(2000):  # publishing before the CONNACK would queue (and delay) the first messages
-            if pub.is_connected():
-                break
-            time.sleep(0.005)
         sent: list[float] = []
-        t0 = time.monotonic()
-        for i, (topic, p) in enumerate(data):
-            if rate:
-                wait = t0 + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            sent.append(time.monotonic())
-            pub.publish(topic, p, qos=0)
-        rep = json.loads(proc.stdout.readline())
-        pub.loop_stop()
-        pub.disconnect()
+        if publishers:
+            pubs = _publishers(port, d, data, publishers)
+            t0 = time.monotonic()
+            for pr in pubs:
+                assert pr.stdin is not None
+                pr.stdin.write("go\n")
+                pr.stdin.flush()
+            rep = json.loads(proc.stdout.readline())
+            for pr in pubs:
+                pr.wait(30)
+        else:
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            pub.connect("127.0.0.1", port)
+            pub.loop_start()
+            for _ in range(2000):  # publishing before the CONNACK would queue (and delay) the first messages
+                if pub.is_connected():
+                    break
+                time.sleep(0.005)
+            t0 = time.monotonic()
+            for i, (topic, p) in enumerate(data):
+                if rate:
+                    wait = t0 + i / rate - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                sent.append(time.monotonic())
+                pub.publish(topic, p, qos=0)
+            rep = json.loads(proc.stdout.readline())
+            pub.loop_stop()
+            pub.disconnect()
         proc.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        for pr in [proc, *pubs]:
+            if pr.poll() is None:
+                pr.kill()
+                pr.wait(10)
     rep["start_s"] = ready["ready"] - t_spawn
     rep["mem_ready"] = ready["mem"]
     rep["rate"] = rep["count"] / (rep["done"] - t0)
-    rep["by_message"] = {int(i): (t - sent[int(i)]) * 1000 for i, t in rep.pop("written").items()}
-    rep["latency_ms"] = sorted(v for i, v in rep["by_message"].items() if i >= WARMUP_MESSAGES)
+    rep["cpu_s"] = rep["cpu"] - ready["cpu"]  # the receiving process's CPU (all threads) over the run
+    written = rep.pop("written")
+    if sent:
+        rep["by_message"] = {int(i): (t - sent[int(i)]) * 1000 for i, t in written.items()}
+        rep["latency_ms"] = sorted(v for i, v in rep["by_message"].items() if i >= WARMUP_MESSAGES)
     if rep["count"] < total:
         print(f"  {kind}: only {rep['count']:.0f} of {total} records arrived")
     return rep
@@ -241,38 +324,64 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def bench_mqtt(rounds: int = 3, messages: int = 2000, per: int = 100) -> dict[str, Any]:
+#: the intake runs: name -> (messages, items per message, the bare subscriber the hub is compared with)
+INTAKE = {"100-item messages": (3000, 100, "paho-json"), "1-item messages": (30_000, 1, "paho-count")}
+PUBLISHERS = 4
+DEVICES = 8
+
+
+def bench_intake(rounds: int = 3) -> dict[str, dict[str, Any]]:
+    """Hub and bare subscriber records/s on the same bursts, in interleaved rounds: per run of ``INTAKE``,
+    the median rate of each and the ratio of every round (hub / bare, same round)."""
+    from edgestream_tools.broker import Mosquitto
+
+    res: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        broker = Mosquitto(Path(d)).start()
+        try:
+            for name, (messages, per, bare) in INTAKE.items():
+                data = payloads(messages, per, DEVICES)
+                rates: dict[str, list[float]] = {"hub": [], bare: []}
+                cpu: dict[str, list[float]] = {"hub": [], bare: []}
+                hub_runs = []
+                for _ in range(rounds):
+                    for kind in rates:
+                        r = run_child(kind, broker.port, d, data, per, publishers=PUBLISHERS)
+                        rates[kind].append(r["rate"])
+                        cpu[kind].append(r["cpu_s"] / r["count"] * 1e6)
+                        if kind == "hub":
+                            hub_runs.append(r)
+                res[name] = {"bare": bare, "records": messages * per, "hub_runs": hub_runs, "rate runs": rates,
+                             "rates": {k: statistics.median(v) for k, v in rates.items()},
+                             "ratios": sorted(h / b for h, b in zip(rates["hub"], rates[bare])),
+                             "cpu_us": {k: statistics.median(v) for k, v in cpu.items()},
+                             "cpu ratios": sorted(b / h for h, b in zip(cpu["hub"], cpu[bare]))}
+        finally:
+            broker.stop()
+    return res
+
+
+def bench_latency() -> dict[str, Any]:
+    """Publish -> written latency at low rates (one publisher in this process), and linger 50ms's rate."""
     from edgestream_tools.broker import Mosquitto
 
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         broker = Mosquitto(Path(d)).start()
         try:
-            data = payloads(messages, per, 10)
-            rates: dict[str, list[float]] = {"hub": [], "paho-count": [], "paho-json": []}
-            hub_runs = []
-            for _ in range(rounds):
-                for kind in rates:
-                    r = run_child(kind, broker.port, d, data, per)
-                    rates[kind].append(r["rate"])
-                    if kind == "hub":
-                        hub_runs.append(r)
-            res["rates"] = {k: statistics.median(v) for k, v in rates.items()}
-            res["rate_runs"] = rates
-            res["hub_runs"] = hub_runs
-            res["linger50"] = run_child("hub", broker.port, d, data, per, linger="50ms")["rate"]
+            res["linger50"] = run_child("hub", broker.port, d, payloads(2000, 100, 10), 100, linger="50ms")["rate"]
             one = payloads(400, 1, 1)
-            hundred = payloads(300, per, 1)
+            hundred = payloads(300, 100, 1)
             res["lat"] = {}  # name -> one sorted list of latencies per round
             for _ in range(LATENCY_ROUNDS):
-                for name, (kind, msgs, n, linger) in {
-                    "hub, 100-record messages at 100 msg/s": ("hub", hundred, per, "0ms"),
+                for name, (kind, msgs, per, linger) in {
+                    "hub, 100-record messages at 100 msg/s": ("hub", hundred, 100, "0ms"),
                     "hub, 1-record messages at 200 msg/s": ("hub", one, 1, "0ms"),
-                    "hub, 100-record messages, linger 50ms": ("hub", hundred[:100], per, "50ms"),
-                    "bare paho + json.loads, 100-record messages": ("paho-json", hundred, per, "0ms"),
+                    "hub, 100-record messages, linger 50ms": ("hub", hundred[:100], 100, "50ms"),
+                    "bare paho + json.loads, 100-record messages": ("paho-json", hundred, 100, "0ms"),
                 }.items():
-                    rate = 200 if n == 1 else 100
-                    res["lat"].setdefault(name, []).append(run_child(kind, broker.port, d, msgs, n, rate=rate,
+                    rate = 200 if per == 1 else 100
+                    res["lat"].setdefault(name, []).append(run_child(kind, broker.port, d, msgs, per, rate=rate,
                                                                      linger=linger, track=True)["latency_ms"])
         finally:
             broker.stop()
@@ -442,43 +551,100 @@ pipelines: {{p: {{from: s, processors: [{proc}], to: out, batch: {{size: 1000, l
     return {k: [n / t for t in v] for k, v in times.items()}
 
 
-def bench_cold_start() -> dict[str, list[float]]:
-    """Seconds of ``edgestream hub check`` and of ``python -c pass``, 5 interleaved rounds."""
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "hub.yaml").write_text("""
+CHECK_YAML = """
 broker: {host: 127.0.0.1, port: 1883}
 sources: {devices: {mqtt: {topics: "edgestream/+/results"}}}
 sinks: {out: {file: {path: out.jsonl}}}
-pipelines: {p: {from: devices, processors: [{filter: {field: avg, gt: 3}}], to: out}}
-""")
-        cmds = {"check": [sys.executable, "-m", "edgestream_tools.cli", "hub", "check", "-c", f"{d}/hub.yaml"],
-                "pass": [sys.executable, "-c", "pass"]}
-        ts: dict[str, list[float]] = {k: [] for k in cmds}
-        for _ in range(5):
+pipelines:
+  p:
+    from: devices
+    processors:
+      - filter: {field: avg, gt: 3}
+      - sql: {query: "SELECT device, sensor, count(*) AS n, avg(avg) AS avg FROM devices
+                      GROUP BY device, sensor, TUMBLINGWINDOW(ss, 10)"}
+    to: out
+"""
+
+
+def _run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one child process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv} failed")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def bench_cold_start(runs: int = 11) -> dict[str, Any]:
+    """``edgestream hub check`` on a config with SQL against ``python -c pass``, interleaved: with the query's
+    verdict remembered (``edgestream_hub.checkcache``; a first run wrote it) and without (compiled: sqlglot
+    imported). Medians of wall time and CPU time, and the ratio of each pair of runs (the same moment of a
+    noisy machine). Bytecode is written and read as an installed hub's is (PYTHONDONTWRITEBYTECODE unset)."""
+    import shutil
+
+    exe = shutil.which("edgestream", path=str(Path(sys.executable).parent)) or "edgestream"
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "hub.yaml").write_text(CHECK_YAML)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["EDGESTREAM_CACHE_DIR"] = str(Path(d) / "cache")
+        check = [exe, "hub", "check", "-c", f"{d}/hub.yaml"]
+        _run_timed(check, env)  # writes the verdict (and any stale bytecode)
+        envs = {"check": env, "check, compiled": {**env, "EDGESTREAM_CACHE_DIR": "off"}, "pass": env}
+        cmds = {"check": check, "check, compiled": check, "pass": [sys.executable, "-c", "pass"]}
+        wall: dict[str, list[float]] = {k: [] for k in cmds}
+        cpu: dict[str, list[float]] = {k: [] for k in cmds}
+        for _ in range(runs):
             for k, argv in cmds.items():
-                t0 = time.perf_counter()
-                subprocess.run(argv, check=True, capture_output=True, timeout=60)
-                ts[k].append(time.perf_counter() - t0)
-        return ts
+                w, c = _run_timed(argv, envs[k])
+                wall[k].append(w)
+                cpu[k].append(c)
+    out: dict[str, Any] = {}
+    for k in ("check", "check, compiled"):
+        out[k] = {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k]), "walls": wall[k],
+                  "ratios": sorted(c / p for c, p in zip(wall[k], wall["pass"])),
+                  "cpu ratios": sorted(c / p for c, p in zip(cpu[k], cpu["pass"]))}
+    out["pass"] = {"wall": statistics.median(wall["pass"]), "cpu": statistics.median(cpu["pass"]),
+                   "walls": wall["pass"]}
+    return out
 
 
-def main() -> None:
-    m = bench_mqtt()
-    r = m["rates"]
-    print("MQTT -> passthrough -> file sink, 100 records/message, 200K records, median of 3 interleaved rounds:")
-    print(f"  hub (edgestream hub run config)         : {r['hub']:>9,.0f} records/s")
-    print(f"  bare paho subscriber, counting messages : {r['paho-count']:>9,.0f} records/s "
-          f"(hub = {r['hub'] / r['paho-count'] * 100:.0f}%)")
-    print(f"  bare paho subscriber + json.loads       : {r['paho-json']:>9,.0f} records/s "
-          f"(hub = {r['hub'] / r['paho-json'] * 100:.0f}%)")
-    print(f"  hub with linger 50ms                    : {m['linger50']:>9,.0f} records/s (one run)")
-    runs = m["rate_runs"]
-    figure(SECTION, "hub records/s, 100-record messages (MQTT -> passthrough -> file)", runs["hub"], "records/s",
-           target=">= 100000", echo=False)
-    for bare, what in (("paho-json", "bare paho + json.loads"), ("paho-count", "bare paho counting messages")):
-        figure(SECTION, f"bare subscriber records/s, {what}", runs[bare], "records/s", echo=False)
-        figure(SECTION, f"hub intake, 100-record burst / {what} (same round)",
-               [h / b for h, b in zip(runs["hub"], runs[bare])], "ratio", echo=False)
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} (spread {min(xs):.2f}-{max(xs):.2f}, n={len(xs)})"
+
+
+def main_intake() -> None:
+    res = bench_intake()
+    print(f"MQTT intake, hub / bare paho subscriber, {PUBLISHERS} publisher processes, {DEVICES} devices, "
+          "interleaved rounds (hub: MQTT -> passthrough -> file sink):")
+    for name, r in res.items():
+        rates = r["rates"]
+        what = "+ json.loads each payload" if r["bare"] == "paho-json" else "counting messages"
+        print(f"  {name}, {r['records']:,} records: hub {rates['hub']:,.0f} records/s, bare subscriber ({what}) "
+              f"{rates[r['bare']]:,.0f} records/s: ratio {_spread(r['ratios'])}")
+        runs = r["rate runs"]
+        target = ">= 100000" if name.startswith("100") else None
+        figure(SECTION, f"hub records/s, {name} (MQTT -> passthrough -> file)", runs["hub"], "records/s",
+               target=target, echo=False)
+        figure(SECTION, f"bare subscriber records/s, {name} ({what})", runs[r["bare"]], "records/s", echo=False)
+        figure(SECTION, f"hub intake, {name} burst / bare paho subscriber {what} (same round)", r["ratios"], "ratio",
+               echo=False)
+        figure(SECTION, f"hub intake, {name}: records per CPU second, hub / bare (same round)", r["cpu ratios"],
+               "ratio", echo=False)
+        us = r["cpu_us"]
+        print(f"    CPU per record (the receiving process, all threads): hub {us['hub']:.2f} us, bare "
+              f"{us[r['bare']]:.2f} us: records per CPU second, hub / bare {_spread(r['cpu ratios'])}")
+    runs = [x for r in res.values() for x in r["hub_runs"]]
+    print(f"hub process memory: {statistics.median(x['mem_ready']['VmRSS'] for x in runs) / 1024:.1f} MiB RSS "
+          f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the intake runs")
+    print(f"hub run start -> subscribed at the broker: {statistics.median(x['start_s'] for x in runs) * 1000:.0f} ms "
+          f"(median of {len(runs)})")
+
+
+def main_latency() -> None:
+    m = bench_latency()
+    print(f"hub with linger 50ms, 100-record messages from one publisher: {m['linger50']:,.0f} records/s (one run)")
     print("latency, publish -> last record of the message written (ms):")
     for name, rounds in m["lat"].items():
         xs = sorted(x for r in rounds for x in r)
@@ -486,26 +652,37 @@ def main() -> None:
         under = "< 1" if name.startswith("hub") and "linger" not in name else None
         for p in (50, 99):
             figure(SECTION, f"latency p{p}, {name}", [pct(r, p) for r in rounds], "ms", target=under, echo=False)
+
+
+def main_stages() -> None:
     st = bench_stages()
     print("CPU per record by stage (one thread, no MQTT, best of 5):")
     for name, us in st.items():
         print(f"  {name:<34}: {us:5.2f} us")
-    rest = 1e6 / r["hub"] - sum(st.values())
-    print(f"  {'the rest (paho, threads, queues)':<34}: {rest:5.2f} us (1 / hub rate - the stages above)")
     feed = bench_device_feed()
     print("the device registry's feed (a devices section), added to the ingest path: "
           + ", ".join(f"{us:.1f} us per {per}-record message" for per, us in feed.items()))
-    runs = m["hub_runs"]
-    print(f"hub process memory: {statistics.median(x['mem_ready']['VmRSS'] for x in runs) / 1024:.1f} MiB RSS "
-          f"started, peak {max(x['mem']['VmHWM'] for x in runs) / 1024:.1f} MiB (VmHWM) over the throughput runs")
-    print(f"hub run start -> subscribed at the broker: {statistics.median(x['start_s'] for x in runs) * 1000:.0f} ms "
-          f"(median of {len(runs)})")
-    cold = bench_cold_start()
-    print(f"edgestream hub check cold start: {statistics.median(cold['check']) * 1000:.0f} ms (median of 5)")
-    figure(SECTION, "cold start, edgestream hub check", [x * 1000 for x in cold["check"]], "ms", echo=False)
-    figure(SECTION, "cold start, python -c pass", [x * 1000 for x in cold["pass"]], "ms", echo=False)
-    figure(SECTION, "cold start, hub check / python -c pass (same round)",
-           [c / p for c, p in zip(cold["check"], cold["pass"])], "ratio", echo=False)
+
+
+def main_cold() -> None:
+    c = bench_cold_start()
+    p = c["pass"]
+    figure(SECTION, "cold start, python -c pass", [x * 1000 for x in p["walls"]], "ms", echo=False)
+    for k in ("check", "check, compiled"):
+        figure(SECTION, f"cold start, edgestream hub {k} (config with SQL)", [x * 1000 for x in c[k]["walls"]], "ms",
+               echo=False)
+        figure(SECTION, f"cold start, edgestream hub {k} / python -c pass (same round)", c[k]["ratios"], "ratio",
+               echo=False)
+    print(f"cold start, python -c pass: {p['wall'] * 1000:.0f} ms wall, {p['cpu'] * 1000:.0f} ms CPU (medians)")
+    for k in ("check", "check, compiled"):
+        r = c[k]
+        what = "the query's verdict remembered" if k == "check" else "the query compiled (no cache: sqlglot)"
+        print(f"  edgestream hub check, config with SQL, {what}: {r['wall'] * 1000:.0f} ms wall, "
+              f"{r['cpu'] * 1000:.0f} ms CPU: / python -c pass {_spread(r['ratios'])} wall, "
+              f"{_spread(r['cpu ratios'])} CPU")
+
+
+def main_plugin() -> None:
     runs = bench_plugin()
     figure("Costs: plugins on vs off", "plugin processor (entry point) vs the same class built in (same round)",
            [100 * (b / p - 1) for b, p in zip(runs["same class built in"], runs["plugin threshold"])], "% of time",
@@ -519,8 +696,18 @@ def main() -> None:
     print(f"plugin overhead vs built-in filter: {overhead * 100:+.1f}%")
 
 
+PARTS = {"intake": main_intake, "latency": main_latency, "stages": main_stages, "cold": main_cold,
+         "plugin": main_plugin}
+
+
+def main(parts: list[str] | None = None) -> None:
+    """Every part, or the ones named (``python -m bench.bench_hub intake cold``)."""
+    for name in parts or list(PARTS):
+        PARTS[name]()
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child_main(sys.argv[2:])
     else:
-        main()
+        main(sys.argv[1:])

@@ -28,6 +28,10 @@ from edgestream_tools import micropython as mp
 settings.register_profile("edgestream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("edgestream")
 
+# `hub check` remembers SQL queries that compiled (edgestream_hub.checkcache): tests compile every time and
+# write nothing to the user's cache (tests/hub/test_checkcache.py turns it on in a temporary folder)
+os.environ["EDGESTREAM_CACHE_DIR"] = "off"
+
 TESTS = Path(__file__).resolve().parent
 DEVICE_TEST_DIRS = (TESTS / "agent", TESTS / "shared")
 MARK = "@@edgestream-test@@"
@@ -184,3 +188,21 @@ def mosquitto(tmp_path):
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(params=["std", "orjson"])
+def json_engine(request, monkeypatch):
+    """Run the test with each JSON engine of ``edgestream_hub.jsonio`` (also in the subprocesses it starts):
+    a test module that says ``pytestmark = pytest.mark.usefixtures("json_engine")`` checks that both give
+    the same results."""
+    from edgestream_hub import jsonio
+
+    if request.param == "orjson":
+        pytest.importorskip("orjson")
+    before = jsonio.backend()
+    monkeypatch.setenv("EDGESTREAM_JSON", request.param)
+    jsonio.use(request.param)
+    try:
+        yield request.param
+    finally:
+        jsonio.use(before)

@@ -22,7 +22,6 @@ only when the config has SQL processors).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -80,6 +79,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging  # here: `hub check` imports no logging
     import signal
 
     from edgestream_hub import logs

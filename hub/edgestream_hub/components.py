@@ -25,7 +25,6 @@ Processors follow ``edgestream_hub.api.Processor``. Sources and sinks:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any, Callable
@@ -33,7 +32,6 @@ from typing import Any, Callable
 from edgestream_hub.api import Record
 
 Emit = Callable[[list[Record]], Any]
-log = logging.getLogger("edgestream.hub")
 
 
 class Intake:
@@ -79,6 +77,8 @@ class ComponentContext:
         self.devices = devices
         self.intake = intake if intake is not None else Intake()
         self.durable = durable
+        import logging  # here: `hub check` imports no logging
+
         self.log = logging.getLogger(f"edgestream.hub.{kind}.{label}")
 
     def dead_letter(self, record: Any, reason: str) -> None:

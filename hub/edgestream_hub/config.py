@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgestream_hub.errors import ConfigError, ConfigIssue
 from edgestream_hub.registry import Registry
-from edgestream_hub.spec import Checker, Field, Spec
+from edgestream_hub.spec import Checker, Field, Plain, Spec
 
 SECTIONS = ("hub", "broker", "connections", "sources", "pipelines", "sinks", "state", "metrics", "devices", "api")
 MAX_CONFIG_BYTES = 1 << 20  # a config file's largest size
@@ -379,33 +378,28 @@ TOP_SPECS: dict[str, Spec] = {"hub": HUB_SPEC, "state": STATE_SPEC, "metrics": M
 OPTIONAL_SPECS: dict[str, Spec] = {"api": API_SPEC}  # sections that are off unless present
 
 
-@dataclass
-class ComponentConfig:
+class ComponentConfig(Plain):
     """One parsed component: its kind, type name, label and config with defaults filled in."""
 
-    kind: str
-    type: str
-    name: str
-    label: str
-    config: dict[str, Any]
-    common: dict[str, Any]
-    path: str
+    _fields = ("kind", "type", "name", "label", "config", "common", "path")
+
+    def __init__(self, kind: str, type: str, name: str, label: str, config: dict[str, Any], common: dict[str, Any],
+                 path: str) -> None:
+        self.kind, self.type, self.name, self.label = kind, type, name, label
+        self.config, self.common, self.path = config, common, path
 
     def same_as(self, other: "ComponentConfig | None") -> bool:
         return other is not None and (self.type, self.label, self.config, self.common) == (
             other.type, other.label, other.config, other.common)
 
 
-@dataclass
-class PipelineConfig:
-    name: str
-    sources: list[str]
-    processors: list[ComponentConfig]
-    sinks: list[str]
-    queue: int
-    batch: dict[str, Any]
-    tick_ms: int
-    dead_letter: str | None
+class PipelineConfig(Plain):
+    _fields = ("name", "sources", "processors", "sinks", "queue", "batch", "tick_ms", "dead_letter")
+
+    def __init__(self, name: str, sources: list[str], processors: list[ComponentConfig], sinks: list[str],
+                 queue: int, batch: dict[str, Any], tick_ms: int, dead_letter: str | None) -> None:
+        self.name, self.sources, self.processors, self.sinks = name, sources, processors, sinks
+        self.queue, self.batch, self.tick_ms, self.dead_letter = queue, batch, tick_ms, dead_letter
 
     def same_as(self, other: "PipelineConfig | None") -> bool:
         if other is None:
@@ -416,23 +410,23 @@ class PipelineConfig:
             a.same_as(b) for a, b in zip(self.processors, other.processors))
 
 
-@dataclass
-class HubConfig:
+class HubConfig(Plain):
     """A validated hub config. ``text`` is what it was parsed from (for change detection)."""
 
-    hub: dict[str, Any]
-    connections: dict[str, dict[str, Any]]
-    sources: dict[str, ComponentConfig]
-    sinks: dict[str, ComponentConfig]
-    pipelines: dict[str, PipelineConfig]
-    state: dict[str, Any]
-    metrics: dict[str, Any]
-    devices: dict[str, Any] | None = None  # the `devices` section, None without one
-    api: dict[str, Any] | None = None  # the `api` section, None without one
-    path: str | None = None
-    base_dir: str = "."
-    text: str = ""
-    data: dict[str, Any] = dc_field(default_factory=dict)
+    _fields = ("hub", "connections", "sources", "sinks", "pipelines", "state", "metrics", "devices", "api", "path",
+               "base_dir", "text", "data")
+
+    def __init__(self, hub: dict[str, Any], connections: dict[str, dict[str, Any]],
+                 sources: dict[str, ComponentConfig], sinks: dict[str, ComponentConfig],
+                 pipelines: dict[str, PipelineConfig], state: dict[str, Any], metrics: dict[str, Any],
+                 devices: dict[str, Any] | None = None, api: dict[str, Any] | None = None, path: str | None = None,
+                 base_dir: str = ".", text: str = "", data: dict[str, Any] | None = None) -> None:
+        self.hub, self.connections, self.sources, self.sinks = hub, connections, sources, sinks
+        self.pipelines, self.state, self.metrics = pipelines, state, metrics
+        self.devices = devices  # the `devices` section, None without one
+        self.api = api  # the `api` section, None without one
+        self.path, self.base_dir, self.text = path, base_dir, text
+        self.data: dict[str, Any] = {} if data is None else data
 
 
 # ---------------------------------------------------------------- YAML + lines

@@ -18,7 +18,6 @@ reason alike.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from edgestream_hub import jsonio
@@ -47,6 +46,8 @@ class RawInput:
 
 def summary(data: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     """``{"payload": first PREFIX_BYTES as text, "bytes": length, "sha256": first 16 hex digits}``."""
+    import hashlib  # here: `hub check` writes no dead letters
+
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     return {"payload": raw[:PREFIX_BYTES].decode("utf-8", "backslashreplace"), "bytes": len(raw),
             "sha256": hashlib.sha256(raw).hexdigest()[:16]}

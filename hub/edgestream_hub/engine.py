@@ -677,6 +677,22 @@ class Engine:
         procs = sec.get("processors") if isinstance(sec, dict) else None
         return procs if isinstance(procs, dict) else {}
 
+    def _warn_unclaimed_state(self, cfg: HubConfig) -> None:
+        """Say which processor state of the checkpoint no pipeline of the config takes (a pipeline or processor
+        renamed or removed): the next checkpoint drops it, and the records it held are lost."""
+        for key, sec in sorted(self.restored.sections.items()):
+            name = key.removeprefix("pipeline/")
+            procs = sec.get("processors") if isinstance(sec, dict) else None
+            if name == key or name in self.fresh_state or not isinstance(procs, dict):
+                continue
+            pc = cfg.pipelines.get(name)
+            left = sorted(set(procs) - {cc.label for cc in pc.processors} if pc is not None else set(procs))
+            if left:
+                log.warning("state: %s holds the state of pipeline %s (processor %s) that no pipeline of the config "
+                            "takes (renamed or removed): the next checkpoint drops it, and the records it holds (its "
+                            "open windows) are lost; `edgestream state verify` shows this before a start",
+                            self._restored_from(), name, ", ".join(left))
+
     def _restored_from(self) -> str:
         r = self.restored
         if r.n is not None:
@@ -717,6 +733,11 @@ class Engine:
         if restored.n is not None:
             log.info("state: resuming from checkpoint %d in %s (%s)", restored.n, self.state_dir,
                      time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime((restored.at_ms or 0) / 1000)))
+            if restored.problems:  # a newer one was skipped: the broker forgot what that one made safe
+                log.error("state: checkpoint %d is older than the newest: the broker no longer holds what the hub "
+                          "acknowledged after its cut, so those records may be missing from the windows then open "
+                          "(and a window closed since may be written again with fewer); the devices' next records "
+                          "show it as a gap", restored.n)
         elif restored.legacy:
             log.info("state: resuming from the per-pipeline state files in %s", self.state_dir)
         elif restored.problems:
@@ -753,6 +774,7 @@ class Engine:
                     self.sinks[name] = self.build_sink(cc)
                 for name, pc in cfg.pipelines.items():
                     self.pipelines[name] = self.build_pipeline(pc)
+                self._warn_unclaimed_state(cfg)
                 for name, cc in cfg.sources.items():
                     self.sources[name] = self.build_source(cc)
                 self._resume_sources(self.sources)

@@ -20,7 +20,8 @@ refusals to ``Ingest.reject``. So every source:
   section): every wire message it decoded, with how many items it kept and
   what the sequence tracking counted for it.
 
-``Ingest.feed`` is how a source hands one unit of input to the engine: the
+``Ingest.feed`` is how a source hands one unit of input to the engine
+(``feed_many`` several payloads, one read's, as one unit): the
 decode and the ``emit`` happen under the source's ``ctx.intake.lock``, so a
 checkpoint never falls between the sequence positions moving and the records
 reaching the pipelines; ``positions()``/``resume()`` are those positions in a
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext
@@ -92,7 +93,9 @@ class Ingest:
                         before = stats.copy()
                         records = self._wire.decode(data, topic)
                         feed.observe(self.ctx.label, self._wire.last, len(records), stats.since(before))
-                    self._report()
+                    tr = self._wire.tracker  # something counted, or loss lines held back for the log
+                    if self._wire.counted or (tr is not None and (tr.lost or tr.duplicated or tr.forgot)):
+                        self._report()
                 return Decoded(records, 0, None)
             if self.format == "raw":
                 text = bytes(data).decode("utf-8", "backslashreplace") if not isinstance(data, str) else data
@@ -115,6 +118,21 @@ class Ingest:
                 return Decoded([], 0, None), None
             d = self.payload(data, where, topic) if data is not None else Decoded([], 0, None)
             return d, emit(d.records)
+
+    def feed_many(self, units: Sequence[tuple[bytes | bytearray | memoryview | str, str, str | None]],
+                  emit: Callable[[list[Record]], Any]) -> Any:
+        """Decode payloads ``(data, where, topic)`` (what one read brought) and emit all their records as one
+        unit (under ``ctx.intake.lock``, maybe no records); returns ``emit``'s ticket, or None with the intake
+        closed (nothing decoded or emitted)."""
+        intake = self.ctx.intake
+        with intake.lock:
+            if intake.closed:
+                return None
+            payload = self.payload
+            records: list[Record] = []
+            for data, where, topic in units:
+                records += payload(data, where, topic).records
+            return emit(records)
 
     def positions(self) -> Any:
         """The sequence positions (``{"seq": SeqTracker.state()}``), or None without sequence tracking."""

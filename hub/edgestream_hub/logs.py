@@ -9,6 +9,7 @@ traceback when there is one. Non-ASCII is kept as is (UTF-8); in both formats co
 bidirectional-control characters of messages are escaped (``errors.printable``).
 
     >>> import json, logging
+    >>> from edgestream_hub.logs import JsonFormatter
     >>> r = logging.LogRecord("edgestream.hub.sink.out", logging.ERROR, "f", 1, "write failed: %s", ("x",), None)
     >>> r.created = 0.0
     >>> out = json.loads(JsonFormatter().format(r))
@@ -19,57 +20,77 @@ bidirectional-control characters of messages are escaped (``errors.printable``).
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import logging
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _KINDS = ("source", "processor", "sink", "pipeline")
 _EXTRA = ("component", "pipeline", "device")
+_FORMATTERS: dict[str, Any] = {}
 
 
-class PrintableFormatter(logging.Formatter):
-    """Log lines quote user text (topics, file names, payload excerpts): control and bidirectional-control
-    characters in them are escaped, so a line cannot hide or reorder what a terminal shows."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        from edgestream_hub.errors import printable
-
-        return printable(super().format(record))
+def __getattr__(name: str) -> Any:
+    """``PrintableFormatter`` and ``JsonFormatter``, made on first use: a command that logs nothing
+    (``hub check``) imports no ``logging``."""
+    if name in ("PrintableFormatter", "JsonFormatter"):
+        return _formatters()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record; see the module doc for the keys."""
+def _formatters() -> dict[str, Any]:
+    if _FORMATTERS:
+        return _FORMATTERS
+    import json
+    import logging
 
-    def format(self, record: logging.LogRecord) -> str:
-        t = time.gmtime(record.created)
-        ms = int(record.created * 1000) % 1000
-        from edgestream_hub.errors import printable
+    from edgestream_hub.errors import printable
 
-        out: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms:03d}Z",
-                               "level": record.levelname.lower(), "logger": record.name,
-                               "message": printable(record.getMessage())}
-        parts = record.name.split(".", 3)
-        if len(parts) == 4 and parts[:2] == ["edgestream", "hub"] and parts[2] in _KINDS:
-            out["kind"], out["component"] = parts[2], parts[3]
-        for key in _EXTRA:
-            v = record.__dict__.get(key)
-            if v is not None:
-                out[key] = v if isinstance(v, (str, int, float, bool)) else str(v)
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            out["exception"] = record.exc_text
-        return json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+    class PrintableFormatter(logging.Formatter):
+        """Log lines quote user text (topics, file names, payload excerpts): control and bidirectional-control
+        characters in them are escaped, so a line cannot hide or reorder what a terminal shows."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
+    class JsonFormatter(logging.Formatter):
+        """One JSON object per record; see the module doc for the keys."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            t = time.gmtime(record.created)
+            ms = int(record.created * 1000) % 1000
+            out: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms:03d}Z",
+                                   "level": record.levelname.lower(), "logger": record.name,
+                                   "message": printable(record.getMessage())}
+            parts = record.name.split(".", 3)
+            if len(parts) == 4 and parts[:2] == ["edgestream", "hub"] and parts[2] in _KINDS:
+                out["kind"], out["component"] = parts[2], parts[3]
+            for key in _EXTRA:
+                v = record.__dict__.get(key)
+                if v is not None:
+                    out[key] = v if isinstance(v, (str, int, float, bool)) else str(v)
+            if record.exc_info:
+                out["exception"] = self.formatException(record.exc_info)
+            elif record.exc_text:
+                out["exception"] = record.exc_text
+            return json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+
+    _FORMATTERS.update(PrintableFormatter=PrintableFormatter, JsonFormatter=JsonFormatter)
+    return _FORMATTERS
 
 
-def setup(fmt: str = "text", level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
-    """Send every log record to ``stream`` (stderr) in ``fmt``; replaces the root logger's handlers."""
+def setup(fmt: str = "text", level: int = 20, stream: TextIO | None = None) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) in ``fmt``; replaces the root logger's handlers. ``level``
+    is a ``logging`` level (20: INFO)."""
+    import logging
+
+    f = _formatters()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else PrintableFormatter(TEXT_FORMAT))
+    handler.setFormatter(f["JsonFormatter"]() if fmt == "json" else f["PrintableFormatter"](TEXT_FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

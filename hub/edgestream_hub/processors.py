@@ -227,9 +227,15 @@ processors:
 
 def _check_sql(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     """Build the processor exactly as ``hub run`` will (compiling the query against its tables, options
-    and the registry's functions) and throw it away: a query ``run`` refuses is a config error here."""
+    and the registry's functions) and throw it away: a query ``run`` refuses is a config error here. A query
+    that compiled before under the same key (``edgestream_hub.checkcache``) is not compiled again."""
     if not str(cfg.get("query") or "").strip():
         chk.issue(f"{path}.query", "the SQL query is empty")
+        return
+    from edgestream_hub import checkcache
+
+    key = checkcache.key(cfg, chk.registry)
+    if checkcache.known(key):
         return
     from edgestream_hub.components import ComponentContext
     from edgestream_hub.errors import EdgeStreamError
@@ -238,6 +244,7 @@ def _check_sql(cfg: dict[str, Any], chk: Checker, path: str) -> None:
     ctx = ComponentContext("processor", path, path, base_dir=chk.base_dir, registry=chk.registry)
     try:
         sql_processor(cfg, ctx)
+        checkcache.remember(key)
     except SqlError as e:
         if e.offset is None:
             chk.issue(path, str(e))

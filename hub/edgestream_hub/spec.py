@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
 from edgestream_hub.errors import ConfigError, ConfigIssue
@@ -125,47 +124,72 @@ def parse_hostport(text: Any) -> tuple[str, int]:
     return (parse_host(host) if host else "127.0.0.1"), int(port)
 
 
-@dataclass
-class Field:
+class Plain:
+    """A record compared and shown by the attributes its class lists in ``_fields`` (what a dataclass gives;
+    plain classes because ``hub check`` then imports no ``dataclasses`` and ``inspect``, ~5 ms of its start)."""
+
+    _fields: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plain) and other.__class__ is self.__class__ and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._fields)})"
+
+
+class Field(Plain):
     """One config key. ``type`` is one of: str, int, float, bool, duration, size,
     host (a DNS name or IP address), hostport (``host:port``), any, object (with
     ``spec``), list[T], map[T] (T a scalar type or ``object``)."""
 
-    name: str
-    type: str
-    doc: str
-    default: Any = REQUIRED
-    spec: "Spec | None" = None
-    choices: tuple[Any, ...] = ()
-    min: float | None = None
-    max: float | None = None
-    ref: str | None = None  # top-level section the value names ("sinks", "sources", "connections")
-    name_like: bool = False  # str must be 1-64 chars of [A-Za-z0-9_.-]
-    one_or_list: bool = False  # list[T] also accepts a single T
-    secret: bool = False  # not shown in logs or diffs
+    _fields = ("name", "type", "doc", "default", "spec", "choices", "min", "max", "ref", "name_like", "one_or_list",
+               "secret")
+
+    def __init__(self, name: str, type: str, doc: str, default: Any = REQUIRED, spec: "Spec | None" = None,
+                 choices: tuple[Any, ...] = (), min: float | None = None, max: float | None = None,
+                 ref: str | None = None, name_like: bool = False, one_or_list: bool = False,
+                 secret: bool = False) -> None:
+        self.name = name
+        self.type = type
+        self.doc = doc
+        self.default = default
+        self.spec = spec
+        self.choices = choices
+        self.min = min
+        self.max = max
+        self.ref = ref  # top-level section the value names ("sinks", "sources", "connections")
+        self.name_like = name_like  # str must be 1-64 chars of [A-Za-z0-9_.-]
+        self.one_or_list = one_or_list  # list[T] also accepts a single T
+        self.secret = secret  # not shown in logs or diffs
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
 
-@dataclass
-class Spec:
+class Spec(Plain):
     """The spec of one component or section: its fields, docs and cross-field checks."""
 
-    name: str
-    doc: str
-    fields: list[Field]
-    shorthand: str | None = None  # a scalar value fills this field: `sql: "SELECT ..."`
-    example: str | None = None  # YAML shown in the docs
-    check: Callable[[dict[str, Any], "Checker", str], None] | None = None
-    open: bool = False  # extra keys allowed (passed through untouched)
-    by_name: dict[str, Field] = dc_field(init=False, repr=False)
+    _fields = ("name", "doc", "fields", "shorthand", "example", "check", "open")
 
-    def __post_init__(self) -> None:
-        self.by_name = {f.name: f for f in self.fields}
-        if len(self.by_name) != len(self.fields):
-            raise ValueError(f"spec {self.name!r}: duplicate field names")
+    def __init__(self, name: str, doc: str, fields: list[Field], shorthand: str | None = None,
+                 example: str | None = None, check: Callable[[dict[str, Any], "Checker", str], None] | None = None,
+                 open: bool = False) -> None:
+        self.name = name
+        self.doc = doc
+        self.fields = fields
+        self.shorthand = shorthand  # a scalar value fills this field: `sql: "SELECT ..."`
+        self.example = example  # YAML shown in the docs
+        self.check = check
+        self.open = open  # extra keys allowed (passed through untouched)
+        self.by_name: dict[str, Field] = {f.name: f for f in fields}
+        if len(self.by_name) != len(fields):
+            raise ValueError(f"spec {name!r}: duplicate field names")
 
     def defaults(self) -> dict[str, Any]:
         """The parsed value of an empty mapping (raises ConfigError if a field is required)."""

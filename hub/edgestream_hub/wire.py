@@ -33,6 +33,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from dataclasses import asdict, dataclass, fields
+from operator import itemgetter
 from typing import Any
 
 from edgestream_hub import jsonio
@@ -42,15 +43,23 @@ from edgestream_shared.errors import WireError
 
 Record = dict[str, Any]
 _RESULT_KEYS = frozenset(("device", "boot", "seq", "sensor", "window", "start", "end", "ts"))
+_AGGS = itemgetter("aggs")
 MAX_SEQ = 2**31 - 1  # the largest boot id and seq the protocol allows (a board's signed 32-bit slot)
 MAX_GAPS = 64  # open gaps (ranges of unseen seqs) remembered per stream: at most ~1 KiB each
 _MAX_NAMES = 4096  # distinct sensor/window names shared between records (cleared when full)
 _MAX_LOST = 10_000  # devices remembered in SeqTracker.lost/duplicated/forgot until the caller takes them
 
 
-def _loads(text: str) -> Any:
-    # the shared decoder checks every number it accepts, so the per-float range check is not needed
-    return jsonio.loads(text, check_range=False)
+def _loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """The payload's JSON, read from its bytes (no copy to str); text that is not UTF-8 raises the
+    ``UnicodeDecodeError`` the shared decoder words its refusal with. The shared decoder checks every number
+    it accepts, so the per-float range check is not needed."""
+    try:
+        return jsonio.loads(data, check_range=False)
+    except ValueError:
+        if not isinstance(data, str):
+            bytes(data).decode()  # not UTF-8: say so as str.decode does
+        raise
 
 
 class _Stream:
@@ -306,10 +315,15 @@ class WireDecoder:
         # one str object per distinct sensor/window name, shared by every record that carries it
         # (json.loads makes a new one per item: ~50 bytes each on every queued record)
         self._names: dict[str, str] = {}
+        self._topics: dict[str, str] = {}  # topic -> its device, for topics that parsed (bounded)
         self.last: dict[str, Any] | None = None
+        # the tracker may have counted something since count_into last ran (a batch that did not simply
+        # continue its stream in order): the common case skips count_into and the log checks
+        self.counted = False
 
     def count_into(self, ctx: Any) -> None:
         """Add what the tracker counted since the last call to ``ctx``'s source metrics."""
+        self.counted = False
         if self.tracker is None:
             return
         st, old = self.tracker.stats, self._reported
@@ -324,7 +338,12 @@ class WireDecoder:
         m = decode(payload, loads=_loads)
         dev = m["dev"]
         if topic is not None and self.prefix is not None:
-            tdev, _kind = _topics.parse(topic, self.prefix)
+            tdev = self._topics.get(topic)
+            if tdev is None:
+                tdev = _topics.parse(topic, self.prefix)[0]  # raises for a topic outside the layout
+                if len(self._topics) >= _MAX_NAMES:
+                    self._topics.clear()
+                self._topics[topic] = tdev
             if tdev != dev:
                 raise WireError(f"dev: {dev!r} does not match the topic's device {tdev!r}")
         self.last = m
@@ -337,39 +356,38 @@ class WireDecoder:
             items = m["items"]
             seqs = _seqs(items)
             if tr is not None and not self._in_order(tr, dev, kind, boot, seqs):
+                self.counted = True
                 items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
-            out: list[Record] = []
-            append = out.append
-            disjoint = _RESULT_KEYS.isdisjoint
             names = self._names
             if len(names) > _MAX_NAMES:
                 names.clear()
             name = names.setdefault
+            if all(map(_RESULT_KEYS.isdisjoint, map(_AGGS, items))):  # no aggregate named like a record field
+                return [{"device": dev, "boot": boot, "seq": it["seq"], "sensor": name(s := it["sensor"], s),
+                         "window": name(w := it["window"], w), "start": it["start"], "end": (end := it["end"]),
+                         **it["aggs"], "ts": end} for it in items]
+            out: list[Record] = []
             for it in items:
-                aggs = it["aggs"]
-                end = it["end"]
                 s, w = it["sensor"], it["window"]
                 r = {"device": dev, "boot": boot, "seq": it["seq"], "sensor": name(s, s), "window": name(w, w),
-                     "start": it["start"], "end": end}
-                if disjoint(aggs):
-                    r.update(aggs)
-                else:
-                    for k, v in aggs.items():
-                        r["agg_" + k if k in _RESULT_KEYS else k] = v
-                r["ts"] = end
-                append(r)
+                     "start": it["start"], "end": it["end"]}
+                for k, v in it["aggs"].items():
+                    r["agg_" + k if k in _RESULT_KEYS else k] = v
+                r["ts"] = it["end"]
+                out.append(r)
             return out
         if kind == "readings":
             items = m["items"]
             seqs = _seqs(items)
             if tr is not None and not self._in_order(tr, dev, kind, boot, seqs):
+                self.counted = True
                 items = [it for it in items if tr.accept(dev, kind, boot, it["seq"])]
             names = self._names
             if len(names) > _MAX_NAMES:
                 names.clear()
             name = names.setdefault
-            return [{"device": dev, "boot": boot, "seq": it["seq"], "sensor": name(it["sensor"], it["sensor"]),
-                     "t": it["t"], "value": it["value"], "ts": it["t"]} for it in items]
+            return [{"device": dev, "boot": boot, "seq": it["seq"], "sensor": name(s := it["sensor"], s),
+                     "t": (t := it["t"]), "value": it["value"], "ts": t} for it in items]
         r = {"device": dev, "kind": kind}
         for k, v in m.items():
             if k not in ("v", "dev", "kind"):

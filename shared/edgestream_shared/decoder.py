@@ -107,64 +107,76 @@ def _reading(it, path):
     _num(it["value"], path + ".value", True)
 
 
-def _values_ok(d):
-    # True if every key of d is a known-good name and every value an int, a
-    # finite float or None (the fast form of the aggs check).
+def _results_from(items, i):
+    # The index of the first item from i on that the one-expression check
+    # does not accept (_result then decides about it), or len(items). One call
+    # per batch: the loop, not a call per item.
     names = _names
-    for k in d:
-        if k not in names:
-            return False
-        v = d[k]
-        t = type(v)
-        if t is float:
-            if v - v != 0:  # nan and +-inf give nan
-                return False
-        elif t is not int and v is not None:
-            return False
-    return True
+    n = len(items)
+    while i < n:
+        it = items[i]
+        if type(it) is not dict or len(it) != 6:
+            return i
+        try:
+            seq = it["seq"]
+            start = it["start"]
+            end = it["end"]
+            aggs = it["aggs"]
+            sensor = it["sensor"]
+            window = it["window"]
+        except KeyError:
+            return i
+        if not (type(seq) is int and seq >= 0 and type(start) is int and start >= 0 and type(end) is int
+                and end >= start and type(sensor) is str and sensor in names and type(window) is str
+                and window in names and type(aggs) is dict and aggs and names.issuperset(aggs)):
+            return i
+        for v in aggs.values():
+            t = type(v)
+            if t is float:
+                if v - v != 0:  # nan and +-inf give nan
+                    return i
+            elif t is not int and v is not None:
+                return i
+        i += 1
+    return n
 
 
-def _result_ok(it):
-    # One-expression check of a result item; False means "use _result".
-    if type(it) is not dict or len(it) != 6:
-        return False
-    seq = it.get("seq")
-    start = it.get("start")
-    end = it.get("end")
-    aggs = it.get("aggs")
-    sensor = it.get("sensor")
-    window = it.get("window")
-    return (type(seq) is int and seq >= 0 and type(start) is int and start >= 0 and type(end) is int
-            and end >= start and type(sensor) is str and sensor in _names and type(window) is str
-            and window in _names and type(aggs) is dict and len(aggs) > 0 and _values_ok(aggs))
+def _readings_from(items, i):
+    # As _results_from, for reading items (value may be null, but must be there).
+    names = _names
+    n = len(items)
+    while i < n:
+        it = items[i]
+        if type(it) is not dict or len(it) != 4:
+            return i
+        try:
+            seq = it["seq"]
+            t = it["t"]
+            v = it["value"]
+            sensor = it["sensor"]
+        except KeyError:
+            return i
+        tv = type(v)
+        if not (type(seq) is int and seq >= 0 and type(t) is int and t >= 0 and type(sensor) is str
+                and sensor in names and (tv is int or (tv is float and v - v == 0) or v is None)):
+            return i
+        i += 1
+    return n
 
 
-def _reading_ok(it):
-    # One-expression check of a reading item; False means "use _reading".
-    if type(it) is not dict or len(it) != 4:
-        return False
-    seq = it.get("seq")
-    t = it.get("t")
-    v = it.get("value")
-    sensor = it.get("sensor")
-    tv = type(v)
-    # value may be null, so it must be there: a missing one must not read as None
-    return (type(seq) is int and seq >= 0 and type(t) is int and t >= 0 and type(sensor) is str
-            and sensor in _names and (tv is int or (tv is float and v - v == 0) or (v is None and "value" in it)))
-
-
-def _batch(check, fast):
+def _batch(check, fast_from):
     def body(m):
         items = m["items"]
         if type(items) is not list or not items:
             _fail("items", "expected a non-empty list")
-        if len(items) > MAX_ITEMS:
+        n = len(items)
+        if n > MAX_ITEMS:
             _fail("items", "more than %d items" % MAX_ITEMS)
-        for i in range(len(items)):
-            it = items[i]
-            if not fast(it):
-                path = "items[%d]" % i
-                check(_dict(it, path), path)
+        i = fast_from(items, 0)
+        while i < n:
+            path = "items[%d]" % i
+            check(_dict(items[i], path), path)
+            i = fast_from(items, i + 1)
     return body
 
 
@@ -204,22 +216,25 @@ def _time(m):
     _int(m["epoch_ms"], "epoch_ms")
 
 
-# kind -> (required keys besides v/kind, optional keys, body check)
+# kind -> (required keys besides v/kind, optional keys, body check[, every required key as a set])
 _KINDS = {
-    "results": (("dev", "boot", "items"), (), _batch(_result, _result_ok)),
-    "readings": (("dev", "boot", "items"), (), _batch(_reading, _reading_ok)),
+    "results": (("dev", "boot", "items"), (), _batch(_result, _results_from)),
+    "readings": (("dev", "boot", "items"), (), _batch(_reading, _readings_from)),
     "status": (("dev", "boot", "state"), (), _status),
     "metrics": (("dev", "boot", "metrics"), (), _metrics),
     "ack": (("dev", "boot", "version", "ok"), ("error",), _ack),
     "config": (("dev", "version", "config"), ("force",), _config),
     "time": (("epoch_ms",), ("dev",), _time),  # hub -> agent time reference
 }
+for _k in _KINDS:  # the fast envelope check: a message holding exactly the required keys
+    _KINDS[_k] = _KINDS[_k] + (set(("v", "kind") + _KINDS[_k][0]),)
 
 
 def decode(data, max_size=MAX_PAYLOAD, loads=None):
     # bytes/str -> validated message dict. Raises WireError, nothing else.
-    # `loads` (str -> object) replaces json.loads: the hub passes its strict
-    # parser, which refuses NaN/Infinity tokens with a reason it can log.
+    # `loads` (bytes or str -> object) replaces bytes.decode and json.loads:
+    # the hub passes its strict parser, which reads bytes without a copy to
+    # str and refuses NaN/Infinity tokens with a reason it can log.
     try:
         n = len(data)
     except TypeError:
@@ -229,9 +244,12 @@ def decode(data, max_size=MAX_PAYLOAD, loads=None):
     if not n:
         raise WireError("payload: empty")
     try:
-        if not isinstance(data, str):
-            data = bytes(data).decode()
-        m = json.loads(data) if loads is None else loads(data)
+        if loads is not None:
+            m = loads(data)  # bytes or str: the caller's parser checks UTF-8 (raising UnicodeError) itself
+        else:
+            if not isinstance(data, str):
+                data = bytes(data).decode()
+            m = json.loads(data)
     except Exception as e:  # UnicodeError, ValueError, RecursionError...
         raise WireError("payload: not valid UTF-8 JSON (%s: %s)" % (e.__class__.__name__, e))
     if type(m) is not dict:
@@ -242,7 +260,8 @@ def decode(data, max_size=MAX_PAYLOAD, loads=None):
     spec = _KINDS.get(kind) if type(kind) is str else None
     if spec is None:
         _fail("kind", "unknown message kind %r" % (kind,))
-    _keys(m, "message", ("v", "kind") + spec[0], spec[1])
+    if m.keys() != spec[3]:  # not exactly the required keys (or no set compare, as on MicroPython)
+        _keys(m, "message", ("v", "kind") + spec[0], spec[1])
     if "dev" in m:
         _name(m["dev"], "dev")
     if "boot" in m:

@@ -208,26 +208,29 @@ def test_a_config_too_big_for_the_heap_is_refused_and_the_next_ones_are_handled(
 
 
 def test_a_heap_too_full_to_validate_nacks_with_the_version_and_recovers():
-    # ballast leaves ~2 KB of the heap, in whatever pieces it finds: too
-    # little to read and validate the message. The nack still carries its
-    # version and says why; with the heap back, the same config is applied.
+    # ballast fills the heap but for one block of 1.5 KB, freed just before
+    # the message comes: room for the nack, too little to read and validate
+    # the message. The nack still carries its version and says why; with the
+    # heap back, the same config is applied.
     lk = make()
     big = {"device": "d1", "sensors": [{"name": "t%d" % i, "period_ms": 100, "filters": [{"median": 3}],
                                         "windows": [{"name": "w", "size_ms": 900}]} for i in range(8)]}
     payload = encode_config("d1", 12, big)
     if MICROPYTHON:
         import gc
+        lk._ctrl = []
+        ballast = [None] * 2000  # made at its full length: a growing list could leave a hole
         gc.collect()
-        ballast = [None] * 2000
+        room = bytearray(1536)
         k = 0
-        for size in (4096, 1024, 256, 64):
+        for size in (4096, 1024, 256, 64, 16):
             try:
-                while k < len(ballast) and gc.mem_free() - size > 2048:
+                while k < len(ballast):
                     ballast[k] = bytearray(size)
                     k += 1
             except MemoryError:
                 pass
-        lk._ctrl = []
+        del room
         lk._rx(payload, "config")
         for k in range(len(ballast)):  # (a list the stack still points at frees nothing)
             ballast[k] = None

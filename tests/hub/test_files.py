@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from hubtest import read_once, wait_for
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub.components import ComponentContext
 from edgestream_hub.connectors.files import FileSink, json_line_encoder
 from edgestream_hub.jsonio import finite
+
+# with each JSON engine (tests/conftest.py): the results must not depend on it
+pytestmark = pytest.mark.usefixtures("json_engine")
 
 
 def jl(path):

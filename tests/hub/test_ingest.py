@@ -15,6 +15,9 @@ from edgestream_hub.deadletter import PREFIX_BYTES, RawInput, bounded
 from edgestream_hub.ingest import Ingest
 from edgestream_hub.metrics import HubMetrics
 
+# with each JSON engine (tests/conftest.py): the results must not depend on it
+pytestmark = pytest.mark.usefixtures("json_engine")
+
 HOSTILE = dict(HOSTILE_JSON, empty=b"")
 
 

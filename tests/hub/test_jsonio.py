@@ -9,6 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from edgestream_hub import jsonio
 
+# with each JSON engine (tests/conftest.py): the results must not depend on it
+pytestmark = pytest.mark.usefixtures("json_engine")
+
 
 @pytest.mark.parametrize("text", [r'{"s": "\ud800"}', r'{"s": "a\uDFFFb"}', r'["ok", {"\udc00": 1}]',
                                   r'{"s": "\ude00\ud83d"}', r'"\ud83d"'])

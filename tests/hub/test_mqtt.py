@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from hubtest import wait_for
 
+from edgestream_shared.decoder import MAX_PAYLOAD
 from edgestream_shared.encoder import Encoder, encode_status
 
 
@@ -71,6 +72,7 @@ def lines(path):
         return []
 
 
+@pytest.mark.usefixtures("json_engine")  # the decode path with each JSON engine
 def test_wire_messages_become_flat_records_and_bad_payloads_are_dead_lettered(hub, mosquitto):
     e = hub.engine(config(mosquitto))
     assert e.sources["devices"].source.subscribed.wait(5)
@@ -298,6 +300,7 @@ pipelines:
 
 # -- no payload stops the source (one ingest path for every source) --
 
+@pytest.mark.usefixtures("json_engine")  # the decode path with each JSON engine
 def test_hostile_payloads_between_good_ones_are_dead_lettered_and_the_source_goes_on(hub, mosquitto):
     from hubtest import HOSTILE_JSON, HOSTILE_WIRE, readings as wire
 
@@ -541,3 +544,76 @@ pipelines: {{p: {{from: s, to: up}}}}
     assert [m.payload for m in got] == [b'{"v":null}', b'{"v":[1.5,null]}', b'{"v":2}']
     assert e.metrics.value("edgestream_sink_nonfinite_values_total", component="up") == 2
     assert e.metrics.value("edgestream_sink_records_total", component="up") == 3
+
+
+def _chunked_subscriber(broker, topic):
+    """A chunked client (the source's) subscribed to ``topic``: the messages it got, and the batch sizes its
+    ``after_read`` saw."""
+    from edgestream_hub.connectors.mqtt import mqtt_client
+
+    conn = {"protocol": "3.1.1", "reconnect_min": 1000, "reconnect_max": 1000, "connect_timeout": 5000}
+    c, _ = mqtt_client(conn, "chunked-test", True, "test", chunked=True)
+    got: list = []
+    batches: list[int] = []
+    held: list = []
+    c.on_message = lambda cl, u, m: held.append(m)
+
+    def after_read():
+        if held:
+            batches.append(len(held))
+            got.extend(held)
+            held.clear()
+
+    c.after_read = after_read
+    ready = threading.Event()
+    c.on_subscribe = lambda *a: ready.set()
+    c.connect(broker.host, broker.port)
+    c.subscribe(topic, qos=1)
+    c.loop_start()
+    assert ready.wait(5)
+    return c, got, batches
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_the_chunked_client_delivers_every_message_whole_and_in_order(mosquitto, qos):
+    """Messages of every size, several to a chunk and cut off at its end (the rest read exactly), arrive
+    whole and in order, handed on a read at a time."""
+    sub, got, batches = _chunked_subscriber(mosquitto, "chunked/#")
+    pub = publisher(mosquitto)
+    try:
+        # up to the broker's message_size_limit (MAX_PAYLOAD, 64 KiB): a packet that large spans two chunks
+        sizes = [1, 2, 127, 128, 16383, 16384, 65000, 65535, MAX_PAYLOAD, 0, 3] + [150] * 2000 + [5000] * 100
+        payloads = [(bytes([i % 251]) * n)[:n] for i, n in enumerate(sizes)]
+        infos = [pub.publish(f"chunked/{i % 7}", p, qos=qos) for i, p in enumerate(payloads)]
+        for info in infos:
+            info.wait_for_publish(10)
+        wait_for(lambda: len(got) >= len(payloads), timeout=30)
+        by_topic: dict[str, list[bytes]] = {}
+        for m in got:
+            by_topic.setdefault(m.topic, []).append(m.payload)
+        assert by_topic == {f"chunked/{t}": payloads[t::7] for t in range(7)}
+        assert max(batches) > 1, "small messages that arrived together were handed on one by one"
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.loop_stop()
+        sub.disconnect()
+
+
+def test_the_chunked_client_starts_each_connection_with_an_empty_buffer(mosquitto):
+    """A reconnect drops what the old connection's last chunk held: the new one reads only its own bytes."""
+    sub, got, _ = _chunked_subscriber(mosquitto, "chunked/#")
+    pub = publisher(mosquitto)
+    try:
+        publish(pub, "chunked/a", b"before")
+        wait_for(lambda: len(got) == 1)
+        sub._rbuf, sub._rpos = b"\x30\x05\x00\x03bad", 0  # stale bytes of a connection now gone
+        sub._rsock = object()
+        publish(pub, "chunked/a", b"after")
+        wait_for(lambda: len(got) == 2)
+        assert [m.payload for m in got] == [b"before", b"after"]
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.loop_stop()
+        sub.disconnect()

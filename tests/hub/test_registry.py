@@ -93,3 +93,51 @@ def test_hub_plugins_lists_an_installed_plugin():
                        text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert "threshold" in r.stdout and "c_to_f" in r.stdout and "mqtt" in r.stdout
+
+
+def _by_importlib_metadata(paths, groups):
+    from importlib import metadata
+
+    return [(ep.group, ep.name, ep.value, d.metadata["Name"] or "?") for d in metadata.distributions(path=paths)
+            for ep in d.entry_points if ep.group in groups]
+
+
+def test_entry_points_are_read_as_importlib_metadata_reads_them(tmp_path):
+    """The registry reads distributions' entry points itself (importing importlib.metadata is a sixth of `hub
+    check`): the same entry points, names and order, for every group on this interpreter's path and for
+    distributions laid out in every way it reads (egg-info, an .egg folder, a zip, comments, no METADATA)."""
+    import sys
+    import zipfile
+
+    from edgestream_hub.registry import _entry_points
+
+    def dist(folder, meta, eps):
+        folder.mkdir(parents=True)
+        if meta is not None:
+            (folder / ("PKG-INFO" if folder.name.endswith("egg-info") else "METADATA")).write_text(meta)
+        (folder / "entry_points.txt").write_text(eps)
+
+    eps = "# a comment\n; another\n[edgestream.sinks]\n  b = m.x:y [extra]\n\n[other]\nc=d\n"
+    dist(tmp_path / "Zeta.Pkg-1.0.dist-info", "Metadata-Version: 2.1\nName: Zeta.Pkg\nVersion: 1.0\n\nName: no\n",
+         eps)
+    dist(tmp_path / "alpha_pkg-2.0.dist-info", None, "[edgestream.sources]\na = m:f\n")
+    dist(tmp_path / "alpha-pkg-1.0.egg-info", "Name: alpha-pkg\n", "[edgestream.sources]\na2 = m:g\n")
+    dist(tmp_path / "old-0.1.egg" / "EGG-INFO", "Name: old\n", "[edgestream.processors]\np = m:h\n")
+    with zipfile.ZipFile(tmp_path / "zipped.zip", "w") as z:
+        z.writestr("zipped-1.0.dist-info/METADATA", "Name: zipped\n")
+        z.writestr("zipped-1.0.dist-info/entry_points.txt", "[edgestream.sinks]\nz = zz:z\n")
+    paths = [str(tmp_path), str(tmp_path / "old-0.1.egg"), str(tmp_path / "zipped.zip"), str(tmp_path / "none")]
+    groups = {"edgestream.sinks", "edgestream.sources", "edgestream.processors", "other"}
+    got = list(_entry_points(paths, groups))
+    assert got == _by_importlib_metadata(paths, groups)
+    assert {n for _, n, _, _ in got} == {"a", "a2", "b", "c", "p", "z"}
+    every = {ep.group for d in __import__("importlib.metadata").metadata.distributions() for ep in d.entry_points}
+    assert list(_entry_points(sys.path, every)) == _by_importlib_metadata(sys.path, every)
+
+
+def test_an_entry_point_line_that_is_not_name_equals_value_names_its_file(tmp_path):
+    d = tmp_path / "bad-0.1.dist-info"
+    d.mkdir()
+    (d / "entry_points.txt").write_text("[edgestream.sinks]\nblackhole\n")
+    with pytest.raises(PluginError, match=r"plugin 'bad-0.1.dist-info': .*entry_points.txt: 'blackhole' is not "):
+        Registry.default(paths=[str(tmp_path)])

@@ -12,8 +12,12 @@ import threading
 import time
 import urllib.request
 
+import pytest
 from hubtest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
+
+# with each JSON engine (tests/conftest.py): the results must not depend on it
+pytestmark = pytest.mark.usefixtures("json_engine")
 
 
 def test_stdout_and_log_write_non_finite_numbers_as_null(hub, capsys, caplog):

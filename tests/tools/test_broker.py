@@ -201,6 +201,44 @@ def test_run_serves_the_config_and_a_signal_stops_it_cleanly(tmp_path, sig):
     assert r.stdout == ""
 
 
+def alive(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` still running (a zombie waiting for its reaper is not)."""
+    out = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            out.append(pid)
+    return out
+
+
+def test_mosquitto_dies_with_a_killed_run(tmp_path):
+    """SIGKILL (the OOM killer, kill -9) gives `broker run` no chance to stop mosquitto: it must not live on,
+    holding the port and the persistence folder, so that the next `broker run` cannot start."""
+    port = free_port()
+    r = Run("--port", str(port), "--dir", str(tmp_path / "b"))
+    try:
+        r.wait_for(r"^broker: mosquitto on ")
+        children = [int(p) for p in Path(f"/proc/{r.proc.pid}/task/{r.proc.pid}/children").read_text().split()]
+        assert children
+    finally:
+        r.finish(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = alive(children)
+    for c in left:
+        os.kill(c, signal.SIGKILL)
+    assert not left, "mosquitto outlived its `edgestream broker run`"
+    again = Run("--port", str(port), "--dir", str(tmp_path / "b"))
+    try:
+        again.wait_for(r"^broker: mosquitto on ")
+    finally:
+        assert again.finish(signal.SIGTERM) == 0, again.lines
+
+
 def test_run_exits_2_with_mosquittos_message_when_the_port_is_taken(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

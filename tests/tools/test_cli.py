@@ -191,3 +191,18 @@ def test_agent_replay_shows_progress_on_a_terminal_only(tmp_path, runtime):
     assert piped.returncode == 0
     assert "edgestream agent replay" not in piped.stderr and "\r" not in piped.stderr
     assert "replay: 4000 lines" in piped.stderr
+
+
+@pytest.mark.parametrize("columns", [None, "60", "0", "x"])
+def test_help_is_as_wide_as_argparse_makes_it(monkeypatch, columns):
+    """The commands' help formatter measures the terminal without shutil (a command's start), as argparse
+    does with it: the same width for every COLUMNS."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    ours = CommandParser(prog="edgestream hub")
+    theirs = argparse.ArgumentParser(prog="edgestream hub")
+    for p in (ours, theirs):
+        p.add_argument("--config", help="the hub.yaml to use " * 8)
+    assert ours.format_help() == theirs.format_help()

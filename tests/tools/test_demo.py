@@ -161,3 +161,36 @@ def test_the_demo_refuses_a_folder_that_is_not_its_own(tmp_path):
                        timeout=60)
     assert p.returncode == 2 and b"not empty and not a demo folder" in p.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_demo_refuses_a_dir_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("mine")
+    p = subprocess.run(EDGESTREAM + ["demo", "--duration", "10", "--dir", str(tmp_path / "f")], capture_output=True,
+                       timeout=60)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 2 and "Traceback" not in err and "is not a folder" in err, err
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_a_second_demo_on_the_same_folder_is_refused_and_leaves_it_alone(tmp_path):
+    """A second demo on a folder a demo runs in (the default one, say) must not clear it under the first."""
+    first = subprocess.Popen(EDGESTREAM + ["demo", "--duration", "30", "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_file(tmp_path / "hub.yaml", 30)
+        p = subprocess.run(EDGESTREAM + ["demo", "--duration", "10", "--dir", str(tmp_path)], capture_output=True,
+                           timeout=60)
+        err = p.stderr.decode(errors="replace")
+        assert p.returncode == 2 and f"in use by another demo (pid {first.pid})" in err, err
+        assert (tmp_path / "hub.yaml").exists() and (tmp_path / "logs").is_dir()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    assert gone_within(tmp_path, 5) == []
+
+
+def wait_for_file(path: Path, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()

@@ -122,16 +122,18 @@ def test_a_killed_hub_left_as_a_zombie_or_a_reused_pid_is_not_taken_for_the_hub(
     def state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
-    me = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "edgestream"])
-    gone = subprocess.Popen([sys.executable, "-c", "pass", "edgestream"])  # never reaped: a zombie
-    other = subprocess.Popen(["sleep", "30"])  # a live program that is no hub, as a reused pid would be
+    saved_ms = int(time.time() * 1000)  # a registry saved now
+    me = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # started with the save: its hub?
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # never reaped: a zombie
+    time.sleep(2)
+    other = subprocess.Popen(["sleep", "30"])  # started after the save, as a reused pid would be
     try:
-        assert hub_alive(me.pid)
+        assert hub_alive(me.pid, saved_ms) and hub_alive(other.pid)
         deadline = time.monotonic() + 10
         while state(gone.pid) != "Z" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not hub_alive(gone.pid)
-        assert not hub_alive(other.pid)
+        assert not hub_alive(gone.pid, saved_ms)
+        assert not hub_alive(other.pid, saved_ms)
     finally:
         for p in (me, other):
             p.kill()

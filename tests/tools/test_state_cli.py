@@ -131,3 +131,18 @@ def test_without_state_or_a_config_that_loads(tmp_path):
     r = subprocess.run([EDGESTREAM, "state", "list"], capture_output=True, text=True, timeout=60,
                        cwd=tmp_path / "empty")
     assert r.returncode == 2 and "no config file given and none found at" in r.stderr
+
+
+def test_reset_of_a_folder_that_does_not_exist_creates_nothing(tmp_path):
+    """A mistyped state.dir must not be created (with a LOCK) nor reported as reset."""
+    cfg = write_config(tmp_path, state=f"state: {{dir: {tmp_path / 'no' / 'such'}}}")
+    for how in (["--all"], ["--pipeline", "agg"]):
+        r = state("reset", "-c", str(cfg), *how)
+        assert r.returncode == 0 and f"no state folder {tmp_path / 'no' / 'such'}: nothing to reset" in r.stdout, r
+    assert not (tmp_path / "no").exists()
+
+
+def test_inspect_refuses_a_checkpoint_number_below_1(tmp_path):
+    cfg = write_config(tmp_path)
+    r = state("inspect", "-c", str(cfg), "--", "-1")
+    assert r.returncode == 2 and "checkpoint: -1: expected a checkpoint number, 1 or more" in r.stderr, r.stderr

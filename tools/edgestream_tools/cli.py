@@ -39,6 +39,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 EXIT_BROKEN_PIPE = 141
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (``COLUMNS``, else the terminal,
+    else 80), without importing shutil (and bz2, lzma...) at every command's start."""
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        out = sys.__stdout__
+        try:
+            columns = os.get_terminal_size(out.fileno()).columns if out is not None else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized by ``_columns`` (argparse's own imports shutil to measure)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class CommandParser(argparse.ArgumentParser):
     """An ArgumentParser whose subcommand groups name their choices in usage errors.
 
@@ -47,8 +73,12 @@ class CommandParser(argparse.ArgumentParser):
     ``edgestream agent: choose a command: replay``, and for an unknown one
     ``edgestream agent: unknown command 'x'; choose a command: replay``.
     Subparsers inherit the class, so nested groups behave the same. A group
-    needs a ``dest`` (the check reads it).
+    needs a ``dest`` (the check reads it). Help is formatted by ``HelpFormatter``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def _groups(self) -> list[Any]:
         return [a for a in self._actions if isinstance(a, argparse._SubParsersAction) and a.dest != argparse.SUPPRESS]

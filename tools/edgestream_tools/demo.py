@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -46,6 +45,8 @@ EXAMPLE = ROOT / "examples" / "demo"
 DEFAULT_DIR = ".edgestream/demo"
 #: a demo folder holds this file, so the next run may clear it (and no other folder)
 MARK = ".edgestream-demo"
+#: held (flock) by the demo running in the folder, so a second one refuses instead of clearing it
+LOCK = ".edgestream-demo.lock"
 #: seconds after the start when the config push and the broker restart come, without --duration
 EVENTS_AT_S = 30.0
 #: how long the broker stays down at its restart
@@ -121,22 +122,13 @@ def _say(text: str) -> None:
 
 
 # -- processes --------------------------------------------------------------------------
-_libc: Any = None
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the demo dies, however it dies (Linux)."""
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 class Procs:
     """The processes the demo started, each with its log file; stopped in reverse order."""
 
     def __init__(self, logs: Path) -> None:
-        global _libc
-        if _libc is None and sys.platform.startswith("linux"):
-            _libc = ctypes.CDLL(None, use_errno=True)
+        from edgestream_tools.parent_death import die_with_parent
+
+        self._die_with_demo = die_with_parent(signal.SIGTERM)  # each stops itself when the demo dies, however
         self.logs = logs
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -146,7 +138,7 @@ class Procs:
         with open(log, "ab") as out:
             p = subprocess.Popen([sys.executable, "-m", "edgestream_tools.cli", *argv], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=_die_with_parent, env=dict(os.environ if env is None else env,
+                                 preexec_fn=self._die_with_demo, env=dict(os.environ if env is None else env,
                                                                        PYTHONUNBUFFERED="1"))
         self.running[name] = p
         return p
@@ -212,14 +204,44 @@ def _port_free(port: int) -> bool:
 
 
 # -- the run folder -------------------------------------------------------------------------
+def claim(folder: Path) -> int:
+    """Make ``folder`` this run's: refuse a file, a folder of something else, or one another demo runs in (it
+    holds the lock); returns the lock's descriptor, held until the process ends."""
+    import fcntl
+
+    if folder.exists() and not folder.is_dir():
+        raise DemoError(f"--dir {folder}: is not a folder: choose an empty or new folder")
+    try:
+        if folder.exists() and any(p.name != LOCK for p in folder.iterdir()) and not (folder / MARK).exists():
+            raise DemoError(f"--dir {folder}: not empty and not a demo folder: choose an empty or new folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DemoError(f"--dir {folder}: cannot use it: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise DemoError(f"--dir {folder}: in use by another demo (pid {holder}): stop it, or give this one another "
+                        "--dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def prepare(folder: Path, broker_port: int) -> dict[str, Path]:
-    """Clear the demo folder and lay it out: hub.yaml and its table, the agents' configs (with the port)."""
+    """Clear the demo folder (``claim`` made it this run's) and lay it out: hub.yaml and its table, the agents'
+    configs (with the port)."""
     if not EXAMPLE.is_dir():
         raise DemoError(f"the demo's configs are not at {EXAMPLE}: run the demo from a clone of the repository")
-    if folder.exists() and any(folder.iterdir()):
-        if not (folder / MARK).exists():
-            raise DemoError(f"--dir {folder}: not empty and not a demo folder: choose an empty or new folder")
-        shutil.rmtree(folder)
+    for old in folder.iterdir():
+        if old.name == LOCK:
+            continue
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
     for sub in ("configs", "boards", "logs", "out"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     (folder / MARK).write_text("a folder of `edgestream demo`: the next run clears it\n")
@@ -291,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.dir).resolve()
     kind = _broker_kind(args.broker)
     port = free_port()
+    claim(folder)  # the descriptor stays open (the lock held) until the process ends
     configs = prepare(folder, port)
     procs = Procs(folder / "logs")
     api_port = CONSOLE_PORT if _port_free(CONSOLE_PORT) else free_port()

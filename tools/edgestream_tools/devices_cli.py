@@ -66,22 +66,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- shared --
-def hub_alive(pid: int) -> bool:
-    """Is ``pid`` a live EdgeStream process? A hub killed with SIGKILL may linger as a zombie, and its pid may
-    be reused by another program: where /proc tells (Linux), neither counts as the hub."""
+def hub_alive(pid: int, saved_ms: Any = None) -> bool:
+    """Is ``pid`` alive and possibly the hub that saved the registry at ``saved_ms``? A hub killed with
+    SIGKILL may linger as a zombie, and its pid may be reused by a program started later: where /proc
+    tells (Linux), neither counts as the hub."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    proc = Path("/proc") / str(pid)
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                      if line.startswith("btime "))
+        started_ms = (boot_s + int(fields[19]) / os.sysconf("SC_CLK_TCK")) * 1000
+    except (OSError, IndexError, ValueError, StopIteration):
         return True  # no /proc to ask: the pid is alive, take it as the hub
-    return state not in ("Z", "X") and b"edgestream" in cmdline
+    if fields[0] in ("Z", "X"):
+        return False
+    # a process started after the registry was saved did not save it (btime has whole seconds)
+    return not (type(saved_ms) is int and started_ms > saved_ms + 1500)
 
 
 class _Fleet:
@@ -124,7 +129,7 @@ class _Fleet:
         """Is the hub that writes this registry alive (same machine)?"""
         reg = self.registry()
         pid = (reg or {}).get("pid")
-        return type(pid) is int and pid > 0 and hub_alive(pid)
+        return type(pid) is int and pid > 0 and hub_alive(pid, (reg or {}).get("saved_ms"))
 
     def link(self, filters: list[str], on_payload: Any) -> Any:
         from edgestream_hub.sender import MqttLink

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         s.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                        help="override a config value, as for hub run")
         if name == "inspect":
-            s.add_argument("checkpoint", nargs="?", type=int, default=None,
+            s.add_argument("checkpoint", nargs="?", type=_number, default=None,
                            help="checkpoint number (default: the newest usable one)")
             s.add_argument("--json", action="store_true", help="print the checkpoint's sections as JSON")
         if name == "list":
@@ -54,6 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             g.add_argument("--pipeline", action="append", default=[], metavar="PIPELINE",
                            help="drop this pipeline's state (repeatable)")
             g.add_argument("--all", action="store_true", help="delete every checkpoint")
+
+
+def _number(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a checkpoint number, 1 or more")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,6 +306,9 @@ def _positions_problem(pos: Any) -> str | None:
 def _reset(args: argparse.Namespace, cfg: Any, store: CheckpointStore) -> int:
     from edgestream_hub.checkpointer import dumps
 
+    if not store.dir.is_dir():  # a mistyped state.dir: taking the lock would create it
+        print(f"no state folder {store.dir}: nothing to reset")
+        return 0
     try:
         store.lock()
     except CheckpointError as e:

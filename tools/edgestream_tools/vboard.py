@@ -54,7 +54,6 @@ SIGTERM; it then stops the interpreter and removes the folder if it made it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import fcntl
 import os
@@ -73,6 +72,7 @@ from pathlib import Path
 
 from edgestream_hub.errors import EdgeStreamError
 from edgestream_tools import micropython as mp
+from edgestream_tools.parent_death import die_with_parent
 
 
 class VBoardError(EdgeStreamError):
@@ -255,8 +255,8 @@ def _sigint_caught(pid: int) -> bool:
     return False
 
 
-_libc: ctypes.CDLL | None = None
-_supervisor_pid = 0
+#: set before the interpreter starts: its preexec_fn makes it die with the supervisor
+_die_with_supervisor: Callable[[], None] | None = None
 
 
 def _tie_to_console() -> None:
@@ -270,21 +270,8 @@ def _tie_to_console() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     except OSError:
         pass
-    if _libc is not None:
-        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != _supervisor_pid:  # the supervisor died before that took effect
-            os._exit(1)
-
-
-def _load_libc() -> None:
-    """libc for prctl, loaded before fork (loading it in the child is not safe)."""
-    global _libc, _supervisor_pid
-    _supervisor_pid = os.getpid()
-    if _libc is None and sys.platform.startswith("linux"):
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        except OSError:
-            pass
+    if _die_with_supervisor is not None:
+        _die_with_supervisor()
 
 
 def _size_text(n: int) -> str:
@@ -395,7 +382,8 @@ class Supervisor:
         self._said = b""
         self._restart_at = None
         self._started_at = time.monotonic()
-        _load_libc()
+        global _die_with_supervisor
+        _die_with_supervisor = die_with_parent(signal.SIGKILL)
         try:
             self.proc = subprocess.Popen(
                 self.command + ["-i", *argv],

@@ -17,8 +17,9 @@ with the largest ``n`` (the UTC time only informs: a gateway's clock may jump
 back). Only regular files named exactly so (ASCII digits) are ever deleted, never
 the file just rotated; a file that cannot be deleted is logged once and writing
 goes on. A sink that receives dead letters and sets no rotation
-rotates at 10 MiB and keeps 5. JSON lines are encoded by one encoder made at
-construction and written with one ``write`` per batch; a batch holding a record
+rotates at 10 MiB and keeps 5. JSON lines are encoded in one pass per batch
+(``jsonio.dump_lines`` with orjson installed, else one stdlib encoder made at
+construction) and written with one ``write`` per batch; a batch holding a record
 that needs more (a non-finite number, written as null and counted; a type JSON
 lacks or a lone surrogate, rejected) is redone record by record, so only that
 record is rejected.
@@ -45,7 +46,6 @@ from edgestream_hub.api import RESULT_ID
 from edgestream_hub.cells import CsvRows
 from edgestream_hub.components import ComponentContext, PollingSource, Sink
 from edgestream_hub.errors import StartError
-from edgestream_hub.ingest import Ingest, why
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
 
@@ -116,6 +116,8 @@ class FileSource(PollingSource):
         self.convert = config["convert"]
         self.max_line = config["max_line"]
         self.start_at_end = config["start"] == "end"
+        from edgestream_hub.ingest import Ingest  # imported by a source that runs (`hub check` makes none)
+
         self.ingest = Ingest(ctx, "json")
         self._f: Any = None
         self._ino: int | None = None
@@ -243,6 +245,8 @@ class FileSource(PollingSource):
         try:
             return rows.feed(text, self._lineno)
         except Exception as e:  # one record's failure is that record's, never the source's
+            from edgestream_hub.ingest import why
+
             self._reject(rows.refused, f"line {rows.start}: {why(e)}")
             return None
 
@@ -368,11 +372,13 @@ class FileSink(Sink):
         if self.rotate_ms and self._size and (time.monotonic() - self._opened_at) * 1000 >= self.rotate_ms:
             self._rotate()
         if self.format == "jsonl":
-            data = self._jsonl_batch(records)
+            data, nonfinite = self._jsonl_batch(records)
             if data is not None and not (self.rotate_size and self._size + len(data) >= self.rotate_size):
                 self._f.write(data)  # the common case: one encoder pass, one write
                 self._size += len(data)
                 self._sync()
+                if nonfinite:
+                    self.ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
                 return []
         rejected: list[tuple[Any, str]] = []
         parts: list[bytes] = []
@@ -398,21 +404,25 @@ class FileSink(Sink):
         self.ctx.count(jsonio.NONFINITE_METRIC, nonfinite)
         return rejected
 
-    def _jsonl_batch(self, records: list[Record]) -> bytes | None:
-        """The whole batch as JSON lines, or None if some record cannot be written."""
+    def _jsonl_batch(self, records: list[Record]) -> tuple[bytes | None, int]:
+        """The whole batch as JSON lines and how many non-finite numbers it wrote as null (``jsonio``'s fast
+        engine writes them so); ``(None, 0)`` if some record needs the record-by-record path."""
+        fast = jsonio.dump_lines(records)
+        if fast is not None:
+            return fast
         enc = self._encode
         chunks: list[str] = []
         extend, append = chunks.extend, chunks.append
         try:
             for r in records:
                 if not isinstance(r, dict):
-                    return None
+                    return None, 0
                 extend(enc(r))
                 append("\n")
-            return "".join(chunks).encode("utf-8")
+            return "".join(chunks).encode("utf-8"), 0
         except (TypeError, ValueError, RecursionError):
             self._reset()
-            return None
+            return None, 0
 
     def _sync(self) -> None:
         self._f.flush()

@@ -12,9 +12,12 @@ restored sequence positions drop it); at most ``max_unacked`` wait (paho then
 blocks, so the broker keeps the rest) and half of that asks for a checkpoint,
 as does a broker that stops sending while messages wait (its in-flight limit,
 mosquitto's ``max_inflight_messages``). Without durability a message is
-acknowledged once its records are queued in the hub. Either way a full
-pipeline holds the message (and the broker's queue grows instead of the hub's
-memory). It reconnects
+acknowledged once its records are queued in the hub. The messages one read
+of the socket brings (``_reader``) are decoded and emitted as one unit under
+the source's intake lock, so each of them is safe, and acknowledged, only
+with the whole read; with the intake closed (a stop) none is taken or
+acknowledged. Either way a full pipeline holds the message (and the broker's
+queue grows instead of the hub's memory). It reconnects
 with exponential backoff (also when the broker is unreachable at start, and
 the log says why: refused, timed out, or which TLS check failed), supports
 TLS and user/password, and MQTT 5 shared subscriptions (``shared_group``).
@@ -38,48 +41,120 @@ a result delivered twice without parsing it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import socket
-import ssl
-import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from edgestream_hub import jsonio
 from edgestream_hub.components import ComponentContext, Emit, Sink, Source
 from edgestream_hub.errors import ComponentError, StartError
-from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Checker, Field, Spec
 
 Record = dict[str, Any]
 _FIELD = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
+_TlsContext = Any  # a _tls_context(): ssl (with socket, ~5 ms) is imported when a client is made, not by `hub check`
+_tls_class: Any = None
 
 
-class _TlsContext(ssl.SSLContext):
+def _tls_context() -> Any:
     """paho's context, plus the socket of the last handshake: paho drops the socket of a handshake
     that failed without closing it; ``close_failed`` closes it."""
+    import ssl
 
-    last: ssl.SSLSocket | None = None
+    global _tls_class
+    if _tls_class is None:
+        class TlsContext(ssl.SSLContext):
+            last: ssl.SSLSocket | None = None
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        self.last = sock = super().wrap_socket(*args, **kwargs)
-        return sock
+            def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+                self.last = sock = super().wrap_socket(*args, **kwargs)
+                return sock
 
-    def close_failed(self) -> None:
-        sock, self.last = self.last, None
-        if sock is not None:
-            sock.close()
+            def close_failed(self) -> None:
+                sock, self.last = self.last, None
+                if sock is not None:
+                    sock.close()
+
+        _tls_class = TlsContext
+    return _tls_class(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str,
+_READ_CHUNK = 1 << 16  # bytes a receiving client asks of its socket at a time
+_reader_class: Any = None
+
+
+def _reader() -> Any:
+    """paho's ``Client``, reading its socket a chunk at a time (made on first use: paho is imported lazily).
+
+    paho reads every packet with three or more ``recv`` calls (its type byte, each byte of its length, its
+    body) and goes back to ``select`` after each packet: a subscriber of small messages spends more time in
+    those system calls than in the messages. This client serves paho's reads from one ``recv`` of up to
+    ``_READ_CHUNK`` bytes, handles every packet that chunk holds before paho selects again (the one cut
+    off at its end is finished with paho's own exact reads, so the chunk never holds bytes ``select``
+    cannot see, and paho still gets back to its keepalive and writes after every chunk), and then calls
+    its ``after_read`` (so a source can hand on what one read brought in one batch, before paho
+    writes the acknowledgements of those messages). A paho without the read hook this relies on
+    (``Client._sock_recv``) gets its own client back, unchanged.
+    """
+    global _reader_class
+    if _reader_class is not None:
+        return _reader_class
+    import paho.mqtt.client as mqtt
+
+    if not callable(getattr(mqtt.Client, "_sock_recv", None)):
+        _reader_class = mqtt.Client
+        return _reader_class
+
+    class ChunkedClient(mqtt.Client):
+        after_read: Callable[[], None] | None = None
+        _rsock: Any = None  # the socket the buffer was read from: a new connection starts empty
+        _rbuf = b""
+        _rpos = 0
+        _chunk = False  # whether this read may still take a chunk (one per loop_read)
+
+        def _sock_recv(self, bufsize: int) -> bytes:
+            buf, pos = self._rbuf, self._rpos
+            if pos >= len(buf) or self._sock is not self._rsock:
+                self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+                if not self._chunk:  # the chunk is used up: finish the packet with exact reads
+                    return super()._sock_recv(bufsize)
+                self._chunk = False
+                buf, pos = super()._sock_recv(_READ_CHUNK), 0  # BlockingIOError when nothing is there
+                if not buf:
+                    return buf  # the connection closed
+                self._rbuf = buf
+            end = pos + bufsize
+            self._rpos = end
+            return buf[pos:end] if pos or end < len(buf) else buf
+
+        def loop_read(self, max_packets: int = 1) -> Any:
+            """Every packet one chunk holds (the last one finished with exact reads, so nothing is left
+            behind that ``select`` cannot see), then ``after_read``."""
+            self._chunk = True
+            try:
+                rc = super().loop_read(max_packets)
+                while not rc and self._rpos < len(self._rbuf) and self._sock is not None \
+                        and self._sock is self._rsock:
+                    rc = super().loop_read(max_packets)  # packets already read: no select in between
+                return rc
+            finally:
+                self._chunk = False
+                if self.after_read is not None:
+                    self.after_read()
+
+    _reader_class = ChunkedClient
+    return _reader_class
+
+
+def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str, chunked: bool = False,
                 manual_ack: bool = False) -> tuple[Any, _TlsContext | None]:
-    """A paho client for ``conn`` and its TLS context (None without TLS)."""
+    """A paho client for ``conn`` and its TLS context (None without TLS); ``chunked``: one that reads its
+    socket a chunk at a time and calls ``after_read`` after each (``_reader``); ``manual_ack``: QoS 1
+    messages are acknowledged only by ``client.ack(mid, 1)``."""
     import paho.mqtt.client as mqtt
 
     v5 = conn["protocol"] == "5"
@@ -87,14 +162,16 @@ def mqtt_client(conn: dict[str, Any], client_id: str, clean: bool, label: str,
                           "manual_ack": manual_ack}
     if not v5:
         kw["clean_session"] = clean
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
+    c = (_reader() if chunked else mqtt.Client)(mqtt.CallbackAPIVersion.VERSION2, **kw)
     if conn.get("username") is not None:
         c.username_pw_set(conn["username"], conn.get("password"))
     tls = conn.get("tls")
     context = None
     if tls is not None:
+        import ssl
+
         try:  # what paho's tls_set builds: verified certificates and host name
-            context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)
+            context = _tls_context()
             if tls.get("cert_file"):
                 context.load_cert_chain(tls["cert_file"], tls.get("key_file"))
             if tls.get("ca_file"):
@@ -148,6 +225,9 @@ _TLS_HINTS = {  # OpenSSL verify codes -> what to do about them
 
 def connect_error(e: BaseException | None, timeout_s: float) -> str:
     """Why a connection attempt failed, in words an operator can act on (TLS failures say which check)."""
+    import socket
+    import ssl
+
     if isinstance(e, ssl.SSLCertVerificationError):
         hint = _TLS_HINTS.get(e.verify_code)
         return f"TLS certificate verification failed: {e.verify_message or e.reason}" + (f" ({hint})" if hint else "")
@@ -170,6 +250,8 @@ def attempt_failed(tls: _TlsContext | None, conn: dict[str, Any]) -> str:
     exception is still at hand."""
     if tls is not None:
         tls.close_failed()
+    import sys
+
     return connect_error(sys.exc_info()[1], conn["connect_timeout"] / 1000)
 
 
@@ -184,6 +266,10 @@ class MqttSource(Source):
         group = config["shared_group"]
         self.filters = [f"$share/{group}/{t}" if group else t for t in self.topics]
         self.format = config["decode"]
+        import hashlib
+
+        from edgestream_hub.ingest import Ingest
+
         self.ingest = Ingest(ctx, self.format, prefix=config["prefix"], max_payload=config["max_payload"])
         self.max_unacked = config["max_unacked"]
         self.acknowledges = bool(getattr(ctx, "durable", False) and self.qos == 1)
@@ -201,6 +287,8 @@ class MqttSource(Source):
         self._tls: _TlsContext | None = None
         self._sub_mid: int | None = None
         self._wanted: dict[str, bool] = {}  # topic -> matches one of our filters (bounded cache)
+        self._held: list[tuple[Any, str, str]] | None = None  # messages of the read under way (a chunked client)
+        self._held_acks: list[tuple[int, int, int]] = []  # their QoS 1 (mid, connection number, units up to it)
         self._last_fail: tuple[str, float] = ("", 0.0)
         self._unwanted_logged_at = -1e9
         self.connected = threading.Event()
@@ -210,8 +298,11 @@ class MqttSource(Source):
 
     def open(self) -> None:
         self._client, self._tls = mqtt_client(self.conn, self.client_id, self.clean, self.ctx.label,
-                                              manual_ack=self.acknowledges)
+                                              chunked=True, manual_ack=self.acknowledges)
         c = self._client
+        if hasattr(c, "after_read"):  # messages are handed on once per read, not one by one
+            self._held = []
+            c.after_read = self._after_read
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
@@ -284,17 +375,26 @@ class MqttSource(Source):
             self._pending.clear()
             self._acks.notify_all()
 
-    def _hold(self, ticket: int, mid: int) -> None:
-        """Keep a message unacknowledged until ``acknowledge``; wait while ``max_unacked`` are waiting (paho
-        reads nothing meanwhile, so the broker keeps the rest)."""
+    def _hold(self, ticket: int, acks: list[tuple[int, int, int]]) -> None:
+        """Keep messages (mid, connection number, _) of the unit ``ticket`` unacknowledged until
+        ``acknowledge``; those of a connection lost since they came are forgotten (they come again)."""
         with self._acks:
-            self._pending.append((ticket, mid, self._conn_no))
+            conn_no = self._conn_no
+            self._pending.extend((ticket, mid, conn) for mid, conn, _ in acks if conn == conn_no)
             self._last_msg = time.monotonic()
+
+    def _room(self) -> int:
+        """How many more messages may wait for their acknowledgement: waits while ``max_unacked`` do (paho
+        reads nothing meanwhile, so the broker keeps the rest); 0 once a stop ends the wait."""
+        with self._acks:
             while len(self._pending) >= self.max_unacked and not self._stopping:
                 self._acks.wait(0.1)
+            return max(0, self.max_unacked - len(self._pending))
 
     # -- subscriptions: exactly the configured filters, also on a persistent session --
     def _remembered(self) -> set[str] | None:
+        import json
+
         try:
             with open(self.subscriptions_file, encoding="utf-8") as f:
                 data = json.load(f)
@@ -306,6 +406,8 @@ class MqttSource(Source):
             return None
 
     def _remember(self) -> None:
+        import json
+
         path = self.subscriptions_file
         tmp = f"{path}.tmp"
         try:
@@ -385,16 +487,61 @@ class MqttSource(Source):
             topic = msg.topic
             wanted = self._wanted.get(topic)
             wanted = wanted or (wanted is None and self._matches(topic))
-            emit = self._emit
-            if emit is None:  # the client connects in start(), after _emit is set
-                raise ComponentError(self.ctx.label, "a message arrived before the source started")
-            # decoded and emitted as one unit (emit blocks while the pipelines are full); an unwanted one is
-            # still a unit, so it is acknowledged in its turn
-            _, ticket = self.ingest.feed(msg.payload if wanted else None, f"mqtt {topic}", topic, emit)
-            if ticket is not None and self.acknowledges and msg.qos == 1:
-                self._hold(ticket, msg.mid)
+            acked = self.acknowledges and msg.qos == 1
+            if not (wanted or acked):
+                return  # nothing to take and nothing to acknowledge
+            unit = (msg.payload, f"mqtt {topic}", topic) if wanted else None
+            held = self._held
+            if held is None:  # paho's own client: each message is its own unit
+                self._deliver([unit] if unit is not None else [],
+                              [(msg.mid, self._conn_no, 1 if unit is not None else 0)] if acked else [])
+                return
+            if unit is not None:  # handed on by _after_read, with the rest of this read
+                held.append(unit)
+            if acked:  # an unwanted message too is acknowledged in its turn
+                self._held_acks.append((msg.mid, self._conn_no, len(held)))
         except Exception as e:  # an exception here would end paho's network thread for good
             self.ctx.log.error("a message could not be handled: %s: %s", type(e).__name__, e)
+
+    def _after_read(self) -> None:
+        """paho handled every message one read brought: decode them and hand their records on at once (without
+        durability paho writes their acknowledgements after this returns; with it they wait for
+        ``acknowledge``)."""
+        held, acks = self._held, self._held_acks
+        if held is not None and (held or acks):
+            self._held, self._held_acks = [], []
+            try:
+                self._deliver(held, acks)
+            except Exception as e:  # as in _on_message: paho's network thread must go on
+                self.ctx.log.error("%d messages could not be handled: %s: %s", len(held), type(e).__name__, e)
+
+    def _deliver(self, units: list[tuple[Any, str, str]], acks: list[tuple[int, int, int]]) -> None:
+        """Decode messages (payload, where, topic) and emit their records as one unit, whose ticket the QoS 1
+        messages ``acks`` (mid, connection number, how many of ``units`` came up to it) then wait for,
+        unacknowledged. More than there is room for (``max_unacked``) go as several units, each after the
+        room for it (paho reads no more meanwhile, so the broker keeps the rest); ``emit`` blocks while the
+        pipelines are full. With the intake closed or the source stopping nothing more is taken or held: the
+        broker delivers it again."""
+        emit = self._emit
+        if emit is None:  # the client connects in start(), after _emit is set
+            raise ComponentError(self.ctx.label, "a message arrived before the source started")
+        feed, lock = self.ingest.feed_many, self.ctx.intake.lock
+        if not acks:
+            feed(units, emit)
+            return
+        u = a = 0
+        while a < len(acks):
+            room = self._room()
+            if not room:
+                return  # stopping: the rest stays unacknowledged and comes again
+            end = a + room
+            u_end = acks[end - 1][2] if end < len(acks) else len(units)  # the last unit takes what is left
+            with lock:  # held by a checkpoint's cut too: it sees a unit and its acknowledgements together
+                ticket = feed(units[u:u_end], emit)
+                if ticket is None:
+                    return
+                self._hold(ticket, acks[a:end])
+            u, a = u_end, end
 
 
 def _topic_problem(topic: str, wildcards: bool) -> str | None:

@@ -19,7 +19,6 @@ import threading
 from typing import Any
 
 from edgestream_hub.components import ComponentContext, PollingSource
-from edgestream_hub.ingest import Ingest
 from edgestream_hub.registry import component
 from edgestream_hub.spec import Field, Spec
 
@@ -38,6 +37,8 @@ class SerialSource(PollingSource):
         self.backoff_min_s = config["reopen_min"] / 1000
         self.backoff_max_s = config["reopen_max"] / 1000
         self._reader = FrameReader(config["max_frame"])
+        from edgestream_hub.ingest import Ingest  # imported by a source that runs (`hub check` makes none)
+
         self.ingest = Ingest(ctx, "wire")
         self._ser: Any = None
         self._wait_s = self.backoff_min_s

@@ -9,7 +9,6 @@ records from then on; the hub goes on.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -74,6 +73,8 @@ def stdout_sink(config: dict[str, Any], ctx: ComponentContext) -> StdoutSink:
 
 class LogSink(Sink):
     def __init__(self, level: str, ctx: ComponentContext) -> None:
+        import logging  # here: `hub check` imports no logging
+
         self.level = getattr(logging, level.upper())
         self.log = logging.getLogger(f"edgestream.records.{ctx.label}")
         self.ctx = ctx

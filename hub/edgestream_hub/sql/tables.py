@@ -17,12 +17,11 @@ import os
 import select
 import sqlite3
 import sys
-from collections import deque
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from edgestream_hub.cells import CsvRows
-from edgestream_hub.jsonio import loads
+from edgestream_hub.jsonio import loads_lines
 from edgestream_hub.progress import byte_position, byte_size
 
 from .errors import SqlError
@@ -37,7 +36,7 @@ class InputError(SqlError):
 
 
 class RecordReader:
-    """The records of one input, read a line at a time (never the whole file).
+    """The records of one input, read a chunk at a time (never the whole file).
 
     JSON lines (one object per line, strict JSON: ``edgestream_hub.jsonio``), or
     CSV when the path ends in ``.csv``; ``-`` is stdin, read as JSON lines. Text
@@ -57,7 +56,7 @@ class RecordReader:
         self.csv = not self.stdin and Path(self.path).suffix.lower() == ".csv"
         self.bad = bad
         self._f: Optional[BinaryIO] = None
-        self._queue: deque[bytes] = deque()  # complete lines read but not yet parsed
+        self._left = 0  # records (or CSV lines) read and not handed on yet
 
     def open(self) -> "RecordReader":
         """Open now (errors surface here, as ``OSError``), before any record is read."""
@@ -83,7 +82,7 @@ class RecordReader:
 
     def ready(self) -> bool:
         """Whether the next line is there without waiting (always, for a file; a pipe may be idle)."""
-        if self._queue or self._f is None or self._f.closed:
+        if self._left or self._f is None or self._f.closed:
             return True
         try:
             return bool(select.select([self._f], [], [], 0)[0])
@@ -94,35 +93,64 @@ class RecordReader:
         if self._f is not None:
             self._f.close()
 
-    def _raw_lines(self) -> Iterator[bytes]:
-        f, queue, rest = self._file(), self._queue, b""
+    def _chunks(self) -> Iterator[list[bytes]]:
+        """The complete lines each read brought (without their newline), a read at a time; the last line
+        once the input ends."""
+        f, rest = self._file(), b""
         while True:
             chunk = f.read(self.CHUNK)
             if not chunk:
                 if rest:
-                    yield rest
+                    yield [rest]
                 return
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
-            queue.extend(lines)
-            while queue:
-                yield queue.popleft()
+            if lines:
+                yield lines
+
+    def _raw_lines(self) -> Iterator[bytes]:
+        for lines in self._chunks():
+            self._left = len(lines)
+            for line in lines:
+                self._left -= 1
+                yield line
 
     def _lines(self) -> Iterator[str]:
         """Text lines without their newline; bad UTF-8 raises InputError naming the file and the line."""
-        name = self.name
         for n, raw in enumerate(self._raw_lines(), 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(name, n, f"not UTF-8 text ({e.reason} at byte {e.start} of the line)") from e
-            if n == 1 and text[:1] == "\ufeff":
-                text = text[1:]
-            yield text
+            yield self._text(raw, n)
+
+    def _text(self, raw: bytes, n: int) -> str:
+        """Line ``n`` as text (a byte-order mark dropped from the first); bad UTF-8 raises InputError."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(self.name, n, f"not UTF-8 text ({e.reason} at byte {e.start} of the line)") from e
+        if n == 1 and text[:1] == "\ufeff":
+            text = text[1:]
+        return text
 
     def __iter__(self) -> Iterator[dict]:
+        if self.csv:
+            try:
+                yield from self._csv()
+            finally:
+                self.close()
+            return
+        for batch in self.batches():
+            self._left = len(batch)
+            for rec in batch:
+                self._left -= 1
+                yield rec
+
+    def batches(self) -> Iterator[list[dict]]:
+        """The records a read at a time (a list per read of the input; JSON lines are parsed together)."""
         try:
-            yield from self._csv() if self.csv else self._jsonl()
+            if self.csv:
+                for rec in self._csv():
+                    yield [rec]
+            else:
+                yield from self._jsonl()
         finally:
             self.close()
 
@@ -144,22 +172,29 @@ class RecordReader:
             if self.bad is not None:
                 self.bad(rows.refused, f"{self.name}:{rows.start}: {e}")
 
-    def _jsonl(self) -> Iterator[dict]:
-        bad, name = self.bad, self.name
-        for n, line in enumerate(self._lines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = loads(line)
-            except ValueError as e:
-                if bad is not None:
-                    bad(line.rstrip("\r"), f"{name}:{n}: bad JSON: {e}")
-                continue
-            if rec.__class__ is not dict:
-                if bad is not None:
-                    bad(rec, f"{name}:{n}: a record must be a JSON object")
-                continue
-            yield rec
+    def _jsonl(self) -> Iterator[list[dict]]:
+        """One list of records per chunk: its lines parsed together (``jsonio.loads_lines``), each line as
+        ``loads`` would read it. A blank line is skipped; a line that is not UTF-8 raises InputError; one
+        that is not a JSON object goes to ``bad``."""
+        bad, name, first = self.bad, self.name, 1  # first: the number of the chunk's first line
+        for lines in self._chunks():
+            values = loads_lines(lines)
+            out = [v for v in values if v.__class__ is dict]
+            if len(out) < len(values):  # a refused line, a blank one or a value that is not an object
+                out = []
+                for i, value in enumerate(values):
+                    if value.__class__ is dict:
+                        out.append(value)
+                        continue
+                    n = first + i
+                    if isinstance(value, ValueError):
+                        line = self._text(lines[i], n)
+                        if line.strip() and bad is not None:
+                            bad(line.rstrip("\r"), f"{name}:{n}: bad JSON: {value}")
+                    elif bad is not None:
+                        bad(value, f"{name}:{n}: a record must be a JSON object")
+            first += len(lines)
+            yield out
 
 
 def iter_records(path: str | Path, bad: Optional[Callable[[Any, str], None]] = None) -> Iterator[dict]:

@@ -20,6 +20,9 @@ from edgestream_hub.sql.cli import interleave, merge_by_time
 from edgestream_hub.sql.processor import SqlProcessor
 from edgestream_tools.cli import main
 
+# every test here runs with each JSON engine (tests/conftest.py): the outputs must not depend on it
+pytestmark = pytest.mark.usefixtures("json_engine")
+
 CLI = [sys.executable, "-m", "edgestream_tools.cli", "sql"]
 JOIN = "SELECT a.id, a.v, b.w FROM a JOIN b ON a.id = b.id GROUP BY TUMBLINGWINDOW(ss, 1)"
 
@@ -344,3 +347,24 @@ def test_processing_time_and_a_time_field_exclude_each_other(tmp_path, capsys):
     path = jsonl(tmp_path / "s.jsonl", UNTIMED[:1])
     rc, out, err = sql(capsys, "SELECT id FROM s", "--input", f"s={path}", "--processing-time", "--time-field", "ts")
     assert rc == 2 and "--time-field and --processing-time exclude each other" in err
+
+
+def test_lines_cut_across_reads_are_read_whole_and_numbered(tmp_path, monkeypatch):
+    """The reader parses a read's lines together: lines cut off at the end of a read, blank lines (Unicode
+    whitespace too), bad lines and values that are not objects keep their own line numbers in every read."""
+    from edgestream_hub.sql.tables import InputError, RecordReader
+
+    monkeypatch.setattr(RecordReader, "CHUNK", 7)  # most lines span several reads
+    lines = ['{"v": 1}', "", "  \u00a0 ", '{"v": 2, "s": "\u00e9\u6f22"}', "NaN", "[1]", '{"v": 3}\r', "5",
+             '{"v": ' + "9" * 25 + "}", '{"v": 4}']
+    path = tmp_path / "in.jsonl"
+    path.write_bytes("\ufeff".encode() + "\n".join(lines).encode())  # no newline after the last line
+    bad: list[str] = []
+    got = list(RecordReader(path, lambda raw, why: bad.append(why)))
+    assert got == [{"v": 1}, {"v": 2, "s": "\u00e9\u6f22"}, {"v": 3}, {"v": int("9" * 25)}, {"v": 4}]
+    assert [b.split(": ", 1)[0] for b in bad] == [f"{path}:5", f"{path}:6", f"{path}:8"]
+    path.write_bytes(b'{"v": 1}\n{"v": 2}\n{"v": "\xff"}\n{"v": 4}\n')
+    with pytest.raises(InputError, match="not UTF-8 text") as e:
+        list(RecordReader(path))
+    assert e.value.line_number == 3
+
