@@ -29,8 +29,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bench.report import figure
 from edgestream_tools import micropython as mp
-from edgestream_tools.bundle import mpy_cross, sources
+from edgestream_tools.bundle import ARCHS, build, mpy_cross, sources
+
+SECTION = "Agent (MicroPython board build)"
 
 PROFILES = ("frozen", "mpy")
 
@@ -222,6 +225,17 @@ def vs_hand(profile: str, lib: str) -> str:
                      extra_paths=[bench_dir], profile=profile).stdout.decode()
         runs.append(json.loads(out.splitlines()[-1]))
     r = runs[0]
+    code = "native code" if r["native"] else "bytecode"
+    for key, what in (("push", "push"), ("block", f"push_block({BLOCK})"), ("hand", "hand-written loop")):
+        figure(SECTION, f"{profile}: samples/s, {what}", [x[key] for x in runs], "samples/s", echo=False)
+    figure(SECTION, f"{profile}: agent pipeline (push) / hand-written MicroPython ({code})",
+           [x["push"] / x["hand"] for x in runs], "ratio", target=">= 0.5", echo=False)
+    figure(SECTION, f"{profile}: agent pipeline (push_block) / hand-written MicroPython ({code})",
+           [x["block"] / x["hand"] for x in runs], "ratio", target=">= 0.5", echo=False)
+    figure(SECTION, f"{profile}: bytes allocated per sample, push (worst run)", max(x["alloc_push"] for x in runs),
+           "B", target="<= 0", echo=False)
+    figure(SECTION, f"{profile}: heap the agent takes (modules + pipeline), esp32 board",
+           [x["heap"] / 1024 for x in runs], "KB", echo=False)
     push = _spread([x["push"] for x in runs], "{:,}")
     block = _spread([x["block"] for x in runs], "{:,}")
     hand = _spread([x["hand"] for x in runs], "{:,}")
@@ -245,6 +259,10 @@ def tiny(kind: str, profile: str, paths: list[str]) -> str:
     proc = mp.run(["-c", code], board="tiny", extra_paths=paths, check=False, profile=profile)
     if proc.returncode == 0:
         started, after, free, samples, nres = proc.stdout.split()
+        figure(SECTION, f"{profile}: heap after start, tiny board (64 KB), 4 sensors x 2 {kind} windows of 256",
+               int(started) / 1024, "KB", echo=False)
+        figure(SECTION, f"{profile}: heap free after a minute, tiny board, 4 sensors x 2 {kind} windows",
+               int(free) / 1024, "KB", target="> 0", echo=False)
         return (f"{label}: {int(started) / 1024:.1f} KB used after start, {int(after) / 1024:.1f} KB after "
                 f"{int(samples):,} samples / {int(nres)} results; {int(free) / 1024:.1f} KB free")
     err = (proc.stdout + proc.stderr).decode().strip().splitlines()[-1]
@@ -265,6 +283,8 @@ def main() -> None:
         extra = [] if profile != "host" else [mp.mpy_bundle("host")]  # host: .mpy -O3 files, 64-bit
         out = mp.run([script.name, *names], board="rp2040", extra_paths=extra, profile=profile).stdout.split()
         used, validator, codec = map(int, out)
+        figure(SECTION, f"{profile}: heap to import every agent and shared module (rp2040 board)", used / 1024, "KB",
+               echo=False)
         what = {"frozen": "32-bit, frozen", "mpy": "32-bit, .mpy -O3 on the filesystem",
                 "host": "64-bit PyPI build, .mpy -O3, for comparison"}[profile]
         print(f"import all {len(names)} agent and shared modules ({what}): {used / 1024:.1f} KB of heap; "
@@ -287,6 +307,18 @@ def main() -> None:
         for profile in PROFILES:
             runs = sorted(int(mp.run_code(START, board="esp32", extra_paths=paths, profile=profile)) for _ in range(5))
             print(f"start ({profile}), import to first sample: {runs[len(runs) // 2] / 1000:.1f} ms (median of 5)")
+            figure(SECTION, f"{profile}: start, import to first sample (esp32 board)", [x / 1000 for x in runs], "ms")
+    bundle_sizes()
+
+
+def bundle_sizes() -> None:
+    """Bytes of the agent's .mpy bundle (every device module, -O3) per board, as `edgestream agent bundle`
+    writes it: bytecode for any board, machine code for each board's architecture."""
+    for board, arch in (("any board (bytecode)", None), *((f"{b} ({a})", a) for b, a in ARCHS.items())):
+        with tempfile.TemporaryDirectory() as d:
+            files = build(Path(d), arch=arch)
+            size = sum(f.stat().st_size for f in files)
+        figure(SECTION, f"bundle size, {board}, {len(files)} modules", size / 1024, "KB")
 
 
 if __name__ == "__main__":

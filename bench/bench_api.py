@@ -10,6 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.report import figure
+
+SECTION = "Costs: REST API taps and live view"
+RUNS = 5
+
 
 def _per_call(fn: Any, n: int) -> float:
     t0 = time.perf_counter()
@@ -27,8 +32,8 @@ def main() -> None:
     taps = Taps(recent=200, results=100, dead_letters=100)
     for batch in (1, 50, 500):
         part = recs[:batch]
-        s = _per_call(lambda part=part: taps.source("s", part), 20_000)
-        print(f"taps.source, batches of {batch:>3}: {s * 1e9:,.0f} ns per batch, {s / batch * 1e9:,.1f} ns per record")
+        runs = [_per_call(lambda part=part: taps.source("s", part), 20_000) for _ in range(RUNS)]
+        figure(SECTION, f"taps.source, batches of {batch}, per record", [s / batch * 1e9 for s in runs], "ns")
 
     class _Engine:  # what the live view reads of an engine
         device_service = None
@@ -50,6 +55,6 @@ def main() -> None:
         view.turn(slow=False)
         client.take(0)
 
-    t = _per_call(turn, 500)
-    print(f"live view turn (200 new source records, 100 results, 1 client): {t * 1e3:.2f} ms "
-          f"(4 a second: {t * 4 * 100:.1f}% of one core)")
+    runs = [_per_call(turn, 500) for _ in range(RUNS)]
+    figure(SECTION, "live view turn (200 new source records, 100 results, 1 client)", [t * 1e3 for t in runs], "ms")
+    figure(SECTION, "live view at 4 turns a second", [t * 4 * 100 for t in runs], "% of one core")

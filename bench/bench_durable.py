@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 from bench.bench_hub import _say
+from bench.report import figure
+
+SECTION = "Costs: checkpoints on vs off"
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 3
@@ -143,6 +146,14 @@ def throughput() -> None:
           f"window -> file, median of {ROUNDS} (wall clock; and per CPU second of the hub, which other load on "
           "the machine disturbs less):")
     for name in VARIANTS:
+        figure(SECTION, f"MQTT QoS 1 -> SQL -> file, checkpoints {name}", rates[name], "records/s", echo=False)
+        if name != "off":
+            figure(SECTION, f"cost of checkpoints {name} (1 - on/off, per round)",
+                   [100 * (1 - on / off) for on, off in zip(rates[name], rates["off"])], "% of throughput",
+                   echo=False)
+            figure(SECTION, f"CPU cost of checkpoints {name} (1 - on/off records per CPU second, per round)",
+                   [100 * (1 - on / off) for on, off in zip(cpu[name], cpu["off"])], "% of CPU", echo=False)
+    for name in VARIANTS:
         med, med_cpu = statistics.median(rates[name]), statistics.median(cpu[name])
         cost = "" if name == "off" else (f", cost {100 * (1 - med / off):+.1f}% wall, "
                                          f"{100 * (1 - med_cpu / off_cpu):+.1f}% CPU")
@@ -226,6 +237,11 @@ state: {{interval: 1h}}
     assert again.snapshot() == json.loads(json.dumps(proc.snapshot()))
     ms = 1000
     unit = "window" if mode == "tumbling" else "session"
+    figure(SECTION, f"a checkpoint round through the engine, {n:,} open {mode} states", [x * ms for x in rounds], "ms",
+           echo=False)
+    figure(SECTION, f"checkpoint file, {n:,} open {mode} states", [x / 1024 for x in sizes], "KiB", echo=False)
+    figure(SECTION, f"restore (read, verify, rebuild), {n:,} open {mode} states", (t_read + t_build) * ms, "ms",
+           echo=False)
     print(f"checkpoint of {n:,} open {'windows (tumbling, one per device)' if mode == 'tumbling' else 'sessions'}:")
     print(f"  a round through the engine: {statistics.median(rounds) * ms:.0f} ms (median of 5; file "
           f"{statistics.median(sizes) / 1024:.0f} KiB, {statistics.median(sizes) / n:.0f} B per {unit})")

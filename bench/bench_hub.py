@@ -53,12 +53,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import figure
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = str(ROOT / "tests" / "hub" / "plugin_example")
 CHILD_DEADLINE_S = 90.0  # a child gives up (and reports what it got) after this long
 # Latency runs leave out their first messages: on a fresh connection the first ~6 take 5-40 ms
 # whatever the receiver is (a bare paho subscriber too): TCP/broker warm-up, not the hub.
 WARMUP_MESSAGES = 10
+LATENCY_ROUNDS = 3
+SECTION = "Hub end to end (MQTT, real mosquitto)"
 
 # The hub config every MQTT measurement runs: default queues (10000 records) and batch sizes
 # (500), batches handed on as soon as they are taken (linger 0: under load batches fill by
@@ -347,7 +351,7 @@ def bench_intake(rounds: int = 3) -> dict[str, dict[str, Any]]:
                         cpu[kind].append(r["cpu_s"] / r["count"] * 1e6)
                         if kind == "hub":
                             hub_runs.append(r)
-                res[name] = {"bare": bare, "records": messages * per, "hub_runs": hub_runs,
+                res[name] = {"bare": bare, "records": messages * per, "hub_runs": hub_runs, "rate runs": rates,
                              "rates": {k: statistics.median(v) for k, v in rates.items()},
                              "ratios": sorted(h / b for h, b in zip(rates["hub"], rates[bare])),
                              "cpu_us": {k: statistics.median(v) for k, v in cpu.items()},
@@ -368,16 +372,17 @@ def bench_latency() -> dict[str, Any]:
             res["linger50"] = run_child("hub", broker.port, d, payloads(2000, 100, 10), 100, linger="50ms")["rate"]
             one = payloads(400, 1, 1)
             hundred = payloads(300, 100, 1)
-            res["lat"] = {
-                "hub, 100-record messages at 100 msg/s": run_child("hub", broker.port, d, hundred, 100, rate=100,
-                                                                   track=True)["latency_ms"],
-                "hub, 1-record messages at 200 msg/s": run_child("hub", broker.port, d, one, 1, rate=200,
-                                                                 track=True)["latency_ms"],
-                "hub, 100-record messages, linger 50ms": run_child(
-                    "hub", broker.port, d, hundred[:100], 100, rate=100, linger="50ms", track=True)["latency_ms"],
-                "bare paho + json.loads, 100-record messages": run_child(
-                    "paho-json", broker.port, d, hundred, 100, rate=100)["latency_ms"],
-            }
+            res["lat"] = {}  # name -> one sorted list of latencies per round
+            for _ in range(LATENCY_ROUNDS):
+                for name, (kind, msgs, per, linger) in {
+                    "hub, 100-record messages at 100 msg/s": ("hub", hundred, 100, "0ms"),
+                    "hub, 1-record messages at 200 msg/s": ("hub", one, 1, "0ms"),
+                    "hub, 100-record messages, linger 50ms": ("hub", hundred[:100], 100, "50ms"),
+                    "bare paho + json.loads, 100-record messages": ("paho-json", hundred, 100, "0ms"),
+                }.items():
+                    rate = 200 if per == 1 else 100
+                    res["lat"].setdefault(name, []).append(run_child(kind, broker.port, d, msgs, per, rate=rate,
+                                                                     linger=linger, track=True)["latency_ms"])
         finally:
             broker.stop()
     return res
@@ -464,7 +469,8 @@ def bench_device_feed(messages: int = 2000, runs: int = 9) -> dict[int, float]:
     return out
 
 
-def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
+def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, list[float]]:
+    """Records/s of each processor, one value per interleaved round."""
     from edgestream_hub.components import PollingSource, Sink
     from edgestream_hub.config import load_config
     from edgestream_hub.engine import Engine
@@ -522,9 +528,10 @@ def bench_plugin(n: int = 500_000, runs: int = 7) -> dict[str, float]:
              "same class built in": "{threshold_builtin: {field: t, above: 20}}",
              "built-in filter": "{filter: {field: t, gt: 20}}"}
     times: dict[str, list[float]] = {k: [] for k in procs}
+    state_dir = tempfile.mkdtemp(prefix="bench-plugin-")  # the engines' checkpoints, not the working folder's
     for _ in range(runs):
         for name, proc in procs.items():
-            cfg = load_config(text=f"""
+            cfg = load_config(base_dir=state_dir, text=f"""
 sources: {{s: {{mem: {{}}}}}}
 sinks: {{out: {{discard: {{}}, batch: {{size: 1000, linger: 0ms}}}}}}
 pipelines: {{p: {{from: s, processors: [{proc}], to: out, batch: {{size: 1000, linger: 0ms}}}}}}
@@ -540,7 +547,8 @@ pipelines: {{p: {{from: s, processors: [{proc}], to: out, batch: {{size: 1000, l
                 time.sleep(0.0005)
             times[name].append(time.perf_counter() - t0)
             e.stop()
-    return {k: n / statistics.median(v) for k, v in times.items()}
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return {k: [n / t for t in v] for k, v in times.items()}
 
 
 CHECK_YAML = """
@@ -594,10 +602,11 @@ def bench_cold_start(runs: int = 11) -> dict[str, Any]:
                 cpu[k].append(c)
     out: dict[str, Any] = {}
     for k in ("check", "check, compiled"):
-        out[k] = {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k]),
+        out[k] = {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k]), "walls": wall[k],
                   "ratios": sorted(c / p for c, p in zip(wall[k], wall["pass"])),
                   "cpu ratios": sorted(c / p for c, p in zip(cpu[k], cpu["pass"]))}
-    out["pass"] = {"wall": statistics.median(wall["pass"]), "cpu": statistics.median(cpu["pass"])}
+    out["pass"] = {"wall": statistics.median(wall["pass"]), "cpu": statistics.median(cpu["pass"]),
+                   "walls": wall["pass"]}
     return out
 
 
@@ -614,6 +623,15 @@ def main_intake() -> None:
         what = "+ json.loads each payload" if r["bare"] == "paho-json" else "counting messages"
         print(f"  {name}, {r['records']:,} records: hub {rates['hub']:,.0f} records/s, bare subscriber ({what}) "
               f"{rates[r['bare']]:,.0f} records/s: ratio {_spread(r['ratios'])}")
+        runs = r["rate runs"]
+        target = ">= 100000" if name.startswith("100") else None
+        figure(SECTION, f"hub records/s, {name} (MQTT -> passthrough -> file)", runs["hub"], "records/s",
+               target=target, echo=False)
+        figure(SECTION, f"bare subscriber records/s, {name} ({what})", runs[r["bare"]], "records/s", echo=False)
+        figure(SECTION, f"hub intake, {name} burst / bare paho subscriber {what} (same round)", r["ratios"], "ratio",
+               echo=False)
+        figure(SECTION, f"hub intake, {name}: records per CPU second, hub / bare (same round)", r["cpu ratios"],
+               "ratio", echo=False)
         us = r["cpu_us"]
         print(f"    CPU per record (the receiving process, all threads): hub {us['hub']:.2f} us, bare "
               f"{us[r['bare']]:.2f} us: records per CPU second, hub / bare {_spread(r['cpu ratios'])}")
@@ -628,8 +646,12 @@ def main_latency() -> None:
     m = bench_latency()
     print(f"hub with linger 50ms, 100-record messages from one publisher: {m['linger50']:,.0f} records/s (one run)")
     print("latency, publish -> last record of the message written (ms):")
-    for name, xs in m["lat"].items():
+    for name, rounds in m["lat"].items():
+        xs = sorted(x for r in rounds for x in r)
         print(f"  {name:<47}: p50 {pct(xs, 50):6.2f}  p99 {pct(xs, 99):6.2f}  max {max(xs):6.2f}  (n={len(xs)})")
+        under = "< 1" if name.startswith("hub") and "linger" not in name else None
+        for p in (50, 99):
+            figure(SECTION, f"latency p{p}, {name}", [pct(r, p) for r in rounds], "ms", target=under, echo=False)
 
 
 def main_stages() -> None:
@@ -645,6 +667,12 @@ def main_stages() -> None:
 def main_cold() -> None:
     c = bench_cold_start()
     p = c["pass"]
+    figure(SECTION, "cold start, python -c pass", [x * 1000 for x in p["walls"]], "ms", echo=False)
+    for k in ("check", "check, compiled"):
+        figure(SECTION, f"cold start, edgestream hub {k} (config with SQL)", [x * 1000 for x in c[k]["walls"]], "ms",
+               echo=False)
+        figure(SECTION, f"cold start, edgestream hub {k} / python -c pass (same round)", c[k]["ratios"], "ratio",
+               echo=False)
     print(f"cold start, python -c pass: {p['wall'] * 1000:.0f} ms wall, {p['cpu'] * 1000:.0f} ms CPU (medians)")
     for k in ("check", "check, compiled"):
         r = c[k]
@@ -655,7 +683,11 @@ def main_cold() -> None:
 
 
 def main_plugin() -> None:
-    rates = bench_plugin()
+    runs = bench_plugin()
+    figure("Costs: plugins on vs off", "plugin processor (entry point) vs the same class built in (same round)",
+           [100 * (b / p - 1) for b, p in zip(runs["same class built in"], runs["plugin threshold"])], "% of time",
+           target="< 5", echo=False)
+    rates = {k: statistics.median(v) for k, v in runs.items()}
     base = rates["same class built in"]
     for name, rt in rates.items():
         print(f"pipeline with {name:<20}: {rt:,.0f} records/s "

@@ -39,6 +39,7 @@ from linktools import Subscriber, finish, start_micropython, wait_until  # noqa:
 from mosquitto import Mosquitto  # noqa: E402
 from seqcheck import SeqCheck  # noqa: E402
 
+from bench.report import figure  # noqa: E402
 from edgestream_shared.decoder import decode  # noqa: E402
 from edgestream_shared.encoder import encode_config  # noqa: E402
 from edgestream_tools import micropython as mp  # noqa: E402
@@ -123,6 +124,7 @@ def demo_config(port: int) -> dict:
 
 
 PROFILES = ("frozen", "mpy")
+SECTION = "Agent link (MicroPython, real mosquitto)"
 
 
 def rc_need(work: Path, cfg: dict, profile: str) -> tuple[int, int, int] | None:
@@ -250,6 +252,11 @@ def main() -> None:
         finally:
             broker.stop()
         print(f"[{profile}] link tests' config on the esp32 heap (100 KB): {_heap(health)}, broker outage included")
+        if health:
+            figure(SECTION, f"{profile}: heap used after start, MQTT agent (esp32 board)",
+                   health[0]["heap_used"] / 1024, "KB")
+            figure(SECTION, f"{profile}: lowest free heap over a run with a broker outage (esp32 board)",
+                   min(m["heap_free"] for m in health) / 1024, "KB", target="> 0")
         print(f"[{profile}] demo config (2 sensors, 4 filters) on the esp32 heap: {_heap(demo_health)}")
         print(f"[{profile}] demo config: {demo_s['results']} results in {demo_s['messages']} messages "
               f"({demo_s['results'] / max(1, demo_s['messages']):.2f} per message)")
@@ -267,7 +274,12 @@ def main() -> None:
               f"unconfirmed; missing at the hub {len(rep.missing) if rep else -1}), duplicates "
               f"{len(rep.duplicates) if rep else -1}, resent {s['results_resent']}, reconnects {s['reconnects']}")
         print(f"  loop lag max {s['lag_max_ms']} ms, mean {s['lag_mean_ms']} ms; samples {s['samples']}")
+        if rep:
+            figure(SECTION, f"{profile}: results delivered through a {outage_s:g} s outage (unique at the hub / "
+                   "produced)", 100 * rep.unique / max(1, s["results"]), "%")
         t = reconnect_times(pwork, profile)
+        if t:
+            figure(SECTION, f"{profile}: broker back -> first new result (default backoff, cap 3 s)", t, "s")
         print(f"[{profile}] reconnect, default backoff (cap 3 s), broker down 8 s: first result "
               + ", ".join(f"{x:.2f}" for x in t) + " s after the broker listened again")
 

@@ -35,9 +35,11 @@ from collections import deque
 from itertools import chain
 from typing import Any, Callable, Optional
 
+from bench.report import figure
 from edgestream_hub.api import SimpleContext
 from edgestream_hub.sql.processor import SqlProcessor
 
+SECTION = "SQL vs hand-written loops (CPU time)"
 N = 300_000
 DEVICES = 100
 RUNS = 5
@@ -448,6 +450,9 @@ def compare(name: str, query: str, recs: list, loops: list[tuple[str, Loop, bool
         parts.append(f"{label} loop {statistics.median(n / t for t in ts) / 1e3:,.0f}K rec/s, "
                      f"ratio {_spread(rs, '.2f')}")
     print(f"{name} ({len(want):,} rows): " + "; ".join(parts), flush=True)
+    figure(SECTION, f"{name}: SQL", [n / t for t in sql], "records/s", echo=False)
+    for label, ts in hand.items():
+        figure(SECTION, f"{name}: SQL / {label} hand loop", [h / s for h, s in zip(ts, sql)], "ratio", echo=False)
     return ratios
 
 

@@ -6,10 +6,14 @@ device-side allocation per batch, measured in one run on the same data.
 
 import time
 
+from bench.report import figure
 from edgestream_shared.decoder import decode
 from edgestream_shared.encoder import Encoder
 from edgestream_shared.frame import FrameReader, encode_frame
 from edgestream_tools import micropython as mp
+
+SECTION = "Wire protocol"
+RUNS = 3
 
 NAMES = (b"count", b"avg", b"min", b"max")
 DEVICE = r"""
@@ -33,8 +37,8 @@ print(N * 1000000 // dt, (gc.mem_alloc() - a0) // N)
 """
 
 
-def main() -> None:
-    n = 20_000
+def once(n: int) -> tuple[float, float]:
+    """(encode+frame, read+decode) messages/s of one CPython pass over ``n`` 4-result messages."""
     e = Encoder(b"dev-1", 42)
     t0 = time.perf_counter()
     frames = []
@@ -51,7 +55,15 @@ def main() -> None:
         got += len(decode(p)["items"])
     t2 = time.perf_counter()
     assert got == 4 * n
-    print(f"cpython encode+frame: {n / (t1 - t0):,.0f} msgs/s ({4 * n / (t1 - t0):,.0f} results/s)")
-    print(f"cpython read+decode:  {n / (t2 - t1):,.0f} msgs/s ({4 * n / (t2 - t1):,.0f} results/s)")
-    rate, alloc = mp.run_code(DEVICE, board="esp32").split()
-    print(f"micropython (esp32 heap) encode+frame: {int(rate):,} msgs/s, {alloc} bytes allocated per 4-result message")
+    return n / (t1 - t0), n / (t2 - t1)
+
+
+def main() -> None:
+    runs = [once(20_000) for _ in range(RUNS)]
+    figure(SECTION, "CPython encode+frame, 4-result messages", [r[0] for r in runs], "messages/s")
+    figure(SECTION, "CPython read+decode, 4-result messages", [r[1] for r in runs], "messages/s")
+    device = [mp.run_code(DEVICE, board="esp32").split() for _ in range(RUNS)]
+    figure(SECTION, "MicroPython (esp32 heap) encode+frame, 4-result messages", [int(r) for r, _ in device],
+           "messages/s")
+    figure(SECTION, "MicroPython bytes allocated per 4-result message (worst run)", max(int(a) for _, a in device),
+           "B")
