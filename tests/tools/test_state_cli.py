@@ -140,6 +140,10 @@ def test_reset_of_a_folder_that_does_not_exist_creates_nothing(tmp_path):
         r = state("reset", "-c", str(cfg), *how)
         assert r.returncode == 0 and f"no state folder {tmp_path / 'no' / 'such'}: nothing to reset" in r.stdout, r
     assert not (tmp_path / "no").exists()
+    for cmd in ("list", "verify"):  # said as a folder that is not there, not as one without checkpoints
+        r = state(cmd, "-c", str(cfg))
+        assert r.returncode == 0 and "no such folder: no hub has run with this state.dir yet" in r.stdout, r
+    assert not (tmp_path / "no").exists()
 
 
 def test_inspect_refuses_a_checkpoint_number_below_1(tmp_path):

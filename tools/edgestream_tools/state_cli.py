@@ -103,7 +103,8 @@ def _list(args: argparse.Namespace, cfg: Any, store: CheckpointStore) -> int:
     if not args.json:
         print(f"state folder: {store.dir}")
         if not numbers:
-            print("no checkpoints yet")
+            print("no checkpoints yet" if store.dir.is_dir() else
+                  "no such folder: no hub has run with this state.dir yet (or state.dir is mistyped)")
             return 0
         print(f"{'checkpoint':>10}  {'kind':<5} {'base':>6}  {'written (UTC)':<19}  {'size':>9}  pipelines")
     for n in numbers:
@@ -242,7 +243,9 @@ def _verify(args: argparse.Namespace, cfg: Any, store: CheckpointStore) -> int:
     numbers = store.numbers()
     print(f"state folder: {store.dir}")
     if not numbers:
-        print("no checkpoints yet: a start begins with empty state")
+        print("no checkpoints yet: a start begins with empty state" if store.dir.is_dir() else
+              "no such folder: no hub has run with this state.dir yet (or state.dir is mistyped); "
+              "a start begins with empty state")
         return 0
     bad = 0
     cache: dict[int, Any] = {}
