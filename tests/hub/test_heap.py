@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,14 +27,15 @@ def test_leaves_a_setting_the_user_chose() -> None:
 
 
 @glibc
-def test_service_start_tunes_once_per_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_service_start_tunes_once_per_process(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text("")
     cfg = tmp_path / "hub.yaml"
     cfg.write_text(f"state: {{enabled: false}}\nsources:\n  s: {{file: {{path: {tmp_path / 'in.jsonl'}}}}}\n"
                    f"sinks:\n  o: {{file: {{path: {tmp_path / 'out.jsonl'}}}}}\npipelines:\n  p: {{from: s, to: o}}\n")
     code = ("import sys\nfrom edgestream_hub import heap\nfrom edgestream_hub.service import HubService\n"
-            "assert heap._done is None\nsvc = HubService(sys.argv[1]).start()\nprint(sorted(heap._done or {}))\nsvc.stop()\n")
-    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/bin:/bin"})
+            "assert heap._done is None\nsvc = HubService(sys.argv[1]).start()\n"
+            "print(sorted(heap._done or {}))\nsvc.stop()\n")
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True,
+                         timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_']"
