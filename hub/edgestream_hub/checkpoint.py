@@ -469,8 +469,8 @@ class Section:
     owns the state (it reads the value once, into text); a text ``value`` is a section kept whole."""
 
     def __init__(self, value: Any) -> None:
-        #: split map -> key text -> (key text, value text)
-        self.maps: dict[str, dict[str, tuple[str, str]]] = {}
+        #: split map -> key text -> value text (read-only once built: ``kept()`` hands these very dicts on)
+        self.maps: dict[str, dict[str, str]] = {}
         self.head = value if isinstance(value, str) else _dumps(self._split(value, [], 0))
 
     def _split(self, v: Any, path: list[str], depth: int) -> Any:
@@ -482,21 +482,20 @@ class Section:
         return v
 
     def _entries(self, m: dict, mid: str, levels: int) -> dict:
-        out: dict[str, tuple[str, str]] = {}
+        out: dict[str, str] = {}
         for pair in m["__m"]:
             k, x = pair
             kt = _dumps(k)
             if levels > 1 and _is_map(x):
                 x = self._entries(x, f"{mid}|{kt}", levels - 1)
-            out[kt] = (kt, _dumps(x))
+            out[kt] = _dumps(x)
         if len(out) != len(m["__m"]):  # keys that repeat: not a dict's snapshot, keep it whole
             return m
         self.maps[mid] = out
         return {_SPLIT: mid}
 
     def kept(self) -> Kept:
-        return Kept(hashlib.sha256(self.head.encode()).digest(),
-                       {mid: {kt: vt for kt, (_, vt) in es.items()} for mid, es in self.maps.items()})
+        return Kept(hashlib.sha256(self.head.encode()).digest(), self.maps)  # shared, not copied: one set of texts
 
     def text(self, before: Kept | None, now: Kept) -> str | None:
         """Its JSON in a checkpoint: whole (``before`` None), only what changed since ``before``, or None when
@@ -535,7 +534,7 @@ class Section:
         parts = [f'"{_KEYED}":"{kind}","head":{self.head}']
         maps = self.maps
         parts.append('"set":{' + ",".join(
-            _dumps(mid) + ":[" + ",".join(f"[{maps[mid][k][0]},{maps[mid][k][1]}]" for k in keys) + "]"
+            _dumps(mid) + ":[" + ",".join(f"[{k},{maps[mid][k]}]" for k in keys) + "]"
             for mid, keys in sets.items()) + "}")
         if kind == "delta":
             parts.append('"del":{' + ",".join(_dumps(mid) + ":[" + ",".join(keys) + "]"

@@ -83,7 +83,7 @@ _HEALTH_RANGE = {"heap_free": 2**31, "lag_max_ms": 2**31, "link_failures": 2**31
                  "results_dropped": 2**31, "results_resent": 2**31, "uptime_ms": 2**53, "config_version": 2**31 - 1}
 
 
-@dataclass
+@dataclass(slots=True)  # a thousand devices: ~0.3 KiB each instead of ~1.6 KiB with a __dict__
 class DeviceState:
     """One device. The first block is what ``devices list`` shows; the rest is bookkeeping that survives a
     restart with it."""

@@ -24,6 +24,7 @@ import os
 import threading
 from typing import Any, Mapping, Sequence
 
+from edgestream_hub import heap
 from edgestream_hub.config import MAX_CONFIG_BYTES, HubConfig, load_config
 from edgestream_hub.engine import Engine
 from edgestream_hub.errors import ConfigError, EdgeStreamError
@@ -60,6 +61,7 @@ class HubService:
         return load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
 
     def start(self) -> "HubService":
+        heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
         cfg = self.load()
         self._digest = _digest(cfg.text)
         self._last_stat = _stat(self.path)
