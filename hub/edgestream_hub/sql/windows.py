@@ -495,42 +495,19 @@ class SlidingExecutor(Executor):
 
     def close(self, wm: Any, now: int) -> list:
         out: list = []
-        trig, size, groups, add, rem = self.trig, self.size, self.groups, self.prog.update, self._remove
+        trig, size, groups = self.trig, self.size, self.groups
         plain = not self.order and self.limit is None  # one row per trigger: emit without sorting
         emit, names = compiled(self.prog.emit, "_emit"), self.names
         touched = set()
         while trig and trig[0][0] <= wm:
             T, _, k = heappop(trig)
             g = groups[k]
-            pend, act, s = g[0], g[1], g[3]
-            ph, n = g[5], len(pend)
-            if ph < n and pend[ph][0] <= T:  # _enter, inline: this runs once per record
-                i = g[2] + len(act)
-                while ph < n and pend[ph][0] <= T:
-                    ts, seq, vals = pend[ph]
-                    ph += 1
-                    act.append((ts, vals))
-                    try:
-                        add(s, vals, i, seq)
-                    except Exception as e:  # checked on arrival; kept so that no value can stop the query
-                        self.bad({"key": key_value(k), "ts": ts}, e)
-                    i += 1
-                    self.touched += 1
-                if ph == n:
-                    pend.clear()
-                    ph = 0
-                elif ph > 64 and ph * 2 > n:
-                    del pend[:ph]
-                    ph = 0
-                g[5] = ph
+            pend, ph = g[0], g[5]
+            if ph < len(pend) and pend[ph][0] <= T:
+                self._enter(k, g, T)
             lo = T - size
-            if act[0][0] < lo:
-                h = g[2]
-                while act and act[0][0] < lo:
-                    rem(s, act.popleft()[1], h)
-                    h += 1
-                    self.touched += 1
-                g[2] = h
+            self._evict(g, lo)
+            s = g[3]
             if plain:
                 try:
                     x = emit(lo, T, k, s, now)
@@ -573,8 +550,7 @@ class SlidingExecutor(Executor):
         self._sweep_at = 64 + 2 * len(groups)
 
     def _enter(self, k: Any, g: list, T: Any) -> None:
-        """Move the group's pending records with ts <= T into its range and its aggregate state
-        (``close`` does the same inline)."""
+        """Move the group's pending records with ts <= T into its range and its aggregate state."""
         pend, act, s, add = g[0], g[1], g[3], self.prog.update
         ph, n = g[5], len(pend)
         i = g[2] + len(act)
