@@ -417,21 +417,14 @@ class CheckpointStore:
     # -- the lock a running hub holds --
     def lock(self) -> None:
         """Take ``LOCK`` (create the folder if need be). Raises StateLocked if another process holds it."""
-        import fcntl
+        from edgestream_hub import pidlock
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / "LOCK"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise StateLocked(f"state folder {self.dir} is in use by another hub (pid {holder}); each hub needs its "
+            self._lock_fd = pidlock.take(self.dir / "LOCK")
+        except pidlock.Held as e:
+            raise StateLocked(f"state folder {self.dir} is in use by another hub (pid {e.holder}); each hub needs its "
                               "own state.dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
 
     def unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None

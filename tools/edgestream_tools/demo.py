@@ -207,7 +207,7 @@ def _port_free(port: int) -> bool:
 def claim(folder: Path) -> int:
     """Make ``folder`` this run's: refuse a file, a folder of something else, or one another demo runs in (it
     holds the lock); returns the lock's descriptor, held until the process ends."""
-    import fcntl
+    from edgestream_hub import pidlock
 
     if folder.exists() and not folder.is_dir():
         raise DemoError(f"--dir {folder}: is not a folder: choose an empty or new folder")
@@ -215,19 +215,12 @@ def claim(folder: Path) -> int:
         if folder.exists() and any(p.name != LOCK for p in folder.iterdir()) and not (folder / MARK).exists():
             raise DemoError(f"--dir {folder}: not empty and not a demo folder: choose an empty or new folder")
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        return pidlock.take(folder / LOCK)
+    except pidlock.Held as e:
+        raise DemoError(f"--dir {folder}: in use by another demo (pid {e.holder}): stop it, or give this one "
+                        "another --dir") from None
     except OSError as e:
         raise DemoError(f"--dir {folder}: cannot use it: {e.strerror or e}") from e
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-        os.close(fd)
-        raise DemoError(f"--dir {folder}: in use by another demo (pid {holder}): stop it, or give this one another "
-                        "--dir") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
 
 
 def prepare(folder: Path, broker_port: int) -> dict[str, Path]:
