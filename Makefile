@@ -13,7 +13,7 @@ DEMO_ARGS ?=
 demo: $(STAMP) demo-broker board
 	$(VENV)/bin/edgestream demo $(DEMO_ARGS)
 
-test: $(STAMP) mosquitto browser board
+test: $(STAMP) mosquitto browser board testtools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) mosquitto board
@@ -43,6 +43,13 @@ demo-broker: $(STAMP)
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; \
 	  else $(PY) -c 'import amqtt' 2>/dev/null || { echo "mosquitto is missing and this is not root: installing the embedded broker (amqtt) into $(VENV)" >&2; \
 	    $(PY) -m pip install -q -e '.[test,embedded-broker]'; }; fi
+
+# The commands some tests call: openssl (the TLS tests make their own certificates) and systemd-analyze
+# (the service test verifies the unit file it writes).
+testtools:
+	@{ command -v openssl >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl systemd; \
+	  else echo "openssl or systemd-analyze is missing: run  sudo apt-get install -y openssl systemd" >&2; exit 1; fi; }
 
 # Debian's chromium and its driver for the console tests (tests/hub/test_console.py drives them with selenium;
 # without them those tests skip and say why). Not fatal: the rest of the suite runs without a browser.
