@@ -149,7 +149,8 @@ def test_the_console_shows_devices_plots_config_pushes_and_sql_runs(live, browse
     # back to version 1, forced (unforced, the hub refuses an older version than the one desired)
     browser.execute_script("arguments[0].value = arguments[1]", area,
                            json.dumps({**agent_config("dev1", live.broker_port, window_ms=500), "version": 1}))
-    browser.find_element(By.ID, "config-force").click()
+    force = browser.find_element(By.ID, "config-force")
+    browser.execute_script("arguments[0].checked = true", force)  # as the textarea: the page may be redrawing
     browser.find_element(By.CSS_SELECTOR, "#config-form button[type=submit]").click()
     answer = until(browser, lambda d: d.find_element(By.ID, "config-answer").text if "version 1 " in
                    d.find_element(By.ID, "config-answer").text else None, 40, what="the forced push's answer")
