@@ -49,6 +49,7 @@ from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
 from edgestream_hub.supervise import supervise
+from edgestream_hub.workers import share_of
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
@@ -484,6 +485,7 @@ class Engine:
         self.device_service: Any = None
         self.state_dir: Path | None = None
         self.taps: Any = None  # a ``taps.Taps`` when the REST API runs: the latest records it may show
+        self.share = share_of(config.hub)  # the devices this process takes (hub.workers, hub.partitions, hub.take)
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:
@@ -586,7 +588,8 @@ class Engine:
                                 state_dir=str(self.component_state_dir) if self.component_state_dir else None,
                                 dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config),
                                 devices=self.devices if kind == "source" and self._tracked(cc.name) else None,
-                                intake=Intake() if kind == "source" else None, durable=self.durable)
+                                intake=Intake() if kind == "source" else None, durable=self.durable,
+                                share=self.share)
 
     def _tracked(self, source: str) -> bool:
         """Does this source feed the device registry (``devices.sources``, or every wire source)?"""
