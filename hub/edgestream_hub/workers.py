@@ -50,8 +50,8 @@ log = logging.getLogger("edgestream.hub.workers")
 def partition_of(key: str, partitions: int) -> int:
     """The partition of a device id (or topic): stable across processes, machines and Python versions.
 
-    >>> partition_of("press-1", 4), partition_of("press-1", 4) == partition_of("press-1", 4)
-    (1, True)
+    >>> partition_of("dev01", 4), partition_of("dev04", 4)
+    (2, 1)
     """
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
 
