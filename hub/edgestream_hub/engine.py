@@ -485,6 +485,7 @@ class Engine:
         self.device_service: Any = None
         self.state_dir: Path | None = None
         self.taps: Any = None  # a ``taps.Taps`` when the REST API runs: the latest records it may show
+        self._split: tuple[str, ...] = ()  # hub.workers, partitions, take as started
         self.share = share_of(config.hub)  # the devices this process takes (hub.workers, hub.partitions, hub.take)
         self._apply_hub(config)
 
@@ -496,6 +497,10 @@ class Engine:
         self.component_state_dir = Path(sd if os.path.isabs(sd) else os.path.join(config.base_dir, sd)) if sd else None
         self.state_interval_s = config.state["interval"] / 1000
         where = state_dir(config.state, config.base_dir)
+        split = tuple(str(config.hub.get(k)) for k in ("workers", "partitions", "take"))
+        if self._running and split != self._split:
+            log.warning("hub.workers, hub.partitions and hub.take take effect at the next start")
+        self._split = split
         if not self._running:
             self.state_dir = where  # the checkpoints' folder; None: not durable
         elif where != self.state_dir:

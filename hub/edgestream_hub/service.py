@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 from edgestream_hub import heap, workers
 from edgestream_hub.config import MAX_CONFIG_BYTES, HubConfig, load_config
 from edgestream_hub.engine import Engine
-from edgestream_hub.errors import ConfigError, EdgeStreamError
+from edgestream_hub.errors import ConfigError, ConfigIssue, EdgeStreamError
 from edgestream_hub.registry import Registry
 from edgestream_hub.supervise import supervise
 from edgestream_hub.systemd import notify, reloading
@@ -61,6 +61,11 @@ class HubService:
         cfg = load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
         w = workers.worker_env()
         if w is not None:  # a worker of a hub with hub.workers > 1: its own folder and metrics port
+            problems = workers.split_problems(cfg)
+            if problems:  # e.g. a reload that adds a file sink: two workers would write one file
+                raise ConfigError([ConfigIssue("hub.workers", f"{w[1]} workers cannot run this config: {where}: {why} "
+                                                              "(stop the hub and start it again to run it in one "
+                                                              "process)") for where, why in problems])
             workers.adjust(cfg, w[0])
         return cfg
 

@@ -337,8 +337,9 @@ class Supervisor:
                     waiting.discard(i)
             time.sleep(0.05)
         if waiting:
-            log.error("workers %s did not start in time", ", ".join(map(str, sorted(waiting))))
-            self.exit_code = 1
+            if not self.stop_requested.is_set():
+                log.error("workers %s did not start in time", ", ".join(map(str, sorted(waiting))))
+            self.exit_code = 0 if self.stop_requested.is_set() else 1
             self._stop_all()
             return False
         if self.cfg.metrics.get("listen"):

@@ -301,6 +301,12 @@ def test_one_hub_seen_from_outside_metrics_reload_devices_and_stop(tmp_path, mos
         assert wait_for(lambda: listed() == set(devs), 20), listed()
         r = subprocess.run([EDGESTREAM, "devices", "list", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
         assert "hub running" in r.stderr and "worker-*" in r.stderr, r.stderr
+        # a reload that would make two processes write one file is refused by each worker (hub.watch sees it)
+        text = cfg.read_text().replace("to: [db]", "to: [db, lines]")
+        cfg.write_text(text.replace("sinks:\n", "sinks:\n  lines: {file: {path: x.jsonl}}\n"))
+        refused = 'edgestream_hub_config_reloads_total{"result": "refused"}'
+        assert wait_for(lambda: scrape(port).get(refused, 0) >= 2.0, 20), "both workers refused"
+        assert not (tmp_path / "x.jsonl").exists()
         pids = worker_pids(tmp_path)
         assert hub.stop() == 0
         assert not any(alive(p) for p in pids)
@@ -308,6 +314,7 @@ def test_one_hub_seen_from_outside_metrics_reload_devices_and_stop(tmp_path, mos
         hub.close()
     log = hub.log.read_text()
     assert "[worker 0]" in log and "[worker 1]" in log and "Traceback" not in log
+    assert "sinks.lines.file: a file sink is written by one process (stop the hub and start it again" in log
 
 
 def test_another_split_of_existing_state_is_refused_until_it_is_reset(tmp_path, mosquitto):
