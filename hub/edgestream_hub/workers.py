@@ -160,8 +160,11 @@ def split_problems(cfg: Any) -> list[tuple[str, str]]:
         else:
             keyed[name] = "device" if cc.config.get("decode", "wire") == "wire" else None
     for cc in cfg.sinks.values():
+        if cc.type == "file" and "{worker}" in cc.config["path"]:
+            continue  # a file per worker
         if cc.type not in _SHARED_SINKS:
-            out.append((cc.path, f"a {cc.type} sink is written by one process"))
+            hint = " (put {worker} in its path for a file per worker)" if cc.type == "file" else ""
+            out.append((cc.path, f"a {cc.type} sink is written by one process{hint}"))
     if cfg.api is not None:
         out.append(("api", "the REST API and the console are served by one process"))
     for p in cfg.pipelines.values():

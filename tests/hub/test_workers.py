@@ -314,7 +314,8 @@ def test_one_hub_seen_from_outside_metrics_reload_devices_and_stop(tmp_path, mos
         hub.close()
     log = hub.log.read_text()
     assert "[worker 0]" in log and "[worker 1]" in log and "Traceback" not in log
-    assert "sinks.lines.file: a file sink is written by one process (stop the hub and start it again" in log
+    assert "sinks.lines.file: a file sink is written by one process (put {worker} in its path" in log
+    assert "(stop the hub and start it again to run it in one process)" in log
 
 
 def test_another_split_of_existing_state_is_refused_until_it_is_reset(tmp_path, mosquitto):
@@ -359,3 +360,38 @@ def test_python_m_edgestream_hub_is_the_worker_entry(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgestream_hub", "hub", "check", "-c",
                         str(config(tmp_path, "{workers: 2}"))], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ok (1 sources" in r.stdout, r.stderr
+
+
+def test_a_file_sink_with_worker_in_its_path_writes_a_file_per_worker(tmp_path, mosquitto):
+    from crashkit import message
+
+    cfg = tmp_path / "hub.yaml"
+    cfg.write_text(f"""
+hub: {{workers: 2}}
+broker: {{host: 127.0.0.1, port: {mosquitto.port}}}
+sources: {{devs: {{mqtt: {{topics: ["edgestream/+/data"]}}}}}}
+pipelines: {{all: {{from: devs, to: lines}}}}
+sinks: {{lines: {{file: {{path: "out/r-{{worker}}.jsonl"}}}}}}
+""")
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    devs = device_names(0, 8)
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in devs:
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+
+        def lines() -> dict[str, list[dict[str, Any]]]:
+            return {f.name: [json.loads(x) for x in f.read_text().splitlines()]
+                    for f in sorted((tmp_path / "out").glob("r-*.jsonl"))}
+
+        assert wait_for(lambda: sum(map(len, lines().values())) == 40, 20), lines()
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    got = lines()
+    assert set(got) == {"r-0.jsonl", "r-1.jsonl"}
+    owner = {r["device"]: name for name, rs in got.items() for r in rs}
+    for name, rs in got.items():
+        assert all(owner[r["device"]] == name for r in rs), "a device's records are in one worker's file"
+    assert sorted(owner) == devs
