@@ -98,9 +98,13 @@ def _run(args: argparse.Namespace) -> int:
     svc = HubService(args.config, sets=sets, fresh_state=args.fresh_state)
     cfg = None
     if me is None:  # the hub, not one of its workers: how many processes?
+        n = workers.supervising()
         try:
             cfg = svc.load()
-            n = _workers(cfg)
+            if n is None:
+                n = _workers(cfg)
+                if n > 1:  # supervise in a fresh process image: this one holds the SQL compiler (~30 MB)
+                    _reexec(args, n)
         except EdgeStreamError as e:
             print(f"edgestream hub run: {e}", file=sys.stderr)
             return 2
@@ -158,6 +162,32 @@ def _workers(cfg: object) -> int:
     return n
 
 
+def _argv(args: argparse.Namespace) -> list[str]:
+    """``hub run`` arguments that run ``args`` again (in the supervisor's new image, in each worker)."""
+    argv = ["hub", "run", "-c", args.config, "--log-format", args.log_format]
+    for s in args.set:
+        argv += ["--set", s]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    for p in args.fresh_state:
+        argv += ["--fresh-state", p]
+    return argv
+
+
+def _reexec(args: argparse.Namespace, n: int) -> None:
+    """Become the supervisor of ``n`` workers: the same pid (for systemd and whoever started it), a new image
+    that loads the config without compiling its queries (they are in the check cache now)."""
+    import os
+
+    from edgestream_hub import workers
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = dict(os.environ)
+    env[workers.SUPERVISOR_ENV] = str(n)
+    os.execve(sys.executable, [sys.executable, "-m", "edgestream_hub", *_argv(args)], env)
+
+
 def _supervise(args: argparse.Namespace, cfg: object, n: int) -> int:
     """Run the hub as ``n`` worker processes (``workers.Supervisor``) until SIGTERM/SIGINT; SIGHUP reloads all."""
     import logging
@@ -166,14 +196,7 @@ def _supervise(args: argparse.Namespace, cfg: object, n: int) -> int:
     from edgestream_hub.errors import StartError
     from edgestream_hub.workers import Supervisor
 
-    argv = ["hub", "run", "-c", args.config, "--log-format", args.log_format]
-    for s in args.set:
-        argv += ["--set", s]
-    if args.log_level:
-        argv += ["--log-level", args.log_level]
-    for p in args.fresh_state:
-        argv += ["--fresh-state", p]
-    sup = Supervisor(cfg, args.config, n, argv)
+    sup = Supervisor(cfg, args.config, n, _argv(args))
     log = logging.getLogger("edgestream.hub")
 
     def on_stop(signum: int, frame: object) -> None:

@@ -921,7 +921,7 @@ def _check_workers(cfg: HubConfig, chk: Checker) -> None:
     from edgestream_hub import workers
 
     w = cfg.hub.get("workers")
-    if type(w) is not int or w < 2 or chk.issues or workers.worker_env() is not None:
+    if type(w) is not int or w < 2 or chk.issues or workers.worker_env() is not None or workers.supervising():
         return
     for where, why in workers.split_problems(cfg):
         chk.issue("hub.workers", f"{w} workers cannot run this config: {where}: {why} (workers: 1, or auto, runs it "

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Sequence
 
 #: set in a worker process: ``"<index>/<workers>"``
 ENV = "EDGESTREAM_WORKER"
+#: set in the supervisor once it re-executed itself to supervise this many workers (the split is decided)
+SUPERVISOR_ENV = "EDGESTREAM_SUPERVISE"
 #: the file a worker writes in its folder once it runs: its pid and where its metrics are served
 READY_FILE = "worker.json"
 #: the file in the state folder that says how the hub's state is split
@@ -115,6 +117,12 @@ def worker_env() -> tuple[int, int] | None:
     except ValueError:
         return None
     return (index, n) if 0 <= index < n else None
+
+
+def supervising() -> int | None:
+    """The number of workers this process supervises (it re-executed itself with the split decided), else None."""
+    raw = os.environ.get(SUPERVISOR_ENV, "")
+    return int(raw) if raw.isdigit() and int(raw) > 1 else None
 
 
 def share_of(hub: dict[str, Any]) -> Share:
@@ -306,6 +314,7 @@ class Supervisor:
         from edgestream_hub.parent_death import die_with_parent
 
         env = dict(os.environ)
+        env.pop(SUPERVISOR_ENV, None)
         env[ENV] = f"{index}/{self.n}"
         env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
         ready = worker_dir(self.base, index) / READY_FILE
