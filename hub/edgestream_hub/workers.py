@@ -22,16 +22,13 @@ them all when it stops (a SIGKILL of the supervisor takes them down too).
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: set in a worker process: ``"<index>/<workers>"``
 ENV = "EDGESTREAM_WORKER"
@@ -46,7 +43,16 @@ _STATELESS = {"passthrough", "filter", "map"}
 #: sinks several processes may write at once
 _SHARED_SINKS = {"mqtt", "sqlite", "http", "log"}
 
-log = logging.getLogger("edgestream.hub.workers")
+class _Log:
+    """The module's logger, made on first use: ``hub check`` (which reads this module) imports no logging."""
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger("edgestream.hub.workers"), name)
+
+
+log: Any = _Log()
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -301,6 +307,8 @@ class Supervisor:
     forwards reloads and stops, restarts one that dies. ``run()`` returns the exit code."""
 
     def __init__(self, cfg: Any, path: str, workers: int, argv: Sequence[str]) -> None:
+        import threading
+
         self.cfg, self.path, self.n, self.argv = cfg, path, workers, list(argv)
         self.base = base_dir_of(cfg)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * workers
@@ -311,6 +319,10 @@ class Supervisor:
         self.metrics_url: str | None = None
 
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        import signal
+        import subprocess
+        import sys
+
         from edgestream_hub.parent_death import die_with_parent
 
         env = dict(os.environ)
@@ -332,6 +344,8 @@ class Supervisor:
 
     def start(self) -> bool:
         """Start every worker and wait until each runs; False (all stopped) if one could not start."""
+        import time
+
         for i in range(self.n):
             self.procs[i] = self._spawn(i)
         deadline = time.monotonic() + 120
@@ -397,6 +411,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Until a stop is asked: restart a worker that died (backoff 1 s doubling to 30 s), forward reloads."""
+        import signal
+        import time
+
         from edgestream_hub.systemd import notify
 
         notify("READY=1", f"STATUS=running {self.path} on {self.n} workers")
@@ -430,6 +447,10 @@ class Supervisor:
                     pass
 
     def _stop_all(self, timeout_s: float = 30.0) -> bool:
+        import signal
+        import subprocess
+        import time
+
         self._signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         ok = True
@@ -493,6 +514,7 @@ class MergedCollector:
 
 def scrape(urls: Sequence[tuple[int, str]], timeout_s: float = 2.0) -> dict[int, str]:
     """Each worker's metrics text, fetched at once (the slowest bounds the scrape)."""
+    import threading
     import urllib.request
 
     out: dict[int, str] = {}
