@@ -49,7 +49,7 @@ from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
 from edgestream_hub.supervise import supervise
-from edgestream_hub.workers import share_of
+from edgestream_hub.workers import share_of, shared_sources
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
@@ -487,6 +487,8 @@ class Engine:
         self.taps: Any = None  # a ``taps.Taps`` when the REST API runs: the latest records it may show
         self._split: tuple[str, ...] = ()  # hub.workers, partitions, take as started
         self.share = share_of(config.hub)  # the devices this process takes (hub.workers, hub.partitions, hub.take)
+        if not self.share.whole:
+            self.share.shared = frozenset(shared_sources(config))
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:

@@ -67,13 +67,14 @@ def partition_of(key: str, partitions: int) -> int:
 class Share:
     """The partitions one hub process takes: ``owns(device)``, ``owns_topic(topic, prefix)``."""
 
-    __slots__ = ("index", "workers", "partitions", "mine", "_topics")
+    __slots__ = ("index", "workers", "partitions", "mine", "shared", "_topics")
 
     def __init__(self, partitions: int = 1, take: Sequence[int] | None = None, index: int = 0,
                  workers: int = 1) -> None:
         self.index, self.workers, self.partitions = index, workers, partitions
         taken = list(take) if take is not None else list(range(partitions))
         self.mine = frozenset(taken[index::workers])
+        self.shared: frozenset[str] = frozenset()  # sources the broker splits (``shared_sources``)
         self._topics: dict[str, bool] = {}
 
     @property
@@ -192,6 +193,24 @@ def split_problems(cfg: Any) -> list[tuple[str, str]]:
             why = _sql_split(cc, cfg, fields)
             if why:
                 out.append((f"{cc.path}.query", why))
+    return out
+
+
+def shared_sources(cfg: Any) -> set[str]:
+    """MQTT sources the broker may split message by message (a ``$share`` group of every worker): on an MQTT 5
+    connection, decoding ``json`` or ``raw`` (a wire source tracks each device's sequence numbers, which needs
+    all of a device's messages), feeding only pipelines that keep no state. Measured the cheapest split
+    (``bench/bench_intake.py``): each message crosses the socket once."""
+    out = set()
+    for name, cc in cfg.sources.items():
+        conn = cfg.connections.get(cc.config.get("connection") or "default") or {}
+        if cc.type != "mqtt" or cc.config.get("shared_group") or cc.config.get("decode") == "wire" \
+                or conn.get("protocol") != "5":
+            continue
+        pipelines = [p for p in cfg.pipelines.values() if name in p.sources]
+        if all(cc2.type in _STATELESS or (cc2.type == "sql" and _sql_split(cc2, cfg, {""}) is None)
+               for p in pipelines for cc2 in p.processors):
+            out.add(name)
     return out
 
 

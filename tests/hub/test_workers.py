@@ -395,3 +395,54 @@ sinks: {{lines: {{file: {{path: "out/r-{{worker}}.jsonl"}}}}}}
     for name, rs in got.items():
         assert all(owner[r["device"]] == name for r in rs), "a device's records are in one worker's file"
     assert sorted(owner) == devs
+
+
+def test_a_stateless_json_source_is_split_by_the_broker(tmp_path, mosquitto):
+    # one topic: a split by topic would give every message to one worker; a $share group splits them
+    cfg = tmp_path / "hub.yaml"
+    cfg.write_text(f"""
+hub: {{workers: 2}}
+connections: {{v5: {{host: 127.0.0.1, port: {mosquitto.port}, protocol: "5"}}}}
+sources: {{meters: {{mqtt: {{connection: v5, topics: ["plant/meters"], decode: json}}}}}}
+pipelines: {{p: {{from: meters, processors: [{{sql: "SELECT n, v * 2 AS v2 FROM input WHERE v >= 0"}}], to: db}}}}
+sinks: {{db: {{sqlite: {{path: out.db, table: t}}}}}}
+metrics: {{listen: "127.0.0.1:0"}}
+""")
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        import paho.mqtt.client as mqtt
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        c.connect("127.0.0.1", mosquitto.port)
+        c.loop_start()
+        try:
+            for n in range(200):
+                c.publish("plant/meters", json.dumps({"n": n, "v": n, "ts": 1000 + n}).encode(), qos=1).wait_for_publish(10)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+
+        def got() -> list[int]:
+            try:
+                con = sqlite3.connect(tmp_path / "out.db", timeout=10)
+                try:
+                    return sorted(r[0] for r in con.execute("SELECT n FROM t"))
+                finally:
+                    con.close()
+            except sqlite3.OperationalError:
+                return []
+
+        assert wait_for(lambda: got() == list(range(200)), 20), got()
+        per_worker = []
+        for f in sorted((tmp_path / ".edgestream").glob("worker-*/worker.json")):
+            with urllib.request.urlopen(json.loads(f.read_text())["metrics"], timeout=10) as r:
+                text = r.read().decode()
+            per_worker.append(sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+                                  if x.startswith("edgestream_pipeline_records_in_total{")))
+        assert len(per_worker) == 2 and all(n > 0 for n in per_worker) and sum(per_worker) == 200, per_worker
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    assert hub.log.read_text().count("subscribing to $share/edgestream-meters/plant/meters") == 2

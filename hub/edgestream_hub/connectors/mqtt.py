@@ -266,6 +266,8 @@ class MqttSource(Source):
         base_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
         self.client_id = share.client_id(base_id) if share is not None else base_id
         group = config["shared_group"]
+        if not group and share is not None and ctx.name in share.shared:
+            group = f"edgestream-{ctx.label}"  # stateless: the broker splits the messages between the workers
         # the devices of other hub processes are theirs (a shared group is split by the broker instead)
         self._share = share if share is not None and not share.whole and not group else None
         self._key_prefix = config["prefix"] if config["decode"] == "wire" else None
