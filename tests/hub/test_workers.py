@@ -419,7 +419,8 @@ metrics: {{listen: "127.0.0.1:0"}}
         c.loop_start()
         try:
             for n in range(200):
-                c.publish("plant/meters", json.dumps({"n": n, "v": n, "ts": 1000 + n}).encode(), qos=1).wait_for_publish(10)
+                payload = json.dumps({"n": n, "v": n, "ts": 1000 + n}).encode()
+                c.publish("plant/meters", payload, qos=1).wait_for_publish(10)
         finally:
             c.disconnect()
             c.loop_stop()
