@@ -82,12 +82,13 @@ def _run(args: argparse.Namespace) -> int:
     import logging  # here: `hub check` imports no logging
     import signal
 
-    from edgestream_hub import logs
+    from edgestream_hub import logs, workers
     from edgestream_hub.config import find_config
     from edgestream_hub.errors import ConfigError, EdgeStreamError, StartError
     from edgestream_hub.service import HubService
 
-    logs.setup(args.log_format, logging.INFO)
+    me = workers.worker_env()
+    logs.setup(args.log_format, logging.INFO, worker=me[0] if me else None)
     try:
         args.config = find_config(args.config)
     except ConfigError as e:
@@ -95,6 +96,20 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     sets = list(args.set) + ([f"hub.log_level={args.log_level}"] if args.log_level else [])
     svc = HubService(args.config, sets=sets, fresh_state=args.fresh_state)
+    cfg = None
+    if me is None:  # the hub, not one of its workers: how many processes?
+        n = workers.supervising()
+        try:
+            cfg = svc.load()
+            if n is None:
+                n = _workers(cfg)
+                if n > 1:  # supervise in a fresh process image: this one holds the SQL compiler (~30 MB)
+                    _reexec(args, n)
+        except EdgeStreamError as e:
+            print(f"edgestream hub run: {e}", file=sys.stderr)
+            return 2
+        if n > 1:
+            return _supervise(args, cfg, n)
 
     def on_stop(signum: int, frame: object) -> None:
         logging.getLogger("edgestream.hub").info("got %s: stopping", signal.Signals(signum).name)
@@ -107,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     try:
-        svc.start()
+        svc.start(cfg)
     except ConfigError as e:
         print(f"edgestream hub run: {e}", file=sys.stderr)
         return 2
@@ -121,6 +136,88 @@ def _run(args: argparse.Namespace) -> int:
                                              f"; console at {svc.api.url}/" if svc.api is not None and
                                              svc.api.api["console"] else "")
     return 0 if svc.run() else 1
+
+
+def _workers(cfg: object) -> int:
+    """The worker processes ``cfg`` runs in: ``hub.workers`` (``auto``: one per core when it can be split);
+    raises ConfigError when the state folder was written by a hub split another way."""
+    import logging
+
+    from edgestream_hub import workers
+    from edgestream_hub.errors import ConfigError
+
+    n = workers.workers_of(cfg.hub)  # type: ignore[attr-defined]
+    if n > 1 and cfg.hub["workers"] == "auto":  # type: ignore[attr-defined]
+        problems = workers.split_problems(cfg)
+        if problems:
+            where, why = problems[0]
+            logging.getLogger("edgestream.hub").info("one process (hub.workers: auto): %s: %s%s", where, why,
+                                                     f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            n = 1
+    problem = workers.check_layout(cfg, n)
+    if problem:
+        from edgestream_hub.errors import ConfigIssue
+
+        raise ConfigError(ConfigIssue("hub.workers", problem))
+    return n
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """``hub run`` arguments that run ``args`` again (in the supervisor's new image, in each worker)."""
+    argv = ["hub", "run", "-c", args.config, "--log-format", args.log_format]
+    for s in args.set:
+        argv += ["--set", s]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    for p in args.fresh_state:
+        argv += ["--fresh-state", p]
+    return argv
+
+
+def _reexec(args: argparse.Namespace, n: int) -> None:
+    """Become the supervisor of ``n`` workers: the same pid (for systemd and whoever started it), a new image
+    that loads the config without compiling its queries (they are in the check cache now)."""
+    import os
+
+    from edgestream_hub import workers
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = dict(os.environ)
+    env[workers.SUPERVISOR_ENV] = str(n)
+    os.execve(sys.executable, [sys.executable, "-m", "edgestream_hub", *_argv(args)], env)
+
+
+def _supervise(args: argparse.Namespace, cfg: object, n: int) -> int:
+    """Run the hub as ``n`` worker processes (``workers.Supervisor``) until SIGTERM/SIGINT; SIGHUP reloads all."""
+    import logging
+    import signal
+
+    from edgestream_hub.errors import StartError
+    from edgestream_hub.workers import Supervisor
+
+    sup = Supervisor(cfg, args.config, n, _argv(args))
+    log = logging.getLogger("edgestream.hub")
+
+    def on_stop(signum: int, frame: object) -> None:
+        log.info("got %s: stopping every worker", signal.Signals(signum).name)
+        sup.stop_requested.set()
+
+    def on_hup(signum: int, frame: object) -> None:
+        sup.reload_requested.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        if not sup.start():
+            return sup.exit_code
+    except StartError as e:
+        print(f"edgestream hub run: cannot start: {e}", file=sys.stderr)
+        return 1
+    log.info("running %s on %d workers (SIGHUP reloads, SIGTERM stops)%s", args.config, n,
+             f"; metrics at {sup.metrics_url}" if sup.metrics_url else "")
+    return sup.run()
 
 
 def _docs(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class ComponentContext:
                  dead_letter: Callable[[str, str | None, Any, str], None] | None = None,
                  late: Callable[[str, str | None, Record], None] | None = None, state_dir: str | None = None,
                  dead_letter_target: bool = False, devices: Any = None, intake: Intake | None = None,
-                 durable: bool = False) -> None:
+                 durable: bool = False, share: Any = None) -> None:
         self.kind = kind
         self.name = name
         self.label = label
@@ -77,6 +77,7 @@ class ComponentContext:
         self.devices = devices
         self.intake = intake if intake is not None else Intake()
         self.durable = durable
+        self.share = share  # a ``workers.Share``: the devices this hub process takes (None: all)
         import logging  # here: `hub check` imports no logging
 
         self.log = logging.getLogger(f"edgestream.hub.{kind}.{label}")

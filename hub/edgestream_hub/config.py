@@ -31,6 +31,32 @@ MAX_CONFIG_BYTES = 1 << 20  # a config file's largest size
 MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
 MAX_NODES = 100_000  # YAML nodes, aliases expanded
 
+MAX_WORKERS = 64
+
+
+def _check_hub(cfg: dict[str, Any], chk: Checker, path: str) -> None:
+    w = cfg["workers"]
+    if w != "auto" and (type(w) is not int or not 1 <= w <= MAX_WORKERS):
+        chk.issue(f"{path}.workers", f"{w!r}: expected auto or a number of processes from 1 to {MAX_WORKERS}")
+        return
+    take, parts = cfg["take"], cfg["partitions"]
+    if take is not None:
+        if parts is None:
+            chk.issue(f"{path}.take", "take needs hub.partitions: how many partitions the cluster's devices are "
+                                      "split into")
+            return
+        if not take:
+            chk.issue(f"{path}.take", "an empty list takes no devices: name at least one partition")
+        for i, t in enumerate(take):
+            if t >= parts:
+                chk.issue(f"{path}.take[{i}]", f"partition {t} does not exist: partitions are 0 to {parts - 1}")
+        if len(set(take)) != len(take):
+            chk.issue(f"{path}.take", f"{take} names a partition twice")
+    if type(w) is int and w > (len(take) if take else parts or w):
+        chk.issue(f"{path}.workers", f"{w} workers for {len(take) if take else parts} partitions: each worker needs "
+                                     "at least one (raise hub.partitions, or lower hub.workers)")
+
+
 HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("shutdown_timeout", "duration", "How long a stop may take to drain in-flight records and flush sinks.",
           default="10s"),
@@ -42,7 +68,16 @@ HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("restart_backoff_max", "duration",
           "Longest backoff of a pipeline whose processors keep failing (sinks use their own `retry`).", default="30s"),
     Field("log_level", "str", "Logging level.", default="info", choices=("debug", "info", "warning", "error")),
-])
+    Field("workers", "any", "Processes that run the pipelines, each for a share of the devices (docs/hub.md, "
+          "Workers): `auto` runs one per core when every part of the config can be split by device, else one; "
+          "a number runs that many (a config error names what cannot be split). Read at start.",
+          default="auto"),
+    Field("partitions", "int", "Partitions the devices are split into (a device's is crc32(id) mod this), across "
+          "every gateway of a cluster (default: the number of workers). Read at start.", default=None, min=1,
+          max=4096),
+    Field("take", "list[int]", "The partitions this hub takes, when several gateways share the devices (default: "
+          "all). Read at start.", default=None, min=0),
+], check=_check_hub)
 
 TLS_SPEC = Spec("tls", "TLS for the MQTT connection.", [
     Field("ca_file", "str", "CA certificate (PEM) that signed the broker's certificate; none uses the system CAs.",
@@ -875,8 +910,22 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
                 chk.issue(path, f"{name!r} is not defined in {section} (defined: {known})")
     optional = {name: chk.parse(spec, data[name], name) or {} for name, spec in OPTIONAL_SPECS.items()
                 if data.get(name) is not None or name in data}
-    return HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"],
-                     devices=devices, data=data, api=optional.get("api"))
+    cfg = HubConfig(top["hub"], connections, sources, sinks, pipelines, top["state"], top["metrics"],
+                    devices=devices, data=data, api=optional.get("api"))
+    _check_workers(cfg, chk)
+    return cfg
+
+
+def _check_workers(cfg: HubConfig, chk: Checker) -> None:
+    """An explicit ``hub.workers`` above 1 needs a config every worker can run its share of."""
+    from edgestream_hub import workers
+
+    w = cfg.hub.get("workers")
+    if type(w) is not int or w < 2 or chk.issues or workers.worker_env() is not None or workers.supervising():
+        return
+    for where, why in workers.split_problems(cfg):
+        chk.issue("hub.workers", f"{w} workers cannot run this config: {where}: {why} (workers: 1, or auto, runs it "
+                                 "in one process)")
 
 
 def _components(data: dict[str, Any], section: str, kind: str, common: Spec, chk: Checker,

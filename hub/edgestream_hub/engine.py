@@ -49,6 +49,7 @@ from edgestream_hub.metrics import STATE_GAUGES, HubMetrics
 from edgestream_hub.queues import BoundedQueue, QueueClosed
 from edgestream_hub.registry import Registry
 from edgestream_hub.supervise import supervise
+from edgestream_hub.workers import share_of, shared_sources
 
 log = logging.getLogger("edgestream.hub")
 Record = dict[str, Any]
@@ -484,6 +485,10 @@ class Engine:
         self.device_service: Any = None
         self.state_dir: Path | None = None
         self.taps: Any = None  # a ``taps.Taps`` when the REST API runs: the latest records it may show
+        self._split: tuple[str, ...] = ()  # hub.workers, partitions, take as started
+        self.share = share_of(config.hub)  # the devices this process takes (hub.workers, hub.partitions, hub.take)
+        if not self.share.whole:
+            self.share.shared = frozenset(shared_sources(config))
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:
@@ -494,6 +499,10 @@ class Engine:
         self.component_state_dir = Path(sd if os.path.isabs(sd) else os.path.join(config.base_dir, sd)) if sd else None
         self.state_interval_s = config.state["interval"] / 1000
         where = state_dir(config.state, config.base_dir)
+        split = tuple(str(config.hub.get(k)) for k in ("workers", "partitions", "take"))
+        if self._running and split != self._split:
+            log.warning("hub.workers, hub.partitions and hub.take take effect at the next start")
+        self._split = split
         if not self._running:
             self.state_dir = where  # the checkpoints' folder; None: not durable
         elif where != self.state_dir:
@@ -586,7 +595,8 @@ class Engine:
                                 state_dir=str(self.component_state_dir) if self.component_state_dir else None,
                                 dead_letter_target=kind == "sink" and cc.name in deadletter.targets(self.config),
                                 devices=self.devices if kind == "source" and self._tracked(cc.name) else None,
-                                intake=Intake() if kind == "source" else None, durable=self.durable)
+                                intake=Intake() if kind == "source" else None, durable=self.durable,
+                                share=self.share)
 
     def _tracked(self, source: str) -> bool:
         """Does this source feed the device registry (``devices.sources``, or every wire source)?"""

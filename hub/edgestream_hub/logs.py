@@ -4,7 +4,8 @@
 ``level``, ``logger``, ``message``; the component fields where the logger or
 the record has them: ``kind`` and ``component`` for a component's logger
 (``edgestream.hub.<kind>.<label>``), and ``component``, ``pipeline``,
-``device`` when a record carries them as ``extra``; ``exception`` with the
+``device`` when a record carries them as ``extra``; ``worker`` in a worker process of a hub with
+``hub.workers`` above 1 (text lines then say ``[worker <k>]`` after the level); ``exception`` with the
 traceback when there is one. Non-ASCII is kept as is (UTF-8); in both formats control and
 bidirectional-control characters of messages are escaped (``errors.printable``).
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _KINDS = ("source", "processor", "sink", "pipeline")
-_EXTRA = ("component", "pipeline", "device")
+_EXTRA = ("component", "pipeline", "device", "worker")
 _FORMATTERS: dict[str, Any] = {}
 
 
@@ -83,14 +84,22 @@ def _formatters() -> dict[str, Any]:
     return _FORMATTERS
 
 
-def setup(fmt: str = "text", level: int = 20, stream: TextIO | None = None) -> logging.Handler:
+def setup(fmt: str = "text", level: int = 20, stream: TextIO | None = None,
+          worker: int | None = None) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) in ``fmt``; replaces the root logger's handlers. ``level``
-    is a ``logging`` level (20: INFO)."""
+    is a ``logging`` level (20: INFO); ``worker``: the index of this worker process, on every record."""
     import logging
 
     f = _formatters()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(f["JsonFormatter"]() if fmt == "json" else f["PrintableFormatter"](TEXT_FORMAT))
+    text = TEXT_FORMAT if worker is None else TEXT_FORMAT.replace(" %(name)s", f" [worker {worker}] %(name)s")
+    handler.setFormatter(f["JsonFormatter"]() if fmt == "json" else f["PrintableFormatter"](text))
+    if worker is not None:
+        def tag(record: logging.LogRecord) -> bool:
+            record.worker = worker
+            return True
+
+        handler.addFilter(tag)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -234,30 +234,36 @@ class HubMetrics:
         self.registry.register(StateCollector(checkpointer))
 
     def serve(self, listen: str, *, read_timeout_s: float = 10.0, max_connections: int = 16) -> Any:
-        """Start the /metrics HTTP endpoint on ``host:port``; returns the running server (``stop()``).
+        """Start the /metrics HTTP endpoint on ``host:port``; returns the running server (``stop()``)."""
+        return serve_registry(self.registry, listen, read_timeout_s=read_timeout_s, max_connections=max_connections)
 
-        Served by the HTTP source's ``BoundedHTTPServer`` and ``DeadlineHandler``: a request whose head
-        has not all arrived after ``read_timeout_s`` is cut (however slowly it trickles in), more than
-        ``max_connections`` at once are answered 503, and a stop never waits for a client. Answers as
-        prometheus_client does (text or OpenMetrics, gzip if asked).
-        """
-        import logging
 
-        from prometheus_client.exposition import MetricsHandler
+def serve_registry(registry: Any, listen: str, *, read_timeout_s: float = 10.0, max_connections: int = 16) -> Any:
+    """Serve a prometheus_client registry's /metrics on ``host:port``; returns the running server (``stop()``).
 
-        from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler
-        from edgestream_hub.spec import parse_hostport
+    Served by the HTTP source's ``BoundedHTTPServer`` and ``DeadlineHandler``: a request whose head
+    has not all arrived after ``read_timeout_s`` is cut (however slowly it trickles in), more than
+    ``max_connections`` at once are answered 503, and a stop never waits for a client. Answers as
+    prometheus_client does (text or OpenMetrics, gzip if asked).
+    """
+    import logging
 
-        host, port = parse_hostport(listen)  # the config check already refused what this would
+    from prometheus_client.exposition import MetricsHandler
 
-        class Handler(DeadlineHandler, MetricsHandler):
-            registry = self.registry
+    from edgestream_hub.httpserver import BoundedHTTPServer, DeadlineHandler
+    from edgestream_hub.spec import parse_hostport
 
-        server = BoundedHTTPServer((host, port), Handler, max_connections=max_connections,
-                                   read_timeout_s=read_timeout_s, log=logging.getLogger("edgestream.hub.metrics"),
-                                   name="metrics")
-        server.serve()
-        return server
+    host, port = parse_hostport(listen)  # the config check already refused what this would
+
+    class Handler(DeadlineHandler, MetricsHandler):
+        pass
+
+    Handler.registry = registry
+    server = BoundedHTTPServer((host, port), Handler, max_connections=max_connections,
+                               read_timeout_s=read_timeout_s, log=logging.getLogger("edgestream.hub.metrics"),
+                               name="metrics")
+    server.serve()
+    return server
 
 
 class DeviceCollector:

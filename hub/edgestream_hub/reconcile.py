@@ -40,6 +40,7 @@ from typing import Any
 
 from edgestream_hub.desired import Desired, DesiredConfigError, DesiredConfigs, desired_dir
 from edgestream_hub.devices import CONTROL, DeviceFeed, DeviceRegistry, registry_path
+from edgestream_hub.workers import share_of
 
 log = logging.getLogger("edgestream.hub.devices")
 
@@ -62,6 +63,7 @@ class DeviceService:
         self.prefix = config["prefix"]
         self.metrics = metrics
         self.feed = feed
+        self.share = share_of(hub.hub)  # the devices this hub process follows (hub.workers)
         state_dir = hub.state.get("dir")
         self.path = registry_path(state_dir, hub.base_dir)
         self.requests = requests_dir(self.path)
@@ -90,14 +92,14 @@ class DeviceService:
             filters = [f"{self.prefix}/+/{k}" for k in ("status", "metrics", "config/ack")]
             if config["homeassistant"]:
                 filters.append(f"{config['homeassistant_prefix']}/status")
-            self.link = MqttLink(conn, config["client_id"] or f"edgestream-hub-{CONTROL}", filters,
-                                 lambda p, t: self._on_mqtt(ingest, p, t), label=CONTROL)
+            client_id = self.share.client_id(config["client_id"] or f"edgestream-hub-{CONTROL}")
+            self.link = MqttLink(conn, client_id, filters, lambda p, t: self._on_mqtt(ingest, p, t), label=CONTROL)
 
     # -- lifecycle --
     def start(self) -> "DeviceService":
         n = self.registry.load(self.path)
         log.info("device registry: %s (%d devices), desired configs: %s", self.path, n, self.desired.folder)
-        self._wanted, _ = self.desired.scan()
+        self._wanted, _ = self._desired_scan()
         for dev, des in self._wanted.items():
             self.registry.set_desired(dev, des.version)
         if self.link is not None:
@@ -126,7 +128,8 @@ class DeviceService:
             if payload == b"online":  # Home Assistant restarted: its discovery state is gone
                 self._ha_done.clear()
             return
-        ingest.payload(payload, f"mqtt {topic}", topic)
+        if self.share.owns_topic(topic, self.prefix):  # another worker's device: that worker follows it
+            ingest.payload(payload, f"mqtt {topic}", topic)
 
     # -- the loop --
     def _run(self) -> None:
@@ -205,13 +208,20 @@ class DeviceService:
 
     # -- configs --
     def _scan(self) -> None:
-        self._wanted, changed = self.desired.scan()
+        self._wanted, changed = self._desired_scan()
         for dev in sorted(changed):
             des = self._wanted.get(dev)
             d = self.registry.set_desired(dev, des.version if des else None)
             if des is not None and d is not None:
                 log.info("device %s: desired config is now version %d (%s)", dev, des.version, des.origin)
                 self._reconcile(dev)
+
+    def _desired_scan(self) -> tuple[dict[str, Desired], set[str]]:
+        """The desired configs of this process's devices, and which of them changed."""
+        wanted, changed = self.desired.scan()
+        if self.share.whole:
+            return wanted, changed
+        return ({d: v for d, v in wanted.items() if self.share.owns(d)}, {d for d in changed if self.share.owns(d)})
 
     def _reconcile_all(self) -> None:
         for dev in sorted(self._wanted):
@@ -232,7 +242,7 @@ class DeviceService:
         """Send the desired config if the device does not run it."""
         d = self.registry.get(dev)
         des = self._wanted.get(dev)
-        if d is None or des is None or d.config_reported == des.version:
+        if d is None or des is None or d.config_reported == des.version or not self.share.owns(dev):
             return
         kind, label = d.route()
         if kind == "none":

@@ -24,10 +24,10 @@ import os
 import threading
 from typing import Any, Mapping, Sequence
 
-from edgestream_hub import heap
+from edgestream_hub import heap, workers
 from edgestream_hub.config import MAX_CONFIG_BYTES, HubConfig, load_config
 from edgestream_hub.engine import Engine
-from edgestream_hub.errors import ConfigError, EdgeStreamError
+from edgestream_hub.errors import ConfigError, ConfigIssue, EdgeStreamError
 from edgestream_hub.registry import Registry
 from edgestream_hub.supervise import supervise
 from edgestream_hub.systemd import notify, reloading
@@ -58,11 +58,21 @@ class HubService:
         self._reload_lock = threading.Lock()
 
     def load(self) -> HubConfig:
-        return load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
+        cfg = load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
+        w = workers.worker_env()
+        if w is not None:  # a worker of a hub with hub.workers > 1: its own folder and metrics port
+            problems = workers.split_problems(cfg)
+            if problems:  # e.g. a reload that adds a file sink: two workers would write one file
+                raise ConfigError([ConfigIssue("hub.workers", f"{w[1]} workers cannot run this config: {where}: {why} "
+                                                              "(stop the hub and start it again to run it in one "
+                                                              "process)") for where, why in problems])
+            workers.adjust(cfg, w[0])
+        return cfg
 
-    def start(self) -> "HubService":
+    def start(self, config: HubConfig | None = None) -> "HubService":
+        """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
-        cfg = self.load()
+        cfg = config if config is not None else self.load()
         self._digest = _digest(cfg.text)
         self._last_stat = _stat(self.path)
         engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry,
@@ -82,7 +92,22 @@ class HubService:
             kwargs={"wait": self.stop_requested.wait, "backoff_max_s": 5.0}, name="config-watch", daemon=True)
         self._watcher.start()
         notify("READY=1", f"STATUS=running {self.path}")
+        if workers.worker_env() is not None:
+            self._tell_supervisor()
         return self
+
+    def _tell_supervisor(self) -> None:
+        """A worker says it runs, and where its metrics are, in ``worker.json`` of its folder."""
+        import json
+
+        assert self.engine is not None
+        folder = self.engine.component_state_dir
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{workers.READY_FILE}.tmp"
+        tmp.write_text(json.dumps({"pid": os.getpid(), "metrics": self.engine.metrics_url}), encoding="utf-8")
+        os.replace(tmp, folder / workers.READY_FILE)
     def _start_api(self, api: dict[str, Any] | None) -> None:
         """Serve the REST API and the console of ``api`` (None: none); raises StartError if it cannot bind."""
         if api is None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -129,9 +130,13 @@ def test_a_kill_while_writing_leaves_the_previous_checkpoint(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, WRITE_DELAY_ENV: "5000"})
     try:
         deadline = time.monotonic() + 20
-        while not list(tmp_path.glob(".checkpoint-*.tmp")) and time.monotonic() < deadline:
+
+        def started() -> list[Path]:  # created, and its first half written
+            return [f for f in tmp_path.glob(".checkpoint-*.tmp") if f.stat().st_size > 0]
+
+        while not started() and time.monotonic() < deadline:
             time.sleep(0.01)
-        tmp = list(tmp_path.glob(".checkpoint-*.tmp"))
+        tmp = started()
         assert tmp and 0 < tmp[0].stat().st_size < 100000  # half written when the kill lands
     finally:
         p.send_signal(signal.SIGKILL)

@@ -120,8 +120,8 @@ class _Relay(threading.Thread):
 
 def serve(port: int, directory: Path) -> int:
     """Run mosquitto on the recommended config until a signal stops it; the exit code of the command."""
+    from edgestream_hub.parent_death import die_with_parent
     from edgestream_tools.broker import Mosquitto, find_mosquitto, write_config
-    from edgestream_tools.parent_death import die_with_parent
 
     conf = write_config(directory, port)
     # SIGTERM when this process dies without stopping it (kill -9): it saves its sessions and frees the port

@@ -126,7 +126,7 @@ class Procs:
     """The processes the demo started, each with its log file; stopped in reverse order."""
 
     def __init__(self, logs: Path) -> None:
-        from edgestream_tools.parent_death import die_with_parent
+        from edgestream_hub.parent_death import die_with_parent
 
         self._die_with_demo = die_with_parent(signal.SIGTERM)  # each stops itself when the demo dies, however
         self.logs = logs

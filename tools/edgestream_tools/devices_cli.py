@@ -104,21 +104,40 @@ class _Fleet:
             raise ConfigError(f"{args.config}: no `devices` section: the device registry is off (docs/hub.md, Devices)")
         self.cfg = self.hub.devices
         self.prefix = self.cfg["prefix"]
+        from edgestream_hub.workers import worker_dirs
+
         sd = self.hub.state.get("dir")
         self.path = registry_path(sd, self.hub.base_dir)
+        # a hub of several workers keeps one registry per worker, each of its own devices
+        self.paths = [d / self.path.name for d in worker_dirs(self.hub)] or [self.path]
+        if len(self.paths) > 1:
+            self.path = self.paths[0].parent.parent / "worker-*" / self.path.name
         self.store = DesiredConfigs(desired_dir(self.cfg["desired_dir"], sd, self.hub.base_dir), self.cfg["desired"])
         self.conn = self.hub.connections.get(self.cfg["connection"]) if self.cfg["connection"] else None
 
     def registry(self) -> dict[str, Any] | None:
+        """The registry file (of every worker, merged: the devices of all, ``hubs`` the (pid, saved_ms) of
+        each, ``saved_ms`` the oldest)."""
         from edgestream_hub.devices import read_registry
 
-        try:
-            return read_registry(self.path)
-        except FileNotFoundError:
+        parts = []
+        for path in self.paths:
+            try:
+                parts.append(read_registry(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as e:
+                print(f"edgestream devices: cannot read the registry {path}: {e}", file=sys.stderr)
+        if not parts:
             return None
-        except (OSError, ValueError) as e:
-            print(f"edgestream devices: cannot read the registry {self.path}: {e}", file=sys.stderr)
-            return None
+        merged = dict(parts[0])
+        merged["devices"] = {}
+        for part in parts:
+            merged["devices"].update(part["devices"])
+        merged["hubs"] = [(p.get("pid"), p.get("saved_ms")) for p in parts]
+        saved = [p["saved_ms"] for p in parts if type(p.get("saved_ms")) is int]
+        merged["saved_ms"] = min(saved) if saved else None
+        return merged
 
     def device(self, dev: str) -> dict[str, Any] | None:
         reg = self.registry()
@@ -128,8 +147,7 @@ class _Fleet:
     def hub_running(self) -> bool:
         """Is the hub that writes this registry alive (same machine)?"""
         reg = self.registry()
-        pid = (reg or {}).get("pid")
-        return type(pid) is int and pid > 0 and hub_alive(pid, (reg or {}).get("saved_ms"))
+        return any(type(pid) is int and pid > 0 and hub_alive(pid, saved) for pid, saved in (reg or {}).get("hubs", []))
 
     def link(self, filters: list[str], on_payload: Any) -> Any:
         from edgestream_hub.sender import MqttLink

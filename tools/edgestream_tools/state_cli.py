@@ -9,8 +9,10 @@
 
 Without ``-c`` the config is ``/etc/edgestream/hub.yaml``, else ``./hub.yaml``
 (as for ``hub run``). The folder is the config's ``state.dir`` (default
-``.edgestream/state`` beside hub.yaml). ``list``, ``inspect`` and ``verify`` only read, so they work beside
-a running hub; ``reset`` refuses to run while a hub holds the folder.
+``.edgestream/state`` beside hub.yaml); a hub that ran several worker processes (``hub.workers``) has one
+folder per worker (``worker-<k>``), and each command runs on each of them in turn (``reset --all`` also
+forgets how the state was split, so the next start may split it another way). ``list``, ``inspect`` and
+``verify`` only read, so they work beside a running hub; ``reset`` refuses to run while a hub holds the folder.
 
 Exit codes: 0 done (``verify``: every checkpoint is intact and the one a start
 would use fits the config); 1 ``verify`` found a damaged checkpoint or state
@@ -76,12 +78,26 @@ def run(args: argparse.Namespace) -> int:
     except EdgeStreamError as e:
         print(f"edgestream state {args.action}: {e}", file=sys.stderr)
         return 2
+    from edgestream_hub import workers
+
     folder = state_dir(cfg.state, cfg.base_dir)
     if folder is None:
         print(f"{args.config}: state.enabled is false: this hub keeps no checkpoints")
         return 0
-    store = CheckpointStore(folder, full_every=cfg.state["full_every"], retain=cfg.state["retain"])
-    return int({"list": _list, "inspect": _inspect, "verify": _verify, "reset": _reset}[args.action](args, cfg, store))
+    action = {"list": _list, "inspect": _inspect, "verify": _verify, "reset": _reset}[args.action]
+    folders = workers.worker_dirs(cfg)
+    if not folders:
+        store = CheckpointStore(folder, full_every=cfg.state["full_every"], retain=cfg.state["retain"])
+        return int(action(args, cfg, store))
+    rc = 0
+    for i, f in enumerate(folders):
+        print(f"worker {i} ({f}):", flush=True)
+        rc = max(rc, int(action(args, cfg, CheckpointStore(f, full_every=cfg.state["full_every"],
+                                                           retain=cfg.state["retain"]))))
+    if args.action == "reset" and args.all and rc == 0:
+        (workers.base_dir_of(cfg) / workers.LAYOUT_FILE).unlink(missing_ok=True)
+        print("forgot how the state was split: the next start may run another number of workers")
+    return rc
 
 
 def _when(ms: int | None) -> str:

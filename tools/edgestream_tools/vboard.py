@@ -71,8 +71,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgestream_hub.errors import EdgeStreamError
+from edgestream_hub.parent_death import die_with_parent
 from edgestream_tools import micropython as mp
-from edgestream_tools.parent_death import die_with_parent
 
 
 class VBoardError(EdgeStreamError):

@@ -285,7 +285,8 @@ class FileSink(Sink):
 
     def __init__(self, config: dict[str, Any], ctx: ComponentContext) -> None:
         self.ctx = ctx
-        self.path = Path(ctx.resolve(config["path"]))
+        share = getattr(ctx, "share", None)
+        self.path = Path(ctx.resolve(config["path"].replace("{worker}", str(share.index if share is not None else 0))))
         self.format = _format_of(str(self.path), config["format"])
         self.rotate_size = config["rotate_size"]
         self.rotate_ms = config["rotate_interval"]
@@ -477,7 +478,9 @@ def _check_file_sink(cfg: dict[str, Any], chk: Checker, path: str) -> None:
 
 @component(Spec("file", "Appends records to a JSON-lines or CSV file, with size- or time-based rotation. A record "
                 "that cannot be written (NaN, a CSV row with unknown fields) goes to the dead-letter sink.", [
-    Field("path", "str", "The file (relative to the config file's folder); its folder is created."),
+    Field("path", "str", "The file (relative to the config file's folder); its folder is created. `{worker}` in "
+          "it is the number of the hub's worker process (0 in a one-process hub): with it, each worker of a hub "
+          "with `hub.workers` writes a file of its own (docs/hub.md, Workers)."),
     Field("format", "str", "`auto` picks csv for `.csv` files, jsonl otherwise.", default="auto",
           choices=("auto", "jsonl", "csv")),
     Field("columns", "list[str]", "CSV columns (default: the first record's fields).", default=None),

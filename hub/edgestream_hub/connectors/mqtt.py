@@ -262,8 +262,15 @@ class MqttSource(Source):
         self.topics = config["topics"]
         self.qos = config["qos"]
         self.clean = config["clean_session"]
-        self.client_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
+        share = getattr(ctx, "share", None)
+        base_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
+        self.client_id = share.client_id(base_id) if share is not None else base_id
         group = config["shared_group"]
+        if not group and share is not None and ctx.name in share.shared:
+            group = f"edgestream-{ctx.label}"  # stateless: the broker splits the messages between the workers
+        # the devices of other hub processes are theirs (a shared group is split by the broker instead)
+        self._share = share if share is not None and not share.whole and not group else None
+        self._key_prefix = config["prefix"] if config["decode"] == "wire" else None
         self.filters = [f"$share/{group}/{t}" if group else t for t in self.topics]
         self.format = config["decode"]
         import hashlib
@@ -424,12 +431,13 @@ class MqttSource(Source):
     def _matches(self, topic: str) -> bool:
         import paho.mqtt.client as mqtt
 
-        wanted = any(mqtt.topic_matches_sub(t, topic) for t in self.topics)
+        matched = any(mqtt.topic_matches_sub(t, topic) for t in self.topics)
+        wanted = matched and (self._share is None or self._share.owns_topic(topic, self._key_prefix))
         if len(self._wanted) >= 4096:
             self._wanted.clear()
         self._wanted[topic] = wanted
         now = time.monotonic()
-        if not wanted and now - self._unwanted_logged_at >= 60:
+        if not matched and now - self._unwanted_logged_at >= 60:
             self._unwanted_logged_at = now
             self.ctx.log.info("dropping messages on %s: it matches none of %s (a subscription left by an earlier "
                               "config; logged at most once a minute)", topic, ", ".join(self.topics))
@@ -611,7 +619,9 @@ class MqttSink(Sink):
         self.retain = config["retain"]
         self.per = config["per"]
         self.timeout_s = config["timeout"] / 1000
-        self.client_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
+        share = getattr(ctx, "share", None)
+        base_id = config["client_id"] or f"edgestream-hub-{ctx.label}"
+        self.client_id = share.client_id(base_id) if share is not None else base_id
         self._client: Any = None
         self._tls: _TlsContext | None = None
         self.connected = threading.Event()

@@ -1,0 +1,587 @@
+"""One hub on several processes (``hub.workers``), and one hub's share of a cluster (``hub.partitions``, ``hub.take``).
+
+A device belongs to partition ``crc32(device) % partitions``. A hub takes the partitions ``hub.take`` names
+(default: all), and each of its worker processes a share of those (worker ``k`` of ``n``: ``take[k::n]``).
+Every worker subscribes to the same MQTT topic filters and keeps only the messages of its devices (the
+device level of ``<prefix>/<device>/<kind>``; the whole topic for ``decode: json`` and ``raw``), dropping the
+rest before decoding them: each device's records reach one worker, in order, so its windows and sequence
+tracking stay whole. A source with ``shared_group`` is split by the broker instead (no device affinity).
+
+A pipeline runs in every worker only if nothing in it needs records from devices of other partitions:
+stateless processors, and SQL whose state is per device (``GROUP BY device``) or per topic. A component that
+cannot run in several processes at once (a serial port, a file written by one writer, the REST API) keeps
+the hub in one process: ``workers: auto`` (the default) then runs one, an explicit count is a config error
+that names it (``split_problems``).
+
+``hub run`` with more than one worker supervises them (``Supervisor``): one process per share, each with
+its own state folder (``<state>/worker-<k>``), client ids and checkpoints; the supervisor serves the merged
+``/metrics``, forwards SIGHUP (reload) and SIGTERM (stop) to all, restarts a worker that dies and stops
+them all when it stops (a SIGKILL of the supervisor takes them down too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    import subprocess
+
+#: set in a worker process: ``"<index>/<workers>"``
+ENV = "EDGESTREAM_WORKER"
+#: set in the supervisor once it re-executed itself to supervise this many workers (the split is decided)
+SUPERVISOR_ENV = "EDGESTREAM_SUPERVISE"
+#: the file a worker writes in its folder once it runs: its pid and where its metrics are served
+READY_FILE = "worker.json"
+#: the file in the state folder that says how the hub's state is split
+LAYOUT_FILE = "workers.json"
+#: processors that keep no state across records
+_STATELESS = {"passthrough", "filter", "map"}
+#: sinks several processes may write at once
+_SHARED_SINKS = {"mqtt", "sqlite", "http", "log"}
+
+class _Log:
+    """The module's logger, made on first use: ``hub check`` (which reads this module) imports no logging."""
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.getLogger("edgestream.hub.workers"), name)
+
+
+log: Any = _Log()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a device id (or topic): stable across processes, machines and Python versions.
+
+    >>> partition_of("dev01", 4), partition_of("dev04", 4)
+    (2, 1)
+    """
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+class Share:
+    """The partitions one hub process takes: ``owns(device)``, ``owns_topic(topic, prefix)``."""
+
+    __slots__ = ("index", "workers", "partitions", "mine", "shared", "_topics")
+
+    def __init__(self, partitions: int = 1, take: Sequence[int] | None = None, index: int = 0,
+                 workers: int = 1) -> None:
+        self.index, self.workers, self.partitions = index, workers, partitions
+        taken = list(take) if take is not None else list(range(partitions))
+        self.mine = frozenset(taken[index::workers])
+        self.shared: frozenset[str] = frozenset()  # sources the broker splits (``shared_sources``)
+        self._topics: dict[str, bool] = {}
+
+    @property
+    def whole(self) -> bool:
+        """Does this process take every partition (a one-process hub that is not part of a cluster)?"""
+        return len(self.mine) == self.partitions
+
+    def owns(self, key: str) -> bool:
+        return self.whole or partition_of(key, self.partitions) in self.mine
+
+    def owns_topic(self, topic: str, prefix: str | None) -> bool:
+        """Is a message on ``topic`` this process's: by its device level under the wire layout ``prefix``,
+        else (``prefix`` None, or a topic outside the layout) by the whole topic."""
+        if self.whole:
+            return True
+        known = self._topics.get(topic)
+        if known is not None:
+            return known
+        key = topic
+        if prefix is not None and topic.startswith(prefix + "/"):
+            dev = topic[len(prefix) + 1:].split("/", 1)[0]
+            key = dev or topic
+        mine = self.owns(key)
+        if len(self._topics) >= 4096:
+            self._topics.clear()
+        self._topics[topic] = mine
+        return mine
+
+    def client_id(self, base: str) -> str:
+        """``base`` for a whole hub; else ``base-p<partitions taken>``: unique per share, so two workers (or two
+        gateways of a cluster) never take each other's MQTT session, and stable across restarts."""
+        if self.whole:
+            return base
+        return f"{base}-p{'.'.join(str(p) for p in sorted(self.mine))}"
+
+    def __repr__(self) -> str:
+        return f"Share(worker {self.index + 1}/{self.workers}, partitions {sorted(self.mine)} of {self.partitions})"
+
+
+def worker_env() -> tuple[int, int] | None:
+    """``(index, workers)`` in a worker process, else None."""
+    raw = os.environ.get(ENV)
+    if not raw:
+        return None
+    try:
+        index, n = (int(x) for x in raw.split("/"))
+    except ValueError:
+        return None
+    return (index, n) if 0 <= index < n else None
+
+
+def supervising() -> int | None:
+    """The number of workers this process supervises (it re-executed itself with the split decided), else None."""
+    raw = os.environ.get(SUPERVISOR_ENV, "")
+    return int(raw) if raw.isdigit() and int(raw) > 1 else None
+
+
+def share_of(hub: dict[str, Any]) -> Share:
+    """This process's share, from the ``hub`` section and (in a worker) the environment."""
+    partitions, take = layout(hub, workers_of(hub))
+    w = worker_env()
+    index, n = w if w is not None else (0, 1)
+    return Share(partitions, take, index, n)
+
+
+def workers_of(hub: dict[str, Any]) -> int:
+    """The number of worker processes the ``hub`` section asks for (``auto``: the cores, at most the partitions
+    taken); a worker process answers with the count its supervisor started."""
+    w = worker_env()
+    if w is not None:
+        return w[1]
+    want = hub.get("workers", "auto")
+    take = hub.get("take")
+    room = len(take) if take else (hub.get("partitions") or 1 << 30)
+    if want == "auto":
+        return max(1, min(os.cpu_count() or 1, room))
+    return int(want)
+
+
+def layout(hub: dict[str, Any], workers: int) -> tuple[int, list[int]]:
+    """``(partitions, take)``: ``partitions`` defaults to the number of workers, ``take`` to all of them."""
+    partitions = hub.get("partitions") or workers
+    take = list(hub.get("take") or range(partitions))
+    return partitions, take
+
+
+# -- which configs split --
+def split_problems(cfg: Any) -> list[tuple[str, str]]:
+    """Why ``cfg`` cannot run in several processes: ``(config path, reason)`` for each part that cannot (none:
+    it can). Compiles the SQL processors (to see whether their state is per device)."""
+    out: list[tuple[str, str]] = []
+    keyed: dict[str, str | None] = {}  # source -> the field its records are partitioned by (None: by topic)
+    for name, cc in cfg.sources.items():
+        if cc.type != "mqtt":
+            out.append((cc.path, f"a {cc.type} source is read by one process"))
+        elif cc.config.get("shared_group"):
+            keyed[name] = ""  # split by the broker, message by message: no key holds
+        else:
+            keyed[name] = "device" if cc.config.get("decode", "wire") == "wire" else None
+    for cc in cfg.sinks.values():
+        if cc.type == "file" and "{worker}" in cc.config["path"]:
+            continue  # a file per worker
+        if cc.type not in _SHARED_SINKS:
+            hint = " (put {worker} in its path for a file per worker)" if cc.type == "file" else ""
+            out.append((cc.path, f"a {cc.type} sink is written by one process{hint}"))
+    if cfg.api is not None:
+        out.append(("api", "the REST API and the console are served by one process"))
+    for p in cfg.pipelines.values():
+        fields = {keyed.get(s, "") for s in p.sources}
+        for cc in p.processors:
+            if cc.type in _STATELESS:
+                continue
+            if cc.type != "sql":
+                out.append((cc.path, f"a {cc.type} processor may keep state across devices"))
+                continue
+            why = _sql_split(cc, cfg, fields)
+            if why:
+                out.append((f"{cc.path}.query", why))
+    return out
+
+
+def shared_sources(cfg: Any) -> set[str]:
+    """MQTT sources the broker may split message by message (a ``$share`` group of every worker): on an MQTT 5
+    connection, decoding ``json`` or ``raw`` (a wire source tracks each device's sequence numbers, which needs
+    all of a device's messages), feeding only pipelines that keep no state. Measured the cheapest split
+    (``bench/bench_intake.py``): each message crosses the socket once."""
+    out = set()
+    for name, cc in cfg.sources.items():
+        conn = cfg.connections.get(cc.config.get("connection") or "default") or {}
+        if cc.type != "mqtt" or cc.config.get("shared_group") or cc.config.get("decode") == "wire" \
+                or conn.get("protocol") != "5":
+            continue
+        pipelines = [p for p in cfg.pipelines.values() if name in p.sources]
+        if all(cc2.type in _STATELESS or (cc2.type == "sql" and _sql_split(cc2, cfg, {""}) is None)
+               for p in pipelines for cc2 in p.processors):
+            out.add(name)
+    return out
+
+
+def _sql_split(cc: Any, cfg: Any, fields: set[str | None]) -> str | None:
+    """Why this SQL processor cannot run per partition, or None."""
+    from edgestream_hub.components import ComponentContext
+    from edgestream_hub.errors import EdgeStreamError
+    from edgestream_hub.processors import sql_processor
+    from edgestream_hub.sql import ir
+
+    ctx = ComponentContext("processor", cc.label, cc.label, base_dir=cfg.base_dir)
+    try:
+        proc = sql_processor(cc.config, ctx)
+    except EdgeStreamError:
+        return None  # the config check reports it
+    plan = getattr(proc, "proc", proc).plan
+    if plan.mode == "rows" and not plan.analytics and plan.limit is None:
+        return None  # stateless
+    if plan.mode == "join":
+        return "a join matches records of every device"
+    if plan.analytics or plan.mode == "rows":
+        return "it keeps state across records (an analytic function or LIMIT) that is not per device"
+    if plan.mode == "window_rows":
+        return "a window without GROUP BY holds the records of every device"
+    grouped = {k.path[0] for k in plan.keys if isinstance(k, ir.Field) and len(k.path) == 1}
+    if "" in fields:
+        return "a source with shared_group splits messages with no device affinity: only stateless SQL runs"
+    if None in fields:
+        return "a source with decode json or raw is split by topic: only stateless SQL runs"
+    if "device" not in grouped:
+        return "its groups span devices: add `device` to GROUP BY to run it per worker"
+    return None
+
+
+# -- the state folder --
+def base_dir_of(cfg: Any) -> Path:
+    """The folder a hub keeps its files in: ``state.dir``, else ``.edgestream`` beside the config."""
+    sd = cfg.state.get("dir")
+    p = Path(sd).expanduser() if sd else Path(".edgestream")
+    return p if p.is_absolute() else Path(cfg.base_dir) / p
+
+
+def worker_dir(base: Path, index: int) -> Path:
+    return base / f"worker-{index}"
+
+
+def adjust(cfg: Any, index: int) -> None:
+    """Make a loaded config worker ``index``'s: its own state folder, metrics on a free loopback port (the
+    supervisor merges them), the desired configs of the whole hub."""
+    base = base_dir_of(cfg)
+    if cfg.devices is not None and not cfg.devices.get("desired_dir"):
+        from edgestream_hub.desired import desired_dir
+
+        cfg.devices["desired_dir"] = str(desired_dir(None, cfg.state.get("dir"), cfg.base_dir))
+    cfg.state["dir"] = str(worker_dir(base, index))
+    if cfg.metrics.get("listen"):
+        cfg.metrics["listen"] = "127.0.0.1:0"
+
+
+def check_layout(cfg: Any, workers: int) -> str | None:
+    """Why the state folder cannot be used by ``workers`` processes with this config's partitions, or None
+    (and the layout is written down). A hub's open windows and sequence positions live in the folder of
+    the worker that owns the device: another split would lose them."""
+    from edgestream_hub.checkpoint import CheckpointStore, state_dir
+
+    if state_dir(cfg.state, cfg.base_dir) is None:
+        return None
+    base = base_dir_of(cfg)
+    partitions, take = layout(cfg.hub, workers)
+    want = {"workers": workers, "partitions": partitions, "take": take}
+    path = base / LAYOUT_FILE
+    try:
+        have = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        have = None
+    except (OSError, ValueError) as e:
+        return f"cannot read {path}: {e}"
+    single = state_dir(cfg.state, cfg.base_dir)
+    single_has = single is not None and single.is_dir() and bool(CheckpointStore(single).numbers())
+    if have is None:
+        have = {"workers": 1, "partitions": 1, "take": [0]} if single_has else None
+    if have is not None and have != want:
+        return (f"the state in {base} was written by a hub of {have['workers']} worker(s) taking partitions "
+                f"{have['take']} of {have['partitions']}; this config runs {workers} taking {take} of {partitions}. "
+                f"Open windows and sequence positions live with the worker that owned each device: set hub.workers "
+                f"(and hub.partitions, hub.take) back, or start from empty state with `edgestream state reset --all`")
+    if workers > 1 or len(take) != partitions:
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(want), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as e:
+            return f"cannot write {path}: {e.strerror or e}"
+    elif path.exists():
+        path.unlink()
+    return None
+
+
+def worker_dirs(cfg: Any) -> list[Path]:
+    """The worker folders of the hub whose config is ``cfg`` (none for a one-process hub)."""
+    base = base_dir_of(cfg)
+    try:
+        n = int(json.loads((base / LAYOUT_FILE).read_text(encoding="utf-8"))["workers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [worker_dir(base, i) for i in range(n)] if n > 1 else []
+
+
+# -- the supervisor --
+class Supervisor:
+    """Starts ``workers`` processes of ``edgestream hub run`` on one config, serves their merged metrics,
+    forwards reloads and stops, restarts one that dies. ``run()`` returns the exit code."""
+
+    def __init__(self, cfg: Any, path: str, workers: int, argv: Sequence[str]) -> None:
+        import threading
+
+        self.cfg, self.path, self.n, self.argv = cfg, path, workers, list(argv)
+        self.base = base_dir_of(cfg)
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self.restarts = [0] * workers
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self._metrics: Any = None
+        self.metrics_url: str | None = None
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        import signal
+        import subprocess
+        import sys
+
+        from edgestream_hub.parent_death import die_with_parent
+
+        env = dict(os.environ)
+        env.pop(SUPERVISOR_ENV, None)
+        env[ENV] = f"{index}/{self.n}"
+        env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
+        ready = worker_dir(self.base, index) / READY_FILE
+        try:
+            ready.unlink()
+        except OSError:
+            pass
+        die = die_with_parent(signal.SIGKILL)  # a SIGKILL of the supervisor takes the workers down too
+
+        def preexec() -> None:
+            os.setpgid(0, 0)  # a Ctrl-C reaches the supervisor only, which stops the workers in order
+            die()
+
+        return subprocess.Popen([sys.executable, "-m", "edgestream_hub", *self.argv], env=env, preexec_fn=preexec)
+
+    def start(self) -> bool:
+        """Start every worker and wait until each runs; False (all stopped) if one could not start."""
+        import time
+
+        for i in range(self.n):
+            self.procs[i] = self._spawn(i)
+        deadline = time.monotonic() + 120
+        waiting = set(range(self.n))
+        while waiting and time.monotonic() < deadline and not self.stop_requested.is_set():
+            for i in sorted(waiting):
+                p = self.procs[i]
+                assert p is not None
+                if p.poll() is not None:
+                    log.error("worker %d could not start (exit %d)", i, p.returncode)
+                    self.exit_code = p.returncode if p.returncode in (1, 2) else 1
+                    self._stop_all()
+                    return False
+                if self._ready(i) is not None:
+                    waiting.discard(i)
+            time.sleep(0.05)
+        if waiting:
+            if not self.stop_requested.is_set():
+                log.error("workers %s did not start in time", ", ".join(map(str, sorted(waiting))))
+            self.exit_code = 0 if self.stop_requested.is_set() else 1
+            self._stop_all()
+            return False
+        if self.cfg.metrics.get("listen"):
+            self._serve_metrics()
+        return True
+
+    exit_code = 0
+
+    def _ready(self, index: int) -> dict[str, Any] | None:
+        p = self.procs[index]
+        try:
+            info = json.loads((worker_dir(self.base, index) / READY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) and p is not None and info.get("pid") == p.pid else None
+
+    def _serve_metrics(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from edgestream_hub.metrics import serve_registry
+
+        m = self.cfg.metrics
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(MergedCollector(self))
+        try:
+            self._metrics = serve_registry(reg, m["listen"], read_timeout_s=m["read_timeout"] / 1000,
+                                                      max_connections=m["max_connections"])
+        except OSError as e:
+            from edgestream_hub.errors import StartError
+
+            self._stop_all()
+            raise StartError("metrics", f"cannot listen on {m['listen']}: {e.strerror or e}") from e
+        host, port = self._metrics.server_address[:2]
+        self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+
+    def worker_urls(self) -> list[tuple[int, str]]:
+        out = []
+        for i in range(self.n):
+            info = self._ready(i)
+            if info and isinstance(info.get("metrics"), str):
+                out.append((i, info["metrics"]))
+        return out
+
+    def run(self) -> int:
+        """Until a stop is asked: restart a worker that died (backoff 1 s doubling to 30 s), forward reloads."""
+        import signal
+        import time
+
+        from edgestream_hub.systemd import notify
+
+        notify("READY=1", f"STATUS=running {self.path} on {self.n} workers")
+        due: dict[int, float] = {}
+        backoff = [1.0] * self.n
+        while not self.stop_requested.wait(0.1):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                log.info("reloading %s in every worker", self.path)
+                self._signal(signal.SIGHUP)
+            now = time.monotonic()
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None:
+                    log.error("worker %d exited (code %d): starting it again in %.0fs", i, p.returncode, backoff[i])
+                    self.procs[i] = None
+                    due[i] = now + backoff[i]
+                    backoff[i] = min(backoff[i] * 2, 30.0)
+                elif p is not None and self._ready(i) is not None:
+                    backoff[i] = 1.0
+                if self.procs[i] is None and now >= due.get(i, 0):
+                    self.restarts[i] += 1
+                    self.procs[i] = self._spawn(i)
+        return self.stop()
+
+    def _signal(self, sig: int) -> None:
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                try:
+                    p.send_signal(sig)
+                except OSError:
+                    pass
+
+    def _stop_all(self, timeout_s: float = 30.0) -> bool:
+        import signal
+        import subprocess
+        import time
+
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                rc = p.wait(max(0.1, deadline - time.monotonic()))
+                ok = ok and rc == 0
+            except subprocess.TimeoutExpired:
+                log.error("worker pid %d did not stop in time: killing it", p.pid)
+                p.kill()
+                p.wait()
+                ok = False
+        return ok
+
+    def stop(self) -> int:
+        from edgestream_hub.systemd import notify
+
+        notify("STOPPING=1", f"STATUS=stopping {self.path}")
+        ok = self._stop_all(self.cfg.hub["shutdown_timeout"] / 1000 + 10)
+        if self._metrics is not None:
+            self._metrics.stop()
+        return 0 if ok else 1
+
+
+#: gauges whose merged value is not the sum of the workers'
+_GAUGE_MERGE = {"edgestream_state_checkpoint_duration_seconds": max, "edgestream_state_checkpoint_age_seconds": max,
+                "edgestream_devices_desired_invalid": max, "process_start_time_seconds": min}
+
+
+class MergedCollector:
+    """The workers' metrics as one hub's: counters, histograms and most gauges summed by label set, the
+    gauges in ``_GAUGE_MERGE`` merged by their rule, ``*_info`` by max; plus ``edgestream_hub_workers`` and
+    ``edgestream_hub_worker_restarts_total``. A worker that does not answer within 2 s is left out (and
+    ``edgestream_hub_workers_scraped`` says how many answered)."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        texts = scrape(self.sup.worker_urls())
+        yield from merge(texts.values())
+        g = GaugeMetricFamily("edgestream_hub_workers", "Worker processes of this hub (hub.workers).")
+        g.add_metric([], self.sup.n)
+        yield g
+        g = GaugeMetricFamily("edgestream_hub_workers_scraped", "Workers whose metrics this scrape merged.")
+        g.add_metric([], len(texts))
+        yield g
+        c = CounterMetricFamily("edgestream_hub_worker_restarts", "Worker processes started again after they died.",
+                                labels=["worker"])
+        for i, n in enumerate(self.sup.restarts):
+            c.add_metric([str(i)], n)
+        yield c
+
+
+def scrape(urls: Sequence[tuple[int, str]], timeout_s: float = 2.0) -> dict[int, str]:
+    """Each worker's metrics text, fetched at once (the slowest bounds the scrape)."""
+    import threading
+    import urllib.request
+
+    out: dict[int, str] = {}
+
+    def one(i: int, url: str) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
+                out[i] = r.read().decode("utf-8")
+        except (OSError, ValueError) as e:
+            log.warning("metrics of worker %d not merged: %s", i, e)
+
+    threads = [threading.Thread(target=one, args=(i, u), daemon=True) for i, u in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s + 1)
+    return dict(out)
+
+
+def merge(texts: Iterable[str]) -> Iterable[Any]:
+    """Metric families of several Prometheus text expositions merged into one (see ``MergedCollector``)."""
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.samples import Sample
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                values[fam.name] = {}
+            rule = _GAUGE_MERGE.get(fam.name) or (max if fam.name.endswith("_info") or fam.type == "info" else None)
+            acc = values[fam.name]
+            for s in fam.samples:
+                k = (s.name, tuple(sorted(s.labels.items())))
+                if k not in acc:
+                    acc[k] = s.value
+                elif s.name.endswith("_created"):
+                    acc[k] = min(acc[k], s.value)
+                elif fam.type == "gauge" or rule is not None:
+                    acc[k] = (rule or _sum)(acc[k], s.value)
+                else:
+                    acc[k] += s.value
+    for name, fam in families.items():
+        fam.samples = [Sample(n, dict(labels), v) for (n, labels), v in values[name].items()]
+        yield fam
+
+
+def _sum(a: float, b: float) -> float:
+    return a + b
