@@ -69,7 +69,6 @@ def exits_quickly(args: argparse.Namespace) -> bool:
 def _check(args: argparse.Namespace) -> int:
     import gc
 
-    from edgestream_hub.config import find_config, load_config
     from edgestream_hub.errors import ConfigError, EdgeStreamError
 
     # no cyclic garbage collection while checking: the imports (sqlglot's ~1000 classes) would trigger passes
@@ -77,6 +76,8 @@ def _check(args: argparse.Namespace) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
+        from edgestream_hub.config import find_config, load_config
+
         args.config = find_config(args.config)
         cfg = load_config(args.config, sets=args.set)
     except ConfigError as e:
