@@ -18,6 +18,7 @@ with the query as the filename. The source is kept in ``Program.source``
 
 from __future__ import annotations
 
+from heapq import heapreplace
 from typing import Any, Callable, Optional, Sequence
 
 from . import analytic, ir
@@ -335,6 +336,8 @@ class Program:
         emit("    wm = S.wm")
         if p.mode == "session":
             emit("    _cur = S.cur")
+            if not self.limits.active:
+                emit("    _H, _SS = S.heap, S.sessions")
         if p.mode == "sliding" and not self.limits.active:
             # the arrival number and the closes counted towards the next sweep of idle groups, in locals
             # between calls to add and close
@@ -460,10 +463,14 @@ class Program:
                 emit("            _seq = max(_seq, S.seq)")  # (and counted the record)
             emit("        finally:")
             emit("            if wm >= nxt:")
+            ci = "                "
+            if p.mode == "session" and not lim.active:
+                self._session_regrow(emit, ci)
+                ci += "    "
             if p.mode == "sliding" and not lim.active:
-                emit("                S._closes = _cl")
-            emit("                out.extend(S.close(wm, now))")
-            emit("                nxt = S.nxt")
+                emit(ci + "S._closes = _cl")
+            emit(ci + "out.extend(S.close(wm, now))")
+            emit(ci + "nxt = S.nxt")
             if p.mode == "sliding" and not lim.active:
                 emit("                _cl, _swa = S._closes, S._sweep_at")
         emit("    S.wm = wm")
@@ -545,6 +552,28 @@ class Program:
             emit(ind + "    " + u)
         emit(ind + "    if ts > _c[1]: _c[1] = ts")
         emit(ind + "else:")
+
+    def _session_regrow(self, emit: Callable[[str], None], ind: str) -> None:
+        """Session windows: the heap entries at its top that are stale (their session grew since they were
+        pushed) are re-pushed with the real end here, exactly as ``SessionExecutor.close`` would begin, and
+        ``close`` is called only when an entry is due, or gone (the usual in-order stream moves its sessions'
+        ends far more often than it ends a session). Without state limits only (``close`` rechecks them)."""
+        w = self.plan.window
+        if w is None:
+            raise AssertionError("session mode without a window")
+        i2, i3 = ind + "    ", ind + "        "
+        emit(ind + "while _H:")
+        emit(i2 + "_e, _sq = _H[0]")
+        emit(i2 + "_ss = _SS.get(_sq)")
+        emit(i2 + "if _ss is None: break")
+        emit(i2 + f"_re = _ss[1] + {w.timeout}")
+        emit(i2 + f"if _ss[0] + {w.size} < _re: _re = _ss[0] + {w.size}")
+        emit(i2 + "if _re <= _e: break")
+        emit(i2 + f"{self.gen.const(heapreplace)}(_H, (_re, _sq))")
+        emit(i2 + "if _H[0][0] > wm:")
+        emit(i3 + "nxt = S.nxt = _H[0][0]")
+        emit(i3 + "break")
+        emit(ind + "if wm >= nxt:")
 
     def _make_room(self, emit: Callable[[str], None], ind: str) -> None:
         lim = self.limits
