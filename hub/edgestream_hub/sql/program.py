@@ -295,7 +295,8 @@ class Program:
         emit(i2 + "c = _g[4]")
         for u in self._slide_checks():
             emit(i2 + u)
-        emit(i2 + "_n = _seq = _seq + 1")
+        # the arrival number, as ``_n`` where an aggregate reads it (first_value, last_value, collect)
+        emit(i2 + ("_n = _seq = _seq + 1" if any(re.search(r"\b_n\b", u) for u in updates) else "_seq += 1"))
         emit(i2 + "_a = _g[1]")
         emit(i2 + "s = _g[3]")
         emit(i2 + "_i = _g[2] + len(_a)")
@@ -308,11 +309,12 @@ class Program:
         emit(i2 + f"_lo = ts - {w.size}")
         emit(i2 + "if _a[0][0] < _lo:")  # the record itself stays: the loop never empties the range
         emit(i3 + "_h = _i = _g[2]")
-        emit(i3 + "while _a[0][0] < _lo:")
+        emit(i3 + "while True:")  # (the first test is the one above)
         emit(i3 + "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= _a.popleft()[1]")
         for u in self.slide_remove:
             emit(i3 + "    " + u)
         emit(i3 + "    _i += 1")
+        emit(i3 + "    if _a[0][0] >= _lo: break")
         emit(i3 + "_tch += _i - _h")
         emit(i3 + "_g[2] = _i")
         if p.order or p.limit is not None:
