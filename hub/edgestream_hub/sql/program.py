@@ -329,7 +329,7 @@ class Program:
                 emit(i3 + x)
             i4 = i3
             if having is not None:
-                emit(i3 + f"if not {having}:")
+                emit(i3 + f"if not ({having}):")
                 emit(i3 + "    _ef += 1")
                 emit(i3 + "else:")
                 i4 = i3 + "    "
