@@ -96,8 +96,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import logging  # here: `hub check` imports no logging
+    import signal
 
     from edgestream_hub import logs, workers
+
+    # a reload asked for while the config loads (or across the supervisor's re-exec, which keeps an ignored
+    # signal ignored) must not kill the hub: SIGHUP is ignored until its handler is in place
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from edgestream_hub.config import find_config
     from edgestream_hub.errors import ConfigError, EdgeStreamError, StartError
     from edgestream_hub.service import HubService
@@ -117,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             cfg = svc.load()
             if n is None:
-                n = _workers(cfg)
+                n = _workers(cfg, svc.registry)
                 if n > 1:  # supervise in a fresh process image: this one holds the SQL compiler (~30 MB)
                     _reexec(args, n)
         except EdgeStreamError as e:
@@ -162,7 +167,7 @@ def _on_signals(target: Any, stopping: str) -> None:
     signal.signal(signal.SIGHUP, on_hup)
 
 
-def _workers(cfg: Any) -> int:
+def _workers(cfg: Any, registry: Any) -> int:
     """The worker processes ``cfg`` runs in: ``hub.workers`` (``auto``: one per core when it can be split);
     raises ConfigError when the state folder was written by a hub split another way."""
     import logging
@@ -171,13 +176,20 @@ def _workers(cfg: Any) -> int:
     from edgestream_hub.errors import ConfigError
 
     n = workers.workers_of(cfg.hub)
-    if n > 1 and cfg.hub["workers"] == "auto":
-        problems = workers.split_problems(cfg)
+    if cfg.hub["workers"] == "auto":
+        log = logging.getLogger("edgestream.hub")
+        problems = workers.split_problems(cfg, registry) if n > 1 else []
         if problems:
             where, why = problems[0]
-            logging.getLogger("edgestream.hub").info("one process (hub.workers: auto): %s: %s%s", where, why,
-                                                     f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            log.info("one process (hub.workers: auto): %s: %s%s", where, why,
+                     f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             n = 1
+        kept = workers.recorded_split(cfg)
+        if isinstance(kept, dict) and kept["workers"] != n and (kept["workers"] == 1 or not problems):
+            log.info("hub.workers: auto keeps the %d worker process(es) the state in %s was written by "
+                     "(`edgestream state reset --all` lets the next start choose again)", kept["workers"],
+                     workers.base_dir_of(cfg))
+            n = kept["workers"]
     problem = workers.check_layout(cfg, n)
     if problem:
         from edgestream_hub.errors import ConfigIssue

@@ -920,15 +920,22 @@ def parse_config(data: dict[str, Any], chk: Checker, registry: Registry) -> HubC
 
 
 def _check_workers(cfg: HubConfig, chk: Checker) -> None:
-    """An explicit ``hub.workers`` above 1 needs a config every worker can run its share of."""
+    """An explicit ``hub.workers`` above 1 needs a config every worker can run its share of; a gateway that takes
+    some of a cluster's partitions needs processors whose state is per device."""
     from edgestream_hub import workers
 
-    w = cfg.hub.get("workers")
-    if type(w) is not int or w < 2 or chk.issues or workers.worker_env() is not None or workers.supervising():
+    w, take, parts = cfg.hub.get("workers"), cfg.hub.get("take"), cfg.hub.get("partitions")
+    explicit = type(w) is int and w >= 2
+    cluster = take is not None and parts is not None and len(take) < parts
+    if not (explicit or cluster) or chk.issues or workers.worker_env() is not None or workers.supervising():
         return
-    for where, why in workers.split_problems(cfg):
-        chk.issue("hub.workers", f"{w} workers cannot run this config: {where}: {why} (workers: 1, or auto, runs it "
-                                 "in one process)")
+    for where, why in workers.split_problems(cfg, chk.registry, local_parts=explicit):
+        if explicit:
+            chk.issue("hub.workers", f"{w} workers cannot run this config: {where}: {why} (workers: 1, or auto, "
+                                     "runs it in one process)")
+        else:
+            chk.issue("hub.take", f"a gateway taking {len(take or [])} of {parts} partitions sees only those devices: "
+                                  f"{where}: {why}")
 
 
 def _components(data: dict[str, Any], section: str, kind: str, common: Spec, chk: Checker,

@@ -488,7 +488,7 @@ class Engine:
         self._split: tuple[str, ...] = ()  # hub.workers, partitions, take as started
         self.share = share_of(config.hub)  # the devices this process takes (hub.workers, hub.partitions, hub.take)
         if not self.share.whole:
-            self.share.shared = frozenset(shared_sources(config))
+            self.share.shared = frozenset(shared_sources(config, self.registry))
         self._apply_hub(config)
 
     def _apply_hub(self, config: HubConfig) -> None:
@@ -614,7 +614,7 @@ class Engine:
         def dl(component: str, pl: str | None, record: Any, reason: str) -> None:
             self.dead_letter(component, pl, record, reason)
 
-        return DeviceService(config.devices, config, self.devices, self.metrics, dl)
+        return DeviceService(config.devices, config, self.devices, self.metrics, dl, share=self.share)
 
     def _start_devices(self, service: Any) -> None:
         if service is not None:

@@ -58,12 +58,13 @@ class DeviceService:
     """See the module doc. ``config`` is the parsed ``devices`` section; ``hub`` the whole ``HubConfig``."""
 
     def __init__(self, config: dict[str, Any], hub: Any, feed: DeviceFeed, metrics: Any = None,
-                 dead_letter: Any = None) -> None:
+                 dead_letter: Any = None, share: Any = None) -> None:
         self.config = config
         self.prefix = config["prefix"]
         self.metrics = metrics
         self.feed = feed
-        self.share = share_of(hub.hub)  # the devices this hub process follows (hub.workers)
+        # the devices this hub process follows (hub.workers): the engine's, fixed at its start
+        self.share = share if share is not None else share_of(hub.hub)
         state_dir = hub.state.get("dir")
         self.path = registry_path(state_dir, hub.base_dir)
         self.requests = requests_dir(self.path)
@@ -98,6 +99,11 @@ class DeviceService:
     # -- lifecycle --
     def start(self) -> "DeviceService":
         n = self.registry.load(self.path)
+        if not self.share.whole:  # left by an earlier split: another worker follows them now
+            with self.registry.lock:
+                for dev in [d for d in self.registry.devices if not self.share.owns(d)]:
+                    del self.registry.devices[dev]
+            n = len(self.registry.devices)
         log.info("device registry: %s (%d devices), desired configs: %s", self.path, n, self.desired.folder)
         self._wanted, _ = self._desired_scan()
         for dev, des in self._wanted.items():

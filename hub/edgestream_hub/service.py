@@ -61,12 +61,20 @@ class HubService:
         cfg = load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
         w = workers.worker_env()
         if w is not None:  # a worker of a hub with hub.workers > 1: its own folder and metrics port
-            problems = workers.split_problems(cfg)
+            problems = workers.split_problems(cfg, self.registry)
             if problems:  # e.g. a reload that adds a file sink: two workers would write one file
                 raise ConfigError([ConfigIssue("hub.workers", f"{w[1]} workers cannot run this config: {where}: {why} "
                                                               "(stop the hub and start it again to run it in one "
                                                               "process)") for where, why in problems])
             workers.adjust(cfg, w[0])
+        eng = self.engine
+        if eng is not None and not eng.share.whole:
+            shared = frozenset(workers.shared_sources(cfg, self.registry))
+            if shared != eng.share.shared:  # its subscriptions were chosen at start
+                raise ConfigError(ConfigIssue("sources", f"the sources the broker splits between workers would change "
+                                                         f"({', '.join(sorted(eng.share.shared)) or 'none'} -> "
+                                                         f"{', '.join(sorted(shared)) or 'none'}): stop the hub and "
+                                                         "start it again to apply this config"))
         return cfg
 
     def start(self, config: HubConfig | None = None) -> "HubService":

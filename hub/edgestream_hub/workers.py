@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 if TYPE_CHECKING:
     import subprocess
 
-#: set in a worker process: ``"<index>/<workers>"``
+#: set in a worker process: ``"<index>/<workers>/<partitions>/<taken partitions, comma-separated>"``: the split
+#: its supervisor decided at start (a worker started again later keeps it, whatever the file says by then)
 ENV = "EDGESTREAM_WORKER"
 #: set in the supervisor once it re-executed itself to supervise this many workers (the split is decided)
 SUPERVISOR_ENV = "EDGESTREAM_SUPERVISE"
@@ -75,7 +76,7 @@ class Share:
         taken = list(take) if take is not None else list(range(partitions))
         self.mine = frozenset(taken[index::workers])
         self.shared: frozenset[str] = frozenset()  # sources the broker splits (``shared_sources``)
-        self._topics: dict[str, bool] = {}
+        self._topics: dict[tuple[str | None, str], bool] = {}
 
     @property
     def whole(self) -> bool:
@@ -90,7 +91,7 @@ class Share:
         else (``prefix`` None, or a topic outside the layout) by the whole topic."""
         if self.whole:
             return True
-        known = self._topics.get(topic)
+        known = self._topics.get((prefix, topic))
         if known is not None:
             return known
         key = topic
@@ -100,7 +101,7 @@ class Share:
         mine = self.owns(key)
         if len(self._topics) >= 4096:
             self._topics.clear()
-        self._topics[topic] = mine
+        self._topics[(prefix, topic)] = mine  # one source keys by device, another by topic: both asked
         return mine
 
     def client_id(self, base: str) -> str:
@@ -116,14 +117,26 @@ class Share:
 
 def worker_env() -> tuple[int, int] | None:
     """``(index, workers)`` in a worker process, else None."""
+    w = _worker_split()
+    return (w[0], w[1]) if w is not None else None
+
+
+def _worker_split() -> tuple[int, int, int, list[int]] | None:
     raw = os.environ.get(ENV)
     if not raw:
         return None
     try:
-        index, n = (int(x) for x in raw.split("/"))
+        index, n, partitions, take = raw.split("/")
+        out = (int(index), int(n), int(partitions), [int(x) for x in take.split(",")])
     except ValueError:
         return None
-    return (index, n) if 0 <= index < n else None
+    return out if 0 <= out[0] < out[1] else None
+
+
+def worker_value(index: int, workers: int, hub: dict[str, Any]) -> str:
+    """The ``ENV`` value for worker ``index`` of ``workers`` on the ``hub`` section's partitions."""
+    partitions, take = layout(hub, workers)
+    return f"{index}/{workers}/{partitions}/{','.join(map(str, take))}"
 
 
 def supervising() -> int | None:
@@ -133,11 +146,12 @@ def supervising() -> int | None:
 
 
 def share_of(hub: dict[str, Any]) -> Share:
-    """This process's share, from the ``hub`` section and (in a worker) the environment."""
+    """This process's share: in a worker, the one its supervisor gave it; else from the ``hub`` section."""
+    w = _worker_split()
+    if w is not None:
+        return Share(w[2], w[3], w[0], w[1])
     partitions, take = layout(hub, workers_of(hub))
-    w = worker_env()
-    index, n = w if w is not None else (0, 1)
-    return Share(partitions, take, index, n)
+    return Share(partitions, take, 0, 1)
 
 
 def workers_of(hub: dict[str, Any]) -> int:
@@ -162,45 +176,70 @@ def layout(hub: dict[str, Any], workers: int) -> tuple[int, list[int]]:
 
 
 # -- which configs split --
-def split_problems(cfg: Any) -> list[tuple[str, str]]:
+def split_problems(cfg: Any, registry: Any = None, *, local_parts: bool = True) -> list[tuple[str, str]]:
     """Why ``cfg`` cannot run in several processes: ``(config path, reason)`` for each part that cannot (none:
-    it can). Compiles the SQL processors (to see whether their state is per device)."""
+    it can). Compiles the SQL processors (with ``registry``'s functions) to see whether their state is per
+    device. ``local_parts=False`` leaves out what only matters within one machine (non-MQTT sources, sinks,
+    the API): what a gateway taking some partitions of a cluster must satisfy."""
     out: list[tuple[str, str]] = []
     keyed: dict[str, str | None] = {}  # source -> the field its records are partitioned by (None: by topic)
     for name, cc in cfg.sources.items():
+        wire = cc.config.get("decode", "wire") == "wire"
         if cc.type != "mqtt":
-            out.append((cc.path, f"a {cc.type} source is read by one process"))
+            if local_parts:
+                out.append((cc.path, f"a {cc.type} source is read by one process"))
+            keyed[name] = "device"  # all of its devices in the one process that reads it
         elif cc.config.get("shared_group"):
             keyed[name] = ""  # split by the broker, message by message: no key holds
+            if wire:
+                out.append((f"{cc.path}.shared_group", "a shared group splits a device's messages, and a wire source "
+                                                        "tracks each device's sequence numbers (gaps, duplicates)"))
         else:
-            keyed[name] = "device" if cc.config.get("decode", "wire") == "wire" else None
-    for cc in cfg.sinks.values():
-        if cc.type == "file" and "{worker}" in cc.config["path"]:
-            continue  # a file per worker
-        if cc.type not in _SHARED_SINKS:
-            hint = " (put {worker} in its path for a file per worker)" if cc.type == "file" else ""
-            out.append((cc.path, f"a {cc.type} sink is written by one process{hint}"))
-    if cfg.api is not None:
-        out.append(("api", "the REST API and the console are served by one process"))
+            keyed[name] = "device" if wire else None
+    if local_parts:
+        for cc in cfg.sinks.values():
+            if cc.type == "file" and "{worker}" in cc.config["path"]:
+                continue  # a file per worker
+            if cc.type not in _SHARED_SINKS:
+                hint = " (put {worker} in its path for a file per worker)" if cc.type == "file" else ""
+                out.append((cc.path, f"a {cc.type} sink is written by one process{hint}"))
+        if cfg.api is not None:
+            out.append(("api", "the REST API and the console are served by one process"))
     for p in cfg.pipelines.values():
         fields = {keyed.get(s, "") for s in p.sources}
+        device_kept = True  # every processor so far passes each record's `device` on unchanged
         for cc in p.processors:
-            if cc.type in _STATELESS:
+            if cc.type in ("passthrough", "filter"):
+                continue
+            if cc.type == "map":
+                device_kept = device_kept and not _map_touches(cc.config, "device")
                 continue
             if cc.type != "sql":
                 out.append((cc.path, f"a {cc.type} processor may keep state across devices"))
+                device_kept = False
                 continue
-            why = _sql_split(cc, cfg, fields)
+            why, keeps = _sql_split(cc, cfg, registry, fields, device_kept)
             if why:
                 out.append((f"{cc.path}.query", why))
+            device_kept = device_kept and keeps
     return out
 
 
-def shared_sources(cfg: Any) -> set[str]:
+def _map_touches(cfg: dict[str, Any], name: str) -> bool:
+    """Does a ``map`` processor change or remove the field ``name``?"""
+    rename = cfg.get("rename") or {}
+    keep = cfg.get("keep")
+    return (name in rename or name in rename.values() or name in (cfg.get("set") or {})
+            or name in (cfg.get("scale") or {}) or name in (cfg.get("drop") or [])
+            or (keep is not None and name not in keep))
+
+
+def shared_sources(cfg: Any, registry: Any = None) -> set[str]:
     """MQTT sources the broker may split message by message (a ``$share`` group of every worker): on an MQTT 5
     connection, decoding ``json`` or ``raw`` (a wire source tracks each device's sequence numbers, which needs
-    all of a device's messages), feeding only pipelines that keep no state. Measured the cheapest split
-    (``bench/bench_intake.py``): each message crosses the socket once."""
+    all of a device's messages), feeding only pipelines that keep no state and sinks where order does not
+    matter (no SQLite upsert ``key``, no retained MQTT message: a later record could land before an earlier
+    one). Measured the cheapest split (``bench/bench_intake.py``): each message crosses the socket once."""
     out = set()
     for name, cc in cfg.sources.items():
         conn = cfg.connections.get(cc.config.get("connection") or "default") or {}
@@ -208,41 +247,60 @@ def shared_sources(cfg: Any) -> set[str]:
                 or conn.get("protocol") != "5":
             continue
         pipelines = [p for p in cfg.pipelines.values() if name in p.sources]
-        if all(cc2.type in _STATELESS or (cc2.type == "sql" and _sql_split(cc2, cfg, {""}) is None)
+        sinks = [cfg.sinks[s] for p in pipelines for s in p.sinks if s in cfg.sinks]
+        if any((k.type == "sqlite" and k.config.get("key")) or (k.type == "mqtt" and k.config.get("retain"))
+               for k in sinks):
+            continue
+        if all(cc2.type in _STATELESS or (cc2.type == "sql" and _sql_split(cc2, cfg, registry, {""}, True)[0] is None)
                for p in pipelines for cc2 in p.processors):
             out.add(name)
     return out
 
 
-def _sql_split(cc: Any, cfg: Any, fields: set[str | None]) -> str | None:
-    """Why this SQL processor cannot run per partition, or None."""
+def _sql_split(cc: Any, cfg: Any, registry: Any, fields: set[str | None],
+               device_kept: bool) -> tuple[str | None, bool]:
+    """Why this SQL processor cannot run per partition (or None), and whether its output rows carry their
+    input's ``device`` unchanged."""
     from edgestream_hub.components import ComponentContext
     from edgestream_hub.errors import EdgeStreamError
     from edgestream_hub.processors import sql_processor
     from edgestream_hub.sql import ir
 
-    ctx = ComponentContext("processor", cc.label, cc.label, base_dir=cfg.base_dir)
+    ctx = ComponentContext("processor", cc.label, cc.label, base_dir=cfg.base_dir, registry=registry)
     try:
         proc = sql_processor(cc.config, ctx)
-    except EdgeStreamError:
-        return None  # the config check reports it
+    except EdgeStreamError as e:
+        return f"cannot tell whether it keeps state per device: {e}", False
     plan = getattr(proc, "proc", proc).plan
+    streams = {s.alias for s in plan.query.streams}
+
+    def stream_field(e: Any, name: str) -> bool:
+        return isinstance(e, ir.Field) and e.source in streams and e.path == (name,)
+
+    outs = [(n, e) for n, e in plan.select if n != "*"]
+    named = [e for n, e in outs if n == "device"]
+    keeps = (stream_field(named[0], "device") if named else plan.star) and plan.mode == "rows"
     if plan.mode == "rows" and not plan.analytics and plan.limit is None:
-        return None  # stateless
+        return None, keeps  # stateless
     if plan.mode == "join":
-        return "a join matches records of every device"
+        return "a join matches records of every device", False
     if plan.analytics or plan.mode == "rows":
-        return "it keeps state across records (an analytic function or LIMIT) that is not per device"
+        return "it keeps state across records (an analytic function or LIMIT) that is not per device", False
     if plan.mode == "window_rows":
-        return "a window without GROUP BY holds the records of every device"
-    grouped = {k.path[0] for k in plan.keys if isinstance(k, ir.Field) and len(k.path) == 1}
+        return "a window without GROUP BY holds the records of every device", False
+    if plan.limit is not None or plan.order:
+        return "ORDER BY and LIMIT sort and cut a window's rows across devices", False
+    grouped = {k.path[0] for k in plan.keys if isinstance(k, ir.Field) and k.source in streams and len(k.path) == 1}
     if "" in fields:
-        return "a source with shared_group splits messages with no device affinity: only stateless SQL runs"
+        return "a source with shared_group splits messages with no device affinity: only stateless SQL runs", False
     if None in fields:
-        return "a source with decode json or raw is split by topic: only stateless SQL runs"
+        return "a source with decode json or raw is split by topic: only stateless SQL runs", False
     if "device" not in grouped:
-        return "its groups span devices: add `device` to GROUP BY to run it per worker"
-    return None
+        return "its groups span devices: add `device` to GROUP BY to run it per worker", False
+    if not device_kept:
+        return ("a processor before it changes or removes `device`, so GROUP BY device no longer follows the "
+                "worker's devices"), False
+    return None, False
 
 
 # -- the state folder --
@@ -270,17 +328,12 @@ def adjust(cfg: Any, index: int) -> None:
         cfg.metrics["listen"] = "127.0.0.1:0"
 
 
-def check_layout(cfg: Any, workers: int) -> str | None:
-    """Why the state folder cannot be used by ``workers`` processes with this config's partitions, or None
-    (and the layout is written down). A hub's open windows and sequence positions live in the folder of
-    the worker that owns the device: another split would lose them."""
+def recorded_split(cfg: Any) -> dict[str, Any] | str | None:
+    """The split the state folder's checkpoints were written with (``{"workers", "partitions", "take"}``),
+    None when there are none, or why the layout file cannot be used."""
     from edgestream_hub.checkpoint import CheckpointStore, state_dir
 
-    if state_dir(cfg.state, cfg.base_dir) is None:
-        return None
     base = base_dir_of(cfg)
-    partitions, take = layout(cfg.hub, workers)
-    want = {"workers": workers, "partitions": partitions, "take": take}
     path = base / LAYOUT_FILE
     try:
         have = json.loads(path.read_text(encoding="utf-8"))
@@ -291,20 +344,39 @@ def check_layout(cfg: Any, workers: int) -> str | None:
     if have is not None and not (isinstance(have, dict) and type(have.get("workers")) is int
                                  and type(have.get("partitions")) is int and isinstance(have.get("take"), list)):
         return f"{path} is not a layout this hub wrote (delete it if no hub runs on this folder)"
-    single = state_dir(cfg.state, cfg.base_dir)
 
     def has_checkpoints(folder: Path | None) -> bool:
         return folder is not None and folder.is_dir() and bool(CheckpointStore(folder).numbers())
 
-    if have is None:
-        have = {"workers": 1, "partitions": 1, "take": [0]} if has_checkpoints(single) else None
-    elif have["workers"] > 1 and not any(has_checkpoints(worker_dir(base, i)) for i in range(have["workers"])):
-        have = None  # written down, but no worker checkpointed anything: nothing to lose
-    if have is not None and have != want:
-        return (f"the state in {base} was written by a hub of {have['workers']} worker(s) taking partitions "
-                f"{have['take']} of {have['partitions']}; this config runs {workers} taking {take} of {partitions}. "
-                f"Open windows and sequence positions live with the worker that owned each device: set hub.workers "
-                f"(and hub.partitions, hub.take) back, or start from empty state with `edgestream state reset --all`")
+    if have is None or have["workers"] == 1:
+        single = state_dir(cfg.state, cfg.base_dir) or base / "state"
+        return have or {"workers": 1, "partitions": 1, "take": [0]} if has_checkpoints(single) else None
+    if not any(has_checkpoints(worker_dir(base, i)) for i in range(have["workers"])):
+        return None  # written down, but no worker checkpointed anything: nothing to lose
+    return have
+
+
+def check_layout(cfg: Any, workers: int) -> str | None:
+    """Why the state folder cannot be used by ``workers`` processes with this config's partitions, or None
+    (and the layout is written down, for ``edgestream state`` and ``edgestream devices``). A hub's open windows
+    and sequence positions live in the folder of the worker that owns the device: another split would lose
+    them (a hub without checkpoints has none to lose)."""
+    from edgestream_hub.checkpoint import state_dir
+
+    base = base_dir_of(cfg)
+    partitions, take = layout(cfg.hub, workers)
+    want = {"workers": workers, "partitions": partitions, "take": take}
+    path = base / LAYOUT_FILE
+    if state_dir(cfg.state, cfg.base_dir) is not None:
+        have = recorded_split(cfg)
+        if isinstance(have, str):
+            return have
+        if have is not None and have != want:
+            return (f"the state in {base} was written by a hub of {have['workers']} worker(s) taking partitions "
+                    f"{have['take']} of {have['partitions']}; this config runs {workers} taking {take} of "
+                    f"{partitions}. Open windows and sequence positions live with the worker that owned each device: "
+                    f"set hub.workers (and hub.partitions, hub.take) back, or start from empty state with "
+                    f"`edgestream state reset --all`")
     if workers > 1 or len(take) != partitions:
         try:
             base.mkdir(parents=True, exist_ok=True)
@@ -329,6 +401,12 @@ def worker_dirs(cfg: Any) -> list[Path]:
 
 
 # -- the supervisor --
+def restart_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--fresh-state P``: that was for the first start; a worker started again resumes from
+    its own checkpoint (its messages were acknowledged once it held them)."""
+    return [a for i, a in enumerate(argv) if a != "--fresh-state" and (i == 0 or argv[i - 1] != "--fresh-state")]
+
+
 class Supervisor:
     """Starts ``workers`` processes of ``edgestream hub run`` on one config, serves their merged metrics,
     forwards reloads and stops, restarts one that dies. ``run()`` returns the exit code."""
@@ -339,7 +417,10 @@ class Supervisor:
         self.cfg, self.path, self.n, self.argv = cfg, path, workers, list(argv)
         self.base = base_dir_of(cfg)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self.started = [False] * workers  # each worker ran once (a restart drops --fresh-state)
         self.restarts = [0] * workers
+        self.last_metrics: dict[int, str] = {}  # each worker's last answer (served while it does not answer)
+        self._lock_fd: int | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self._metrics: Any = None
@@ -354,7 +435,7 @@ class Supervisor:
 
         env = dict(os.environ)
         env.pop(SUPERVISOR_ENV, None)
-        env[ENV] = f"{index}/{self.n}"
+        env[ENV] = worker_value(index, self.n, self.cfg.hub)
         env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
         ready = worker_dir(self.base, index) / READY_FILE
         try:
@@ -365,14 +446,29 @@ class Supervisor:
 
         def preexec() -> None:
             os.setpgid(0, 0)  # a Ctrl-C reaches the supervisor only, which stops the workers in order
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker handles it: a reload, never a kill
             die()
 
-        return subprocess.Popen([sys.executable, "-m", "edgestream_hub", *self.argv], env=env, preexec_fn=preexec)
+        argv = restart_argv(self.argv) if self.started[index] else self.argv
+        return subprocess.Popen([sys.executable, "-m", "edgestream_hub", *argv], env=env, preexec_fn=preexec)
 
     def start(self) -> bool:
         """Start every worker and wait until each runs; False (all stopped) if one could not start."""
         import time
 
+        from edgestream_hub import pidlock
+
+        try:  # a second `hub run` on this folder must not touch the running one's workers
+            self.base.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = pidlock.take(self.base / "supervisor.lock")
+        except pidlock.Held as e:
+            log.error("another hub (pid %s) runs on %s: stop it first", e.holder, self.base)
+            self.exit_code = 1
+            return False
+        except OSError as e:
+            log.error("cannot lock %s: %s", self.base / "supervisor.lock", e.strerror or e)
+            self.exit_code = 1
+            return False
         for i in range(self.n):
             self.procs[i] = self._spawn(i)
         deadline = time.monotonic() + 120
@@ -388,6 +484,7 @@ class Supervisor:
                     return False
                 if self._ready(i) is not None:
                     waiting.discard(i)
+                    self.started[i] = True
             time.sleep(0.05)
         if waiting:
             if not self.stop_requested.is_set():
@@ -428,14 +525,6 @@ class Supervisor:
         host, port = self._metrics.server_address[:2]
         self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
-    def worker_urls(self) -> list[tuple[int, str]]:
-        out = []
-        for i in range(self.n):
-            info = self._ready(i)
-            if info and isinstance(info.get("metrics"), str):
-                out.append((i, info["metrics"]))
-        return out
-
     def run(self) -> int:
         """Until a stop is asked: restart a worker that died (backoff 1 s doubling to 30 s), forward reloads."""
         import signal
@@ -450,7 +539,7 @@ class Supervisor:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 log.info("reloading %s in every worker", self.path)
-                self._signal(signal.SIGHUP)
+                self._signal(signal.SIGHUP, ready_only=True)  # one still starting reads the file as it is
             now = time.monotonic()
             for i, p in enumerate(self.procs):
                 if p is not None and p.poll() is not None:
@@ -460,13 +549,16 @@ class Supervisor:
                     backoff[i] = min(backoff[i] * 2, 30.0)
                 elif p is not None and self._ready(i) is not None:
                     backoff[i] = 1.0
+                    self.started[i] = True
                 if self.procs[i] is None and now >= due.get(i, 0):
                     self.restarts[i] += 1
                     self.procs[i] = self._spawn(i)
         return self.stop()
 
-    def _signal(self, sig: int) -> None:
-        for p in self.procs:
+    def _signal(self, sig: int, ready_only: bool = False) -> None:
+        for i, p in enumerate(self.procs):
+            if ready_only and self._ready(i) is None:
+                continue
             if p is not None and p.poll() is None:
                 try:
                     p.send_signal(sig)
@@ -501,6 +593,9 @@ class Supervisor:
         ok = self._stop_all(self.cfg.hub["shutdown_timeout"] / 1000 + 10)
         if self._metrics is not None:
             self._metrics.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         return 0 if ok else 1
 
 
@@ -512,11 +607,14 @@ _GAUGE_MERGE = {"edgestream_state_checkpoint_duration_seconds": max, "edgestream
 class MergedCollector:
     """The workers' metrics as one hub's: counters, histograms and most gauges summed by label set, the
     gauges in ``_GAUGE_MERGE`` merged by their rule, ``*_info`` by max; plus ``edgestream_hub_workers`` and
-    ``edgestream_hub_worker_restarts_total``. A worker that does not answer within 2 s is left out (and
-    ``edgestream_hub_workers_scraped`` says how many answered)."""
+    ``edgestream_hub_worker_restarts_total``. Merged counters never go back: a worker that does not answer
+    within 2 s counts with its last answer (``edgestream_hub_workers_scraped`` says how many answered), and
+    the counters of a worker that was started again are added to its new ones."""
 
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
+        self.pids: dict[int, Any] = {}  # the pid each worker's last answer came from
+        self.banked: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}  # ended workers' counters
 
     def describe(self) -> list[Any]:
         return []
@@ -524,12 +622,22 @@ class MergedCollector:
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        texts = scrape(self.sup.worker_urls())
-        yield from merge(texts.values())
+        ready = {i: info for i in range(self.sup.n) if (info := self.sup._ready(i)) is not None
+                 and isinstance(info.get("metrics"), str)}
+        texts = scrape([(i, info["metrics"]) for i, info in ready.items()])
+        last = self.sup.last_metrics
+        for i, text in texts.items():
+            pid = ready[i].get("pid")
+            if i in last and self.pids.get(i) != pid:  # a new process: what the old one counted stays counted
+                bank(last[i], self.banked)
+            self.pids[i] = pid
+            last[i] = text
+        yield from merge((last[i] for i in sorted(last)), self.banked)
         g = GaugeMetricFamily("edgestream_hub_workers", "Worker processes of this hub (hub.workers).")
         g.add_metric([], self.sup.n)
         yield g
-        g = GaugeMetricFamily("edgestream_hub_workers_scraped", "Workers whose metrics this scrape merged.")
+        g = GaugeMetricFamily("edgestream_hub_workers_scraped", "Workers that answered this scrape (the others count "
+                                                                "with their last answer).")
         g.add_metric([], len(texts))
         yield g
         c = CounterMetricFamily("edgestream_hub_worker_restarts", "Worker processes started again after they died.",
@@ -561,8 +669,25 @@ def scrape(urls: Sequence[tuple[int, str]], timeout_s: float = 2.0) -> dict[int,
     return dict(out)
 
 
-def merge(texts: Iterable[str]) -> Iterable[Any]:
-    """Metric families of several Prometheus text expositions merged into one (see ``MergedCollector``)."""
+_COUNTING = ("counter", "histogram", "summary")
+
+
+def bank(text: str, banked: dict[tuple[str, str, tuple[tuple[str, str], ...]], float]) -> None:
+    """Add the counters (and histogram and summary counts) of ``text`` to ``banked``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        if fam.type in _COUNTING:
+            for s in fam.samples:
+                if not s.name.endswith("_created"):
+                    k = (fam.name, s.name, tuple(sorted(s.labels.items())))
+                    banked[k] = banked.get(k, 0.0) + s.value
+
+
+def merge(texts: Iterable[str], banked: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] | None = None
+          ) -> Iterable[Any]:
+    """Metric families of several Prometheus text expositions merged into one, plus the ``banked`` counts of
+    workers that ended (see ``MergedCollector``)."""
     from prometheus_client.metrics_core import Metric
     from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.samples import Sample
@@ -586,6 +711,10 @@ def merge(texts: Iterable[str]) -> Iterable[Any]:
                     acc[k] = (rule or _sum)(acc[k], s.value)
                 else:
                     acc[k] += s.value
+    for (name, sname, labels), v in (banked or {}).items():
+        if name in values:
+            acc = values[name]
+            acc[(sname, labels)] = acc.get((sname, labels), 0.0) + v
     for name, fam in families.items():
         fam.samples = [Sample(n, dict(labels), v) for (n, labels), v in values[name].items()]
         yield fam

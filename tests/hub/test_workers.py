@@ -105,8 +105,8 @@ def test_stateless_and_per_device_queries_split(tmp_path):
 
 
 def test_merged_metrics_sum_counters_and_merge_gauges_by_their_meaning():
-    a = ("# TYPE edgestream_sink_records counter\nedgestream_sink_records_total{component=\"db\"} 3.0\n"
-         "edgestream_sink_records_created{component=\"db\"} 100.0\n"
+    a = ("# TYPE edgestream_sink_records_total counter\nedgestream_sink_records_total{component=\"db\"} 3.0\n"
+         "# TYPE edgestream_sink_records_created gauge\nedgestream_sink_records_created{component=\"db\"} 100.0\n"
          "# TYPE edgestream_pipeline_queue_records gauge\nedgestream_pipeline_queue_records{component=\"p\"} 2.0\n"
          "# TYPE edgestream_state_checkpoint_age_seconds gauge\nedgestream_state_checkpoint_age_seconds 0.5\n")
     b = a.replace(" 3.0", " 4.0").replace(" 100.0", " 90.0").replace(" 2.0", " 5.0").replace(" 0.5", " 1.5")
@@ -461,3 +461,147 @@ def test_a_split_that_never_checkpointed_can_change_and_a_foreign_layout_file_is
     assert "written by a hub of 3 worker(s)" in (check_layout(cfg, 2) or "")
     (tmp_path / ".edgestream" / "workers.json").write_text('{"workers": "many"}')
     assert "is not a layout this hub wrote" in (check_layout(cfg, 2) or "")
+
+
+@pytest.mark.parametrize("query, says", [
+    ("SELECT device, avg(value) AS a FROM readings GROUP BY device, TUMBLINGWINDOW(ss, 10) ORDER BY a DESC LIMIT 1",
+     "ORDER BY and LIMIT sort and cut a window's rows across devices"),
+    ("SELECT device, avg(value) AS a FROM readings GROUP BY device, TUMBLINGWINDOW(ss, 10) ORDER BY a",
+     "ORDER BY and LIMIT"),
+])
+def test_a_query_that_sorts_a_window_across_devices_does_not_split(tmp_path, query, says):
+    with pytest.raises(ConfigError) as e:
+        load_config(config(tmp_path, "{workers: 2}", query))
+    assert says in str(e.value)
+
+
+@pytest.mark.parametrize("before, says", [
+    ("- map: {set: {device: all}}", "a processor before it changes or removes `device`"),
+    ("- map: {rename: {sensor: device}}", "changes or removes `device`"),
+    ("- map: {keep: [value, ts]}", "changes or removes `device`"),
+    ("- sql: \"SELECT sensor AS device, value, ts FROM readings\"", "changes or removes `device`"),
+])
+def test_group_by_device_is_not_trusted_after_a_step_that_changes_device(tmp_path, before, says):
+    p = tmp_path / "hub.yaml"
+    p.write_text(f"""
+hub: {{workers: 2}}
+broker: {{host: 127.0.0.1, port: 1883}}
+sources: {{devs: {{mqtt: {{topics: ["edgestream/+/data"]}}}}}}
+pipelines:
+  p:
+    from: devs
+    processors:
+      {before}
+      - sql: "{TUMBLING}"
+    to: db
+sinks: {{db: {{sqlite: {{path: out.db, table: t}}}}}}
+""")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert says in str(e.value)
+    kept = p.read_text().replace(before, "- map: {rename: {value: v}}").replace("sum(value)", "sum(v)")
+    p.write_text(kept)
+    assert load_config(p).hub["workers"] == 2  # a step that leaves device alone
+
+
+def test_a_query_with_a_plugin_function_is_judged_with_it(tmp_path):
+    from edgestream_hub.registry import Registry
+
+    r = Registry.default()
+    r.register_function("twice", lambda x: None if x is None else 2 * x)
+    q = "SELECT sum(twice(value)) AS n FROM readings GROUP BY TUMBLINGWINDOW(ss, 10)"
+    with pytest.raises(ConfigError) as e:
+        load_config(config(tmp_path, "{workers: 2}", q), registry=r)
+    assert "its groups span devices" in str(e.value)
+
+
+def test_a_wire_source_in_a_shared_group_does_not_split(tmp_path):
+    p = config(tmp_path, "{workers: 2}", "SELECT device, value FROM readings")
+    p.write_text(p.read_text().replace('topics: ["edgestream/+/data"]', 'topics: ["edgestream/+/data"], '
+                                       'shared_group: g, connection: v5').replace(
+        "broker: {host: 127.0.0.1, port: 1883}", "connections: {v5: {host: 127.0.0.1, protocol: '5'}}"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "a shared group splits a device's messages" in str(e.value)
+
+
+def test_a_gateway_taking_some_partitions_refuses_a_query_over_all_devices(tmp_path):
+    q = "SELECT count(*) AS n FROM readings GROUP BY TUMBLINGWINDOW(ss, 1)"
+    with pytest.raises(ConfigError) as e:
+        load_config(config(tmp_path, "{workers: 1, partitions: 4, take: [0, 1]}", q))
+    assert "hub.take" in str(e.value) and "sees only those devices" in str(e.value)
+    assert load_config(config(tmp_path, "{workers: 1, partitions: 4, take: [0, 1]}")).hub["take"] == [0, 1]
+
+
+def test_one_share_answers_for_each_rule_a_source_asks_by():
+    s = Share(2, None, 0, 2)
+    topic = next(f"edgestream/d{k}/results" for k in range(100)
+                 if s.owns(f"d{k}") != s.owns(f"edgestream/d{k}/results"))
+    by_device, by_topic = s.owns_topic(topic, "edgestream"), s.owns_topic(topic, None)
+    assert by_device != by_topic  # cached per rule: a json source's answer is not the wire source's
+    assert s.owns_topic(topic, "edgestream") == by_device and s.owns_topic(topic, None) == by_topic
+
+
+def test_a_worker_keeps_the_split_its_supervisor_gave_it(monkeypatch):
+    from edgestream_hub.workers import ENV, share_of, worker_value
+
+    monkeypatch.setenv(ENV, worker_value(1, 2, {"partitions": 4}))
+    s = share_of({"workers": 3, "partitions": 6})  # the file changed since: the worker keeps its own
+    assert (s.index, s.workers, s.partitions, sorted(s.mine)) == (1, 2, 4, [1, 3])
+
+
+def test_a_restarted_worker_does_not_start_fresh_again():
+    from edgestream_hub.workers import restart_argv
+
+    argv = ["hub", "run", "-c", "h.yaml", "--fresh-state", "p", "--set", "a=b", "--fresh-state", "q"]
+    assert restart_argv(argv) == ["hub", "run", "-c", "h.yaml", "--set", "a=b"]
+
+
+def test_merged_counters_keep_what_a_restarted_worker_counted():
+    from edgestream_hub.workers import bank
+
+    old = "# TYPE x_total counter\nx_total 10.0\n# TYPE q gauge\nq 5.0\n"
+    banked: dict = {}
+    bank(old, banked)
+    new = "# TYPE x_total counter\nx_total 3.0\n# TYPE q gauge\nq 1.0\n"
+    got = {s.name: s.value for fam in merge([new], banked) for s in fam.samples}
+    assert got == {"x_total": 13.0, "q": 1.0}  # the gauge is the live process's
+
+
+def test_a_stateless_source_feeding_an_upsert_is_not_split_by_the_broker(tmp_path):
+    from edgestream_hub.workers import shared_sources
+
+    p = tmp_path / "hub.yaml"
+    body = """
+connections: {v5: {host: 127.0.0.1, protocol: "5"}}
+sources: {m: {mqtt: {connection: v5, topics: ["plant/m"], decode: json}}}
+pipelines: {p: {from: m, to: db}}
+sinks: {db: {sqlite: {path: out.db, table: t%s}}}
+"""
+    p.write_text(body % "")
+    assert shared_sources(load_config(p)) == {"m"}
+    p.write_text(body % ", key: [n]")  # a later record landing first would leave an older value
+    assert shared_sources(load_config(p)) == set()
+
+
+def test_auto_keeps_the_one_process_an_existing_state_was_written_by(tmp_path, mosquitto):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("auto runs one process on a one-core machine anyway")
+    cfg = hub_yaml(tmp_path, mosquitto.port, workers="auto")
+    one = cfg.read_text().replace("to: [db]", "to: [db, lines]") + "  lines: {file: {path: out.jsonl}}\n"
+    cfg.write_text(one)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    try:
+        assert wait_for(lambda: "subscribing to" in hub.log.read_text(), 30)
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    cfg.write_text(hub_yaml(tmp_path, mosquitto.port, workers="auto").read_text())  # now it could split
+    hub = HubProcess(cfg, tmp_path / "hub2.log").start()
+    try:
+        assert wait_for(lambda: "subscribing to" in hub.log.read_text(), 30), hub.log.read_text()
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    log = hub.log.read_text()
+    assert "hub.workers: auto keeps the 1 worker process(es) the state in" in log and "[worker" not in log

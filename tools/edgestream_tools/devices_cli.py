@@ -132,8 +132,11 @@ class _Fleet:
             return None
         merged = dict(parts[0])
         merged["devices"] = {}
-        for part in parts:
-            merged["devices"].update(part["devices"])
+        for part in parts:  # a device left in another worker's registry by an earlier split: the newest wins
+            for dev, d in part["devices"].items():
+                have = merged["devices"].get(dev)
+                if have is None or _seen(d) >= _seen(have):
+                    merged["devices"][dev] = d
         merged["hubs"] = [(p.get("pid"), p.get("saved_ms")) for p in parts]
         saved = [p["saved_ms"] for p in parts if type(p.get("saved_ms")) is int]
         merged["saved_ms"] = min(saved) if saved else None
@@ -156,6 +159,11 @@ class _Fleet:
         link = MqttLink(self.conn, f"edgestream-cli-{os.getpid()}", filters, on_payload, label="edgestream devices")
         link.open()
         return link
+
+
+def _seen(d: Any) -> int:
+    v = d.get("last_seen") if isinstance(d, dict) else None
+    return v if type(v) is int else -1
 
 
 # -- list --
