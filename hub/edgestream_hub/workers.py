@@ -420,12 +420,13 @@ class Supervisor:
         host, port = self._metrics.server_address[:2]
         self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
-    def worker_urls(self) -> list[tuple[int, str]]:
+    def worker_urls(self) -> list[tuple[int, int, str]]:
+        """``(index, pid, metrics URL)`` of each worker that runs."""
         out = []
         for i in range(self.n):
             info = self._ready(i)
             if info and isinstance(info.get("metrics"), str):
-                out.append((i, info["metrics"]))
+                out.append((i, info["pid"], info["metrics"]))
         return out
 
     def run(self) -> int:
@@ -505,24 +506,49 @@ class MergedCollector:
     """The workers' metrics as one hub's: counters, histograms and most gauges summed by label set, the
     gauges in ``_GAUGE_MERGE`` merged by their rule, ``*_info`` by max; plus ``edgestream_hub_workers`` and
     ``edgestream_hub_worker_restarts_total``. A worker that does not answer within 2 s is left out (and
-    ``edgestream_hub_workers_scraped`` says how many answered)."""
+    ``edgestream_hub_workers_scraped`` says how many answered).
+
+    The merged counters never go back (Prometheus reads a drop as a reset to zero and would count the other
+    workers' totals again): a worker left out counts with what it last answered, and a worker started again
+    counts on from what its previous process last answered."""
 
     def __init__(self, sup: Supervisor) -> None:
+        import threading
+
         self.sup = sup
+        self._last: dict[int, tuple[int, list[Any]]] = {}  # worker -> (pid, families it last answered)
+        self._gone: list[Any] = []  # what the workers' previous processes last answered, summed
+        self._lock = threading.Lock()  # scrapes may come at once
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.parser import text_string_to_metric_families
 
-        texts = scrape(self.sup.worker_urls())
-        yield from merge(texts.values())
+        urls = self.sup.worker_urls()
+        texts = scrape([(i, u) for i, _, u in urls])
+        pids = {i: pid for i, pid, _ in urls}
+        live: dict[int, list[Any]] = {}
+        for i, text in texts.items():
+            try:
+                live[i] = list(text_string_to_metric_families(text))
+            except ValueError as e:
+                log.warning("metrics of worker %d not merged: %s", i, e)
+        with self._lock:
+            for i, fams in live.items():
+                before = self._last.get(i)
+                if before is not None and before[0] != pids[i]:  # started again: carry what the last one counted
+                    self._gone = list(merge([], [self._gone, before[1]]))
+                self._last[i] = (pids[i], fams)
+            stale = [self._gone] + [fams for i, (_, fams) in self._last.items() if i not in live]
+            yield from merge(live.values(), stale)
         g = GaugeMetricFamily("edgestream_hub_workers", "Worker processes of this hub (hub.workers).")
         g.add_metric([], self.sup.n)
         yield g
         g = GaugeMetricFamily("edgestream_hub_workers_scraped", "Workers whose metrics this scrape merged.")
-        g.add_metric([], len(texts))
+        g.add_metric([], len(live))
         yield g
         c = CounterMetricFamily("edgestream_hub_worker_restarts", "Worker processes started again after they died.",
                                 labels=["worker"])
@@ -553,22 +579,32 @@ def scrape(urls: Sequence[tuple[int, str]], timeout_s: float = 2.0) -> dict[int,
     return dict(out)
 
 
-def merge(texts: Iterable[str]) -> Iterable[Any]:
-    """Metric families of several Prometheus text expositions merged into one (see ``MergedCollector``)."""
+#: metric types whose samples only grow (a worker's last answer still counts once it is gone)
+_CUMULATIVE = {"counter", "histogram", "summary"}
+
+
+def merge(live: Iterable[Iterable[Any]], stale: Iterable[Iterable[Any]] = ()) -> Iterable[Any]:
+    """Metric families of several workers merged into one hub's (see ``MergedCollector``): ``live`` as parsed
+    from their expositions now, ``stale`` what workers that did not answer (or are gone) answered last, of
+    which only the counting samples are added."""
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.samples import Sample
 
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for text in texts:
-        for fam in text_string_to_metric_families(text):
+
+    def take(fams: Iterable[Any], counting_only: bool) -> None:
+        for fam in fams:
+            if counting_only and fam.type not in _CUMULATIVE:
+                continue
             if fam.name not in families:
                 families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
                 values[fam.name] = {}
             rule = _GAUGE_MERGE.get(fam.name) or (max if fam.name.endswith("_info") or fam.type == "info" else None)
             acc = values[fam.name]
             for s in fam.samples:
+                if counting_only and s.name.endswith("_created"):
+                    continue
                 k = (s.name, tuple(sorted(s.labels.items())))
                 if k not in acc:
                     acc[k] = s.value
@@ -578,6 +614,11 @@ def merge(texts: Iterable[str]) -> Iterable[Any]:
                     acc[k] = (rule or _sum)(acc[k], s.value)
                 else:
                     acc[k] += s.value
+
+    for fams in live:
+        take(fams, False)
+    for fams in stale:
+        take(fams, True)
     for name, fam in families.items():
         fam.samples = [Sample(n, dict(labels), v) for (n, labels), v in values[name].items()]
         yield fam

@@ -105,16 +105,27 @@ def test_stateless_and_per_device_queries_split(tmp_path):
 
 
 def test_merged_metrics_sum_counters_and_merge_gauges_by_their_meaning():
-    a = ("# TYPE edgestream_sink_records counter\nedgestream_sink_records_total{component=\"db\"} 3.0\n"
+    a = ("# TYPE edgestream_sink_records_total counter\nedgestream_sink_records_total{component=\"db\"} 3.0\n"
          "edgestream_sink_records_created{component=\"db\"} 100.0\n"
          "# TYPE edgestream_pipeline_queue_records gauge\nedgestream_pipeline_queue_records{component=\"p\"} 2.0\n"
          "# TYPE edgestream_state_checkpoint_age_seconds gauge\nedgestream_state_checkpoint_age_seconds 0.5\n")
     b = a.replace(" 3.0", " 4.0").replace(" 100.0", " 90.0").replace(" 2.0", " 5.0").replace(" 0.5", " 1.5")
-    got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([a, b]) for s in fam.samples}
+    got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([parse(a), parse(b)]) for s in fam.samples}
     assert got[("edgestream_sink_records_total", (("component", "db"),))] == 7.0
     assert got[("edgestream_sink_records_created", (("component", "db"),))] == 90.0
     assert got[("edgestream_pipeline_queue_records", (("component", "p"),))] == 7.0
     assert got[("edgestream_state_checkpoint_age_seconds", ())] == 1.5  # the oldest worker's
+    # a worker that did not answer (or is gone) adds its last counts, not its gauges
+    got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([parse(a)], [parse(b)]) for s in fam.samples}
+    assert got[("edgestream_sink_records_total", (("component", "db"),))] == 7.0
+    assert got[("edgestream_sink_records_created", (("component", "db"),))] == 100.0
+    assert got[("edgestream_pipeline_queue_records", (("component", "p"),))] == 2.0
+
+
+def parse(text: str) -> list[Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return list(text_string_to_metric_families(text))
 
 
 # -- real processes --
@@ -447,3 +458,41 @@ metrics: {{listen: "127.0.0.1:0"}}
     finally:
         hub.close()
     assert hub.log.read_text().count("subscribing to $share/edgestream-meters/plant/meters") == 2
+
+
+def test_merged_counters_never_go_back_when_a_worker_dies_or_stalls(tmp_path, mosquitto):
+    # Prometheus reads any drop of a counter as a reset to zero: a worker that is down, stalled or started
+    # again must not take its counts out of the hub's
+    from crashkit import message
+
+    port = free_port()
+    cfg = hub_yaml(tmp_path, mosquitto.port, metrics_port=port)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    key = 'edgestream_pipeline_records_in_total{"component": "agg"}'
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in device_names(0, 8):
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+        assert wait_for(lambda: scrape(port).get(key) == 40.0, 20), scrape(port)
+        stalled = worker_pids(tmp_path)[0]
+        os.kill(stalled, signal.SIGSTOP)
+        try:
+            m = scrape(port)
+            assert m["edgestream_hub_workers_scraped{}"] == 1 and m[key] == 40.0, m
+        finally:
+            os.kill(stalled, signal.SIGCONT)
+        victim = worker_pids(tmp_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert scrape(port)[key] == 40.0  # down: its counts stay
+        assert wait_for(lambda: len(worker_pids(tmp_path)) == 2 and victim not in worker_pids(tmp_path), 30)
+        assert wait_for(lambda: scrape(port)["edgestream_hub_workers_scraped{}"] == 2, 20)
+        m = scrape(port)
+        assert m[key] == 40.0 and m['edgestream_hub_worker_restarts_total{"worker": "1"}'] == 1, m
+        for d in device_names(0, 8):  # the restarted worker counts on from there
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 5, 5, TIMINGS["tumbling"]))
+        assert wait_for(lambda: scrape(port).get(key) == 80.0, 20), scrape(port)
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+
