@@ -38,6 +38,10 @@ SUPERVISOR_ENV = "EDGESTREAM_SUPERVISE"
 READY_FILE = "worker.json"
 #: the file in the state folder that says how the hub's state is split
 LAYOUT_FILE = "workers.json"
+#: set in a worker process: its folder (``<state>/worker-<k>``)
+DIR_ENV = "EDGESTREAM_WORKER_DIR"
+#: the config text a worker last ran, in its folder: a worker started again runs it if the file is refused
+RUNNING_CONFIG_FILE = "running-config.yaml"
 #: processors that keep no state across records
 _STATELESS = {"passthrough", "filter", "map"}
 #: sinks several processes may write at once
@@ -124,6 +128,27 @@ def worker_env() -> tuple[int, int] | None:
     except ValueError:
         return None
     return (index, n) if 0 <= index < n else None
+
+
+def running_config() -> Path | None:
+    """In a worker process: where the config text it last ran is kept (``RUNNING_CONFIG_FILE``), else None."""
+    folder = os.environ.get(DIR_ENV) if worker_env() is not None else None
+    return Path(folder) / RUNNING_CONFIG_FILE if folder else None
+
+
+def keep_running_config(text: str) -> None:
+    """In a worker process: keep ``text`` as the config it runs (written to a temp file, renamed into place)."""
+    path = running_config()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("cannot keep the running config in %s: %s (a restart of this worker reads the file)", path,
+                    e.strerror or e)
 
 
 def supervising() -> int | None:
@@ -347,6 +372,7 @@ class Supervisor:
         env = dict(os.environ)
         env.pop(SUPERVISOR_ENV, None)
         env[ENV] = f"{index}/{self.n}"
+        env[DIR_ENV] = str(worker_dir(self.base, index))
         env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
         ready = worker_dir(self.base, index) / READY_FILE
         try:

@@ -496,3 +496,40 @@ def test_merged_counters_never_go_back_when_a_worker_dies_or_stalls(tmp_path, mo
     finally:
         hub.close()
 
+
+
+def test_a_worker_started_again_after_a_refused_edit_runs_the_config_it_ran(tmp_path, mosquitto):
+    # the running workers refuse an edit that cannot be split; one that dies afterwards must not be kept
+    # down by it (its devices would go unread until someone fixed the file)
+    from crashkit import message
+
+    cfg = hub_yaml(tmp_path, mosquitto.port)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    devs = device_names(0, 8)
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        text = cfg.read_text().replace("to: [db]", "to: [db, lines]")
+        cfg.write_text(text.replace("sinks:\n", "sinks:\n  lines: {file: {path: x.jsonl}}\n"))
+        hub.signal(signal.SIGHUP)
+        assert wait_for(lambda: hub.log.read_text().count("config reload refused") >= 2, 20)
+        victim = worker_pids(tmp_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: len(worker_pids(tmp_path)) == 2 and victim not in worker_pids(tmp_path), 30), \
+            hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in devs:
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+        closing = closers(2)
+        for d in closing:
+            publish_one(mosquitto.port, f"edgestream/{d}/data", closer_message(d))
+        ref = reference(records(devs, 5, TIMINGS["tumbling"]), closing)
+        assert wait_for(lambda: len(rows(tmp_path)) >= len(ref), 30), hub.log.read_text()[-3000:]
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    assert set(rows(tmp_path)) == set(ref)
+    log = hub.log.read_text()
+    assert "[worker 1] edgestream.hub: config file refused at the start, running the config this worker ran " \
+           "before" in log and "sinks.lines.file" in log
+    assert not (tmp_path / "x.jsonl").exists()
