@@ -525,7 +525,8 @@ class Supervisor:
 
 #: gauges whose merged value is not the sum of the workers'
 _GAUGE_MERGE = {"edgestream_state_checkpoint_duration_seconds": max, "edgestream_state_checkpoint_age_seconds": max,
-                "edgestream_devices_desired_invalid": max, "process_start_time_seconds": min}
+                "edgestream_devices_desired_invalid": max, "process_start_time_seconds": min,
+                "process_max_fds": max}
 
 
 class MergedCollector:
