@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from hubtest import PAUSE, wait_for
 
 from edgestream_hub.engine import Engine
@@ -166,7 +168,7 @@ def test_any_exception_while_loading_a_reload_refuses_it(hub, caplog):
     hub.scripts["t"] = []
     svc = service(hub, CONFIG)
 
-    def broken():
+    def broken(text: str | None = None) -> NoReturn:
         raise RuntimeError("a bug in a plugin's check")
 
     svc.load = broken  # type: ignore[method-assign]

@@ -116,8 +116,8 @@ def test_merged_metrics_sum_counters_and_merge_gauges_by_their_meaning():
     assert got[("edgestream_pipeline_queue_records", (("component", "p"),))] == 7.0
     assert got[("edgestream_state_checkpoint_age_seconds", ())] == 1.5  # the oldest worker's
     fds = "# TYPE process_max_fds gauge\nprocess_max_fds 1024.0\n"
-    got = {s.name: s.value for fam in merge([parse(fds), parse(fds)]) for s in fam.samples}
-    assert got["process_max_fds"] == 1024.0  # a limit of each process, not a total
+    limits = {s.name: s.value for fam in merge([parse(fds), parse(fds)]) for s in fam.samples}
+    assert limits["process_max_fds"] == 1024.0  # a limit of each process, not a total
     # a worker that did not answer (or is gone) adds its last counts, not its gauges
     got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([parse(a)], [parse(b)]) for s in fam.samples}
     assert got[("edgestream_sink_records_total", (("component", "db"),))] == 7.0
