@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
+from edgestream_hub.config import STATE_DIR
 from edgestream_hub.errors import EdgeStreamError
 
 FORMAT = "edgestream-checkpoint"
@@ -72,7 +73,7 @@ VERSION = 2
 #: the layouts it reads (version 1 files hold only whole sections, which version 2 reads alike)
 READS = (1, 2)
 #: the state folder when ``state.dir`` is not set, relative to the config file's folder
-DEFAULT_DIR = ".edgestream/state"
+DEFAULT_DIR = STATE_DIR
 #: a test hook: milliseconds to sleep in the middle of writing a checkpoint (so a kill can land there)
 WRITE_DELAY_ENV = "EDGESTREAM_TEST_CHECKPOINT_WRITE_DELAY_MS"
 _NAME = re.compile(r"^checkpoint-([0-9]{12})\.ckpt$")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,11 +62,23 @@ def run(args: argparse.Namespace) -> int:
             "install-service": _install_service}[args.action](args)
 
 
+def exits_quickly(args: argparse.Namespace) -> bool:
+    """``check`` starts no thread and leaves no file open: the console script may skip the teardown."""
+    return args.action == "check"
+
+
 def _check(args: argparse.Namespace) -> int:
-    from edgestream_hub.config import find_config, load_config
+    import gc
+
     from edgestream_hub.errors import ConfigError, EdgeStreamError
 
+    # no cyclic garbage collection while checking: the imports (sqlglot's ~1000 classes) would trigger passes
+    # over an ever larger heap for nothing, and what one check allocates is bounded (the config file's limits)
+    collecting = gc.isenabled()
+    gc.disable()
     try:
+        from edgestream_hub.config import find_config, load_config
+
         args.config = find_config(args.config)
         cfg = load_config(args.config, sets=args.set)
     except ConfigError as e:
@@ -74,13 +87,15 @@ def _check(args: argparse.Namespace) -> int:
     except EdgeStreamError as e:
         print(f"edgestream hub check: {e}", file=sys.stderr)
         return 2
+    finally:
+        if collecting:
+            gc.enable()
     print(f"{args.config}: ok ({len(cfg.sources)} sources, {len(cfg.pipelines)} pipelines, {len(cfg.sinks)} sinks)")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import logging  # here: `hub check` imports no logging
-    import signal
 
     from edgestream_hub import logs, workers
     from edgestream_hub.config import find_config
@@ -111,16 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         if n > 1:
             return _supervise(args, cfg, n)
 
-    def on_stop(signum: int, frame: object) -> None:
-        logging.getLogger("edgestream.hub").info("got %s: stopping", signal.Signals(signum).name)
-        svc.stop_requested.set()
-
-    def on_hup(signum: int, frame: object) -> None:
-        svc.reload_requested.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
+    _on_signals(svc, "stopping")
     try:
         svc.start(cfg)
     except ConfigError as e:
@@ -138,7 +144,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if svc.run() else 1
 
 
-def _workers(cfg: object) -> int:
+def _on_signals(target: Any, stopping: str) -> None:
+    """SIGTERM and SIGINT set ``target.stop_requested`` (logged as ``got SIGTERM: <stopping>``), SIGHUP
+    ``target.reload_requested``."""
+    import logging
+    import signal
+
+    def on_stop(signum: int, frame: object) -> None:
+        logging.getLogger("edgestream.hub").info("got %s: %s", signal.Signals(signum).name, stopping)
+        target.stop_requested.set()
+
+    def on_hup(signum: int, frame: object) -> None:
+        target.reload_requested.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def _workers(cfg: Any) -> int:
     """The worker processes ``cfg`` runs in: ``hub.workers`` (``auto``: one per core when it can be split);
     raises ConfigError when the state folder was written by a hub split another way."""
     import logging
@@ -146,8 +170,8 @@ def _workers(cfg: object) -> int:
     from edgestream_hub import workers
     from edgestream_hub.errors import ConfigError
 
-    n = workers.workers_of(cfg.hub)  # type: ignore[attr-defined]
-    if n > 1 and cfg.hub["workers"] == "auto":  # type: ignore[attr-defined]
+    n = workers.workers_of(cfg.hub)
+    if n > 1 and cfg.hub["workers"] == "auto":
         problems = workers.split_problems(cfg)
         if problems:
             where, why = problems[0]
@@ -188,27 +212,16 @@ def _reexec(args: argparse.Namespace, n: int) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "edgestream_hub", *_argv(args)], env)
 
 
-def _supervise(args: argparse.Namespace, cfg: object, n: int) -> int:
+def _supervise(args: argparse.Namespace, cfg: Any, n: int) -> int:
     """Run the hub as ``n`` worker processes (``workers.Supervisor``) until SIGTERM/SIGINT; SIGHUP reloads all."""
     import logging
-    import signal
 
     from edgestream_hub.errors import StartError
     from edgestream_hub.workers import Supervisor
 
     sup = Supervisor(cfg, args.config, n, _argv(args))
     log = logging.getLogger("edgestream.hub")
-
-    def on_stop(signum: int, frame: object) -> None:
-        log.info("got %s: stopping every worker", signal.Signals(signum).name)
-        sup.stop_requested.set()
-
-    def on_hup(signum: int, frame: object) -> None:
-        sup.reload_requested.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
+    _on_signals(sup, "stopping every worker")
     try:
         if not sup.start():
             return sup.exit_code

@@ -52,6 +52,7 @@ requires ``orjson``, and ``auto`` (the default) uses it when it is installed;
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -367,10 +368,14 @@ def dump_lines(records: list[Any]) -> tuple[bytes, int] | None:
     flat = types <= _SCALARS
     if not flat and not (types <= _PLAIN and _plain(chain.from_iterable(map(dict.values, records)))):
         return None
+    # written into one buffer as they are made, each text freed before the next: ``b"".join`` would hold
+    # all of them at once, and that many live allocations cost several times the encoding itself
+    buf = io.BytesIO()
     try:
-        out = b"".join(map(oj.dumps, records, repeat(None), repeat(oj.OPT_APPEND_NEWLINE)))
+        buf.writelines(map(oj.dumps, records, repeat(None), repeat(oj.OPT_APPEND_NEWLINE)))
     except oj.JSONEncodeError:
         return None
+    out = buf.getvalue()
     if flat and float not in types:
         return out, 0  # no float anywhere: nothing non-finite, no float form to compare
     if _float_forms_differ(out):

@@ -312,11 +312,19 @@ def check_layout(cfg: Any, workers: int) -> str | None:
     except FileNotFoundError:
         have = None
     except (OSError, ValueError) as e:
-        return f"cannot read {path}: {e}"
+        return f"cannot read {path}: {e} (delete it if no hub runs on this folder)"
+    if have is not None and not (isinstance(have, dict) and type(have.get("workers")) is int
+                                 and type(have.get("partitions")) is int and isinstance(have.get("take"), list)):
+        return f"{path} is not a layout this hub wrote (delete it if no hub runs on this folder)"
     single = state_dir(cfg.state, cfg.base_dir)
-    single_has = single is not None and single.is_dir() and bool(CheckpointStore(single).numbers())
+
+    def has_checkpoints(folder: Path | None) -> bool:
+        return folder is not None and folder.is_dir() and bool(CheckpointStore(folder).numbers())
+
     if have is None:
-        have = {"workers": 1, "partitions": 1, "take": [0]} if single_has else None
+        have = {"workers": 1, "partitions": 1, "take": [0]} if has_checkpoints(single) else None
+    elif have["workers"] > 1 and not any(has_checkpoints(worker_dir(base, i)) for i in range(have["workers"])):
+        have = None  # written down, but no worker checkpointed anything: nothing to lose
     if have is not None and have != want:
         return (f"the state in {base} was written by a hub of {have['workers']} worker(s) taking partitions "
                 f"{have['take']} of {have['partitions']}; this config runs {workers} taking {take} of {partitions}. "

@@ -224,7 +224,7 @@ def test_hub_check_imports_no_connector_library(tmp_path):
     (tmp_path / "hub.yaml").write_text(GOOD)
     code = ("import sys; from edgestream_tools.cli import main; rc = main(['hub', 'check', '-c', sys.argv[1]]);"
             "heavy = [m for m in ('paho.mqtt.client', 'prometheus_client', 'serial', 'sqlite3', 'asyncio', 'sqlglot',"
-            " 'logging', 'shutil')"
+            " 'logging', 'shutil', 'edgestream_hub.checkpoint')"
             " if m in sys.modules]; print('HEAVY', heavy); sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
                        timeout=60)

@@ -463,6 +463,20 @@ metrics: {{listen: "127.0.0.1:0"}}
     assert hub.log.read_text().count("subscribing to $share/edgestream-meters/plant/meters") == 2
 
 
+def test_a_split_that_never_checkpointed_can_change_and_a_foreign_layout_file_is_named(tmp_path):
+    from edgestream_hub.workers import check_layout
+
+    cfg = load_config(config(tmp_path, "{workers: 2}"))
+    assert check_layout(cfg, 2) is None  # written down
+    assert json.loads((tmp_path / ".edgestream" / "workers.json").read_text())["workers"] == 2
+    assert check_layout(cfg, 3) is None  # no worker wrote a checkpoint: nothing to lose
+    (tmp_path / ".edgestream" / "worker-1").mkdir(parents=True)
+    (tmp_path / ".edgestream" / "worker-1" / "checkpoint-000000000001.ckpt").write_bytes(b"x")
+    assert "written by a hub of 3 worker(s)" in (check_layout(cfg, 2) or "")
+    (tmp_path / ".edgestream" / "workers.json").write_text('{"workers": "many"}')
+    assert "is not a layout this hub wrote" in (check_layout(cfg, 2) or "")
+
+
 def test_merged_counters_never_go_back_when_a_worker_dies_or_stalls(tmp_path, mosquitto):
     # Prometheus reads any drop of a counter as a reset to zero: a worker that is down, stalled or started
     # again must not take its counts out of the hub's

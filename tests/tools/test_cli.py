@@ -206,3 +206,39 @@ def test_help_is_as_wide_as_argparse_makes_it(monkeypatch, columns):
     for p in (ours, theirs):
         p.add_argument("--config", help="the hub.yaml to use " * 8)
     assert ours.format_help() == theirs.format_help()
+
+
+
+# -- the console script skips the interpreter's teardown for a command that asks ----------
+def _hub_yaml(folder: Path) -> None:
+    (folder / "in.jsonl").write_text("")
+    (folder / "hub.yaml").write_text("sources:\n  f: {file: {path: in.jsonl}}\nsinks:\n  out: {stdout: {}}\n"
+                                     "pipelines:\n  p: {from: f, to: out}\n")
+    (folder / "bad.yaml").write_text("sources:\n  f: {file: {path: nope.jsonl}}\n")
+
+
+def _console(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The console script in a child that registered an atexit handler first: it prints TEARDOWN only if
+    the interpreter tore itself down."""
+    code = ("import atexit, sys\natexit.register(lambda: print('TEARDOWN'))\n"
+            "from edgestream_tools.cli import console\nsys.argv = ['edgestream', *sys.argv[1:]]\nconsole()")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_hub_check_ends_without_teardown_and_keeps_its_output_and_exit_code(tmp_path):
+    _hub_yaml(tmp_path)
+    ok = _console(["hub", "check", "-c", "hub.yaml"], tmp_path)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "hub.yaml: ok (1 sources, 1 pipelines, 1 sinks)\n", "")
+    bad = _console(["hub", "check", "-c", "bad.yaml"], tmp_path)
+    assert bad.returncode == 2 and bad.stdout == "" and "sources.f.file.path: line 2: file not found" in bad.stderr
+    other = _console(["hub", "plugins"], tmp_path)  # a command that does not ask: the usual exit
+    assert other.returncode == 0 and other.stdout.endswith("TEARDOWN\n")
+
+
+def test_hub_check_in_process_returns_and_leaves_the_collector_on(tmp_path, capsys):
+    import gc
+
+    _hub_yaml(tmp_path)
+    assert gc.isenabled() and main(["hub", "check", "-c", str(tmp_path / "hub.yaml")]) == 0 and gc.isenabled()
+    assert main(["hub", "check", "-c", str(tmp_path / "bad.yaml")]) == 2 and gc.isenabled()
+    assert "ok (1 sources, 1 pipelines, 1 sinks)" in capsys.readouterr().out

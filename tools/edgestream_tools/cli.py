@@ -7,12 +7,20 @@ Each subcommand lives in its own module with ``add_arguments(parser)`` and
 Exit codes shared by every command: 0 done, 2 bad usage or input a user can
 fix (the message says where), 130 interrupted, 141 stdout closed early
 (``edgestream sql ... | head -1``: like other Unix tools, quietly).
+
+A subcommand module may also have ``exits_quickly(args) -> bool``: true when
+that run leaves nothing for the interpreter's teardown to finish (no thread,
+no open file but stdout and stderr, no logging handler). The console script
+(``console``) then ends it with ``os._exit`` once stdout and stderr are
+flushed, skipping the teardown: freeing every module and object costs ~20 ms
+once sqlglot is loaded, a sixth of ``hub check`` on a config with SQL.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 
@@ -42,8 +50,6 @@ EXIT_BROKEN_PIPE = 141
 def _columns() -> int:
     """The terminal's width as ``shutil.get_terminal_size`` finds it (``COLUMNS``, else the terminal,
     else 80), without importing shutil (and bz2, lzma...) at every command's start."""
-    import os
-
     try:
         columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
@@ -128,45 +134,61 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _dispatch(argv: list[str]) -> int:
+def _dispatch(argv: list[str]) -> tuple[int, bool]:
+    """The exit code, and whether the command's run may end without the interpreter's teardown."""
     if argv and argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0
+        return 0, False
     if argv and argv[0] == "--version":
         print(f"edgestream {_version()}")
-        return 0
+        return 0, False
     if not argv or argv[0] not in COMMANDS:
         head = f"unknown command {argv[0]!r}; " if argv else ""
         print(f"edgestream: {head}choose a command: {', '.join(COMMANDS)}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return 2, False
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
     parser = CommandParser(prog=f"edgestream {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
+    quick = getattr(module, "exits_quickly", None)
     try:
-        return int(module.run(args) or 0)
+        rc = int(module.run(args) or 0)
     except EdgeStreamError as e:
         print(f"edgestream {name}: {e}", file=sys.stderr)
-        return 2
+        rc = 2
+    return rc, bool(quick is not None and quick(args))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, quick_exit: bool = False) -> int:
+    """Run one command and return its exit code. With ``quick_exit`` (the console script), a command whose
+    module says it ``exits_quickly`` ends the process here, with ``os._exit``, once stdout and stderr are
+    flushed."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         try:
-            rc = _dispatch(argv)
+            rc, quick = _dispatch(argv)
         except SystemExit:  # argparse: --help or a usage error; its output must reach the pipe too
             sys.stdout.flush()
             raise
         sys.stdout.flush()  # here, not at exit, so a closed pipe is seen below
-        return rc
     except BrokenPipeError:  # `edgestream ... | head -1`: the reader has gone; stop like other Unix tools
         to_devnull(sys.stdout)  # so Python's flush at exit has nothing to fail on
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return 130
+    if quick and quick_exit:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(rc)
+    return rc
+
+
+def console() -> NoReturn:
+    """The ``edgestream`` console script."""
+    sys.exit(main(quick_exit=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -57,11 +57,16 @@ def result_id(scope: str) -> Callable[[Any, Any, Any], str]:
     '32539619c9a1e653'
     """
     head = "[" + json.dumps(scope) + ","
+    # the encoders json.dumps(x) and json.dumps(x, separators=(",", ":"), default=repr) build, built once
+    # (it builds the second on every call); a bound that is an int is its own text
+    bound = json.JSONEncoder().encode
+    group = json.JSONEncoder(separators=(",", ":"), default=repr).encode
+    sha256 = hashlib.sha256
 
     def ident(ws: Any, we: Any, k: Any) -> str:
-        group = json.dumps(key_value(k), separators=(",", ":"), default=repr)
-        text = f"{head}{json.dumps(ws)},{json.dumps(we)},{group}]"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        a = str(ws) if ws.__class__ is int else bound(ws)
+        b = str(we) if we.__class__ is int else bound(we)
+        return sha256(f"{head}{a},{b},{group(key_value(k))}]".encode()).hexdigest()[:16]
 
     return ident
 

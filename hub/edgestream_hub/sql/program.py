@@ -18,6 +18,8 @@ with the query as the filename. The source is kept in ``Program.source``
 
 from __future__ import annotations
 
+import re
+from heapq import heapreplace
 from typing import Any, Callable, Optional, Sequence
 
 from . import analytic, ir
@@ -139,6 +141,7 @@ class Program:
         for i, a in enumerate(plan.analytics):
             self.gen.analytic_code[id(a)] = f"_z{i}"
         self.slots: list[tuple[int, Any]] = []  # (offset, AggCode) per aggregate
+        self.arg_codes: list[Optional[str]] = []  # the code of each aggregate's argument (``_vals``)
         self._build()
 
     # -- helpers ------------------------------------------------------------
@@ -188,6 +191,7 @@ class Program:
         seen: dict = {}
         aggs = self.plan.aggs
         codes = [None if a.star else self.gen.expr(a.args[0]) for a in aggs]
+        self.arg_codes = codes
         for i, a in enumerate(aggs):
             code = codes[i]
             if code is None:
@@ -229,7 +233,7 @@ class Program:
         inits: list[str] = []
         adds: list[str] = []
         self.slide_remove: list[str] = []
-        self.slide_check: list[str] = []
+        self.slide_check: list[list[str]] = []  # per aggregate
         self.slide_refs = 0
         for i, a in enumerate(self.plan.aggs):
             code = slide_code(a, f"v{i}", "s", len(inits), self.slide_refs, self.gen.const)
@@ -237,13 +241,23 @@ class Program:
             inits.extend(code.inits)
             adds.extend(code.add)
             self.slide_remove.extend(code.remove)
-            self.slide_check.extend(code.check)
+            self.slide_check.append(code.check)
             self.slide_refs += code.refs
         return inits, adds
 
     def _slide_checks(self) -> list[str]:
-        """Statements checking v0..vN on arrival against the group's refs ``c``, then updating the refs."""
-        lines = list(self.slide_check)
+        """Statements checking v0..vN on arrival against the group's refs ``c``, then updating the refs.
+
+        ``min``/``max`` of the same argument as an earlier ``min``/``max`` (``min(x)`` beside ``max(x)``) skip
+        their check: their value is the earlier one's and so is their ref (both refs are set to every value
+        that passes), so the earlier check has already decided it."""
+        lines: list[str] = []
+        first: dict = {}  # argument code -> the first min/max over it
+        for i, a in enumerate(self.plan.aggs):
+            code = self.arg_codes[i] if a.name in ("min", "max") else None
+            if code is not None and first.setdefault(code, i) != i:
+                continue
+            lines.extend(self.slide_check[i])
         ref = 0
         for i, a in enumerate(self.plan.aggs):
             if a.name in ("min", "max"):
@@ -264,7 +278,11 @@ class Program:
         waits, for a group that exists, is added, evicts and is emitted inline, exactly as
         ``SlidingExecutor.add`` then ``close`` would do it (and counted as one close towards the sweep of
         idle groups); everything else goes to ``add``, under the ``else:`` this leaves open. Without state
-        limits only (``add`` keeps the groups in order of use for them)."""
+        limits only (``add`` keeps the groups in order of use for them).
+
+        The counters are kept in locals that ``_build`` folds into the executor's: ``_ic`` the records
+        taken here (each one value added, one close and, but for ``_ef`` of them, one row), ``_tch`` the
+        values evicted, ``_sw`` the ``_ic`` at which the next sweep is due."""
         p, g = self.plan, self.gen
         w = p.window
         if w is None:
@@ -277,7 +295,8 @@ class Program:
         emit(i2 + "c = _g[4]")
         for u in self._slide_checks():
             emit(i2 + u)
-        emit(i2 + "_n = _seq = _seq + 1")
+        # the arrival number, as ``_n`` where an aggregate reads it (first_value, last_value, collect)
+        emit(i2 + ("_n = _seq = _seq + 1" if any(re.search(r"\b_n\b", u) for u in updates) else "_seq += 1"))
         emit(i2 + "_a = _g[1]")
         emit(i2 + "s = _g[3]")
         emit(i2 + "_i = _g[2] + len(_a)")
@@ -289,37 +308,45 @@ class Program:
         emit(i3 + f"S.bad({{'key': {kv}(k), 'ts': ts}}, e)")
         emit(i2 + f"_lo = ts - {w.size}")
         emit(i2 + "if _a[0][0] < _lo:")  # the record itself stays: the loop never empties the range
-        emit(i3 + "_i = _g[2]")
-        emit(i3 + "while _a[0][0] < _lo:")
+        emit(i3 + "_h = _i = _g[2]")
+        emit(i3 + "while True:")  # (the first test is the one above)
         emit(i3 + "    " + "".join(f"v{i}, " for i in range(len(p.aggs))) + "= _a.popleft()[1]")
         for u in self.slide_remove:
             emit(i3 + "    " + u)
         emit(i3 + "    _i += 1")
-        emit(i3 + "    _tch += 1")
+        emit(i3 + "    if _a[0][0] >= _lo: break")
+        emit(i3 + "_tch += _i - _h")
         emit(i3 + "_g[2] = _i")
-        emit(i2 + "_tch += 1")
         if p.order or p.limit is not None:
             emit(i2 + "out.extend(S.rows_of(_lo, ts, [(k, s)], now))")
         else:
             # _emit, inline: one row's failure (e.g. a division by zero in SELECT) dead-letters that row
             aggs, having, outs = self._emit_parts()
             emit(i2 + "try:")
-            emit(i3 + "ws, we = _lo, ts")
+            if re.search(r"\bw[se]\b", " ".join([*aggs, having or "", *outs])):
+                emit(i3 + "ws, we = _lo, ts")
             for x in aggs:
                 emit(i3 + x)
             i4 = i3
             if having is not None:
-                emit(i3 + f"if {having}:")
+                emit(i3 + f"if not ({having}):")
+                emit(i3 + "    _ef += 1")
+                emit(i3 + "else:")
                 i4 = i3 + "    "
-            emit(i4 + "out.append({" + ", ".join(f"{n!r}: {x}" for n, x in zip(p.names, outs)) + "})")
-            emit(i4 + "_em += 1")
+            row = "{" + ", ".join(f"{n!r}: {x}" for n, x in zip(p.names, outs)) + "}"
+            emit(i4 + "if _id is None:")
+            emit(i4 + f"    out.append({row})")
+            emit(i4 + "else:")
+            emit(i4 + f"    _r = {row}")
+            emit(i4 + "    _r[S.id_field] = _id(_lo, ts, k)")
+            emit(i4 + "    out.append(_r)")
             emit(i2 + "except Exception as e:")
+            emit(i3 + "_ef += 1")
             emit(i3 + f"S.bad({{'window_start': _lo, 'window_end': ts, 'key': {kv}(k)}}, e)")
-        emit(i2 + "_cl += 1")
-        emit(i2 + "if _cl >= _swa:")
-        emit(i3 + "_cl = 0")
+        emit(i2 + "_ic += 1")
+        emit(i2 + "if _ic >= _sw:")
         emit(i3 + f"S.sweep(wm - {w.size})")
-        emit(i3 + "_swa = S._sweep_at")
+        emit(i3 + "_sw = _ic + S._sweep_at")
         emit(ind + "else:")
 
     # -- generation ---------------------------------------------------------
@@ -335,11 +362,14 @@ class Program:
         emit("    wm = S.wm")
         if p.mode == "session":
             emit("    _cur = S.cur")
+            if not self.limits.active:
+                emit("    _H, _SS = S.heap, S.sessions")
         if p.mode == "sliding" and not self.limits.active:
             # the arrival number and the closes counted towards the next sweep of idle groups, in locals
             # between calls to add and close
-            emit("    _G, _T, _seq, _cl, _swa = S.groups, S.trig, S.seq, S._closes, S._sweep_at")
-            emit("    _tch = _em = 0")
+            emit("    _G, _T, _seq, _id = S.groups, S.trig, S.seq, S.ident")
+            emit("    _ic = _tch = _ef = 0")
+            emit("    _sw = S._sweep_at - S._closes")
         if p.mode != "rows":
             emit("    nxt = S.nxt")
         if p.mode == "fast":
@@ -460,19 +490,24 @@ class Program:
                 emit("            _seq = max(_seq, S.seq)")  # (and counted the record)
             emit("        finally:")
             emit("            if wm >= nxt:")
+            ci = "                "
+            if p.mode == "session" and not lim.active:
+                self._session_regrow(emit, ci)
+                ci += "    "
             if p.mode == "sliding" and not lim.active:
-                emit("                S._closes = _cl")
-            emit("                out.extend(S.close(wm, now))")
-            emit("                nxt = S.nxt")
+                emit(ci + "S._closes = S._sweep_at - _sw + _ic")
+            emit(ci + "out.extend(S.close(wm, now))")
+            emit(ci + "nxt = S.nxt")
             if p.mode == "sliding" and not lim.active:
-                emit("                _cl, _swa = S._closes, S._sweep_at")
+                emit("                _sw = _ic + S._sweep_at - S._closes")
         emit("    S.wm = wm")
         if p.mode == "fast":
             emit("    S.nxt = nxt")
         if p.mode == "sliding" and not self.limits.active:
-            emit("    S.seq, S._closes = _seq, _cl")
-            emit("    S.touched += _tch")
-            emit("    S.emitted += _em")
+            emit("    S.seq, S._closes = _seq, S._sweep_at - _sw + _ic")
+            emit("    S.touched += _ic + _tch")
+            if not p.order and p.limit is None:  # (else ``rows_of`` counts the rows)
+                emit("    S.emitted += _ic - _ef")
         emit("    return out")
         src = "\n".join(L) + "\n"
         # aggregate state helpers for the executors that update outside _process
@@ -545,6 +580,28 @@ class Program:
             emit(ind + "    " + u)
         emit(ind + "    if ts > _c[1]: _c[1] = ts")
         emit(ind + "else:")
+
+    def _session_regrow(self, emit: Callable[[str], None], ind: str) -> None:
+        """Session windows: the heap entries at its top that are stale (their session grew since they were
+        pushed) are re-pushed with the real end here, exactly as ``SessionExecutor.close`` would begin, and
+        ``close`` is called only when an entry is due, or gone (the usual in-order stream moves its sessions'
+        ends far more often than it ends a session). Without state limits only (``close`` rechecks them)."""
+        w = self.plan.window
+        if w is None:
+            raise AssertionError("session mode without a window")
+        i2, i3 = ind + "    ", ind + "        "
+        emit(ind + "while _H:")
+        emit(i2 + "_e, _sq = _H[0]")
+        emit(i2 + "_ss = _SS.get(_sq)")
+        emit(i2 + "if _ss is None: break")
+        emit(i2 + f"_re = _ss[1] + {w.timeout}")
+        emit(i2 + f"if _ss[0] + {w.size} < _re: _re = _ss[0] + {w.size}")
+        emit(i2 + "if _re <= _e: break")
+        emit(i2 + f"{self.gen.const(heapreplace)}(_H, (_re, _sq))")
+        emit(i2 + "if _H[0][0] > wm:")
+        emit(i3 + "nxt = S.nxt = _H[0][0]")
+        emit(i3 + "break")
+        emit(ind + "if wm >= nxt:")
 
     def _make_room(self, emit: Callable[[str], None], ind: str) -> None:
         lim = self.limits

@@ -543,10 +543,12 @@ class SlidingExecutor(Executor):
 
     def sweep(self, lo: Any) -> None:
         """Drop the groups that went quiet (nothing pending, every record before ``lo``): run every
-        ``_sweep_at`` closes, which the generated code's in-order path counts as ``close`` does."""
+        ``_sweep_at`` closes, which the generated code's in-order path counts as ``close`` does. It only
+        reads the groups still in use: their next row evicts what has left their range."""
         groups = self.groups
-        for k in list(groups):
-            self._drop_if_idle(k, lo)
+        idle = [k for k, g in groups.items() if g[5] == len(g[0]) and (not g[1] or g[1][-1][0] < lo)]
+        for k in idle:
+            del groups[k]
         self._sweep_at = 64 + 2 * len(groups)
 
     def _enter(self, k: Any, g: list, T: Any) -> None:
@@ -595,12 +597,6 @@ class SlidingExecutor(Executor):
         heapify(self.trig)
         self.nxt = self.trig[0][0] if self.trig else BIG
         return out, len(shed)
-
-    def _drop_if_idle(self, k: Any, lo: Any) -> None:
-        g = self.groups[k]
-        self._evict(g, lo)
-        if not g[1] and g[5] == len(g[0]):
-            del self.groups[k]
 
     def live_states(self) -> int:
         return sum(len(g[1]) + len(g[0]) - g[5] for g in self.groups.values())

@@ -270,3 +270,21 @@ def test_a_snapshot_of_an_older_state_format_is_refused_with_the_reason():
     snap["version"] = 1
     with pytest.raises(SqlError, match="holds window state of format 1, this version keeps format 3"):
         SqlProcessor(TUMBLE, SimpleContext(), resume_state=snap)
+
+
+def test_a_result_id_is_the_hash_of_its_compact_json():
+    # the definition the docs give: the first 16 hex digits of the SHA-256 of [scope, start, end, key]
+    import hashlib
+
+    from edgestream_hub.sql.keys import key, key_value
+    from edgestream_hub.sql.processor import result_id
+
+    bounds = [0, -5, 10**20, None, 1.5, True, float("inf")]
+    keys = ["dev1", 3, (key("a"), key(1.5)), key(True), (key(None), key("é")), ()]
+    for scope in ("p/p.sql", 'é"x'):
+        ident = result_id(scope)
+        for ws in bounds:
+            for we in bounds:
+                for k in keys:
+                    text = json.dumps([scope, ws, we, key_value(k)], separators=(",", ":"), default=repr)
+                    assert ident(ws, we, k) == hashlib.sha256(text.encode()).hexdigest()[:16], (ws, we, k)

@@ -244,3 +244,17 @@ def test_the_inline_path_does_what_add_and_close_do(rows, lateness, rnd, batch):
         runs.append((out + p.flush(), ctx.dead, ctx.late_records, state))
     assert "_g = _G.get(k)" in SqlProcessor(q, SimpleContext()).program.source  # the first run took the path
     assert runs[0] == runs[1]
+
+
+def test_rows_emitted_as_their_record_arrives_carry_their_result_id():
+    # an upserting sink keys each row on the result id: the rows the generated code emits itself must carry
+    # the same ids as the rows the executor emits (which state limits that are never reached always do)
+    recs = [{"ts": ts, "g": g} for ts in range(0, 60, 3) for g in ("a", "b")]
+    q = "SELECT g, count(*) AS n FROM s GROUP BY g, SLIDINGWINDOW(ms, 10)"
+    runs = []
+    for max_keys in (None, 10**6):
+        p = SqlProcessor(q, SimpleContext(), id_field="_id", id_scope="p/p.sql", max_keys=max_keys)
+        runs.append(p.process(recs, 0) + p.flush())
+    assert len(runs[0]) == len(recs) and all("_id" in r for r in runs[0])
+    assert len({r["_id"] for r in runs[0]}) == len(recs)
+    assert runs[0] == runs[1]
