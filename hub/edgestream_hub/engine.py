@@ -501,7 +501,9 @@ class Engine:
         where = state_dir(config.state, config.base_dir)
         split = tuple(str(config.hub.get(k)) for k in ("workers", "partitions", "take"))
         if self._running and split != self._split:
-            log.warning("hub.workers, hub.partitions and hub.take take effect at the next start")
+            log.warning("hub.workers, hub.partitions and hub.take take effect at the next start, which refuses the "
+                        "state kept now if they split the devices another way: set them back before it, or stop "
+                        "the hub and run `edgestream state reset --all` (open windows are lost)")
         self._split = split
         if not self._running:
             self.state_dir = where  # the checkpoints' folder; None: not durable

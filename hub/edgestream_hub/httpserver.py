@@ -137,6 +137,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         import sys
 
         e = sys.exc_info()[1]
+        if isinstance(e, ConnectionError):  # the client closed its end (a scrape that timed out): routine
+            self.log.info("http: %s hung up before the answer was sent (%s)", client_address[0], type(e).__name__)
+            return
         self.log.error("http: request from %s failed: %s: %s", client_address[0], type(e).__name__, e)
 
 

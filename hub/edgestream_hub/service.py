@@ -57,8 +57,9 @@ class HubService:
         self.api: Any = None  # the running rest.ApiServer
         self._reload_lock = threading.Lock()
 
-    def load(self) -> HubConfig:
-        cfg = load_config(self.path, env=self.env, sets=self.sets, registry=self.registry)
+    def load(self, text: str | None = None) -> HubConfig:
+        """The config of the file (or of ``text``, read as if it were the file), made this worker's in a worker."""
+        cfg = load_config(self.path, text=text, env=self.env, sets=self.sets, registry=self.registry)
         w = workers.worker_env()
         if w is not None:  # a worker of a hub with hub.workers > 1: its own folder and metrics port
             problems = workers.split_problems(cfg, self.registry)
@@ -80,7 +81,11 @@ class HubService:
     def start(self, config: HubConfig | None = None) -> "HubService":
         """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
-        cfg = config if config is not None else self.load()
+        refused: ConfigError | None = None
+        if config is not None:
+            cfg = config
+        else:
+            cfg, refused = self._load_at_start()
         self._digest = _digest(cfg.text)
         self._last_stat = _stat(self.path)
         engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry,
@@ -100,9 +105,32 @@ class HubService:
             kwargs={"wait": self.stop_requested.wait, "backoff_max_s": 5.0}, name="config-watch", daemon=True)
         self._watcher.start()
         notify("READY=1", f"STATUS=running {self.path}")
+        if refused is not None:
+            self.reloads["refused"] += 1
+            self.engine.metrics.child("edgestream_hub_config_reloads_total", "refused").inc()
         if workers.worker_env() is not None:
+            workers.keep_running_config(cfg.text)
             self._tell_supervisor()
         return self
+
+    def _load_at_start(self) -> tuple[HubConfig, ConfigError | None]:
+        """The file's config; in a worker started again after its file was edited into one that is refused
+        (the other workers refused the reload and run on), the config it ran before, and why the file's was
+        refused. A one-process hub refuses to start on a bad file."""
+        try:
+            return self.load(), None
+        except ConfigError as e:
+            kept = workers.running_config()
+            try:
+                text = kept.read_text(encoding="utf-8") if kept is not None else None
+            except OSError:
+                text = None
+            if text is None:
+                raise
+            cfg = self.load(text)
+            log.error("config file refused at the start, running the config this worker ran before (%s); the "
+                      "file says:\n%s", kept, e)
+            return cfg, e
 
     def _tell_supervisor(self) -> None:
         """A worker says it runs, and where its metrics are, in ``worker.json`` of its folder."""
@@ -210,6 +238,7 @@ class HubService:
             return {"result": "failed", "error": why}
         self.reloads["ok"] += 1
         m.child("edgestream_hub_config_reloads_total", "ok").inc()
+        workers.keep_running_config(cfg.text)
         taps = self.engine.taps
         if cfg.api != old_api:
             self._swap_api(old_api, cfg.api)

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 #: set in a worker process: ``"<index>/<workers>/<partitions>/<taken partitions, comma-separated>"``: the split
 #: its supervisor decided at start (a worker started again later keeps it, whatever the file says by then)
 ENV = "EDGESTREAM_WORKER"
+#: set in a worker process: its folder (``<state>/worker-<k>``)
+DIR_ENV = "EDGESTREAM_WORKER_DIR"
+#: the config text a worker last ran, in its folder: a worker started again runs it if the file is refused
+RUNNING_CONFIG_FILE = "running-config.yaml"
 #: set in the supervisor once it re-executed itself to supervise this many workers (the split is decided)
 SUPERVISOR_ENV = "EDGESTREAM_SUPERVISE"
 #: the file a worker writes in its folder once it runs: its pid and where its metrics are served
@@ -137,6 +141,27 @@ def worker_value(index: int, workers: int, hub: dict[str, Any]) -> str:
     """The ``ENV`` value for worker ``index`` of ``workers`` on the ``hub`` section's partitions."""
     partitions, take = layout(hub, workers)
     return f"{index}/{workers}/{partitions}/{','.join(map(str, take))}"
+
+
+def running_config() -> Path | None:
+    """In a worker process: where the config text it last ran is kept (``RUNNING_CONFIG_FILE``), else None."""
+    folder = os.environ.get(DIR_ENV) if worker_env() is not None else None
+    return Path(folder) / RUNNING_CONFIG_FILE if folder else None
+
+
+def keep_running_config(text: str) -> None:
+    """In a worker process: keep ``text`` as the config it runs (written to a temp file, renamed into place)."""
+    path = running_config()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("cannot keep the running config in %s: %s (a restart of this worker reads the file)", path,
+                    e.strerror or e)
 
 
 def supervising() -> int | None:
@@ -419,7 +444,6 @@ class Supervisor:
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * workers
         self.started = [False] * workers  # each worker ran once (a restart drops --fresh-state)
         self.restarts = [0] * workers
-        self.last_metrics: dict[int, str] = {}  # each worker's last answer (served while it does not answer)
         self._lock_fd: int | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -436,6 +460,7 @@ class Supervisor:
         env = dict(os.environ)
         env.pop(SUPERVISOR_ENV, None)
         env[ENV] = worker_value(index, self.n, self.cfg.hub)
+        env[DIR_ENV] = str(worker_dir(self.base, index))
         env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
         ready = worker_dir(self.base, index) / READY_FILE
         try:
@@ -525,6 +550,15 @@ class Supervisor:
         host, port = self._metrics.server_address[:2]
         self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
+    def worker_urls(self) -> list[tuple[int, int, str]]:
+        """``(index, pid, metrics URL)`` of each worker that runs."""
+        out = []
+        for i in range(self.n):
+            info = self._ready(i)
+            if info and isinstance(info.get("metrics"), str):
+                out.append((i, info["pid"], info["metrics"]))
+        return out
+
     def run(self) -> int:
         """Until a stop is asked: restart a worker that died (backoff 1 s doubling to 30 s), forward reloads."""
         import signal
@@ -601,44 +635,57 @@ class Supervisor:
 
 #: gauges whose merged value is not the sum of the workers'
 _GAUGE_MERGE = {"edgestream_state_checkpoint_duration_seconds": max, "edgestream_state_checkpoint_age_seconds": max,
-                "edgestream_devices_desired_invalid": max, "process_start_time_seconds": min}
+                "edgestream_devices_desired_invalid": max, "process_start_time_seconds": min,
+                "process_max_fds": max}
 
 
 class MergedCollector:
     """The workers' metrics as one hub's: counters, histograms and most gauges summed by label set, the
     gauges in ``_GAUGE_MERGE`` merged by their rule, ``*_info`` by max; plus ``edgestream_hub_workers`` and
-    ``edgestream_hub_worker_restarts_total``. Merged counters never go back: a worker that does not answer
-    within 2 s counts with its last answer (``edgestream_hub_workers_scraped`` says how many answered), and
-    the counters of a worker that was started again are added to its new ones."""
+    ``edgestream_hub_worker_restarts_total``. A worker that does not answer within 2 s is left out (and
+    ``edgestream_hub_workers_scraped`` says how many answered).
+
+    The merged counters never go back (Prometheus reads a drop as a reset to zero and would count the other
+    workers' totals again): a worker left out counts with what it last answered, and a worker started again
+    counts on from what its previous process last answered."""
 
     def __init__(self, sup: Supervisor) -> None:
+        import threading
+
         self.sup = sup
-        self.pids: dict[int, Any] = {}  # the pid each worker's last answer came from
-        self.banked: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}  # ended workers' counters
+        self._last: dict[int, tuple[int, list[Any]]] = {}  # worker -> (pid, families it last answered)
+        self._gone: list[Any] = []  # what the workers' previous processes last answered, summed
+        self._lock = threading.Lock()  # scrapes may come at once
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.parser import text_string_to_metric_families
 
-        ready = {i: info for i in range(self.sup.n) if (info := self.sup._ready(i)) is not None
-                 and isinstance(info.get("metrics"), str)}
-        texts = scrape([(i, info["metrics"]) for i, info in ready.items()])
-        last = self.sup.last_metrics
+        urls = self.sup.worker_urls()
+        texts = scrape([(i, u) for i, _, u in urls])
+        pids = {i: pid for i, pid, _ in urls}
+        live: dict[int, list[Any]] = {}
         for i, text in texts.items():
-            pid = ready[i].get("pid")
-            if i in last and self.pids.get(i) != pid:  # a new process: what the old one counted stays counted
-                bank(last[i], self.banked)
-            self.pids[i] = pid
-            last[i] = text
-        yield from merge((last[i] for i in sorted(last)), self.banked)
+            try:
+                live[i] = list(text_string_to_metric_families(text))
+            except ValueError as e:
+                log.warning("metrics of worker %d not merged: %s", i, e)
+        with self._lock:
+            for i, fams in live.items():
+                before = self._last.get(i)
+                if before is not None and before[0] != pids[i]:  # started again: carry what the last one counted
+                    self._gone = list(merge([], [self._gone, before[1]]))
+                self._last[i] = (pids[i], fams)
+            stale = [self._gone] + [fams for i, (_, fams) in self._last.items() if i not in live]
+            yield from merge(live.values(), stale)
         g = GaugeMetricFamily("edgestream_hub_workers", "Worker processes of this hub (hub.workers).")
         g.add_metric([], self.sup.n)
         yield g
-        g = GaugeMetricFamily("edgestream_hub_workers_scraped", "Workers that answered this scrape (the others count "
-                                                                "with their last answer).")
-        g.add_metric([], len(texts))
+        g = GaugeMetricFamily("edgestream_hub_workers_scraped", "Workers whose metrics this scrape merged.")
+        g.add_metric([], len(live))
         yield g
         c = CounterMetricFamily("edgestream_hub_worker_restarts", "Worker processes started again after they died.",
                                 labels=["worker"])
@@ -669,39 +716,32 @@ def scrape(urls: Sequence[tuple[int, str]], timeout_s: float = 2.0) -> dict[int,
     return dict(out)
 
 
-_COUNTING = ("counter", "histogram", "summary")
+#: metric types whose samples only grow (a worker's last answer still counts once it is gone)
+_CUMULATIVE = {"counter", "histogram", "summary"}
 
 
-def bank(text: str, banked: dict[tuple[str, str, tuple[tuple[str, str], ...]], float]) -> None:
-    """Add the counters (and histogram and summary counts) of ``text`` to ``banked``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for fam in text_string_to_metric_families(text):
-        if fam.type in _COUNTING:
-            for s in fam.samples:
-                if not s.name.endswith("_created"):
-                    k = (fam.name, s.name, tuple(sorted(s.labels.items())))
-                    banked[k] = banked.get(k, 0.0) + s.value
-
-
-def merge(texts: Iterable[str], banked: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] | None = None
-          ) -> Iterable[Any]:
-    """Metric families of several Prometheus text expositions merged into one, plus the ``banked`` counts of
-    workers that ended (see ``MergedCollector``)."""
+def merge(live: Iterable[Iterable[Any]], stale: Iterable[Iterable[Any]] = ()) -> Iterable[Any]:
+    """Metric families of several workers merged into one hub's (see ``MergedCollector``): ``live`` as parsed
+    from their expositions now, ``stale`` what workers that did not answer (or are gone) answered last, of
+    which only the counting samples are added."""
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.samples import Sample
 
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for text in texts:
-        for fam in text_string_to_metric_families(text):
+
+    def take(fams: Iterable[Any], counting_only: bool) -> None:
+        for fam in fams:
+            if counting_only and fam.type not in _CUMULATIVE:
+                continue
             if fam.name not in families:
                 families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
                 values[fam.name] = {}
             rule = _GAUGE_MERGE.get(fam.name) or (max if fam.name.endswith("_info") or fam.type == "info" else None)
             acc = values[fam.name]
             for s in fam.samples:
+                if counting_only and s.name.endswith("_created"):
+                    continue
                 k = (s.name, tuple(sorted(s.labels.items())))
                 if k not in acc:
                     acc[k] = s.value
@@ -711,10 +751,11 @@ def merge(texts: Iterable[str], banked: dict[tuple[str, str, tuple[tuple[str, st
                     acc[k] = (rule or _sum)(acc[k], s.value)
                 else:
                     acc[k] += s.value
-    for (name, sname, labels), v in (banked or {}).items():
-        if name in values:
-            acc = values[name]
-            acc[(sname, labels)] = acc.get((sname, labels), 0.0) + v
+
+    for fams in live:
+        take(fams, False)
+    for fams in stale:
+        take(fams, True)
     for name, fam in families.items():
         fam.samples = [Sample(n, dict(labels), v) for (n, labels), v in values[name].items()]
         yield fam

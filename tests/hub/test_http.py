@@ -433,3 +433,30 @@ pipelines: {p: {from: web, to: out}}
     assert post(port, b'{"a": 1}')[0] == 200  # and the next request is served
     assert e.stop()
     assert refusals(e, code) == 1 and hub.out["out"] == [{"a": 1}]
+
+
+def test_a_client_that_hangs_up_before_the_answer_is_no_server_error(caplog):
+    # a scraper that timed out (the supervisor scraping a stalled worker, Prometheus) closes its end: routine
+    import logging
+    from http.server import BaseHTTPRequestHandler
+
+    from edgestream_hub.httpserver import BoundedHTTPServer
+
+    log = logging.getLogger("edgestream.test.http")
+    server = BoundedHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler, max_connections=2, read_timeout_s=1.0,
+                               log=log, name="t")
+    try:
+        for gone in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "Connection reset by peer")):
+            try:
+                raise gone
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 5000))
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 5000))
+    finally:
+        server.server_close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["http: request from 127.0.0.1 failed: ValueError: a bug"], errors
+    assert "http: 127.0.0.1 hung up before the answer was sent (BrokenPipeError)" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from hubtest import PAUSE, wait_for
 
 from edgestream_hub.engine import Engine
@@ -166,7 +168,7 @@ def test_any_exception_while_loading_a_reload_refuses_it(hub, caplog):
     hub.scripts["t"] = []
     svc = service(hub, CONFIG)
 
-    def broken():
+    def broken(text: str | None = None) -> NoReturn:
         raise RuntimeError("a bug in a plugin's check")
 
     svc.load = broken  # type: ignore[method-assign]
@@ -206,3 +208,16 @@ def test_the_config_watcher_survives_a_crash_and_says_so(hub, caplog, monkeypatc
     crashed = [r for r in caplog.records if "config watch crashed" in r.getMessage()]
     assert crashed and crashed[0].levelname == "ERROR" and crashed[0].exc_info is not None
     assert "RuntimeError: stat exploded" in crashed[0].getMessage()
+
+
+def test_a_reload_that_changes_the_split_says_the_next_start_refuses_the_state(hub, caplog):
+    # `hub.workers` is read at start, and a start with another split of the state is refused (exit 2): the
+    # reload must say so, not only that it waits for the next start
+    hub.scripts["s"] = []
+    hub.scripts["t"] = []
+    svc = service(hub, CONFIG)
+    rewrite(hub, svc, "hub: {", "hub: {workers: 1, ")
+    assert svc.reload()
+    assert "hub.workers, hub.partitions and hub.take take effect at the next start" in caplog.text
+    assert "refuses the state" in caplog.text and "edgestream state reset --all" in caplog.text
+    assert svc.stop()

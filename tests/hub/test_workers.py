@@ -110,11 +110,25 @@ def test_merged_metrics_sum_counters_and_merge_gauges_by_their_meaning():
          "# TYPE edgestream_pipeline_queue_records gauge\nedgestream_pipeline_queue_records{component=\"p\"} 2.0\n"
          "# TYPE edgestream_state_checkpoint_age_seconds gauge\nedgestream_state_checkpoint_age_seconds 0.5\n")
     b = a.replace(" 3.0", " 4.0").replace(" 100.0", " 90.0").replace(" 2.0", " 5.0").replace(" 0.5", " 1.5")
-    got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([a, b]) for s in fam.samples}
+    got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([parse(a), parse(b)]) for s in fam.samples}
     assert got[("edgestream_sink_records_total", (("component", "db"),))] == 7.0
     assert got[("edgestream_sink_records_created", (("component", "db"),))] == 90.0
     assert got[("edgestream_pipeline_queue_records", (("component", "p"),))] == 7.0
     assert got[("edgestream_state_checkpoint_age_seconds", ())] == 1.5  # the oldest worker's
+    fds = "# TYPE process_max_fds gauge\nprocess_max_fds 1024.0\n"
+    limits = {s.name: s.value for fam in merge([parse(fds), parse(fds)]) for s in fam.samples}
+    assert limits["process_max_fds"] == 1024.0  # a limit of each process, not a total
+    # a worker that did not answer (or is gone) adds its last counts, not its gauges
+    got = {(s.name, tuple(s.labels.items())): s.value for fam in merge([parse(a)], [parse(b)]) for s in fam.samples}
+    assert got[("edgestream_sink_records_total", (("component", "db"),))] == 7.0
+    assert got[("edgestream_sink_records_created", (("component", "db"),))] == 100.0
+    assert got[("edgestream_pipeline_queue_records", (("component", "p"),))] == 2.0
+
+
+def parse(text: str) -> list[Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return list(text_string_to_metric_families(text))
 
 
 # -- real processes --
@@ -557,17 +571,6 @@ def test_a_restarted_worker_does_not_start_fresh_again():
     assert restart_argv(argv) == ["hub", "run", "-c", "h.yaml", "--set", "a=b"]
 
 
-def test_merged_counters_keep_what_a_restarted_worker_counted():
-    from edgestream_hub.workers import bank
-
-    old = "# TYPE x_total counter\nx_total 10.0\n# TYPE q gauge\nq 5.0\n"
-    banked: dict = {}
-    bank(old, banked)
-    new = "# TYPE x_total counter\nx_total 3.0\n# TYPE q gauge\nq 1.0\n"
-    got = {s.name: s.value for fam in merge([new], banked) for s in fam.samples}
-    assert got == {"x_total": 13.0, "q": 1.0}  # the gauge is the live process's
-
-
 def test_a_stateless_source_feeding_an_upsert_is_not_split_by_the_broker(tmp_path):
     from edgestream_hub.workers import shared_sources
 
@@ -605,3 +608,78 @@ def test_auto_keeps_the_one_process_an_existing_state_was_written_by(tmp_path, m
         hub.close()
     log = hub.log.read_text()
     assert "hub.workers: auto keeps the 1 worker process(es) the state in" in log and "[worker" not in log
+
+
+def test_merged_counters_never_go_back_when_a_worker_dies_or_stalls(tmp_path, mosquitto):
+    # Prometheus reads any drop of a counter as a reset to zero: a worker that is down, stalled or started
+    # again must not take its counts out of the hub's
+    from crashkit import message
+
+    port = free_port()
+    cfg = hub_yaml(tmp_path, mosquitto.port, metrics_port=port)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    key = 'edgestream_pipeline_records_in_total{"component": "agg"}'
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in device_names(0, 8):
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+        assert wait_for(lambda: scrape(port).get(key) == 40.0, 20), scrape(port)
+        stalled = worker_pids(tmp_path)[0]
+        os.kill(stalled, signal.SIGSTOP)
+        try:
+            m = scrape(port)
+            assert m["edgestream_hub_workers_scraped{}"] == 1 and m[key] == 40.0, m
+        finally:
+            os.kill(stalled, signal.SIGCONT)
+        victim = worker_pids(tmp_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert scrape(port)[key] == 40.0  # down: its counts stay
+        assert wait_for(lambda: len(worker_pids(tmp_path)) == 2 and victim not in worker_pids(tmp_path), 30)
+        assert wait_for(lambda: scrape(port)["edgestream_hub_workers_scraped{}"] == 2, 20)
+        m = scrape(port)
+        assert m[key] == 40.0 and m['edgestream_hub_worker_restarts_total{"worker": "1"}'] == 1, m
+        for d in device_names(0, 8):  # the restarted worker counts on from there
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 5, 5, TIMINGS["tumbling"]))
+        assert wait_for(lambda: scrape(port).get(key) == 80.0, 20), scrape(port)
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+
+
+
+def test_a_worker_started_again_after_a_refused_edit_runs_the_config_it_ran(tmp_path, mosquitto):
+    # the running workers refuse an edit that cannot be split; one that dies afterwards must not be kept
+    # down by it (its devices would go unread until someone fixed the file)
+    from crashkit import message
+
+    cfg = hub_yaml(tmp_path, mosquitto.port)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    devs = device_names(0, 8)
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        text = cfg.read_text().replace("to: [db]", "to: [db, lines]")
+        cfg.write_text(text.replace("sinks:\n", "sinks:\n  lines: {file: {path: x.jsonl}}\n"))
+        hub.signal(signal.SIGHUP)
+        assert wait_for(lambda: hub.log.read_text().count("config reload refused") >= 2, 20)
+        victim = worker_pids(tmp_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: len(worker_pids(tmp_path)) == 2 and victim not in worker_pids(tmp_path), 30), \
+            hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in devs:
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+        closing = closers(2)
+        for d in closing:
+            publish_one(mosquitto.port, f"edgestream/{d}/data", closer_message(d))
+        ref = reference(records(devs, 5, TIMINGS["tumbling"]), closing)
+        assert wait_for(lambda: len(rows(tmp_path)) >= len(ref), 30), hub.log.read_text()[-3000:]
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    assert set(rows(tmp_path)) == set(ref)
+    log = hub.log.read_text()
+    assert "[worker 1] edgestream.hub: config file refused at the start, running the config this worker ran " \
+           "before" in log and "sinks.lines.file" in log
+    assert not (tmp_path / "x.jsonl").exists()
