@@ -70,10 +70,11 @@ HUB_SPEC = Spec("hub", "Engine settings.", [
     Field("log_level", "str", "Logging level.", default="info", choices=("debug", "info", "warning", "error")),
     Field("workers", "any", "Processes that run the pipelines, each for a share of the devices (docs/hub.md, "
           "Workers): `auto` runs one per core when every part of the config can be split by device, else one; "
-          "a number runs that many (a config error names what cannot be split). Read at start.",
+          "a number from 1 to 64 runs that many (a config error names what cannot be split). Read at start.",
           default="auto"),
     Field("partitions", "int", "Partitions the devices are split into (a device's is crc32(id) mod this), across "
-          "every gateway of a cluster (default: the number of workers). Read at start.", default=None, min=1,
+          "every gateway of a cluster (default: the number of workers; at most 4096). Read at start.", default=None,
+          min=1,
           max=4096),
     Field("take", "list[int]", "The partitions this hub takes, when several gateways share the devices (default: "
           "all). Read at start.", default=None, min=0),
