@@ -683,3 +683,37 @@ def test_a_worker_started_again_after_a_refused_edit_runs_the_config_it_ran(tmp_
     assert "[worker 1] edgestream.hub: config file refused at the start, running the config this worker ran " \
            "before" in log and "sinks.lines.file" in log
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_worker_killed_before_its_first_checkpoint_after_fresh_state_does_not_resume_the_old_state(
+        tmp_path, mosquitto):
+    # --fresh-state is dropped when the supervisor starts a worker again: the fresh start must already be
+    # in a checkpoint then, or the worker resumes the state it was told to drop (here: refused for a changed
+    # query, so the worker would exit at every restart and its devices go unread)
+    from crashkit import message
+
+    cfg = hub_yaml(tmp_path, mosquitto.port)
+    cfg.write_text(cfg.read_text() + "state: {interval: 60s}\n")
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    devs = device_names(0, 8)
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in devs:  # open windows in both workers' checkpoints
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+        time.sleep(1.0)
+        assert hub.stop() == 0
+        cfg.write_text(cfg.read_text().replace("TUMBLINGWINDOW(ss, 1)", "TUMBLINGWINDOW(ss, 2)"))
+        hub.start(args=("--fresh-state", "agg"))
+        assert started(hub), hub.log.read_text()[-3000:]
+        victim = worker_pids(tmp_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: len(worker_pids(tmp_path)) == 2 and victim not in worker_pids(tmp_path), 30), \
+            hub.log.read_text()[-3000:]
+        time.sleep(2.5)  # past the first restart's backoff: a refused worker would have exited again
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    log = hub.log.read_text().rsplit("---- start 2\n", 1)[1]
+    assert log.count("worker 1 exited") == 1 and "cannot resume" not in log, log[-3000:]
+    assert log.count("written at the start (--fresh-state agg)") == 2, log[-3000:]
