@@ -717,3 +717,26 @@ def test_a_worker_killed_before_its_first_checkpoint_after_fresh_state_does_not_
     log = hub.log.read_text().rsplit("---- start 2\n", 1)[1]
     assert log.count("worker 1 exited") == 1 and "cannot resume" not in log, log[-3000:]
     assert log.count("written at the start (--fresh-state agg)") == 2, log[-3000:]
+
+
+def test_a_session_taken_over_by_another_client_says_which_client_id_and_why(tmp_path, mosquitto):
+    # two gateways whose hub.take overlap run workers with one client id: the broker closes each one's session
+    # when the other connects, every second; the log must say what is going on, not only "lost the broker"
+    import paho.mqtt.client as mqtt
+
+    cfg = hub_yaml(tmp_path, mosquitto.port, workers=1)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    other = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wk-hub", clean_session=False)
+    try:
+        assert hub.subscribed(), hub.log.read_text()[-3000:]
+        other.connect("127.0.0.1", mosquitto.port)
+        other.loop_start()
+        assert wait_for(lambda: "lost the broker" in hub.log.read_text(), 20), hub.log.read_text()[-3000:]
+        other.disconnect()
+        other.loop_stop()
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    log = hub.log.read_text()
+    assert "connected as wk-hub; reconnecting with backoff; a connection closed this soon may have been taken " \
+           "over by another client with this client id" in log and "hub.take overlaps" in log, log[-3000:]
