@@ -740,3 +740,26 @@ def test_a_session_taken_over_by_another_client_says_which_client_id_and_why(tmp
     log = hub.log.read_text()
     assert "connected as wk-hub; reconnecting with backoff; a connection closed this soon may have been taken " \
            "over by another client with this client id" in log and "hub.take overlaps" in log, log[-3000:]
+
+
+def test_hub_check_refuses_a_split_the_state_folder_was_not_written_with_as_hub_run_does(tmp_path, mosquitto):
+    # `hub check` passing must mean `hub run` does not exit 2: a hub that ran in one process left checkpoints
+    cfg = hub_yaml(tmp_path, mosquitto.port, workers=1)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    try:
+        assert hub.subscribed(), hub.log.read_text()[-3000:]
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+
+    def cli(action: str, workers: str) -> subprocess.CompletedProcess:
+        return subprocess.run([EDGESTREAM, "hub", action, "-c", str(cfg), "--set", f"hub.workers={workers}"],
+                              capture_output=True, text=True, timeout=60)
+
+    says = "hub.workers: the state in {} was written by a hub of 1 worker(s)".format(tmp_path / ".edgestream")
+    check, run = cli("check", "2"), cli("run", "2")
+    assert check.returncode == run.returncode == 2, (check, run)
+    assert says in check.stderr and says in run.stderr and "Traceback" not in check.stderr + run.stderr
+    assert not (tmp_path / ".edgestream" / "workers.json").exists()  # check wrote nothing
+    for workers in ("1", "auto"):  # auto keeps the one process the state was written by
+        assert cli("check", workers).returncode == 0
