@@ -547,6 +547,15 @@ def test_a_gateway_taking_some_partitions_refuses_a_query_over_all_devices(tmp_p
     assert load_config(config(tmp_path, "{workers: 1, partitions: 4, take: [0, 1]}")).hub["take"] == [0, 1]
 
 
+def test_a_gateway_with_workers_is_not_told_that_one_process_would_run_a_query_over_all_devices(tmp_path):
+    # workers: 1 would not help a gateway that sees only its partitions' devices: the error names hub.take
+    q = "SELECT count(*) AS n FROM readings GROUP BY TUMBLINGWINDOW(ss, 1)"
+    with pytest.raises(ConfigError) as e:
+        load_config(config(tmp_path, "{workers: 2, partitions: 4, take: [0, 1]}", q))
+    assert len(e.value.issues) == 1 and e.value.issues[0].path == "hub.take", e.value
+    assert "workers: 1" not in str(e.value) and "sees only those devices" in str(e.value)
+
+
 def test_one_share_answers_for_each_rule_a_source_asks_by():
     s = Share(2, None, 0, 2)
     topic = next(f"edgestream/d{k}/results" for k in range(100)
