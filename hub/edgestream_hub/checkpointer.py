@@ -182,6 +182,10 @@ class Checkpointer:
                 m.child("edgestream_source_unacked_messages", r.cc.label).set(r.source.unacked())
 
     # -- one round --
+    def take_now(self) -> bool:
+        """One round now, on the caller's thread (the periodic ones go on); True if it was written."""
+        return self.round(deadline=time.monotonic() + ROUND_TIMEOUT_S, abort=self._stop)
+
     def round(self, *, deadline: float, abort: threading.Event, closing: bool = False) -> bool:
         """Take one checkpoint; True if it was written (and its messages acknowledged)."""
         with self._round_lock:

@@ -81,6 +81,10 @@ def _check(args: argparse.Namespace) -> int:
 
         args.config = find_config(args.config)
         cfg = load_config(args.config, sets=args.set)
+        from edgestream_hub.workers import base_dir_of
+
+        if base_dir_of(cfg).is_dir():  # a hub ran here: would `hub run` resume its state with this split?
+            _workers(cfg, None, start=False)
     except ConfigError as e:
         print(f"edgestream hub check: {e}", file=sys.stderr)
         return 2
@@ -167,30 +171,34 @@ def _on_signals(target: Any, stopping: str) -> None:
     signal.signal(signal.SIGHUP, on_hup)
 
 
-def _workers(cfg: Any, registry: Any) -> int:
+def _workers(cfg: Any, registry: Any, start: bool = True) -> int:
     """The worker processes ``cfg`` runs in: ``hub.workers`` (``auto``: one per core when it can be split);
-    raises ConfigError when the state folder was written by a hub split another way."""
-    import logging
-
+    raises ConfigError when the state folder was written by a hub split another way. ``start=False``
+    (``hub check``): logs nothing and leaves the state folder as it is."""
     from edgestream_hub import workers
     from edgestream_hub.errors import ConfigError
 
+    def say(msg: str, *args: Any) -> None:
+        if start:
+            import logging
+
+            logging.getLogger("edgestream.hub").info(msg, *args)
+
     n = workers.workers_of(cfg.hub)
     if cfg.hub["workers"] == "auto":
-        log = logging.getLogger("edgestream.hub")
         problems = workers.split_problems(cfg, registry) if n > 1 else []
         if problems:
             where, why = problems[0]
-            log.info("one process (hub.workers: auto): %s: %s%s", where, why,
-                     f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            say("one process (hub.workers: auto): %s: %s%s", where, why,
+                f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             n = 1
         kept = workers.recorded_split(cfg)
         if isinstance(kept, dict) and kept["workers"] != n and (kept["workers"] == 1 or not problems):
-            log.info("hub.workers: auto keeps the %d worker process(es) the state in %s was written by "
-                     "(`edgestream state reset --all` lets the next start choose again)", kept["workers"],
-                     workers.base_dir_of(cfg))
+            say("hub.workers: auto keeps the %d worker process(es) the state in %s was written by "
+                "(`edgestream state reset --all` lets the next start choose again)", kept["workers"],
+                workers.base_dir_of(cfg))
             n = kept["workers"]
-    problem = workers.check_layout(cfg, n)
+    problem = workers.check_layout(cfg, n) if start else workers.split_mismatch(cfg, n)
     if problem:
         from edgestream_hub.errors import ConfigIssue
 

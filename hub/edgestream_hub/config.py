@@ -930,8 +930,10 @@ def _check_workers(cfg: HubConfig, chk: Checker) -> None:
     cluster = take is not None and parts is not None and len(take) < parts
     if not (explicit or cluster) or chk.issues or workers.worker_env() is not None or workers.supervising():
         return
+    # what a gateway's share cannot run, fewer workers cannot fix: say hub.take, not "workers: 1"
+    gateway = set(workers.split_problems(cfg, chk.registry, local_parts=False)) if cluster else set()
     for where, why in workers.split_problems(cfg, chk.registry, local_parts=explicit):
-        if explicit:
+        if explicit and (where, why) not in gateway:
             chk.issue("hub.workers", f"{w} workers cannot run this config: {where}: {why} (workers: 1, or auto, "
                                      "runs it in one process)")
         else:

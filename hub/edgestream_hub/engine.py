@@ -829,7 +829,20 @@ class Engine:
                      len(self.sinks), f"; checkpoints in {self.state_dir}" if self.durable else
                      " (state.enabled: false: no checkpoints)", f"; metrics at {self.metrics_url}"
                      if self.metrics_url else "")
-            return self
+        if self.fresh_state and self.checkpointer is not None:
+            self._checkpoint_fresh_start(self.checkpointer)
+        return self
+
+    def _checkpoint_fresh_start(self, cp: Checkpointer) -> None:
+        """Make a ``--fresh-state`` start durable at once: a hub started again without the flag (a worker the
+        supervisor restarts, a service manager's restart) before the first periodic checkpoint would otherwise
+        resume the state the flag was given to drop (and refuse it again after a changed query)."""
+        if cp.take_now():
+            log.info("state: checkpoint %d written at the start (--fresh-state %s)", cp.last_n,
+                     ", ".join(sorted(self.fresh_state)))
+        else:
+            log.warning("state: no checkpoint written at the start: until the first one, a start without "
+                        "--fresh-state resumes checkpoint %s", self.restored.n)
 
     def _declare(self, sinks: Any, pipelines: Any, sources: Any) -> None:
         """Every series of these components, at 0, before they handle a record."""

@@ -381,27 +381,39 @@ def recorded_split(cfg: Any) -> dict[str, Any] | str | None:
     return have
 
 
+def split_mismatch(cfg: Any, workers: int) -> str | None:
+    """Why the checkpoints in the state folder cannot be resumed by ``workers`` processes with this config's
+    partitions (written by a hub split another way), or None. Reads only: ``hub check`` asks it too."""
+    from edgestream_hub.checkpoint import state_dir
+
+    if state_dir(cfg.state, cfg.base_dir) is None:
+        return None
+    base = base_dir_of(cfg)
+    partitions, take = layout(cfg.hub, workers)
+    have = recorded_split(cfg)
+    if isinstance(have, str):
+        return have
+    if have is not None and have != {"workers": workers, "partitions": partitions, "take": take}:
+        return (f"the state in {base} was written by a hub of {have['workers']} worker(s) taking partitions "
+                f"{have['take']} of {have['partitions']}; this config runs {workers} taking {take} of "
+                f"{partitions}. Open windows and sequence positions live with the worker that owned each device: "
+                f"set hub.workers (and hub.partitions, hub.take) back, or start from empty state with "
+                f"`edgestream state reset --all`")
+    return None
+
+
 def check_layout(cfg: Any, workers: int) -> str | None:
     """Why the state folder cannot be used by ``workers`` processes with this config's partitions, or None
     (and the layout is written down, for ``edgestream state`` and ``edgestream devices``). A hub's open windows
     and sequence positions live in the folder of the worker that owns the device: another split would lose
     them (a hub without checkpoints has none to lose)."""
-    from edgestream_hub.checkpoint import state_dir
-
+    problem = split_mismatch(cfg, workers)
+    if problem:
+        return problem
     base = base_dir_of(cfg)
     partitions, take = layout(cfg.hub, workers)
     want = {"workers": workers, "partitions": partitions, "take": take}
     path = base / LAYOUT_FILE
-    if state_dir(cfg.state, cfg.base_dir) is not None:
-        have = recorded_split(cfg)
-        if isinstance(have, str):
-            return have
-        if have is not None and have != want:
-            return (f"the state in {base} was written by a hub of {have['workers']} worker(s) taking partitions "
-                    f"{have['take']} of {have['partitions']}; this config runs {workers} taking {take} of "
-                    f"{partitions}. Open windows and sequence positions live with the worker that owned each device: "
-                    f"set hub.workers (and hub.partitions, hub.take) back, or start from empty state with "
-                    f"`edgestream state reset --all`")
     if workers > 1 or len(take) != partitions:
         try:
             base.mkdir(parents=True, exist_ok=True)

@@ -182,12 +182,12 @@ class HubProcess:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, env: dict[str, str] | None = None) -> "HubProcess":
+    def start(self, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> "HubProcess":
         self.starts += 1
         with open(self.log, "ab") as f:
             f.write(f"---- start {self.starts}\n".encode())
             f.flush()
-            self.proc = subprocess.Popen([EDGESTREAM, "hub", "run", "-c", str(self.config)], stdout=f,
+            self.proc = subprocess.Popen([EDGESTREAM, "hub", "run", "-c", str(self.config), *args], stdout=f,
                                          stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         return self
 

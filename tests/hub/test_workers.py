@@ -547,6 +547,15 @@ def test_a_gateway_taking_some_partitions_refuses_a_query_over_all_devices(tmp_p
     assert load_config(config(tmp_path, "{workers: 1, partitions: 4, take: [0, 1]}")).hub["take"] == [0, 1]
 
 
+def test_a_gateway_with_workers_is_not_told_that_one_process_would_run_a_query_over_all_devices(tmp_path):
+    # workers: 1 would not help a gateway that sees only its partitions' devices: the error names hub.take
+    q = "SELECT count(*) AS n FROM readings GROUP BY TUMBLINGWINDOW(ss, 1)"
+    with pytest.raises(ConfigError) as e:
+        load_config(config(tmp_path, "{workers: 2, partitions: 4, take: [0, 1]}", q))
+    assert len(e.value.issues) == 1 and e.value.issues[0].path == "hub.take", e.value
+    assert "workers: 1" not in str(e.value) and "sees only those devices" in str(e.value)
+
+
 def test_one_share_answers_for_each_rule_a_source_asks_by():
     s = Share(2, None, 0, 2)
     topic = next(f"edgestream/d{k}/results" for k in range(100)
@@ -683,3 +692,83 @@ def test_a_worker_started_again_after_a_refused_edit_runs_the_config_it_ran(tmp_
     assert "[worker 1] edgestream.hub: config file refused at the start, running the config this worker ran " \
            "before" in log and "sinks.lines.file" in log
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_worker_killed_before_its_first_checkpoint_after_fresh_state_does_not_resume_the_old_state(
+        tmp_path, mosquitto):
+    # --fresh-state is dropped when the supervisor starts a worker again: the fresh start must already be
+    # in a checkpoint then, or the worker resumes the state it was told to drop (here: refused for a changed
+    # query, so the worker would exit at every restart and its devices go unread)
+    from crashkit import message
+
+    cfg = hub_yaml(tmp_path, mosquitto.port)
+    cfg.write_text(cfg.read_text() + "state: {interval: 60s}\n")
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    devs = device_names(0, 8)
+    try:
+        assert started(hub), hub.log.read_text()[-3000:]
+        time.sleep(0.3)
+        for d in devs:  # open windows in both workers' checkpoints
+            publish_one(mosquitto.port, f"edgestream/{d}/data", message(d, 0, 5, TIMINGS["tumbling"]))
+        time.sleep(1.0)
+        assert hub.stop() == 0
+        cfg.write_text(cfg.read_text().replace("TUMBLINGWINDOW(ss, 1)", "TUMBLINGWINDOW(ss, 2)"))
+        hub.start(args=("--fresh-state", "agg"))
+        assert started(hub), hub.log.read_text()[-3000:]
+        victim = worker_pids(tmp_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: len(worker_pids(tmp_path)) == 2 and victim not in worker_pids(tmp_path), 30), \
+            hub.log.read_text()[-3000:]
+        time.sleep(2.5)  # past the first restart's backoff: a refused worker would have exited again
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    log = hub.log.read_text().rsplit("---- start 2\n", 1)[1]
+    assert log.count("worker 1 exited") == 1 and "cannot resume" not in log, log[-3000:]
+    assert log.count("written at the start (--fresh-state agg)") == 2, log[-3000:]
+
+
+def test_a_session_taken_over_by_another_client_says_which_client_id_and_why(tmp_path, mosquitto):
+    # two gateways whose hub.take overlap run workers with one client id: the broker closes each one's session
+    # when the other connects, every second; the log must say what is going on, not only "lost the broker"
+    import paho.mqtt.client as mqtt
+
+    cfg = hub_yaml(tmp_path, mosquitto.port, workers=1)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    other = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wk-hub", clean_session=False)
+    try:
+        assert hub.subscribed(), hub.log.read_text()[-3000:]
+        other.connect("127.0.0.1", mosquitto.port)
+        other.loop_start()
+        assert wait_for(lambda: "lost the broker" in hub.log.read_text(), 20), hub.log.read_text()[-3000:]
+        other.disconnect()
+        other.loop_stop()
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+    log = hub.log.read_text()
+    assert "connected as wk-hub; reconnecting with backoff; a connection closed this soon may have been taken " \
+           "over by another client with this client id" in log and "hub.take overlaps" in log, log[-3000:]
+
+
+def test_hub_check_refuses_a_split_the_state_folder_was_not_written_with_as_hub_run_does(tmp_path, mosquitto):
+    # `hub check` passing must mean `hub run` does not exit 2: a hub that ran in one process left checkpoints
+    cfg = hub_yaml(tmp_path, mosquitto.port, workers=1)
+    hub = HubProcess(cfg, tmp_path / "hub.log").start()
+    try:
+        assert hub.subscribed(), hub.log.read_text()[-3000:]
+        assert hub.stop() == 0
+    finally:
+        hub.close()
+
+    def cli(action: str, workers: str) -> subprocess.CompletedProcess:
+        return subprocess.run([EDGESTREAM, "hub", action, "-c", str(cfg), "--set", f"hub.workers={workers}"],
+                              capture_output=True, text=True, timeout=60)
+
+    says = "hub.workers: the state in {} was written by a hub of 1 worker(s)".format(tmp_path / ".edgestream")
+    check, run = cli("check", "2"), cli("run", "2")
+    assert check.returncode == run.returncode == 2, (check, run)
+    assert says in check.stderr and says in run.stderr and "Traceback" not in check.stderr + run.stderr
+    assert not (tmp_path / ".edgestream" / "workers.json").exists()  # check wrote nothing
+    for workers in ("1", "auto"):  # auto keeps the one process the state was written by
+        assert cli("check", workers).returncode == 0

@@ -84,6 +84,11 @@ def _tls_context() -> Any:
 
 
 _READ_CHUNK = 1 << 16  # bytes a receiving client asks of its socket at a time
+# A broker closes a session when another client connects with its client id: two such clients close each
+# other's in turn, each staying connected only until the other's reconnect.
+SHORT_SESSION_S = 10.0
+TAKEN_OVER = ("; a connection closed this soon may have been taken over by another client with this client id "
+              "(a second hub on a copy of this config, or another gateway whose hub.take overlaps this one's)")
 _reader_class: Any = None
 
 
@@ -301,6 +306,7 @@ class MqttSource(Source):
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._was_connected = False
+        self._connected_at = 0.0  # monotonic time of the last CONNACK: a session closed soon after was taken over?
         self._stopping = False
 
     def open(self) -> None:
@@ -450,6 +456,7 @@ class MqttSource(Source):
         if self._was_connected:
             self.ctx.count("edgestream_source_reconnects_total")
         self._was_connected = True
+        self._connected_at = time.monotonic()
         self._connection_changed()
         self._last_fail = ("", 0.0)
         if self._tls is not None:
@@ -478,7 +485,9 @@ class MqttSource(Source):
         self.connected.clear()
         self._connection_changed()
         if not self._stopping and reason.is_failure:
-            self.ctx.log.warning("lost the broker (%s); reconnecting with backoff", reason)
+            lasted = time.monotonic() - self._connected_at
+            self.ctx.log.warning("lost the broker (%s) after %.1fs connected as %s; reconnecting with backoff%s",
+                                 reason, lasted, self.client_id, TAKEN_OVER if lasted < SHORT_SESSION_S else "")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         why = attempt_failed(self._tls, self.conn)
