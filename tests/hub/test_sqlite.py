@@ -182,3 +182,29 @@ def test_bad_keys_are_config_errors(hub, sink, says):
     with pytest.raises(ConfigError, match=says):
         hub.config(f"sources: {{s: {{script: {{name: s}}}}}}\nsinks: {{db: {{sqlite: {sink}}}}}\n"
                    "pipelines: {p: {from: s, to: db}}\n")
+
+
+def test_processes_opening_one_new_database_at_once_all_open_it(tmp_path):
+    # the workers of one hub open their SQLite sink at the same moment: SQLite refuses a concurrent switch
+    # to WAL at once ("database is locked") instead of waiting, so the sink tries again. Two processes open
+    # 40 new databases, each at the same instant.
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\n"
+            "from edgestream_hub.components import ComponentContext\n"
+            "from edgestream_hub.connectors.sqlite import SqliteSink\n"
+            "folder, t0 = sys.argv[1], float(sys.argv[2])\n"
+            "for k in range(40):\n"
+            "    while time.time() < t0 + k * 0.06: pass\n"
+            "    s = SqliteSink({'path': f'{folder}/race-{k}.db', 'table': 't', 'columns': {'a': 'integer'},\n"
+            "                    'extra': 'drop', 'key': None}, ComponentContext('sink', 'db', 'db'))\n"
+            "    s.open()\n"
+            "    s.con.close()\n"
+            "print('opened all')\n")
+    start = time.time() + 2.0  # after both processes imported the hub
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(out.strip() == "opened all" for out, _ in outs), [err[-500:] for _, err in outs]

@@ -91,12 +91,7 @@ class SqliteSink(Sink):
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         except OSError as e:
             raise StartError(self.ctx.label, f"cannot create the folder of {self.path}: {e.strerror or e}") from e
-        try:
-            self.con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self.con.execute("PRAGMA journal_mode=WAL")
-            have = self.con.execute(f'PRAGMA table_info("{self.table}")').fetchall()
-        except sqlite3.Error as e:
-            raise StartError(self.ctx.label, f"cannot open SQLite database {self.path}: {e}") from e
+        have = self._connect()
         if have:
             existing = {row[1]: (row[2] or "TEXT").upper() for row in have}
             if self.cols is None:
@@ -111,6 +106,35 @@ class SqliteSink(Sink):
             self._prepare()
         elif self.cols is not None:
             self._create()
+
+    def _connect(self) -> list[Any]:
+        """Connect (WAL mode) and read the table's columns. Another process opening the same new database at
+        the same moment (the workers of one hub) makes SQLite refuse the switch to WAL at once with "database
+        is locked", without waiting for its busy timeout: that is tried again for up to 10 s."""
+        import sqlite3
+        import time
+
+        deadline = time.monotonic() + 10.0
+        pause = 0.01
+        while True:
+            con = None
+            try:
+                con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                con.execute("PRAGMA journal_mode=WAL")
+                have: list[Any] = con.execute(f'PRAGMA table_info("{self.table}")').fetchall()
+                self.con = con
+                return have
+            except sqlite3.OperationalError as e:
+                if con is not None:
+                    con.close()
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= deadline:
+                    raise StartError(self.ctx.label, f"cannot open SQLite database {self.path}: {e}") from e
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+            except sqlite3.Error as e:
+                if con is not None:
+                    con.close()
+                raise StartError(self.ctx.label, f"cannot open SQLite database {self.path}: {e}") from e
 
     def _create(self) -> None:
         assert self.cols is not None
