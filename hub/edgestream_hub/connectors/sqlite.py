@@ -85,7 +85,6 @@ class SqliteSink(Sink):
         self._insert = ""
 
     def open(self) -> None:
-        import sqlite3
 
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
