@@ -17,12 +17,11 @@ import uuid
 from collections import OrderedDict, namedtuple
 from typing import Any
 
+import orjson  # noqa: F401  # the test extra installs it: a missing one fails, it is not skipped
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from edgestream_hub import jsonio
-
-orjson = pytest.importorskip("orjson")
 
 
 @pytest.fixture(autouse=True)
