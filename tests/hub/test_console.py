@@ -124,14 +124,19 @@ def test_the_console_shows_devices_plots_config_pushes_and_sql_runs(live, browse
     assert outline != "none"
 
     # -- a device: plots that gain points while the agent publishes, opened from the keyboard
-    link = browser.find_element(By.CSS_SELECTOR, "#devices tbody tr[data-device=dev1] a")
-    link.send_keys(Keys.ENTER)
+    def press_enter_on_dev1(d):  # the live table replaces its rows: find the link and press it in one step
+        d.find_element(By.CSS_SELECTOR, "#devices tbody tr[data-device=dev1] a").send_keys(Keys.ENTER)
+        return True
+
+    until(browser, press_enter_on_dev1, what="the link to dev1")
     until(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Device dev1", what="the device page")
-    plot = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'figure[data-series="temp/w"]'),
-                 what="the plot of temp/w")
-    first = until(browser, lambda d: int(plot.get_attribute("data-points")), what="points")
-    until(browser, lambda d: int(plot.get_attribute("data-points")) >= first + 3, what="new points while it publishes")
-    assert plot.find_elements(By.CSS_SELECTOR, "canvas")
+
+    def plot_points(d):
+        return int(d.find_element(By.CSS_SELECTOR, 'figure[data-series="temp/w"]').get_attribute("data-points"))
+
+    first = until(browser, plot_points, what="points in the plot of temp/w")
+    until(browser, lambda d: plot_points(d) >= first + 3, what="new points while it publishes")
+    assert browser.find_elements(By.CSS_SELECTOR, 'figure[data-series="temp/w"] canvas')
     until(browser, lambda d: int(d.find_element(By.ID, "health-plot").get_attribute("data-points")) >= 2,
           what="health points")
     browser.save_screenshot(str(shots / "device.png"))
