@@ -208,17 +208,17 @@ class Checkpointer:
             positions, tickets = cut
             try:
                 if not barrier.wait(deadline, abort):
-                    return self._abandoned(barrier, deadline, abort, f"pipeline {', '.join(sorted(barrier.waiting))} "
-                                                                     "did not reach it")
+                    waiting = ", ".join(sorted(barrier.waiting))
+                    return self._abandoned(barrier, t0, deadline, abort, f"pipeline {waiting} did not reach it")
                 if any(engine.pipelines.get(n) is not p for n, p in pipes.items()):
-                    return self._abandoned(barrier, deadline, abort, "a reload replaced a pipeline")
+                    return self._abandoned(barrier, t0, deadline, abort, "a reload replaced a pipeline")
                 if barrier.errors:
                     name, why = sorted(barrier.errors.items())[0]
                     return self._failed(f"pipeline {name}: a processor's snapshot failed: {why}")
                 for name, (_, marks) in sorted(barrier.parts.items()):
                     for sink, (runner, mark) in marks.items():
                         if not self._sink_done(sink, runner, mark, deadline, abort, barrier):
-                            return self._abandoned(barrier, deadline, abort,
+                            return self._abandoned(barrier, t0, deadline, abort,
                                                    f"sink {runner.label} did not write what pipeline {name} gave it")
                 sections: dict[str, str | Section] = {f"pipeline/{name}": text
                                                      for name, (text, _) in barrier.parts.items()}
@@ -309,12 +309,13 @@ class Checkpointer:
             self._errors_unlogged += 1
         return False
 
-    def _abandoned(self, barrier: Barrier, deadline: float, abort: threading.Event, why: str) -> bool:
+    def _abandoned(self, barrier: Barrier, t0: float, deadline: float, abort: threading.Event, why: str) -> bool:
         barrier.cancel()
         if abort.is_set():
             return False  # a stop: not a failure
         if time.monotonic() >= deadline:
-            return self._failed(f"round abandoned after {ROUND_TIMEOUT_S:g}s: {why} (busy, or blocked by a sink); "
+            waited = time.monotonic() - t0
+            return self._failed(f"round abandoned after {waited:.0f}s: {why} (busy, or blocked by a sink); "
                                 "nothing was acknowledged")
         return False  # cancelled by a reload: the next round starts afresh
 

@@ -124,6 +124,23 @@ def manual(e):
     return round_
 
 
+def stuck_in_emit(e, source, pipeline):
+    """True when ``pipeline``'s input is full and ``source`` holds its intake lock, twice 0.1 s apart (between
+    two units the source lets go of the lock for a moment: a cut taken then would not see it blocked)."""
+    def now() -> bool:
+        lock = e.sources[source].intake.lock
+        if lock.acquire(blocking=False):
+            lock.release()
+            return False
+        q = e.pipelines[pipeline].input
+        return len(q) >= q.capacity
+
+    if not now():
+        return False
+    time.sleep(0.1)
+    return now()
+
+
 def acks_of(src):
     """The mids the source acknowledges, in order (the client's ack wrapped)."""
     got: list[int] = []
@@ -505,7 +522,7 @@ pipelines: {p: {from: s, to: out, queue: 10, batch: {size: 10, linger: 0ms}}}
 state: {interval: 1h}
 """)
     round_ = manual(e)
-    assert wait_for(lambda: len(e.pipelines["p"].input) == 10)  # everything full: the source waits in its emit
+    assert wait_for(lambda: stuck_in_emit(e, "s", "p"))  # everything full: the source waits in its emit
     t0 = time.monotonic()
     assert not round_()
     assert 1.5 < time.monotonic() - t0 < 10 and e.metrics.value("edgestream_state_checkpoint_errors_total") == 0
