@@ -355,7 +355,9 @@ class PipelineRunner:
             self.engine.put_sink(name, records)
 
     def snapshot(self) -> dict[str, Any]:
-        return {cc.label: p.snapshot() for cc, p, _ in self.procs}
+        """Each processor's snapshot for a checkpoint (``checkpoint_snapshot`` where it has one: the same
+        JSON, encoded by the checkpoint entry by entry)."""
+        return {cc.label: getattr(p, "checkpoint_snapshot", p.snapshot)() for cc, p, _ in self.procs}
 
     def close(self) -> None:
         """No more input: the pipeline drains what is queued, flushes and ends."""

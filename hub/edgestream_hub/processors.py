@@ -293,6 +293,9 @@ class RefreshingSql:
     def snapshot(self) -> Any:
         return self.proc.snapshot()
 
+    def checkpoint_snapshot(self) -> Any:
+        return getattr(self.proc, "checkpoint_snapshot", self.proc.snapshot)()
+
 
 @component(SQL_SPEC)
 def sql_processor(config: dict[str, Any], ctx: Any) -> Any:

@@ -185,13 +185,23 @@ class SqlProcessor:
 
     def snapshot(self) -> Any:
         """Plain JSON-able state; pass it as ``resume_state`` to continue after the last row emitted."""
+        return self._snapshot(encode(self.executor.state()))
+
+    def checkpoint_snapshot(self) -> Any:
+        """``snapshot()`` for a checkpoint: the window state handed over unencoded, for the checkpoint to
+        encode entry by entry (it writes the same JSON)."""
+        from edgestream_hub.checkpoint import Entries  # loaded by then in a hub that checkpoints
+
+        return self._snapshot(Entries(self.executor.state(), encode))
+
+    def _snapshot(self, state: Any) -> Any:
         ex = self.executor
         return {
             "version": STATE_VERSION,
             "query": self.query,
             "wm": ex.wm,
             "counters": {"dead": ex.dead, "late": ex.late, "emitted": ex.emitted, "limited": ex.limited},
-            "state": encode(ex.state()),
+            "state": state,
             "analytic": encode([a.state for a in self.program.analytics]) if self.plan.mode != "join" else [],
         }
 
