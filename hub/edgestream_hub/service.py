@@ -35,6 +35,14 @@ from edgestream_hub.systemd import notify, reloading
 log = logging.getLogger("edgestream.hub")
 
 
+def _sql_parsed_elsewhere() -> Any:
+    """The SQL parser (sqlglot, ~10 MB) runs in a helper process while a config is loaded and built: the hub
+    holds only the compiled queries (``edgestream_hub.sql.lowering``)."""
+    from edgestream_hub.sql.lowering import elsewhere
+
+    return elsewhere()
+
+
 class HubService:
     """Runs a config file: start, reload on change or SIGHUP, stop."""
 
@@ -82,19 +90,20 @@ class HubService:
         """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
         refused: ConfigError | None = None
-        if config is not None:
-            cfg = config
-        else:
-            cfg, refused = self._load_at_start()
-        self._digest = _digest(cfg.text)
-        self._last_stat = _stat(self.path)
-        engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry,
-                        fresh_state=self.fresh_state)
-        if cfg.api is not None:
-            from edgestream_hub.taps import Taps
+        with _sql_parsed_elsewhere():
+            if config is not None:
+                cfg = config
+            else:
+                cfg, refused = self._load_at_start()
+            self._digest = _digest(cfg.text)
+            self._last_stat = _stat(self.path)
+            engine = Engine(cfg, registry=self.registry, metrics_registry=self.metrics_registry,
+                            fresh_state=self.fresh_state)
+            if cfg.api is not None:
+                from edgestream_hub.taps import Taps
 
-            engine.taps = Taps.from_config(cfg.api)
-        self.engine = engine.start()
+                engine.taps = Taps.from_config(cfg.api)
+            self.engine = engine.start()
         try:
             self._start_api(cfg.api)
         except BaseException:
@@ -204,7 +213,8 @@ class HubService:
         with self._reload_lock:
             reloading(f"reloading {self.path}")
             try:
-                out = self._reload()
+                with _sql_parsed_elsewhere():
+                    out = self._reload()
             finally:
                 notify("READY=1", f"STATUS=running {self.path}")
         if self.api is not None:

@@ -2,7 +2,8 @@
 
 Each pass is ``fn(query, catalog) -> query`` in a module of its own:
 
-1. ``lower``     sqlglot tree -> ``ir.Query`` (spellings, windows out of GROUP BY)
+1. ``lower``     sqlglot tree -> ``ir.Query`` (spellings, windows out of GROUP BY; ``lowering`` runs the
+                 parser and it, here or in a helper process)
 2. ``resolve``   which source each column comes from; output-name references
 3. ``validate``  refuse what cannot run, with line, column and caret
 4. ``fold``      constant sub-expressions computed once
@@ -16,9 +17,8 @@ from typing import Callable
 
 from . import ir
 from .catalog import Catalog
-from .dialect import parse
 from .fold import fold
-from .lower import lower
+from .lowering import lowered
 from .plan import Plan, build
 from .prune import prune
 from .pushdown import pushdown
@@ -34,8 +34,7 @@ PASSES: tuple[Pass, ...] = (resolve, validate, fold, pushdown, prune)
 def compile_query(text: str, catalog: Catalog | None = None) -> Plan:
     """Parse ``text``, run every pass, and return the plan (raises SqlError)."""
     catalog = catalog or Catalog()
-    tree, explain = parse(text)
-    q = lower(tree, text, explain)
+    q = lowered(text)
     for p in PASSES:
         q = p(q, catalog)
     return build(q)

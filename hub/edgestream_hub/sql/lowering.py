@@ -1,0 +1,165 @@
+"""Parsing and lowering (query text -> ``ir.Query``), here or in a helper process.
+
+Parsing needs sqlglot, ~10 MB of a running hub's memory that serves nothing once its queries are compiled.
+Inside ``elsewhere()`` (``HubService`` holds it while it loads a config and builds or reloads its engine)
+a query not lowered before is sent to a helper process (``python -m edgestream_hub.sql.lowering``), started
+at the first such query and stopped when the block ends, so the hub never imports sqlglot; everywhere else
+(``hub check``, ``edgestream sql``, tests) it is lowered in this process. Either way the result is the
+same tree and a refused query the same ``SqlError``. Lowered queries are remembered (as pickles, so each
+compile gets its own tree) up to ``MEMO_SIZE``: a reload does not lower an unchanged query again.
+
+If the helper cannot be started or dies, the query is lowered here instead (and the log says so once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
+
+from . import ir
+from .errors import SqlError
+
+__all__ = ["lowered", "elsewhere", "MEMO_SIZE"]
+
+log = logging.getLogger("edgestream.hub.sql")
+
+MEMO_SIZE = 256
+_HEAD = struct.Struct(">I")
+
+_lock = threading.RLock()
+_memo: dict[str, bytes] = {}  # query text -> pickled ("ok", ir.Query) or ("error", (message, text, offset))
+_depth = 0
+_helper: "_Helper | None" = None
+_helper_failed = False
+
+
+def lowered(text: str) -> ir.Query:
+    """``text`` parsed and lowered (raises ``SqlError``)."""
+    with _lock:
+        got = _memo.get(text)
+        if got is None:
+            got = _from_helper(text) if _depth else None
+            if got is None:
+                got = _lower(text)
+            while len(_memo) >= MEMO_SIZE:
+                del _memo[next(iter(_memo))]
+            _memo[text] = got
+    kind, value = pickle.loads(got)
+    if kind == "error":
+        raise SqlError(*value)
+    return value
+
+
+@contextmanager
+def elsewhere() -> Iterator[None]:
+    """Meanwhile, on every thread, queries not lowered before are lowered by a helper process."""
+    global _depth, _helper
+    with _lock:
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if not _depth and _helper is not None:
+                _helper.close()
+                _helper = None
+
+
+def _lower(text: str) -> bytes:
+    from .dialect import parse
+    from .lower import lower
+
+    try:
+        tree, explain = parse(text)
+        out: tuple[str, Any] = ("ok", lower(tree, text, explain))
+    except SqlError as e:
+        out = ("error", (e.message, e.text, e.offset))
+    return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _from_helper(text: str) -> bytes | None:
+    """The helper's answer, or None when there is no helper to ask (the caller lowers it here)."""
+    global _helper, _helper_failed
+    if _helper_failed:
+        return None
+    try:
+        if _helper is None:
+            _helper = _Helper()
+        return _helper.ask(text)
+    except (OSError, EOFError, ValueError, struct.error) as e:
+        _helper_failed = True
+        if _helper is not None:
+            _helper.close()
+            _helper = None
+        log.warning("the SQL parsing helper process failed (%s: %s): queries are parsed in the hub's process",
+                    type(e).__name__, e)
+        return None
+
+
+def _send(out: IO[bytes], data: bytes) -> None:
+    out.write(_HEAD.pack(len(data)) + data)
+    out.flush()
+
+
+def _receive(inp: IO[bytes]) -> bytes:
+    head = inp.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        raise EOFError("the helper process ended")
+    (n,) = _HEAD.unpack(head)
+    data = inp.read(n)
+    if len(data) < n:
+        raise EOFError("the helper process ended mid-answer")
+    return data
+
+
+class _Helper:
+    """The helper process: frames of a 4-byte length and the UTF-8 query in, the pickled answer out."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, close_fds=True)
+
+    def ask(self, text: str) -> bytes:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        _send(self.proc.stdin, text.encode("utf-8", "surrogatepass"))
+        return _receive(self.proc.stdout)
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # its end of input: it exits
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+def _serve() -> None:
+    """The helper's side: lower each query read from stdin until it closes."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing printed may garble the answers
+    while True:
+        try:
+            data = _receive(inp)
+        except EOFError:
+            return
+        _send(out, _lower(data.decode("utf-8", "surrogatepass")))
+
+
+if __name__ == "__main__":
+    try:
+        _serve()
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    os._exit(0)  # no interpreter teardown: the hub waits for this process to end
