@@ -57,6 +57,7 @@ def test_a_query_parsed_by_the_helper_compiles_and_is_refused_as_one_parsed_here
 def test_a_query_lowered_once_is_not_lowered_again_and_each_compile_gets_its_own_tree(fresh):
     with lowering.elsewhere():
         first = lowering.lowered(QUERIES[0])
+        assert lowering._helper is not None
         lowering._helper.close()  # a second lowering would need it
         again = lowering.lowered(QUERIES[0])
         lowering._helper = None
@@ -76,6 +77,7 @@ def test_a_helper_that_dies_is_replaced_by_parsing_here(fresh, monkeypatch, capl
     monkeypatch.setattr(lowering, "_memo", {})
     with caplog.at_level(logging.WARNING), lowering.elsewhere():
         outcome(QUERIES[0])
+        assert lowering._helper is not None
         lowering._helper.proc.kill()
         lowering._helper.proc.wait(5)
         assert outcome(QUERIES[2]) == expected
