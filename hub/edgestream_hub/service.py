@@ -35,12 +35,20 @@ from edgestream_hub.systemd import notify, reloading
 log = logging.getLogger("edgestream.hub")
 
 
-def _sql_parsed_elsewhere() -> Any:
+def _sql_parsed_elsewhere(path: str) -> Any:
     """The SQL parser (sqlglot, ~10 MB) runs in a helper process while a config is loaded and built: the hub
-    holds only the compiled queries (``edgestream_hub.sql.lowering``)."""
+    holds only the compiled queries (``edgestream_hub.sql.lowering``). When the file has a ``sql:`` key the
+    helper starts at once, loading the parser while the hub loads the rest."""
+    import re
+
     from edgestream_hub.sql.lowering import elsewhere
 
-    return elsewhere()
+    try:
+        with open(path, "rb") as f:
+            start = re.search(rb"\bsql[\"']?\s*:", f.read(MAX_CONFIG_BYTES + 1)) is not None
+    except OSError:
+        start = False  # loading the config says what is wrong with the file
+    return elsewhere(start=start)
 
 
 class HubService:
@@ -90,7 +98,7 @@ class HubService:
         """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
         refused: ConfigError | None = None
-        with _sql_parsed_elsewhere():
+        with _sql_parsed_elsewhere(self.path):
             if config is not None:
                 cfg = config
             else:
@@ -213,7 +221,7 @@ class HubService:
         with self._reload_lock:
             reloading(f"reloading {self.path}")
             try:
-                with _sql_parsed_elsewhere():
+                with _sql_parsed_elsewhere(self.path):
                     out = self._reload()
             finally:
                 notify("READY=1", f"STATUS=running {self.path}")

@@ -58,11 +58,19 @@ def lowered(text: str) -> ir.Query:
 
 
 @contextmanager
-def elsewhere() -> Iterator[None]:
-    """Meanwhile, on every thread, queries not lowered before are lowered by a helper process."""
-    global _depth, _helper
+def elsewhere(*, start: bool = False) -> Iterator[None]:
+    """Meanwhile, on every thread, queries not lowered before are lowered by a helper process; ``start``
+    starts it now (it loads the parser while the caller does the rest) rather than at the first query."""
+    global _depth, _helper, _helper_failed
     with _lock:
         _depth += 1
+        if start and _helper is None and not _helper_failed:
+            try:
+                _helper = _Helper()
+            except (OSError, ValueError) as e:
+                _helper_failed = True
+                log.warning("the SQL parsing helper process cannot start (%s: %s): queries are parsed in the "
+                            "hub's process", type(e).__name__, e)
     try:
         yield
     finally:
@@ -124,8 +132,10 @@ class _Helper:
     """The helper process: frames of a 4-byte length and the UTF-8 query in, the pickled answer out."""
 
     def __init__(self) -> None:
+        # a session of its own: a Ctrl-C meant for the hub does not print its traceback (it ends at the
+        # end of its input, when the hub closes it or dies)
         self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, close_fds=True)
+                                     stdout=subprocess.PIPE, close_fds=True, start_new_session=True)
 
     def ask(self, text: str) -> bytes:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -136,7 +146,7 @@ class _Helper:
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()  # its end of input: it exits
-            self.proc.wait(5)
+            self.proc.wait(1)  # still loading the parser if it was never asked: no need to wait for that
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
@@ -149,6 +159,7 @@ def _serve() -> None:
     """The helper's side: lower each query read from stdin until it closes."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed may garble the answers
+    from . import dialect, lower  # noqa: F401 - loaded before the first query comes
     while True:
         try:
             data = _receive(inp)

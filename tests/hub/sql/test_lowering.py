@@ -64,6 +64,14 @@ def test_a_query_lowered_once_is_not_lowered_again_and_each_compile_gets_its_own
     assert first == again and first is not again
 
 
+def test_a_helper_started_before_the_first_query_is_used_by_it_and_ends_with_the_block(fresh):
+    with lowering.elsewhere(start=True):
+        helper = lowering._helper
+        assert helper is not None
+        assert outcome(QUERIES[0]).startswith("mode: fast") and lowering._helper is helper
+    assert helper.proc.poll() == 0
+
+
 def test_without_a_helper_the_query_is_parsed_here_and_the_log_says_so(fresh, monkeypatch, caplog):
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     with caplog.at_level(logging.WARNING), lowering.elsewhere():
