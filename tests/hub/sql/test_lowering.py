@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -129,3 +131,23 @@ def test_a_running_hub_compiles_and_reloads_its_queries_without_importing_sqlglo
     assert "line 1, column" in error and "pipelines.p.processors[0].sql" in error
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert rows and {r["device"] for r in rows} == {"d0", "d1", "d2"}  # the compiled query ran
+
+
+@pytest.mark.parametrize("pad", [0, 200_000])  # a long query fills the pipe the stopped helper never reads
+def test_a_stopped_helper_is_given_up_after_the_timeout_and_the_query_is_parsed_here(fresh, monkeypatch, caplog, pad):
+    query = QUERIES[0] + " " * pad
+    expected = outcome(query)
+    monkeypatch.setattr(lowering, "_memo", {})
+    monkeypatch.setattr(lowering, "ANSWER_TIMEOUT_S", 1.0, raising=False)
+    with caplog.at_level(logging.WARNING), lowering.elsewhere(start=True):
+        assert lowering._helper is not None
+        proc = lowering._helper.proc
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            assert outcome(query) == expected
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert proc.returncode == -signal.SIGKILL  # killed, not left stopped
+    assert any("did not answer within 1 s" in r.message for r in caplog.records)
