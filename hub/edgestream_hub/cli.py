@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     if me is None:  # the hub, not one of its workers: how many processes?
         n = workers.supervising()
         try:
-            cfg = svc.load()
+            cfg = svc.load_elsewhere()  # a one-process hub never holds the SQL parser
             if n is None:
                 n = _workers(cfg, svc.registry)
                 if n > 1:  # supervise in a fresh process image: this one holds the SQL compiler (~30 MB)

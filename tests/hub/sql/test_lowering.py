@@ -151,3 +151,32 @@ def test_a_stopped_helper_is_given_up_after_the_timeout_and_the_query_is_parsed_
                 proc.wait(5)
     assert proc.returncode == -signal.SIGKILL  # killed, not left stopped
     assert any("did not answer within 1 s" in r.message for r in caplog.records)
+
+
+def test_hub_run_in_one_process_never_imports_sqlglot(tmp_path):
+    """``hub run`` loads the config (to choose its worker processes) before it starts it: that load parses in
+    the helper too."""
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"device": f"d{i % 3}", "value": i, "ts": i * 1000}) + "\n"
+                                               for i in range(30)))
+    q = "SELECT device, count(*) AS n FROM f GROUP BY device, TUMBLINGWINDOW(ss, 10)"
+    (tmp_path / "hub.yaml").write_text(HUB.replace("QUERY", q).replace("hub: {watch: false}",
+                                                                        "hub: {watch: false, workers: 1}"))
+    script = textwrap.dedent("""
+        import os, signal, sys, threading, time
+        from edgestream_hub import __main__ as hub
+
+        def look():
+            for _ in range(400):  # until the hub has written its rows (20 s at most)
+                if os.path.exists("out.jsonl") and os.path.getsize("out.jsonl"):
+                    break
+                time.sleep(0.05)
+            print("sqlglot" in sys.modules, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=look, daemon=True).start()
+        sys.exit(hub.main(["hub", "run", "-c", "hub.yaml"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", out.stderr
+    assert (tmp_path / "out.jsonl").read_text()
