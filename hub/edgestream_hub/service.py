@@ -101,17 +101,17 @@ class HubService:
                                                          "start it again to apply this config"))
         return cfg
 
-    def load_elsewhere(self) -> HubConfig:
-        """``load()`` with its SQL parsed in the helper process, as ``start`` and ``reload`` do: for a caller
-        that loads the config before it starts it (``hub run`` choosing its worker processes)."""
-        with _sql_parsed_elsewhere(self.path):
-            return self.load()
+    def parsing_elsewhere(self, *, lazily: bool = False) -> Any:
+        """A block in which SQL is parsed in the helper process, as ``start`` and ``reload`` do: for a caller
+        that loads the config and compiles its queries before it starts it (``hub run`` choosing its worker
+        processes). ``lazily``: the helper starts only if a query needs it (their check is likely cached)."""
+        return _elsewhere() if lazily else _sql_parsed_elsewhere(self.path)
 
     def start(self, config: HubConfig | None = None) -> "HubService":
         """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
         refused: ConfigError | None = None
-        # a config given was loaded by ``load_elsewhere``: its queries are remembered, no helper to start
+        # a config given was loaded in ``parsing_elsewhere``: its queries are remembered, no helper to start
         with _sql_parsed_elsewhere(self.path) if config is None else _elsewhere():
             if config is not None:
                 cfg = config

@@ -154,16 +154,22 @@ def test_a_stopped_helper_is_given_up_after_the_timeout_and_the_query_is_parsed_
 
 
 def test_hub_run_in_one_process_never_imports_sqlglot(tmp_path):
-    """``hub run`` loads the config (to choose its worker processes) before it starts it: that load parses in
-    the helper too."""
+    """``hub run`` loads the config and sees whether its queries split between worker processes before it
+    starts it: those parse in the helper too, also when ``hub check`` passed the query before (the load then
+    compiles nothing, the split does)."""
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"device": f"d{i % 3}", "value": i, "ts": i * 1000}) + "\n"
                                                for i in range(30)))
     q = "SELECT device, count(*) AS n FROM f GROUP BY device, TUMBLINGWINDOW(ss, 10)"
-    (tmp_path / "hub.yaml").write_text(HUB.replace("QUERY", q).replace("hub: {watch: false}",
-                                                                        "hub: {watch: false, workers: 1}"))
+    (tmp_path / "hub.yaml").write_text(HUB.replace("QUERY", q))  # hub.workers: auto; a file sink: one process
+    env = {**os.environ, "EDGESTREAM_CACHE_DIR": str(tmp_path / "cache")}
+    check = subprocess.run([sys.executable, "-m", "edgestream_hub", "hub", "check", "-c", "hub.yaml"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
     script = textwrap.dedent("""
         import os, signal, sys, threading, time
         from edgestream_hub import __main__ as hub
+
+        os.cpu_count = lambda: 2  # auto would split between two workers, were it not for the file sink
 
         def look():
             for _ in range(400):  # until the hub has written its rows (20 s at most)
@@ -176,7 +182,9 @@ def test_hub_run_in_one_process_never_imports_sqlglot(tmp_path):
         threading.Thread(target=look, daemon=True).start()
         sys.exit(hub.main(["hub", "run", "-c", "hub.yaml"]))
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False", out.stderr
+    assert "one process (hub.workers: auto)" in out.stderr
     assert (tmp_path / "out.jsonl").read_text()
