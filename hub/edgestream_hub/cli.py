@@ -124,11 +124,14 @@ def _run(args: argparse.Namespace) -> int:
     if me is None:  # the hub, not one of its workers: how many processes?
         n = workers.supervising()
         try:
-            cfg = svc.load()
-            if n is None:
-                n = _workers(cfg, svc.registry)
-                if n > 1:  # supervise in a fresh process image: this one holds the SQL compiler (~30 MB)
-                    _reexec(args, n)
+            chosen = n is not None
+            # the load and the split compile queries: never with sqlglot here (a supervisor's were checked before)
+            with svc.parsing_elsewhere(lazily=chosen):
+                cfg = svc.load()
+                if n is None:
+                    n = _workers(cfg, svc.registry)
+            if n > 1 and not chosen:  # supervise in a fresh process image: this one holds the compiled queries
+                _reexec(args, n)
         except EdgeStreamError as e:
             print(f"edgestream hub run: {e}", file=sys.stderr)
             return 2

@@ -51,6 +51,13 @@ def _sql_parsed_elsewhere(path: str) -> Any:
     return elsewhere(start=start)
 
 
+def _elsewhere() -> Any:
+    """Queries not parsed before are parsed in a helper process, started only if one is asked for."""
+    from edgestream_hub.sql.lowering import elsewhere
+
+    return elsewhere()
+
+
 class HubService:
     """Runs a config file: start, reload on change or SIGHUP, stop."""
 
@@ -94,11 +101,18 @@ class HubService:
                                                          "start it again to apply this config"))
         return cfg
 
+    def parsing_elsewhere(self, *, lazily: bool = False) -> Any:
+        """A block in which SQL is parsed in the helper process, as ``start`` and ``reload`` do: for a caller
+        that loads the config and compiles its queries before it starts it (``hub run`` choosing its worker
+        processes). ``lazily``: the helper starts only if a query needs it (their check is likely cached)."""
+        return _elsewhere() if lazily else _sql_parsed_elsewhere(self.path)
+
     def start(self, config: HubConfig | None = None) -> "HubService":
         """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
         refused: ConfigError | None = None
-        with _sql_parsed_elsewhere(self.path):
+        # a config given was loaded in ``parsing_elsewhere``: its queries are remembered, no helper to start
+        with _sql_parsed_elsewhere(self.path) if config is None else _elsewhere():
             if config is not None:
                 cfg = config
             else:

@@ -247,7 +247,7 @@ class Gen:
         ns = helpers()
         ns["_C"] = self.consts
         ns["dict"] = dict
-        code = compile(source, filename, "exec")
+        code = compile(source, filename.replace("\x00", "\\x00"), "exec")  # a name may hold no NUL
         exec(code, ns)  # generated from the query tree, never from user text
         return ns
 

@@ -8,7 +8,8 @@ at the first such query and stopped when the block ends, so the hub never import
 same tree and a refused query the same ``SqlError``. Lowered queries are remembered (as pickles, so each
 compile gets its own tree) up to ``MEMO_SIZE``: a reload does not lower an unchanged query again.
 
-If the helper cannot be started or dies, the query is lowered here instead (and the log says so once).
+If the helper cannot be started, dies, or does not answer within ``ANSWER_TIMEOUT_S`` (a stopped or stuck
+helper), it is killed and the query is lowered here instead (and the log says so once).
 """
 
 from __future__ import annotations
@@ -16,21 +17,25 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import IO, Any, Iterator
 
 from . import ir
 from .errors import SqlError
 
-__all__ = ["lowered", "elsewhere", "MEMO_SIZE"]
+__all__ = ["lowered", "elsewhere", "MEMO_SIZE", "ANSWER_TIMEOUT_S"]
 
 log = logging.getLogger("edgestream.hub.sql")
 
 MEMO_SIZE = 256
+#: how long the hub waits for the helper's answer to one query (it loads the parser first); then it parses here
+ANSWER_TIMEOUT_S = 30.0
 _HEAD = struct.Struct(">I")
 
 _lock = threading.RLock()
@@ -102,7 +107,7 @@ def _from_helper(text: str) -> bytes | None:
         if _helper is None:
             _helper = _Helper()
         return _helper.ask(text)
-    except (OSError, EOFError, ValueError, struct.error) as e:
+    except (OSError, EOFError, ValueError, struct.error, TimeoutError) as e:
         _helper_failed = True
         if _helper is not None:
             _helper.close()
@@ -128,6 +133,32 @@ def _receive(inp: IO[bytes]) -> bytes:
     return data
 
 
+def _wait_for(fd: int, write: bool, deadline: float) -> None:
+    left = deadline - time.monotonic()
+    ready = select.select([], [fd], [], max(left, 0)) if write else select.select([fd], [], [], max(left, 0))
+    if not any(ready):
+        raise TimeoutError(f"the helper process did not answer within {ANSWER_TIMEOUT_S:g} s")
+
+
+def _write_by(fd: int, data: bytes, deadline: float) -> None:
+    view = memoryview(data)
+    while view:
+        _wait_for(fd, True, deadline)
+        view = view[os.write(fd, view[:select.PIPE_BUF]):]  # up to PIPE_BUF bytes fit once it is writable
+
+
+def _read_by(fd: int, n: int, deadline: float) -> bytes:
+    parts: list[bytes] = []
+    while n:
+        _wait_for(fd, False, deadline)
+        got = os.read(fd, n)
+        if not got:
+            raise EOFError("the helper process ended")
+        parts.append(got)
+        n -= len(got)
+    return b"".join(parts)
+
+
 class _Helper:
     """The helper process: frames of a 4-byte length and the UTF-8 query in, the pickled answer out."""
 
@@ -138,9 +169,16 @@ class _Helper:
                                      stdout=subprocess.PIPE, close_fds=True, start_new_session=True)
 
     def ask(self, text: str) -> bytes:
+        """Its answer; ``TimeoutError`` when it has not taken the query and answered within
+        ``ANSWER_TIMEOUT_S`` (a stopped helper never reads nor answers: no blocking read or write on it)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        _send(self.proc.stdin, text.encode("utf-8", "surrogatepass"))
-        return _receive(self.proc.stdout)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        data = text.encode("utf-8", "surrogatepass")
+        _write_by(self.proc.stdin.fileno(), _HEAD.pack(len(data)) + data, deadline)
+        out = self.proc.stdout.fileno()
+        head = _read_by(out, _HEAD.size, deadline)
+        (n,) = _HEAD.unpack(head)
+        return _read_by(out, n, deadline)
 
     def close(self) -> None:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -129,3 +131,60 @@ def test_a_running_hub_compiles_and_reloads_its_queries_without_importing_sqlglo
     assert "line 1, column" in error and "pipelines.p.processors[0].sql" in error
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert rows and {r["device"] for r in rows} == {"d0", "d1", "d2"}  # the compiled query ran
+
+
+@pytest.mark.parametrize("pad", [0, 200_000])  # a long query fills the pipe the stopped helper never reads
+def test_a_stopped_helper_is_given_up_after_the_timeout_and_the_query_is_parsed_here(fresh, monkeypatch, caplog, pad):
+    query = QUERIES[0] + " " * pad
+    expected = outcome(query)
+    monkeypatch.setattr(lowering, "_memo", {})
+    monkeypatch.setattr(lowering, "ANSWER_TIMEOUT_S", 1.0, raising=False)
+    with caplog.at_level(logging.WARNING), lowering.elsewhere(start=True):
+        assert lowering._helper is not None
+        proc = lowering._helper.proc
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            assert outcome(query) == expected
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert proc.returncode == -signal.SIGKILL  # killed, not left stopped
+    assert any("did not answer within 1 s" in r.message for r in caplog.records)
+
+
+def test_hub_run_in_one_process_never_imports_sqlglot(tmp_path):
+    """``hub run`` loads the config and sees whether its queries split between worker processes before it
+    starts it: those parse in the helper too, also when ``hub check`` passed the query before (the load then
+    compiles nothing, the split does)."""
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"device": f"d{i % 3}", "value": i, "ts": i * 1000}) + "\n"
+                                               for i in range(30)))
+    q = "SELECT device, count(*) AS n FROM f GROUP BY device, TUMBLINGWINDOW(ss, 10)"
+    (tmp_path / "hub.yaml").write_text(HUB.replace("QUERY", q))  # hub.workers: auto; a file sink: one process
+    env = {**os.environ, "EDGESTREAM_CACHE_DIR": str(tmp_path / "cache")}
+    check = subprocess.run([sys.executable, "-m", "edgestream_hub", "hub", "check", "-c", "hub.yaml"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    script = textwrap.dedent("""
+        import os, signal, sys, threading, time
+        from edgestream_hub import __main__ as hub
+
+        os.cpu_count = lambda: 2  # auto would split between two workers, were it not for the file sink
+
+        def look():
+            for _ in range(400):  # until the hub has written its rows (20 s at most)
+                if os.path.exists("out.jsonl") and os.path.getsize("out.jsonl"):
+                    break
+                time.sleep(0.05)
+            print("sqlglot" in sys.modules, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=look, daemon=True).start()
+        sys.exit(hub.main(["hub", "run", "-c", "hub.yaml"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", out.stderr
+    assert "one process (hub.workers: auto)" in out.stderr
+    assert (tmp_path / "out.jsonl").read_text()
