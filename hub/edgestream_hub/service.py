@@ -235,7 +235,7 @@ class HubService:
         with self._reload_lock:
             reloading(f"reloading {self.path}")
             try:
-                with _sql_parsed_elsewhere(self.path):
+                with _elsewhere():  # most queries of a reload are remembered: a helper only if one is not
                     out = self._reload()
             finally:
                 notify("READY=1", f"STATUS=running {self.path}")

@@ -9,7 +9,8 @@ same tree and a refused query the same ``SqlError``. Lowered queries are remembe
 compile gets its own tree) up to ``MEMO_SIZE``: a reload does not lower an unchanged query again.
 
 If the helper cannot be started, dies, or does not answer within ``ANSWER_TIMEOUT_S`` (a stopped or stuck
-helper), it is killed and the query is lowered here instead (and the log says so once).
+helper), it is killed and the queries of that block are lowered here instead (and the log says so once);
+the next block tries a helper again.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def elsewhere(*, start: bool = False) -> Iterator[None]:
     starts it now (it loads the parser while the caller does the rest) rather than at the first query."""
     global _depth, _helper, _helper_failed
     with _lock:
+        if not _depth:
+            _helper_failed = False  # each load tries a helper again: one that failed before may have been unlucky
         _depth += 1
         if start and _helper is None and not _helper_failed:
             try:

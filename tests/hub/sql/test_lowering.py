@@ -188,3 +188,15 @@ def test_hub_run_in_one_process_never_imports_sqlglot(tmp_path):
     assert out.stdout.strip() == "False", out.stderr
     assert "one process (hub.workers: auto)" in out.stderr
     assert (tmp_path / "out.jsonl").read_text()
+
+
+def test_a_load_after_one_whose_helper_failed_tries_a_helper_again(fresh, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(sys, "executable", "/nonexistent/python")
+        with lowering.elsewhere(start=True):
+            assert lowering._helper is None and lowering._helper_failed
+            outcome(QUERIES[0])  # parsed here
+    assert lowering._helper_failed  # as the failed load left it
+    with lowering.elsewhere():
+        outcome(QUERIES[3])
+        assert lowering._helper is not None and not lowering._helper_failed
