@@ -8,6 +8,10 @@ at the first such query and stopped when the block ends, so the hub never import
 same tree and a refused query the same ``SqlError``. Lowered queries are remembered (as pickles, so each
 compile gets its own tree) up to ``MEMO_SIZE``: a reload does not lower an unchanged query again.
 
+The helper must run the compiler this process loaded: it first says which (a digest of the files that
+make and define the tree), and a helper whose files differ (the package was upgraded under a running hub)
+refuses the query with ``SqlError`` asking for a restart, as does parsing here in that case.
+
 If the helper cannot be started, dies, or does not answer within ``ANSWER_TIMEOUT_S`` (a stopped or stuck
 helper), it is killed and the queries of that block are lowered here instead (and the log says so once);
 the next block tries a helper again.
@@ -39,6 +43,28 @@ MEMO_SIZE = 256
 ANSWER_TIMEOUT_S = 30.0
 _HEAD = struct.Struct(">I")
 
+#: the files whose code makes or defines the tree a helper hands back
+_COMPILER = ("ir.py", "lower.py", "dialect.py", "errors.py", "lowering.py")
+CHANGED = ("the hub's SQL compiler changed on disk since the hub started (an upgrade?): restart the hub to "
+           "use it")
+
+
+def _fingerprint() -> bytes | None:
+    """A digest of the compiler's files as they are on disk now; None when they cannot be read."""
+    import hashlib
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    try:
+        for name in _COMPILER:
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(f.read())
+    except OSError:
+        return None
+    return h.digest()[:16]
+
+
+_LOADED = _fingerprint()  # read as this module loads, with ir and errors: the compiler this process runs
 _lock = threading.RLock()
 _memo: dict[str, bytes] = {}  # query text -> pickled ("ok", ir.Query) or ("error", (message, text, offset))
 _depth = 0
@@ -90,6 +116,8 @@ def elsewhere(*, start: bool = False) -> Iterator[None]:
 
 
 def _lower(text: str) -> bytes:
+    if f"{__package__}.lower" not in sys.modules and _LOADED is not None and _fingerprint() not in (_LOADED, None):
+        raise SqlError(CHANGED)  # the parser would come from newer files than the tree this process holds
     from .dialect import parse
     from .lower import lower
 
@@ -110,6 +138,11 @@ def _from_helper(text: str) -> bytes | None:
         if _helper is None:
             _helper = _Helper()
         return _helper.ask(text)
+    except _Changed:
+        if _helper is not None:
+            _helper.close()
+            _helper = None
+        raise SqlError(CHANGED) from None
     except (OSError, EOFError, ValueError, struct.error, TimeoutError) as e:
         _helper_failed = True
         if _helper is not None:
@@ -162,8 +195,15 @@ def _read_by(fd: int, n: int, deadline: float) -> bytes:
     return b"".join(parts)
 
 
+class _Changed(Exception):
+    """The helper runs other compiler files than this process."""
+
+
 class _Helper:
-    """The helper process: frames of a 4-byte length and the UTF-8 query in, the pickled answer out."""
+    """The helper process: frames of a 4-byte length and the UTF-8 query in, the pickled answer out; its
+    first frame out is the digest of its compiler files (empty when it cannot read them)."""
+
+    hello: bytes | None = None
 
     def __init__(self) -> None:
         # a session of its own: a Ctrl-C meant for the hub does not print its traceback (it ends at the
@@ -179,6 +219,11 @@ class _Helper:
         data = text.encode("utf-8", "surrogatepass")
         _write_by(self.proc.stdin.fileno(), _HEAD.pack(len(data)) + data, deadline)
         out = self.proc.stdout.fileno()
+        if self.hello is None:
+            (n,) = _HEAD.unpack(_read_by(out, _HEAD.size, deadline))
+            self.hello = _read_by(out, n, deadline)
+            if self.hello and _LOADED is not None and self.hello != _LOADED:
+                raise _Changed()
         head = _read_by(out, _HEAD.size, deadline)
         (n,) = _HEAD.unpack(head)
         return _read_by(out, n, deadline)
@@ -200,6 +245,7 @@ def _serve() -> None:
     """The helper's side: lower each query read from stdin until it closes."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed may garble the answers
+    _send(out, _LOADED or b"")
     from . import dialect, lower  # noqa: F401 - loaded before the first query comes
     while True:
         try:

@@ -200,3 +200,41 @@ def test_a_load_after_one_whose_helper_failed_tries_a_helper_again(fresh, monkey
     with lowering.elsewhere():
         outcome(QUERIES[3])
         assert lowering._helper is not None and not lowering._helper_failed
+
+
+def test_a_helper_whose_compiler_files_differ_refuses_the_query_asking_for_a_restart(fresh, monkeypatch):
+    monkeypatch.setattr(lowering, "_LOADED", b"0" * 16)  # as if the package was upgraded under this process
+    with lowering.elsewhere(), pytest.raises(SqlError, match="changed on disk since the hub started"):
+        lowering.lowered(QUERIES[0])
+    assert QUERIES[0] not in lowering._memo  # not the query's fault: asked again after the restart
+
+
+def test_a_reload_after_an_upgrade_is_refused_and_the_hub_goes_on(tmp_path):
+    (tmp_path / "in.jsonl").write_text("")
+    q1 = "SELECT device, count(*) AS n FROM f GROUP BY device, TUMBLINGWINDOW(ss, 10)"
+    (tmp_path / "hub.yaml").write_text(HUB.replace("QUERY", q1))
+    script = textwrap.dedent("""
+        from pathlib import Path
+        from edgestream_hub.service import HubService
+        from edgestream_hub.sql import lowering
+        from edgestream_hub.sql.errors import SqlError
+        from edgestream_hub.sql.optimizer import compile_query
+        svc = HubService("hub.yaml").start()
+        lowering._LOADED = b"0" * 16  # the files on disk are no longer those this hub loaded
+        cfg = Path("hub.yaml")
+        cfg.write_text(cfg.read_text().replace("count(*) AS n", "count(*) AS k"))
+        out = svc.reload_result()
+        import sys
+        try:  # and parsed here, outside a load: the same refusal
+            compile_query("SELECT 1 AS one FROM f")
+            here = "compiled"
+        except SqlError as e:
+            here = "refused" if "restart the hub" in str(e) else str(e)
+        print(out["result"], here, "sqlglot" in sys.modules, out["error"].replace(chr(10), " "))
+        svc.stop()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result, here, loaded, error = out.stdout.strip().split(" ", 3)
+    assert (result, here, loaded) == ("refused", "refused", "False")
+    assert "restart the hub" in error and "processors[0].sql" in error
