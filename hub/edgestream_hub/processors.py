@@ -294,7 +294,7 @@ class RefreshingSql:
         return self.proc.snapshot()
 
     def checkpoint_snapshot(self) -> Any:
-        return getattr(self.proc, "checkpoint_snapshot", self.proc.snapshot)()
+        return self.proc.checkpoint_snapshot()
 
 
 @component(SQL_SPEC)

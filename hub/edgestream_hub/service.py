@@ -35,27 +35,23 @@ from edgestream_hub.systemd import notify, reloading
 log = logging.getLogger("edgestream.hub")
 
 
-def _sql_parsed_elsewhere(path: str) -> Any:
-    """The SQL parser (sqlglot, ~10 MB) runs in a helper process while a config is loaded and built: the hub
-    holds only the compiled queries (``edgestream_hub.sql.lowering``). When the file has a ``sql:`` key the
-    helper starts at once, loading the parser while the hub loads the rest."""
+def _parsing_elsewhere(path: str | None) -> Any:
+    """A block in which SQL is parsed in a helper process (``edgestream_hub.sql.lowering``): the hub then holds
+    only the compiled queries, never the parser (sqlglot, ~10 MB). With the config file's ``path``, when it
+    has a ``sql:`` key the helper starts at once, loading the parser while the hub loads the rest; else it
+    starts only if a query not parsed before is asked for."""
     import re
 
     from edgestream_hub.sql.lowering import elsewhere
 
-    try:
-        with open(path, "rb") as f:
-            start = re.search(rb"\bsql[\"']?\s*:", f.read(MAX_CONFIG_BYTES + 1)) is not None
-    except OSError:
-        start = False  # loading the config says what is wrong with the file
+    start = False
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                start = re.search(rb"\bsql[\"']?\s*:", f.read(MAX_CONFIG_BYTES + 1)) is not None
+        except OSError:
+            pass  # loading the config says what is wrong with the file
     return elsewhere(start=start)
-
-
-def _elsewhere() -> Any:
-    """Queries not parsed before are parsed in a helper process, started only if one is asked for."""
-    from edgestream_hub.sql.lowering import elsewhere
-
-    return elsewhere()
 
 
 class HubService:
@@ -105,14 +101,14 @@ class HubService:
         """A block in which SQL is parsed in the helper process, as ``start`` and ``reload`` do: for a caller
         that loads the config and compiles its queries before it starts it (``hub run`` choosing its worker
         processes). ``lazily``: the helper starts only if a query needs it (their check is likely cached)."""
-        return _elsewhere() if lazily else _sql_parsed_elsewhere(self.path)
+        return _parsing_elsewhere(None if lazily else self.path)
 
     def start(self, config: HubConfig | None = None) -> "HubService":
         """Start on ``config`` (the file's, loaded now, if None)."""
         heap.tune()  # before the engine starts its threads (each would get a malloc arena of its own)
         refused: ConfigError | None = None
         # a config given was loaded in ``parsing_elsewhere``: its queries are remembered, no helper to start
-        with _sql_parsed_elsewhere(self.path) if config is None else _elsewhere():
+        with _parsing_elsewhere(self.path if config is None else None):
             if config is not None:
                 cfg = config
             else:
@@ -235,7 +231,7 @@ class HubService:
         with self._reload_lock:
             reloading(f"reloading {self.path}")
             try:
-                with _elsewhere():  # most queries of a reload are remembered: a helper only if one is not
+                with _parsing_elsewhere(None):  # a reload's queries are mostly remembered: a helper only if not
                     out = self._reload()
             finally:
                 notify("READY=1", f"STATUS=running {self.path}")

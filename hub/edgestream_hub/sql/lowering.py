@@ -110,9 +110,15 @@ def elsewhere(*, start: bool = False) -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-            if not _depth and _helper is not None:
-                _helper.close()
-                _helper = None
+            if not _depth:
+                _drop_helper()
+
+
+def _drop_helper() -> None:
+    global _helper
+    if _helper is not None:
+        _helper.close()
+        _helper = None
 
 
 def _lower(text: str) -> bytes:
@@ -139,15 +145,11 @@ def _from_helper(text: str) -> bytes | None:
             _helper = _Helper()
         return _helper.ask(text)
     except _Changed:
-        if _helper is not None:
-            _helper.close()
-            _helper = None
+        _drop_helper()
         raise SqlError(CHANGED) from None
     except (OSError, EOFError, ValueError, struct.error, TimeoutError) as e:
         _helper_failed = True
-        if _helper is not None:
-            _helper.close()
-            _helper = None
+        _drop_helper()
         log.warning("the SQL parsing helper process failed (%s: %s): queries are parsed in the hub's process",
                     type(e).__name__, e)
         return None
@@ -181,6 +183,11 @@ def _write_by(fd: int, data: bytes, deadline: float) -> None:
     while view:
         _wait_for(fd, True, deadline)
         view = view[os.write(fd, view[:select.PIPE_BUF]):]  # up to PIPE_BUF bytes fit once it is writable
+
+
+def _frame_by(fd: int, deadline: float) -> bytes:
+    (n,) = _HEAD.unpack(_read_by(fd, _HEAD.size, deadline))
+    return _read_by(fd, n, deadline)
 
 
 def _read_by(fd: int, n: int, deadline: float) -> bytes:
@@ -220,13 +227,10 @@ class _Helper:
         _write_by(self.proc.stdin.fileno(), _HEAD.pack(len(data)) + data, deadline)
         out = self.proc.stdout.fileno()
         if self.hello is None:
-            (n,) = _HEAD.unpack(_read_by(out, _HEAD.size, deadline))
-            self.hello = _read_by(out, n, deadline)
+            self.hello = _frame_by(out, deadline)
             if self.hello and _LOADED is not None and self.hello != _LOADED:
                 raise _Changed()
-        head = _read_by(out, _HEAD.size, deadline)
-        (n,) = _HEAD.unpack(head)
-        return _read_by(out, n, deadline)
+        return _frame_by(out, deadline)
 
     def close(self) -> None:
         try:
