@@ -246,6 +246,14 @@ def _publishers(port: int, d: str, data: list[tuple[str, bytes]], n: int) -> lis
     return procs
 
 
+def _reap(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill whichever of ``procs`` still runs (a run that failed half-way), and wait for it."""
+    for pr in procs:
+        if pr.poll() is None:
+            pr.kill()
+            pr.wait(10)
+
+
 def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: int, rate: float | None = None,
               linger: str = "0ms", track: bool = False, publishers: int = 0) -> dict[str, Any]:
     """Start a receiving child, publish ``data`` (all at once, or ``rate`` messages/s; from ``publishers``
@@ -303,10 +311,7 @@ def run_child(kind: str, port: int, d: str, data: list[tuple[str, bytes]], per: 
             pub.disconnect()
         proc.wait(30)
     finally:
-        for pr in [proc, *pubs]:
-            if pr.poll() is None:
-                pr.kill()
-                pr.wait(10)
+        _reap([proc, *pubs])
     rep["start_s"] = ready["ready"] - t_spawn
     rep["mem_ready"] = ready["mem"]
     rep["rate"] = rep["count"] / (rep["done"] - t0)

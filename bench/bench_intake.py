@@ -51,7 +51,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.bench_hub import _publishers, payloads
+from bench.bench_hub import _publishers, _reap, payloads
 from bench.report import figure, note
 
 SECTION = "Hub multi-process intake (MQTT, real mosquitto)"
@@ -253,10 +253,7 @@ def run(design: str, n: int, broker: Any, d: str, data: list[tuple[str, bytes]],
             if p.is_alive():
                 p.kill()
                 p.join(10)
-        for pr in pubs:
-            if pr.poll() is None:
-                pr.kill()
-                pr.wait(10)
+        _reap(pubs)
     got = sum(r["records"] for r in reports)
     if got < total:
         print(f"  {design} N={n}: only {got:,} of {total:,} records arrived", flush=True)

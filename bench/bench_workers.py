@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.bench_hub import CHILD_DEADLINE_S, ROOT, _publishers, payloads, run_child
+from bench.bench_hub import CHILD_DEADLINE_S, ROOT, _publishers, _reap, payloads, run_child
 from bench.report import figure, note
 
 SECTION = "Hub on several cores (hub.workers)"
@@ -141,10 +141,7 @@ def run_hub(workers: int, port: int, d: Path, data: list[tuple[str, bytes]]) -> 
         except subprocess.TimeoutExpired:
             hub.kill()
             hub.wait(10)
-        for pr in pubs:
-            if pr.poll() is None:
-                pr.kill()
-                pr.wait(10)
+        _reap(pubs)
 
 
 def bench(rounds: int = ROUNDS) -> dict[str, list[float]]:
